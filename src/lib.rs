@@ -1,0 +1,8 @@
+//! Winston: a Kubernetes operator that turns a `Tenant` into a provisioned,
+//! metered AI-agent customer.
+//!
+//! The library holds every part; the `winston` binary only wires them to a
+//! command line. `ledger` and `proxy` never import `kube`: money stays out of
+//! Kubernetes, and only the controllers bridge the two halves.
+pub mod devenv;
+pub mod names;

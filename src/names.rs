@@ -1,0 +1,1 @@
+//! Every identity string Winston uses toward Kubernetes, in one place.
