@@ -6,3 +6,4 @@
 //! Kubernetes, and only the controllers bridge the two halves.
 pub mod devenv;
 pub mod names;
+pub mod telemetry;
