@@ -13,10 +13,15 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Serve local emulators of Railway, Neon, Vercel, Supabase and Resend on one loopback port.
+    Emulator(winston::emulator::EmulatorArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     winston::telemetry::init(cli.log_json);
-    match cli.command {}
+    match cli.command {
+        Command::Emulator(args) => Ok(winston::emulator::main(args)?),
+    }
 }

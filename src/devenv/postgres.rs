@@ -97,8 +97,7 @@ impl TempPostgres {
     /// Fails when `createdb` fails.
     pub fn create_database(&self, name: &str) -> Result<(), PgError> {
         run(
-            self.command("createdb")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]),
+            self.command("createdb").args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]),
             "create a database",
         )
     }
@@ -160,11 +159,7 @@ fn run(cmd: &mut Command, action: &'static str) -> Result<(), PgError> {
     } else {
         Err(PgError::Command {
             action,
-            detail: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            detail: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         })
     }
 }
@@ -194,6 +189,5 @@ fn find_bindir() -> Option<PathBuf> {
     if let Some((_, d)) = versions.pop() {
         return Some(d);
     }
-    std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).find(|d| has(d)))
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| has(d)))
 }
