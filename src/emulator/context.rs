@@ -56,7 +56,7 @@ pub const DEFAULT_TOKEN: &str = "winston-emulator";
 #[serde(default)]
 pub struct World {
     pub neon: super::neon::NeonWorld,
-
+    pub railway: super::railway::RailwayWorld,
     /// Successful writes per platform (`neon`, `railway`, ...).
     pub mutations: BTreeMap<Platform, u64>,
 }

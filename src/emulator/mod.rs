@@ -9,7 +9,9 @@
 //! by the proxy side; they are merged into [`router`] at the marked place.
 pub mod context;
 pub mod faults;
+pub mod graphql;
 pub mod neon;
+pub mod railway;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub use context::{DEFAULT_TOKEN, Emulator, EmulatorConfig, EmulatorError};
@@ -41,6 +43,7 @@ pub type Shared = Arc<Emulator>;
 pub fn router(emu: Shared) -> Router {
     let app = Router::new()
         .nest(NEON_PATH, neon::router())
+        .route(RAILWAY_PATH, post(railway::graphql))
         .route("/_emulator/objects", get(objects))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu);
@@ -171,9 +174,7 @@ async fn objects(State(emu): State<Shared>) -> Json<Value> {
         use crate::providers::Platform as P;
         json!({
             "neon": {"objects": w.neon.objects(), "mutations": count(P::Neon)},
-
-
-
+            "railway": {"objects": w.railway.objects(), "mutations": count(P::Railway)},
         })
     });
     Json(body)

@@ -29,6 +29,8 @@ pub fn pg() -> &'static TempPostgres {
             pid = std::process::id(),
             root = root.display()
         );
+        // The watchdog outlives this process by design; nobody waits for it.
+        #[allow(clippy::zombie_processes)]
         std::process::Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::null())
