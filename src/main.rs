@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "winston", version, about = "Provision and meter AI-agent tenants on Kubernetes")]
+#[command(
+    name = "winston",
+    version,
+    about = "Provision and meter AI-agent tenants on Kubernetes"
+)]
 struct Cli {
     /// Log as JSON lines (for log collectors) instead of human-readable text.
     #[arg(long, global = true, env = "WINSTON_LOG_JSON")]
@@ -13,10 +17,23 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
+    Crds {
+        /// Write `<name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     winston::telemetry::init(cli.log_json);
-    match cli.command {}
+    match cli.command {
+        Command::Crds { out_dir: None } => {
+            print!("{}", winston::api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir),
+    }
 }
