@@ -3,11 +3,7 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "winston",
-    version,
-    about = "Provision and meter AI-agent tenants on Kubernetes"
-)]
+#[command(name = "winston", version, about = "Provision and meter AI-agent tenants on Kubernetes")]
 struct Cli {
     /// Log as JSON lines (for log collectors) instead of human-readable text.
     #[arg(long, global = true, env = "WINSTON_LOG_JSON")]
@@ -24,6 +20,8 @@ enum Command {
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
     },
+    /// Run the controller: reconcile Tenants, their instances and ledgers.
+    Controller(winston::controller::ControllerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +33,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir),
+        Command::Controller(args) => runtime()?.block_on(winston::controller::run(args)),
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }

@@ -17,24 +17,14 @@ impl<'a> Desired<'a> {
     /// A condition of `type_` that is `status` for `reason`.
     #[must_use]
     pub fn new(type_: &'a str, status: bool, reason: &'a str, message: impl Into<String>) -> Self {
-        Self {
-            type_,
-            status,
-            reason,
-            message: message.into(),
-        }
+        Self { type_, status, reason, message: message.into() }
     }
 }
 
 /// Builds the condition list from `desired`, keeping each existing
 /// condition's `lastTransitionTime` when its status did not change.
 #[must_use]
-pub fn merge(
-    existing: &[Condition],
-    desired: &[Desired<'_>],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
+pub fn merge(existing: &[Condition], desired: &[Desired<'_>], generation: Option<i64>, now: &Time) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -58,9 +48,7 @@ pub fn merge(
 /// Whether the condition `type_` is present and `True`.
 #[must_use]
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// The condition `type_`, if present.
@@ -72,46 +60,27 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
 
     fn t(secs: i64) -> Time {
-        Time(Utc.timestamp_opt(secs, 0).single().expect("valid time"))
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("valid time"))
     }
 
     #[test]
     fn transition_time_kept_while_status_unchanged_and_moved_on_flip() {
-        let first = merge(
-            &[],
-            &[Desired::new("Ready", false, "Pending", "waiting")],
-            Some(1),
-            &t(10),
-        );
+        let first = merge(&[], &[Desired::new("Ready", false, "Pending", "waiting")], Some(1), &t(10));
         assert_eq!(first[0].last_transition_time, t(10));
-        let same = merge(
-            &first,
-            &[Desired::new("Ready", false, "Other", "still waiting")],
-            Some(2),
-            &t(20),
-        );
+        let same = merge(&first, &[Desired::new("Ready", false, "Other", "still waiting")], Some(2), &t(20));
         assert_eq!(same[0].last_transition_time, t(10));
         assert_eq!(same[0].reason, "Other");
         assert_eq!(same[0].observed_generation, Some(2));
-        let flipped = merge(
-            &same,
-            &[Desired::new("Ready", true, "Ready", "")],
-            Some(2),
-            &t(30),
-        );
+        let flipped = merge(&same, &[Desired::new("Ready", true, "Ready", "")], Some(2), &t(30));
         assert_eq!(flipped[0].last_transition_time, t(30));
         assert!(is_true(&flipped, "Ready"));
     }
 
     #[test]
     fn recomputing_from_the_same_facts_is_identical() {
-        let d = [
-            Desired::new("Ready", true, "Ready", "ok"),
-            Desired::new("Stalled", false, "NotStalled", ""),
-        ];
+        let d = [Desired::new("Ready", true, "Ready", "ok"), Desired::new("Stalled", false, "NotStalled", "")];
         let a = merge(&[], &d, Some(3), &t(1));
         let b = merge(&a, &d, Some(3), &t(99));
         assert_eq!(a, b);

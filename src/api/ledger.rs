@@ -11,6 +11,7 @@ use super::shared::TenantRef;
 
 /// A tenant's credits: the allotment granted every period, one-off grants
 /// (top-ups) and the thresholds that report Low and Exhausted.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) repeats `type_` by design
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "winston.dev",
@@ -24,21 +25,13 @@ use super::shared::TenantRef;
     printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenantRef.name"),
     printcolumn(name = "Balance", type_ = "integer", json_path = ".status.balance"),
     printcolumn(name = "Used", type_ = "integer", json_path = ".status.usedThisPeriod"),
-    printcolumn(
-        name = "Low",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Low\")].status"
-    ),
+    printcolumn(name = "Low", type_ = "string", json_path = ".status.conditions[?(@.type==\"Low\")].status"),
     printcolumn(
         name = "Exhausted",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Exhausted\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CreditLedgerSpec {
@@ -82,10 +75,7 @@ fn yes() -> bool {
 #[x_kube(validation = Rule::new("self.credits == oldSelf.credits").message("a grant's credits cannot change once applied; add a grant with a new id instead"))]
 pub struct Grant {
     /// Unique id (for example an invoice or checkout id); applying the same id twice credits once.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
     pub id: String,
     /// Credits added. Positive.
     #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]

@@ -10,10 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct TenantRef {
     /// Name of the Tenant in the same namespace.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 }
 
@@ -143,10 +140,7 @@ pub struct ComputeComponent {
     pub provider: ComputeProvider,
     /// Container image of the agent; Winston's configured default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 255),
-        regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$")
-    )]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$"))]
     pub image: Option<String>,
     /// Platform region id; the platform default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,10 +161,7 @@ pub enum FrontendProvider {
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
     /// Repository as `owner/name`.
-    #[schemars(
-        length(min = 3, max = 200),
-        regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-    )]
+    #[schemars(length(min = 3, max = 200), regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
     pub repo: String,
     /// Branch, tag or commit to deploy; the repository default branch when omitted.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]

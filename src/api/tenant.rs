@@ -9,6 +9,7 @@ use super::shared::{AgentProfile, Components, DeletionPolicy, Phase};
 
 /// A customer of the business: who they are, which plan they bought, what
 /// their agent is like and which components Winston provisions for them.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) repeats `type_` by design
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "winston.dev",

@@ -11,6 +11,7 @@ use super::shared::{AgentProfile, Components, DeletionPolicy, Phase, TenantRef};
 
 /// One agent stack: database, agent service, optional frontend, credentials.
 /// Normally created and updated by the Tenant controller, not by hand.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) repeats `type_` by design
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "winston.dev",
@@ -55,9 +56,7 @@ pub struct TenantInstanceSpec {
 }
 
 /// The provisioning steps, in order.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StepName {
     /// Postgres database (Neon or Supabase).

@@ -12,15 +12,10 @@ use std::process::{Command, Stdio};
 /// Errors starting or stopping the throwaway cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error(
-        "failed to find the PostgreSQL server binaries (initdb, pg_ctl); set WINSTON_PG_BINDIR"
-    )]
+    #[error("failed to find the PostgreSQL server binaries (initdb, pg_ctl); set WINSTON_PG_BINDIR")]
     NotFound,
     #[error("failed to {action}: {detail}")]
-    Command {
-        action: &'static str,
-        detail: String,
-    },
+    Command { action: &'static str, detail: String },
     #[error("failed to prepare the data directory: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -42,8 +37,7 @@ impl TempPostgres {
     /// Fails when the binaries are missing or `initdb`/`pg_ctl` fail; the
     /// message carries their output.
     pub fn start() -> Result<Self, PgError> {
-        let root =
-            std::env::temp_dir().join(format!("winston-pg-{}", uuid::Uuid::new_v4().simple()));
+        let root = std::env::temp_dir().join(format!("winston-pg-{}", uuid::Uuid::new_v4().simple()));
         Self::start_in(&root)
     }
 
@@ -57,33 +51,15 @@ impl TempPostgres {
         let as_postgres_user = super::running_as_root();
         if as_postgres_user {
             run(
-                Command::new("chown")
-                    .arg("-R")
-                    .arg("postgres:postgres")
-                    .arg(root),
+                Command::new("chown").arg("-R").arg("postgres:postgres").arg(root),
                 "hand the data directory to the postgres user",
             )?;
         }
         let port = super::free_port()?;
-        let pg = Self {
-            bindir,
-            root: root.to_path_buf(),
-            port,
-            as_postgres_user,
-            keep: false,
-        };
+        let pg = Self { bindir, root: root.to_path_buf(), port, as_postgres_user, keep: false };
         run(
             pg.command("initdb")
-                .args([
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                    "-D",
-                ])
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
                 .arg(pg.data_dir()),
             "initialise the cluster (initdb)",
         )?;
@@ -121,15 +97,7 @@ impl TempPostgres {
     /// Fails when `createdb` fails.
     pub fn create_database(&self, name: &str) -> Result<(), PgError> {
         run(
-            self.command("createdb").args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                name,
-            ]),
+            self.command("createdb").args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]),
             "create a database",
         )
     }
@@ -185,20 +153,13 @@ impl Drop for TempPostgres {
 }
 
 fn run(cmd: &mut Command, action: &'static str) -> Result<(), PgError> {
-    let out = cmd.output().map_err(|e| PgError::Command {
-        action,
-        detail: e.to_string(),
-    })?;
+    let out = cmd.output().map_err(|e| PgError::Command { action, detail: e.to_string() })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(PgError::Command {
             action,
-            detail: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            detail: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         })
     }
 }
