@@ -8,4 +8,5 @@ pub mod api;
 pub mod controller;
 pub mod devenv;
 pub mod names;
+pub mod plans;
 pub mod telemetry;
