@@ -5,5 +5,7 @@
 //! command line. `ledger` and `proxy` never import `kube`: money stays out of
 //! Kubernetes, and only the controllers bridge the two halves.
 pub mod devenv;
+pub mod emulator;
+pub mod ledger;
 pub mod names;
 pub mod telemetry;
