@@ -8,4 +8,5 @@ pub mod devenv;
 pub mod emulator;
 pub mod ledger;
 pub mod names;
+pub mod proxy;
 pub mod telemetry;

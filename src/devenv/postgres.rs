@@ -12,10 +12,15 @@ use std::process::{Command, Stdio};
 /// Errors starting or stopping the throwaway cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("failed to find the PostgreSQL server binaries (initdb, pg_ctl); set WINSTON_PG_BINDIR")]
+    #[error(
+        "failed to find the PostgreSQL server binaries (initdb, pg_ctl); set WINSTON_PG_BINDIR"
+    )]
     NotFound,
     #[error("failed to {action}: {detail}")]
-    Command { action: &'static str, detail: String },
+    Command {
+        action: &'static str,
+        detail: String,
+    },
     #[error("failed to prepare the data directory: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -37,7 +42,8 @@ impl TempPostgres {
     /// Fails when the binaries are missing or `initdb`/`pg_ctl` fail; the
     /// message carries their output.
     pub fn start() -> Result<Self, PgError> {
-        let root = std::env::temp_dir().join(format!("winston-pg-{}", uuid::Uuid::new_v4().simple()));
+        let root =
+            std::env::temp_dir().join(format!("winston-pg-{}", uuid::Uuid::new_v4().simple()));
         Self::start_in(&root)
     }
 
@@ -51,15 +57,33 @@ impl TempPostgres {
         let as_postgres_user = super::running_as_root();
         if as_postgres_user {
             run(
-                Command::new("chown").arg("-R").arg("postgres:postgres").arg(root),
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:postgres")
+                    .arg(root),
                 "hand the data directory to the postgres user",
             )?;
         }
         let port = super::free_port()?;
-        let pg = Self { bindir, root: root.to_path_buf(), port, as_postgres_user, keep: false };
+        let pg = Self {
+            bindir,
+            root: root.to_path_buf(),
+            port,
+            as_postgres_user,
+            keep: false,
+        };
         run(
             pg.command("initdb")
-                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "-D",
+                ])
                 .arg(pg.data_dir()),
             "initialise the cluster (initdb)",
         )?;
@@ -97,8 +121,15 @@ impl TempPostgres {
     /// Fails when `createdb` fails.
     pub fn create_database(&self, name: &str) -> Result<(), PgError> {
         run(
-            self.command("createdb")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]),
+            self.command("createdb").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ]),
             "create a database",
         )
     }
@@ -154,7 +185,10 @@ impl Drop for TempPostgres {
 }
 
 fn run(cmd: &mut Command, action: &'static str) -> Result<(), PgError> {
-    let out = cmd.output().map_err(|e| PgError::Command { action, detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| PgError::Command {
+        action,
+        detail: e.to_string(),
+    })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -194,6 +228,5 @@ fn find_bindir() -> Option<PathBuf> {
     if let Some((_, d)) = versions.pop() {
         return Some(d);
     }
-    std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).find(|d| has(d)))
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| has(d)))
 }

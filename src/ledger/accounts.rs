@@ -22,11 +22,13 @@ impl Ledger {
     /// # Errors
     /// Fails on an unknown account or a database error.
     pub async fn set_low_threshold(&self, account: &str, pct: i32) -> Result<(), LedgerError> {
-        let done = sqlx::query("UPDATE accounts SET low_threshold_pct = $2, updated_at = now() WHERE id = $1")
-            .bind(account)
-            .bind(pct.clamp(0, 100))
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE accounts SET low_threshold_pct = $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(account)
+        .bind(pct.clamp(0, 100))
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(LedgerError::UnknownAccount(account.to_string()));
         }
@@ -43,10 +45,11 @@ impl Ledger {
             return Err(LedgerError::InvalidAmount(grant.amount));
         }
         let mut tx = self.pool.begin().await?;
-        let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
-            .bind(account)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?;
         if exists.is_none() {
             return Err(LedgerError::UnknownAccount(account.to_string()));
         }
@@ -100,7 +103,12 @@ impl Ledger {
     ///
     /// # Errors
     /// Fails on an unknown account, a negative allotment or a database error.
-    pub async fn ensure_period(&self, account: &str, period: Period, allotment: i64) -> Result<bool, LedgerError> {
+    pub async fn ensure_period(
+        &self,
+        account: &str,
+        period: Period,
+        allotment: i64,
+    ) -> Result<bool, LedgerError> {
         if allotment < 0 {
             return Err(LedgerError::InvalidAmount(allotment));
         }
@@ -155,7 +163,16 @@ impl Ledger {
     /// # Errors
     /// Fails on an unknown account or a database error.
     pub async fn snapshot(&self, account: &str) -> Result<Balance, LedgerError> {
-        type Row = (i64, i64, i64, i64, i64, i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        type Row = (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i32,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
         let row: Option<Row> = sqlx::query_as(
             "SELECT period_credits, granted_credits, reserved, used_this_period, allotment, low_threshold_pct,
                     period_start, period_end FROM accounts WHERE id = $1",

@@ -19,7 +19,10 @@ pub struct IssuedKey {
 
 impl std::fmt::Debug for IssuedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedKey").field("id", &self.id).field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("IssuedKey")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,10 +72,19 @@ impl Ledger {
         if inserted.rows_affected() == 0 {
             return Err(LedgerError::UnknownAccount(account.to_string()));
         }
-        audit(&mut tx, account, "key_issued", serde_json::json!({"key_id": id, "prefix": prefix, "name": name}))
-            .await?;
+        audit(
+            &mut tx,
+            account,
+            "key_issued",
+            serde_json::json!({"key_id": id, "prefix": prefix, "name": name}),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(IssuedKey { id, prefix, plaintext })
+        Ok(IssuedKey {
+            id,
+            prefix,
+            plaintext,
+        })
     }
 
     /// Revokes a key. Returns false when it was unknown or already revoked.
@@ -87,8 +99,16 @@ impl Ledger {
         .bind(key_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((account,)) = row else { return Ok(false) };
-        audit(&mut tx, &account, "key_revoked", serde_json::json!({"key_id": key_id})).await?;
+        let Some((account,)) = row else {
+            return Ok(false);
+        };
+        audit(
+            &mut tx,
+            &account,
+            "key_revoked",
+            serde_json::json!({"key_id": key_id}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -98,13 +118,20 @@ impl Ledger {
     /// # Errors
     /// Fails on a database error.
     pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, LedgerError> {
-        let rows: Vec<(Uuid, String, Vec<u8>)> =
-            sqlx::query_as("SELECT id, account_id, key_hash FROM api_keys WHERE revoked_at IS NULL")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, account_id, key_hash FROM api_keys WHERE revoked_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, account_id, hash)| Some(ActiveKey { id, account_id, hash: hash.try_into().ok()? }))
+            .filter_map(|(id, account_id, hash)| {
+                Some(ActiveKey {
+                    id,
+                    account_id,
+                    hash: hash.try_into().ok()?,
+                })
+            })
             .collect())
     }
 }

@@ -115,6 +115,9 @@ impl Ledger {
     /// # Errors
     /// Fails when a migration fails or the applied history diverges.
     pub async fn migrate(&self) -> Result<(), LedgerError> {
-        migrator().run(&self.pool).await.map_err(LedgerError::Migrate)
+        migrator()
+            .run(&self.pool)
+            .await
+            .map_err(LedgerError::Migrate)
     }
 }

@@ -18,7 +18,9 @@ pub fn cost(input_tokens: i64, output_tokens: i64, multiplier: i64) -> i64 {
 /// goes below zero).
 #[must_use]
 pub fn chargeable(cost: i64, pools: i64, reserved_by_others: i64) -> i64 {
-    cost.max(0).min(pools.saturating_sub(reserved_by_others).max(0)).min(pools.max(0))
+    cost.max(0)
+        .min(pools.saturating_sub(reserved_by_others).max(0))
+        .min(pools.max(0))
 }
 
 /// Splits a debit between the period allotment (spent first) and granted
@@ -35,7 +37,8 @@ pub fn split_debit(credits: i64, period_credits: i64) -> (i64, i64) {
 /// allotment is never "low", only exhausted).
 #[must_use]
 pub fn is_low(balance: i64, allotment: i64, pct: i32) -> bool {
-    allotment > 0 && i128::from(balance) * 100 < i128::from(allotment) * i128::from(pct.clamp(0, 100))
+    allotment > 0
+        && i128::from(balance) * 100 < i128::from(allotment) * i128::from(pct.clamp(0, 100))
 }
 
 #[cfg(test)]

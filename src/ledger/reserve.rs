@@ -123,7 +123,10 @@ impl Ledger {
             }),
             Ok(None) => {
                 let snap = self.snapshot(account).await?;
-                Err(LedgerError::Insufficient { needed: amount, available: snap.available })
+                Err(LedgerError::Insufficient {
+                    needed: amount,
+                    available: snap.available,
+                })
             }
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
                 Err(LedgerError::DuplicateRequest(request_id.to_string()))
@@ -141,12 +144,17 @@ impl Ledger {
     ///
     /// # Errors
     /// Unknown account; database errors (nothing is changed then).
-    pub async fn settle(&self, reservation: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
+    pub async fn settle(
+        &self,
+        reservation: &Reservation,
+        usage: &Usage,
+    ) -> Result<Settlement, LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let held: Option<(i64,)> = sqlx::query_as("DELETE FROM reservations WHERE id = $1 RETURNING amount")
-            .bind(reservation.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let held: Option<(i64,)> =
+            sqlx::query_as("DELETE FROM reservations WHERE id = $1 RETURNING amount")
+                .bind(reservation.id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let held = held.map_or(0, |(a,)| a);
         let acc: Option<(i64, i64, i64, i64, i32)> = sqlx::query_as(
             "SELECT period_credits, granted_credits, reserved, allotment, low_threshold_pct
@@ -247,11 +255,12 @@ impl Ledger {
     /// # Errors
     /// Database errors.
     pub async fn usage_credits(&self, account: &str) -> Result<i64, LedgerError> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COALESCE(sum(credits), 0)::bigint FROM usage_records WHERE account_id = $1")
-                .bind(account)
-                .fetch_one(&self.pool)
-                .await?;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(sum(credits), 0)::bigint FROM usage_records WHERE account_id = $1",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n)
     }
 }
