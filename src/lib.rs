@@ -7,6 +7,9 @@
 pub mod api;
 pub mod controller;
 pub mod devenv;
+pub mod emulator;
+pub mod ledger;
 pub mod names;
 pub mod plans;
+pub mod proxy;
 pub mod telemetry;

@@ -22,19 +22,27 @@ enum Command {
     },
     /// Run the controller: reconcile Tenants, their instances and ledgers.
     Controller(winston::controller::ControllerArgs),
+    /// Apply Winston's control-database migrations (idempotent).
+    Migrate {
+        /// PostgreSQL connection URL of Winston's own database.
+        #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Run the metered LLM proxy.
+    Proxy(winston::proxy::ProxyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     winston::telemetry::init(cli.log_json);
     match cli.command {
-        Command::Crds { out_dir: None } => {
-            print!("{}", winston::api::crds_yaml()?);
-            Ok(())
-        }
-        Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir),
-        Command::Controller(args) => runtime()?.block_on(winston::controller::run(args)),
+        Command::Crds { out_dir: None } => print!("{}", winston::api::crds_yaml()?),
+        Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir)?,
+        Command::Controller(args) => runtime()?.block_on(winston::controller::run(args))?,
+        Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(&database_url))?,
+        Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
     }
+    Ok(())
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

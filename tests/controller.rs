@@ -2,6 +2,8 @@
 //! Tenants get owned children that follow updates, status aggregates them,
 //! deletion runs the finalizer, a steady state writes nothing, and of two
 //! replicas only the leader acts.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The CRDs on a real kube-apiserver: committed YAML equals `winston crds`,
 //! they install and become Established, every example is accepted, and bad
 //! specs are refused at admission with a message naming the field.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::Write;
