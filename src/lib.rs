@@ -4,8 +4,13 @@
 //! The library holds every part; the `winston` binary only wires them to a
 //! command line. `ledger` and `proxy` never import `kube`: money stays out of
 //! Kubernetes, and only the controllers bridge the two halves.
+pub mod api;
+pub mod controller;
 pub mod devenv;
 pub mod emulator;
+pub mod ledger;
 pub mod names;
+pub mod plans;
 pub mod providers;
+pub mod proxy;
 pub mod telemetry;

@@ -14,7 +14,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve local emulators of Railway, Neon, Vercel, Supabase and Resend on one loopback port.
+    /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
+    Crds {
+        /// Write `<name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+    },
+    /// Run the controller: reconcile Tenants, their instances and ledgers.
+    Controller(winston::controller::ControllerArgs),
+    /// Apply Winston's control-database migrations (idempotent).
+    Migrate {
+        /// PostgreSQL connection URL of Winston's own database.
+        #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Run the metered LLM proxy.
+    Proxy(winston::proxy::ProxyArgs),
+    /// Serve local emulators of Railway, Neon, Vercel, Supabase, Resend and
+    /// the LLM upstreams on one loopback port (prints their base URLs).
     Emulator(winston::emulator::EmulatorArgs),
 }
 
@@ -22,6 +39,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     winston::telemetry::init(cli.log_json);
     match cli.command {
-        Command::Emulator(args) => Ok(winston::emulator::main(args)?),
+        Command::Crds { out_dir: None } => print!("{}", winston::api::crds_yaml()?),
+        Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir)?,
+        Command::Controller(args) => runtime()?.block_on(winston::controller::run(args))?,
+        Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(&database_url))?,
+        Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
+        Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
     }
+    Ok(())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }

@@ -1,1 +1,61 @@
-//! Every identity string Winston uses toward Kubernetes, in one place.
+//! Every identity string Winston uses toward Kubernetes, in one place: the
+//! API group, finalizer, field manager, label keys, condition types and
+//! reasons. Code refers to these constants, never to string literals.
+
+/// API group of every Winston custom resource.
+pub const GROUP: &str = "winston.dev";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// Category so `kubectl get winston` lists every Winston resource.
+pub const CATEGORY: &str = "winston";
+
+/// Finalizer that guards external cleanup.
+pub const FINALIZER: &str = "winston.dev/cleanup";
+/// Field manager for every server-side apply Winston makes.
+pub const FIELD_MANAGER: &str = "winston";
+/// Component name in Events (`source.component` / `reportingController`).
+pub const CONTROLLER_NAME: &str = "winston-controller";
+/// Default name of the leader-election Lease.
+pub const LEADER_LEASE: &str = "winston-controller";
+
+/// Label on every object Winston creates.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "winston";
+/// Label naming the Tenant a child belongs to.
+pub const LABEL_TENANT: &str = "winston.dev/tenant";
+/// Label carrying the ordinal of a TenantInstance within its Tenant.
+pub const LABEL_INSTANCE_ORDINAL: &str = "winston.dev/instance-ordinal";
+
+/// kstatus condition: the resource is fully converged.
+pub const COND_READY: &str = "Ready";
+/// kstatus condition: the controller is working towards the desired state.
+pub const COND_RECONCILING: &str = "Reconciling";
+/// kstatus condition: progress is blocked until something outside changes.
+pub const COND_STALLED: &str = "Stalled";
+/// CreditLedger condition: balance under the low-balance threshold.
+pub const COND_LOW: &str = "Low";
+/// CreditLedger condition: no credits left.
+pub const COND_EXHAUSTED: &str = "Exhausted";
+
+/// Condition reasons (CamelCase, stable: used as Event reasons and metric labels).
+pub mod reason {
+    /// Everything the resource owns is ready.
+    pub const READY: &str = "Ready";
+    /// Children exist but are not all ready yet.
+    pub const INSTANCES_NOT_READY: &str = "InstancesNotReady";
+    /// Children are being created or updated.
+    pub const PROGRESSING: &str = "Progressing";
+    /// The resource is being deleted.
+    pub const DELETING: &str = "Deleting";
+    /// `spec.paused` is set.
+    pub const PAUSED: &str = "Paused";
+    /// Nothing blocks progress.
+    pub const NOT_STALLED: &str = "NotStalled";
+    /// Nothing is in progress.
+    pub const IDLE: &str = "Idle";
+    /// A child object is owned by someone else.
+    pub const CONFLICT: &str = "Conflict";
+    /// Waiting for the first status from a controller.
+    pub const PENDING: &str = "Pending";
+}

@@ -34,6 +34,8 @@ pub struct EmulatorConfig {
     pub state_file: Option<PathBuf>,
     /// Requests per minute per platform before the emulator answers 429.
     pub rate_limit_per_minute: u32,
+    /// Behaviour of the mock LLM upstreams.
+    pub llm: super::llm::LlmMockConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -44,6 +46,7 @@ impl Default for EmulatorConfig {
             postgres_url: None,
             state_file: None,
             rate_limit_per_minute: 100_000,
+            llm: super::llm::LlmMockConfig::default(),
         }
     }
 }

@@ -5,11 +5,13 @@
 //! Test endpoints: `GET /_emulator/objects` (every live object per platform
 //! and kind, plus the mutation counter per platform) and
 //! `/_emulator/faults` (see [`faults`]). State is in memory and optionally
-//! persisted to a JSON file. The mock LLM upstreams live in `llm.rs`, owned
-//! by the proxy side; they are merged into [`router`] at the marked place.
+//! persisted to a JSON file. The mock LLM upstreams ([`llm`]: Anthropic
+//! under `/anthropic`, OpenAI-compatible under `/openai`) are served by the
+//! same router.
 pub mod context;
 pub mod faults;
 pub mod graphql;
+pub mod llm;
 pub mod neon;
 pub mod railway;
 
@@ -25,6 +27,10 @@ use serde_json::{Value, json};
 
 pub use context::{DEFAULT_TOKEN, Emulator, EmulatorConfig, EmulatorError};
 
+/// Base path of the mock Anthropic Messages API (`{base}/v1/messages`).
+pub const ANTHROPIC_PATH: &str = "/anthropic";
+/// Base path of the mock OpenAI-compatible API (`{base}/v1/chat/completions`).
+pub const OPENAI_PATH: &str = "/openai";
 /// Path of the Railway GraphQL endpoint on the emulator.
 pub const RAILWAY_PATH: &str = "/railway/graphql/v2";
 /// Base path of the Neon API v2 on the emulator.
@@ -41,15 +47,14 @@ pub type Shared = Arc<Emulator>;
 
 /// The complete emulator: every platform under its prefix plus `/_emulator`.
 pub fn router(emu: Shared) -> Router {
-    let app = Router::new()
+    let llm = llm::router(emu.config.llm.clone());
+    Router::new()
         .nest(NEON_PATH, neon::router())
         .route(RAILWAY_PATH, post(railway::graphql))
         .route("/_emulator/objects", get(objects))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
-        .with_state(emu);
-    // MERGE POINT (mock LLM upstreams): the lead adds `.merge(llm::router(..))`
-    // here; src/emulator/llm.rs serves `/anthropic/...` and `/openai/...`.
-    app
+        .with_state(emu)
+        .merge(llm)
 }
 
 /// Base URLs of every platform for an emulator at `addr`, as printed on start.
@@ -63,6 +68,8 @@ pub fn base_urls(addr: SocketAddr) -> Value {
         "vercel": format!("{base}{VERCEL_PATH}"),
         "supabase": format!("{base}{SUPABASE_PATH}"),
         "resend": format!("{base}{RESEND_PATH}"),
+        "anthropic": format!("{base}{ANTHROPIC_PATH}"),
+        "openai": format!("{base}{OPENAI_PATH}"),
         "objects": format!("{base}/_emulator/objects"),
         "faults": format!("{base}/_emulator/faults"),
     })
@@ -121,51 +128,113 @@ pub async fn spawn(config: EmulatorConfig) -> Result<Running, EmulatorError> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulatorArgs {
     /// Address to listen on (port 0 = pick a free one; the URLs are printed).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, env = "WINSTON_EMULATOR_LISTEN", default_value = "127.0.0.1:4010")]
     pub listen: SocketAddr,
-    /// Accepted API token (repeatable); default `winston-emulator`.
-    #[arg(long = "token", env = "WINSTON_EMULATOR_TOKENS", value_delimiter = ',')]
+    /// Accepted API token (repeatable or comma-separated); default `winston-emulator`.
+    #[arg(long = "token", env = "WINSTON_EMULATOR_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub tokens: Vec<String>,
-    /// Milliseconds an asynchronous lifecycle takes (0 = instant).
-    #[arg(long, default_value_t = 0)]
+    /// Milliseconds an asynchronous lifecycle takes to settle (Neon
+    /// operations, Railway deployments, Vercel builds, Supabase projects);
+    /// 0 = instant, for benchmarks.
+    #[arg(long, env = "WINSTON_EMULATOR_ASYNC_DELAY_MS", default_value_t = 0)]
     pub async_delay_ms: u64,
-    /// Superuser URL of the PostgreSQL where Neon roles and databases are created.
-    #[arg(long, env = "WINSTON_EMULATOR_POSTGRES_URL")]
+    /// Superuser URL of the PostgreSQL where Neon roles and databases are
+    /// created for real (without it, Neon URIs point nowhere).
+    #[arg(long, env = "WINSTON_EMULATOR_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
     /// JSON file keeping the state across emulator restarts.
-    #[arg(long)]
+    #[arg(long, env = "WINSTON_EMULATOR_STATE_FILE")]
     pub state_file: Option<PathBuf>,
     /// Requests per minute per platform before answering 429.
     #[arg(long, default_value_t = 100_000)]
     pub rate_limit_per_minute: u32,
+    /// Delay before each mock LLM response starts, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub llm_latency_ms: u64,
+    /// Delay between streamed mock LLM tokens, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub llm_token_delay_ms: u64,
+    /// Tokens a mock LLM reply has when the request does not ask for a count.
+    #[arg(long, default_value_t = 16)]
+    pub llm_output_tokens: u64,
+    /// Key the mock LLM upstreams require (`x-api-key` or bearer); any key when unset.
+    #[arg(long, env = "WINSTON_EMULATOR_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
 }
 
-/// Runs `winston emulator`: binds, prints the base URLs as one JSON line on
-/// stdout, serves until killed.
+impl EmulatorArgs {
+    /// The emulator configuration these options describe.
+    #[must_use]
+    pub fn config(&self) -> EmulatorConfig {
+        EmulatorConfig {
+            tokens: if self.tokens.is_empty() { vec![DEFAULT_TOKEN.into()] } else { self.tokens.clone() },
+            async_delay_ms: self.async_delay_ms,
+            postgres_url: self.postgres_url.clone(),
+            state_file: self.state_file.clone(),
+            rate_limit_per_minute: self.rate_limit_per_minute,
+            llm: llm::LlmMockConfig {
+                latency: std::time::Duration::from_millis(self.llm_latency_ms),
+                token_delay: std::time::Duration::from_millis(self.llm_token_delay_ms),
+                default_output_tokens: self.llm_output_tokens,
+                api_key: self.llm_api_key.clone(),
+                ..llm::LlmMockConfig::default()
+            },
+        }
+    }
+}
+
+/// The start banner: one `WINSTON_<PLATFORM>_BASE_URL=<url>` line per
+/// platform (the variables [`crate::providers::ProvidersConfig::from_env`]
+/// reads, so the output can be sourced by a shell), the LLM upstreams, the
+/// test endpoints, and a final `ready` line.
+#[must_use]
+pub fn banner(addr: SocketAddr) -> String {
+    let urls = base_urls(addr);
+    let mut out = String::new();
+    for key in ["railway", "neon", "vercel", "supabase", "resend", "anthropic", "openai", "objects", "faults"] {
+        let url = urls[key].as_str().unwrap_or_default();
+        let name = match key {
+            "objects" | "faults" => format!("WINSTON_EMULATOR_{}_URL", key.to_uppercase()),
+            "anthropic" | "openai" => format!("WINSTON_MOCK_{}_BASE_URL", key.to_uppercase()),
+            _ => format!("WINSTON_{}_BASE_URL", key.to_uppercase()),
+        };
+        out.push_str(&format!("{name}={url}\n"));
+    }
+    out.push_str(&format!("# winston emulator ready on http://{addr}\n"));
+    out
+}
+
+/// Runs `winston emulator`: binds, prints [`banner`] on stdout, serves until
+/// SIGTERM or Ctrl-C, then stops accepting and finishes open requests.
 ///
 /// # Errors
 /// As [`serve`].
 pub async fn run(args: EmulatorArgs) -> Result<(), EmulatorError> {
-    let config = EmulatorConfig {
-        tokens: if args.tokens.is_empty() { vec![DEFAULT_TOKEN.into()] } else { args.tokens },
-        async_delay_ms: args.async_delay_ms,
-        postgres_url: args.postgres_url,
-        state_file: args.state_file,
-        rate_limit_per_minute: args.rate_limit_per_minute,
-    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let emu = Arc::new(Emulator::new(config).await?);
-    println!("{}", base_urls(listener.local_addr()?));
-    axum::serve(listener, router(emu)).await?;
+    let emu = Arc::new(Emulator::new(args.config()).await?);
+    print!("{}", banner(listener.local_addr()?));
+    {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+    }
+    axum::serve(listener, router(emu)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("emulator stopped");
     Ok(())
 }
 
-/// `winston emulator` from a synchronous `main`: a multi-threaded runtime around [`run`].
-///
-/// # Errors
-/// As [`run`].
-pub fn main(args: EmulatorArgs) -> Result<(), EmulatorError> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to listen for SIGTERM; only Ctrl-C stops the emulator");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 async fn objects(State(emu): State<Shared>) -> Json<Value> {

@@ -1,0 +1,61 @@
+# Winston — every check and every local environment behind one target.
+# `make test` is what CI runs (.ci/run); `make demo` is the guided tour.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+LOCAL      := $(CURDIR)/.local
+CLUSTER    := $(LOCAL)/controlplane
+KUBECONFIG_FILE := $(LOCAL)/kubeconfig
+CARGO      ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: prereqs
+prereqs: ## Check (and where possible install) what the build needs
+	@scripts/prereqs
+
+.PHONY: controlplane
+controlplane: ## Build kube-apiserver + etcd from Go modules (cached in ~/.cache/winston)
+	@tests/controlplane/build.sh >/dev/null
+
+.PHONY: cluster-up
+cluster-up: controlplane ## Start a local kube-apiserver + etcd; kubeconfig in .local/kubeconfig
+	@if [ -f $(CLUSTER)/pids ] && kill -0 $$(head -n1 $(CLUSTER)/pids) 2>/dev/null; then \
+	  echo "control plane already running (make cluster-down to stop)"; else \
+	  rm -rf $(CLUSTER); tests/controlplane/up.sh $(CLUSTER) >/dev/null; fi
+	@cp $(CLUSTER)/kubeconfig $(KUBECONFIG_FILE)
+	@echo "export KUBECONFIG=$(KUBECONFIG_FILE)"
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and remove its data
+	@tests/controlplane/down.sh $(CLUSTER)
+	@rm -f $(KUBECONFIG_FILE)
+
+.PHONY: build
+build: ## Build the winston binary (debug)
+	$(CARGO) build
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run --quiet -- crds --out-dir crds
+
+.PHONY: fmt-check
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+.PHONY: clippy
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+.PHONY: crds-check
+crds-check: ## Fail when crds/ differs from `winston crds`
+	@tmp=$$(mktemp -d); $(CARGO) run --quiet -- crds --out-dir $$tmp; \
+	  if ! diff -r $$tmp crds >/dev/null; then diff -r $$tmp crds || true; rm -rf $$tmp; \
+	  echo "crds/ is stale: run 'make crds' and commit"; exit 1; fi; rm -rf $$tmp; echo "crds/ is up to date"
+
+.PHONY: test
+test: prereqs fmt-check clippy crds-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, all tests
+	$(CARGO) test --all-targets

@@ -1,0 +1,238 @@
+//! Types shared by more than one kind: references, phases, the deletion
+//! policy and the agent's profile and components (copied from a Tenant into
+//! each of its TenantInstances).
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reference to the Tenant (in the same namespace) that an object serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantRef {
+    /// Name of the Tenant in the same namespace.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// What happens to external objects (database, service, frontend) when the
+/// owning resource is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete every external object, verifying each is gone (default).
+    #[default]
+    Delete,
+    /// Leave external objects in place; only Kubernetes objects are removed.
+    Orphan,
+}
+
+/// Lifecycle phase, for people and `kubectl get`. Conditions are the
+/// machine-readable truth; the phase summarises them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted, not yet acted upon.
+    #[default]
+    Pending,
+    /// Steps are running.
+    Provisioning,
+    /// Everything is provisioned and healthy.
+    Ready,
+    /// Was Ready; something is now unhealthy or drifting and being repaired.
+    Degraded,
+    /// Blocked on a terminal error (see the Stalled condition).
+    Failed,
+    /// Being torn down.
+    Deleting,
+}
+
+impl Phase {
+    /// The phase as it appears in YAML.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Provisioning => "Provisioning",
+            Self::Ready => "Ready",
+            Self::Degraded => "Degraded",
+            Self::Failed => "Failed",
+            Self::Deleting => "Deleting",
+        }
+    }
+}
+
+/// The tone the agent speaks in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Tone {
+    #[default]
+    Friendly,
+    Professional,
+    Playful,
+    Formal,
+    Concise,
+}
+
+/// Who the agent is: its name, tone, what it can do and which skills it loads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Persona {
+    /// The agent's name as customers see it (for example "Ava").
+    #[schemars(length(min = 1, max = 40))]
+    pub name: String,
+    /// The agent's tone of voice.
+    #[serde(default)]
+    pub tone: Tone,
+    /// Plain-language capabilities ("book appointments", "answer billing questions").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 1, max = 200)))]
+    pub capabilities: Vec<String>,
+    /// Skills to install in the agent's workspace, by name. The plan decides
+    /// which skills are available; unknown names are reported in status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 30),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub skills: Vec<String>,
+}
+
+/// Which database platform holds the tenant's data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DatabaseProvider {
+    /// A Neon project (serverless Postgres); the default.
+    #[default]
+    Neon,
+    /// A Supabase project.
+    Supabase,
+}
+
+/// The tenant's Postgres database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.provider == oldSelf.provider").message("components.database.provider is immutable: changing it would strand the tenant's data; create a new Tenant instead"))]
+pub struct DatabaseComponent {
+    /// Database platform. Immutable once set.
+    #[serde(default)]
+    pub provider: DatabaseProvider,
+    /// Platform region id (for example `aws-us-east-2`); the platform default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
+    pub region: Option<String>,
+    /// Major PostgreSQL version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 14, max = 17))]
+    pub postgres_version: Option<i32>,
+}
+
+/// Which platform runs the agent service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ComputeProvider {
+    /// A Railway service; the default.
+    #[default]
+    Railway,
+}
+
+/// The agent service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeComponent {
+    /// Compute platform.
+    #[serde(default)]
+    pub provider: ComputeProvider,
+    /// Container image of the agent; Winston's configured default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$"))]
+    pub image: Option<String>,
+    /// Platform region id; the platform default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
+    pub region: Option<String>,
+}
+
+/// Which platform hosts the optional web frontend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FrontendProvider {
+    /// A Vercel project; the default.
+    #[default]
+    Vercel,
+}
+
+/// A Git repository the frontend is built from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// Repository as `owner/name`.
+    #[schemars(length(min = 3, max = 200), regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
+    pub repo: String,
+    /// Branch, tag or commit to deploy; the repository default branch when omitted.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub git_ref: Option<String>,
+}
+
+/// The optional web frontend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendComponent {
+    /// Frontend platform.
+    #[serde(default)]
+    pub provider: FrontendProvider,
+    /// Where the frontend's source lives.
+    pub git_repository: GitSource,
+    /// Framework preset (for example `nextjs`); detected by the platform when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
+    pub framework: Option<String>,
+}
+
+/// Which components a tenant wants. An omitted component is not provisioned;
+/// when `components` itself is omitted the tenant gets a database and a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.frontend) || has(self.compute)").message("components.frontend requires components.compute: the frontend talks to the agent service"))]
+pub struct Components {
+    /// The tenant's Postgres database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseComponent>,
+    /// The agent service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<ComputeComponent>,
+    /// The optional web frontend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendComponent>,
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Self {
+            database: Some(DatabaseComponent::default()),
+            compute: Some(ComputeComponent::default()),
+            frontend: None,
+        }
+    }
+}
+
+/// Everything about the customer that the agent's workspace is rendered
+/// from. A Tenant's fields, copied into each TenantInstance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentProfile {
+    /// The customer's name as shown to people.
+    #[schemars(length(min = 1, max = 100))]
+    pub display_name: String,
+    /// Where the welcome email goes.
+    #[schemars(length(min = 3, max = 254))]
+    #[x_kube(validation = Rule::new(r"self.matches('^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$')").message("must be an email address such as ops@example.com"))]
+    pub contact_email: String,
+    /// The customer's public website.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("must be an http(s) URL such as https://example.com"))]
+    pub website: Option<String>,
+    /// The customer's industry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub industry: Option<String>,
+    /// Who the agent is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<Persona>,
+}

@@ -1,0 +1,150 @@
+//! `Tenant` (short name `tn`): one customer. The Tenant controller owns its
+//! TenantInstances and its CreditLedger and summarises them in status.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::shared::{AgentProfile, Components, DeletionPolicy, Phase};
+
+/// A customer of the business: who they are, which plan they bought, what
+/// their agent is like and which components Winston provisions for them.
+#[allow(clippy::duplicated_attributes)] // kube printcolumn(...) repeats `type_` by design
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "winston.dev",
+    version = "v1alpha1",
+    kind = "Tenant",
+    namespaced,
+    shortname = "tn",
+    category = "winston",
+    status = "TenantStatus",
+    doc = "A customer: Winston provisions its database, agent service, optional frontend, credentials and credit ledger.",
+    printcolumn(name = "Plan", type_ = "string", json_path = ".spec.plan"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Instances", type_ = "string", json_path = ".status.readyInstances"),
+    printcolumn(name = "Credits", type_ = "integer", json_path = ".status.credits.balance"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: Tenant names are at most 40 characters (Winston derives child and external names from it)"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Who the customer is; rendered into the agent's workspace.
+    #[serde(flatten)]
+    pub profile: AgentProfile,
+    /// Plan name from Winston's plan catalog (for example free, starter,
+    /// growth, team). Decides resources, features, skills and monthly credits.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
+    #[x_kube(validation = Rule::new("self != 'system'").message("plan 'system' is reserved for Winston's own LLM calls"))]
+    pub plan: String,
+    /// Which components to provision. Defaults to a database and an agent service.
+    #[serde(default)]
+    pub components: Components,
+    /// How many agent instances to run (the plan may allow fewer).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10))]
+    pub instances: i32,
+    /// Credit settings that override the plan's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditOverrides>,
+    /// When true Winston stops acting on this tenant (no platform calls),
+    /// keeping everything as it is.
+    #[serde(default)]
+    pub paused: bool,
+    /// What happens to external objects when the Tenant is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// Per-tenant overrides of the plan's credit settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditOverrides {
+    /// Credits granted at the start of every period, instead of the plan's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000_000_000_i64))]
+    pub allotment_per_period: Option<i64>,
+    /// Percentage of the allotment under which the ledger reports `Low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub low_balance_percent: Option<i32>,
+}
+
+/// Observed state of a Tenant, aggregated from its instances and ledger.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// Summary phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// kstatus conditions: Ready, Reconciling, Stalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Ready instances over wanted instances, for example `1/1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_instances: Option<String>,
+    /// Public URL of the first ready instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// One line per instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceSummary>,
+    /// The tenant's credits, mirrored from its CreditLedger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsSummary>,
+}
+
+/// A TenantInstance as seen from its Tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSummary {
+    /// TenantInstance name.
+    pub name: String,
+    /// Its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Whether its Ready condition is True.
+    pub ready: bool,
+    /// Its public URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The step it is working on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+}
+
+/// Credits as seen from the Tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditsSummary {
+    /// Name of the CreditLedger.
+    pub ledger: String,
+    /// Credits left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<i64>,
+    /// Credits used in the current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_this_period: Option<i64>,
+    /// Whether the ledger reports Low.
+    pub low: bool,
+    /// Whether the ledger reports Exhausted.
+    pub exhausted: bool,
+}
+
+impl Tenant {
+    /// Name of the i-th TenantInstance of this tenant.
+    #[must_use]
+    pub fn instance_name(tenant: &str, ordinal: i32) -> String {
+        format!("{tenant}-{ordinal}")
+    }
+}

@@ -1,0 +1,84 @@
+//! State shared by every reconcile: the API client, the Event recorder,
+//! metrics and per-object failure counts for exponential backoff.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use super::metrics::Metrics;
+use crate::names;
+
+/// Shared reconcile context.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context reporting Events as `instance` of the Winston controller.
+    #[must_use]
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: names::CONTROLLER_NAME.into(), instance };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, failures: Mutex::default() }
+    }
+
+    /// Publishes an Event about `object`. Failing to publish is logged, never fatal.
+    pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, object).await {
+            tracing::warn!(error = %e, reason, "failed to publish an Event");
+        }
+    }
+
+    /// Records a failure of `key` and returns how long to wait before the
+    /// next attempt: exponential from 1 s to 5 min, with up to 20 % jitter.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let n = {
+            let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = f.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        backoff_for(n, rand::random::<f64>())
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+}
+
+/// Backoff after `failures` consecutive failures; `jitter` in [0, 1).
+#[must_use]
+pub fn backoff_for(failures: u32, jitter: f64) -> Duration {
+    let base = 1u64 << failures.saturating_sub(1).min(9);
+    let capped = base.min(300) as f64;
+    Duration::from_secs_f64(capped * (1.0 + 0.2 * jitter.clamp(0.0, 1.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_for;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_for(1, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff_for(4, 0.0), Duration::from_secs(8));
+        assert_eq!(backoff_for(50, 0.0), Duration::from_secs(300));
+        assert!(backoff_for(3, 0.99) < Duration::from_secs(5));
+    }
+}

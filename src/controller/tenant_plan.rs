@@ -1,0 +1,343 @@
+//! The pure middle of the Tenant reconcile: which children a Tenant wants
+//! and what its status is, computed from objects without any IO.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::Resource;
+use kube::api::ObjectMeta;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use crate::api::conditions::{self, Desired};
+use crate::api::shared::Phase;
+use crate::api::tenant::{CreditsSummary, InstanceSummary};
+use crate::api::{CreditLedger, Tenant, TenantInstance, TenantInstanceSpec, TenantRef, TenantStatus};
+use crate::names::{self, reason};
+
+/// Labels every child of `tenant` carries.
+#[must_use]
+pub fn child_labels(tenant: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string()),
+        (names::LABEL_TENANT.to_string(), tenant.to_string()),
+    ])
+}
+
+/// The owner reference that makes `tenant` the controller of a child.
+///
+/// # Errors
+/// Fails when the Tenant has no name or uid (it was not read from the API).
+pub fn owner_ref(tenant: &Tenant) -> Result<OwnerReference, super::Error> {
+    tenant.controller_owner_ref(&()).ok_or(super::Error::InvalidObject("Tenant without name or uid"))
+}
+
+/// The TenantInstances `tenant` wants, ordinal 0..spec.instances.
+///
+/// # Errors
+/// As [`owner_ref`].
+pub fn desired_instances(tenant: &Tenant) -> Result<Vec<TenantInstance>, super::Error> {
+    let name = tenant.metadata.name.clone().ok_or(super::Error::InvalidObject("Tenant without name"))?;
+    let owner = owner_ref(tenant)?;
+    Ok((0..tenant.spec.instances.max(1))
+        .map(|ordinal| {
+            let mut labels = child_labels(&name);
+            labels.insert(names::LABEL_INSTANCE_ORDINAL.to_string(), ordinal.to_string());
+            let mut ti = TenantInstance::new(
+                &Tenant::instance_name(&name, ordinal),
+                TenantInstanceSpec {
+                    tenant_ref: TenantRef { name: name.clone() },
+                    ordinal,
+                    plan: tenant.spec.plan.clone(),
+                    profile: tenant.spec.profile.clone(),
+                    components: tenant.spec.components.clone(),
+                    paused: tenant.spec.paused,
+                    deletion_policy: tenant.spec.deletion_policy,
+                },
+            );
+            ti.metadata = ObjectMeta {
+                name: ti.metadata.name.clone(),
+                namespace: tenant.metadata.namespace.clone(),
+                labels: Some(labels),
+                owner_references: Some(vec![owner.clone()]),
+                ..ObjectMeta::default()
+            };
+            ti
+        })
+        .collect())
+}
+
+/// Whether `observed` already matches `desired` in everything the Tenant
+/// controller manages (spec, labels, controller reference).
+#[must_use]
+pub fn instance_up_to_date(desired: &TenantInstance, observed: &TenantInstance) -> bool {
+    desired.spec == observed.spec
+        && labels_contain(&observed.metadata, desired.metadata.labels.as_ref())
+        && has_owner(&observed.metadata, desired.metadata.owner_references.as_deref())
+}
+
+/// The fields of the CreditLedger that the Tenant controller manages, as a
+/// server-side apply body. Grants and anything else a person sets on the
+/// ledger belong to them and are never touched.
+///
+/// # Errors
+/// As [`owner_ref`].
+pub fn desired_ledger(tenant: &Tenant) -> Result<Value, super::Error> {
+    let name = tenant.metadata.name.clone().ok_or(super::Error::InvalidObject("Tenant without name"))?;
+    let mut spec = json!({ "tenantRef": { "name": name } });
+    if let Some(c) = &tenant.spec.credits {
+        if let Some(a) = c.allotment_per_period {
+            spec["allotmentPerPeriod"] = json!(a);
+        }
+        if let Some(p) = c.low_balance_percent {
+            spec["lowBalancePercent"] = json!(p);
+        }
+    }
+    Ok(json!({
+        "apiVersion": CreditLedger::api_version(&()),
+        "kind": CreditLedger::kind(&()),
+        "metadata": {
+            "name": name,
+            "labels": child_labels(&name),
+            "ownerReferences": [owner_ref(tenant)?],
+        },
+        "spec": spec,
+    }))
+}
+
+/// Whether `observed` already matches what [`desired_ledger`] would apply.
+///
+/// # Errors
+/// As [`owner_ref`].
+pub fn ledger_up_to_date(tenant: &Tenant, observed: &CreditLedger) -> Result<bool, super::Error> {
+    let name = tenant.metadata.name.as_deref().unwrap_or_default();
+    let credits = tenant.spec.credits.clone().unwrap_or_default();
+    let owner = owner_ref(tenant)?;
+    Ok(observed.spec.tenant_ref.name == name
+        && observed.spec.allotment_per_period == credits.allotment_per_period
+        && credits.low_balance_percent.is_none_or(|p| p == observed.spec.low_balance_percent)
+        && labels_contain(&observed.metadata, Some(&child_labels(name)))
+        && has_owner(&observed.metadata, Some(&[owner])))
+}
+
+fn labels_contain(meta: &ObjectMeta, want: Option<&BTreeMap<String, String>>) -> bool {
+    let have = meta.labels.clone().unwrap_or_default();
+    want.into_iter().flatten().all(|(k, v)| have.get(k) == Some(v))
+}
+
+fn has_owner(meta: &ObjectMeta, want: Option<&[OwnerReference]>) -> bool {
+    let have = meta.owner_references.clone().unwrap_or_default();
+    want.into_iter().flatten().all(|w| have.iter().any(|h| h.uid == w.uid && h.controller == w.controller))
+}
+
+/// Whether a child is controlled by a different object than `tenant`
+/// (a name clash Winston must not resolve by overwriting).
+#[must_use]
+pub fn controlled_by_other(meta: &ObjectMeta, tenant_uid: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid != tenant_uid)
+}
+
+/// The Tenant's status, aggregated from its instances and ledger.
+#[must_use]
+pub fn status(
+    tenant: &Tenant,
+    instances: &[TenantInstance],
+    ledger: Option<&CreditLedger>,
+    now: &Time,
+) -> TenantStatus {
+    let wanted = tenant.spec.instances.max(1);
+    let mut summaries: Vec<InstanceSummary> = instances
+        .iter()
+        .filter(|i| i.spec.ordinal < wanted)
+        .map(|i| {
+            let st = i.status.clone().unwrap_or_default();
+            InstanceSummary {
+                name: i.metadata.name.clone().unwrap_or_default(),
+                phase: st.phase,
+                ready: conditions::is_true(&st.conditions, names::COND_READY),
+                url: st.urls.and_then(|u| u.service),
+                current_step: st.current_step,
+            }
+        })
+        .collect();
+    summaries.sort_by(|a, b| a.name.cmp(&b.name));
+    let ready = summaries.iter().filter(|s| s.ready).count();
+    let all_ready = i32::try_from(ready).unwrap_or(i32::MAX) >= wanted;
+    let stalled: Vec<String> = instances
+        .iter()
+        .filter_map(|i| {
+            let st = i.status.as_ref()?;
+            let c = conditions::find(&st.conditions, names::COND_STALLED)?;
+            (c.status == "True").then(|| format!("{}: {}", i.metadata.name.clone().unwrap_or_default(), c.message))
+        })
+        .collect();
+    let deleting = tenant.metadata.deletion_timestamp.is_some();
+    let waiting: Vec<&str> = summaries.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
+    let missing = usize::try_from(wanted).unwrap_or(0).saturating_sub(summaries.len());
+
+    let phase = if deleting {
+        Phase::Deleting
+    } else if all_ready {
+        Phase::Ready
+    } else if !stalled.is_empty() {
+        Phase::Failed
+    } else if summaries.iter().any(|s| s.phase == Some(Phase::Degraded)) {
+        Phase::Degraded
+    } else if summaries.iter().any(|s| s.phase.is_some_and(|p| p != Phase::Pending)) {
+        Phase::Provisioning
+    } else {
+        Phase::Pending
+    };
+    let not_ready_msg = {
+        let mut m = format!("{ready}/{wanted} instances ready");
+        if !waiting.is_empty() {
+            m.push_str(&format!("; waiting for {}", waiting.join(", ")));
+        }
+        if missing > 0 {
+            m.push_str(&format!("; {missing} not created yet"));
+        }
+        m
+    };
+    let desired = [
+        if deleting {
+            Desired::new(names::COND_READY, false, reason::DELETING, "tenant is being deleted")
+        } else if all_ready {
+            Desired::new(names::COND_READY, true, reason::READY, format!("{ready}/{wanted} instances ready"))
+        } else {
+            Desired::new(names::COND_READY, false, reason::INSTANCES_NOT_READY, not_ready_msg.clone())
+        },
+        if deleting {
+            Desired::new(names::COND_RECONCILING, true, reason::DELETING, "tearing down instances and ledger")
+        } else if tenant.spec.paused {
+            Desired::new(names::COND_RECONCILING, false, reason::PAUSED, "spec.paused is true")
+        } else if all_ready || !stalled.is_empty() {
+            Desired::new(names::COND_RECONCILING, false, reason::IDLE, "")
+        } else {
+            Desired::new(names::COND_RECONCILING, true, reason::PROGRESSING, not_ready_msg)
+        },
+        if stalled.is_empty() {
+            Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, "")
+        } else {
+            Desired::new(names::COND_STALLED, true, reason::INSTANCES_NOT_READY, stalled.join("; "))
+        },
+    ];
+    let existing = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    TenantStatus {
+        phase: Some(phase),
+        observed_generation: tenant.metadata.generation,
+        conditions: conditions::merge(existing, &desired, tenant.metadata.generation, now),
+        ready_instances: Some(format!("{ready}/{wanted}")),
+        url: summaries.iter().find(|s| s.ready).and_then(|s| s.url.clone()),
+        credits: ledger.map(|l| {
+            let st = l.status.clone().unwrap_or_default();
+            CreditsSummary {
+                ledger: l.metadata.name.clone().unwrap_or_default(),
+                balance: st.balance,
+                used_this_period: st.used_this_period,
+                low: conditions::is_true(&st.conditions, names::COND_LOW),
+                exhausted: conditions::is_true(&st.conditions, names::COND_EXHAUSTED),
+            }
+        }),
+        instances: summaries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::shared::AgentProfile;
+    use crate::api::tenant_instance::{TenantInstanceStatus, Urls};
+    use crate::api::{DeletionPolicy, TenantSpec};
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time"))
+    }
+
+    fn tenant(instances: i32) -> Tenant {
+        let mut t = Tenant::new(
+            "acme",
+            TenantSpec {
+                profile: AgentProfile {
+                    display_name: "Acme".into(),
+                    contact_email: "ops@acme.test".into(),
+                    ..AgentProfile::default()
+                },
+                plan: "starter".into(),
+                components: Default::default(),
+                instances,
+                credits: None,
+                paused: false,
+                deletion_policy: DeletionPolicy::Delete,
+            },
+        );
+        t.metadata.namespace = Some("ns".into());
+        t.metadata.uid = Some("uid-1".into());
+        t.metadata.generation = Some(3);
+        t
+    }
+
+    fn ready(mut ti: TenantInstance, url: &str) -> TenantInstance {
+        ti.status = Some(TenantInstanceStatus {
+            phase: Some(Phase::Ready),
+            conditions: conditions::merge(&[], &[Desired::new(names::COND_READY, true, "Ready", "")], Some(1), &now()),
+            urls: Some(Urls { service: Some(url.into()), frontend: None }),
+            ..TenantInstanceStatus::default()
+        });
+        ti
+    }
+
+    #[test]
+    fn wants_one_owned_instance_per_ordinal_with_labels() {
+        let t = tenant(2);
+        let d = desired_instances(&t).expect("desired");
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[1].metadata.name.as_deref(), Some("acme-1"));
+        assert_eq!(d[1].spec.ordinal, 1);
+        let owner = &d[0].metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Tenant", "uid-1", Some(true)));
+        assert_eq!(d[0].metadata.labels.as_ref().expect("labels")[names::LABEL_TENANT], "acme");
+        assert!(instance_up_to_date(&d[0], &d[0]));
+        let mut changed = d[0].clone();
+        changed.spec.plan = "growth".into();
+        assert!(!instance_up_to_date(&d[0], &changed));
+    }
+
+    #[test]
+    fn not_ready_with_reason_until_every_instance_is_ready() {
+        let t = tenant(2);
+        let d = desired_instances(&t).expect("desired");
+        let s = status(&t, &[ready(d[0].clone(), "https://a"), d[1].clone()], None, &now());
+        let r = conditions::find(&s.conditions, names::COND_READY).expect("ready");
+        assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", reason::INSTANCES_NOT_READY));
+        assert!(r.message.contains("1/2") && r.message.contains("acme-1"), "{}", r.message);
+        assert_eq!(s.phase, Some(Phase::Provisioning));
+        assert_eq!(s.url.as_deref(), Some("https://a"));
+
+        let s = status(&t, &[ready(d[0].clone(), "https://a"), ready(d[1].clone(), "https://b")], None, &now());
+        assert!(conditions::is_true(&s.conditions, names::COND_READY));
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(s.ready_instances.as_deref(), Some("2/2"));
+        assert_eq!(s.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn missing_children_are_reported_and_status_is_stable() {
+        let mut t = tenant(1);
+        let s = status(&t, &[], None, &now());
+        assert!(
+            conditions::find(&s.conditions, names::COND_READY).expect("ready").message.contains("1 not created yet")
+        );
+        t.status = Some(s.clone());
+        let later = Time(now().0 + k8s_openapi::jiff::SignedDuration::from_secs(60));
+        assert_eq!(status(&t, &[], None, &later), s, "recomputing unchanged facts must not change status");
+    }
+
+    #[test]
+    fn ledger_body_owns_only_managed_fields() {
+        let mut t = tenant(1);
+        let body = desired_ledger(&t).expect("body");
+        assert_eq!(body["spec"], json!({"tenantRef": {"name": "acme"}}));
+        t.spec.credits =
+            Some(crate::api::tenant::CreditOverrides { allotment_per_period: Some(5), low_balance_percent: None });
+        let body = desired_ledger(&t).expect("body");
+        assert_eq!(body["spec"]["allotmentPerPeriod"], json!(5));
+        assert!(body["spec"].get("grants").is_none());
+    }
+}

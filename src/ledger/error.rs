@@ -1,0 +1,37 @@
+//! The ledger's error type.
+
+/// Everything a ledger operation can fail with. Messages never carry secrets
+/// (no keys, no connection strings).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("failed to connect to the ledger database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("failed to migrate the ledger database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("failed to query the ledger database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("failed to find ledger account {0:?}")]
+    UnknownAccount(String),
+    #[error("failed to reserve {needed} credits: only {available} available")]
+    Insufficient { needed: i64, available: i64 },
+    #[error("failed to reserve: request id {0:?} is already in flight")]
+    DuplicateRequest(String),
+    #[error("failed to accept amount {0}: credits must not be negative")]
+    InvalidAmount(i64),
+}
+
+impl LedgerError {
+    /// A stable, low-cardinality name for metrics and events.
+    #[must_use]
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Migrate(_) => "migrate",
+            Self::Db(_) => "database",
+            Self::UnknownAccount(_) => "unknown_account",
+            Self::Insufficient { .. } => "insufficient_credits",
+            Self::DuplicateRequest(_) => "duplicate_request",
+            Self::InvalidAmount(_) => "invalid_amount",
+        }
+    }
+}

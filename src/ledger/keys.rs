@@ -1,0 +1,128 @@
+//! Tenant API keys: issued once in plaintext, stored only as SHA-256 hashes
+//! with a short display prefix.
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Ledger, LedgerError};
+
+/// Characters of the key kept in clear for display (`wsk_` + 8).
+const PREFIX_LEN: usize = 12;
+
+/// A freshly issued key. The plaintext exists only in this value.
+pub struct IssuedKey {
+    pub id: Uuid,
+    pub prefix: String,
+    /// The secret; hand it to the tenant once, never log it.
+    pub plaintext: String,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey").field("id", &self.id).field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+/// A key that currently authenticates, as the proxy's cache holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveKey {
+    pub id: Uuid,
+    pub account_id: String,
+    pub hash: [u8; 32],
+}
+
+/// SHA-256 of a presented key. Keys carry 256 bits of randomness, so a fast
+/// hash is enough (no password stretching needed).
+#[must_use]
+pub fn hash_key(plaintext: &str) -> [u8; 32] {
+    Sha256::digest(plaintext.as_bytes()).into()
+}
+
+fn new_plaintext() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    format!("wsk_{}", hex::encode(raw))
+}
+
+impl Ledger {
+    /// Issues a new key for `account` (which must exist). The plaintext is
+    /// returned once and never stored.
+    ///
+    /// # Errors
+    /// Fails on an unknown account or a database error.
+    pub async fn issue_key(&self, account: &str, name: &str) -> Result<IssuedKey, LedgerError> {
+        let plaintext = new_plaintext();
+        let prefix = plaintext[..PREFIX_LEN].to_string();
+        let id = Uuid::new_v4();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, key_hash)
+             SELECT $1, id, $3, $4, $5 FROM accounts WHERE id = $2",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(name)
+        .bind(&prefix)
+        .bind(hash_key(&plaintext).as_slice())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(LedgerError::UnknownAccount(account.to_string()));
+        }
+        audit(&mut tx, account, "key_issued", serde_json::json!({"key_id": id, "prefix": prefix, "name": name}))
+            .await?;
+        tx.commit().await?;
+        Ok(IssuedKey { id, prefix, plaintext })
+    }
+
+    /// Revokes a key. Returns false when it was unknown or already revoked.
+    ///
+    /// # Errors
+    /// Fails on a database error.
+    pub async fn revoke_key(&self, key_id: Uuid) -> Result<bool, LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(String,)> = sqlx::query_as(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING account_id",
+        )
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((account,)) = row else {
+            return Ok(false);
+        };
+        audit(&mut tx, &account, "key_revoked", serde_json::json!({"key_id": key_id})).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every unrevoked key (for the proxy's in-memory cache).
+    ///
+    /// # Errors
+    /// Fails on a database error.
+    pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, LedgerError> {
+        let rows: Vec<(Uuid, String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, account_id, key_hash FROM api_keys WHERE revoked_at IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, account_id, hash)| Some(ActiveKey { id, account_id, hash: hash.try_into().ok()? }))
+            .collect())
+    }
+}
+
+/// Appends one audit entry inside the caller's transaction.
+pub(super) async fn audit(
+    tx: &mut sqlx::PgConnection,
+    account: &str,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), LedgerError> {
+    sqlx::query("INSERT INTO audit_log (account_id, action, detail) VALUES ($1, $2, $3)")
+        .bind(account)
+        .bind(action)
+        .bind(sqlx::types::Json(detail))
+        .execute(tx)
+        .await?;
+    Ok(())
+}

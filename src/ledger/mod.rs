@@ -1,0 +1,120 @@
+//! Credit accounting on PostgreSQL (Winston's own database, `migrations/control`).
+//!
+//! The ledger is the source of truth for money-like data: accounts, grants,
+//! period allotments, reservations, usage records and tenant API keys. It knows
+//! nothing about Kubernetes (the CreditLedger controller calls this API) nor
+//! about HTTP (the proxy calls it); it only guarantees the money rules:
+//!
+//! - credits are integers (`i64`), never floating point;
+//! - the spendable balance never goes below zero, under any concurrency:
+//!   admission is one conditional `UPDATE` ([`Ledger::reserve`]);
+//! - a grant id credits once, a period resets once, a request id is billed
+//!   once ([`Ledger::settle`] is idempotent per `(account, request id)`);
+//! - reservations expire, so a crashed proxy's holds come back
+//!   ([`Ledger::expire_reservations`]).
+mod accounts;
+mod error;
+mod keys;
+mod migrate;
+pub mod money;
+mod reserve;
+
+pub use error::LedgerError;
+pub use keys::{ActiveKey, IssuedKey, hash_key};
+pub use migrate::{migrate, migrator};
+pub use reserve::{Reservation, Settlement, Usage};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// Handle on the ledger database. Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pool: PgPool,
+}
+
+/// A credit grant as declared by its writer; `id` must be unique forever
+/// (e.g. `"<namespace>/<ledger>/<grant name>"`), which makes applying it idempotent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub amount: i64,
+    pub reason: String,
+}
+
+/// A billing period `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// A point-in-time view of one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balance {
+    pub account: String,
+    /// Credits owned: remaining period allotment plus remaining granted credits.
+    pub balance: i64,
+    /// Credits held by open reservations.
+    pub reserved: i64,
+    /// `balance - reserved`: what a new request may reserve.
+    pub available: i64,
+    /// Credits debited since the current period started.
+    pub used_this_period: i64,
+    /// The allotment the current period started with.
+    pub allotment: i64,
+    pub low_threshold_pct: i32,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+}
+
+impl Balance {
+    /// True when the balance is under `low_threshold_pct` % of the allotment.
+    #[must_use]
+    pub fn low(&self) -> bool {
+        money::is_low(self.balance, self.allotment, self.low_threshold_pct)
+    }
+
+    /// True when nothing is left to spend.
+    #[must_use]
+    pub fn exhausted(&self) -> bool {
+        self.balance <= 0
+    }
+}
+
+impl Ledger {
+    /// Wraps an existing pool (migrations are not run).
+    #[must_use]
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Connects with a pool of at most `max_connections`.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be reached.
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, LedgerError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(database_url)
+            .await
+            .map_err(LedgerError::Connect)?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (for tests and tooling).
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded `migrations/control` to this database.
+    ///
+    /// # Errors
+    /// Fails when a migration fails or the applied history diverges.
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        migrator().run(&self.pool).await.map_err(LedgerError::Migrate)
+    }
+}

@@ -1,0 +1,75 @@
+//! Pure credit arithmetic: integer only, saturating, never negative.
+//! Everything here is what the SQL in this module relies on, kept apart so
+//! it can be property-tested without a database.
+
+/// Credits for a request: `(input + output) × multiplier`, saturating.
+/// Negative token counts count as zero.
+#[must_use]
+pub fn cost(input_tokens: i64, output_tokens: i64, multiplier: i64) -> i64 {
+    input_tokens.max(0).saturating_add(output_tokens.max(0)).saturating_mul(multiplier.max(0))
+}
+
+/// What a settlement may debit: the cost, but never more than the pools hold
+/// beyond what *other* open reservations keep (so one request that ran over
+/// its estimate cannot eat credits promised to another, and the balance never
+/// goes below zero).
+#[must_use]
+pub fn chargeable(cost: i64, pools: i64, reserved_by_others: i64) -> i64 {
+    cost.max(0).min(pools.saturating_sub(reserved_by_others).max(0)).min(pools.max(0))
+}
+
+/// Splits a debit between the period allotment (spent first) and granted
+/// credits. Returns `(from_period, from_granted)`; their sum is `credits`
+/// whenever `credits <= period_credits + granted_credits`.
+#[must_use]
+pub fn split_debit(credits: i64, period_credits: i64) -> (i64, i64) {
+    let credits = credits.max(0);
+    let from_period = credits.min(period_credits.max(0));
+    (from_period, credits - from_period)
+}
+
+/// True when `balance` is below `pct` % of `allotment` (an account without an
+/// allotment is never "low", only exhausted).
+#[must_use]
+pub fn is_low(balance: i64, allotment: i64, pct: i32) -> bool {
+    allotment > 0 && i128::from(balance) * 100 < i128::from(allotment) * i128::from(pct.clamp(0, 100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cost_is_tokens_times_multiplier() {
+        assert_eq!(cost(10, 5, 12), 180);
+        assert_eq!(cost(-3, 5, 2), 10);
+        assert_eq!(cost(i64::MAX, 1, 2), i64::MAX);
+    }
+
+    #[test]
+    fn low_threshold_is_strictly_below() {
+        assert!(!is_low(200, 1000, 20));
+        assert!(is_low(199, 1000, 20));
+        assert!(!is_low(0, 0, 20));
+    }
+
+    proptest! {
+        #[test]
+        fn chargeable_never_overdraws(cost in -10i64..1_000_000, pools in 0i64..1_000_000, others in 0i64..1_000_000) {
+            let c = chargeable(cost, pools, others);
+            prop_assert!(c >= 0);
+            prop_assert!(c <= cost.max(0));
+            prop_assert!(c <= pools);
+            if others <= pools { prop_assert!(pools - c >= others.min(pools) || c == 0); }
+        }
+
+        #[test]
+        fn split_conserves_credits(credits in 0i64..1_000_000, period in 0i64..1_000_000, granted in 0i64..1_000_000) {
+            let credits = credits.min(period + granted);
+            let (p, g) = split_debit(credits, period);
+            prop_assert_eq!(p + g, credits);
+            prop_assert!(p <= period && g <= granted && p >= 0 && g >= 0);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! `winston proxy`: the metered LLM proxy.
+//!
+//! Speaks the Anthropic Messages API (`POST /v1/messages`) and the
+//! OpenAI-compatible chat completions API (`POST /v1/chat/completions`),
+//! streaming and not, plus `GET /v1/models`, `/healthz`, `/readyz` and
+//! `/metrics`. Every call is authenticated by a tenant key, routed by model
+//! through the [`catalog`], admitted by a worst-case credit reservation in
+//! the [`crate::ledger`], forwarded, metered from the upstream's own usage
+//! fields ([`meter`]) and settled before the last byte reaches the client
+//! (see `docs/proxy.md`). It never touches Kubernetes.
+mod auth;
+pub mod catalog;
+mod errors;
+mod forward;
+pub mod meter;
+mod metrics;
+mod stream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use auth::KeyCache;
+pub use catalog::{Catalog, CatalogError, Model, UpstreamKind};
+pub use errors::Api;
+
+use crate::ledger::{Ledger, LedgerError};
+
+/// Response header with the credits left to the tenant.
+pub const CREDITS_REMAINING_HEADER: &str = "x-winston-credits-remaining";
+/// Response header present when the balance is under the low threshold.
+pub const CREDITS_WARNING_HEADER: &str = "x-winston-credits-warning";
+/// Request headers carrying the client's request id (retries reuse it).
+pub const REQUEST_ID_HEADERS: [&str; 2] = ["idempotency-key", "x-request-id"];
+
+/// Command-line arguments of `winston proxy`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WINSTON_PROXY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL of Winston's own database (the ledger).
+    #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Model catalog YAML (see `docs/proxy.md`).
+    #[arg(long, env = "WINSTON_PROXY_CATALOG")]
+    pub catalog: PathBuf,
+    /// Apply the control migrations before serving.
+    #[arg(long, env = "WINSTON_PROXY_MIGRATE")]
+    pub migrate: bool,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Tunables of the proxy (all have production defaults).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Settings {
+    /// Largest accepted request body in bytes (413 above).
+    #[arg(long, env = "WINSTON_PROXY_BODY_LIMIT", default_value_t = 4 * 1024 * 1024)]
+    pub body_limit: usize,
+    /// Output tokens reserved when a request does not set `max_tokens`.
+    #[arg(long, env = "WINSTON_PROXY_DEFAULT_MAX_TOKENS", default_value_t = 4096)]
+    pub default_max_tokens: i64,
+    /// Lifetime of a reservation; a crashed proxy's holds come back after it.
+    #[arg(long, env = "WINSTON_PROXY_RESERVATION_TTL_SECS", default_value_t = 900)]
+    pub reservation_ttl_secs: u64,
+    /// How often the API key cache is reloaded (new/revoked keys apply within this).
+    #[arg(long, env = "WINSTON_PROXY_KEY_REFRESH_MS", default_value_t = 2000)]
+    pub key_refresh_ms: u64,
+    /// How long to keep reading an upstream stream after its client left.
+    #[arg(long, env = "WINSTON_PROXY_DRAIN_SECS", default_value_t = 120)]
+    pub drain_secs: u64,
+    /// How long a graceful shutdown waits for open streams.
+    #[arg(long, env = "WINSTON_PROXY_SHUTDOWN_GRACE_SECS", default_value_t = 300)]
+    pub shutdown_grace_secs: u64,
+    /// Maximum upstream request duration.
+    #[arg(long, env = "WINSTON_PROXY_UPSTREAM_TIMEOUT_SECS", default_value_t = 600)]
+    pub upstream_timeout_secs: u64,
+    /// Ledger database connections.
+    #[arg(long, env = "WINSTON_PROXY_DB_CONNECTIONS", default_value_t = 32)]
+    pub db_connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            body_limit: 4 * 1024 * 1024,
+            default_max_tokens: 4096,
+            reservation_ttl_secs: 900,
+            key_refresh_ms: 2000,
+            drain_secs: 120,
+            shutdown_grace_secs: 300,
+            upstream_timeout_secs: 600,
+            db_connections: 32,
+        }
+    }
+}
+
+/// Errors starting or running the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("failed to load the model catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("failed to open the ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("failed to serve: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("failed to build the upstream HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl ProxyError {
+    /// A stable, low-cardinality name.
+    #[must_use]
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Catalog(_) => "catalog",
+            Self::Ledger(_) => "ledger",
+            Self::Io(_) => "io",
+            Self::Client(_) => "client",
+        }
+    }
+}
+
+/// Counts work that must finish before a graceful shutdown completes
+/// (upstream streams, including drains after a client disconnected).
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held while a stream is being read; dropping it ends the work item.
+pub(crate) struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub(crate) struct ProxyState {
+    pub(crate) ledger: Ledger,
+    pub(crate) catalog: Catalog,
+    pub(crate) keys: Arc<KeyCache>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) in_flight: Arc<InFlight>,
+}
+
+/// A configured proxy, ready to serve.
+pub struct Proxy {
+    state: Arc<ProxyState>,
+}
+
+impl Proxy {
+    /// Builds the proxy over an open ledger and a loaded catalog.
+    ///
+    /// # Errors
+    /// Fails when the upstream HTTP client cannot be built.
+    pub fn new(ledger: Ledger, catalog: Catalog, settings: Settings) -> Result<Self, ProxyError> {
+        crate::telemetry::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(settings.upstream_timeout_secs))
+            .build()?;
+        let state = ProxyState {
+            ledger,
+            catalog,
+            keys: Arc::new(KeyCache::default()),
+            client,
+            settings,
+            metrics: metrics::Metrics::default(),
+            in_flight: Arc::new(InFlight::default()),
+        };
+        Ok(Self { state: Arc::new(state) })
+    }
+
+    /// The HTTP routes (for embedding; [`Proxy::serve`] adds the background tasks).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/messages", post(forward::anthropic))
+            .route("/v1/chat/completions", post(forward::openai))
+            .route("/v1/models", get(forward::models))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting,
+    /// lets open responses and upstream drains finish (bounded by
+    /// `shutdown_grace_secs`) and returns. Runs the key-cache refresher and
+    /// the reservation sweeper meanwhile.
+    ///
+    /// # Errors
+    /// Fails when the listener fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ProxyError> {
+        let st = &self.state;
+        if let Err(e) = st.keys.refresh(&st.ledger).await {
+            tracing::warn!(error = %e, "failed to load API keys at start; retrying in the background");
+        }
+        let refresher = tokio::spawn(
+            Arc::clone(&st.keys)
+                .refresh_loop(st.ledger.clone(), Duration::from_millis(st.settings.key_refresh_ms.max(50))),
+        );
+        let sweeper = tokio::spawn(sweep_reservations(st.ledger.clone()));
+        tracing::info!(addr = %listener.local_addr()?, models = st.catalog.models.len(), "proxy listening");
+        let served = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
+        let grace = Duration::from_secs(st.settings.shutdown_grace_secs);
+        if tokio::time::timeout(grace, st.in_flight.wait_idle()).await.is_err() {
+            tracing::warn!("shutdown grace elapsed with upstream streams still open");
+        }
+        refresher.abort();
+        sweeper.abort();
+        served?;
+        Ok(())
+    }
+}
+
+async fn sweep_reservations(ledger: Ledger) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        match ledger.expire_reservations().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released expired reservations"),
+            Err(e) => tracing::warn!(error = %e, "failed to release expired reservations"),
+        }
+    }
+}
+
+async fn readyz(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
+    let db = sqlx::query("SELECT 1").execute(st.ledger.pool()).await.is_ok();
+    if db && st.keys.loaded() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+}
+
+async fn metrics_text(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render())
+}
+
+/// `winston proxy`: opens the ledger, loads the catalog and serves until
+/// SIGTERM or Ctrl-C, then drains.
+///
+/// # Errors
+/// Startup failures (catalog, database, listener).
+pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
+    let catalog = Catalog::load(&args.catalog)?;
+    let ledger = Ledger::connect(&args.database_url, args.settings.db_connections).await?;
+    if args.migrate {
+        ledger.migrate().await?;
+    }
+    let listener = TcpListener::bind(args.listen).await?;
+    Proxy::new(ledger, catalog, args.settings)?.serve(listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining open streams");
+}

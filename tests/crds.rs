@@ -1,0 +1,262 @@
+//! The CRDs on a real kube-apiserver: committed YAML equals `winston crds`,
+//! they install and become Established, every example is accepted, and bad
+//! specs are refused at admission with a message naming the field.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use support::{TestNamespace, control_plane, read, root};
+
+#[test]
+fn committed_crds_equal_generated_output() {
+    for crd in winston::api::crds() {
+        let file = format!("crds/{}", winston::api::crd_file_name(&crd));
+        let generated = serde_yaml_ng::to_string(&crd).unwrap();
+        assert!(
+            root().join(&file).exists() && read(&file) == generated,
+            "{file} is stale: run `cargo run -- crds --out-dir crds` (or `make crds`) and commit the result"
+        );
+    }
+    let files = std::fs::read_dir(root().join("crds")).unwrap().count();
+    assert_eq!(files, winston::api::crds().len(), "crds/ holds files that `winston crds` does not generate");
+}
+
+/// Applies `yaml` to the namespace with `--dry-run=server`; returns (ok, output).
+fn dry_run(ns: &TestNamespace, yaml: &str) -> (bool, String) {
+    let mut child = ns
+        .kubectl(&["apply", "--dry-run=server", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn crds_are_established_and_every_example_is_accepted() {
+    let cp = control_plane();
+    let out = cp
+        .kubectl(&[
+            "get",
+            "crd",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Established\")].status} {end}",
+        ])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    for crd in ["tenants.winston.dev=True", "tenantinstances.winston.dev=True", "creditledgers.winston.dev=True"] {
+        assert!(listed.contains(crd), "{crd} missing in: {listed}");
+    }
+    let ns = TestNamespace::new("examples").await;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (ok, out) = dry_run(&ns, &std::fs::read_to_string(&path).unwrap());
+            assert!(ok, "{} was refused:\n{out}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "expected the example files, found {checked}");
+    // `kubectl explain` works from the field descriptions.
+    let out = cp.kubectl(&["explain", "tenant.spec.deletionPolicy"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("external objects"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+const TENANT_OK: &str = "displayName: Acme\n  contactEmail: ops@acme.example\n  plan: starter\n";
+
+fn tenant(name: &str, spec: &str) -> String {
+    format!("apiVersion: winston.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n  {spec}")
+}
+
+fn instance(spec_extra: &str) -> String {
+    format!(
+        "apiVersion: winston.dev/v1alpha1\nkind: TenantInstance\nmetadata:\n  name: acme-0\nspec:\n  tenantRef: {{name: acme}}\n  ordinal: 0\n  plan: starter\n  profile: {{displayName: Acme, contactEmail: ops@acme.example}}\n{spec_extra}"
+    )
+}
+
+fn ledger(spec: &str) -> String {
+    format!("apiVersion: winston.dev/v1alpha1\nkind: CreditLedger\nmetadata:\n  name: acme\nspec:\n  {spec}")
+}
+
+#[tokio::test]
+async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
+    let ns = TestNamespace::new("invalid").await;
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "email",
+            tenant("a", "displayName: A\n  contactEmail: not-an-email\n  plan: starter\n"),
+            &["spec.contactEmail", "email address"],
+        ),
+        ("missing plan", tenant("a", "displayName: A\n  contactEmail: a@b.example\n"), &["spec.plan", "Required"]),
+        (
+            "reserved plan",
+            tenant("a", "displayName: A\n  contactEmail: a@b.example\n  plan: system\n"),
+            &["spec.plan", "reserved"],
+        ),
+        (
+            "plan format",
+            tenant("a", "displayName: A\n  contactEmail: a@b.example\n  plan: Gold Plan\n"),
+            &["spec.plan"],
+        ),
+        (
+            "website scheme",
+            tenant("a", &format!("{TENANT_OK}  website: ftp://files.example\n")),
+            &["spec.website", "http(s) URL"],
+        ),
+        (
+            "empty display name",
+            tenant("a", "displayName: ''\n  contactEmail: a@b.example\n  plan: starter\n"),
+            &["spec.displayName"],
+        ),
+        (
+            "deletion policy enum",
+            tenant("a", &format!("{TENANT_OK}  deletionPolicy: Keep\n")),
+            &["spec.deletionPolicy", "Delete", "Orphan"],
+        ),
+        ("instances bound", tenant("a", &format!("{TENANT_OK}  instances: 0\n")), &["spec.instances"]),
+        (
+            "negative allotment",
+            tenant("a", &format!("{TENANT_OK}  credits: {{allotmentPerPeriod: -5}}\n")),
+            &["spec.credits.allotmentPerPeriod"],
+        ),
+        (
+            "low percent bound",
+            tenant("a", &format!("{TENANT_OK}  credits: {{lowBalancePercent: 150}}\n")),
+            &["spec.credits.lowBalancePercent"],
+        ),
+        (
+            "frontend without compute",
+            tenant(
+                "a",
+                &format!("{TENANT_OK}  components: {{database: {{}}, frontend: {{gitRepository: {{repo: a/b}}}}}}\n"),
+            ),
+            &["spec.components", "requires components.compute"],
+        ),
+        (
+            "database provider enum",
+            tenant("a", &format!("{TENANT_OK}  components: {{database: {{provider: MySQL}}}}\n")),
+            &["spec.components.database.provider"],
+        ),
+        (
+            "postgres version bound",
+            tenant("a", &format!("{TENANT_OK}  components: {{database: {{postgresVersion: 9}}}}\n")),
+            &["spec.components.database.postgresVersion"],
+        ),
+        (
+            "git repo format",
+            tenant(
+                "a",
+                &format!(
+                    "{TENANT_OK}  components: {{compute: {{}}, frontend: {{gitRepository: {{repo: 'not a repo'}}}}}}\n"
+                ),
+            ),
+            &["spec.components.frontend.gitRepository.repo"],
+        ),
+        (
+            "persona tone enum",
+            tenant("a", &format!("{TENANT_OK}  persona: {{name: Ava, tone: Grumpy}}\n")),
+            &["spec.persona.tone"],
+        ),
+        (
+            "duplicate skills",
+            tenant("a", &format!("{TENANT_OK}  persona: {{name: Ava, skills: [faq, faq]}}\n")),
+            &["spec.persona.skills", "Duplicate"],
+        ),
+        ("tenant name too long", tenant(&"a".repeat(41), TENANT_OK), &["metadata.name", "at most 40"]),
+        ("instance ordinal bound", instance("  ordinal: 12\n").replace("  ordinal: 0\n", ""), &["spec.ordinal"]),
+        (
+            "instance tenantRef name",
+            instance("").replace("{name: acme}", "{name: 'Not_Valid'}"),
+            &["spec.tenantRef.name"],
+        ),
+        (
+            "ledger negative grant",
+            ledger("tenantRef: {name: acme}\n  grants: [{id: g1, credits: -10}]\n"),
+            &["spec.grants[0].credits"],
+        ),
+        (
+            "ledger duplicate grant id",
+            ledger("tenantRef: {name: acme}\n  grants: [{id: g1, credits: 10}, {id: g1, credits: 20}]\n"),
+            &["spec.grants[1]", "Duplicate"],
+        ),
+        ("ledger missing tenantRef", ledger("allotmentPerPeriod: 10\n"), &["spec.tenantRef", "Required"]),
+        (
+            "ledger low percent",
+            ledger("tenantRef: {name: acme}\n  lowBalancePercent: -1\n"),
+            &["spec.lowBalancePercent"],
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for (what, yaml, needles) in &cases {
+        let (ok, out) = dry_run(&ns, yaml);
+        if ok || !needles.iter().all(|n| out.contains(n)) {
+            failures.push(format!("[{what}] accepted={ok}, expected {needles:?} in:\n{out}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[tokio::test]
+async fn immutable_fields_cannot_change() {
+    let ns = TestNamespace::new("immutable").await;
+    let apply = |yaml: &str| {
+        let mut child = ns
+            .kubectl(&["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let cases: [(&str, String, String, &[&str]); 4] = [
+        (
+            "ledger tenantRef",
+            ledger("tenantRef: {name: acme}\n"),
+            ledger("tenantRef: {name: other}\n"),
+            &["spec.tenantRef", "immutable"],
+        ),
+        (
+            "grant amount",
+            ledger("tenantRef: {name: acme}\n  grants: [{id: g1, credits: 10}]\n"),
+            ledger("tenantRef: {name: acme}\n  grants: [{id: g1, credits: 99}]\n"),
+            &["spec.grants[0]", "cannot change once applied"],
+        ),
+        (
+            "instance tenantRef",
+            instance(""),
+            instance("").replace("{name: acme}", "{name: beta}"),
+            &["spec.tenantRef", "immutable"],
+        ),
+        (
+            "database provider",
+            tenant("imm", &format!("{TENANT_OK}  components: {{database: {{provider: Neon}}}}\n")),
+            tenant("imm", &format!("{TENANT_OK}  components: {{database: {{provider: Supabase}}}}\n")),
+            &["spec.components.database", "immutable"],
+        ),
+    ];
+    for (what, first, second, needles) in &cases {
+        let (ok, out) = apply(first);
+        assert!(ok, "[{what}] first apply refused: {out}");
+        let (ok, out) = apply(second);
+        assert!(!ok && needles.iter().all(|n| out.contains(n)), "[{what}] change not refused as expected: {out}");
+    }
+}

@@ -1,0 +1,195 @@
+//! The ledger's money rules against a real PostgreSQL: grants credit once,
+//! periods reset once, reservations never overdraw under concurrency,
+//! settlement is idempotent per request id, holds expire, keys hash.
+#![allow(clippy::unwrap_used)]
+mod ledger_support;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use ledger_support::fresh_db;
+use winston::ledger::{Grant, LedgerError, Period, Usage, hash_key};
+
+fn period(month: u32) -> Period {
+    Period {
+        start: Utc.with_ymd_and_hms(2026, month, 1, 0, 0, 0).unwrap(),
+        end: Utc.with_ymd_and_hms(2026, month + 1, 1, 0, 0, 0).unwrap(),
+    }
+}
+
+fn usage(input: i64, output: i64, multiplier: i64) -> Usage {
+    Usage { model: "m".into(), input_tokens: input, output_tokens: output, multiplier, outcome: "complete".into() }
+}
+
+#[tokio::test]
+async fn migrate_twice_is_a_no_op() {
+    let db = fresh_db().await;
+    winston::ledger::migrate(&db.url).await.unwrap();
+    db.ledger.ensure_account("ns/a").await.unwrap();
+    db.ledger.ensure_account("ns/a").await.unwrap();
+    assert_eq!(db.ledger.snapshot("ns/a").await.unwrap().balance, 0);
+}
+
+#[tokio::test]
+async fn grants_applied_twice_credit_once() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    let grants = vec![
+        Grant { id: "ns/a/welcome".into(), amount: 500, reason: "welcome".into() },
+        Grant { id: "ns/a/topup-1".into(), amount: 250, reason: "top-up".into() },
+    ];
+    assert_eq!(l.sync_grants("ns/a", &grants).await.unwrap(), 2);
+    assert_eq!(l.sync_grants("ns/a", &grants).await.unwrap(), 0);
+    // Concurrent appliers of the same grant: still once.
+    let g = Grant { id: "ns/a/race".into(), amount: 1, reason: String::new() };
+    let results = futures::future::join_all((0..8).map(|_| l.apply_grant("ns/a", &g))).await;
+    assert_eq!(results.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+    assert_eq!(l.snapshot("ns/a").await.unwrap().balance, 751);
+    assert!(matches!(l.apply_grant("ns/nobody", &g).await, Err(LedgerError::UnknownAccount(_))));
+}
+
+#[tokio::test]
+async fn period_resets_exactly_once() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 100, reason: String::new() }).await.unwrap();
+    assert!(l.ensure_period("ns/a", period(1), 1000).await.unwrap());
+    let r = l.reserve("ns/a", "req-1", 300, Duration::from_secs(60)).await.unwrap();
+    l.settle(&r, &usage(100, 200, 1)).await.unwrap();
+    let s = l.snapshot("ns/a").await.unwrap();
+    assert_eq!((s.balance, s.used_this_period, s.allotment), (800, 300, 1000));
+    // The same period again (concurrently, too) changes nothing.
+    let again = futures::future::join_all((0..4).map(|_| l.ensure_period("ns/a", period(1), 1000))).await;
+    assert!(again.into_iter().all(|r| !r.unwrap()));
+    assert_eq!(l.snapshot("ns/a").await.unwrap().balance, 800);
+    // An older period never rolls back.
+    l.ensure_account("ns/b").await.unwrap();
+    assert!(
+        !l.ensure_period(
+            "ns/a",
+            Period { start: period(1).start - chrono::Duration::days(31), end: period(1).start },
+            5
+        )
+        .await
+        .unwrap()
+    );
+    // The next period replaces the allotment; grants carry over.
+    assert!(l.ensure_period("ns/a", period(2), 1000).await.unwrap());
+    let s = l.snapshot("ns/a").await.unwrap();
+    assert_eq!((s.balance, s.used_this_period, s.period_start), (1100, 0, Some(period(2).start)));
+    assert!(!l.ensure_period("ns/a", period(2), 1000).await.unwrap());
+}
+
+#[tokio::test]
+async fn concurrent_reservations_never_overdraw() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 1000, reason: String::new() }).await.unwrap();
+    let attempts = futures::future::join_all(
+        (0..50).map(|i| async move { l.reserve("ns/a", &format!("r{i}"), 90, Duration::from_secs(60)).await }),
+    )
+    .await;
+    let held: Vec<_> = attempts.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(held.len(), 11, "1000 credits cover exactly 11 holds of 90");
+    for r in &attempts {
+        if let Err(e) = r {
+            assert!(matches!(e, LedgerError::Insufficient { needed: 90, .. }), "{e}");
+        }
+    }
+    // Settle each for a different actual cost; sum of usage equals the debit.
+    for (i, r) in held.iter().enumerate() {
+        l.settle(r, &usage(10, i as i64, 2)).await.unwrap();
+    }
+    let s = l.snapshot("ns/a").await.unwrap();
+    let used = l.usage_credits("ns/a").await.unwrap();
+    assert_eq!(s.reserved, 0);
+    assert_eq!(1000 - s.balance, used);
+    assert_eq!(used, (0..11).map(|i| (10 + i) * 2).sum::<i64>());
+}
+
+#[tokio::test]
+async fn settlement_is_idempotent_per_request_id_and_never_negative() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 100, reason: String::new() }).await.unwrap();
+    let r = l.reserve("ns/a", "same", 50, Duration::from_secs(60)).await.unwrap();
+    // A second hold for an id in flight is refused.
+    assert!(matches!(
+        l.reserve("ns/a", "same", 1, Duration::from_secs(60)).await,
+        Err(LedgerError::DuplicateRequest(_))
+    ));
+    let s1 = l.settle(&r, &usage(20, 20, 1)).await.unwrap();
+    assert_eq!((s1.credits, s1.already_billed, s1.balance), (40, false, 60));
+    // Settling the same reservation again, or a retry under the same id: no second charge.
+    let s2 = l.settle(&r, &usage(20, 20, 1)).await.unwrap();
+    assert_eq!((s2.credits, s2.already_billed), (0, true));
+    let retry = l.reserve("ns/a", "same", 50, Duration::from_secs(60)).await.unwrap();
+    let s3 = l.settle(&retry, &usage(20, 20, 1)).await.unwrap();
+    assert_eq!((s3.credits, s3.already_billed, s3.balance, s3.available), (0, true, 60, 60));
+    // A request that ran far over its estimate is clamped at zero balance.
+    let r = l.reserve("ns/a", "big", 10, Duration::from_secs(60)).await.unwrap();
+    let s4 = l.settle(&r, &usage(1000, 1000, 1)).await.unwrap();
+    assert_eq!((s4.credits, s4.balance), (60, 0));
+    assert_eq!(l.usage_credits("ns/a").await.unwrap(), 100);
+    assert!(matches!(
+        l.reserve("ns/a", "after", 1, Duration::from_secs(60)).await,
+        Err(LedgerError::Insufficient { .. })
+    ));
+    // A zero-cost hold still fits an empty account.
+    let r = l.reserve("ns/a", "free", 0, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(l.release(&r).await.unwrap(), Some(0));
+}
+
+#[tokio::test]
+async fn release_and_expiry_return_holds() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 100, reason: String::new() }).await.unwrap();
+    let r = l.reserve("ns/a", "x", 70, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(r.available, 30);
+    assert_eq!(l.release(&r).await.unwrap(), Some(100));
+    assert_eq!(l.release(&r).await.unwrap(), None);
+    // A hold left by a "crashed" proxy comes back once expired.
+    let stale = l.reserve("ns/a", "crashed", 80, Duration::from_millis(1)).await.unwrap();
+    let live = l.reserve("ns/a", "live", 10, Duration::from_secs(600)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut expired = 0;
+    while expired == 0 && std::time::Instant::now() < deadline {
+        expired = l.expire_reservations().await.unwrap();
+    }
+    assert_eq!(expired, 1);
+    let s = l.snapshot("ns/a").await.unwrap();
+    assert_eq!((s.reserved, s.available), (10, 90));
+    // Settling after expiry still bills (limited to free credits) exactly once.
+    let s = l.settle(&stale, &usage(5, 5, 1)).await.unwrap();
+    assert_eq!((s.credits, s.balance), (10, 90));
+    l.settle(&live, &usage(1, 1, 1)).await.unwrap();
+    assert_eq!(l.snapshot("ns/a").await.unwrap().reserved, 0);
+}
+
+#[tokio::test]
+async fn api_keys_are_stored_as_hashes_and_revocable() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    let k = l.issue_key("ns/a", "agent").await.unwrap();
+    assert!(k.plaintext.starts_with(&k.prefix) && k.plaintext.len() > 40);
+    assert!(!format!("{k:?}").contains(&k.plaintext));
+    let stored: Vec<(Vec<u8>, String)> =
+        sqlx::query_as("SELECT key_hash, prefix FROM api_keys").fetch_all(l.pool()).await.unwrap();
+    assert_eq!(stored, vec![(hash_key(&k.plaintext).to_vec(), k.prefix.clone())]);
+    let active = l.active_keys().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].account_id, "ns/a");
+    assert!(l.revoke_key(k.id).await.unwrap());
+    assert!(!l.revoke_key(k.id).await.unwrap());
+    assert!(l.active_keys().await.unwrap().is_empty());
+    assert!(matches!(l.issue_key("ns/none", "x").await, Err(LedgerError::UnknownAccount(_))));
+    let (audits,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_log").fetch_one(l.pool()).await.unwrap();
+    assert_eq!(audits, 2);
+}

@@ -1,0 +1,132 @@
+//! The proxy under pressure: many concurrent requests against a small
+//! balance, clients that hang up mid-stream, keys revoked while serving, and
+//! a graceful shutdown with streams open.
+#![allow(clippy::unwrap_used)]
+mod proxy_support;
+
+use proxy_support::*;
+use serde_json::json;
+use winston::emulator::llm::count_input_tokens;
+
+#[tokio::test]
+async fn concurrent_requests_never_overdraw_and_usage_equals_debits() {
+    let h = harness(10_000, test_settings()).await;
+    // Each reserves about (40 + 100) x 5 = 700 and costs (input + 60) x 5.
+    let body = |i: usize| {
+        json!({"model": SONNET, "max_tokens": 100, "stream": i.is_multiple_of(2),
+               "messages": [{"role": "user", "content": format!("question {i:03}")}],
+               "mock": {"output_tokens": 60}})
+    };
+    let sends = (0..200).map(|i| {
+        let req = h.anthropic(&body(i));
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (status, text)
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused = results.iter().filter(|(s, _)| *s == 402).count();
+    assert_eq!(ok + refused, 200, "only 200 and 402 expected: {:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    // 10,000 credits cover at least 13 worst-case holds of about 750.
+    assert!(ok >= 10, "the balance covers at least 10 requests, got {ok}");
+    let b = h.balance().await;
+    let (used, records) = h.usage().await;
+    assert_eq!(b.reserved, 0);
+    assert!(b.balance >= 0);
+    assert_eq!(10_000 - b.balance, used, "debits equal the sum of usage records");
+    assert_eq!(records as usize, ok, "one usage record per served request");
+    let per_call = (count_input_tokens(&body(0)) as i64 + 60) * SONNET_X;
+    assert_eq!(used, per_call * ok as i64);
+    assert!(used <= 10_000);
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_is_billed_for_what_was_generated() {
+    let h = harness(100_000, test_settings()).await;
+    for (path, body) in [
+        (
+            "anthropic",
+            json!({"model": SONNET, "max_tokens": 500, "stream": true,
+            "messages": [{"role": "user", "content": "tell a long story"}],
+            "mock": {"output_tokens": 40, "token_delay_ms": 10}}),
+        ),
+        (
+            "openai",
+            json!({"model": KIMI, "max_tokens": 500, "stream": true,
+            "messages": [{"role": "user", "content": "tell a long story"}],
+            "mock": {"output_tokens": 40, "token_delay_ms": 10}}),
+        ),
+    ] {
+        let req = if path == "anthropic" { h.anthropic(&body) } else { h.openai(&body) };
+        let mut resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // Read the first bytes, then hang up.
+        let first = resp.chunk().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        drop(resp);
+        let pool = h.db.ledger.pool().clone();
+        let model = body["model"].as_str().unwrap().to_string();
+        let recorded = eventually(20, || {
+            let pool = pool.clone();
+            let model = model.clone();
+            async move {
+                let row: Option<(i64, String)> =
+                    sqlx::query_as("SELECT output_tokens, outcome FROM usage_records WHERE model = $1")
+                        .bind(model)
+                        .fetch_optional(&pool)
+                        .await
+                        .unwrap();
+                row == Some((40, "client_disconnected".to_string()))
+            }
+        })
+        .await;
+        assert!(recorded, "{path}: the full 40 generated tokens were not billed");
+    }
+    let b = h.balance().await;
+    let (used, n) = h.usage().await;
+    assert_eq!((b.reserved, n, 100_000 - b.balance), (0, 2, used));
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_and_new_keys_start_working_within_seconds() {
+    let h = harness(100_000, test_settings()).await;
+    let body = json!({"model": KIMI, "messages": [{"role": "user", "content": "hi"}], "mock": {"output_tokens": 1}});
+    assert_eq!(h.openai(&body).send().await.unwrap().status(), 200);
+    let keys = h.db.ledger.active_keys().await.unwrap();
+    assert!(h.db.ledger.revoke_key(keys[0].id).await.unwrap());
+    assert!(eventually(10, || async { h.openai(&body).send().await.unwrap().status() == 401 }).await);
+    let fresh = h.db.ledger.issue_key(ACCOUNT, "second").await.unwrap();
+    let url = format!("{}/v1/chat/completions", h.url);
+    assert!(
+        eventually(10, || async {
+            h.http.post(&url).header("x-api-key", &fresh.plaintext).json(&body).send().await.unwrap().status() == 200
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_open_streams_and_bills_them() {
+    let mut h = harness(100_000, test_settings()).await;
+    let body = json!({"model": SONNET, "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "slowly"}],
+        "mock": {"output_tokens": 30, "token_delay_ms": 20}});
+    let streams: Vec<_> = (0..3).map(|_| h.anthropic(&body).send()).collect();
+    let mut responses = Vec::new();
+    for s in streams {
+        responses.push(s.await.unwrap());
+    }
+    // Trigger shutdown while the streams are open, then read them to the end.
+    let readers = responses.into_iter().map(|r| async move { r.text().await.unwrap() });
+    let (texts, ()) = tokio::join!(futures::future::join_all(readers), h.shutdown());
+    for t in &texts {
+        assert!(t.contains("event: message_stop"), "stream cut by shutdown: {t}");
+    }
+    let cost = (count_input_tokens(&body) as i64 + 30) * SONNET_X;
+    assert_eq!(h.usage().await, (3 * cost, 3));
+    let after = h.http.get(format!("{}/healthz", h.url)).send().await;
+    assert!(after.is_err(), "the proxy still accepts connections after shutdown");
+}

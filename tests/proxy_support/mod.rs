@@ -1,0 +1,146 @@
+//! A running proxy in front of the mock LLM upstream, over a fresh ledger
+//! database, for the proxy tests.
+#![allow(dead_code, clippy::unwrap_used)]
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use winston::emulator::llm::{LlmMockConfig, serve};
+use winston::ledger::{Ledger, Period};
+use winston::proxy::{Catalog, Proxy, Settings};
+
+#[path = "../ledger_support/mod.rs"]
+mod ledger_support;
+pub use ledger_support::{TestDb, fresh_db};
+
+pub const ACCOUNT: &str = "shop/acme";
+pub const SONNET: &str = "claude-sonnet-4-5";
+pub const SONNET_X: i64 = 5;
+pub const KIMI: &str = "kimi-k2.6";
+pub const KIMI_X: i64 = 1;
+const UPSTREAM_KEY: &str = "upstream-secret-key";
+
+pub struct Harness {
+    pub db: TestDb,
+    pub url: String,
+    pub mock_url: String,
+    pub key: String,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn test_settings() -> Settings {
+    Settings {
+        key_refresh_ms: 100,
+        drain_secs: 20,
+        shutdown_grace_secs: 20,
+        body_limit: 64 * 1024,
+        default_max_tokens: 1000,
+        ..Settings::default()
+    }
+}
+
+/// Starts the mock upstream and returns its base URL.
+pub async fn start_mock(config: LlmMockConfig) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, config));
+    format!("http://{addr}")
+}
+
+pub fn catalog_yaml(mock_url: &str, key_file: &std::path::Path) -> String {
+    format!(
+        "models:\n  {SONNET}:\n    kind: anthropic\n    base_url: {mock_url}/anthropic\n    api_key_file: {k}\n    multiplier: {SONNET_X}\n  {KIMI}:\n    kind: openai\n    base_url: {mock_url}/openai/\n    api_key_file: {k}\n    multiplier: {KIMI_X}\n",
+        k = key_file.display()
+    )
+}
+
+/// A proxy with an account holding `allotment` credits for the current period.
+pub async fn harness(allotment: i64, settings: Settings) -> Harness {
+    let db = fresh_db().await;
+    let mock_url = start_mock(LlmMockConfig { api_key: Some(UPSTREAM_KEY.into()), ..LlmMockConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("upstream.key");
+    std::fs::write(&key_file, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let catalog = Catalog::parse(&catalog_yaml(&mock_url, &key_file)).unwrap();
+    let ledger = &db.ledger;
+    ledger.ensure_account(ACCOUNT).await.unwrap();
+    let period = Period {
+        start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+        end: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+    };
+    ledger.ensure_period(ACCOUNT, period, allotment).await.unwrap();
+    let key = ledger.issue_key(ACCOUNT, "test").await.unwrap().plaintext;
+    let proxy_ledger = Ledger::connect(&db.url, 40).await.unwrap();
+    let proxy = Proxy::new(proxy_ledger, catalog, settings).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        proxy
+            .serve(listener, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    Harness { db, url, mock_url, key, http, shutdown: Some(tx), server: Some(server), _dir: dir }
+}
+
+impl Harness {
+    pub async fn balance(&self) -> winston::ledger::Balance {
+        self.db.ledger.snapshot(ACCOUNT).await.unwrap()
+    }
+
+    /// `POST /v1/messages` with the tenant key.
+    pub fn anthropic(&self, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}/v1/messages", self.url)).header("x-api-key", &self.key).json(body)
+    }
+
+    /// `POST /v1/chat/completions` with the tenant key.
+    pub fn openai(&self, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}/v1/chat/completions", self.url)).bearer_auth(&self.key).json(body)
+    }
+
+    /// Sum of usage-record credits and their count.
+    pub async fn usage(&self) -> (i64, i64) {
+        sqlx::query_as("SELECT COALESCE(sum(credits),0)::bigint, count(*) FROM usage_records")
+            .fetch_one(self.db.ledger.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Stops accepting and waits for open streams to drain.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(30), server).await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Polls `check` until it returns true or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+pub fn remaining(resp: &reqwest::Response) -> i64 {
+    resp.headers()["x-winston-credits-remaining"].to_str().unwrap().parse().unwrap()
+}
