@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod neon;
+pub mod railway;
 
 use std::future::Future;
 
@@ -164,14 +165,25 @@ pub fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, V
     }
 }
 
+/// One client per platform, each with its own shared request budget.
+/// Build it once per process and clone it: clones share budgets and
+/// connection pools.
 #[derive(Clone, Debug)]
 pub struct Providers {
     pub neon: neon::NeonClient,
+    pub railway: railway::RailwayClient,
 }
 
 impl Providers {
+    /// Clients for every platform in `config`.
+    ///
+    /// # Errors
+    /// When an HTTP client cannot be built.
     pub fn new(config: &ProvidersConfig) -> Result<Self, ProviderError> {
-        Ok(Self { neon: neon::NeonClient::new(&config.neon, config.neon_org_id.clone())? })
+        Ok(Self {
+            neon: neon::NeonClient::new(&config.neon, config.neon_org_id.clone())?,
+            railway: railway::RailwayClient::new(&config.railway, config.railway_workspace_id.clone())?,
+        })
     }
 }
 
