@@ -60,6 +60,7 @@ pub const DEFAULT_TOKEN: &str = "winston-emulator";
 pub struct World {
     pub neon: super::neon::NeonWorld,
     pub railway: super::railway::RailwayWorld,
+    pub vercel: super::vercel::VercelWorld,
     /// Successful writes per platform (`neon`, `railway`, ...).
     pub mutations: BTreeMap<Platform, u64>,
 }

@@ -14,6 +14,7 @@ pub mod graphql;
 pub mod llm;
 pub mod neon;
 pub mod railway;
+pub mod vercel;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,7 @@ pub fn router(emu: Shared) -> Router {
     Router::new()
         .nest(NEON_PATH, neon::router())
         .route(RAILWAY_PATH, post(railway::graphql))
+        .nest(VERCEL_PATH, vercel::router())
         .route("/_emulator/objects", get(objects))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu)
@@ -244,6 +246,7 @@ async fn objects(State(emu): State<Shared>) -> Json<Value> {
         json!({
             "neon": {"objects": w.neon.objects(), "mutations": count(P::Neon)},
             "railway": {"objects": w.railway.objects(), "mutations": count(P::Railway)},
+            "vercel": {"objects": w.vercel.objects(), "mutations": count(P::Vercel)},
         })
     });
     Json(body)

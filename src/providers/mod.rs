@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod neon;
 pub mod railway;
+pub mod vercel;
 
 use std::future::Future;
 
@@ -172,6 +173,7 @@ pub fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, V
 pub struct Providers {
     pub neon: neon::NeonClient,
     pub railway: railway::RailwayClient,
+    pub vercel: vercel::VercelClient,
 }
 
 impl Providers {
@@ -183,6 +185,7 @@ impl Providers {
         Ok(Self {
             neon: neon::NeonClient::new(&config.neon, config.neon_org_id.clone())?,
             railway: railway::RailwayClient::new(&config.railway, config.railway_workspace_id.clone())?,
+            vercel: vercel::VercelClient::new(&config.vercel, config.vercel_team_id.clone())?,
         })
     }
 }
