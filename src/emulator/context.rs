@@ -61,6 +61,7 @@ pub struct World {
     pub neon: super::neon::NeonWorld,
     pub railway: super::railway::RailwayWorld,
     pub vercel: super::vercel::VercelWorld,
+    pub resend: super::resend::ResendWorld,
     /// Successful writes per platform (`neon`, `railway`, ...).
     pub mutations: BTreeMap<Platform, u64>,
 }

@@ -14,6 +14,7 @@ pub mod graphql;
 pub mod llm;
 pub mod neon;
 pub mod railway;
+pub mod resend;
 pub mod vercel;
 
 use std::net::SocketAddr;
@@ -53,6 +54,7 @@ pub fn router(emu: Shared) -> Router {
         .nest(NEON_PATH, neon::router())
         .route(RAILWAY_PATH, post(railway::graphql))
         .nest(VERCEL_PATH, vercel::router())
+        .nest(RESEND_PATH, resend::router())
         .route("/_emulator/objects", get(objects))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu)
@@ -247,6 +249,7 @@ async fn objects(State(emu): State<Shared>) -> Json<Value> {
             "neon": {"objects": w.neon.objects(), "mutations": count(P::Neon)},
             "railway": {"objects": w.railway.objects(), "mutations": count(P::Railway)},
             "vercel": {"objects": w.vercel.objects(), "mutations": count(P::Vercel)},
+            "resend": {"objects": w.resend.objects(), "mutations": count(P::Resend)},
         })
     });
     Json(body)

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod neon;
 pub mod railway;
+pub mod resend;
 pub mod vercel;
 
 use std::future::Future;
@@ -174,6 +175,7 @@ pub struct Providers {
     pub neon: neon::NeonClient,
     pub railway: railway::RailwayClient,
     pub vercel: vercel::VercelClient,
+    pub resend: resend::ResendClient,
 }
 
 impl Providers {
@@ -186,6 +188,7 @@ impl Providers {
             neon: neon::NeonClient::new(&config.neon, config.neon_org_id.clone())?,
             railway: railway::RailwayClient::new(&config.railway, config.railway_workspace_id.clone())?,
             vercel: vercel::VercelClient::new(&config.vercel, config.vercel_team_id.clone())?,
+            resend: resend::ResendClient::new(&config.resend)?,
         })
     }
 }
