@@ -62,6 +62,7 @@ pub struct World {
     pub railway: super::railway::RailwayWorld,
     pub vercel: super::vercel::VercelWorld,
     pub resend: super::resend::ResendWorld,
+    pub supabase: super::supabase::SupabaseWorld,
     /// Successful writes per platform (`neon`, `railway`, ...).
     pub mutations: BTreeMap<Platform, u64>,
 }

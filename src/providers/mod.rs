@@ -13,6 +13,7 @@ pub mod http;
 pub mod neon;
 pub mod railway;
 pub mod resend;
+pub mod supabase;
 pub mod vercel;
 
 use std::future::Future;
@@ -176,6 +177,7 @@ pub struct Providers {
     pub railway: railway::RailwayClient,
     pub vercel: vercel::VercelClient,
     pub resend: resend::ResendClient,
+    pub supabase: supabase::SupabaseClient,
 }
 
 impl Providers {
@@ -189,6 +191,7 @@ impl Providers {
             railway: railway::RailwayClient::new(&config.railway, config.railway_workspace_id.clone())?,
             vercel: vercel::VercelClient::new(&config.vercel, config.vercel_team_id.clone())?,
             resend: resend::ResendClient::new(&config.resend)?,
+            supabase: supabase::SupabaseClient::new(&config.supabase)?,
         })
     }
 }
