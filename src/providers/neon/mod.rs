@@ -3,6 +3,19 @@
 //! mutation returns (polled by id, never waited on inside a call).
 //!
 //! The observe/create/update/delete implementations are in [`resources`].
+//!
+//! # Driving it (provisioning engine)
+//! Either a project per instance — [`resources::NeonProjects`] with a
+//! [`resources::NeonProjectSpec`] (creates branch `main`, its read_write
+//! endpoint, role and database `wn_<hex>` in one call) — or a branch in a
+//! shared project: [`resources::NeonBranches`] (branch + read_write
+//! endpoint), then [`resources::NeonRoles`], then [`resources::NeonDatabases`].
+//! For each: observe -> create when `Absent` -> while `InProgress` requeue
+//! with the operation id (poll [`NeonClient::operation`] or observe again;
+//! Neon wants one request's operations settled before the next) -> `Ready`.
+//! A 423 (`Locked`) is always retryable. Once the database is `Ready`,
+//! [`NeonClient::connection_uri`] gives the URI (a [`Secret`]) for the
+//! credentials Secret. Delete in reverse order; each delete is repeatable.
 pub mod resources;
 
 use reqwest::Method;
