@@ -167,6 +167,26 @@ async fn graphql_wire_shape_matches_the_schema() {
     let r: serde_json::Value =
         raw("query { deployment(id: \"nope\") { id } }", json!({})).send().await.unwrap().json().await.unwrap();
     assert!(r["data"].is_null() && r["errors"][0]["message"] == "Deployment not found", "{r}");
+
+    // A variable upsert redeploys unless skipDeploys is set.
+    let latest = || async {
+        let q =
+            "query l($input: DeploymentListInput!) { deployments(input: $input, first: 1) { edges { node { id } } } }";
+        let r: serde_json::Value =
+            raw(q, json!({"input": {"serviceId": sid}})).send().await.unwrap().json().await.unwrap();
+        r["data"]["deployments"]["edges"][0]["node"]["id"].as_str().unwrap().to_string()
+    };
+    let upsert = |skip: bool| {
+        let q = "mutation u($input: VariableCollectionUpsertInput!) { variableCollectionUpsert(input: $input) }";
+        raw(q, json!({"input": {"projectId": pid, "environmentId": env_id, "serviceId": sid, "variables": {"B": "2"}, "skipDeploys": skip}}))
+            .send()
+    };
+    let before = latest().await;
+    let r: serde_json::Value = upsert(true).await.unwrap().json().await.unwrap();
+    assert_eq!(r["data"]["variableCollectionUpsert"], true);
+    assert_eq!(latest().await, before, "skipDeploys redeployed");
+    upsert(false).await.unwrap();
+    assert_ne!(latest().await, before, "an upsert without skipDeploys did not redeploy");
 }
 
 #[tokio::test]

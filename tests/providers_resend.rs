@@ -123,3 +123,33 @@ async fn wire_shapes_validation_and_faults() {
     client.send(&spec.email, spec.key()).await.unwrap();
     assert_eq!(env.objects("resend", "email").await, 2);
 }
+
+#[tokio::test]
+async fn the_emulator_enforces_its_rate_limit_window_with_headers() {
+    let env = Env::with_config(winston::emulator::EmulatorConfig {
+        rate_limit_per_minute: 3,
+        ..winston::emulator::EmulatorConfig::default()
+    })
+    .await;
+    // Ten calls against a limit of three: even if a minute boundary resets
+    // the window once, some calls must be refused.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = env
+            .raw(reqwest::Method::GET, &format!("{}/emails/x", winston::emulator::RESEND_PATH))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status == 429 {
+            let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["name"], "rate_limit_exceeded");
+        } else {
+            assert!(r.headers().contains_key("ratelimit-remaining"));
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 4, "{statuses:?}");
+}
