@@ -107,6 +107,19 @@ pub struct RailwayDomain {
     pub target_port: Option<i64>,
 }
 
+/// Everything an observation of one service needs, read in ONE request
+/// (Railway's hourly budget is small).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSnapshot {
+    pub service: RailwayService,
+    /// The image of the service's instance in the environment.
+    pub image: Option<String>,
+    /// The newest deployment in the environment.
+    pub deployment: Option<RailwayDeployment>,
+    pub domains: Vec<RailwayDomain>,
+    pub variables: BTreeMap<String, String>,
+}
+
 /// The Railway client. Cloning shares the connection pool and budget.
 #[derive(Clone, Debug)]
 pub struct RailwayClient {
@@ -345,6 +358,39 @@ impl RailwayClient {
             .into_iter()
             .find(|i| i["environmentId"].as_str() == Some(environment))
             .and_then(|i| i.pointer("/source/image").and_then(Value::as_str).map(str::to_string)))
+    }
+
+    /// The service, its image, newest deployment, domains and variables in
+    /// `environment`, as one GraphQL request; `None` when the service does
+    /// not exist.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`] but not-found.
+    pub async fn service_snapshot(
+        &self,
+        project: &str,
+        environment: &str,
+        service: &str,
+    ) -> Result<Option<ServiceSnapshot>, ProviderError> {
+        let q = "query snapshot($id: String!, $projectId: String!, $environmentId: String!, $input: DeploymentListInput!) { \
+            service(id: $id) { id name projectId serviceInstances { edges { node { environmentId source { image } } } } } \
+            deployments(input: $input, first: 1) { edges { node { id status url serviceId environmentId } } } \
+            domains(projectId: $projectId, environmentId: $environmentId, serviceId: $id) { serviceDomains { id domain targetPort } } \
+            variables(projectId: $projectId, environmentId: $environmentId, serviceId: $id) }";
+        let vars = json!({"id": service, "projectId": project, "environmentId": environment,
+            "input": {"projectId": project, "environmentId": environment, "serviceId": service}});
+        let Some(mut data) = not_found_to_none(self.gql(q, vars).await)? else { return Ok(None) };
+        let image = nodes(&data["service"]["serviceInstances"])
+            .into_iter()
+            .find(|i| i["environmentId"].as_str() == Some(environment))
+            .and_then(|i| i.pointer("/source/image").and_then(Value::as_str).map(str::to_string));
+        Ok(Some(ServiceSnapshot {
+            image,
+            deployment: nodes(&data["deployments"]).into_iter().next().map(|d| decode(d, "deployment")).transpose()?,
+            domains: decode(data["domains"]["serviceDomains"].take(), "domains")?,
+            variables: decode(data["variables"].take(), "variables")?,
+            service: decode(data["service"].take(), "service")?,
+        }))
     }
 
     /// `serviceInstanceUpdate` to run `image` (takes effect on the next deploy).

@@ -4,8 +4,8 @@
 //! Railway has no labels, so names are the markers.
 use std::collections::BTreeMap;
 
-use super::{DeploymentPhase, RailwayClient, RailwayDeployment, RailwayProject, RailwayService};
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, single};
+use super::{DeploymentPhase, RailwayClient, RailwayDeployment, RailwayProject, RailwayService, ServiceSnapshot};
+use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, Platform, ProviderError, single};
 
 /// The environment every Winston service runs in.
 pub const ENVIRONMENT: &str = "production";
@@ -105,13 +105,10 @@ pub struct RailwayServiceState {
 #[derive(Clone, Debug)]
 pub struct RailwayServices(pub RailwayClient);
 
-impl RailwayServices {
-    async fn differs(&self, id: &str, spec: &RailwayServiceSpec) -> Result<(bool, bool), ProviderError> {
-        let vars = self.0.variables(&spec.project_id, &spec.environment_id, id).await?;
-        let vars_differ = spec.variables.iter().any(|(k, v)| vars.get(k) != Some(v));
-        let image = self.0.service_image(id, &spec.environment_id).await?;
-        Ok((vars_differ, image.as_deref() != Some(spec.image.as_str())))
-    }
+/// What differs between a snapshot and the spec: (variables, image).
+fn differs(snap: &ServiceSnapshot, spec: &RailwayServiceSpec) -> (bool, bool) {
+    let vars_differ = spec.variables.iter().any(|(k, v)| snap.variables.get(k) != Some(v));
+    (vars_differ, snap.image.as_deref() != Some(spec.image.as_str()))
 }
 
 impl ExternalResource for RailwayServices {
@@ -127,36 +124,40 @@ impl ExternalResource for RailwayServices {
         spec: &RailwayServiceSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<RailwayServiceState>, ProviderError> {
-        let service = match known_id {
-            Some(id) => self.0.get_service(id).await?,
+        let id = match known_id {
+            Some(id) => id.to_string(),
             None => {
                 let found = self.0.find_services(&spec.project_id, &spec.marker.name()).await?;
                 match single(found.into_iter().map(|s| (s.id.clone(), s)).collect()) {
-                    Ok(found) => found.map(|(_, s)| s),
+                    Ok(Some((id, _))) => id,
+                    Ok(None) => return Ok(Observation::Absent),
                     Err(ids) => return Ok(Observation::Ambiguous { ids }),
                 }
             }
         };
-        let Some(service) = service else { return Ok(Observation::Absent) };
-        let id = service.id.clone();
-        let deployment = self.0.latest_deployment(&spec.project_id, &spec.environment_id, &id).await?;
-        match deployment.as_ref().map(RailwayDeployment::phase) {
+        let Some(snap) = self.0.service_snapshot(&spec.project_id, &spec.environment_id, &id).await? else {
+            return Ok(Observation::Absent);
+        };
+        match snap.deployment.as_ref().map(RailwayDeployment::phase) {
             Some(DeploymentPhase::InProgress) => {
-                let operation_id = deployment.map(|d| d.id).unwrap_or_default();
+                let operation_id = snap.deployment.map(|d| d.id).unwrap_or_default();
                 return Ok(Observation::InProgress { id, operation_id });
             }
             Some(DeploymentPhase::Failed) => {
-                let status = deployment.map(|d| d.status).unwrap_or_default();
+                let status = snap.deployment.map(|d| d.status).unwrap_or_default();
                 return Ok(Observation::Failed { id, reason: format!("deployment ended {status}") });
             }
             Some(DeploymentPhase::Succeeded) | None => {}
         }
-        let domain = self.0.domains(&spec.project_id, &spec.environment_id, &id).await?.into_iter().next();
-        let (vars_differ, image_differs) = self.differs(&id, spec).await?;
-        let up_to_date = deployment.is_some() && domain.is_some() && !vars_differ && !image_differs;
-        let domain = domain.map(|d| d.domain);
-        let observed =
-            RailwayServiceState { url: domain.as_ref().map(|d| format!("https://{d}")), domain, deployment, service };
+        let (vars_differ, image_differs) = differs(&snap, spec);
+        let domain = snap.domains.into_iter().next().map(|d| d.domain);
+        let up_to_date = snap.deployment.is_some() && domain.is_some() && !vars_differ && !image_differs;
+        let observed = RailwayServiceState {
+            url: domain.as_ref().map(|d| format!("https://{d}")),
+            domain,
+            deployment: snap.deployment,
+            service: snap.service,
+        };
         Ok(Observation::Ready { id, observed, up_to_date })
     }
 
@@ -182,19 +183,22 @@ impl ExternalResource for RailwayServices {
     /// needs a deploy changed or the last deployment failed.
     async fn update(&self, id: &str, spec: &RailwayServiceSpec) -> Result<Applied, ProviderError> {
         let c = &self.0;
-        let (vars_differ, image_differs) = self.differs(id, spec).await?;
+        let Some(snap) = c.service_snapshot(&spec.project_id, &spec.environment_id, id).await? else {
+            return Err(ProviderError::NotFound { platform: Platform::Railway, message: format!("service {id}") });
+        };
+        let (vars_differ, image_differs) = differs(&snap, spec);
         if vars_differ {
             c.upsert_variables(&spec.project_id, &spec.environment_id, id, &spec.variables, true).await?;
         }
         if image_differs {
             c.set_service_image(id, &spec.environment_id, &spec.image).await?;
         }
-        if c.domains(&spec.project_id, &spec.environment_id, id).await?.is_empty() {
+        if snap.domains.is_empty() {
             c.create_domain(id, &spec.environment_id, spec.target_port).await?;
         }
-        let last = c.latest_deployment(&spec.project_id, &spec.environment_id, id).await?;
-        let needs_deploy =
-            vars_differ || image_differs || last.as_ref().is_none_or(|d| d.phase() == DeploymentPhase::Failed);
+        let needs_deploy = vars_differ
+            || image_differs
+            || snap.deployment.as_ref().is_none_or(|d| d.phase() == DeploymentPhase::Failed);
         if needs_deploy {
             return Ok(Applied::InProgress { operation_id: c.deploy(id, &spec.environment_id).await? });
         }
