@@ -35,6 +35,7 @@ async fn project_is_created_observed_adopted_used_and_deleted() {
 
     let branch = neon.find_branches(&created.id, "main").await.unwrap().pop().unwrap();
     let uri = neon.connection_uri(&created.id, &branch.id, &spec.database_name, &spec.role_name).await.unwrap();
+    assert_eq!(observed.connection_uri.as_ref(), Some(&uri), "Ready carries the connection URI");
     let user = query_user(uri.expose()).await;
     assert!(user.starts_with(&spec.role_name), "{user}");
     assert!(pg_role_exists(&user).await);
@@ -89,6 +90,8 @@ async fn branch_role_and_database_follow_their_operations_and_drop_on_delete() {
     .await;
 
     let uri = neon.connection_uri(&project, &created.id, &dspec.name, &rspec.name).await.unwrap();
+    let Observation::Ready { observed, .. } = dbs.observe(&dspec, None).await.unwrap() else { panic!() };
+    assert_eq!(observed.connection_uri.as_ref(), Some(&uri), "Ready carries the connection URI");
     assert!(!format!("{uri:?}").contains("postgresql://"), "connection URI leaked through Debug");
     let user = query_user(uri.expose()).await;
     assert!(pg_role_exists(&user).await);
