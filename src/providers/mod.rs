@@ -210,6 +210,16 @@ mod tests {
     }
 
     #[test]
+    fn no_client_shows_its_token_in_debug() {
+        let p = Providers::new(&ProvidersConfig::emulator("http://127.0.0.1:1", "tok-very-secret")).unwrap();
+        let dbg = format!("{p:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+        for platform in Platform::ALL {
+            assert!(dbg.contains(&format!("platform: {platform:?}")), "{platform} missing from {dbg}");
+        }
+    }
+
+    #[test]
     fn single_distinguishes_zero_one_many() {
         assert_eq!(single::<()>(vec![]), Ok(None));
         assert_eq!(single(vec![("a".to_string(), 1)]), Ok(Some(("a".to_string(), 1))));
