@@ -11,5 +11,6 @@ pub mod emulator;
 pub mod ledger;
 pub mod names;
 pub mod plans;
+pub mod providers;
 pub mod proxy;
 pub mod telemetry;
