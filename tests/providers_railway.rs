@@ -168,6 +168,23 @@ async fn graphql_wire_shape_matches_the_schema() {
         raw("query { deployment(id: \"nope\") { id } }", json!({})).send().await.unwrap().json().await.unwrap();
     assert!(r["data"].is_null() && r["errors"][0]["message"] == "Deployment not found", "{r}");
 
+    // Relay pagination: first/after with the cursor of the last edge.
+    raw("mutation { projectCreate(input: {name: \"second\"}) { id } }", json!({})).send().await.unwrap();
+    let q = "query p($after: String) { projects(first: 1, after: $after) { edges { cursor node { name } } pageInfo { hasNextPage endCursor } } }";
+    let r: serde_json::Value = raw(q, json!({"after": null})).send().await.unwrap().json().await.unwrap();
+    // Creation times may tie, so the order of the two is not asserted.
+    let conn = &r["data"]["projects"];
+    let first_name = conn["edges"][0]["node"]["name"].as_str().unwrap().to_string();
+    assert_eq!(conn["pageInfo"]["hasNextPage"], true);
+    assert_eq!(conn["edges"][0]["cursor"], conn["pageInfo"]["endCursor"]);
+    let r: serde_json::Value =
+        raw(q, json!({"after": conn["pageInfo"]["endCursor"]})).send().await.unwrap().json().await.unwrap();
+    let conn = &r["data"]["projects"];
+    let mut names = [first_name.as_str(), conn["edges"][0]["node"]["name"].as_str().unwrap()];
+    names.sort_unstable();
+    assert_eq!(names, ["second", "shape"]);
+    assert_eq!(conn["pageInfo"]["hasNextPage"], false);
+
     // A variable upsert redeploys unless skipDeploys is set.
     let latest = || async {
         let q =
