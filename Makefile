@@ -59,3 +59,7 @@ crds-check: ## Fail when crds/ differs from `winston crds`
 .PHONY: test
 test: prereqs fmt-check clippy crds-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, all tests
 	$(CARGO) test --all-targets
+
+.PHONY: emulator
+emulator: ## Serve the local platform + LLM emulators on 127.0.0.1:4010 (prints the base URLs)
+	$(CARGO) run --quiet -- emulator

@@ -35,6 +35,7 @@ async fn project_is_created_observed_adopted_used_and_deleted() {
 
     let branch = neon.find_branches(&created.id, "main").await.unwrap().pop().unwrap();
     let uri = neon.connection_uri(&created.id, &branch.id, &spec.database_name, &spec.role_name).await.unwrap();
+    assert_eq!(observed.connection_uri.as_ref(), Some(&uri), "Ready carries the connection URI");
     let user = query_user(uri.expose()).await;
     assert!(user.starts_with(&spec.role_name), "{user}");
     assert!(pg_role_exists(&user).await);
@@ -89,6 +90,8 @@ async fn branch_role_and_database_follow_their_operations_and_drop_on_delete() {
     .await;
 
     let uri = neon.connection_uri(&project, &created.id, &dspec.name, &rspec.name).await.unwrap();
+    let Observation::Ready { observed, .. } = dbs.observe(&dspec, None).await.unwrap() else { panic!() };
+    assert_eq!(observed.connection_uri.as_ref(), Some(&uri), "Ready carries the connection URI");
     assert!(!format!("{uri:?}").contains("postgresql://"), "connection URI leaked through Debug");
     let user = query_user(uri.expose()).await;
     assert!(pg_role_exists(&user).await);
@@ -172,4 +175,65 @@ async fn timeouts_bad_tokens_and_the_circuit_breaker() {
     }
     assert_eq!(neon.get_project("p").await.unwrap_err().category(), "circuit_open");
     assert!(neon.http().budget().circuit_open());
+}
+
+#[tokio::test]
+async fn wire_shapes_match_the_v2_spec() {
+    let env = Env::start(0).await;
+    let path = |p: &str| format!("{}{p}", winston::emulator::NEON_PATH);
+    let r = env
+        .raw(reqwest::Method::POST, &path("/projects"))
+        .json(&serde_json::json!({"project": {"name": "shape", "branch": {"database_name": "appdb"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["branch", "connection_uris", "databases", "endpoints", "operations", "project", "roles"]);
+    assert_eq!(v["roles"][0]["name"], "appdb_owner", "role defaults to {{database_name}}_owner");
+    assert!(v["roles"][0]["password"].is_string(), "password only in the create answer");
+    assert!(v["databases"][0]["id"].is_u64());
+    let params = &v["connection_uris"][0]["connection_parameters"];
+    for k in ["database", "password", "role", "host", "pooler_host"] {
+        assert!(params[k].is_string(), "connection_parameters.{k}");
+    }
+    assert!(v["branch"]["id"].as_str().unwrap().starts_with("br-"));
+    assert!(v["endpoints"][0]["id"].as_str().unwrap().starts_with("ep-"));
+    assert_eq!(v["endpoints"][0]["type"], "read_write");
+    for op in v["operations"].as_array().unwrap() {
+        for k in
+            ["id", "project_id", "action", "status", "failures_count", "created_at", "updated_at", "total_duration_ms"]
+        {
+            assert!(op.get(k).is_some(), "operation.{k}");
+        }
+        assert_eq!(op["status"], "finished", "instant emulator");
+    }
+    let pid = v["project"]["id"].as_str().unwrap();
+
+    let r = env
+        .raw(reqwest::Method::GET, &path(&format!("/projects/{pid}/branches/br-missing")))
+        .header("X-Request-ID", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert!(e["code"].is_string() && e["message"].is_string() && e["request_id"] == "req-42", "{e}");
+    let r =
+        env.raw(reqwest::Method::DELETE, &path(&format!("/projects/{pid}/branches/br-missing"))).send().await.unwrap();
+    assert_eq!(r.status(), 204, "deleting a missing branch");
+    let r = env
+        .raw(
+            reqwest::Method::GET,
+            &path(&format!("/projects/{pid}/connection_uri?database_name=appdb&role_name=appdb_owner")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let uri: serde_json::Value = r.json().await.unwrap();
+    assert!(uri["uri"].as_str().unwrap().starts_with("postgresql://appdb_owner_"), "{uri}");
+    let r = reqwest::Client::new().get(format!("{}{}", env.emu.base(), path("/projects"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -60,6 +60,9 @@ pub const DEFAULT_TOKEN: &str = "winston-emulator";
 pub struct World {
     pub neon: super::neon::NeonWorld,
     pub railway: super::railway::RailwayWorld,
+    pub vercel: super::vercel::VercelWorld,
+    pub resend: super::resend::ResendWorld,
+    pub supabase: super::supabase::SupabaseWorld,
     /// Successful writes per platform (`neon`, `railway`, ...).
     pub mutations: BTreeMap<Platform, u64>,
 }

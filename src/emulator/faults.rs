@@ -3,9 +3,24 @@
 //! consume it. `GET` lists what is armed, `DELETE` disarms everything.
 //!
 //! Operation names: Railway uses the GraphQL root field (`serviceCreate`,
-//! `deployment`, ...); the REST platforms use the names in each platform
-//! module's router (e.g. Neon `createBranch`, Vercel `createDeployment`,
-//! Resend `sendEmail`). `*` matches every operation of the platform.
+//! `deployment`, ...). The REST platforms use these names:
+//! - Neon: `createProject`, `listProjects`, `getProject`, `deleteProject`,
+//!   `createBranch`, `listBranches`, `getBranch`, `deleteBranch`,
+//!   `listBranchEndpoints`, `createProjectEndpoint`, `createRole`,
+//!   `listRoles`, `getRole`, `revealRolePassword`, `deleteRole`,
+//!   `createDatabase`, `listDatabases`, `getDatabase`, `updateDatabase`,
+//!   `deleteDatabase`, `getConnectionUri`, `listProjectOperations`,
+//!   `getProjectOperation`;
+//! - Vercel: `createProject`, `getProject`, `deleteProject`, `createEnv`,
+//!   `listEnv`, `createDeployment`, `getDeployment`, `listDeployments`,
+//!   `deleteDeployment`;
+//! - Supabase: `createProject`, `listProjects`, `getProject`,
+//!   `deleteProject`, `apiKeys`, `health`;
+//! - Resend: `sendEmail`, `getEmail`.
+//!
+//! `*` matches every operation of the platform. `fail_deployment` is not
+//! tied to a request: the next Railway or Vercel deployment ends FAILED /
+//! ERROR, the next Supabase project ends INIT_FAILED.
 use std::sync::Mutex;
 
 use crate::providers::Platform;

@@ -14,6 +14,9 @@ pub mod graphql;
 pub mod llm;
 pub mod neon;
 pub mod railway;
+pub mod resend;
+pub mod supabase;
+pub mod vercel;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +54,9 @@ pub fn router(emu: Shared) -> Router {
     Router::new()
         .nest(NEON_PATH, neon::router())
         .route(RAILWAY_PATH, post(railway::graphql))
+        .nest(VERCEL_PATH, vercel::router())
+        .nest(RESEND_PATH, resend::router())
+        .nest(SUPABASE_PATH, supabase::router())
         .route("/_emulator/objects", get(objects))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu)
@@ -244,6 +250,9 @@ async fn objects(State(emu): State<Shared>) -> Json<Value> {
         json!({
             "neon": {"objects": w.neon.objects(), "mutations": count(P::Neon)},
             "railway": {"objects": w.railway.objects(), "mutations": count(P::Railway)},
+            "vercel": {"objects": w.vercel.objects(), "mutations": count(P::Vercel)},
+            "resend": {"objects": w.resend.objects(), "mutations": count(P::Resend)},
+            "supabase": {"objects": w.supabase.objects(), "mutations": count(P::Supabase)},
         })
     });
     Json(body)

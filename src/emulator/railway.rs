@@ -234,17 +234,14 @@ fn query(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
             }
             "projects" => {
                 let ws = s(a, "workspaceId").or_else(|| s(a, "teamId"));
-                let nodes = r
-                    .projects
-                    .values()
-                    .filter(|p| ws.is_none() || p.workspace_id == ws)
-                    .map(|p| project_json(w, p))
-                    .collect();
-                Ok(connection(nodes))
+                let mut ps: Vec<&Project> =
+                    r.projects.values().filter(|p| ws.is_none() || p.workspace_id == ws).collect();
+                ps.sort_by(|x, y| (x.created_ms, &x.id).cmp(&(y.created_ms, &y.id)));
+                Ok(page(ps.into_iter().map(|p| project_json(w, p)).collect(), a))
             }
             "environments" => {
                 let pid = req(a, "projectId")?;
-                Ok(connection(r.environments.values().filter(|e| e.project_id == pid).map(env_json).collect()))
+                Ok(page(r.environments.values().filter(|e| e.project_id == pid).map(env_json).collect(), a))
             }
             "service" => {
                 r.services.get(&req(a, "id")?).map(|s| service_json(w, s)).ok_or_else(|| "Service not found".into())
@@ -273,8 +270,7 @@ fn query(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
                     .filter(|d| include_deleted || !d.removed)
                     .collect();
                 ds.sort_by(|x, y| (y.created_ms, &y.id).cmp(&(x.created_ms, &x.id)));
-                let first = a.get("first").and_then(Value::as_u64).map_or(usize::MAX, |n| n as usize);
-                Ok(connection(ds.into_iter().take(first).map(|d| deployment_json(emu, w, d)).collect()))
+                Ok(page(ds.into_iter().map(|d| deployment_json(emu, w, d)).collect(), a))
             }
             "domains" => {
                 let (env, svc) = (req(a, "environmentId")?, req(a, "serviceId")?);
@@ -478,4 +474,22 @@ fn mutate(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
             other => Err(format!("Cannot query field \"{other}\" on type \"Mutation\".")),
         }
     })
+}
+
+/// A Relay connection over `nodes` honouring `first` and `after` (the
+/// cursor is the node's `id`), with `pageInfo` telling whether more follow.
+fn page(nodes: Vec<Value>, args: &Value) -> Value {
+    let start = match args.get("after").and_then(Value::as_str) {
+        Some(after) => nodes.iter().position(|n| n["id"].as_str() == Some(after)).map_or(nodes.len(), |i| i + 1),
+        None => 0,
+    };
+    let first = args.get("first").and_then(Value::as_u64).map_or(usize::MAX, |n| n as usize);
+    let total = nodes.len();
+    let taken: Vec<Value> = nodes.into_iter().skip(start).take(first).collect();
+    let end = start + taken.len();
+    let cursor = |n: Option<&Value>| n.and_then(|n| n["id"].as_str()).map(str::to_string);
+    let (start_cursor, end_cursor) = (cursor(taken.first()), cursor(taken.last()));
+    let edges: Vec<Value> = taken.into_iter().map(|n| json!({"cursor": n["id"].clone(), "node": n})).collect();
+    json!({"edges": edges, "pageInfo": {"hasNextPage": end < total, "hasPreviousPage": start > 0,
+        "startCursor": start_cursor, "endCursor": end_cursor}})
 }

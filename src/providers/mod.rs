@@ -11,6 +11,10 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod neon;
+pub mod railway;
+pub mod resend;
+pub mod supabase;
+pub mod vercel;
 
 use std::future::Future;
 
@@ -164,14 +168,31 @@ pub fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, V
     }
 }
 
+/// One client per platform, each with its own shared request budget.
+/// Build it once per process and clone it: clones share budgets and
+/// connection pools.
 #[derive(Clone, Debug)]
 pub struct Providers {
     pub neon: neon::NeonClient,
+    pub railway: railway::RailwayClient,
+    pub vercel: vercel::VercelClient,
+    pub resend: resend::ResendClient,
+    pub supabase: supabase::SupabaseClient,
 }
 
 impl Providers {
+    /// Clients for every platform in `config`.
+    ///
+    /// # Errors
+    /// When an HTTP client cannot be built.
     pub fn new(config: &ProvidersConfig) -> Result<Self, ProviderError> {
-        Ok(Self { neon: neon::NeonClient::new(&config.neon, config.neon_org_id.clone())? })
+        Ok(Self {
+            neon: neon::NeonClient::new(&config.neon, config.neon_org_id.clone())?,
+            railway: railway::RailwayClient::new(&config.railway, config.railway_workspace_id.clone())?,
+            vercel: vercel::VercelClient::new(&config.vercel, config.vercel_team_id.clone())?,
+            resend: resend::ResendClient::new(&config.resend)?,
+            supabase: supabase::SupabaseClient::new(&config.supabase)?,
+        })
     }
 }
 
@@ -186,6 +207,16 @@ mod tests {
         assert_eq!(m.ident(), "wn_3f2504e04f89");
         assert_eq!(m.value(), "winston:3f2504e0-4f89-11d3-9a0c-0305e82c3301");
         assert_eq!(Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"), m);
+    }
+
+    #[test]
+    fn no_client_shows_its_token_in_debug() {
+        let p = Providers::new(&ProvidersConfig::emulator("http://127.0.0.1:1", "tok-very-secret")).unwrap();
+        let dbg = format!("{p:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+        for platform in Platform::ALL {
+            assert!(dbg.contains(&format!("platform: {platform:?}")), "{platform} missing from {dbg}");
+        }
     }
 
     #[test]

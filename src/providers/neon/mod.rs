@@ -3,6 +3,19 @@
 //! mutation returns (polled by id, never waited on inside a call).
 //!
 //! The observe/create/update/delete implementations are in [`resources`].
+//!
+//! # Driving it (provisioning engine)
+//! Either a project per instance — [`resources::NeonProjects`] with a
+//! [`resources::NeonProjectSpec`] (creates branch `main`, its read_write
+//! endpoint, role and database `wn_<hex>` in one call) — or a branch in a
+//! shared project: [`resources::NeonBranches`] (branch + read_write
+//! endpoint), then [`resources::NeonRoles`], then [`resources::NeonDatabases`].
+//! For each: observe -> create when `Absent` -> while `InProgress` requeue
+//! with the operation id (poll [`NeonClient::operation`] or observe again;
+//! Neon wants one request's operations settled before the next) -> `Ready`.
+//! A 423 (`Locked`) is always retryable. A `Ready` project or database
+//! carries `connection_uri` (a [`Secret`]) for the credentials Secret; the
+//! host is inside it. Delete in reverse order; each delete is repeatable.
 pub mod resources;
 
 use reqwest::Method;
@@ -26,6 +39,10 @@ pub struct NeonProject {
     pub store_passwords: bool,
     #[serde(default)]
     pub org_id: Option<String>,
+    /// Direct connection URI of the spec's database as its owner on the
+    /// default branch; filled by [`resources::NeonProjects`] once `Ready`.
+    #[serde(skip)]
+    pub connection_uri: Option<Secret>,
 }
 
 /// A branch.
@@ -66,6 +83,10 @@ pub struct NeonDatabase {
     pub branch_id: String,
     pub name: String,
     pub owner_name: String,
+    /// Direct connection URI as the owner; filled by
+    /// [`resources::NeonDatabases`] once `Ready`.
+    #[serde(skip)]
+    pub connection_uri: Option<Secret>,
 }
 
 /// An asynchronous operation.
@@ -471,12 +492,29 @@ impl NeonClient {
         database: &str,
         role: &str,
     ) -> Result<Secret, ProviderError> {
-        let q = [
-            ("branch_id", branch.to_string()),
+        self.connection_uri_on(project, Some(branch), database, role).await
+    }
+
+    /// As [`NeonClient::connection_uri`], on the project's default branch when
+    /// `branch` is `None`.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`].
+    pub async fn connection_uri_on(
+        &self,
+        project: &str,
+        branch: Option<&str>,
+        database: &str,
+        role: &str,
+    ) -> Result<Secret, ProviderError> {
+        let mut q = vec![
             ("database_name", database.to_string()),
             ("role_name", role.to_string()),
             ("pooled", "false".to_string()),
         ];
+        if let Some(b) = branch {
+            q.push(("branch_id", b.to_string()));
+        }
         let body = self.get(&format!("/projects/{}/connection_uri", enc(project)), &q).await?;
         let uri: String = field(&body, "uri")?;
         Ok(Secret::new(uri))

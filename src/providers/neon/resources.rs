@@ -60,7 +60,15 @@ impl ExternalResource for NeonProjects {
             return Ok(Observation::InProgress { id: project.id, operation_id: op.id });
         }
         let up_to_date = project.region_id == spec.region_id && project.pg_version == spec.pg_version;
-        Ok(Observation::Ready { id: project.id.clone(), observed: project, up_to_date })
+        let uri = self.0.connection_uri_on(&project.id, None, &spec.database_name, &spec.role_name).await;
+        // A project adopted without the spec's role or database has no URI yet.
+        let connection_uri = match uri {
+            Ok(u) => Some(u),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let id = project.id.clone();
+        Ok(Observation::Ready { id, observed: NeonProject { connection_uri, ..project }, up_to_date })
     }
 
     async fn create(&self, spec: &NeonProjectSpec) -> Result<Created, ProviderError> {
@@ -233,7 +241,15 @@ impl ExternalResource for NeonDatabases {
         if let Some(op) = self.0.running_operation(&spec.project_id, Some(&spec.branch_id)).await? {
             return Ok(Observation::InProgress { id: db.name, operation_id: op.id });
         }
-        Ok(Observation::Ready { id: db.name.clone(), up_to_date: db.owner_name == spec.owner_name, observed: db })
+        let uri = self.0.connection_uri(&spec.project_id, &spec.branch_id, &db.name, &db.owner_name).await;
+        // The branch may still lack its read_write endpoint: no URI yet.
+        let connection_uri = match uri {
+            Ok(u) => Some(u),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let up_to_date = db.owner_name == spec.owner_name;
+        Ok(Observation::Ready { id: db.name.clone(), up_to_date, observed: NeonDatabase { connection_uri, ..db } })
     }
 
     async fn create(&self, spec: &NeonDatabaseSpec) -> Result<Created, ProviderError> {

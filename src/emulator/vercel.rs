@@ -1,0 +1,506 @@
+//! The Vercel REST API emulator: projects (`/v11` and `/v8` create, `/v9`
+//! and `/v10` read, `/v8` and `/v9` delete), bulk environment variables with
+//! `upsert` and per-item partial failures, deployments from a git source
+//! (`/v13/deployments` and the older `/v12/now/deployments`) whose
+//! `readyState` moves QUEUED -> BUILDING -> READY (alias assigned) over
+//! `--async-delay-ms`, or ERROR when a `fail_deployment` fault is armed.
+//!
+//! Every call may carry `?teamId=` (or `?slug=`); objects are scoped to it.
+//! Errors use Vercel's `{"error": {"code", "message"}}` envelope.
+
+// Handlers return a ready `Response` as the error of their world closures:
+// it is answered at once, so its size does not matter.
+#![allow(clippy::result_large_err)]
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::context::{ALNUM_LOWER, Emulator, error_response, now_ms, random_string};
+use crate::providers::Platform;
+
+const P: Platform = Platform::Vercel;
+const ENV_TYPES: [&str; 5] = ["plain", "encrypted", "sensitive", "secret", "system"];
+const TARGETS: [&str; 3] = ["production", "preview", "development"];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub team: Option<String>,
+    pub framework: Option<String>,
+    pub git_repository: Option<Value>,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub id: String,
+    pub project_id: String,
+    pub key: String,
+    pub value: String,
+    pub kind: String,
+    pub target: Vec<String>,
+    pub comment: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub url: String,
+    pub target: Option<String>,
+    pub alias: String,
+    pub git_source: Value,
+    pub meta: Value,
+    pub fail: bool,
+    pub created_ms: i64,
+}
+
+/// Every Vercel object of the emulator.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VercelWorld {
+    pub projects: BTreeMap<String, Project>,
+    pub envs: BTreeMap<String, EnvVar>,
+    pub deployments: BTreeMap<String, Deployment>,
+}
+
+impl VercelWorld {
+    /// Live objects per kind, for `/_emulator/objects`.
+    #[must_use]
+    pub fn objects(&self) -> Value {
+        json!({
+            "project": self.projects.values().map(|p| json!({"id": p.id, "name": p.name, "team_id": p.team})).collect::<Vec<_>>(),
+            "env": self.envs.values().map(|e| json!({"id": e.id, "key": e.key, "project_id": e.project_id})).collect::<Vec<_>>(),
+            "deployment": self.deployments.values().map(|d| json!({"id": d.id, "project_id": d.project_id})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn project(&self, team: Option<&str>, id_or_name: &str) -> Option<&Project> {
+        self.projects.values().find(|p| p.team.as_deref() == team && (p.id == id_or_name || p.name == id_or_name))
+    }
+}
+
+pub(super) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/v11/projects", post(create_project))
+        .route("/v8/projects", post(create_project))
+        .route("/v9/projects/{id}", get(get_project).delete(delete_project))
+        .route("/v10/projects/{id}", get(get_project))
+        .route("/v8/projects/{id}", axum::routing::delete(delete_project))
+        .route("/v10/projects/{id}/env", post(create_env).get(list_env))
+        .route("/v9/projects/{id}/env", get(list_env))
+        .route("/v8/projects/{id}/env", get(list_env))
+        .route("/v13/deployments", post(create_deployment))
+        .route("/v12/now/deployments", post(create_deployment))
+        .route("/v13/deployments/{id}", get(get_deployment).delete(delete_deployment))
+        .route("/v6/deployments", get(list_deployments))
+}
+
+/// `teamId` / `slug` and the other query parameters Vercel endpoints take.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Scope {
+    team_id: Option<String>,
+    slug: Option<String>,
+    upsert: Option<String>,
+    decrypt: Option<String>,
+    project_id: Option<String>,
+    limit: Option<usize>,
+    target: Option<String>,
+}
+
+impl Scope {
+    fn team(&self) -> Option<&str> {
+        self.team_id.as_deref().or(self.slug.as_deref())
+    }
+}
+
+fn err(status: u16, code: &str, message: &str) -> Response {
+    error_response(P, status, code, message, &HeaderMap::new())
+}
+
+fn project_json(p: &Project) -> Value {
+    let link = p.git_repository.as_ref().map(|g| {
+        let repo = g.get("repo").and_then(Value::as_str).unwrap_or_default();
+        let (org, name) = repo.split_once('/').unwrap_or(("", repo));
+        json!({"type": g.get("type").cloned().unwrap_or(json!("github")), "repo": name, "org": org,
+            "repoId": 0, "productionBranch": "main", "deployHooks": [], "createdAt": p.created_ms})
+    });
+    json!({"id": p.id, "name": p.name, "accountId": p.team.clone().unwrap_or_else(|| "emulator-user".into()),
+        "framework": p.framework, "link": link, "createdAt": p.created_ms, "updatedAt": p.created_ms,
+        "nodeVersion": "22.x", "live": false, "latestDeployments": [], "targets": {}})
+}
+
+fn env_json(e: &EnvVar, decrypt: bool) -> Value {
+    // Encrypted values come back as ciphertext unless decrypted; sensitive ones never.
+    let value = match e.kind.as_str() {
+        "plain" => e.value.clone(),
+        "encrypted" if decrypt => e.value.clone(),
+        "sensitive" => String::new(),
+        _ => format!("enc:{}", random_string(24, ALNUM_LOWER)),
+    };
+    json!({"id": e.id, "key": e.key, "value": value, "type": e.kind, "target": e.target, "comment": e.comment,
+        "configurationId": null, "gitBranch": null, "createdAt": e.created_ms, "updatedAt": e.updated_ms,
+        "createdBy": "emulator", "decrypted": decrypt && e.kind == "encrypted"})
+}
+
+fn ready_state(emu: &Emulator, d: &Deployment) -> &'static str {
+    if !emu.elapsed(d.created_ms, 0.2) {
+        "QUEUED"
+    } else if !emu.elapsed(d.created_ms, 1.0) {
+        "BUILDING"
+    } else if d.fail {
+        "ERROR"
+    } else {
+        "READY"
+    }
+}
+
+fn deployment_json(emu: &Emulator, d: &Deployment) -> Value {
+    let state = ready_state(emu, d);
+    let ready = state == "READY";
+    let failed = state == "ERROR";
+    let ready_at = d.created_ms + emu.config.async_delay_ms as i64;
+    json!({"id": d.id, "uid": d.id, "url": d.url, "name": d.name, "projectId": d.project_id,
+        "readyState": state, "status": state, "state": state, "target": d.target,
+        "alias": if ready { vec![d.alias.clone()] } else { Vec::new() }, "aliasAssigned": ready,
+        "aliasError": null, "errorCode": if failed { json!("BUILD_FAILED") } else { Value::Null },
+        "errorMessage": if failed { json!("The build failed (injected by the emulator)") } else { Value::Null },
+        "checksConclusion": if ready { json!("succeeded") } else { Value::Null },
+        "createdAt": d.created_ms, "buildingAt": d.created_ms, "ready": if ready { json!(ready_at) } else { Value::Null },
+        "meta": d.meta, "gitSource": d.git_source, "creator": {"uid": "emulator", "username": "emulator"},
+        "type": "LAMBDAS", "public": false, "version": 2})
+}
+
+async fn create_project(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<Scope>,
+    Json(body): Json<Value>,
+) -> Response {
+    emu.guard(P, "createProject", &headers, || async {
+        let Some(name) = body.get("name").and_then(Value::as_str).filter(|n| valid_project_name(n)) else {
+            return err(
+                400,
+                "bad_request",
+                "Invalid request: `name` must be 1-100 lowercase letters, digits, '.', '_' or '-'",
+            );
+        };
+        let out = emu.write(P, |w| {
+            if w.vercel.project(q.team(), name).is_some() {
+                return Err(err(409, "conflict", "A project with this name already exists."));
+            }
+            let p = Project {
+                id: format!(
+                    "prj_{}",
+                    random_string(28, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+                ),
+                name: name.into(),
+                team: q.team().map(str::to_string),
+                framework: body.get("framework").and_then(Value::as_str).map(str::to_string),
+                git_repository: body.get("gitRepository").filter(|g| g.is_object()).cloned(),
+                created_ms: now_ms(),
+            };
+            w.vercel.projects.insert(p.id.clone(), p.clone());
+            Ok(project_json(&p))
+        });
+        out.map_or_else(|r| r, |v| Json(v).into_response())
+    })
+    .await
+}
+
+fn valid_project_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 100
+        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+async fn get_project(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Scope>,
+) -> Response {
+    emu.guard(P, "getProject", &headers, || async {
+        emu.read(|w| match w.vercel.project(q.team(), &id) {
+            Some(p) => Json(project_json(p)).into_response(),
+            None => err(404, "not_found", "Project not found"),
+        })
+    })
+    .await
+}
+
+async fn delete_project(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Scope>,
+) -> Response {
+    emu.guard(P, "deleteProject", &headers, || async {
+        let out = emu.write(P, |w| {
+            let pid = w.vercel.project(q.team(), &id).map(|p| p.id.clone()).ok_or(())?;
+            w.vercel.projects.remove(&pid);
+            // Environment variables and deployments go with the project.
+            w.vercel.envs.retain(|_, e| e.project_id != pid);
+            w.vercel.deployments.retain(|_, d| d.project_id != pid);
+            Ok::<_, ()>(())
+        });
+        match out {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(()) => err(404, "not_found", "Project not found"),
+        }
+    })
+    .await
+}
+
+/// One valid requested variable.
+struct NewEnv {
+    key: String,
+    value: String,
+    kind: String,
+    target: Vec<String>,
+    comment: Option<String>,
+}
+
+/// Checks one requested variable; the error is Vercel's `failed[].error`.
+fn check_env(item: &Value) -> Result<NewEnv, Value> {
+    let key = item.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+    let fail = |code: &str, message: String| json!({"code": code, "message": message, "key": key, "envVarKey": key});
+    let key_ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !key_ok {
+        return Err(fail(
+            "invalid_key",
+            format!(
+                "The name of your Environment Variable ({key}) is invalid: only letters, digits and underscores, not starting with a digit."
+            ),
+        ));
+    }
+    let Some(value) = item.get("value").and_then(Value::as_str) else {
+        return Err(fail("missing_value", format!("The Environment Variable {key} is missing a value.")));
+    };
+    let kind = item.get("type").and_then(Value::as_str).unwrap_or("encrypted");
+    if !ENV_TYPES.contains(&kind) {
+        return Err(fail("invalid_type", format!("Invalid type {kind} for Environment Variable {key}.")));
+    }
+    let target: Vec<String> = match item.get("target") {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    if target.is_empty() || target.iter().any(|t| !TARGETS.contains(&t.as_str())) {
+        return Err(fail("invalid_target", format!("Invalid target for Environment Variable {key}.")));
+    }
+    let comment = item.get("comment").and_then(Value::as_str).map(str::to_string);
+    Ok(NewEnv { key: key.clone(), value: value.to_string(), kind: kind.to_string(), target, comment })
+}
+
+async fn create_env(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Scope>,
+    Json(body): Json<Value>,
+) -> Response {
+    emu.guard(P, "createEnv", &headers, || async {
+        let upsert = q.upsert.as_deref() == Some("true");
+        let single = body.is_object();
+        let items: Vec<Value> = if single { vec![body.clone()] } else { body.as_array().cloned().unwrap_or_default() };
+        let out = emu.write(P, |w| {
+            let pid = w.vercel.project(q.team(), &id).map(|p| p.id.clone()).ok_or_else(|| err(404, "not_found", "Project not found"))?;
+            let (mut created, mut failed) = (Vec::new(), Vec::new());
+            for item in &items {
+                let NewEnv { key, value, kind, target, comment } = match check_env(item) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        failed.push(json!({"error": e}));
+                        continue;
+                    }
+                };
+                let now = now_ms();
+                let existing = w.vercel.envs.values_mut().find(|e| e.project_id == pid && e.key == key && e.target.iter().any(|t| target.contains(t)));
+                match existing {
+                    Some(e) if upsert => {
+                        (e.value, e.kind, e.target, e.comment, e.updated_ms) = (value, kind, target, comment, now);
+                        created.push(env_json(e, false));
+                    }
+                    Some(_) => failed.push(json!({"error": {"code": "ENV_CONFLICT", "message": format!("A variable with the name `{key}` already exists for the target."), "key": key, "envVarKey": key, "target": target}})),
+                    None => {
+                        let e = EnvVar { id: random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"), project_id: pid.clone(), key, value, kind, target, comment, created_ms: now, updated_ms: now };
+                        created.push(env_json(&e, false));
+                        w.vercel.envs.insert(e.id.clone(), e);
+                    }
+                }
+            }
+            if single && created.is_empty() {
+                let e = failed.first().and_then(|f| f.get("error")).cloned().unwrap_or(Value::Null);
+                let code = e.get("code").and_then(Value::as_str).unwrap_or("bad_request");
+                return Err(err(400, code, e.get("message").and_then(Value::as_str).unwrap_or("invalid")));
+            }
+            let created = if single { created.pop().unwrap_or(Value::Null) } else { Value::Array(created) };
+            Ok(json!({"created": created, "failed": failed}))
+        });
+        out.map_or_else(|r| r, |v| (StatusCode::CREATED, Json(v)).into_response())
+    })
+    .await
+}
+
+async fn list_env(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Scope>,
+) -> Response {
+    emu.guard(P, "listEnv", &headers, || async {
+        let decrypt = q.decrypt.as_deref() == Some("true");
+        emu.read(|w| {
+            let Some(p) = w.vercel.project(q.team(), &id) else { return err(404, "not_found", "Project not found") };
+            let envs: Vec<Value> = w
+                .vercel
+                .envs
+                .values()
+                .filter(|e| e.project_id == p.id && q.target.as_deref().is_none_or(|t| e.target.iter().any(|x| x == t)))
+                .map(|e| env_json(e, decrypt))
+                .collect();
+            Json(json!({"envs": envs, "pagination": {"count": envs.len(), "next": null, "prev": null}})).into_response()
+        })
+    })
+    .await
+}
+
+async fn create_deployment(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<Scope>,
+    Json(body): Json<Value>,
+) -> Response {
+    emu.guard(P, "createDeployment", &headers, || async {
+        let Some(name) = body.get("name").and_then(Value::as_str) else {
+            return err(400, "bad_request", "Invalid request: missing required property `name`.");
+        };
+        let git = body.get("gitSource").filter(|g| g.is_object()).cloned();
+        if git.is_none() && body.get("files").is_none() && body.get("deploymentId").is_none() {
+            return err(400, "missing_files", "Missing files: a deployment needs `gitSource` or `files`.");
+        }
+        let project_ref = body.get("project").and_then(Value::as_str).unwrap_or(name).to_string();
+        let fail = emu.faults.take_failed_deployment(P);
+        let out = emu.write(P, |w| {
+            let p = w
+                .vercel
+                .project(q.team(), &project_ref)
+                .cloned()
+                .ok_or_else(|| err(404, "not_found", "Project not found"))?;
+            let target = body.get("target").and_then(Value::as_str).map(str::to_string);
+            let slug = q.team().unwrap_or("emulator");
+            let alias = match target.as_deref() {
+                Some("production") => format!("{}.vercel.app", p.name),
+                _ => format!(
+                    "{}-git-{}-{slug}.vercel.app",
+                    p.name,
+                    git.as_ref().and_then(|g| g.get("ref")).and_then(Value::as_str).unwrap_or("main")
+                ),
+            };
+            let d = Deployment {
+                id: format!(
+                    "dpl_{}",
+                    random_string(28, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+                ),
+                project_id: p.id.clone(),
+                name: p.name.clone(),
+                url: format!("{}-{}-{slug}.vercel.app", p.name, random_string(9, ALNUM_LOWER)),
+                target,
+                alias,
+                git_source: git.clone().unwrap_or(Value::Null),
+                meta: body.get("meta").cloned().unwrap_or_else(|| json!({})),
+                fail,
+                created_ms: now_ms(),
+            };
+            w.vercel.deployments.insert(d.id.clone(), d.clone());
+            Ok(deployment_json(&emu, &d))
+        });
+        out.map_or_else(|r| r, |v| Json(v).into_response())
+    })
+    .await
+}
+
+async fn get_deployment(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Scope>,
+) -> Response {
+    emu.guard(P, "getDeployment", &headers, || async {
+        emu.read(|w| {
+            let found = w.vercel.deployments.values().find(|d| {
+                (d.id == id || d.url == id)
+                    && w.vercel.projects.get(&d.project_id).is_some_and(|p| p.team.as_deref() == q.team())
+            });
+            match found {
+                Some(d) => Json(deployment_json(&emu, d)).into_response(),
+                None => err(404, "not_found", "The deployment could not be found."),
+            }
+        })
+    })
+    .await
+}
+
+async fn list_deployments(State(emu): State<Shared>, headers: HeaderMap, Query(q): Query<Scope>) -> Response {
+    emu.guard(P, "listDeployments", &headers, || async {
+        emu.read(|w| {
+            let mut ds: Vec<&Deployment> = w
+                .vercel
+                .deployments
+                .values()
+                .filter(|d| q.project_id.as_deref().is_none_or(|p| d.project_id == p))
+                .filter(|d| w.vercel.projects.get(&d.project_id).is_some_and(|p| p.team.as_deref() == q.team()))
+                .filter(|d| q.target.as_deref().is_none_or(|t| d.target.as_deref() == Some(t)))
+                .collect();
+            ds.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+            let limit = q.limit.unwrap_or(20).clamp(1, 100);
+            let page: Vec<Value> = ds.iter().take(limit).map(|d| deployment_json(&emu, d)).collect();
+            Json(json!({"deployments": page, "pagination": {"count": page.len(), "next": null, "prev": null}}))
+                .into_response()
+        })
+    })
+    .await
+}
+
+async fn delete_deployment(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Scope>,
+) -> Response {
+    emu.guard(P, "deleteDeployment", &headers, || async {
+        let out = emu.write(P, |w| {
+            let d = w
+                .vercel
+                .deployments
+                .values()
+                .find(|d| {
+                    d.id == id && w.vercel.projects.get(&d.project_id).is_some_and(|p| p.team.as_deref() == q.team())
+                })
+                .map(|d| d.id.clone())
+                .ok_or(())?;
+            w.vercel.deployments.remove(&d);
+            Ok::<_, ()>(d)
+        });
+        match out {
+            Ok(uid) => Json(json!({"uid": uid, "state": "DELETED"})).into_response(),
+            Err(()) => err(404, "not_found", "The deployment could not be found."),
+        }
+    })
+    .await
+}

@@ -1,0 +1,301 @@
+//! Supabase Management API client: projects (created with both the current
+//! and the older required fields), status polling to ACTIVE_HEALTHY,
+//! service health, API keys, list and delete; plus the project behind the
+//! [`ExternalResource`] contract (the alternative database provider).
+//!
+//! # Driving it (provisioning engine)
+//! [`SupabaseProjects`] with a [`SupabaseProjectSpec`] (marker, org slug,
+//! region, database password): observe -> create when `Absent` -> while
+//! `InProgress` (status COMING_UP and the like; the operation id is the
+//! project ref) requeue and observe again -> `Ready` carries the ref, the
+//! API URL, the database host and the `anon` / `service_role` keys ->
+//! `Failed` on INIT_FAILED and other failed states. `delete` removes it.
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::config::{PlatformConfig, Secret};
+use super::error::{Platform, ProviderError};
+use super::http::Http;
+use super::{Applied, Created, ExternalResource, Marker, Observation, single};
+
+const P: Platform = Platform::Supabase;
+
+/// A project (unknown fields ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SupabaseProject {
+    /// The project ref: 20 lowercase letters.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub name: String,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub organization_slug: Option<String>,
+    pub region: String,
+    /// INACTIVE, ACTIVE_HEALTHY, ACTIVE_UNHEALTHY, COMING_UP, UNKNOWN,
+    /// GOING_DOWN, INIT_FAILED, REMOVED, RESTORING, UPGRADING, PAUSING,
+    /// RESTORE_FAILED, RESTARTING, PAUSE_FAILED, RESIZING.
+    pub status: String,
+    #[serde(default)]
+    pub database: Option<SupabaseDatabase>,
+}
+
+/// The project's database as `GET /v1/projects/{ref}` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SupabaseDatabase {
+    pub host: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// How a project status settles (the classification is ours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectPhase {
+    InProgress,
+    Healthy,
+    Failed,
+}
+
+impl SupabaseProject {
+    /// ACTIVE_HEALTHY is healthy; INIT_FAILED, RESTORE_FAILED, PAUSE_FAILED,
+    /// REMOVED and INACTIVE (paused) need a human; everything else
+    /// (including ACTIVE_UNHEALTHY and unknown new values) may still settle.
+    #[must_use]
+    pub fn phase(&self) -> ProjectPhase {
+        match self.status.as_str() {
+            "ACTIVE_HEALTHY" => ProjectPhase::Healthy,
+            "INIT_FAILED" | "RESTORE_FAILED" | "PAUSE_FAILED" | "REMOVED" | "INACTIVE" => ProjectPhase::Failed,
+            _ => ProjectPhase::InProgress,
+        }
+    }
+}
+
+/// One API key; the value is a [`Secret`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ApiKey {
+    pub name: String,
+    /// `legacy | publishable | secret`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    pub api_key: Secret,
+}
+
+/// One service's health.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ServiceHealth {
+    pub name: String,
+    /// `COMING_UP | ACTIVE_HEALTHY | UNHEALTHY`.
+    pub status: String,
+}
+
+/// The Supabase client. Cloning shares the connection pool and budget.
+#[derive(Clone, Debug)]
+pub struct SupabaseClient {
+    http: Http,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, ProviderError> {
+    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform: P, message: format!("{what}: {e}") })
+}
+
+fn enc(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
+}
+
+impl SupabaseClient {
+    /// A client for `config` (base URL `https://api.supabase.com`).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(config: &PlatformConfig) -> Result<Self, ProviderError> {
+        Ok(Self { http: Http::new(P, config)? })
+    }
+
+    /// The HTTP layer (budget inspection).
+    #[must_use]
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ProviderError> {
+        Ok(self.http.send(Method::GET, path, query, None, &[]).await?.body)
+    }
+
+    /// `POST /v1/projects`. The body satisfies both API generations: the
+    /// current one (`organization_slug`, optional `region`) and the older one
+    /// (required `organization_id` and `region`; Supabase org ids are slugs).
+    ///
+    /// # Errors
+    /// Any [`ProviderError`].
+    pub async fn create_project(
+        &self,
+        name: &str,
+        organization: &str,
+        region: &str,
+        db_pass: &Secret,
+        instance_size: Option<&str>,
+    ) -> Result<SupabaseProject, ProviderError> {
+        let mut body = json!({"name": name, "db_pass": db_pass.expose(), "organization_slug": organization,
+            "organization_id": organization, "region": region});
+        if let Some(size) = instance_size {
+            body["desired_instance_size"] = json!(size);
+        }
+        decode(self.http.send(Method::POST, "/v1/projects", &[], Some(&body), &[]).await?.body, "project")
+    }
+
+    /// `GET /v1/projects/{ref}`; `None` when absent.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`] but not-found.
+    pub async fn get_project(&self, reference: &str) -> Result<Option<SupabaseProject>, ProviderError> {
+        match self.get(&format!("/v1/projects/{}", enc(reference)), &[]).await {
+            Ok(v) => decode(v, "project").map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v1/projects` (no pagination on this endpoint).
+    ///
+    /// # Errors
+    /// Any [`ProviderError`].
+    pub async fn list_projects(&self) -> Result<Vec<SupabaseProject>, ProviderError> {
+        decode(self.get("/v1/projects", &[]).await?, "projects")
+    }
+
+    /// `DELETE /v1/projects/{ref}`; false when it was already gone.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`] but not-found.
+    pub async fn delete_project(&self, reference: &str) -> Result<bool, ProviderError> {
+        match self.http.send(Method::DELETE, &format!("/v1/projects/{}", enc(reference)), &[], None, &[]).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v1/projects/{ref}/api-keys?reveal=true`.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`].
+    pub async fn api_keys(&self, reference: &str) -> Result<Vec<ApiKey>, ProviderError> {
+        let path = format!("/v1/projects/{}/api-keys", enc(reference));
+        decode(self.get(&path, &[("reveal", "true".into())]).await?, "api keys")
+    }
+
+    /// `GET /v1/projects/{ref}/health?services=..` for `services` (e.g. `db`, `auth`, `rest`).
+    ///
+    /// # Errors
+    /// Any [`ProviderError`].
+    pub async fn health(&self, reference: &str, services: &[&str]) -> Result<Vec<ServiceHealth>, ProviderError> {
+        let q: Vec<(&str, String)> = services.iter().map(|s| ("services", (*s).to_string())).collect();
+        decode(self.get(&format!("/v1/projects/{}/health", enc(reference)), &q).await?, "health")
+    }
+}
+
+/// A Supabase project named after the marker.
+#[derive(Clone, Debug)]
+pub struct SupabaseProjectSpec {
+    pub marker: Marker,
+    /// Organization slug.
+    pub organization: String,
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// The database password, chosen by Winston.
+    pub db_pass: Secret,
+    pub instance_size: Option<String>,
+}
+
+/// What a project observation reports once ACTIVE_HEALTHY.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SupabaseProjectState {
+    pub project: SupabaseProject,
+    /// `https://<ref>.supabase.co`.
+    pub api_url: String,
+    /// The `anon` key (legacy JWT), if the project has one.
+    pub anon_key: Option<Secret>,
+    /// The `service_role` key (legacy JWT), if the project has one.
+    pub service_role_key: Option<Secret>,
+}
+
+/// [`ExternalResource`] for [`SupabaseProjectSpec`].
+#[derive(Clone, Debug)]
+pub struct SupabaseProjects(pub SupabaseClient);
+
+impl ExternalResource for SupabaseProjects {
+    type Spec = SupabaseProjectSpec;
+    type Observed = SupabaseProjectState;
+
+    async fn observe(
+        &self,
+        spec: &SupabaseProjectSpec,
+        known_id: Option<&str>,
+    ) -> Result<Observation<SupabaseProjectState>, ProviderError> {
+        let project = match known_id {
+            Some(id) => self.0.get_project(id).await?,
+            None => {
+                let name = spec.marker.name();
+                let mine = self.0.list_projects().await?.into_iter().filter(|p| {
+                    p.name == name
+                        && [&p.organization_slug, &p.organization_id]
+                            .iter()
+                            .any(|o| o.as_deref() == Some(&spec.organization))
+                });
+                match single(mine.map(|p| (p.reference.clone(), p)).collect()) {
+                    Ok(found) => found.map(|(_, p)| p),
+                    Err(ids) => return Ok(Observation::Ambiguous { ids }),
+                }
+            }
+        };
+        let Some(project) = project else { return Ok(Observation::Absent) };
+        let id = project.reference.clone();
+        match project.phase() {
+            ProjectPhase::InProgress => return Ok(Observation::InProgress { operation_id: id.clone(), id }),
+            ProjectPhase::Failed => {
+                return Ok(Observation::Failed { reason: format!("project status {}", project.status), id });
+            }
+            ProjectPhase::Healthy => {}
+        }
+        let keys = self.0.api_keys(&id).await?;
+        let key = |name: &str| keys.iter().find(|k| k.name == name).map(|k| k.api_key.clone());
+        let observed = SupabaseProjectState {
+            api_url: format!("https://{id}.supabase.co"),
+            anon_key: key("anon"),
+            service_role_key: key("service_role"),
+            project,
+        };
+        let up_to_date = observed.project.region == spec.region;
+        Ok(Observation::Ready { id, observed, up_to_date })
+    }
+
+    /// Creates the project; the operation id is its ref (poll its status).
+    async fn create(&self, spec: &SupabaseProjectSpec) -> Result<Created, ProviderError> {
+        let p = self
+            .0
+            .create_project(
+                &spec.marker.name(),
+                &spec.organization,
+                &spec.region,
+                &spec.db_pass,
+                spec.instance_size.as_deref(),
+            )
+            .await?;
+        Ok(Created { operation_id: Some(p.reference.clone()), id: p.reference })
+    }
+
+    /// The region of a project cannot change.
+    async fn update(&self, id: &str, spec: &SupabaseProjectSpec) -> Result<Applied, ProviderError> {
+        Err(ProviderError::Invalid {
+            platform: P,
+            status: 400,
+            message: format!("project {id} cannot move to region {}; delete and recreate it", spec.region),
+        })
+    }
+
+    async fn delete(&self, id: &str, _spec: &SupabaseProjectSpec) -> Result<Applied, ProviderError> {
+        self.0.delete_project(id).await?;
+        Ok(Applied::Done)
+    }
+}

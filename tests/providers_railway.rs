@@ -1,0 +1,268 @@
+//! The Railway client against the in-process emulator: project and service
+//! lifecycle with deployments polled to SUCCESS, variable drift, adoption,
+//! the GraphQL wire shape, and every fault kind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod providers_common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use providers_common::*;
+use serde_json::json;
+use winston::providers::railway::resources::*;
+use winston::providers::railway::{DeploymentPhase, RailwayClient};
+use winston::providers::{Applied, ExternalResource, Marker, Observation, ProviderError};
+
+async fn project(client: &RailwayClient, marker: &Marker) -> (String, String) {
+    let res = RailwayProjects(client.clone());
+    let spec = RailwayProjectSpec { marker: marker.clone() };
+    let id = res.create(&spec).await.unwrap().id;
+    let Observation::Ready { observed, .. } = res.observe(&spec, Some(&id)).await.unwrap() else { panic!() };
+    (id, observed.environment_id)
+}
+
+fn service_spec(project_id: &str, environment_id: &str, marker: &Marker) -> RailwayServiceSpec {
+    RailwayServiceSpec {
+        project_id: project_id.into(),
+        environment_id: environment_id.into(),
+        marker: marker.clone(),
+        image: "ghcr.io/acme/agent:1".into(),
+        variables: BTreeMap::from([("DATABASE_URL".into(), "postgresql://x".into()), ("PLAN".into(), "free".into())]),
+        target_port: Some(8080),
+    }
+}
+
+async fn settle(res: &RailwayServices, spec: &RailwayServiceSpec) -> Observation<RailwayServiceState> {
+    poll(|| async { res.observe(spec, None).await.unwrap() }, |o| !matches!(o, Observation::InProgress { .. })).await
+}
+
+#[tokio::test]
+async fn project_and_service_converge_adopt_drift_and_delete() {
+    let env = Env::start(300).await;
+    let client = env.providers().railway;
+    let marker = Marker::new(&uid());
+    let projects = RailwayProjects(client.clone());
+    let pspec = RailwayProjectSpec { marker: marker.clone() };
+
+    assert_eq!(projects.observe(&pspec, None).await.unwrap(), Observation::Absent);
+    let (pid, env_id) = project(&client, &marker).await;
+    let writes = env.mutations("railway").await;
+    let Observation::Ready { id, observed, up_to_date: true } = projects.observe(&pspec, None).await.unwrap() else {
+        panic!("project not adopted")
+    };
+    assert_eq!((id.as_str(), observed.project.name.as_str()), (pid.as_str(), marker.name().as_str()));
+    assert_eq!(observed.project.description.as_deref(), Some(marker.value().as_str()));
+
+    let services = RailwayServices(client.clone());
+    let spec = service_spec(&pid, &env_id, &marker);
+    assert_eq!(services.observe(&spec, None).await.unwrap(), Observation::Absent);
+    let created = services.create(&spec).await.unwrap();
+    let deployment = created.operation_id.clone().expect("a deployment to poll");
+    match services.observe(&spec, Some(&created.id)).await.unwrap() {
+        Observation::InProgress { id, operation_id } => {
+            assert_eq!((id, operation_id), (created.id.clone(), deployment.clone()))
+        }
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+    let d = poll(
+        || async { client.deployment(&deployment).await.unwrap().unwrap() },
+        |d| d.phase() != DeploymentPhase::InProgress,
+    )
+    .await;
+    assert_eq!(d.status, "SUCCESS");
+    let Observation::Ready { id, observed, up_to_date: true } = settle(&services, &spec).await else { panic!() };
+    assert_eq!(id, created.id, "adopted by marker");
+    let url = observed.url.unwrap();
+    assert!(url.starts_with("https://") && url.ends_with(".up.railway.app"), "{url}");
+    assert_eq!(client.variables(&pid, &env_id, &id).await.unwrap(), spec.variables);
+    assert!(env.mutations("railway").await > writes);
+    let steady = env.mutations("railway").await;
+    settle(&services, &spec).await;
+    assert_eq!(env.mutations("railway").await, steady, "observing wrote to the platform");
+
+    // Drift: a changed variable is written with skipDeploys, then one deploy.
+    let mut changed = spec.clone();
+    changed.variables.insert("PLAN".into(), "growth".into());
+    let Observation::Ready { up_to_date: false, .. } = services.observe(&changed, Some(&id)).await.unwrap() else {
+        panic!("drift not seen")
+    };
+    let Applied::InProgress { operation_id } = services.update(&id, &changed).await.unwrap() else { panic!() };
+    assert_ne!(operation_id, deployment);
+    let Observation::Ready { up_to_date: true, .. } = settle(&services, &changed).await else { panic!() };
+    assert_eq!(env.objects("railway", "deployment").await, 1, "old deployments are replaced");
+
+    assert_eq!(services.delete(&id, &spec).await.unwrap(), Applied::Done);
+    assert_eq!(services.delete(&id, &spec).await.unwrap(), Applied::Done, "delete is repeatable");
+    assert_eq!(services.observe(&spec, Some(&id)).await.unwrap(), Observation::Absent);
+    assert_eq!(env.objects("railway", "service").await, 0);
+    assert_eq!(env.objects("railway", "domain").await, 0);
+    projects.delete(&pid, &pspec).await.unwrap();
+    assert_eq!(projects.observe(&pspec, None).await.unwrap(), Observation::Absent);
+}
+
+#[tokio::test]
+async fn graphql_wire_shape_matches_the_schema() {
+    let env = Env::start(0).await;
+    let raw = |q: &str, v: serde_json::Value| {
+        env.raw(reqwest::Method::POST, winston::emulator::RAILWAY_PATH).json(&json!({"query": q, "variables": v}))
+    };
+    let r: serde_json::Value = raw(
+        "mutation projectCreate($input: ProjectCreateInput!) { p: projectCreate(input: $input) { id name environments { edges { node { id name } } } } }",
+        json!({"input": {"name": "shape"}}),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let p = &r["data"]["p"];
+    assert_eq!(p.as_object().unwrap().keys().collect::<Vec<_>>(), ["environments", "id", "name"]);
+    assert_eq!(p["environments"]["edges"][0]["node"]["name"], "production");
+    let pid = p["id"].as_str().unwrap();
+    let env_id = p["environments"]["edges"][0]["node"]["id"].as_str().unwrap();
+
+    let r: serde_json::Value =
+        raw("mutation { serviceCreate(input: {projectId: \"", json!({})).send().await.unwrap().json().await.unwrap();
+    assert!(r["data"].is_null() && r["errors"][0]["message"].as_str().unwrap().contains("Syntax Error"), "{r}");
+
+    let q = "mutation s($input: ServiceCreateInput!) { serviceCreate(input: $input) { id name projectId } }";
+    let r: serde_json::Value = raw(q, json!({"input": {"projectId": pid, "environmentId": env_id, "name": "svc", "source": {"image": "nginx"}, "variables": {"A": "1"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = r["data"]["serviceCreate"]["id"].as_str().unwrap();
+    assert_eq!(r["data"]["serviceCreate"]["projectId"], pid);
+    let q = "mutation d($s: String!, $e: String!) { serviceInstanceDeployV2(serviceId: $s, environmentId: $e) }";
+    let r: serde_json::Value = raw(q, json!({"s": sid, "e": env_id})).send().await.unwrap().json().await.unwrap();
+    let did = r["data"]["serviceInstanceDeployV2"].as_str().unwrap();
+    let q = "query d($id: String!) { deployment(id: $id) { id status statusUpdatedAt createdAt url staticUrl serviceId environmentId projectId meta canRedeploy } }";
+    let resp = raw(q, json!({"id": did})).send().await.unwrap();
+    assert!(resp.headers().contains_key("x-ratelimit-remaining"));
+    let r: serde_json::Value = resp.json().await.unwrap();
+    let d = &r["data"]["deployment"];
+    assert_eq!(d.as_object().unwrap().len(), 11);
+    assert_eq!(
+        (d["status"].as_str(), d["serviceId"].as_str(), d["projectId"].as_str()),
+        (Some("SUCCESS"), Some(sid), Some(pid))
+    );
+    let q = "mutation dc($input: ServiceDomainCreateInput!) { serviceDomainCreate(input: $input) { id domain suffix serviceId environmentId targetPort syncStatus createdAt } }";
+    let r: serde_json::Value =
+        raw(q, json!({"input": {"serviceId": sid, "environmentId": env_id, "targetPort": 8080}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let dom = &r["data"]["serviceDomainCreate"];
+    assert_eq!(
+        (dom["suffix"].as_str(), dom["syncStatus"].as_str(), dom["targetPort"].as_i64()),
+        (Some("up.railway.app"), Some("ACTIVE"), Some(8080))
+    );
+    let r: serde_json::Value =
+        raw("query { deployment(id: \"nope\") { id } }", json!({})).send().await.unwrap().json().await.unwrap();
+    assert!(r["data"].is_null() && r["errors"][0]["message"] == "Deployment not found", "{r}");
+
+    // Relay pagination: first/after with the cursor of the last edge.
+    raw("mutation { projectCreate(input: {name: \"second\"}) { id } }", json!({})).send().await.unwrap();
+    let q = "query p($after: String) { projects(first: 1, after: $after) { edges { cursor node { name } } pageInfo { hasNextPage endCursor } } }";
+    let r: serde_json::Value = raw(q, json!({"after": null})).send().await.unwrap().json().await.unwrap();
+    // Creation times may tie, so the order of the two is not asserted.
+    let conn = &r["data"]["projects"];
+    let first_name = conn["edges"][0]["node"]["name"].as_str().unwrap().to_string();
+    assert_eq!(conn["pageInfo"]["hasNextPage"], true);
+    assert_eq!(conn["edges"][0]["cursor"], conn["pageInfo"]["endCursor"]);
+    let r: serde_json::Value =
+        raw(q, json!({"after": conn["pageInfo"]["endCursor"]})).send().await.unwrap().json().await.unwrap();
+    let conn = &r["data"]["projects"];
+    let mut names = [first_name.as_str(), conn["edges"][0]["node"]["name"].as_str().unwrap()];
+    names.sort_unstable();
+    assert_eq!(names, ["second", "shape"]);
+    assert_eq!(conn["pageInfo"]["hasNextPage"], false);
+
+    // A variable upsert redeploys unless skipDeploys is set.
+    let latest = || async {
+        let q =
+            "query l($input: DeploymentListInput!) { deployments(input: $input, first: 1) { edges { node { id } } } }";
+        let r: serde_json::Value =
+            raw(q, json!({"input": {"serviceId": sid}})).send().await.unwrap().json().await.unwrap();
+        r["data"]["deployments"]["edges"][0]["node"]["id"].as_str().unwrap().to_string()
+    };
+    let upsert = |skip: bool| {
+        let q = "mutation u($input: VariableCollectionUpsertInput!) { variableCollectionUpsert(input: $input) }";
+        raw(q, json!({"input": {"projectId": pid, "environmentId": env_id, "serviceId": sid, "variables": {"B": "2"}, "skipDeploys": skip}}))
+            .send()
+    };
+    let before = latest().await;
+    let r: serde_json::Value = upsert(true).await.unwrap().json().await.unwrap();
+    assert_eq!(r["data"]["variableCollectionUpsert"], true);
+    assert_eq!(latest().await, before, "skipDeploys redeployed");
+    upsert(false).await.unwrap();
+    assert_ne!(latest().await, before, "an upsert without skipDeploys did not redeploy");
+}
+
+#[tokio::test]
+async fn faults_are_classified_and_recovered() {
+    let env = Env::start(0).await;
+    let client = env.providers().railway;
+    let marker = Marker::new(&uid());
+    let (pid, env_id) = project(&client, &marker).await;
+    let services = RailwayServices(client.clone());
+    let spec = service_spec(&pid, &env_id, &marker);
+
+    // A 429 from the edge with a plain-text body.
+    env.fault(
+        json!({"platform": "railway", "operation": "serviceCreate", "kind": "rate_limit", "retry_after_secs": 1}),
+    )
+    .await;
+    let e = services.create(&spec).await.unwrap_err();
+    assert!(matches!(e, ProviderError::RateLimited { .. }), "{e}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+
+    env.fault(json!({"platform": "railway", "operation": "serviceCreate", "kind": "server_error", "status": 502}))
+        .await;
+    let e = services.create(&spec).await.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("server_error", true), "{e}");
+    assert_eq!(env.objects("railway", "service").await, 0, "failed calls created nothing");
+
+    // The next deployment fails: observe reports it, update redeploys.
+    env.fault(json!({"platform": "railway", "kind": "fail_deployment"})).await;
+    let id = services.create(&spec).await.unwrap().id;
+    let Observation::Failed { id: failed, reason } = settle(&services, &spec).await else { panic!("not failed") };
+    assert_eq!(failed, id);
+    assert!(reason.contains("FAILED"), "{reason}");
+    assert!(matches!(services.update(&id, &spec).await.unwrap(), Applied::InProgress { .. }));
+    assert!(matches!(settle(&services, &spec).await, Observation::Ready { up_to_date: true, .. }));
+
+    // The service is created but the answer is lost: adoption, no duplicate.
+    let other = Marker::new(&uid());
+    let spec2 = service_spec(&pid, &env_id, &other);
+    env.fault(json!({"platform": "railway", "operation": "serviceCreate", "kind": "drop_response"})).await;
+    assert!(services.create(&spec2).await.unwrap_err().is_retryable());
+    let adopted = settle(&services, &spec2).await;
+    assert!(adopted.id().is_some(), "{adopted:?}");
+    assert_eq!(env.objects("railway", "service").await, 2);
+
+    // Two services under one marker are never guessed between.
+    client.create_service(&pid, &env_id, &other.name(), "nginx", &BTreeMap::new()).await.unwrap();
+    let Observation::Ambiguous { ids } = services.observe(&spec2, None).await.unwrap() else { panic!() };
+    assert_eq!(ids.len(), 2);
+
+    // Slow answers become timeouts; bad tokens arrive as HTTP 200 GraphQL errors.
+    let mut cfg = env.config();
+    cfg.railway.timeout_ms = 300;
+    let slow = winston::providers::Providers::new(&cfg).unwrap().railway;
+    env.fault(json!({"platform": "railway", "operation": "project", "kind": "delay", "delay_ms": 1500})).await;
+    let e = slow.get_project(&pid).await.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("timeout", true), "{e}");
+    let mut bad = env.config();
+    bad.railway.token = winston::providers::Secret::new("rw-wrong-token-value");
+    let e = winston::providers::Providers::new(&bad).unwrap().railway.get_project(&pid).await.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("unauthorized", false), "{e}");
+    assert!(!format!("{e} {e:?}").contains("wrong-token"));
+}

@@ -1,0 +1,188 @@
+//! The Supabase client against the in-process emulator: a project polled
+//! from COMING_UP to ACTIVE_HEALTHY with its keys and health, both create
+//! body generations on the wire, adoption and every fault kind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod providers_common;
+
+use std::time::Duration;
+
+use providers_common::*;
+use serde_json::{Value, json};
+use winston::emulator::SUPABASE_PATH;
+use winston::providers::supabase::*;
+use winston::providers::{Applied, ExternalResource, Marker, Observation, Providers, Secret};
+
+fn spec(marker: &Marker) -> SupabaseProjectSpec {
+    SupabaseProjectSpec {
+        marker: marker.clone(),
+        organization: "acme-org".into(),
+        region: "eu-central-1".into(),
+        db_pass: Secret::new("db-pass-very-secret"),
+        instance_size: Some("micro".into()),
+    }
+}
+
+async fn settle(res: &SupabaseProjects, spec: &SupabaseProjectSpec) -> Observation<SupabaseProjectState> {
+    poll(|| async { res.observe(spec, None).await.unwrap() }, |o| !matches!(o, Observation::InProgress { .. })).await
+}
+
+#[tokio::test]
+async fn project_comes_up_healthy_with_keys_is_adopted_and_deleted() {
+    let env = Env::start(300).await;
+    let client = env.providers().supabase;
+    let res = SupabaseProjects(client.clone());
+    let spec = spec(&Marker::new(&uid()));
+
+    assert_eq!(res.observe(&spec, None).await.unwrap(), Observation::Absent);
+    let created = res.create(&spec).await.unwrap();
+    assert_eq!(created.id.len(), 20);
+    assert!(created.id.chars().all(|c| c.is_ascii_lowercase()), "{}", created.id);
+    let Observation::InProgress { id, .. } = res.observe(&spec, Some(&created.id)).await.unwrap() else { panic!() };
+    assert_eq!(id, created.id);
+    let health = client.health(&id, &["db", "auth", "rest"]).await.unwrap();
+    assert!(health.iter().all(|h| h.status == "COMING_UP") && health.len() == 3, "{health:?}");
+
+    let Observation::Ready { id, observed, up_to_date: true } = settle(&res, &spec).await else { panic!() };
+    assert_eq!(id, created.id, "adopted by name within the organization");
+    assert_eq!(observed.api_url, format!("https://{id}.supabase.co"));
+    assert!(observed.anon_key.as_ref().unwrap().expose().starts_with("eyJ"));
+    assert!(observed.service_role_key.is_some());
+    assert!(!format!("{observed:?}").contains("eyJ"), "keys leaked through Debug");
+    assert_eq!(observed.project.database.as_ref().unwrap().host, format!("db.{id}.supabase.co"));
+    let health = client.health(&id, &["db", "auth", "rest"]).await.unwrap();
+    assert!(health.iter().all(|h| h.status == "ACTIVE_HEALTHY"), "{health:?}");
+
+    // Another organization's project with the same name is not ours.
+    let mut other_org = spec.clone();
+    other_org.organization = "someone-else".into();
+    assert_eq!(res.observe(&other_org, None).await.unwrap(), Observation::Absent);
+    let mut moved = spec.clone();
+    moved.region = "us-east-1".into();
+    assert!(matches!(res.observe(&moved, None).await.unwrap(), Observation::Ready { up_to_date: false, .. }));
+    assert!(!res.update(&id, &moved).await.unwrap_err().is_retryable());
+
+    assert_eq!(res.delete(&id, &spec).await.unwrap(), Applied::Done);
+    assert_eq!(res.delete(&id, &spec).await.unwrap(), Applied::Done, "delete is repeatable");
+    assert_eq!(res.observe(&spec, None).await.unwrap(), Observation::Absent);
+    assert_eq!(env.objects("supabase", "project").await, 0);
+}
+
+#[tokio::test]
+async fn both_create_bodies_and_the_wire_shapes() {
+    let env = Env::start(0).await;
+    let post = |body: Value| env.raw(reqwest::Method::POST, &format!("{SUPABASE_PATH}/v1/projects")).json(&body).send();
+
+    // The older spec: organization_id + region (+ the now-ignored plan).
+    let r = post(
+        json!({"name": "old", "db_pass": "p", "organization_id": "org-old", "region": "us-west-1", "plan": "free"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["created_at", "id", "name", "organization_id", "organization_slug", "ref", "region", "status"]);
+    assert_eq!(
+        (v["status"].as_str(), v["region"].as_str(), v["id"] == v["ref"]),
+        (Some("ACTIVE_HEALTHY"), Some("us-west-1"), true)
+    );
+
+    // The current spec: organization_slug + region_selection.
+    let r = post(json!({"name": "new", "db_pass": "p", "organization_slug": "org-new",
+        "region_selection": {"type": "smartGroup", "code": "emea"}, "desired_instance_size": "small"}))
+    .await
+    .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["organization_slug"].as_str(), v["region"].as_str()), (Some("org-new"), Some("eu-central-1")));
+    let reference = v["ref"].as_str().unwrap().to_string();
+
+    let r = post(json!({"name": "both", "db_pass": "p", "organization_slug": "o", "region": "us-east-1",
+        "region_selection": {"type": "specific", "code": "us-east-1"}}))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("region"));
+    assert_eq!(post(json!({"name": "no-org", "db_pass": "p"})).await.unwrap().status(), 400);
+
+    let masked: Value = env
+        .raw(reqwest::Method::GET, &format!("{SUPABASE_PATH}/v1/projects/{reference}/api-keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<(&str, &str)> =
+        masked.as_array().unwrap().iter().map(|k| (k["name"].as_str().unwrap(), k["type"].as_str().unwrap())).collect();
+    assert_eq!(
+        names,
+        [("anon", "legacy"), ("service_role", "legacy"), ("default", "publishable"), ("default", "secret")]
+    );
+    assert!(masked[3]["api_key"].as_str().unwrap().ends_with("····"), "secret key not masked without reveal");
+    let revealed = env.providers().supabase.api_keys(&reference).await.unwrap();
+    assert!(revealed[3].api_key.expose().starts_with("sb_secret_") && !revealed[3].api_key.expose().contains('·'));
+
+    let r =
+        env.raw(reqwest::Method::GET, &format!("{SUPABASE_PATH}/v1/projects/{reference}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 400, "services is required");
+    let r = env.raw(reqwest::Method::GET, &format!("{SUPABASE_PATH}/v1/projects")).send().await.unwrap();
+    for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+        assert!(r.headers().contains_key(h), "missing {h}");
+    }
+    assert_eq!(r.json::<Value>().await.unwrap().as_array().unwrap().len(), 2);
+    let del: Value = env
+        .raw(reqwest::Method::DELETE, &format!("{SUPABASE_PATH}/v1/projects/{reference}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(del["id"].is_u64() && del["ref"] == reference.as_str() && del["name"] == "new", "{del}");
+}
+
+#[tokio::test]
+async fn faults_are_classified_and_recovered() {
+    let env = Env::start(0).await;
+    let client = env.providers().supabase;
+    let res = SupabaseProjects(client.clone());
+    let spec = spec(&Marker::new(&uid()));
+
+    env.fault(
+        json!({"platform": "supabase", "operation": "createProject", "kind": "rate_limit", "retry_after_secs": 1}),
+    )
+    .await;
+    let e = res.create(&spec).await.unwrap_err();
+    assert_eq!((e.category(), e.retry_after()), ("rate_limited", Some(Duration::from_secs(1))), "{e}");
+    env.fault(json!({"platform": "supabase", "operation": "listProjects", "kind": "server_error", "status": 503}))
+        .await;
+    assert_eq!(res.observe(&spec, None).await.unwrap_err().category(), "server_error");
+
+    // Created, answer lost: found again by name, no duplicate.
+    env.fault(json!({"platform": "supabase", "operation": "createProject", "kind": "drop_response"})).await;
+    assert!(res.create(&spec).await.unwrap_err().is_retryable());
+    let Observation::Ready { id, .. } = settle(&res, &spec).await else { panic!() };
+    assert_eq!(env.objects("supabase", "project").await, 1);
+    client.create_project(&spec.marker.name(), &spec.organization, "us-east-1", &spec.db_pass, None).await.unwrap();
+    let Observation::Ambiguous { ids } = res.observe(&spec, None).await.unwrap() else { panic!() };
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&id));
+
+    // A project that fails to initialise is reported as Failed.
+    let broken = self::spec(&Marker::new(&uid()));
+    env.fault(json!({"platform": "supabase", "kind": "fail_deployment"})).await;
+    let created = res.create(&broken).await.unwrap();
+    let Observation::Failed { reason, .. } = res.observe(&broken, Some(&created.id)).await.unwrap() else { panic!() };
+    assert!(reason.contains("INIT_FAILED"), "{reason}");
+
+    let mut cfg = env.config();
+    cfg.supabase.timeout_ms = 300;
+    env.fault(json!({"platform": "supabase", "operation": "getProject", "kind": "delay", "delay_ms": 1500})).await;
+    assert_eq!(Providers::new(&cfg).unwrap().supabase.get_project(&id).await.unwrap_err().category(), "timeout");
+    let mut bad = env.config();
+    bad.supabase.token = Secret::new("sbp_wrong-token-value");
+    let e = Providers::new(&bad).unwrap().supabase.get_project(&id).await.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("unauthorized", false), "{e}");
+    assert!(!format!("{e} {e:?}").contains("wrong-token"));
+}
