@@ -56,6 +56,22 @@ crds-check: ## Fail when crds/ differs from `winston crds`
 	  if ! diff -r $$tmp crds >/dev/null; then diff -r $$tmp crds || true; rm -rf $$tmp; \
 	  echo "crds/ is stale: run 'make crds' and commit"; exit 1; fi; rm -rf $$tmp; echo "crds/ is up to date"
 
+.PHONY: helm
+helm: ## Build Helm from its Go module unless installed (cached in ~/.cache/winston)
+	@scripts/helm-path >/dev/null
+
+.PHONY: helm-lint
+helm-lint: helm ## helm lint --strict the chart (values.schema.json included)
+	@"$$(scripts/helm-path)" lint --strict charts/winston
+
+.PHONY: manifests
+manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and crds/
+	@scripts/gen-manifests
+
+.PHONY: manifests-check
+manifests-check: helm ## Fail when manifests/ or charts/winston/crds/ differ from what the chart generates
+	@scripts/gen-manifests --check
+
 .PHONY: test
-test: prereqs fmt-check clippy crds-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, all tests
+test: prereqs fmt-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, chart lint, manifests drift, all tests
 	$(CARGO) test --all-targets
