@@ -483,3 +483,35 @@ async fn a_namespaced_install_grants_nothing_outside_its_watch_namespace() {
     let (ok, out) = run(ns.kubectl(&["get", "deployment,service,serviceaccount", "-o", "name"]), None);
     assert!(ok && !out.contains("proxy"), "proxy.enabled=false still rendered the proxy:\n{out}");
 }
+
+#[tokio::test]
+async fn the_gitops_example_builds_and_is_accepted_and_both_tools_point_at_it() {
+    let ns = TestNamespace::new("gitops").await;
+    let dir = root().join("examples/gitops/tenants");
+    let mut build = control_plane().kubectl(&["kustomize"]);
+    build.arg(&dir);
+    let (ok, built) = run(build, None);
+    assert!(ok, "kubectl kustomize examples/gitops/tenants:\n{built}");
+    let (ok, out) = dry_run(&ns, &built);
+    assert!(ok, "the tenants folder was refused:\n{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("(server dry run)")).count(), 3, "{out}");
+    // Every tenant file is listed, so none is silently left out of the sync.
+    let listed = read("examples/gitops/tenants/kustomization.yaml");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(name == "kustomization.yaml" || listed.contains(&format!("- {name}")), "{name} not in kustomization");
+    }
+
+    let argo = documents(&read("examples/gitops/argocd-application.yaml"));
+    assert_eq!(kind_name(&argo[0]).0, "Application");
+    assert_eq!(argo[0]["spec"]["source"]["path"], "examples/gitops/tenants");
+    let options = argo[0]["spec"]["syncPolicy"]["syncOptions"].as_sequence().unwrap();
+    assert!(options.iter().any(|o| o == "ServerSideApply=true"), "Argo CD must apply server-side");
+
+    let flux = documents(&read("examples/gitops/flux-kustomization.yaml"));
+    let source = flux.iter().find(|d| d["kind"] == "GitRepository").unwrap();
+    let kustomization = flux.iter().find(|d| d["kind"] == "Kustomization").unwrap();
+    assert_eq!(kustomization["spec"]["path"], "./examples/gitops/tenants");
+    assert_eq!(kustomization["spec"]["sourceRef"]["name"], source["metadata"]["name"]);
+    assert_eq!(kustomization["spec"]["targetNamespace"], argo[0]["spec"]["destination"]["namespace"]);
+}
