@@ -12,4 +12,5 @@ pub mod ledger;
 pub mod names;
 pub mod plans;
 pub mod proxy;
+pub mod status;
 pub mod telemetry;
