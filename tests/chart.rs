@@ -250,7 +250,8 @@ async fn every_rendering_and_the_kustomize_base_are_accepted_by_the_apiserver() 
     let cp = control_plane();
     let (ok, out) = run(cp.kubectl(&["create", "namespace", "winston"]), None);
     assert!(ok || out.contains("AlreadyExists"), "{out}");
-    let mut apply = cp.kubectl(&["apply", "--dry-run=server", "-k"]);
+    // As docs/install.md says to install it: server-side.
+    let mut apply = cp.kubectl(&["apply", "--server-side", "--dry-run=server", "-k"]);
     apply.arg(root().join("manifests"));
     let (ok, out) = run(apply, None);
     assert!(ok, "manifests/ refused:\n{out}");
