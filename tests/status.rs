@@ -5,14 +5,12 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use support::{TestNamespace, control_plane, eventually};
+use support::{TestNamespace, Winston, control_plane, eventually};
 use winston::api::{CreditLedger, Tenant, TenantInstance};
 
 fn winston(args: &[&str]) -> Command {
@@ -108,23 +106,14 @@ async fn status_shows_the_table_the_detail_and_refuses_a_missing_tenant() {
 }
 
 #[tokio::test]
-async fn watch_redraws_when_a_step_finishes() {
+async fn watch_redraws_when_a_step_finishes_and_exits_once_ready() {
     let ns = TestNamespace::new("status-watch").await;
     seed(&ns).await;
-    let mut child = winston(&["status", "acme", "-n", &ns.name, "-w"]).stdout(Stdio::piped()).spawn().unwrap();
-    let seen = Arc::new(Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = seen.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let text = || seen.lock().unwrap().clone();
+    // Killed on drop, so a failing assertion leaves nothing running; stdout and stderr go to its log.
+    let mut status =
+        Winston::spawn(&["status", "acme", "-n", &ns.name, "-w", "--until-ready"], &format!("status-{}", ns.name));
+    let log = status.log.clone();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
     eventually("the first frame", Duration::from_secs(20), || async { text().contains("● service").then_some(()) })
         .await;
 
@@ -137,10 +126,17 @@ async fn watch_redraws_when_a_step_finishes() {
     })
     .await;
     // Not a terminal: whole frames, each under a time stamp, only when something changed.
-    assert!(text().starts_with("--- ") && text().matches("--- ").count() >= 2, "{}", text());
-    child.kill().unwrap();
-    child.wait().unwrap();
-    reader.join().unwrap();
+    assert!(text().matches("\n--- ").count() + usize::from(text().starts_with("--- ")) >= 2, "{}", text());
+
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    let ready = serde_json::json!({"status": {"phase": "Ready", "readyInstances": "1/1"}});
+    tenants.patch_status("acme", &PatchParams::default(), &Patch::Merge(ready)).await.unwrap();
+    let exit = eventually("--until-ready to exit", Duration::from_secs(20), || {
+        let exited = status.child.try_wait().unwrap();
+        async move { exited }
+    });
+    assert!(exit.await.success());
+    assert!(text().contains("plan starter · Ready · 1/1 instances ready"), "{}", text());
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::format::{Style, Tone};
-use super::model::{TenantView, group};
+use super::model::{TenantView, all_ready, group};
 use super::{Scope, StatusError, render};
 use crate::api::{CreditLedger, Tenant, TenantInstance};
 
@@ -84,8 +84,9 @@ where
     store.state().iter().map(|k| (**k).clone()).collect()
 }
 
-/// Follows the objects and redraws until Ctrl-C.
-pub(super) async fn follow(client: Client, scope: Scope) -> Result<(), StatusError> {
+/// Follows the objects and redraws until Ctrl-C (or, with `until_ready`,
+/// until every tenant shown is Ready).
+pub(super) async fn follow(client: Client, scope: Scope, until_ready: bool) -> Result<(), StatusError> {
     let config = watcher::Config::default();
     let (tenants, tw) = reflector::store::<Tenant>();
     let (instances, iw) = reflector::store::<TenantInstance>();
@@ -144,6 +145,9 @@ pub(super) async fn follow(client: Client, scope: Scope) -> Result<(), StatusErr
         }
         out.flush()?;
         last_frame = view;
+        if until_ready && all_ready(&views) {
+            return Ok(());
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub struct StatusArgs {
     /// Follow live: redraw as the objects change, until Ctrl-C.
     #[arg(short, long)]
     pub watch: bool,
+    /// With -w: exit 0 as soon as every tenant shown is Ready (for scripts and demos).
+    #[arg(long, requires = "watch")]
+    pub until_ready: bool,
 }
 
 /// Errors of `winston status`.
@@ -80,7 +83,7 @@ pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
         (false, Some(name)) => Scope::Tenant { namespace, name },
         (false, None) => Scope::Namespace(namespace),
     };
-    if args.watch { fetch::follow(client, scope).await } else { fetch::once(client, scope).await }
+    if args.watch { fetch::follow(client, scope, args.until_ready).await } else { fetch::once(client, scope).await }
 }
 
 /// The name to show in help and errors when the binary runs as the kubectl

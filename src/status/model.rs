@@ -47,6 +47,13 @@ pub fn group(tenants: Vec<Tenant>, instances: Vec<TenantInstance>, ledgers: Vec<
     out
 }
 
+/// Whether there is at least one tenant and every one is in phase Ready.
+#[must_use]
+pub fn all_ready(views: &[TenantView]) -> bool {
+    !views.is_empty()
+        && views.iter().all(|v| v.tenant.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Ready))
+}
+
 #[cfg(test)]
 pub(crate) mod fixtures {
     //! Builders for tests of this module and of `render`.
@@ -111,5 +118,17 @@ mod tests {
         assert_eq!(views[0].ledger.as_ref().map(ResourceExt::name_any).as_deref(), Some("acme"));
         assert_eq!(views[2].instances.len(), 1);
         assert!(views[1].ledger.is_none() && views[2].ledger.is_none(), "ledgers do not cross namespaces");
+    }
+
+    #[test]
+    fn ready_means_every_tenant_ready_and_at_least_one() {
+        assert!(!all_ready(&[]));
+        let mut views = group(vec![tenant("a", "x", "free"), tenant("a", "y", "free")], vec![], vec![]);
+        assert!(!all_ready(&views), "no status yet");
+        let ready: crate::api::TenantStatus = serde_json::from_value(serde_json::json!({"phase": "Ready"})).unwrap();
+        views[0].tenant.status = Some(ready.clone());
+        assert!(!all_ready(&views), "one of two");
+        views[1].tenant.status = Some(ready);
+        assert!(all_ready(&views));
     }
 }
