@@ -61,8 +61,11 @@ helm: ## Build Helm from its Go module unless installed (cached in ~/.cache/wins
 	@scripts/helm-path >/dev/null
 
 .PHONY: helm-lint
-helm-lint: helm ## helm lint --strict the chart (values.schema.json included)
+helm-lint: helm ## helm lint --strict the chart (values.schema.json included), defaults and every option on
 	@"$$(scripts/helm-path)" lint --strict charts/winston
+	@"$$(scripts/helm-path)" lint --strict charts/winston --set controller.watchNamespace=tenants \
+	  --set proxy.autoscaling.enabled=true --set serviceMonitor.enabled=true --set platforms.baseUrls.neon=http://emulator:8081 \
+	  --set platforms.vercelTeamId=team_1
 
 .PHONY: manifests
 manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and crds/
