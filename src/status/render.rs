@@ -119,8 +119,8 @@ fn instance(i: &TenantInstance, now: DateTime<Utc>, style: Style) -> String {
     let status = i.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
     let (done, total) = progress(std::slice::from_ref(i));
-    let mut out = format!(
-        "  {}  {}  {}\n",
+    let header = format!(
+        "  {}  {}  {}",
         style.paint(Tone::Strong, &i.name_any()),
         style.paint(phase_tone(phase), phase.as_str()),
         if total == 0 {
@@ -129,6 +129,7 @@ fn instance(i: &TenantInstance, now: DateTime<Utc>, style: Style) -> String {
             format!("{} {done}/{total} steps", format::bar(done, total, BAR_WIDTH))
         }
     );
+    let mut out = format!("{}\n", header.trim_end());
     if let Some(line) = attention(&status.conditions) {
         out.push_str(&format!("    {}\n", style.paint(line.1, &line.0)));
     }
@@ -470,6 +471,10 @@ zoo        bella        growth   Ready         2/2    -             1,200 (low) 
         assert!(out.contains("plan free · Pending · 0/1 instances ready"), "{out}");
         assert!(out.contains("credits  not reported yet"), "{out}");
         assert!(out.contains("no instances yet (waiting for the controller)"), "{out}");
+        let mut waiting = provisioning();
+        waiting.instances[0].status = None;
+        let out = detail(&waiting, now(), PLAIN);
+        assert!(out.contains("\n  acme-dental-0  Pending\n    no steps reported yet\n"), "{out:?}");
     }
 
     #[test]
