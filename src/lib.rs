@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod ledger;
 pub mod names;
 pub mod plans;
+pub mod providers;
 pub mod proxy;
 pub mod status;
 pub mod telemetry;

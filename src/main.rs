@@ -30,6 +30,9 @@ enum Command {
     },
     /// Run the metered LLM proxy.
     Proxy(winston::proxy::ProxyArgs),
+    /// Serve local emulators of Railway, Neon, Vercel, Supabase, Resend and
+    /// the LLM upstreams on one loopback port (prints their base URLs).
+    Emulator(winston::emulator::EmulatorArgs),
     /// Show tenants, their provisioning steps, URLs and credits (`-w` to follow).
     Status(winston::status::StatusArgs),
 }
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => runtime()?.block_on(winston::controller::run(args))?,
         Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(&database_url))?,
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
+        Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,
     }
     Ok(())

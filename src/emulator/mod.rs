@@ -1,1 +1,264 @@
+//! `winston emulator`: local stand-ins for Railway, Neon, Vercel, Supabase
+//! and Resend on ONE loopback port, a path prefix per platform, speaking
+//! the wire formats of `reference/provider-apis.md`.
+//!
+//! Test endpoints: `GET /_emulator/objects` (every live object per platform
+//! and kind, plus the mutation counter per platform) and
+//! `/_emulator/faults` (see [`faults`]). State is in memory and optionally
+//! persisted to a JSON file. The mock LLM upstreams ([`llm`]: Anthropic
+//! under `/anthropic`, OpenAI-compatible under `/openai`) are served by the
+//! same router.
+pub mod context;
+pub mod faults;
+pub mod graphql;
 pub mod llm;
+pub mod neon;
+pub mod railway;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+pub use context::{DEFAULT_TOKEN, Emulator, EmulatorConfig, EmulatorError};
+
+/// Base path of the mock Anthropic Messages API (`{base}/v1/messages`).
+pub const ANTHROPIC_PATH: &str = "/anthropic";
+/// Base path of the mock OpenAI-compatible API (`{base}/v1/chat/completions`).
+pub const OPENAI_PATH: &str = "/openai";
+/// Path of the Railway GraphQL endpoint on the emulator.
+pub const RAILWAY_PATH: &str = "/railway/graphql/v2";
+/// Base path of the Neon API v2 on the emulator.
+pub const NEON_PATH: &str = "/neon/api/v2";
+/// Base path of the Vercel API on the emulator.
+pub const VERCEL_PATH: &str = "/vercel";
+/// Base path of the Supabase Management API on the emulator.
+pub const SUPABASE_PATH: &str = "/supabase";
+/// Base path of the Resend API on the emulator.
+pub const RESEND_PATH: &str = "/resend";
+
+/// Shared handler state.
+pub type Shared = Arc<Emulator>;
+
+/// The complete emulator: every platform under its prefix plus `/_emulator`.
+pub fn router(emu: Shared) -> Router {
+    let llm = llm::router(emu.config.llm.clone());
+    Router::new()
+        .nest(NEON_PATH, neon::router())
+        .route(RAILWAY_PATH, post(railway::graphql))
+        .route("/_emulator/objects", get(objects))
+        .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
+        .with_state(emu)
+        .merge(llm)
+}
+
+/// Base URLs of every platform for an emulator at `addr`, as printed on start.
+#[must_use]
+pub fn base_urls(addr: SocketAddr) -> Value {
+    let base = format!("http://{addr}");
+    json!({
+        "base": base,
+        "railway": format!("{base}{RAILWAY_PATH}"),
+        "neon": format!("{base}{NEON_PATH}"),
+        "vercel": format!("{base}{VERCEL_PATH}"),
+        "supabase": format!("{base}{SUPABASE_PATH}"),
+        "resend": format!("{base}{RESEND_PATH}"),
+        "anthropic": format!("{base}{ANTHROPIC_PATH}"),
+        "openai": format!("{base}{OPENAI_PATH}"),
+        "objects": format!("{base}/_emulator/objects"),
+        "faults": format!("{base}/_emulator/faults"),
+    })
+}
+
+/// Serves the emulator on `listener` until the task is dropped.
+///
+/// # Errors
+/// When the state file or backing PostgreSQL cannot be opened, or serving fails.
+pub async fn serve(listener: tokio::net::TcpListener, config: EmulatorConfig) -> Result<(), EmulatorError> {
+    let emu = Arc::new(Emulator::new(config).await?);
+    axum::serve(listener, router(emu)).await?;
+    Ok(())
+}
+
+/// A running in-process emulator (tests, demo): aborted on drop.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub emulator: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds 127.0.0.1:0 and serves in a background task.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn spawn(config: EmulatorConfig) -> Result<Running, EmulatorError> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let emulator = Arc::new(Emulator::new(config).await?);
+    let app = router(emulator.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "emulator stopped");
+        }
+    });
+    Ok(Running { addr, emulator, task })
+}
+
+/// Command-line options of `winston emulator`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EmulatorArgs {
+    /// Address to listen on (port 0 = pick a free one; the URLs are printed).
+    #[arg(long, env = "WINSTON_EMULATOR_LISTEN", default_value = "127.0.0.1:4010")]
+    pub listen: SocketAddr,
+    /// Accepted API token (repeatable or comma-separated); default `winston-emulator`.
+    #[arg(long = "token", env = "WINSTON_EMULATOR_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub tokens: Vec<String>,
+    /// Milliseconds an asynchronous lifecycle takes to settle (Neon
+    /// operations, Railway deployments, Vercel builds, Supabase projects);
+    /// 0 = instant, for benchmarks.
+    #[arg(long, env = "WINSTON_EMULATOR_ASYNC_DELAY_MS", default_value_t = 0)]
+    pub async_delay_ms: u64,
+    /// Superuser URL of the PostgreSQL where Neon roles and databases are
+    /// created for real (without it, Neon URIs point nowhere).
+    #[arg(long, env = "WINSTON_EMULATOR_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// JSON file keeping the state across emulator restarts.
+    #[arg(long, env = "WINSTON_EMULATOR_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Requests per minute per platform before answering 429.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate_limit_per_minute: u32,
+    /// Delay before each mock LLM response starts, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub llm_latency_ms: u64,
+    /// Delay between streamed mock LLM tokens, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub llm_token_delay_ms: u64,
+    /// Tokens a mock LLM reply has when the request does not ask for a count.
+    #[arg(long, default_value_t = 16)]
+    pub llm_output_tokens: u64,
+    /// Key the mock LLM upstreams require (`x-api-key` or bearer); any key when unset.
+    #[arg(long, env = "WINSTON_EMULATOR_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+}
+
+impl EmulatorArgs {
+    /// The emulator configuration these options describe.
+    #[must_use]
+    pub fn config(&self) -> EmulatorConfig {
+        EmulatorConfig {
+            tokens: if self.tokens.is_empty() { vec![DEFAULT_TOKEN.into()] } else { self.tokens.clone() },
+            async_delay_ms: self.async_delay_ms,
+            postgres_url: self.postgres_url.clone(),
+            state_file: self.state_file.clone(),
+            rate_limit_per_minute: self.rate_limit_per_minute,
+            llm: llm::LlmMockConfig {
+                latency: std::time::Duration::from_millis(self.llm_latency_ms),
+                token_delay: std::time::Duration::from_millis(self.llm_token_delay_ms),
+                default_output_tokens: self.llm_output_tokens,
+                api_key: self.llm_api_key.clone(),
+                ..llm::LlmMockConfig::default()
+            },
+        }
+    }
+}
+
+/// The start banner: one `WINSTON_<PLATFORM>_BASE_URL=<url>` line per
+/// platform (the variables [`crate::providers::ProvidersConfig::from_env`]
+/// reads, so the output can be sourced by a shell), the LLM upstreams, the
+/// test endpoints, and a final `ready` line.
+#[must_use]
+pub fn banner(addr: SocketAddr) -> String {
+    let urls = base_urls(addr);
+    let mut out = String::new();
+    for key in ["railway", "neon", "vercel", "supabase", "resend", "anthropic", "openai", "objects", "faults"] {
+        let url = urls[key].as_str().unwrap_or_default();
+        let name = match key {
+            "objects" | "faults" => format!("WINSTON_EMULATOR_{}_URL", key.to_uppercase()),
+            "anthropic" | "openai" => format!("WINSTON_MOCK_{}_BASE_URL", key.to_uppercase()),
+            _ => format!("WINSTON_{}_BASE_URL", key.to_uppercase()),
+        };
+        out.push_str(&format!("{name}={url}\n"));
+    }
+    out.push_str(&format!("# winston emulator ready on http://{addr}\n"));
+    out
+}
+
+/// Runs `winston emulator`: binds, prints [`banner`] on stdout, serves until
+/// SIGTERM or Ctrl-C, then stops accepting and finishes open requests.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn run(args: EmulatorArgs) -> Result<(), EmulatorError> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let emu = Arc::new(Emulator::new(args.config()).await?);
+    print!("{}", banner(listener.local_addr()?));
+    {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+    }
+    axum::serve(listener, router(emu)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("emulator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to listen for SIGTERM; only Ctrl-C stops the emulator");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn objects(State(emu): State<Shared>) -> Json<Value> {
+    let body = emu.read(|w| {
+        let count = |p| w.mutations.get(&p).copied().unwrap_or(0);
+        use crate::providers::Platform as P;
+        json!({
+            "neon": {"objects": w.neon.objects(), "mutations": count(P::Neon)},
+            "railway": {"objects": w.railway.objects(), "mutations": count(P::Railway)},
+        })
+    });
+    Json(body)
+}
+
+async fn list_faults(State(emu): State<Shared>) -> Json<Value> {
+    Json(json!({"faults": emu.faults.list()}))
+}
+
+async fn arm_fault(State(emu): State<Shared>, Json(fault): Json<faults::Fault>) -> Json<Value> {
+    emu.faults.arm(fault);
+    Json(json!({"faults": emu.faults.list()}))
+}
+
+async fn clear_faults(State(emu): State<Shared>) -> Json<Value> {
+    emu.faults.clear();
+    Json(json!({"faults": []}))
+}

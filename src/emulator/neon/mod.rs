@@ -1,0 +1,518 @@
+//! The Neon API v2 emulator: projects, branches with read_write endpoints,
+//! roles, databases, connection URIs and asynchronous operations
+//! (`running` until `--async-delay-ms` has passed, then `finished`).
+//!
+//! Roles and databases are created for real in the backing PostgreSQL, so
+//! the returned connection URI works. Real names carry a per-branch suffix
+//! (`<name>_<branch key>`) because one PostgreSQL server stands in for many
+//! Neon branches; the URI uses the real names. Deleting a role, database,
+//! branch or project drops what it created.
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+mod branches;
+
+use super::Shared;
+use super::context::{ALNUM_LOWER, Emulator, error_response, now_ms, random_string, rfc3339};
+use crate::providers::Platform;
+
+const P: Platform = Platform::Neon;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub region_id: String,
+    pub pg_version: u64,
+    pub store_passwords: bool,
+    pub org_id: Option<String>,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Branch {
+    pub id: String,
+    pub project_id: String,
+    pub parent_id: Option<String>,
+    pub name: String,
+    pub default: bool,
+    pub protected: bool,
+    /// Suffix of the real PostgreSQL names made for this branch.
+    pub key: String,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub project_id: String,
+    pub branch_id: String,
+    pub kind: String,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Role {
+    pub project_id: String,
+    pub branch_id: String,
+    pub name: String,
+    pub password: String,
+    pub real_name: String,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Database {
+    pub id: u64,
+    pub project_id: String,
+    pub branch_id: String,
+    pub name: String,
+    pub owner_name: String,
+    pub real_name: String,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: String,
+    pub project_id: String,
+    pub branch_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub action: String,
+    pub created_ms: i64,
+}
+
+/// Every Neon object of the emulator.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NeonWorld {
+    pub projects: BTreeMap<String, Project>,
+    pub branches: BTreeMap<String, Branch>,
+    pub endpoints: BTreeMap<String, Endpoint>,
+    pub roles: Vec<Role>,
+    pub databases: Vec<Database>,
+    pub operations: BTreeMap<String, Operation>,
+    pub next_database_id: u64,
+}
+
+impl NeonWorld {
+    /// Live objects per kind, for `/_emulator/objects`.
+    #[must_use]
+    pub fn objects(&self) -> Value {
+        json!({
+            "project": self.projects.values().map(|p| json!({"id": p.id, "name": p.name})).collect::<Vec<_>>(),
+            "branch": self.branches.values().map(|b| json!({"id": b.id, "name": b.name, "project_id": b.project_id})).collect::<Vec<_>>(),
+            "endpoint": self.endpoints.values().map(|e| json!({"id": e.id, "branch_id": e.branch_id})).collect::<Vec<_>>(),
+            "role": self.roles.iter().map(|r| json!({"id": format!("{}/{}", r.branch_id, r.name), "name": r.name, "branch_id": r.branch_id})).collect::<Vec<_>>(),
+            "database": self.databases.iter().map(|d| json!({"id": d.id, "name": d.name, "branch_id": d.branch_id})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+pub(super) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/{pid}", get(get_project).delete(delete_project))
+        .route("/projects/{pid}/branches", get(branches::list_branches).post(branches::create_branch))
+        .route("/projects/{pid}/branches/{bid}", get(branches::get_branch).delete(branches::delete_branch))
+        .route("/projects/{pid}/branches/{bid}/endpoints", get(branches::list_endpoints))
+        .route("/projects/{pid}/branches/{bid}/roles", get(branches::list_roles).post(branches::create_role))
+        .route("/projects/{pid}/branches/{bid}/roles/{name}", get(branches::get_role).delete(branches::delete_role))
+        .route("/projects/{pid}/branches/{bid}/roles/{name}/reveal_password", get(branches::reveal_password))
+        .route(
+            "/projects/{pid}/branches/{bid}/databases",
+            get(branches::list_databases).post(branches::create_database),
+        )
+        .route(
+            "/projects/{pid}/branches/{bid}/databases/{name}",
+            get(branches::get_database).patch(branches::update_database).delete(branches::delete_database),
+        )
+        .route("/projects/{pid}/endpoints", axum::routing::post(branches::create_endpoint))
+        .route("/projects/{pid}/connection_uri", get(branches::connection_uri))
+        .route("/projects/{pid}/operations", get(branches::list_operations))
+        .route("/projects/{pid}/operations/{oid}", get(branches::get_operation))
+}
+
+// ---------- wire shapes ----------
+
+fn op_done(emu: &Emulator, o: &Operation) -> bool {
+    emu.elapsed(o.created_ms, 1.0)
+}
+
+fn op_json(emu: &Emulator, o: &Operation) -> Value {
+    let done = op_done(emu, o);
+    json!({
+        "id": o.id, "project_id": o.project_id, "branch_id": o.branch_id, "endpoint_id": o.endpoint_id,
+        "action": o.action, "status": if done { "finished" } else { "running" }, "failures_count": 0,
+        "created_at": rfc3339(o.created_ms), "updated_at": rfc3339(if done { o.created_ms + emu.config.async_delay_ms as i64 } else { o.created_ms }),
+        "total_duration_ms": if done { emu.config.async_delay_ms } else { 0 },
+    })
+}
+
+fn busy(emu: &Emulator, w: &NeonWorld, branch_id: &str) -> bool {
+    w.operations.values().any(|o| o.branch_id.as_deref() == Some(branch_id) && !op_done(emu, o))
+}
+
+fn project_json(emu: &Emulator, p: &Project) -> Value {
+    json!({
+        "id": p.id, "platform_id": "aws", "region_id": p.region_id, "name": p.name, "provisioner": "k8s-neonvm",
+        "default_endpoint_settings": {"autoscaling_limit_min_cu": 0.25, "autoscaling_limit_max_cu": 0.25, "suspend_timeout_seconds": 0},
+        "settings": {}, "pg_version": p.pg_version, "proxy_host": emu.pg_host, "branch_logical_size_limit": 0,
+        "branch_logical_size_limit_bytes": 0, "store_passwords": p.store_passwords, "active_time": 0, "cpu_used_sec": 0,
+        "creation_source": "console", "history_retention_seconds": 86400, "owner_id": "emulator",
+        "org_id": p.org_id, "created_at": rfc3339(p.created_ms), "updated_at": rfc3339(p.created_ms),
+    })
+}
+
+fn branch_json(emu: &Emulator, w: &NeonWorld, b: &Branch) -> Value {
+    let state = if busy(emu, w, &b.id) { "init" } else { "ready" };
+    json!({
+        "id": b.id, "project_id": b.project_id, "parent_id": b.parent_id, "name": b.name,
+        "current_state": state, "state_changed_at": rfc3339(b.created_ms), "logical_size": 0,
+        "creation_source": "console", "default": b.default, "protected": b.protected, "cpu_used_sec": 0,
+        "compute_time_seconds": 0, "active_time_seconds": 0, "written_data_bytes": 0, "data_transfer_bytes": 0,
+        "created_at": rfc3339(b.created_ms), "updated_at": rfc3339(b.created_ms),
+    })
+}
+
+fn endpoint_json(emu: &Emulator, w: &NeonWorld, e: &Endpoint) -> Value {
+    let state = if busy(emu, w, &e.branch_id) { "init" } else { "active" };
+    json!({
+        "id": e.id, "host": emu.pg_host, "project_id": e.project_id, "branch_id": e.branch_id, "type": e.kind,
+        "current_state": state, "pooler_enabled": false, "pooler_mode": "transaction", "suspend_timeout_seconds": 0,
+        "disabled": false, "passwordless_access": true, "region_id": "aws-us-east-2", "autoscaling_limit_min_cu": 0.25,
+        "autoscaling_limit_max_cu": 0.25, "provisioner": "k8s-neonvm", "settings": {}, "proxy_host": emu.pg_host,
+        "creation_source": "console", "created_at": rfc3339(e.created_ms), "updated_at": rfc3339(e.created_ms),
+    })
+}
+
+fn role_json(r: &Role, with_password: bool) -> Value {
+    let mut v = json!({"branch_id": r.branch_id, "name": r.name, "protected": false,
+        "created_at": rfc3339(r.created_ms), "updated_at": rfc3339(r.created_ms)});
+    if with_password {
+        v["password"] = json!(r.password);
+    }
+    v
+}
+
+fn database_json(d: &Database) -> Value {
+    json!({"id": d.id, "branch_id": d.branch_id, "name": d.name, "owner_name": d.owner_name,
+        "created_at": rfc3339(d.created_ms), "updated_at": rfc3339(d.created_ms)})
+}
+
+fn uri(emu: &Emulator, role: &Role, db: &Database) -> Value {
+    json!({
+        "connection_uri": format!("postgresql://{}:{}@{}:{}/{}", role.real_name, role.password, emu.pg_host, emu.pg_port, db.real_name),
+        "connection_parameters": {"database": db.real_name, "password": role.password, "role": role.real_name,
+            "host": emu.pg_host, "pooler_host": emu.pg_host},
+    })
+}
+
+fn not_found(headers: &HeaderMap, what: &str) -> Response {
+    error_response(P, 404, "", &format!("{what} not found"), headers)
+}
+
+fn new_op(
+    w: &mut NeonWorld,
+    project_id: &str,
+    branch_id: Option<&str>,
+    endpoint_id: Option<&str>,
+    action: &str,
+) -> Operation {
+    let o = Operation {
+        id: uuid::Uuid::new_v4().to_string(),
+        project_id: project_id.into(),
+        branch_id: branch_id.map(Into::into),
+        endpoint_id: endpoint_id.map(Into::into),
+        action: action.into(),
+        created_ms: now_ms(),
+    };
+    w.operations.insert(o.id.clone(), o.clone());
+    o
+}
+
+// ---------- the real PostgreSQL side ----------
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+async fn pg_exec(emu: &Emulator, sql: String) -> Result<(), String> {
+    let Some(pool) = &emu.pg else { return Ok(()) };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+async fn pg_create_role(emu: &Emulator, real: &str, password: &str) -> Result<(), String> {
+    // The password is alphanumeric (generated here), so the literal is safe.
+    pg_exec(emu, format!("CREATE ROLE {} LOGIN PASSWORD '{password}'", quote_ident(real))).await
+}
+
+async fn pg_create_database(emu: &Emulator, real: &str, owner_real: &str) -> Result<(), String> {
+    pg_exec(emu, format!("CREATE DATABASE {} OWNER {}", quote_ident(real), quote_ident(owner_real))).await
+}
+
+async fn pg_drop(emu: &Emulator, databases: &[String], roles: &[String]) {
+    for d in databases {
+        if let Err(e) = pg_exec(emu, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(d))).await {
+            tracing::warn!(error = %e, "failed to drop an emulated Neon database");
+        }
+    }
+    for r in roles {
+        if let Err(e) = pg_exec(emu, format!("DROP ROLE IF EXISTS {}", quote_ident(r))).await {
+            tracing::warn!(error = %e, "failed to drop an emulated Neon role");
+        }
+    }
+}
+
+fn real_name(name: &str, key: &str) -> Result<String, String> {
+    let real = format!("{name}_{key}");
+    if name.is_empty() || real.len() > 63 {
+        return Err(format!("name {name:?} must be 1..={} bytes in the emulator", 62 - key.len()));
+    }
+    Ok(real)
+}
+
+fn password() -> String {
+    random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+}
+
+/// Creates a role (and its real PostgreSQL role) in an existing branch.
+async fn add_role(emu: &Emulator, project_id: &str, branch_id: &str, name: &str) -> Result<Role, (u16, String)> {
+    let key = emu.read(|w| {
+        let b = w
+            .neon
+            .branches
+            .get(branch_id)
+            .filter(|b| b.project_id == project_id)
+            .ok_or((404, "branch not found".to_string()))?;
+        if w.neon.roles.iter().any(|r| r.branch_id == branch_id && r.name == name) {
+            return Err((409, format!("role {name:?} already exists")));
+        }
+        Ok(b.key.clone())
+    })?;
+    let real = real_name(name, &key).map_err(|m| (400, m))?;
+    let role = Role {
+        project_id: project_id.into(),
+        branch_id: branch_id.into(),
+        name: name.into(),
+        password: password(),
+        real_name: real.clone(),
+        created_ms: now_ms(),
+    };
+    pg_create_role(emu, &real, &role.password).await.map_err(|m| (409, m))?;
+    Ok(role)
+}
+
+async fn add_database(
+    emu: &Emulator,
+    project_id: &str,
+    branch_id: &str,
+    name: &str,
+    owner: &str,
+) -> Result<Database, (u16, String)> {
+    let (key, owner_real) = emu.read(|w| {
+        let b = w
+            .neon
+            .branches
+            .get(branch_id)
+            .filter(|b| b.project_id == project_id)
+            .ok_or((404, "branch not found".to_string()))?;
+        if w.neon.databases.iter().any(|d| d.branch_id == branch_id && d.name == name) {
+            return Err((409, format!("database {name:?} already exists")));
+        }
+        let owner = w.neon.roles.iter().find(|r| r.branch_id == branch_id && r.name == owner);
+        Ok((b.key.clone(), owner.map(|r| r.real_name.clone()).ok_or((400, format!("role {owner:?} does not exist")))?))
+    })?;
+    let real = real_name(name, &key).map_err(|m| (400, m))?;
+    pg_create_database(emu, &real, &owner_real).await.map_err(|m| (409, m))?;
+    Ok(Database {
+        id: 0,
+        project_id: project_id.into(),
+        branch_id: branch_id.into(),
+        name: name.into(),
+        owner_name: owner.into(),
+        real_name: real,
+        created_ms: now_ms(),
+    })
+}
+
+fn fail(headers: &HeaderMap, (status, message): (u16, String)) -> Response {
+    error_response(P, status, "", &message, headers)
+}
+
+fn new_branch(project_id: &str, parent_id: Option<String>, name: String, default: bool) -> Branch {
+    Branch {
+        id: format!("br-{}-{}", random_string(6, b"abcdefghijklmnopqrstuvwxyz"), random_string(8, ALNUM_LOWER)),
+        project_id: project_id.into(),
+        parent_id,
+        name,
+        default,
+        protected: false,
+        key: random_string(6, ALNUM_LOWER),
+        created_ms: now_ms(),
+    }
+}
+
+fn new_endpoint(b: &Branch, kind: &str) -> Endpoint {
+    Endpoint {
+        id: format!("ep-{}-{}", random_string(6, b"abcdefghijklmnopqrstuvwxyz"), random_string(8, ALNUM_LOWER)),
+        project_id: b.project_id.clone(),
+        branch_id: b.id.clone(),
+        kind: kind.into(),
+        created_ms: now_ms(),
+    }
+}
+
+// ---------- projects ----------
+
+async fn create_project(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    emu.guard(P, "createProject", &headers, || async {
+        let Some(p) = body.get("project").filter(|p| p.is_object()) else {
+            return error_response(P, 400, "", "request body must contain \"project\"", &headers);
+        };
+        let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+        let id = format!(
+            "{}-{}-{}",
+            random_string(5, b"abcdefghijklmnopqrstuvwxyz"),
+            random_string(4, b"abcdefghijklmnopqrstuvwxyz"),
+            random_string(8, b"0123456789")
+        );
+        let project = Project {
+            name: s("name").unwrap_or_else(|| id.clone()),
+            id,
+            region_id: s("region_id").unwrap_or_else(|| "aws-us-east-2".into()),
+            pg_version: p.get("pg_version").and_then(Value::as_u64).unwrap_or(17),
+            store_passwords: p.get("store_passwords").and_then(Value::as_bool).unwrap_or(true),
+            org_id: s("org_id"),
+            created_ms: now_ms(),
+        };
+        let bs = p.get("branch").cloned().unwrap_or(Value::Null);
+        let db_name = bs.get("database_name").and_then(Value::as_str).unwrap_or("neondb").to_string();
+        let role_name =
+            bs.get("role_name").and_then(Value::as_str).map_or_else(|| format!("{db_name}_owner"), str::to_string);
+        let branch =
+            new_branch(&project.id, None, bs.get("name").and_then(Value::as_str).unwrap_or("main").to_string(), true);
+        let endpoint = new_endpoint(&branch, "read_write");
+        emu.touch(|w| {
+            w.neon.projects.insert(project.id.clone(), project.clone());
+            w.neon.branches.insert(branch.id.clone(), branch.clone());
+        });
+        let role = match add_role(&emu, &project.id, &branch.id, &role_name).await {
+            Ok(r) => r,
+            Err(e) => return rollback_project(&emu, &project.id, &headers, e).await,
+        };
+        emu.touch(|w| w.neon.roles.push(role.clone()));
+        let db = match add_database(&emu, &project.id, &branch.id, &db_name, &role_name).await {
+            Ok(d) => d,
+            Err(e) => return rollback_project(&emu, &project.id, &headers, e).await,
+        };
+        let out = emu.write(P, |w| {
+            w.neon.next_database_id += 1;
+            let db = Database { id: w.neon.next_database_id, ..db };
+            w.neon.databases.push(db.clone());
+            w.neon.endpoints.insert(endpoint.id.clone(), endpoint.clone());
+            let ops = [
+                new_op(&mut w.neon, &project.id, Some(&branch.id), None, "create_timeline"),
+                new_op(&mut w.neon, &project.id, Some(&branch.id), Some(&endpoint.id), "start_compute"),
+            ];
+            Ok::<_, ()>(json!({
+                "project": project_json(&emu, &project),
+                "connection_uris": [uri(&emu, &role, &db)],
+                "roles": [role_json(&role, true)],
+                "databases": [database_json(&db)],
+                "operations": ops.iter().map(|o| op_json(&emu, o)).collect::<Vec<_>>(),
+                "branch": branch_json(&emu, &w.neon, &branch),
+                "endpoints": [endpoint_json(&emu, &w.neon, &endpoint)],
+            }))
+        });
+        match out {
+            Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+            Err(()) => error_response(P, 500, "", "internal error", &headers),
+        }
+    })
+    .await
+}
+
+async fn rollback_project(emu: &Emulator, project_id: &str, headers: &HeaderMap, e: (u16, String)) -> Response {
+    remove_project(emu, project_id).await;
+    fail(headers, e)
+}
+
+/// Removes a project and everything in it, dropping the real roles/databases.
+async fn remove_project(emu: &Emulator, project_id: &str) -> Option<Project> {
+    let (project, dbs, roles) = emu.touch(|w| {
+        let n = &mut w.neon;
+        let project = n.projects.remove(project_id);
+        n.branches.retain(|_, b| b.project_id != project_id);
+        n.endpoints.retain(|_, e| e.project_id != project_id);
+        let dbs: Vec<String> =
+            n.databases.iter().filter(|d| d.project_id == project_id).map(|d| d.real_name.clone()).collect();
+        let roles: Vec<String> =
+            n.roles.iter().filter(|r| r.project_id == project_id).map(|r| r.real_name.clone()).collect();
+        n.databases.retain(|d| d.project_id != project_id);
+        n.roles.retain(|r| r.project_id != project_id);
+        n.operations.retain(|_, o| o.project_id != project_id);
+        (project, dbs, roles)
+    });
+    pg_drop(emu, &dbs, &roles).await;
+    project
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    search: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_projects(State(emu): State<Shared>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    emu.guard(P, "listProjects", &headers, || async {
+        let limit = q.limit.unwrap_or(10).clamp(1, 400);
+        let body = emu.read(|w| {
+            let mut all: Vec<&Project> = w.neon.projects.values().collect();
+            all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+            let page: Vec<&Project> = all
+                .into_iter()
+                .filter(|p| q.search.as_deref().is_none_or(|s| p.name.contains(s) || p.id.contains(s)))
+                .skip_while(|p| q.cursor.as_deref().is_some_and(|c| c != p.id))
+                .skip(usize::from(q.cursor.is_some()))
+                .take(limit)
+                .collect();
+            let cursor = page.last().map(|p| p.id.clone());
+            json!({"projects": page.iter().map(|p| project_json(&emu, p)).collect::<Vec<_>>(), "pagination": {"cursor": cursor}})
+        });
+        Json(body).into_response()
+    })
+    .await
+}
+
+async fn get_project(State(emu): State<Shared>, headers: HeaderMap, Path(pid): Path<String>) -> Response {
+    emu.guard(P, "getProject", &headers, || async {
+        match emu.read(|w| w.neon.projects.get(&pid).map(|p| project_json(&emu, p))) {
+            Some(p) => Json(json!({"project": p})).into_response(),
+            None => not_found(&headers, "project"),
+        }
+    })
+    .await
+}
+
+async fn delete_project(State(emu): State<Shared>, headers: HeaderMap, Path(pid): Path<String>) -> Response {
+    emu.guard(P, "deleteProject", &headers, || async {
+        match remove_project(&emu, &pid).await {
+            Some(p) => {
+                emu.count_mutation(P);
+                Json(json!({"project": project_json(&emu, &p)})).into_response()
+            }
+            None => not_found(&headers, "project"),
+        }
+    })
+    .await
+}

@@ -1,0 +1,481 @@
+//! The Railway public GraphQL API emulator (`POST /railway/graphql/v2`):
+//! projects with a default `production` environment, environments,
+//! services from an image with variables, variable upserts (which redeploy
+//! unless `skipDeploys`), deployments whose status advances
+//! BUILDING -> DEPLOYING -> SUCCESS (or FAILED when a fault is armed) over
+//! `--async-delay-ms`, service domains, and deletes.
+//!
+//! Resolver failures answer HTTP 200 with `errors[]`, as Railway does.
+//! Creating a service with a source deploys it at once, as Railway does.
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::context::{Emulator, World, now_ms, random_string, rfc3339};
+use super::graphql::{self, Field};
+use crate::providers::Platform;
+
+const P: Platform = Platform::Railway;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub workspace_id: Option<String>,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Environment {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub image: Option<String>,
+    pub repo: Option<String>,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub project_id: String,
+    pub service_id: String,
+    pub environment_id: String,
+    pub fail: bool,
+    pub removed: bool,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Domain {
+    pub id: String,
+    pub domain: String,
+    pub service_id: String,
+    pub environment_id: String,
+    pub target_port: Option<i64>,
+    pub created_ms: i64,
+}
+
+/// Every Railway object of the emulator.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RailwayWorld {
+    pub projects: BTreeMap<String, Project>,
+    pub environments: BTreeMap<String, Environment>,
+    pub services: BTreeMap<String, Service>,
+    /// Variables per `environment/service` (service empty = shared).
+    pub variables: BTreeMap<String, BTreeMap<String, String>>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub domains: BTreeMap<String, Domain>,
+}
+
+impl RailwayWorld {
+    /// Live objects per kind, for `/_emulator/objects`.
+    #[must_use]
+    pub fn objects(&self) -> Value {
+        json!({
+            "project": self.projects.values().map(|p| json!({"id": p.id, "name": p.name})).collect::<Vec<_>>(),
+            "environment": self.environments.values().map(|e| json!({"id": e.id, "name": e.name, "project_id": e.project_id})).collect::<Vec<_>>(),
+            "service": self.services.values().map(|s| json!({"id": s.id, "name": s.name, "project_id": s.project_id})).collect::<Vec<_>>(),
+            "deployment": self.deployments.values().filter(|d| !d.removed).map(|d| json!({"id": d.id, "service_id": d.service_id})).collect::<Vec<_>>(),
+            "domain": self.domains.values().map(|d| json!({"id": d.id, "domain": d.domain, "service_id": d.service_id})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct GqlRequest {
+    query: String,
+    #[serde(default)]
+    variables: Option<Value>,
+    #[serde(default)]
+    operation_name: Option<String>,
+}
+
+/// `POST /railway/graphql/v2`.
+pub(super) async fn graphql(State(emu): State<Shared>, headers: HeaderMap, Json(req): Json<GqlRequest>) -> Response {
+    let parsed = graphql::parse(&req.query, req.operation_name.as_deref());
+    let op_name = parsed.as_ref().ok().and_then(|o| o.fields.first()).map_or_else(String::new, |f| f.name.clone());
+    emu.guard(P, &op_name, &headers, || async {
+        let op = match parsed {
+            Ok(op) => op,
+            Err(e) => return gql_error(&format!("Syntax Error: {e}"), "GRAPHQL_PARSE_FAILED"),
+        };
+        let vars = req.variables.unwrap_or(Value::Null);
+        let mut data = serde_json::Map::new();
+        for field in &op.fields {
+            let args = field.arguments(&vars);
+            let result = if op.mutation { mutate(&emu, field, &args) } else { query(&emu, field, &args) };
+            match result {
+                Ok(v) => {
+                    data.insert(field.key().to_string(), graphql::project(&v, &field.selection));
+                }
+                Err(msg) => {
+                    return Json(
+                        json!({"data": null, "errors": [{"message": msg, "path": [field.key()], "locations": []}]}),
+                    )
+                    .into_response();
+                }
+            }
+        }
+        Json(json!({"data": data})).into_response()
+    })
+    .await
+}
+
+fn gql_error(message: &str, code: &str) -> Response {
+    Json(json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]})).into_response()
+}
+
+fn s(args: &Value, k: &str) -> Option<String> {
+    args.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+fn req(args: &Value, k: &str) -> Result<String, String> {
+    s(args, k).ok_or_else(|| format!("Variable \"{k}\" of required type \"String!\" was not provided."))
+}
+
+fn id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn connection(nodes: Vec<Value>) -> Value {
+    let edges: Vec<Value> =
+        nodes.into_iter().enumerate().map(|(i, n)| json!({"cursor": i.to_string(), "node": n})).collect();
+    json!({"edges": edges, "pageInfo": {"hasNextPage": false, "hasPreviousPage": false, "startCursor": null, "endCursor": null}})
+}
+
+fn env_json(e: &Environment) -> Value {
+    json!({"id": e.id, "name": e.name, "projectId": e.project_id, "isEphemeral": false, "createdAt": rfc3339(e.created_ms),
+        "updatedAt": rfc3339(e.created_ms), "deletedAt": null})
+}
+
+fn service_json(w: &World, s: &Service) -> Value {
+    let instances: Vec<Value> = w
+        .railway
+        .environments
+        .values()
+        .filter(|e| e.project_id == s.project_id)
+        .map(|e| {
+            json!({"id": format!("{}:{}", s.id, e.id), "serviceId": s.id, "environmentId": e.id, "serviceName": s.name,
+            "source": {"image": s.image, "repo": s.repo}})
+        })
+        .collect();
+    json!({"id": s.id, "name": s.name, "projectId": s.project_id, "icon": null, "templateServiceId": null,
+        "createdAt": rfc3339(s.created_ms), "updatedAt": rfc3339(s.created_ms), "deletedAt": null,
+        "serviceInstances": connection(instances)})
+}
+
+fn project_json(w: &World, p: &Project) -> Value {
+    let envs: Vec<Value> = w.railway.environments.values().filter(|e| e.project_id == p.id).map(env_json).collect();
+    let base =
+        w.railway.environments.values().find(|e| e.project_id == p.id && e.name == "production").map(|e| e.id.clone());
+    let services: Vec<Value> =
+        w.railway.services.values().filter(|s| s.project_id == p.id).map(|s| service_json(w, s)).collect();
+    json!({"id": p.id, "name": p.name, "description": p.description, "workspaceId": p.workspace_id, "teamId": p.workspace_id,
+        "createdAt": rfc3339(p.created_ms), "updatedAt": rfc3339(p.created_ms), "deletedAt": null, "isPublic": false,
+        "prDeploys": false, "baseEnvironmentId": base, "environments": connection(envs), "services": connection(services),
+        "volumes": connection(Vec::new())})
+}
+
+fn deployment_status(emu: &Emulator, d: &Deployment) -> &'static str {
+    if d.removed {
+        "REMOVED"
+    } else if !emu.elapsed(d.created_ms, 0.34) {
+        "BUILDING"
+    } else if !emu.elapsed(d.created_ms, 1.0) {
+        "DEPLOYING"
+    } else if d.fail {
+        "FAILED"
+    } else {
+        "SUCCESS"
+    }
+}
+
+fn deployment_json(emu: &Emulator, w: &World, d: &Deployment) -> Value {
+    let status = deployment_status(emu, d);
+    let domain =
+        w.railway.domains.values().find(|x| x.service_id == d.service_id && x.environment_id == d.environment_id);
+    let url = domain.map(|x| x.domain.clone());
+    json!({"id": d.id, "status": status, "statusUpdatedAt": rfc3339(d.created_ms), "createdAt": rfc3339(d.created_ms),
+        "updatedAt": rfc3339(d.created_ms), "url": url, "staticUrl": url, "serviceId": d.service_id,
+        "environmentId": d.environment_id, "projectId": d.project_id, "meta": {}, "canRedeploy": status != "REMOVED",
+        "canRollback": false, "deploymentStopped": false})
+}
+
+fn domain_json(d: &Domain) -> Value {
+    json!({"id": d.id, "domain": d.domain, "suffix": "up.railway.app", "serviceId": d.service_id,
+        "environmentId": d.environment_id, "targetPort": d.target_port, "syncStatus": "ACTIVE",
+        "createdAt": rfc3339(d.created_ms), "updatedAt": rfc3339(d.created_ms), "deletedAt": null})
+}
+
+fn query(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
+    emu.read(|w| {
+        let r = &w.railway;
+        match f.name.as_str() {
+            "project" => {
+                r.projects.get(&req(a, "id")?).map(|p| project_json(w, p)).ok_or_else(|| "Project not found".into())
+            }
+            "projects" => {
+                let ws = s(a, "workspaceId").or_else(|| s(a, "teamId"));
+                let nodes = r
+                    .projects
+                    .values()
+                    .filter(|p| ws.is_none() || p.workspace_id == ws)
+                    .map(|p| project_json(w, p))
+                    .collect();
+                Ok(connection(nodes))
+            }
+            "environments" => {
+                let pid = req(a, "projectId")?;
+                Ok(connection(r.environments.values().filter(|e| e.project_id == pid).map(env_json).collect()))
+            }
+            "service" => {
+                r.services.get(&req(a, "id")?).map(|s| service_json(w, s)).ok_or_else(|| "Service not found".into())
+            }
+            "variables" => {
+                let key = format!("{}/{}", req(a, "environmentId")?, s(a, "serviceId").unwrap_or_default());
+                Ok(json!(r.variables.get(&key).cloned().unwrap_or_default()))
+            }
+            "deployment" => r
+                .deployments
+                .get(&req(a, "id")?)
+                .map(|d| deployment_json(emu, w, d))
+                .ok_or_else(|| "Deployment not found".into()),
+            "deployments" => {
+                let input = a.get("input").cloned().unwrap_or(Value::Null);
+                let m = |k: &str, v: &str| s(&input, k).is_none_or(|x| x == v);
+                let include_deleted = input.get("includeDeleted").and_then(Value::as_bool).unwrap_or(false);
+                let mut ds: Vec<&Deployment> = r
+                    .deployments
+                    .values()
+                    .filter(|d| {
+                        m("projectId", &d.project_id)
+                            && m("serviceId", &d.service_id)
+                            && m("environmentId", &d.environment_id)
+                    })
+                    .filter(|d| include_deleted || !d.removed)
+                    .collect();
+                ds.sort_by(|x, y| (y.created_ms, &y.id).cmp(&(x.created_ms, &x.id)));
+                let first = a.get("first").and_then(Value::as_u64).map_or(usize::MAX, |n| n as usize);
+                Ok(connection(ds.into_iter().take(first).map(|d| deployment_json(emu, w, d)).collect()))
+            }
+            "domains" => {
+                let (env, svc) = (req(a, "environmentId")?, req(a, "serviceId")?);
+                let ds: Vec<Value> = r
+                    .domains
+                    .values()
+                    .filter(|d| d.environment_id == env && d.service_id == svc)
+                    .map(domain_json)
+                    .collect();
+                Ok(json!({"serviceDomains": ds, "customDomains": []}))
+            }
+            other => Err(format!("Cannot query field \"{other}\" on type \"Query\".")),
+        }
+    })
+}
+
+fn new_deployment(emu: &Emulator, w: &mut World, service_id: &str, environment_id: &str) -> Result<String, String> {
+    let svc = w.railway.services.get(service_id).ok_or("Service not found")?;
+    let d = Deployment {
+        id: id(),
+        project_id: svc.project_id.clone(),
+        service_id: service_id.into(),
+        environment_id: environment_id.into(),
+        fail: emu.faults.take_failed_deployment(P),
+        removed: false,
+        created_ms: now_ms(),
+    };
+    // A new deployment replaces the previous ones of the same instance.
+    for old in w.railway.deployments.values_mut() {
+        if old.service_id == service_id && old.environment_id == environment_id {
+            old.removed = true;
+        }
+    }
+    let id = d.id.clone();
+    w.railway.deployments.insert(id.clone(), d);
+    Ok(id)
+}
+
+fn mutate(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
+    let input = a.get("input").cloned().unwrap_or(Value::Null);
+    emu.write(P, |w| {
+        let now = now_ms();
+        match f.name.as_str() {
+            "projectCreate" => {
+                let p = Project {
+                    id: id(),
+                    name: s(&input, "name")
+                        .unwrap_or_else(|| format!("project-{}", random_string(6, super::context::ALNUM_LOWER))),
+                    description: s(&input, "description"),
+                    workspace_id: s(&input, "workspaceId").or_else(|| s(&input, "teamId")),
+                    created_ms: now,
+                };
+                let env_name = s(&input, "defaultEnvironmentName").unwrap_or_else(|| "production".into());
+                let e = Environment { id: id(), project_id: p.id.clone(), name: env_name, created_ms: now };
+                w.railway.environments.insert(e.id.clone(), e);
+                w.railway.projects.insert(p.id.clone(), p.clone());
+                Ok(project_json(w, &p))
+            }
+            "projectUpdate" => {
+                let p = w.railway.projects.get_mut(&req(a, "id")?).ok_or("Project not found")?;
+                if let Some(n) = s(&input, "name") {
+                    p.name = n;
+                }
+                if let Some(d) = s(&input, "description") {
+                    p.description = Some(d);
+                }
+                let p = p.clone();
+                Ok(project_json(w, &p))
+            }
+            "projectDelete" => {
+                let pid = req(a, "id")?;
+                w.railway.projects.remove(&pid).ok_or("Project not found")?;
+                let envs: Vec<String> =
+                    w.railway.environments.values().filter(|e| e.project_id == pid).map(|e| e.id.clone()).collect();
+                let svcs: Vec<String> =
+                    w.railway.services.values().filter(|s| s.project_id == pid).map(|s| s.id.clone()).collect();
+                w.railway.environments.retain(|_, e| e.project_id != pid);
+                w.railway.services.retain(|_, s| s.project_id != pid);
+                w.railway.deployments.retain(|_, d| d.project_id != pid);
+                w.railway.domains.retain(|_, d| !svcs.contains(&d.service_id));
+                w.railway.variables.retain(|k, _| !envs.iter().any(|e| k.starts_with(&format!("{e}/"))));
+                Ok(json!(true))
+            }
+            "environmentCreate" => {
+                let pid = req(&input, "projectId")?;
+                let name = req(&input, "name")?;
+                if !w.railway.projects.contains_key(&pid) {
+                    return Err("Project not found".into());
+                }
+                let e = Environment { id: id(), project_id: pid, name, created_ms: now };
+                w.railway.environments.insert(e.id.clone(), e.clone());
+                Ok(env_json(&e))
+            }
+            "serviceCreate" => {
+                let pid = req(&input, "projectId")?;
+                if !w.railway.projects.contains_key(&pid) {
+                    return Err("Project not found".into());
+                }
+                let source = input.get("source").cloned().unwrap_or(Value::Null);
+                let svc = Service {
+                    id: id(),
+                    project_id: pid.clone(),
+                    name: s(&input, "name")
+                        .unwrap_or_else(|| format!("service-{}", random_string(6, super::context::ALNUM_LOWER))),
+                    image: s(&source, "image"),
+                    repo: s(&source, "repo"),
+                    created_ms: now,
+                };
+                w.railway.services.insert(svc.id.clone(), svc.clone());
+                let env = match s(&input, "environmentId") {
+                    Some(e) => Some(e),
+                    None => w
+                        .railway
+                        .environments
+                        .values()
+                        .find(|e| e.project_id == pid && e.name == "production")
+                        .map(|e| e.id.clone()),
+                };
+                if let (Some(env), Some(vars)) = (&env, input.get("variables").and_then(Value::as_object)) {
+                    let map = w.railway.variables.entry(format!("{env}/{}", svc.id)).or_default();
+                    for (k, v) in vars {
+                        map.insert(k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                    }
+                }
+                if let (Some(env), true) = (env, svc.image.is_some() || svc.repo.is_some()) {
+                    new_deployment(emu, w, &svc.id, &env)?;
+                }
+                Ok(service_json(w, &svc))
+            }
+            "serviceInstanceUpdate" => {
+                let sid = req(a, "serviceId")?;
+                let svc = w.railway.services.get_mut(&sid).ok_or("Service not found")?;
+                if let Some(src) = input.get("source") {
+                    svc.image = s(src, "image");
+                    svc.repo = s(src, "repo");
+                }
+                Ok(json!(true))
+            }
+            "serviceDelete" => {
+                let sid = req(a, "id")?;
+                w.railway.services.remove(&sid).ok_or("Service not found")?;
+                w.railway.deployments.retain(|_, d| d.service_id != sid);
+                w.railway.domains.retain(|_, d| d.service_id != sid);
+                w.railway.variables.retain(|k, _| !k.ends_with(&format!("/{sid}")));
+                Ok(json!(true))
+            }
+            "variableCollectionUpsert" | "variableUpsert" => {
+                let pid = req(&input, "projectId")?;
+                let env = req(&input, "environmentId")?;
+                if w.railway.environments.get(&env).is_none_or(|e| e.project_id != pid) {
+                    return Err("Environment not found".into());
+                }
+                let sid = s(&input, "serviceId");
+                let vars: Vec<(String, String)> = if f.name == "variableUpsert" {
+                    vec![(req(&input, "name")?, req(&input, "value")?)]
+                } else {
+                    let obj = input.get("variables").and_then(Value::as_object).ok_or("variables is required")?;
+                    obj.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                        .collect()
+                };
+                let map = w.railway.variables.entry(format!("{env}/{}", sid.clone().unwrap_or_default())).or_default();
+                if input.get("replace").and_then(Value::as_bool).unwrap_or(false) {
+                    map.clear();
+                }
+                map.extend(vars);
+                let skip = input.get("skipDeploys").and_then(Value::as_bool).unwrap_or(false);
+                if let (false, Some(sid)) = (skip, sid) {
+                    new_deployment(emu, w, &sid, &env)?;
+                }
+                Ok(json!(true))
+            }
+            "serviceInstanceDeployV2" | "serviceInstanceDeploy" | "serviceInstanceRedeploy" => {
+                let id = new_deployment(emu, w, &req(a, "serviceId")?, &req(a, "environmentId")?)?;
+                Ok(if f.name == "serviceInstanceDeployV2" { json!(id) } else { json!(true) })
+            }
+            "deploymentRemove" => {
+                let d = w.railway.deployments.get_mut(&req(a, "id")?).ok_or("Deployment not found")?;
+                d.removed = true;
+                Ok(json!(true))
+            }
+            "serviceDomainCreate" => {
+                let sid = req(&input, "serviceId")?;
+                let env = req(&input, "environmentId")?;
+                let svc = w.railway.services.get(&sid).ok_or("Service not found")?;
+                let d = Domain {
+                    id: id(),
+                    domain: format!("{}-production-{}.up.railway.app", svc.name, random_string(4, b"0123456789abcdef")),
+                    service_id: sid,
+                    environment_id: env,
+                    target_port: input.get("targetPort").and_then(Value::as_i64),
+                    created_ms: now,
+                };
+                w.railway.domains.insert(d.id.clone(), d.clone());
+                Ok(domain_json(&d))
+            }
+            "serviceDomainDelete" => {
+                w.railway.domains.remove(&req(a, "id")?).ok_or("Domain not found")?;
+                Ok(json!(true))
+            }
+            other => Err(format!("Cannot query field \"{other}\" on type \"Mutation\".")),
+        }
+    })
+}

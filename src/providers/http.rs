@@ -1,0 +1,240 @@
+//! Shared HTTP plumbing of the platform clients: one reqwest client per
+//! platform with its timeout, bearer auth, the platform's request budget,
+//! Retry-After handling and error classification from any of the
+//! platforms' error envelopes.
+//!
+//! The token lives only inside the request headers; `Debug` shows the base
+//! URL and platform and never the token. Platform specifics (paths, bodies,
+//! GraphQL) stay in the per-platform modules.
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::budget::Budget;
+use super::config::{PlatformConfig, Secret};
+use super::error::{Platform, ProviderError};
+
+/// A successful answer: status below 300 and the JSON body (`Null` if empty).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// The HTTP side of one platform client. Cloning shares the connection pool
+/// and the budget.
+#[derive(Clone)]
+pub struct Http {
+    platform: Platform,
+    base: String,
+    token: Secret,
+    client: reqwest::Client,
+    budget: Arc<Budget>,
+    timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("platform", &self.platform)
+            .field("base", &self.base)
+            .field("token", &self.token)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http {
+    /// A client for `platform` with its own budget from `config`.
+    ///
+    /// # Errors
+    /// `Network` when the TLS backend cannot be initialised.
+    pub fn new(platform: Platform, config: &PlatformConfig) -> Result<Self, ProviderError> {
+        let budget = Arc::new(Budget::new(platform, config.budget_or_default(platform)));
+        Self::with_budget(platform, config, budget)
+    }
+
+    /// A client sharing an existing budget (several clients, one platform limit).
+    ///
+    /// # Errors
+    /// As [`Http::new`].
+    pub fn with_budget(
+        platform: Platform,
+        config: &PlatformConfig,
+        budget: Arc<Budget>,
+    ) -> Result<Self, ProviderError> {
+        crate::telemetry::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .connect_timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
+            .user_agent(concat!("winston/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Network {
+                platform,
+                message: format!("failed to build the HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            platform,
+            base: config.base_url.trim_end_matches('/').to_string(),
+            token: config.token.clone(),
+            client,
+            budget,
+            timeout_ms: config.timeout_ms,
+        })
+    }
+
+    /// The platform this client calls.
+    #[must_use]
+    pub fn platform(&self) -> Platform {
+        self.platform
+    }
+
+    /// The shared budget (for inspection and tests).
+    #[must_use]
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Sends one request to `base + path` and classifies the answer.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`]: budget refusals before sending, network and
+    /// timeout failures, and non-2xx answers with the platform's message. A
+    /// 429 also pauses the shared budget for the platform's `Retry-After`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, ProviderError> {
+        self.budget.acquire().await?;
+        let platform = self.platform;
+        let mut url = reqwest::Url::parse(&format!("{}{}", self.base, path)).map_err(|e| ProviderError::Invalid {
+            platform,
+            status: 0,
+            message: format!("failed to build the URL for {path}: {e}"),
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut req = self.client.request(method, url).bearer_auth(self.token.expose());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.budget.record(true);
+                return Err(self.transport_error(&e));
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                // The platform may have performed the call: the answer was lost.
+                self.budget.record(status >= 500);
+                return Err(self.transport_error(&e));
+            }
+        };
+        self.budget.record(status >= 500);
+        if status == 429 {
+            self.budget.pause_for(retry_after.unwrap_or(Duration::from_secs(1)));
+        }
+        let json: Option<Value> =
+            if bytes.is_empty() { Some(Value::Null) } else { serde_json::from_slice(&bytes).ok() };
+        if (200..300).contains(&status) {
+            return match json {
+                Some(body) => Ok(Reply { status, body }),
+                None => Err(ProviderError::Decode { platform, message: format!("non-JSON body with status {status}") }),
+            };
+        }
+        let message = match &json {
+            Some(v) => error_message(v),
+            // Non-JSON error bodies (e.g. a CDN's HTML page on 429) are tolerated.
+            None => String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string(),
+        };
+        Err(ProviderError::from_status(platform, status, message, retry_after))
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout { platform: self.platform, timeout_ms: self.timeout_ms }
+        } else {
+            // reqwest errors name the URL, never headers, so no token leaks here.
+            ProviderError::Network { platform: self.platform, message: error_chain(e) }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// The message of any platform's error envelope: Vercel `{error:{code,message}}`,
+/// Neon `{code,message}`, Resend `{name,message}`, Supabase `{message}`,
+/// GraphQL `{errors:[{message}]}`.
+#[must_use]
+pub fn error_message(v: &Value) -> String {
+    let pick = |o: &Value| -> Option<String> {
+        let msg = o.get("message").and_then(Value::as_str)?;
+        let code = o.get("code").or_else(|| o.get("name")).and_then(Value::as_str).filter(|c| !c.is_empty());
+        Some(match code {
+            Some(c) => format!("{c}: {msg}"),
+            None => msg.to_string(),
+        })
+    };
+    pick(v.get("error").unwrap_or(&Value::Null))
+        .or_else(|| pick(v))
+        .or_else(|| v.get("errors").and_then(|e| e.get(0)).and_then(pick))
+        .unwrap_or_else(|| v.to_string().chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_envelope_yields_its_message() {
+        assert_eq!(
+            error_message(&json!({"error": {"code": "forbidden", "message": "Not authorized"}})),
+            "forbidden: Not authorized"
+        );
+        assert_eq!(error_message(&json!({"code": "", "message": "locked", "request_id": "r"})), "locked");
+        assert_eq!(
+            error_message(&json!({"statusCode": 422, "name": "missing_required_field", "message": "m"})),
+            "missing_required_field: m"
+        );
+        assert_eq!(error_message(&json!({"message": "x"})), "x");
+        assert_eq!(error_message(&json!({"data": null, "errors": [{"message": "Not Authorized"}]})), "Not Authorized");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let cfg = PlatformConfig::public(Platform::Neon, Secret::new("napi_topsecret"));
+        let h = Http::new(Platform::Neon, &cfg).unwrap();
+        assert!(!format!("{h:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,197 @@
+//! Clients for the external platforms a tenant lives on (Neon, Railway,
+//! Vercel, Supabase, Resend), all behind one observe/create/update/delete
+//! contract ([`ExternalResource`]) that the provisioning steps drive.
+//!
+//! Platform detail (GraphQL, REST paths, enums, envelopes) stays inside
+//! `providers/<platform>/`. Planning, pending markers, status and requeues
+//! belong to the provisioning engine; budgets and error classification are
+//! shared here ([`budget`], [`error`], [`http`]).
+pub mod budget;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod neon;
+
+use std::future::Future;
+
+pub use config::{PlatformConfig, ProvidersConfig, Secret};
+pub use error::{Platform, ProviderError};
+
+/// The deterministic identity of one Winston instance on every platform.
+///
+/// # Guarantees
+/// The same UID always yields the same [`Marker::name`] (`wn-` + the first
+/// 12 hex digits of the UID) and [`Marker::value`] (`winston:<uid>`), so a
+/// restarted controller finds what an earlier run created.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Marker {
+    uid: String,
+}
+
+impl Marker {
+    /// Key under which platforms with labels/metadata/variables store [`Marker::value`].
+    pub const KEY: &'static str = "winstonUid";
+
+    /// The marker of the instance with Kubernetes UID `uid`.
+    #[must_use]
+    pub fn new(uid: &str) -> Self {
+        Self { uid: uid.trim().to_ascii_lowercase() }
+    }
+
+    /// The full instance UID.
+    #[must_use]
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// Object name: `wn-<first 12 hex digits of the uid>`.
+    #[must_use]
+    pub fn name(&self) -> String {
+        let hex: String = self.uid.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+        format!("wn-{hex}")
+    }
+
+    /// [`Marker::name`] as a PostgreSQL-friendly identifier (`wn_<hex>`).
+    #[must_use]
+    pub fn ident(&self) -> String {
+        self.name().replace('-', "_")
+    }
+
+    /// The marker value stored in labels/descriptions/metadata: `winston:<uid>`.
+    #[must_use]
+    pub fn value(&self) -> String {
+        format!("winston:{}", self.uid)
+    }
+}
+
+/// What `observe` found for one external object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation<O> {
+    /// Nothing exists under the known id or the marker: create it.
+    Absent,
+    /// More than one object carries the marker. Never resolved
+    /// automatically: the caller stalls with the ids in its reason.
+    Ambiguous { ids: Vec<String> },
+    /// The object exists and a platform operation on it is still running;
+    /// poll again later with `operation_id` recorded in status.
+    InProgress { id: String, operation_id: String },
+    /// The object exists and is settled. `up_to_date` is false when the
+    /// spec asks for a change `update` can make.
+    Ready { id: String, observed: O, up_to_date: bool },
+    /// The object exists but ended in a terminal bad state (e.g. a failed
+    /// deployment), with the platform's reason.
+    Failed { id: String, reason: String },
+}
+
+impl<O> Observation<O> {
+    /// The platform id of the observed object, if one exists.
+    #[must_use]
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Self::Absent | Self::Ambiguous { .. } => None,
+            Self::InProgress { id, .. } | Self::Ready { id, .. } | Self::Failed { id, .. } => Some(id),
+        }
+    }
+}
+
+/// The result of `create`: the new object's id, to be written to status at
+/// once, and the platform operation to poll, if the creation is asynchronous.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Created {
+    pub id: String,
+    pub operation_id: Option<String>,
+}
+
+/// The result of `update` / `delete`: done, or an operation to poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    InProgress { operation_id: String },
+}
+
+/// The one contract every external object implements.
+///
+/// # Idempotency rules
+/// - `observe` never mutates. With `known_id` (from status) it reads that
+///   object; without it, it looks the object up by the spec's [`Marker`]:
+///   zero matches -> `Absent`, one -> that object (adoption), more ->
+///   `Ambiguous`. A known id that no longer exists is `Absent` (drift:
+///   recreate).
+/// - `create` is NOT idempotent on most platforms (Resend, with its
+///   Idempotency-Key, is the exception): call it only right after an
+///   `observe` returned `Absent`, and record the returned id at once. A lost
+///   answer is recovered by the next `observe` finding the object by marker.
+/// - `update` converges an existing object to the spec; repeating it is
+///   harmless. It is only needed when `observe` said `up_to_date: false`,
+///   so a steady state makes no platform writes.
+/// - `delete` succeeds when the object is already gone; repeating it is
+///   harmless. Asynchronous deletions return an operation to poll.
+/// - No call sleeps waiting for a platform operation: long work is reported
+///   as `InProgress` with an id and polled by a later `observe`.
+pub trait ExternalResource: Send + Sync {
+    /// What Winston wants.
+    type Spec: Send + Sync;
+    /// What the platform reports.
+    type Observed: Send + Sync;
+
+    /// Reads the object (see the trait's idempotency rules).
+    fn observe(
+        &self,
+        spec: &Self::Spec,
+        known_id: Option<&str>,
+    ) -> impl Future<Output = Result<Observation<Self::Observed>, ProviderError>> + Send;
+
+    /// Creates the object; only after `observe` returned `Absent`.
+    fn create(&self, spec: &Self::Spec) -> impl Future<Output = Result<Created, ProviderError>> + Send;
+
+    /// Converges the existing object `id` to `spec`.
+    fn update(&self, id: &str, spec: &Self::Spec) -> impl Future<Output = Result<Applied, ProviderError>> + Send;
+
+    /// Deletes the object `id` (the spec names its parents); success if already gone.
+    fn delete(&self, id: &str, spec: &Self::Spec) -> impl Future<Output = Result<Applied, ProviderError>> + Send;
+}
+
+/// Picks the single object whose marker matches: 0 -> `None`, 1 -> it,
+/// more -> the ids for `Ambiguous`.
+///
+/// # Errors
+/// Returns the ids when several objects carry the marker.
+pub fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, Vec<String>> {
+    match matches.len() {
+        0 => Ok(None),
+        1 => Ok(matches.pop()),
+        _ => Err(matches.into_iter().map(|(id, _)| id).collect()),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Providers {
+    pub neon: neon::NeonClient,
+}
+
+impl Providers {
+    pub fn new(config: &ProvidersConfig) -> Result<Self, ProviderError> {
+        Ok(Self { neon: neon::NeonClient::new(&config.neon, config.neon_org_id.clone())? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_is_deterministic() {
+        let m = Marker::new("3F2504E0-4F89-11D3-9A0C-0305E82C3301");
+        assert_eq!(m.name(), "wn-3f2504e04f89");
+        assert_eq!(m.ident(), "wn_3f2504e04f89");
+        assert_eq!(m.value(), "winston:3f2504e0-4f89-11d3-9a0c-0305e82c3301");
+        assert_eq!(Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"), m);
+    }
+
+    #[test]
+    fn single_distinguishes_zero_one_many() {
+        assert_eq!(single::<()>(vec![]), Ok(None));
+        assert_eq!(single(vec![("a".to_string(), 1)]), Ok(Some(("a".to_string(), 1))));
+        assert_eq!(single(vec![("a".to_string(), 1), ("b".to_string(), 2)]), Err(vec!["a".into(), "b".into()]));
+    }
+}
