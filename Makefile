@@ -39,8 +39,9 @@ build: ## Build the winston binary (debug)
 	$(CARGO) build
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ from the Rust types (and their copies in the chart and manifests/)
 	$(CARGO) run --quiet -- crds --out-dir crds
+	@scripts/gen-manifests
 
 .PHONY: fmt-check
 fmt-check:
