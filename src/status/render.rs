@@ -126,7 +126,7 @@ fn instance(i: &TenantInstance, now: DateTime<Utc>, style: Style) -> String {
         if total == 0 {
             String::new()
         } else {
-            format!("{} {done}/{total} steps", format::bar(done, total, BAR_WIDTH))
+            format!("{} {done}/{total} steps{}", format::bar(done, total, BAR_WIDTH), elapsed(&status.steps, now))
         }
     );
     let mut out = format!("{}\n", header.trim_end());
@@ -199,6 +199,17 @@ fn step(s: &StepStatus, name_w: usize, now: DateTime<Utc>, style: Style) -> Stri
         line.push_str(&style.paint(if s.state == StepState::Failed { Tone::Bad } else { Tone::Quiet }, m));
     }
     format!("{}\n", line.trim_end())
+}
+
+/// How long provisioning took (` · in 1m12s` once every step finished) or
+/// has been going (` · for 41.0s`), from the first step's start.
+fn elapsed(steps: &[StepStatus], now: DateTime<Utc>) -> String {
+    let Some(start) = steps.iter().filter_map(|s| s.started_at).min() else { return String::new() };
+    let finished = steps.iter().all(|s| matches!(s.state, StepState::Done | StepState::Skipped));
+    match steps.iter().filter_map(|s| s.finished_at).max() {
+        Some(end) if finished => format!(" · in {}", format::duration(end - start)),
+        _ => format!(" · for {}", format::duration(now - start)),
+    }
 }
 
 /// The phase a tenant is in and its colour (Pending until the controller reports).
@@ -402,7 +413,7 @@ acme-dental  namespace shop
   waiting: acme-dental-0 is at step service
   credits  480,000 of 500,000 left · used 20,000 this period · renews 2026-12-01
 
-  acme-dental-0  Provisioning  ■■■■■□□□ 5/8 steps
+  acme-dental-0  Provisioning  ■■■■■□□□ 5/8 steps · for 4m59s
     ✓ database     done     1 try     12.3s
     ✓ schema       done     1 try     850ms
     ✓ credentials  done     1 try     50ms
@@ -487,5 +498,18 @@ zoo        bella        growth   Ready         2/2    -             1,200 (low) 
         .unwrap();
         let out = detail(&v, now(), PLAIN);
         assert!(out.contains("renews 2026-12-01 (exhausted)"), "{out}");
+    }
+
+    #[test]
+    fn a_finished_instance_says_how_long_provisioning_took() {
+        let mut v = provisioning();
+        for s in &mut v.instances[0].status.as_mut().unwrap().steps {
+            if matches!(s.state, StepState::InProgress | StepState::Pending) {
+                s.state = StepState::Done;
+                s.finished_at = Some(DateTime::parse_from_rfc3339("2026-11-23T09:01:13Z").unwrap().with_timezone(&Utc));
+            }
+        }
+        let out = detail(&v, now(), PLAIN);
+        assert!(out.contains("  acme-dental-0  Provisioning  ■■■■■■■■ 8/8 steps · in 1m12s\n"), "{out}");
     }
 }
