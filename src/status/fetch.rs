@@ -35,8 +35,12 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let items = api::<K>(client, scope).list(&Default::default()).await;
-    Ok(items.map_err(|source| StatusError::Read { what, source })?.items)
+    match api::<K>(client, scope).list(&Default::default()).await {
+        Ok(list) => Ok(list.items),
+        // The resource type itself is unknown: the CRDs are not installed.
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(StatusError::NotInstalled),
+        Err(source) => Err(StatusError::Read { what, source }),
+    }
 }
 
 /// Prints the view once.

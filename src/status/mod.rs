@@ -40,6 +40,10 @@ pub enum StatusError {
     Connect(#[source] kube::Error),
     #[error("failed to read {what} from the Kubernetes API server: {source}")]
     Read { what: &'static str, source: kube::Error },
+    #[error(
+        "failed to find the Winston CRDs on this cluster; install them with `kubectl apply --server-side -f crds/` or the Helm chart"
+    )]
+    NotInstalled,
     #[error("failed to find Tenant {name:?} in namespace {namespace:?}")]
     NotFound { namespace: String, name: String },
     #[error("failed to write the view: {0}")]
@@ -53,6 +57,7 @@ impl StatusError {
         match self {
             Self::Connect(_) => "connect",
             Self::Read { .. } => "read",
+            Self::NotInstalled => "not_installed",
             Self::NotFound { .. } => "not_found",
             Self::Output(_) => "output",
         }
