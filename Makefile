@@ -39,8 +39,9 @@ build: ## Build the winston binary (debug)
 	$(CARGO) build
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ from the Rust types (and their copies in the chart and manifests/)
 	$(CARGO) run --quiet -- crds --out-dir crds
+	@scripts/gen-manifests
 
 .PHONY: fmt-check
 fmt-check:
@@ -56,8 +57,27 @@ crds-check: ## Fail when crds/ differs from `winston crds`
 	  if ! diff -r $$tmp crds >/dev/null; then diff -r $$tmp crds || true; rm -rf $$tmp; \
 	  echo "crds/ is stale: run 'make crds' and commit"; exit 1; fi; rm -rf $$tmp; echo "crds/ is up to date"
 
+.PHONY: helm
+helm: ## Build Helm from its Go module unless installed (cached in ~/.cache/winston)
+	@scripts/helm-path >/dev/null
+
+.PHONY: helm-lint
+helm-lint: helm ## helm lint --strict the chart (values.schema.json included), defaults and every option on
+	@"$$(scripts/helm-path)" lint --strict charts/winston
+	@"$$(scripts/helm-path)" lint --strict charts/winston --set controller.watchNamespace=tenants \
+	  --set proxy.autoscaling.enabled=true --set serviceMonitor.enabled=true --set platforms.baseUrls.neon=http://emulator:8081 \
+	  --set platforms.vercelTeamId=team_1
+
+.PHONY: manifests
+manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and crds/
+	@scripts/gen-manifests
+
+.PHONY: manifests-check
+manifests-check: helm ## Fail when manifests/ or charts/winston/crds/ differ from what the chart generates
+	@scripts/gen-manifests --check
+
 .PHONY: test
-test: prereqs fmt-check clippy crds-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, all tests
+test: prereqs fmt-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, chart lint, manifests drift, all tests
 	$(CARGO) test --all-targets
 
 .PHONY: emulator

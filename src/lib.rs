@@ -13,4 +13,5 @@ pub mod names;
 pub mod plans;
 pub mod providers;
 pub mod proxy;
+pub mod status;
 pub mod telemetry;

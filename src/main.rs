@@ -1,6 +1,6 @@
 //! The `winston` command line: one binary for every role. Each subcommand
 //! only parses its arguments and hands over to the library.
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "winston", version, about = "Provision and meter AI-agent tenants on Kubernetes")]
@@ -33,10 +33,16 @@ enum Command {
     /// Serve local emulators of Railway, Neon, Vercel, Supabase, Resend and
     /// the LLM upstreams on one loopback port (prints their base URLs).
     Emulator(winston::emulator::EmulatorArgs),
+    /// Show tenants, their provisioning steps, URLs and credits (`-w` to follow).
+    Status(winston::status::StatusArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Installed as `kubectl-winston`, the binary is the kubectl plugin `kubectl winston`.
+    let cli = match winston::status::plugin_bin_name(std::env::args_os().next().as_deref()) {
+        Some(name) => Cli::from_arg_matches(&Cli::command().bin_name(name).get_matches()).unwrap_or_else(|e| e.exit()),
+        None => Cli::parse(),
+    };
     winston::telemetry::init(cli.log_json);
     match cli.command {
         Command::Crds { out_dir: None } => print!("{}", winston::api::crds_yaml()?),
@@ -45,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(&database_url))?,
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
+        Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,
     }
     Ok(())
 }

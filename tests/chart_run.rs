@@ -1,0 +1,209 @@
+//! The chart's rendered configuration runs the real binaries: each
+//! container's args and environment (as `helm template` renders them, with
+//! the ConfigMaps written where they would be mounted) start `winston
+//! controller` and `winston proxy`. The controller runs as its own
+//! ServiceAccount (kubeconfig impersonation after `helm install`), so the
+//! RBAC the chart grants is proven sufficient for a Tenant's whole life:
+//! children created, status written, Lease held, deletion finalized.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod chart_support;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chart_support::{documents, install, render_release};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_yaml_ng::Value;
+use support::{TestNamespace, control_plane, eventually};
+use winston::api::{CreditLedger, Tenant, TenantInstance};
+
+const WAIT: Duration = Duration::from_secs(30);
+const MOUNT_ROOT: &str = "/etc/winston/";
+
+/// Stands in for the kubelet: what one rendered container would see.
+struct Pod {
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    /// The address its probes are served on.
+    probe_addr: String,
+}
+
+/// Builds the container `name` of `docs` as a local process environment:
+/// ConfigMap volumes written under `files` (the rendered paths rewritten to
+/// it), downward-API fields filled in, `secrets` for secretKeyRefs (optional
+/// keys that are absent are left out, as the kubelet does), and the listen
+/// address moved to a free loopback port.
+fn pod(docs: &[Value], deployment: &str, files: &Path, namespace: &str, secrets: &BTreeMap<&str, String>) -> Pod {
+    let d = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == deployment).unwrap();
+    let spec = &d["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let local = |s: &str| s.replace(MOUNT_ROOT, &format!("{}/", files.display()));
+    for mount in container["volumeMounts"].as_sequence().unwrap() {
+        let volume = spec["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+        let Some(cm) = volume["configMap"]["name"].as_str() else { continue };
+        let data = &docs.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == cm).unwrap()["data"];
+        let dir = Path::new(&local(mount["mountPath"].as_str().unwrap())).to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        for (key, text) in data.as_mapping().unwrap() {
+            let text = local(text.as_str().unwrap());
+            // Upstream-key Secret volumes: a stand-in key at every path the catalog names.
+            for key_file in text.lines().filter_map(|l| l.trim().strip_prefix("api_key_file: ")) {
+                let path = Path::new(key_file.trim_matches('"')).to_path_buf();
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, "upstream-key\n").unwrap();
+            }
+            std::fs::write(dir.join(key.as_str().unwrap()), text).unwrap();
+        }
+    }
+    let port = winston::devenv::free_port().unwrap();
+    let probe_addr = format!("127.0.0.1:{port}");
+    let mut env = BTreeMap::new();
+    for e in container["env"].as_sequence().unwrap() {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = if let Some(v) = e["value"].as_str() {
+            local(v)
+        } else if let Some(field) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            match field {
+                "metadata.namespace" => namespace.to_string(),
+                "metadata.name" => format!("{deployment}-pod-1"),
+                other => panic!("unexpected fieldRef {other}"),
+            }
+        } else {
+            let key = &e["valueFrom"]["secretKeyRef"];
+            let secret = format!("{}/{}", key["name"].as_str().unwrap(), key["key"].as_str().unwrap());
+            match secrets.get(secret.as_str()) {
+                Some(v) => v.clone(),
+                None if key["optional"] == Value::Bool(true) => continue,
+                None => panic!("{deployment} needs Secret key {secret}"),
+            }
+        };
+        env.insert(name, value);
+    }
+    for listen in ["WINSTON_METRICS_ADDR", "WINSTON_PROXY_LISTEN"] {
+        if env.contains_key(listen) {
+            env.insert(listen.into(), probe_addr.clone());
+        }
+    }
+    let args = container["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    Pod { args, env, probe_addr }
+}
+
+/// The pod's process (killed on drop), logging to `log`.
+struct Process(Child, std::path::PathBuf);
+
+impl Process {
+    fn start(pod: &Pod, kubeconfig: Option<&Path>, log: std::path::PathBuf) -> Self {
+        let file = std::fs::File::create(&log).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_winston"));
+        c.args(&pod.args).envs(&pod.env).stdout(file.try_clone().unwrap()).stderr(Stdio::from(file));
+        // As in the pod: no kubeconfig unless the test provides the ServiceAccount's.
+        c.env_remove("KUBECONFIG");
+        if let Some(k) = kubeconfig {
+            c.env("KUBECONFIG", k);
+        }
+        Self(c.spawn().unwrap(), log)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if std::thread::panicking() {
+            eprintln!("=== {} ===\n{}", self.1.display(), std::fs::read_to_string(&self.1).unwrap_or_default());
+        }
+    }
+}
+
+async fn ready(addr: &str, what: &str) {
+    eventually(what, WAIT, || async {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
+
+/// The test kubeconfig, acting as `user` (impersonation; the admin certificate authenticates).
+fn impersonating_kubeconfig(user: &str, path: &Path) {
+    let mut kc: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap()).unwrap();
+    for u in kc["users"].as_sequence_mut().unwrap() {
+        u["user"].as_mapping_mut().unwrap().insert("as".into(), user.into());
+    }
+    std::fs::write(path, serde_yaml_ng::to_string(&kc).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() {
+    let ns = TestNamespace::new("chart-run").await;
+    let tenants_ns = TestNamespace::new("chart-run-tenants").await;
+    let release = format!("r{}", &ns.name[ns.name.len() - 8..]);
+    install(&release, &ns.name, &[]);
+    let docs = documents(&render_release(&release, &ns.name, &[]));
+    let dir = tempfile::tempdir().unwrap();
+    let pg = winston::devenv::postgres::TempPostgres::start().unwrap();
+    let secrets = BTreeMap::from([("winston-database/url", pg.url("postgres"))]);
+
+    // The proxy: catalog, upstream keys and database exactly as mounted and referenced.
+    let proxy = pod(&docs, &format!("{release}-winston-proxy"), &dir.path().join("proxy"), &ns.name, &secrets);
+    assert_eq!(proxy.args, ["proxy"]);
+    let _proxy = Process::start(&proxy, None, dir.path().join("proxy.log"));
+    ready(&proxy.probe_addr, "proxy /readyz").await;
+    // It serves the chart's model catalog to a tenant key (issued in the ledger it migrated).
+    let ledger = winston::ledger::Ledger::connect(&pg.url("postgres"), 2).await.unwrap();
+    ledger.ensure_account("shop/acme").await.unwrap();
+    let key = ledger.issue_key("shop/acme", "chart-test").await.unwrap().plaintext;
+    let http = reqwest::Client::new();
+    let models = eventually("the proxy to accept the new key", WAIT, || async {
+        let r = http.get(format!("http://{}/v1/models", proxy.probe_addr)).bearer_auth(&key).send().await.ok()?;
+        if r.status().is_success() { r.text().await.ok() } else { None }
+    })
+    .await;
+    assert!(models.contains("claude-sonnet-4-5") && models.contains("kimi-k2"), "{models}");
+
+    // The controller, as its ServiceAccount.
+    let controller_name = format!("{release}-winston-controller");
+    let controller = pod(&docs, &controller_name, &dir.path().join("controller"), &ns.name, &secrets);
+    assert_eq!(controller.args, ["controller"]);
+    let kubeconfig = dir.path().join("kubeconfig");
+    impersonating_kubeconfig(&format!("system:serviceaccount:{}:{controller_name}", ns.name), &kubeconfig);
+    let _controller = Process::start(&controller, Some(&kubeconfig), dir.path().join("controller.log"));
+    ready(&controller.probe_addr, "controller /readyz").await;
+    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
+    eventually("the leader Lease held by the pod", WAIT, || async {
+        let lease = leases.get_opt("winston-controller").await.unwrap()?;
+        let holder = lease.spec?.holder_identity?;
+        (holder == format!("{controller_name}-pod-1")).then_some(())
+    })
+    .await;
+
+    // A Tenant's life under exactly the chart's RBAC.
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &tenants_ns.name);
+    let tenant = serde_json::from_value(serde_json::json!({"metadata": {"name": "acme"},
+        "spec": {"displayName": "Acme", "contactEmail": "ops@acme.example", "plan": "starter"}}))
+    .unwrap();
+    tenants.create(&PostParams::default(), &tenant).await.unwrap();
+    let instances: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &tenants_ns.name);
+    let ledgers: Api<CreditLedger> = Api::namespaced(ns.client.clone(), &tenants_ns.name);
+    eventually("TenantInstance acme-0", WAIT, || async { instances.get_opt("acme-0").await.unwrap() }).await;
+    eventually("CreditLedger acme", WAIT, || async { ledgers.get_opt("acme").await.unwrap() }).await;
+    eventually("Tenant status and finalizer", WAIT, || async {
+        let t = tenants.get("acme").await.unwrap();
+        (t.status.is_some_and(|s| s.phase.is_some()) && !t.metadata.finalizers.unwrap_or_default().is_empty())
+            .then_some(())
+    })
+    .await;
+    tenants.delete("acme", &DeleteParams::default()).await.unwrap();
+    eventually("the Tenant finalized and gone", WAIT, || async {
+        tenants.get_opt("acme").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(dir.path().join("controller.log")).unwrap();
+    assert!(!log.contains("forbidden"), "the controller was refused something:\n{log}");
+}
