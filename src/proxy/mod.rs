@@ -51,7 +51,7 @@ pub struct ProxyArgs {
     pub listen: SocketAddr,
     /// PostgreSQL URL of Winston's own database (the ledger).
     #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: crate::ledger::DatabaseUrl,
     /// Model catalog YAML (see `docs/proxy.md`).
     #[arg(long, env = "WINSTON_PROXY_CATALOG")]
     pub catalog: PathBuf,
@@ -283,7 +283,7 @@ async fn metrics_text(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
 /// Startup failures (catalog, database, listener).
 pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     let catalog = Catalog::load(&args.catalog)?;
-    let ledger = Ledger::connect(&args.database_url, args.settings.db_connections).await?;
+    let ledger = Ledger::connect(args.database_url.expose(), args.settings.db_connections).await?;
     if args.migrate {
         ledger.migrate().await?;
     }
