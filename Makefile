@@ -56,6 +56,10 @@ crds-check: ## Fail when crds/ differs from `winston crds`
 	  if ! diff -r $$tmp crds >/dev/null; then diff -r $$tmp crds || true; rm -rf $$tmp; \
 	  echo "crds/ is stale: run 'make crds' and commit"; exit 1; fi; rm -rf $$tmp; echo "crds/ is up to date"
 
+.PHONY: bench
+bench: ## Benchmarks (release build, not tests): proxy added latency, throughput, RSS
+	$(CARGO) bench --bench proxy
+
 .PHONY: test
 test: prereqs fmt-check clippy crds-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, all tests
 	$(CARGO) test --all-targets

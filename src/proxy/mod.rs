@@ -243,6 +243,13 @@ impl Proxy {
         );
         let sweeper = tokio::spawn(sweep_reservations(st.ledger.clone()));
         tracing::info!(addr = %listener.local_addr()?, models = st.catalog.models.len(), "proxy listening");
+        // Without TCP_NODELAY, Nagle holds small SSE frames back until the
+        // client's delayed ACK (~40 ms on Linux) on every streamed response.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "failed to set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
         let grace = Duration::from_secs(st.settings.shutdown_grace_secs);
         if tokio::time::timeout(grace, st.in_flight.wait_idle()).await.is_err() {
