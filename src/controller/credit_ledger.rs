@@ -244,8 +244,12 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
     let spec = &cl.spec;
     let reference = cl.object_ref(&());
 
+    // The steady state (every resync) only reads: each write below is
+    // skipped when the snapshot shows it is done. The ledger's own checks
+    // stay the arbiter, so a stale snapshot costs at most a no-op call.
     ledger.ensure_account(&account).await?;
-    if ledger.snapshot(&account).await?.low_threshold_pct != spec.low_balance_percent.clamp(0, 100) {
+    let before = ledger.snapshot(&account).await?;
+    if before.low_threshold_pct != spec.low_balance_percent.clamp(0, 100) {
         ledger.set_low_threshold(&account, spec.low_balance_percent).await?;
     }
     let applied = ledger.sync_grants(&account, &plan::ledger_grants(&account, &spec.grants)).await?;
@@ -266,7 +270,7 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
         .or_else(|| cl.metadata.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0)))
         .unwrap_or(now);
     enum Outcome {
-        Active,
+        Active(crate::ledger::Period),
         Blocked(plan::Blocked),
         NotStarted(chrono::DateTime<Utc>),
     }
@@ -275,15 +279,17 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
         Ok(allotment) => match plan::period_at(anchor, now) {
             None => Outcome::NotStarted(anchor),
             Some(period) => {
-                if ledger.ensure_period(&account, period, allotment).await? {
+                let due = before.period_start.is_none_or(|start| start < period.start);
+                let reset = due && ledger.ensure_period(&account, period, allotment).await?;
+                if reset {
                     let note = format!("Started the period {} with {allotment} credits", period.start.to_rfc3339());
                     ctx.event(&reference, false, "PeriodStarted", "ResetPeriod", note).await;
                 }
-                if ledger.set_allotment(&account, allotment).await? {
+                if !reset && before.allotment != allotment && ledger.set_allotment(&account, allotment).await? {
                     let note = format!("Allotment of the current period is now {allotment} credits");
                     ctx.event(&reference, false, "AllotmentChanged", "SetAllotment", note).await;
                 }
-                Outcome::Active
+                Outcome::Active(period)
             }
         },
     };
@@ -291,13 +297,13 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
     let balance = ledger.snapshot(&account).await?;
     let flags = Flags::of(&balance);
     let next = match &outcome {
-        Outcome::Active => balance.period_end.map(|end| until(now, end)),
+        Outcome::Active(period) => Some(until(now, period.end)),
         Outcome::NotStarted(at) => Some(until(now, *at)),
         Outcome::Blocked(_) => None,
     }
     .map_or(state.resync, |d| d.min(state.resync));
     let observed = match outcome {
-        Outcome::Active => Observed::Active(balance),
+        Outcome::Active(_) => Observed::Active(balance),
         Outcome::Blocked(b) => Observed::Blocked(balance, b),
         Outcome::NotStarted(at) => Observed::NotStarted(balance, at),
     };

@@ -3,7 +3,7 @@
 //! grants are named in the ledger, and what the status says, computed from
 //! values without any IO. The ledger itself (`crate::ledger`) enforces the
 //! money rules; this module only decides what to ask of it.
-use chrono::{DateTime, Datelike, Months, Utc};
+use chrono::{DateTime, Datelike, Months, SubsecRound, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::conditions::{self, Desired};
@@ -37,9 +37,12 @@ pub fn ledger_grants(account: &str, grants: &[SpecGrant]) -> Vec<Grant> {
 
 /// The monthly period containing `now`, for periods that start at `anchor`
 /// and every calendar month after it (anchored on the 31st, February's period
-/// starts on its last day). `None` while `now` is before `anchor`.
+/// starts on its last day). `None` while `now` is before `anchor`. The
+/// anchor is cut to microseconds, the database's precision, so a period
+/// read back compares equal to the one computed.
 #[must_use]
 pub fn period_at(anchor: DateTime<Utc>, now: DateTime<Utc>) -> Option<Period> {
+    let anchor = anchor.trunc_subsecs(6);
     if now < anchor {
         return None;
     }

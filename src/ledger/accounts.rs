@@ -83,8 +83,17 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::apply_grant`]; grants before the failing one stay applied.
     pub async fn sync_grants(&self, account: &str, grants: &[Grant]) -> Result<usize, LedgerError> {
+        if grants.is_empty() {
+            return Ok(0);
+        }
+        // One read finds the grants already applied, so a steady state costs
+        // one query and takes no lock; `apply_grant` stays the arbiter.
+        let ids: Vec<&str> = grants.iter().map(|g| g.id.as_str()).collect();
+        let known: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM grants WHERE id = ANY($1)").bind(&ids).fetch_all(&self.pool).await?;
+        let known: std::collections::HashSet<String> = known.into_iter().map(|(id,)| id).collect();
         let mut applied = 0;
-        for grant in grants {
+        for grant in grants.iter().filter(|g| !known.contains(&g.id)) {
             if self.apply_grant(account, grant).await? {
                 applied += 1;
             }
