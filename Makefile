@@ -75,6 +75,9 @@ manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and 
 .PHONY: manifests-check
 manifests-check: helm ## Fail when manifests/ or charts/winston/crds/ differ from what the chart generates
 	@scripts/gen-manifests --check
+.PHONY: bench
+bench: ## Benchmarks (release build, not tests): proxy added latency, throughput, RSS
+	$(CARGO) bench --bench proxy
 
 .PHONY: test
 test: prereqs fmt-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, chart lint, manifests drift, all tests

@@ -26,7 +26,7 @@ enum Command {
     Migrate {
         /// PostgreSQL connection URL of Winston's own database.
         #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        database_url: winston::ledger::DatabaseUrl,
     },
     /// Run the metered LLM proxy.
     Proxy(winston::proxy::ProxyArgs),
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds { out_dir: None } => print!("{}", winston::api::crds_yaml()?),
         Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir)?,
         Command::Controller(args) => runtime()?.block_on(winston::controller::run(args))?,
-        Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(&database_url))?,
+        Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(database_url.expose()))?,
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,

@@ -58,4 +58,18 @@ pub mod reason {
     pub const CONFLICT: &str = "Conflict";
     /// Waiting for the first status from a controller.
     pub const PENDING: &str = "Pending";
+    /// CreditLedger: the balance is under the low-balance threshold.
+    pub const BELOW_THRESHOLD: &str = "BelowThreshold";
+    /// CreditLedger: the balance is at or over the low-balance threshold.
+    pub const ABOVE_THRESHOLD: &str = "AboveThreshold";
+    /// CreditLedger: nothing is left to spend; the proxy answers 402.
+    pub const NO_CREDITS_LEFT: &str = "NoCreditsLeft";
+    /// CreditLedger: credits are left to spend.
+    pub const CREDITS_AVAILABLE: &str = "CreditsAvailable";
+    /// CreditLedger: the allotment comes from the Tenant's plan, but the Tenant does not exist.
+    pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
+    /// CreditLedger: the Tenant's plan is not in the plan catalog.
+    pub const UNKNOWN_PLAN: &str = "UnknownPlan";
+    /// CreditLedger: `spec.periodAnchor` lies in the future.
+    pub const PERIOD_NOT_STARTED: &str = "PeriodNotStarted";
 }

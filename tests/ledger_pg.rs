@@ -193,3 +193,35 @@ async fn api_keys_are_stored_as_hashes_and_revocable() {
     let (audits,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_log").fetch_one(l.pool()).await.unwrap();
     assert_eq!(audits, 2);
 }
+
+#[tokio::test]
+async fn allotment_changes_move_the_current_period_once_and_polls_see_changes() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    // No period yet: nothing to change.
+    assert!(!l.set_allotment("ns/a", 500).await.unwrap());
+    assert!(l.ensure_period("ns/a", period(3), 1000).await.unwrap());
+    let r = l.reserve("ns/a", "req-1", 300, Duration::from_secs(60)).await.unwrap();
+    l.settle(&r, &usage(100, 200, 1)).await.unwrap();
+    let (t0, _) = l.changed_since(None).await.unwrap();
+    // Upgrade: +4000 on what is left; used stays; repeating changes nothing.
+    assert!(l.set_allotment("ns/a", 5000).await.unwrap());
+    assert!(!l.set_allotment("ns/a", 5000).await.unwrap());
+    let s = l.snapshot("ns/a").await.unwrap();
+    assert_eq!((s.balance, s.allotment, s.used_this_period), (4700, 5000, 300));
+    // Downgrade below what was spent: the period pool empties, never negative.
+    assert!(l.set_allotment("ns/a", 100).await.unwrap());
+    assert_eq!(l.snapshot("ns/a").await.unwrap().balance, 0);
+    assert!(matches!(l.set_allotment("ns/a", -1).await, Err(LedgerError::InvalidAmount(-1))));
+    // The flip poll sees the touched account, and only touched ones.
+    l.ensure_account("ns/untouched").await.unwrap();
+    sqlx::query("UPDATE accounts SET updated_at = now() - interval '1 hour' WHERE id = 'ns/untouched'")
+        .execute(l.pool())
+        .await
+        .unwrap();
+    let (_, changed) = l.changed_since(Some(t0)).await.unwrap();
+    let ids: Vec<&str> = changed.iter().map(|b| b.account.as_str()).collect();
+    assert_eq!(ids, vec!["ns/a"]);
+    assert!(changed[0].exhausted() && changed[0].low());
+}

@@ -1,5 +1,6 @@
 //! State shared by every reconcile: the API client, the Event recorder,
-//! metrics and per-object failure counts for exponential backoff.
+//! metrics, Winston's ledger database and per-object failure counts for
+//! exponential backoff.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::metrics::Metrics;
+use crate::ledger::Ledger;
 use crate::names;
 
 /// Shared reconcile context.
@@ -17,6 +19,9 @@ pub struct Context {
     pub client: Client,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// Winston's own database (credit ledger, API keys); `None` when the
+    /// controller runs without `--database-url`.
+    pub ledger: Option<Ledger>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -26,7 +31,20 @@ impl Context {
     #[must_use]
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: names::CONTROLLER_NAME.into(), instance };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, failures: Mutex::default() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            ledger: None,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The same context with access to Winston's ledger database.
+    #[must_use]
+    pub fn with_ledger(mut self, ledger: Option<Ledger>) -> Self {
+        self.ledger = ledger;
+        self
     }
 
     /// Publishes an Event about `object`. Failing to publish is logged, never fatal.

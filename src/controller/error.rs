@@ -13,6 +13,8 @@ pub enum Error {
     InvalidObject(&'static str),
     #[error("failed to serialise an object: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("failed to update the credit ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("failed to take ownership of {kind} {name}: it is controlled by another owner")]
     Conflict { kind: &'static str, name: String },
 }
@@ -27,6 +29,7 @@ impl Error {
             Self::InvalidObject(_) => "InvalidObject",
             Self::Serialize(_) => "SerializeError",
             Self::Conflict { .. } => "Conflict",
+            Self::Ledger(_) => "LedgerError",
         }
     }
 }

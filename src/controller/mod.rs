@@ -2,6 +2,8 @@
 //! leader election, bounded concurrency, probes, metrics and graceful
 //! shutdown. Each kind's reconcile lives in its own module.
 pub mod context;
+pub mod credit_ledger;
+pub mod credit_ledger_plan;
 pub mod error;
 pub mod finalizer;
 pub mod http;
@@ -53,6 +55,8 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: hostname plus a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    #[command(flatten)]
+    pub ledger: credit_ledger::LedgerArgs,
 }
 
 /// Runs the controller until SIGTERM/SIGINT (exit 0) or until leadership is
@@ -63,6 +67,8 @@ pub struct ControllerArgs {
 /// leadership is lost.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
+    let ledger = credit_ledger::connect(&args.ledger).await?;
+    let plans = crate::plans::PlanCatalog::load(args.ledger.plans.as_deref())?;
     let metrics = metrics::Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
@@ -113,9 +119,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     };
     metrics.set_leader(true);
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), Some(identity)));
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), Some(identity)).with_ledger(ledger));
+    let ledger_ctl = credit_ledger::LedgerController::new(&args.ledger, ctx.clone(), plans);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let controllers = tokio::spawn(run_controllers(client, args.clone(), ctx, stop_rx));
+    let controllers = tokio::spawn(run_controllers(client, args.clone(), ctx, ledger_ctl, stop_rx));
 
     let lost_leadership = tokio::select! {
         () = &mut shutdown => false,
@@ -138,6 +145,7 @@ async fn run_controllers(
     client: Client,
     args: ControllerArgs,
     ctx: Arc<Context>,
+    ledger_ctl: Option<Arc<credit_ledger::LedgerController>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (tenants, instances, ledgers): (Api<Tenant>, Api<TenantInstance>, Api<CreditLedger>) = match &args.namespace {
@@ -148,6 +156,10 @@ async fn run_controllers(
     };
     let wc = watcher::Config::default().any_semantic();
     let config = RuntimeConfig::default().concurrency(args.max_concurrent_reconciles);
+    let credit_ledgers = ledger_ctl.map(|state| {
+        let (ledgers, tenants, stop) = (ledgers.clone(), tenants.clone(), stop.clone());
+        tokio::spawn(credit_ledger::run(state, ledgers, tenants, args.max_concurrent_reconciles, stop))
+    });
     Controller::new(tenants, wc.clone())
         .with_config(config)
         .owns(instances, wc.clone())
@@ -162,6 +174,9 @@ async fn run_controllers(
             }
         })
         .await;
+    if let Some(task) = credit_ledgers {
+        let _ = task.await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -85,6 +85,10 @@ pub fn router(config: LlmMockConfig) -> Router {
 /// # Errors
 /// Fails when accepting connections fails.
 pub async fn serve(listener: TcpListener, config: LlmMockConfig) -> std::io::Result<()> {
+    // Real providers stream without Nagle delays; so does the mock.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(config)).await
 }
 

@@ -83,8 +83,17 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::apply_grant`]; grants before the failing one stay applied.
     pub async fn sync_grants(&self, account: &str, grants: &[Grant]) -> Result<usize, LedgerError> {
+        if grants.is_empty() {
+            return Ok(0);
+        }
+        // One read finds the grants already applied, so a steady state costs
+        // one query and takes no lock; `apply_grant` stays the arbiter.
+        let ids: Vec<&str> = grants.iter().map(|g| g.id.as_str()).collect();
+        let known: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM grants WHERE id = ANY($1)").bind(&ids).fetch_all(&self.pool).await?;
+        let known: std::collections::HashSet<String> = known.into_iter().map(|(id,)| id).collect();
         let mut applied = 0;
-        for grant in grants {
+        for grant in grants.iter().filter(|g| !known.contains(&g.id)) {
             if self.apply_grant(account, grant).await? {
                 applied += 1;
             }
@@ -150,33 +159,97 @@ impl Ledger {
         Ok(true)
     }
 
+    /// Changes the allotment of the current period (a plan change or a new
+    /// `allotmentPerPeriod` mid-period): the remaining period credits move by
+    /// the difference, never below zero, and `used_this_period` is kept.
+    /// Returns whether anything changed: an account without a period yet, or
+    /// already at `allotment`, is left alone (so repeating it is a no-op).
+    ///
+    /// # Errors
+    /// Fails on an unknown account, a negative allotment or a database error.
+    pub async fn set_allotment(&self, account: &str, allotment: i64) -> Result<bool, LedgerError> {
+        if allotment < 0 {
+            return Err(LedgerError::InvalidAmount(allotment));
+        }
+        let mut tx = self.pool.begin().await?;
+        let current: Option<(i64, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT allotment, period_start FROM accounts WHERE id = $1 FOR UPDATE")
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((previous, start)) = current else {
+            return Err(LedgerError::UnknownAccount(account.to_string()));
+        };
+        if start.is_none() || previous == allotment {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE accounts SET period_credits = GREATEST(period_credits + $2 - allotment, 0), allotment = $2,
+                 updated_at = now() WHERE id = $1",
+        )
+        .bind(account)
+        .bind(allotment)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut tx, account, "allotment_changed", serde_json::json!({"from": previous, "to": allotment})).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every account whose balance or period changed at or after `since`
+    /// (all accounts when `None`), with the database's clock at the time of
+    /// the query. Cheap enough to poll every few seconds: it reads one table
+    /// and returns only recently touched rows. Reservations do not count as
+    /// changes (they do not move the balance).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn changed_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(DateTime<Utc>, Vec<Balance>), LedgerError> {
+        let (now,): (DateTime<Utc>,) = sqlx::query_as("SELECT now()").fetch_one(&self.pool).await?;
+        let rows: Vec<SnapshotRow> = sqlx::query_as(
+            "SELECT id, period_credits, granted_credits, reserved, used_this_period, allotment, low_threshold_pct,
+                    period_start, period_end FROM accounts WHERE $1::timestamptz IS NULL OR updated_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((now, rows.into_iter().map(balance_from_row).collect()))
+    }
+
     /// The account's balance, reservations and period.
     ///
     /// # Errors
     /// Fails on an unknown account or a database error.
     pub async fn snapshot(&self, account: &str) -> Result<Balance, LedgerError> {
-        type Row = (i64, i64, i64, i64, i64, i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT period_credits, granted_credits, reserved, used_this_period, allotment, low_threshold_pct,
+        let row: Option<SnapshotRow> = sqlx::query_as(
+            "SELECT id, period_credits, granted_credits, reserved, used_this_period, allotment, low_threshold_pct,
                     period_start, period_end FROM accounts WHERE id = $1",
         )
         .bind(account)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((period, granted, reserved, used, allotment, pct, start, end)) = row else {
-            return Err(LedgerError::UnknownAccount(account.to_string()));
-        };
-        let balance = period.saturating_add(granted);
-        Ok(Balance {
-            account: account.to_string(),
-            balance,
-            reserved,
-            available: balance.saturating_sub(reserved).max(0),
-            used_this_period: used,
-            allotment,
-            low_threshold_pct: pct,
-            period_start: start,
-            period_end: end,
-        })
+        row.map(balance_from_row).ok_or_else(|| LedgerError::UnknownAccount(account.to_string()))
+    }
+}
+
+/// `(id, period_credits, granted_credits, reserved, used, allotment, pct, start, end)`.
+type SnapshotRow = (String, i64, i64, i64, i64, i64, i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn balance_from_row(row: SnapshotRow) -> Balance {
+    let (account, period, granted, reserved, used, allotment, pct, start, end) = row;
+    let balance = period.saturating_add(granted);
+    Balance {
+        account,
+        balance,
+        reserved,
+        available: balance.saturating_sub(reserved).max(0),
+        used_this_period: used,
+        allotment,
+        low_threshold_pct: pct,
+        period_start: start,
+        period_end: end,
     }
 }

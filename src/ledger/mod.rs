@@ -28,6 +28,32 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+/// A PostgreSQL connection URL as given on the command line. It may carry a
+/// password, so `Debug` never shows it; [`DatabaseUrl::expose`] is the only
+/// way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, for connecting. Never log it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
 /// Handle on the ledger database. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Ledger {
@@ -116,5 +142,17 @@ impl Ledger {
     /// Fails when a migration fails or the applied history diverges.
     pub async fn migrate(&self) -> Result<(), LedgerError> {
         migrator().run(&self.pool).await.map_err(LedgerError::Migrate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatabaseUrl;
+
+    #[test]
+    fn database_urls_never_show_in_debug() {
+        let url = DatabaseUrl::from("postgres://winston:hunter2@db/winston".to_string());
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert_eq!(url.expose(), "postgres://winston:hunter2@db/winston");
     }
 }

@@ -132,72 +132,71 @@ impl Ledger {
         }
     }
 
-    /// Settles `reservation` to `usage` in one transaction: inserts the usage
-    /// record (unique per account and request id), drops the hold and debits
-    /// the actual cost, clamped so the balance never goes below zero and
-    /// other open holds stay covered. Idempotent: settling a request id that
-    /// was already billed debits nothing and only drops the hold. Works even
-    /// after the hold expired (the debit is then limited to what is free).
+    /// Settles `reservation` to `usage` atomically: inserts the usage record
+    /// (unique per account and request id), drops the hold and debits the
+    /// actual cost, clamped so the balance never goes below zero and other
+    /// open holds stay covered ([`money::chargeable`]; the period allotment
+    /// is spent before granted credits, [`money::split_debit`]). Idempotent:
+    /// settling a request id that was already billed debits nothing and only
+    /// drops the hold. Works even after the hold expired (the debit is then
+    /// limited to what is free).
+    ///
+    /// One statement, so one round trip and the account row is locked only
+    /// while it runs: a busy account settles thousands of requests a second.
     ///
     /// # Errors
     /// Unknown account; database errors (nothing is changed then).
     pub async fn settle(&self, reservation: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        let held: Option<(i64,)> = sqlx::query_as("DELETE FROM reservations WHERE id = $1 RETURNING amount")
-            .bind(reservation.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let held = held.map_or(0, |(a,)| a);
-        let acc: Option<(i64, i64, i64, i64, i32)> = sqlx::query_as(
-            "SELECT period_credits, granted_credits, reserved, allotment, low_threshold_pct
-             FROM accounts WHERE id = $1 FOR UPDATE",
-        )
-        .bind(&reservation.account)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((period, granted, reserved, allotment, low_threshold_pct)) = acc else {
-            return Err(LedgerError::UnknownAccount(reservation.account.clone()));
-        };
-        let reserved_after = (reserved - held).max(0);
         let cost = money::cost(usage.input_tokens, usage.output_tokens, usage.multiplier);
-        let mut credits = money::chargeable(cost, period + granted, reserved_after);
-        let inserted = sqlx::query(
-            "INSERT INTO usage_records
-                 (account_id, request_id, model, input_tokens, output_tokens, cost, credits, outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        let row: Option<(i64, i64, i64, i64, i32, i64)> = sqlx::query_as(
+            "WITH r AS (
+                 DELETE FROM reservations WHERE id = $1 RETURNING amount
+             ), a AS (
+                 SELECT id, period_credits, granted_credits, allotment, low_threshold_pct,
+                        GREATEST(reserved - COALESCE((SELECT amount FROM r), 0), 0) AS reserved_after
+                 FROM accounts WHERE id = $2 FOR UPDATE
+             ), c AS (
+                 SELECT a.*, LEAST($7::bigint,
+                                   GREATEST(period_credits + granted_credits - reserved_after, 0),
+                                   GREATEST(period_credits + granted_credits, 0)) AS charge
+                 FROM a
+             ), ins AS (
+                 INSERT INTO usage_records
+                     (account_id, request_id, model, input_tokens, output_tokens, cost, credits, outcome)
+                 SELECT $2, $3, $4, $5, $6, $7, charge, $8 FROM c
+                 ON CONFLICT DO NOTHING
+                 RETURNING credits
+             ), d AS (
+                 SELECT c.*, COALESCE((SELECT credits FROM ins), 0) AS debit,
+                        (SELECT count(*) FROM ins) AS inserted
+                 FROM c
+             )
+             UPDATE accounts acc SET
+                 period_credits = acc.period_credits - LEAST(d.debit, GREATEST(acc.period_credits, 0)),
+                 granted_credits = acc.granted_credits - (d.debit - LEAST(d.debit, GREATEST(acc.period_credits, 0))),
+                 reserved = d.reserved_after,
+                 used_this_period = acc.used_this_period + d.debit,
+                 updated_at = now()
+             FROM d WHERE acc.id = d.id
+             RETURNING d.debit, acc.period_credits + acc.granted_credits, d.reserved_after,
+                       d.allotment, d.low_threshold_pct, d.inserted",
         )
+        .bind(reservation.id)
         .bind(&reservation.account)
         .bind(&reservation.request_id)
         .bind(&usage.model)
         .bind(usage.input_tokens.max(0))
         .bind(usage.output_tokens.max(0))
         .bind(cost)
-        .bind(credits)
         .bind(&usage.outcome)
-        .execute(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        let already_billed = inserted.rows_affected() == 0;
-        if already_billed {
-            credits = 0;
-        }
-        let (from_period, from_granted) = money::split_debit(credits, period);
-        sqlx::query(
-            "UPDATE accounts SET period_credits = period_credits - $2, granted_credits = granted_credits - $3,
-                 reserved = $4, used_this_period = used_this_period + $5, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(&reservation.account)
-        .bind(from_period)
-        .bind(from_granted)
-        .bind(reserved_after)
-        .bind(credits)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let balance = period + granted - credits;
+        let Some((credits, balance, reserved_after, allotment, low_threshold_pct, inserted)) = row else {
+            return Err(LedgerError::UnknownAccount(reservation.account.clone()));
+        };
         Ok(Settlement {
             credits,
-            already_billed,
+            already_billed: inserted == 0,
             balance,
             available: (balance - reserved_after).max(0),
             allotment,

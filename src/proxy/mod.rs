@@ -51,7 +51,7 @@ pub struct ProxyArgs {
     pub listen: SocketAddr,
     /// PostgreSQL URL of Winston's own database (the ledger).
     #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: crate::ledger::DatabaseUrl,
     /// Model catalog YAML (see `docs/proxy.md`).
     #[arg(long, env = "WINSTON_PROXY_CATALOG")]
     pub catalog: PathBuf,
@@ -243,6 +243,13 @@ impl Proxy {
         );
         let sweeper = tokio::spawn(sweep_reservations(st.ledger.clone()));
         tracing::info!(addr = %listener.local_addr()?, models = st.catalog.models.len(), "proxy listening");
+        // Without TCP_NODELAY, Nagle holds small SSE frames back until the
+        // client's delayed ACK (~40 ms on Linux) on every streamed response.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "failed to set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
         let grace = Duration::from_secs(st.settings.shutdown_grace_secs);
         if tokio::time::timeout(grace, st.in_flight.wait_idle()).await.is_err() {
@@ -283,7 +290,7 @@ async fn metrics_text(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
 /// Startup failures (catalog, database, listener).
 pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     let catalog = Catalog::load(&args.catalog)?;
-    let ledger = Ledger::connect(&args.database_url, args.settings.db_connections).await?;
+    let ledger = Ledger::connect(args.database_url.expose(), args.settings.db_connections).await?;
     if args.migrate {
         ledger.migrate().await?;
     }

@@ -1,0 +1,330 @@
+//! The CreditLedger reconciler: the only bridge between Kubernetes and
+//! Winston's credit ledger in PostgreSQL.
+//!
+//! Reconcile: fetch -> account `<namespace>/<tenant>` -> low threshold ->
+//! spec grants (idempotent by id) -> allotment (spec, else the Tenant's plan;
+//! pure) -> the period containing now (pure) -> reset it once -> snapshot ->
+//! status (pure) -> server-side apply only when it changed.
+//!
+//! Mirroring is bounded: every ledger is re-read every `--ledger-resync-seconds`
+//! (and at its period's end), and writes happen only when something changed.
+//! The proxy never talks to Kubernetes, so flips of `Low` / `Exhausted` are
+//! found by [`watch_flips`]: one query every `--ledger-poll-ms` for accounts
+//! touched since the last poll, which triggers a reconcile of exactly the
+//! ledgers whose flags differ from what status shows. A flip therefore
+//! reaches status within one poll interval plus one reconcile.
+//!
+//! Deleting a CreditLedger leaves its account in the database (money history
+//! is kept; a ledger created again for the tenant resumes the same account).
+//! Spending, reservations and 402s are the proxy's and the ledger's business.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::context::Context;
+use super::credit_ledger_plan::{self as plan, Flags, Observed};
+use super::error::{Error, Result};
+use crate::api::{CreditLedger, Tenant};
+use crate::ledger::{DatabaseUrl, Ledger};
+use crate::names;
+use crate::plans::PlanCatalog;
+
+const KIND: &str = "CreditLedger";
+/// Database connections of the controller (reconciles are few and short).
+const DB_CONNECTIONS: u32 = 4;
+/// How far back each flip poll looks beyond the previous one, so a
+/// transaction that committed just after a poll (its `updated_at` is its
+/// start time) is still seen by the next.
+const POLL_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// Command-line / environment configuration of the ledger side of the controller.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LedgerArgs {
+    /// PostgreSQL URL of Winston's own database. Without it CreditLedgers are
+    /// not reconciled (the Tenant controller still runs).
+    #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
+    /// Plan catalog YAML (default: the built-in `config/plans.yaml`).
+    #[arg(long, env = "WINSTON_PLANS_FILE")]
+    pub plans: Option<PathBuf>,
+    /// Seconds between two mirrors of a ledger's balance into its status.
+    #[arg(long, env = "WINSTON_LEDGER_RESYNC_SECONDS", default_value_t = 30)]
+    pub ledger_resync_seconds: u64,
+    /// Milliseconds between two polls for Low/Exhausted flips (the latency bound of a flip).
+    #[arg(long, env = "WINSTON_LEDGER_POLL_MS", default_value_t = 2000)]
+    pub ledger_poll_ms: u64,
+}
+
+/// What status last showed for one account, so a poll can tell a flip.
+struct Mirrored {
+    object: ObjectRef<CreditLedger>,
+    flags: Flags,
+    /// Flags a reconcile was already triggered for (not re-triggered every poll).
+    triggered: Option<Flags>,
+}
+
+/// State of the CreditLedger reconciler.
+pub struct LedgerController {
+    base: Arc<Context>,
+    ledger: Ledger,
+    plans: PlanCatalog,
+    resync: Duration,
+    poll: Duration,
+    mirrored: Mutex<HashMap<String, Mirrored>>,
+}
+
+/// Connects to Winston's database and applies the control migrations (safe
+/// with several replicas: sqlx serialises them with an advisory lock).
+/// `None`, with a warning, when `--database-url` is not set.
+///
+/// # Errors
+/// When the database is unreachable or a migration fails.
+pub async fn connect(args: &LedgerArgs) -> Result<Option<Ledger>, crate::ledger::LedgerError> {
+    let Some(url) = &args.database_url else {
+        tracing::warn!("no --database-url: CreditLedgers will not be reconciled");
+        return Ok(None);
+    };
+    let ledger = Ledger::connect(url.expose(), DB_CONNECTIONS).await?;
+    ledger.migrate().await?;
+    tracing::info!("control database migrated");
+    Ok(Some(ledger))
+}
+
+impl LedgerController {
+    /// The reconciler's state over the ledger in `base`; `None` when the
+    /// controller runs without a database.
+    #[must_use]
+    pub fn new(args: &LedgerArgs, base: Arc<Context>, plans: PlanCatalog) -> Option<Arc<Self>> {
+        Some(Arc::new(Self {
+            ledger: base.ledger.clone()?,
+            base,
+            plans,
+            resync: Duration::from_secs(args.ledger_resync_seconds.max(1)),
+            poll: Duration::from_millis(args.ledger_poll_ms.max(50)),
+            mirrored: Mutex::default(),
+        }))
+    }
+
+    /// The ledger database handle (shared with the rest of the controller).
+    #[must_use]
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn remember(&self, account: String, object: ObjectRef<CreditLedger>, flags: Flags) {
+        let mut m = self.mirrored.lock().unwrap_or_else(PoisonError::into_inner);
+        m.insert(account, Mirrored { object, flags, triggered: None });
+    }
+
+    fn forget(&self, account: &str) {
+        self.mirrored.lock().unwrap_or_else(PoisonError::into_inner).remove(account);
+    }
+
+    /// The ledger to reconcile when `flags` of `account` differ from its status.
+    fn flipped(&self, account: &str, flags: Flags) -> Option<ObjectRef<CreditLedger>> {
+        let mut m = self.mirrored.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = m.get_mut(account)?;
+        if entry.flags == flags || entry.triggered == Some(flags) {
+            return None;
+        }
+        entry.triggered = Some(flags);
+        Some(entry.object.clone())
+    }
+}
+
+/// Runs the CreditLedger controller (and its flip poller) until `stop` turns
+/// true. Tenants trigger the ledger of the same name, whose allotment may
+/// come from the Tenant's plan.
+pub async fn run(
+    state: Arc<LedgerController>,
+    ledgers: Api<CreditLedger>,
+    tenants: Api<Tenant>,
+    concurrency: u16,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (flips_tx, flips_rx) = mpsc::unbounded();
+    let poller = tokio::spawn(watch_flips(state.clone(), flips_tx));
+    let wc = watcher::Config::default().any_semantic();
+    Controller::new(ledgers, wc.clone())
+        .with_config(RuntimeConfig::default().concurrency(concurrency))
+        .watches(tenants, wc, |t| Some(ObjectRef::new(&t.name_any()).within(&t.namespace().unwrap_or_default())))
+        .reconcile_on(flips_rx)
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile, error_policy, state)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "credit ledger controller event");
+            }
+        })
+        .await;
+    poller.abort();
+}
+
+/// Polls the ledger for accounts whose `Low` / `Exhausted` differ from what
+/// their status shows and triggers their reconcile. One indexed-free read of
+/// recently updated account rows per interval.
+async fn watch_flips(state: Arc<LedgerController>, flips: mpsc::UnboundedSender<ObjectRef<CreditLedger>>) {
+    let mut tick = tokio::time::interval(state.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since = None;
+    loop {
+        tick.tick().await;
+        match state.ledger.changed_since(since).await {
+            Ok((now, accounts)) => {
+                since = Some(now - POLL_OVERLAP);
+                for b in &accounts {
+                    if let Some(object) = state.flipped(&b.account, Flags::of(b)) {
+                        tracing::debug!(account = %b.account, "Low/Exhausted flipped; reconciling its ledger");
+                        if flips.unbounded_send(object).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "failed to poll the ledger for Low/Exhausted flips"),
+        }
+    }
+}
+
+/// Reconciles one CreditLedger.
+///
+/// # Errors
+/// Kubernetes or ledger failures; the error policy requeues with backoff.
+pub async fn reconcile(cl: Arc<CreditLedger>, state: Arc<LedgerController>) -> Result<Action> {
+    let started = Instant::now();
+    let ns = cl.namespace().ok_or(Error::InvalidObject("CreditLedger without namespace"))?;
+    let account = plan::account_id(&ns, &cl.spec.tenant_ref.name);
+    let result = if cl.metadata.deletion_timestamp.is_some() {
+        state.forget(&account);
+        Ok(Action::await_change())
+    } else {
+        sync(&cl, &ns, account, &state).await
+    };
+    state.base.metrics.reconciled(KIND, started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        state.base.succeeded(&key(&cl));
+    }
+    result
+}
+
+/// Decides what happens after a failed reconcile: an Event, a metric, and a
+/// retry with per-object exponential backoff.
+pub fn error_policy(cl: Arc<CreditLedger>, error: &Error, state: Arc<LedgerController>) -> Action {
+    let ctx = state.base.clone();
+    ctx.metrics.failed(KIND, error.category());
+    let wait = ctx.backoff(&key(&cl));
+    tracing::warn!(ledger = %key(&cl), category = error.category(), error = %error, retry_in = ?wait, "reconcile failed");
+    let reference = cl.object_ref(&());
+    let (reason, note) = (error.category(), error.to_string());
+    tokio::spawn(async move { ctx.event(&reference, true, reason, "Reconcile", note).await });
+    Action::requeue(wait)
+}
+
+fn key(cl: &CreditLedger) -> String {
+    format!("{KIND}/{}/{}", cl.namespace().unwrap_or_default(), cl.name_any())
+}
+
+async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerController) -> Result<Action> {
+    let ledger = &state.ledger;
+    let ctx = &state.base;
+    let spec = &cl.spec;
+    let reference = cl.object_ref(&());
+
+    // The steady state (every resync) only reads: each write below is
+    // skipped when the snapshot shows it is done. The ledger's own checks
+    // stay the arbiter, so a stale snapshot costs at most a no-op call.
+    ledger.ensure_account(&account).await?;
+    let before = ledger.snapshot(&account).await?;
+    if before.low_threshold_pct != spec.low_balance_percent.clamp(0, 100) {
+        ledger.set_low_threshold(&account, spec.low_balance_percent).await?;
+    }
+    let applied = ledger.sync_grants(&account, &plan::ledger_grants(&account, &spec.grants)).await?;
+    if applied > 0 {
+        ctx.event(&reference, false, "GrantApplied", "ApplyGrants", format!("Credited {applied} new grant(s)")).await;
+    }
+
+    let tenant_plan = match spec.allotment_per_period {
+        Some(_) => None,
+        None => {
+            let tenants: Api<Tenant> = Api::namespaced(ctx.client.clone(), ns);
+            tenants.get_opt(&spec.tenant_ref.name).await?.map(|t| t.spec.plan)
+        }
+    };
+    let now = Utc::now();
+    let anchor = spec
+        .period_anchor
+        .or_else(|| cl.metadata.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0)))
+        .unwrap_or(now);
+    enum Outcome {
+        Active(crate::ledger::Period),
+        Blocked(plan::Blocked),
+        NotStarted(chrono::DateTime<Utc>),
+    }
+    let outcome = match plan::allotment(spec, tenant_plan.as_deref(), &state.plans) {
+        Err(blocked) => Outcome::Blocked(blocked),
+        Ok(allotment) => match plan::period_at(anchor, now) {
+            None => Outcome::NotStarted(anchor),
+            Some(period) => {
+                let due = before.period_start.is_none_or(|start| start < period.start);
+                let reset = due && ledger.ensure_period(&account, period, allotment).await?;
+                if reset {
+                    let note = format!("Started the period {} with {allotment} credits", period.start.to_rfc3339());
+                    ctx.event(&reference, false, "PeriodStarted", "ResetPeriod", note).await;
+                }
+                if !reset && before.allotment != allotment && ledger.set_allotment(&account, allotment).await? {
+                    let note = format!("Allotment of the current period is now {allotment} credits");
+                    ctx.event(&reference, false, "AllotmentChanged", "SetAllotment", note).await;
+                }
+                Outcome::Active(period)
+            }
+        },
+    };
+
+    let balance = ledger.snapshot(&account).await?;
+    let flags = Flags::of(&balance);
+    let next = match &outcome {
+        Outcome::Active(period) => Some(until(now, period.end)),
+        Outcome::NotStarted(at) => Some(until(now, *at)),
+        Outcome::Blocked(_) => None,
+    }
+    .map_or(state.resync, |d| d.min(state.resync));
+    let observed = match outcome {
+        Outcome::Active(_) => Observed::Active(balance),
+        Outcome::Blocked(b) => Observed::Blocked(balance, b),
+        Outcome::NotStarted(at) => Observed::NotStarted(balance, at),
+    };
+    let status = plan::status(cl, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+    if cl.status.as_ref() != Some(&status) {
+        let api: Api<CreditLedger> = Api::namespaced(ctx.client.clone(), ns);
+        let body = json!({ "apiVersion": CreditLedger::api_version(&()), "kind": KIND, "status": status });
+        api.patch_status(&cl.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(body))
+            .await?;
+        ctx.metrics.wrote(KIND, "status");
+    }
+    state.remember(account, ObjectRef::from_obj(cl), flags);
+    Ok(Action::requeue(next))
+}
+
+/// Time from `now` until just after `at` (at least a second), so a requeue
+/// for a period boundary lands in the new period.
+fn until(now: chrono::DateTime<Utc>, at: chrono::DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or_default().max(Duration::ZERO) + Duration::from_secs(1)
+}
+
+fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> Option<chrono::DateTime<Utc>> {
+    chrono::DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0))
+}
