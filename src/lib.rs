@@ -8,6 +8,7 @@ pub mod api;
 pub mod controller;
 pub mod devenv;
 pub mod emulator;
+pub mod engine;
 pub mod ledger;
 pub mod names;
 pub mod plans;

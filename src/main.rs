@@ -21,7 +21,7 @@ enum Command {
         out_dir: Option<std::path::PathBuf>,
     },
     /// Run the controller: reconcile Tenants, their instances and ledgers.
-    Controller(winston::controller::ControllerArgs),
+    Controller(Box<winston::controller::ControllerArgs>),
     /// Apply Winston's control-database migrations (idempotent).
     Migrate {
         /// PostgreSQL connection URL of Winston's own database.
@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds { out_dir: None } => print!("{}", winston::api::crds_yaml()?),
         Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir)?,
-        Command::Controller(args) => runtime()?.block_on(winston::controller::run(args))?,
+        Command::Controller(args) => runtime()?.block_on(winston::controller::run(*args))?,
         Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(database_url.expose()))?,
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,

@@ -10,9 +10,12 @@ pub mod tenant;
 pub mod tenant_instance;
 
 pub use ledger::{CreditLedger, CreditLedgerSpec, CreditLedgerStatus};
-pub use shared::{DeletionPolicy, Phase, TenantRef};
+pub use shared::{AgentProfile, Components, DeletionPolicy, Persona, Phase, TenantRef, Tone};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
-pub use tenant_instance::{TenantInstance, TenantInstanceSpec, TenantInstanceStatus};
+pub use tenant_instance::{
+    ExternalIds, PendingCreate, StepName, StepState, StepStatus, TenantInstance, TenantInstanceSpec,
+    TenantInstanceStatus,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -22,6 +22,8 @@ pub struct Context {
     /// Winston's own database (credit ledger, API keys); `None` when the
     /// controller runs without `--database-url`.
     pub ledger: Option<Ledger>,
+    /// The provisioning engine (absent without a control database).
+    pub engine: Option<std::sync::Arc<crate::engine::Engine>>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -36,6 +38,7 @@ impl Context {
             client,
             metrics,
             ledger: None,
+            engine: None,
             failures: Mutex::default(),
         }
     }
@@ -44,6 +47,13 @@ impl Context {
     #[must_use]
     pub fn with_ledger(mut self, ledger: Option<Ledger>) -> Self {
         self.ledger = ledger;
+        self
+    }
+
+    /// The same context with the provisioning engine.
+    #[must_use]
+    pub fn with_engine(mut self, engine: std::sync::Arc<crate::engine::Engine>) -> Self {
+        self.engine = Some(engine);
         self
     }
 

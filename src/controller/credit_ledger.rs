@@ -57,7 +57,7 @@ pub struct LedgerArgs {
     #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<DatabaseUrl>,
     /// Plan catalog YAML (default: the built-in `config/plans.yaml`).
-    #[arg(long, env = "WINSTON_PLANS_FILE")]
+    #[arg(long, env = "WINSTON_PLANS")]
     pub plans: Option<PathBuf>,
     /// Seconds between two mirrors of a ledger's balance into its status.
     #[arg(long, env = "WINSTON_LEDGER_RESYNC_SECONDS", default_value_t = 30)]

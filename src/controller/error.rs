@@ -15,6 +15,8 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     #[error("failed to update the credit ledger: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
+    #[error("failed to provision: {0}")]
+    Engine(String),
     #[error("failed to take ownership of {kind} {name}: it is controlled by another owner")]
     Conflict { kind: &'static str, name: String },
 }
@@ -30,6 +32,7 @@ impl Error {
             Self::Serialize(_) => "SerializeError",
             Self::Conflict { .. } => "Conflict",
             Self::Ledger(_) => "LedgerError",
+            Self::Engine(_) => "EngineError",
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod credit_ledger_plan;
 pub mod error;
 pub mod finalizer;
 pub mod http;
+pub mod instance;
 pub mod leader;
 pub mod metrics;
 pub mod tenant;
@@ -24,7 +25,10 @@ use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
+use k8s_openapi::api::core::v1::Secret;
+
 use crate::api::{CreditLedger, Tenant, TenantInstance};
+use crate::names;
 use context::Context;
 use leader::{LeaderElector, LeaseConfig};
 
@@ -57,6 +61,8 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
     #[command(flatten)]
     pub ledger: credit_ledger::LedgerArgs,
+    #[command(flatten)]
+    pub engine: crate::engine::EngineArgs,
 }
 
 /// Runs the controller until SIGTERM/SIGINT (exit 0) or until leadership is
@@ -119,7 +125,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     };
     metrics.set_leader(true);
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), Some(identity)).with_ledger(ledger));
+    let mut ctx = Context::new(client.clone(), metrics.clone(), Some(identity)).with_ledger(ledger.clone());
+    if let Some(ledger) = ledger {
+        ctx = ctx.with_engine(Arc::new(build_engine(&args, ledger, Arc::new(plans.clone()))?));
+    } else {
+        tracing::warn!("no --database-url: TenantInstances are not provisioned, only Tenants reconciled");
+    }
+    let ctx = Arc::new(ctx);
     let ledger_ctl = credit_ledger::LedgerController::new(&args.ledger, ctx.clone(), plans);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let controllers = tokio::spawn(run_controllers(client, args.clone(), ctx, ledger_ctl, stop_rx));
@@ -141,6 +153,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The provisioning engine from the flags and `WINSTON_<PLATFORM>_*` environment.
+fn build_engine(
+    args: &ControllerArgs,
+    ledger: crate::ledger::Ledger,
+    plans: Arc<crate::plans::PlanCatalog>,
+) -> anyhow::Result<crate::engine::Engine> {
+    let providers = crate::providers::Providers::new(&crate::providers::ProvidersConfig::from_env())?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    Ok(crate::engine::Engine { providers, ledger, plans, args: args.engine.clone(), http })
+}
+
 async fn run_controllers(
     client: Client,
     args: ControllerArgs,
@@ -160,22 +183,44 @@ async fn run_controllers(
         let (ledgers, tenants, stop) = (ledgers.clone(), tenants.clone(), stop.clone());
         tokio::spawn(credit_ledger::run(state, ledgers, tenants, args.max_concurrent_reconciles, stop))
     });
-    Controller::new(tenants, wc.clone())
-        .with_config(config)
-        .owns(instances, wc.clone())
-        .owns(ledgers, wc)
+    let secrets: Api<Secret> = match &args.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let mut stop2 = stop.clone();
+    let tenant_ctl = Controller::new(tenants, wc.clone())
+        .with_config(config.clone())
+        .owns(instances.clone(), wc.clone())
+        .owns(ledgers, wc.clone())
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
-        .run(tenant::reconcile, tenant::error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
-            }
+        .run(tenant::reconcile, tenant::error_policy, ctx.clone())
+        .for_each(log_result);
+    if ctx.engine.is_none() {
+        tenant_ctl.await;
+        if let Some(task) = credit_ledgers {
+            let _ = task.await;
+        }
+        return;
+    }
+    let instance_ctl = Controller::new(instances, wc.clone())
+        .with_config(config)
+        .owns(secrets, watcher::Config::default().labels(&format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY)))
+        .graceful_shutdown_on(async move {
+            let _ = stop2.wait_for(|s| *s).await;
         })
-        .await;
+        .run(instance::reconcile, instance::error_policy, ctx)
+        .for_each(log_result);
+    tokio::join!(tenant_ctl, instance_ctl);
     if let Some(task) = credit_ledgers {
         let _ = task.await;
+    }
+}
+
+async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(res: Result<T, E>) {
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "controller event");
     }
 }
 

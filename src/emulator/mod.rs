@@ -8,6 +8,7 @@
 //! persisted to a JSON file. The mock LLM upstreams ([`llm`]: Anthropic
 //! under `/anthropic`, OpenAI-compatible under `/openai`) are served by the
 //! same router.
+pub mod apps;
 pub mod context;
 pub mod faults;
 pub mod graphql;
@@ -58,6 +59,7 @@ pub fn router(emu: Shared) -> Router {
         .nest(RESEND_PATH, resend::router())
         .nest(SUPABASE_PATH, supabase::router())
         .route("/_emulator/objects", get(objects))
+        .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), get(apps::app))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu)
         .merge(llm)
@@ -78,6 +80,7 @@ pub fn base_urls(addr: SocketAddr) -> Value {
         "openai": format!("{base}{OPENAI_PATH}"),
         "objects": format!("{base}/_emulator/objects"),
         "faults": format!("{base}/_emulator/faults"),
+        "apps": format!("{base}{}", apps::APPS_PATH),
     })
 }
 

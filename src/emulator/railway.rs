@@ -194,7 +194,7 @@ fn project_json(w: &World, p: &Project) -> Value {
         "volumes": connection(Vec::new())})
 }
 
-fn deployment_status(emu: &Emulator, d: &Deployment) -> &'static str {
+pub(crate) fn deployment_status(emu: &Emulator, d: &Deployment) -> &'static str {
     if d.removed {
         "REMOVED"
     } else if !emu.elapsed(d.created_ms, 0.34) {

@@ -16,6 +16,8 @@ pub enum LedgerError {
     Insufficient { needed: i64, available: i64 },
     #[error("failed to reserve: request id {0:?} is already in flight")]
     DuplicateRequest(String),
+    #[error("failed to register the key: it was revoked or belongs to another account")]
+    KeyUnusable,
     #[error("failed to accept amount {0}: credits must not be negative")]
     InvalidAmount(i64),
 }
@@ -32,6 +34,7 @@ impl LedgerError {
             Self::Insufficient { .. } => "insufficient_credits",
             Self::DuplicateRequest(_) => "duplicate_request",
             Self::InvalidAmount(_) => "invalid_amount",
+            Self::KeyUnusable => "key_unusable",
         }
     }
 }

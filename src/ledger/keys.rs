@@ -38,6 +38,13 @@ pub fn hash_key(plaintext: &str) -> [u8; 32] {
     Sha256::digest(plaintext.as_bytes()).into()
 }
 
+/// A new random key (`wsk_` + 64 hex digits) that is not stored anywhere
+/// yet: the caller keeps it (e.g. in a Secret) and then [`Ledger::register_key`]s it.
+#[must_use]
+pub fn generate_key() -> String {
+    new_plaintext()
+}
+
 fn new_plaintext() -> String {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
@@ -73,6 +80,97 @@ impl Ledger {
             .await?;
         tx.commit().await?;
         Ok(IssuedKey { id, prefix, plaintext })
+    }
+
+    /// Registers a key the caller generated and already stored (e.g. in the
+    /// tenant's credentials Secret). Idempotent: registering the same key
+    /// again changes nothing, so a crash between storing and registering is
+    /// repaired by calling it again. Returns the key's id.
+    ///
+    /// # Errors
+    /// Fails on an unknown account, a key revoked earlier, or a database error.
+    pub async fn register_key(&self, account: &str, name: &str, plaintext: &str) -> Result<Uuid, LedgerError> {
+        let hash = hash_key(plaintext);
+        let existing: Option<(Uuid, String, bool)> =
+            sqlx::query_as("SELECT id, account_id, revoked_at IS NOT NULL FROM api_keys WHERE key_hash = $1")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some((id, owner, revoked)) = existing {
+            if owner != account || revoked {
+                return Err(LedgerError::KeyUnusable);
+            }
+            return Ok(id);
+        }
+        let id = Uuid::new_v4();
+        let prefix = plaintext.get(..PREFIX_LEN).unwrap_or(plaintext).to_string();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, key_hash)
+             SELECT $1, id, $3, $4, $5 FROM accounts WHERE id = $2
+             ON CONFLICT (key_hash) DO NOTHING",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(name)
+        .bind(&prefix)
+        .bind(&hash[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // Lost a race with a concurrent registration of the same key, or
+            // the account is unknown: re-read to tell which.
+            tx.rollback().await?;
+            return self.register_key_existing(account, &hash).await;
+        }
+        audit(&mut tx, account, "key_registered", serde_json::json!({"key_id": id, "name": name})).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn register_key_existing(&self, account: &str, hash: &[u8; 32]) -> Result<Uuid, LedgerError> {
+        let row: Option<(Uuid, String)> =
+            sqlx::query_as("SELECT id, account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some((id, owner)) if owner == account => Ok(id),
+            Some(_) => Err(LedgerError::KeyUnusable),
+            None => Err(LedgerError::UnknownAccount(account.to_string())),
+        }
+    }
+
+    /// Revokes every active key of `account` named `name` except `keep`
+    /// (a hash); returns how many were revoked. Used on rotation and when an
+    /// instance is deleted (`keep` = `None`).
+    ///
+    /// # Errors
+    /// Fails on a database error.
+    pub async fn revoke_keys_named(
+        &self,
+        account: &str,
+        name: &str,
+        keep: Option<&[u8; 32]>,
+    ) -> Result<u64, LedgerError> {
+        let keep: Vec<u8> = keep.map(|k| k.to_vec()).unwrap_or_default();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE api_keys SET revoked_at = now()
+             WHERE account_id = $1 AND name = $2 AND revoked_at IS NULL AND key_hash <> $3",
+        )
+        .bind(account)
+        .bind(name)
+        .bind(&keep)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            audit(&mut tx, account, "keys_revoked", serde_json::json!({"name": name, "count": n})).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Revokes a key. Returns false when it was unknown or already revoked.

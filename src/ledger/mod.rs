@@ -14,7 +14,7 @@
 //!   ([`Ledger::expire_reservations`]).
 mod accounts;
 mod error;
-mod keys;
+pub mod keys;
 mod migrate;
 pub mod money;
 mod reserve;

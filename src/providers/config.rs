@@ -147,7 +147,8 @@ impl ProvidersConfig {
         }
     }
 
-    /// Reads `WINSTON_<PLATFORM>_BASE_URL` and `WINSTON_<PLATFORM>_TOKEN`
+    /// Reads `WINSTON_<PLATFORM>_BASE_URL`, `WINSTON_<PLATFORM>_TOKEN` and the
+    /// optional budget overrides `WINSTON_<PLATFORM>_RATE_PER_MINUTE` / `_BURST`
     /// (plus `WINSTON_VERCEL_TEAM_ID`, `WINSTON_RAILWAY_WORKSPACE_ID`,
     /// `WINSTON_SUPABASE_ORGANIZATION`, `WINSTON_NEON_ORG_ID`); a missing base
     /// URL means the real platform.
@@ -160,6 +161,15 @@ impl ProvidersConfig {
                 PlatformConfig::public(platform, Secret::new(var(&format!("WINSTON_{up}_TOKEN")).unwrap_or_default()));
             if let Some(url) = var(&format!("WINSTON_{up}_BASE_URL")) {
                 c.base_url = url;
+            }
+            // Budget overrides, e.g. for a higher plan or the local emulator.
+            let rate = var(&format!("WINSTON_{up}_RATE_PER_MINUTE")).and_then(|v| v.parse().ok());
+            let burst = var(&format!("WINSTON_{up}_BURST")).and_then(|v| v.parse().ok());
+            if rate.is_some() || burst.is_some() {
+                let mut b = c.budget_or_default(platform);
+                b.per_minute = rate.unwrap_or(b.per_minute);
+                b.burst = burst.unwrap_or(b.burst);
+                c.budget = Some(b);
             }
             c
         };

@@ -157,11 +157,18 @@ pub struct Winston {
 impl Winston {
     /// Starts `winston <args>` against the test control plane, logging to a file.
     pub fn spawn(args: &[&str], log_name: &str) -> Self {
+        Self::spawn_with_env(args, &[], log_name)
+    }
+
+    /// Like [`Winston::spawn`] with extra environment variables; the log
+    /// file is appended to, so restarts of one role share one log.
+    pub fn spawn_with_env(args: &[&str], env: &[(String, String)], log_name: &str) -> Self {
         let cp = control_plane();
         let log = cp.dir.join(format!("{log_name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_winston"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("RUST_LOG", "info,winston=debug")
             .stdout(file.try_clone().unwrap())
@@ -169,6 +176,12 @@ impl Winston {
             .spawn()
             .unwrap();
         Self { child, log }
+    }
+
+    /// Sends SIGKILL and waits: a crash at an arbitrary instant.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.

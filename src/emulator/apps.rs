@@ -1,0 +1,38 @@
+//! The agent services themselves, as the emulator runs them: a request to
+//! `/_emulator/apps/<railway domain>/<path>` reaches the service that owns
+//! the domain and answers 200 once its newest deployment succeeded, 503
+//! while it builds or after it failed, 404 for an unknown domain. Winston's
+//! health step is pointed here with `WINSTON_HEALTH_BASE_URL` because
+//! `*.up.railway.app` does not resolve on a machine without the platform.
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::Shared;
+use super::railway::deployment_status;
+
+/// Path prefix of the emulated agent services.
+pub const APPS_PATH: &str = "/_emulator/apps";
+
+/// `GET /_emulator/apps/{host}/{*path}`.
+pub async fn app(State(emu): State<Shared>, Path((host, path)): Path<(String, String)>) -> Response {
+    let status = emu.read(|w| {
+        let domain = w.railway.domains.values().find(|d| d.domain == host)?;
+        let newest = w
+            .railway
+            .deployments
+            .values()
+            .filter(|d| d.service_id == domain.service_id && d.environment_id == domain.environment_id && !d.removed)
+            .max_by_key(|d| (d.created_ms, d.id.clone()))?;
+        Some(deployment_status(&emu, newest))
+    });
+    match status {
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no service serves {host}")}))).into_response(),
+        Some("SUCCESS") => Json(json!({"status": "ok", "host": host, "path": format!("/{path}")})).into_response(),
+        Some(s) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": s.to_lowercase(), "host": host}))).into_response()
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The `frontend` step on Vercel: one project per instance (named after the
+//! marker) built from the Tenant's git repository, with the agent's URL and
+//! gateway token as environment, polled until READY with its alias.
+use std::collections::BTreeMap;
+
+use super::external::{Converged, converge};
+use super::steps::{Pass, StepResult};
+use super::{Engine, EngineError};
+use crate::api::StepName;
+use crate::api::tenant_instance::VercelIds;
+use crate::providers::vercel::GitSource;
+use crate::providers::vercel::resources::{VercelFrontendSpec, VercelFrontends};
+use crate::providers::{ExternalResource, Marker};
+
+fn spec(pass: &Pass<'_>) -> Result<VercelFrontendSpec, EngineError> {
+    let f = pass.ti.spec.components.frontend.as_ref().ok_or(EngineError::Invalid("no frontend in the spec"))?;
+    let (org, repo) =
+        f.git_repository.repo.split_once('/').ok_or(EngineError::Invalid("frontend repo is not org/repo"))?;
+    let creds = pass.credentials.as_ref().ok_or(EngineError::Invalid("credentials step did not run"))?;
+    let mut env = BTreeMap::new();
+    if let Some(url) = &pass.service_url {
+        env.insert("NEXT_PUBLIC_AGENT_URL".to_string(), url.clone());
+    }
+    env.insert("AGENT_GATEWAY_TOKEN".to_string(), creds.gateway_token.clone());
+    Ok(VercelFrontendSpec {
+        marker: pass.marker.clone(),
+        framework: f.framework.clone(),
+        git: GitSource {
+            provider: "github".into(),
+            org: org.into(),
+            repo: repo.into(),
+            git_ref: f.git_repository.git_ref.clone().unwrap_or_else(|| "main".into()),
+        },
+        env,
+    })
+}
+
+/// Converges the frontend.
+///
+/// # Errors
+/// See [`EngineError`].
+pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
+    let spec = spec(pass)?;
+    let known = pass.rec.status.external.as_ref().and_then(|e| e.vercel.as_ref()).and_then(|v| v.project_id.clone());
+    let res = VercelFrontends(pass.engine.providers.vercel.clone());
+    let name = pass.marker.name();
+    let converged = converge(&res, &spec, StepName::Frontend, &name, known.as_deref(), &mut pass.rec, |r, id| {
+        let v = r.status.external.get_or_insert_default().vercel.get_or_insert_default();
+        if v.project_id.as_deref() != id {
+            *v = VercelIds { project_id: id.map(str::to_string), deployment_id: None };
+        }
+    })
+    .await;
+    let converged = match converged {
+        Err(EngineError::Failed(reason)) => {
+            if let Some(id) = known {
+                res.update(&id, &spec).await?;
+            }
+            return Err(EngineError::Failed(format!("{reason}; redeploying")));
+        }
+        other => other?,
+    };
+    match converged {
+        Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("frontend: {message}"))),
+        Converged::Ready { id, observed } => {
+            let ids = pass.rec.status.external.get_or_insert_default().vercel.get_or_insert_default();
+            ids.deployment_id = observed.deployment.as_ref().map(|d| d.id.clone());
+            pass.rec.status.urls.get_or_insert_default().frontend.clone_from(&observed.url);
+            Ok(StepResult::Done(format!("Vercel project {id} live at {}", observed.url.unwrap_or_default())))
+        }
+    }
+}
+
+/// Deletes the frontend (by id, then by marker); `true` when gone.
+///
+/// # Errors
+/// Platform failures.
+pub async fn remove(engine: &Engine, marker: &Marker, ids: Option<&VercelIds>) -> Result<bool, EngineError> {
+    let res = VercelFrontends(engine.providers.vercel.clone());
+    let spec = VercelFrontendSpec {
+        marker: marker.clone(),
+        framework: None,
+        git: GitSource { provider: "github".into(), org: String::new(), repo: String::new(), git_ref: String::new() },
+        env: BTreeMap::new(),
+    };
+    let known = ids.and_then(|v| v.project_id.as_deref());
+    super::teardown::remove(&res, &spec, known).await
+}

@@ -1,0 +1,300 @@
+//! Pure bookkeeping of a TenantInstance's progress: the `steps` list a person
+//! reads, the per-step and kstatus conditions and the phase. No I/O, so every
+//! rule here is unit-tested; the reconciler only feeds it facts.
+//!
+//! Timestamps change only on transitions, so recomputing from the same facts
+//! yields an identical status and the controller writes nothing.
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::conditions::{self, Desired};
+use crate::api::{Phase, StepName, StepState, StepStatus, TenantInstanceStatus};
+use crate::names::{self, reason};
+
+/// What one step reported in this reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// Converged.
+    Done(String),
+    /// Started or waiting on a platform.
+    Working(String),
+    /// Failed; retried with backoff.
+    Failed(String),
+    /// Blocked until the spec or the platform credentials change.
+    Stalled(String),
+    /// Not wanted by the plan or spec.
+    Skipped,
+}
+
+impl Report {
+    fn state(&self) -> StepState {
+        match self {
+            Self::Done(_) => StepState::Done,
+            Self::Working(_) => StepState::InProgress,
+            Self::Failed(_) | Self::Stalled(_) => StepState::Failed,
+            Self::Skipped => StepState::Skipped,
+        }
+    }
+
+    fn message(&self) -> Option<String> {
+        match self {
+            Self::Done(m) | Self::Working(m) | Self::Failed(m) | Self::Stalled(m) => Some(m.clone()),
+            Self::Skipped => None,
+        }
+    }
+}
+
+/// A state change worth an Event: `(step, from, to, message)`.
+pub type Transition = (StepName, StepState, StepState, String);
+
+/// Makes `steps` list exactly the steps in `order`, keeping recorded progress.
+pub fn align(steps: &mut Vec<StepStatus>, order: &[StepName]) {
+    let mut aligned = Vec::with_capacity(order.len());
+    for name in order {
+        let existing = steps.iter().find(|s| s.name == *name).cloned();
+        aligned.push(existing.unwrap_or(StepStatus {
+            name: *name,
+            state: StepState::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            message: None,
+        }));
+    }
+    *steps = aligned;
+}
+
+/// Records `report` for `name`; returns the transition when the state changed.
+pub fn record(steps: &mut [StepStatus], name: StepName, report: &Report, now: DateTime<Utc>) -> Option<Transition> {
+    let step = steps.iter_mut().find(|s| s.name == name)?;
+    let to = report.state();
+    let from = step.state;
+    let message = report.message();
+    if from == to {
+        if step.message != message {
+            step.message = message;
+        }
+        return None;
+    }
+    match to {
+        StepState::InProgress => {
+            // A fresh start or a retry after a failure counts as an attempt;
+            // so does a converged step that has to work again (drift).
+            step.attempts = step.attempts.saturating_add(1);
+            if step.started_at.is_none() || from == StepState::Done {
+                step.started_at = Some(now);
+            }
+            step.finished_at = None;
+        }
+        StepState::Done => {
+            if step.started_at.is_none() {
+                step.started_at = Some(now);
+                step.attempts = step.attempts.max(1);
+            }
+            step.finished_at = Some(now);
+        }
+        StepState::Failed => {
+            if from != StepState::InProgress {
+                step.attempts = step.attempts.saturating_add(1);
+            }
+            step.started_at.get_or_insert(now);
+            step.finished_at = None;
+        }
+        StepState::Skipped | StepState::Pending => {
+            step.started_at = None;
+            step.finished_at = None;
+            step.attempts = 0;
+        }
+    }
+    step.state = to;
+    step.message.clone_from(&message);
+    Some((name, from, to, message.unwrap_or_default()))
+}
+
+/// The condition type of one step, e.g. `DatabaseReady`.
+#[must_use]
+pub fn step_condition(name: StepName) -> &'static str {
+    match name {
+        StepName::Database => "DatabaseReady",
+        StepName::Schema => "SchemaReady",
+        StepName::Credentials => "CredentialsReady",
+        StepName::Workspace => "WorkspaceReady",
+        StepName::Service => "ServiceReady",
+        StepName::Frontend => "FrontendReady",
+        StepName::Health => "HealthReady",
+        StepName::Notify => "NotifyReady",
+    }
+}
+
+/// Whether a step's result decides readiness: a welcome email that failed
+/// never makes an instance unready.
+#[must_use]
+pub fn gates_ready(name: StepName) -> bool {
+    name != StepName::Notify
+}
+
+/// Facts the summary needs besides the steps.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub generation: Option<i64>,
+    pub paused: bool,
+    pub deleting: bool,
+    /// A terminal problem: `(reason, message)`.
+    pub stalled: Option<(String, String)>,
+    /// Deletion is blocked (e.g. a platform is unreachable): the message.
+    pub delete_blocked: Option<String>,
+}
+
+/// Recomputes phase, current step and conditions from `status.steps` and `facts`.
+pub fn summarize(status: &mut TenantInstanceStatus, facts: &Facts, now: &Time) {
+    let gating: Vec<&StepStatus> = status.steps.iter().filter(|s| gates_ready(s.name)).collect();
+    let all_done = !gating.is_empty() && gating.iter().all(|s| matches!(s.state, StepState::Done | StepState::Skipped));
+    let current = status.steps.iter().find(|s| !matches!(s.state, StepState::Done | StepState::Skipped));
+    let was_ready = status.phase == Some(Phase::Ready) || status.phase == Some(Phase::Degraded);
+
+    let phase = if facts.deleting {
+        Phase::Deleting
+    } else if facts.stalled.is_some() {
+        Phase::Failed
+    } else if all_done {
+        Phase::Ready
+    } else if was_ready && status.steps.iter().any(|s| s.state == StepState::Done) {
+        Phase::Degraded
+    } else if status.steps.iter().all(|s| s.state == StepState::Pending) {
+        Phase::Pending
+    } else {
+        Phase::Provisioning
+    };
+    status.phase = Some(phase);
+    status.observed_generation = facts.generation;
+    status.current_step = match phase {
+        Phase::Ready => None,
+        _ => current.map(|s| s.name.as_str().to_string()),
+    };
+
+    let step_msg = |s: &StepStatus| s.message.clone().unwrap_or_else(|| format!("{:?}", s.state));
+    let ready = if facts.deleting {
+        Desired::new(names::COND_READY, false, reason::DELETING, "the instance is being deleted")
+    } else if all_done {
+        Desired::new(names::COND_READY, true, reason::READY, "every step converged")
+    } else {
+        let msg = current.map_or_else(String::new, |s| format!("step {}: {}", s.name.as_str(), step_msg(s)));
+        Desired::new(names::COND_READY, false, reason::PROGRESSING, msg)
+    };
+    let reconciling = if facts.deleting {
+        Desired::new(
+            names::COND_RECONCILING,
+            true,
+            reason::DELETING,
+            facts.delete_blocked.clone().unwrap_or_else(|| "deleting external objects".into()),
+        )
+    } else if facts.paused {
+        Desired::new(names::COND_RECONCILING, false, reason::PAUSED, "spec.paused is set: no platform is called")
+    } else if all_done || facts.stalled.is_some() {
+        Desired::new(names::COND_RECONCILING, false, reason::IDLE, "")
+    } else {
+        let msg = current.map_or_else(String::new, |s| format!("working on step {}", s.name.as_str()));
+        Desired::new(names::COND_RECONCILING, true, reason::PROGRESSING, msg)
+    };
+    let stalled = match (&facts.stalled, &facts.delete_blocked) {
+        (Some((r, m)), _) => Desired::new(names::COND_STALLED, true, r, m.clone()),
+        (None, Some(m)) => Desired::new(names::COND_STALLED, true, "DeleteBlocked", m.clone()),
+        (None, None) => Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, ""),
+    };
+    let mut desired = vec![ready, reconciling, stalled];
+    for s in &status.steps {
+        let ok = matches!(s.state, StepState::Done | StepState::Skipped);
+        let reason = match s.state {
+            StepState::Pending => "Pending",
+            StepState::InProgress => "InProgress",
+            StepState::Done => "Done",
+            StepState::Failed => "Failed",
+            StepState::Skipped => "Skipped",
+        };
+        desired.push(Desired::new(step_condition(s.name), ok, reason, s.message.clone().unwrap_or_default()));
+    }
+    status.conditions = conditions::merge(&status.conditions, &desired, facts.generation, now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    #[test]
+    fn align_keeps_progress_and_orders() {
+        let mut steps = Vec::new();
+        align(&mut steps, &[StepName::Database, StepName::Service]);
+        record(&mut steps, StepName::Service, &Report::Working("x".into()), t(0));
+        align(&mut steps, &[StepName::Database, StepName::Schema, StepName::Service]);
+        assert_eq!(
+            steps.iter().map(|s| s.name).collect::<Vec<_>>(),
+            [StepName::Database, StepName::Schema, StepName::Service]
+        );
+        assert_eq!(steps[2].state, StepState::InProgress);
+    }
+
+    #[test]
+    fn transitions_count_attempts_and_times() {
+        let mut steps = Vec::new();
+        align(&mut steps, &[StepName::Database]);
+        let tr = record(&mut steps, StepName::Database, &Report::Working("creating".into()), t(0));
+        assert_eq!(tr.map(|t| (t.1, t.2)), Some((StepState::Pending, StepState::InProgress)));
+        assert_eq!(steps[0].attempts, 1);
+        assert!(record(&mut steps, StepName::Database, &Report::Working("polling".into()), t(1)).is_none());
+        assert_eq!(steps[0].message.as_deref(), Some("polling"));
+        record(&mut steps, StepName::Database, &Report::Failed("503".into()), t(2));
+        assert_eq!(steps[0].attempts, 1, "a failure while working is the same attempt");
+        record(&mut steps, StepName::Database, &Report::Working("retry".into()), t(3));
+        assert_eq!(steps[0].attempts, 2);
+        record(&mut steps, StepName::Database, &Report::Done("ok".into()), t(4));
+        assert_eq!(steps[0].started_at, Some(t(0)));
+        assert_eq!(steps[0].finished_at, Some(t(4)));
+        assert!(record(&mut steps, StepName::Database, &Report::Done("ok".into()), t(5)).is_none());
+        assert_eq!(steps[0].finished_at, Some(t(4)), "steady state changes nothing");
+    }
+
+    #[test]
+    fn summary_is_ready_only_when_gating_steps_are_done() {
+        let mut st = TenantInstanceStatus::default();
+        align(&mut st.steps, &[StepName::Database, StepName::Notify]);
+        let facts = Facts { generation: Some(3), ..Facts::default() };
+        summarize(&mut st, &facts, &now());
+        assert_eq!(st.phase, Some(Phase::Pending));
+        record(&mut st.steps, StepName::Database, &Report::Done("ok".into()), t(0));
+        record(&mut st.steps, StepName::Notify, &Report::Failed("smtp down".into()), t(0));
+        summarize(&mut st, &facts, &now());
+        assert_eq!(st.phase, Some(Phase::Ready));
+        assert!(conditions::is_true(&st.conditions, names::COND_READY));
+        assert!(!conditions::is_true(&st.conditions, "NotifyReady"));
+        assert_eq!(st.observed_generation, Some(3));
+        let before = st.clone();
+        summarize(&mut st, &facts, &now());
+        assert_eq!(before, st, "recomputing from the same facts is identical");
+    }
+
+    #[test]
+    fn regressions_degrade_and_stalls_fail() {
+        let mut st = TenantInstanceStatus::default();
+        align(&mut st.steps, &[StepName::Database, StepName::Service]);
+        record(&mut st.steps, StepName::Database, &Report::Done("ok".into()), t(0));
+        record(&mut st.steps, StepName::Service, &Report::Done("ok".into()), t(0));
+        summarize(&mut st, &Facts::default(), &now());
+        record(&mut st.steps, StepName::Service, &Report::Working("recreating".into()), t(1));
+        summarize(&mut st, &Facts::default(), &now());
+        assert_eq!(st.phase, Some(Phase::Degraded));
+        assert_eq!(st.current_step.as_deref(), Some("service"));
+        let stalled = Facts { stalled: Some(("Unauthorized".into(), "railway: 401".into())), ..Facts::default() };
+        summarize(&mut st, &stalled, &now());
+        assert_eq!(st.phase, Some(Phase::Failed));
+        assert!(conditions::is_true(&st.conditions, names::COND_STALLED));
+        assert!(!conditions::is_true(&st.conditions, names::COND_RECONCILING));
+    }
+}

@@ -1,0 +1,102 @@
+//! The `database` step on Supabase (when `components.database.provider` is
+//! Supabase): one project per instance named after the marker, polled to
+//! ACTIVE_HEALTHY. Winston chooses the database password; it is stored in
+//! Secret `<instance>-database` BEFORE the project is created, so a crash
+//! between the two never loses the only copy.
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::{Resource, ResourceExt};
+use rand::RngCore;
+
+use super::external::{Converged, converge};
+use super::steps::{Pass, StepResult};
+use super::{Engine, EngineError};
+use crate::api::StepName;
+use crate::api::tenant_instance::SupabaseIds;
+use crate::names;
+use crate::providers::supabase::{SupabaseProjectSpec, SupabaseProjects};
+use crate::providers::{Marker, Secret};
+
+const PASSWORD_KEY: &str = "POSTGRES_PASSWORD";
+
+async fn password(pass: &Pass<'_>) -> Result<String, EngineError> {
+    let name = format!("{}-database", pass.ti.name_any());
+    if let Some(s) = pass.secrets.get_opt(&name).await? {
+        let v = s.data.as_ref().and_then(|d| d.get(PASSWORD_KEY)).map(|b| String::from_utf8_lossy(&b.0).to_string());
+        return v.ok_or(EngineError::Invalid("database Secret lacks its password"));
+    }
+    let mut raw = [0u8; 24];
+    rand::rng().fill_bytes(&mut raw);
+    let pw = hex::encode(raw);
+    let secret = KubeSecret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: pass.ti.namespace(),
+            labels: Some(BTreeMap::from([(names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string())])),
+            owner_references: pass.ti.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(PASSWORD_KEY.to_string(), ByteString(pw.clone().into_bytes()))])),
+        ..KubeSecret::default()
+    };
+    match pass.secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(pw),
+        Err(kube::Error::Api(s)) if s.code == 409 => Box::pin(password(pass)).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn spec(engine: &Engine, marker: &Marker, pw: &str) -> Result<SupabaseProjectSpec, EngineError> {
+    let organization = engine.args.supabase_organization.clone().ok_or(EngineError::Stalled {
+        reason: "SupabaseNotConfigured",
+        message: "the Supabase database provider needs WINSTON_SUPABASE_ORGANIZATION on the controller".into(),
+    })?;
+    Ok(SupabaseProjectSpec {
+        marker: marker.clone(),
+        organization,
+        region: engine.args.supabase_region.clone(),
+        db_pass: Secret::new(pw),
+        instance_size: None,
+    })
+}
+
+/// Converges the Supabase project and sets the pass's database URL.
+///
+/// # Errors
+/// See [`EngineError`].
+pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
+    let pw = password(pass).await?;
+    let spec = spec(pass.engine, &pass.marker, &pw)?;
+    let known = pass.rec.status.external.as_ref().and_then(|e| e.supabase.as_ref()).and_then(|s| s.project_ref.clone());
+    let res = SupabaseProjects(pass.engine.providers.supabase.clone());
+    let name = pass.marker.name();
+    let converged = converge(&res, &spec, StepName::Database, &name, known.as_deref(), &mut pass.rec, |r, id| {
+        r.status.external.get_or_insert_default().supabase =
+            id.map(|i| SupabaseIds { project_ref: Some(i.to_string()) });
+    })
+    .await?;
+    match converged {
+        Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("supabase: {message}"))),
+        Converged::Ready { id, observed } => {
+            let host =
+                observed.project.database.as_ref().map_or_else(|| format!("db.{id}.supabase.co"), |d| d.host.clone());
+            pass.database_url = Some(format!("postgresql://postgres:{pw}@{host}:5432/postgres"));
+            Ok(StepResult::Done(format!("Supabase project {id} ({})", observed.api_url)))
+        }
+    }
+}
+
+/// Deletes the Supabase project (by ref, then by marker); `true` when gone.
+///
+/// # Errors
+/// Platform failures.
+pub async fn remove(engine: &Engine, marker: &Marker, ids: Option<&SupabaseIds>) -> Result<bool, EngineError> {
+    let Ok(spec) = spec(engine, marker, "") else { return Ok(ids.and_then(|i| i.project_ref.as_ref()).is_none()) };
+    let res = SupabaseProjects(engine.providers.supabase.clone());
+    let known = ids.and_then(|s| s.project_ref.as_deref());
+    super::teardown::remove(&res, &spec, known).await
+}

@@ -1,0 +1,122 @@
+//! Deletion of an instance's external objects, in reverse step order, each
+//! verified gone (observed absent, by id and by marker) before the next.
+//! Objects created by a run that crashed before recording their id are
+//! found by marker and deleted too, so nothing is orphaned.
+use std::collections::BTreeMap;
+
+use super::Engine;
+use super::EngineError;
+use super::record::Recorder;
+use crate::api::TenantInstance;
+use crate::providers::neon::resources::{NeonProjectSpec, NeonProjects};
+use crate::providers::railway::resources::{RailwayProjectSpec, RailwayProjects, RailwayServiceSpec, RailwayServices};
+use crate::providers::{ExternalResource, Marker, Observation, ProviderError};
+
+/// Deletes what `res` finds for `spec` (by `known` id, then by marker).
+/// Returns `true` once nothing is left.
+pub(super) async fn remove<R: ExternalResource>(
+    res: &R,
+    spec: &R::Spec,
+    known: Option<&str>,
+) -> Result<bool, EngineError> {
+    let gone = |e: &ProviderError| e.category() == "not_found";
+    let mut obs = match res.observe(spec, known).await {
+        Err(e) if gone(&e) => return Ok(true),
+        other => other?,
+    };
+    if known.is_some() && matches!(obs, Observation::Absent) {
+        obs = match res.observe(spec, None).await {
+            Err(e) if gone(&e) => return Ok(true),
+            other => other?,
+        };
+    }
+    let ids = match obs {
+        Observation::Absent => return Ok(true),
+        // All of them carry our marker: on delete they are all ours to remove.
+        Observation::Ambiguous { ids } => ids,
+        Observation::InProgress { id, .. } | Observation::Ready { id, .. } | Observation::Failed { id, .. } => vec![id],
+    };
+    for id in ids {
+        match res.delete(&id, spec).await {
+            Err(e) if gone(&e) => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// One pass of deletion; `Ok(true)` when every external object is gone.
+///
+/// # Errors
+/// Platform failures (the caller shows them as `DeleteBlocked`).
+pub async fn delete_all(engine: &Engine, rec: &mut Recorder, ti: &TenantInstance) -> Result<bool, EngineError> {
+    let marker = Marker::new(ti.metadata.uid.as_deref().unwrap_or_default());
+    let ext = rec.status.external.clone().unwrap_or_default();
+    let p = &engine.providers;
+
+    // frontend
+    if !super::frontend::remove(engine, &marker, ext.vercel.as_ref()).await? {
+        return Ok(false);
+    }
+    if let Some(v) = rec.status.external.as_mut().and_then(|e| e.vercel.take()) {
+        drop(v);
+        rec.flush().await?;
+    }
+
+    // service, then its project
+    let railway = ext.railway.clone().unwrap_or_default();
+    let projects = RailwayProjects(p.railway.clone());
+    let project_spec = RailwayProjectSpec { marker: marker.clone() };
+    let mut found = projects.observe(&project_spec, railway.project_id.as_deref()).await?;
+    if railway.project_id.is_some() && matches!(found, Observation::Absent) {
+        found = projects.observe(&project_spec, None).await?;
+    }
+    let project = match found {
+        Observation::Ready { id, observed, .. } => Some((id, observed.environment_id)),
+        Observation::Ambiguous { ids } => {
+            for id in ids {
+                projects.delete(&id, &project_spec).await?;
+            }
+            return Ok(false);
+        }
+        _ => None,
+    };
+    if let Some((project_id, environment_id)) = project {
+        let spec = RailwayServiceSpec {
+            project_id: project_id.clone(),
+            environment_id,
+            marker: marker.clone(),
+            image: String::new(),
+            variables: BTreeMap::new(),
+            target_port: None,
+        };
+        if !remove(&RailwayServices(p.railway.clone()), &spec, railway.service_id.as_deref()).await? {
+            return Ok(false);
+        }
+        if !remove(&projects, &project_spec, Some(&project_id)).await? {
+            return Ok(false);
+        }
+    }
+    if let Some(r) = rec.status.external.as_mut().and_then(|e| e.railway.take()) {
+        drop(r);
+        rec.flush().await?;
+    }
+
+    // database
+    if !super::supabase::remove(engine, &marker, ext.supabase.as_ref()).await? {
+        return Ok(false);
+    }
+    let neon = ext.neon.clone().unwrap_or_default();
+    let spec = NeonProjectSpec::new(marker.clone(), &engine.args.neon_region, engine.args.postgres_version);
+    if !remove(&NeonProjects(p.neon.clone()), &spec, neon.project_id.as_deref()).await? {
+        return Ok(false);
+    }
+    if let Some(e) = rec.status.external.as_mut() {
+        e.neon = None;
+        e.supabase = None;
+    }
+    rec.flush().await?;
+    Ok(true)
+}

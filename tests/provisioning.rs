@@ -1,0 +1,114 @@
+//! The provisioning engine end to end on a real kube-apiserver, a real
+//! PostgreSQL and the platform emulator: a Tenant goes Ready with exactly one
+//! object of each kind, its credentials work, a steady state writes nothing,
+//! drift is repaired, and deletion leaves nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod provisioning_support;
+mod support;
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::DeleteParams;
+use provisioning_support::{Stack, apply_tenant, metric, ready, secret_value};
+use serde_json::json;
+use support::{TestNamespace, eventually};
+use winston::api::{StepState, Tenant, TenantInstance};
+
+const READY_WITHIN: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_goes_ready_steady_state_writes_nothing_and_deletion_cleans_up() {
+    let ns = TestNamespace::new("prov").await;
+    let stack = Stack::start(300).await;
+    let (_ctl, addr) = stack.controller(&ns.name, "a", &["--resync-seconds", "1"]);
+    apply_tenant(&ns, "bella", "");
+
+    let ti = ready(&ns, "bella-0", READY_WITHIN).await;
+    let st = ti.status.clone().unwrap();
+    let uid = ti.metadata.uid.clone().unwrap();
+    let marker = format!("wn-{}", uid.replace('-', "").get(..12).unwrap());
+    for (platform, kind) in [("neon", "project"), ("railway", "project"), ("railway", "service")] {
+        assert_eq!(stack.count(platform, kind, &marker).await, 1, "{platform}/{kind}: {}", stack.objects().await);
+    }
+    assert!(st.steps.iter().all(|s| matches!(s.state, StepState::Done | StepState::Skipped)), "{:?}", st.steps);
+    assert!(st.urls.as_ref().and_then(|u| u.service.clone()).unwrap().starts_with("https://"));
+    let secret = st.credentials_secret_ref.clone().unwrap().name;
+    let emails = stack.objects().await["resend"]["objects"]["email"].as_array().unwrap().len();
+    assert_eq!(emails, 1, "exactly one welcome email");
+
+    // The Secret's DATABASE_URL opens the tenant's database with its tables.
+    let url = secret_value(&ns, &secret, "DATABASE_URL").await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let tables: Vec<String> = tables.into_iter().map(|t| t.0).collect();
+    for t in ["conversations", "memories", "messages", "usage"] {
+        assert!(tables.contains(&t.to_string()), "{t} missing in {tables:?}");
+    }
+    // The key in the Secret is registered (hashed) with the tenant's account.
+    let key = secret_value(&ns, &secret, "WINSTON_API_KEY").await;
+    let ledger = winston::ledger::Ledger::connect(&stack.control_db, 1).await.unwrap();
+    let hash = winston::ledger::keys::hash_key(&key);
+    let keys = ledger.active_keys().await.unwrap();
+    assert!(keys.iter().any(|k| k.hash == hash && k.account_id == format!("{}/bella", ns.name)));
+
+    // Steady state: several resyncs later nothing was written anywhere.
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let rv = api.get("bella-0").await.unwrap().metadata.resource_version;
+    let mutations = stack.mutations().await;
+    let start = metric(&addr, "winston_reconciles_total").await;
+    eventually("three more reconciles", Duration::from_secs(30), || {
+        let addr = addr.clone();
+        async move { (metric(&addr, "winston_reconciles_total").await >= start + 3.0).then_some(()) }
+    })
+    .await;
+    assert_eq!(api.get("bella-0").await.unwrap().metadata.resource_version, rv, "status rewritten at rest");
+    assert_eq!(stack.mutations().await, mutations, "platform written at rest");
+
+    // Deleting the Tenant removes every external object, then the instance.
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    tenants.delete("bella", &DeleteParams::default()).await.unwrap();
+    eventually("the tenant and its instance gone", READY_WITHIN, || {
+        let (api, tenants) = (api.clone(), tenants.clone());
+        async move {
+            (api.get_opt("bella-0").await.ok()?.is_none() && tenants.get_opt("bella").await.ok()?.is_none())
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(stack.total_objects().await, 0, "left behind: {}", stack.objects().await);
+    assert!(ledger.active_keys().await.unwrap().iter().all(|k| k.hash != hash), "key not revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_deleted_out_of_band_is_recreated() {
+    let ns = TestNamespace::new("drift").await;
+    let stack = Stack::start(100).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &["--resync-seconds", "1"]);
+    apply_tenant(&ns, "drift", "");
+    let ti = ready(&ns, "drift-0", READY_WITHIN).await;
+    let old = ti.status.unwrap().external.unwrap().railway.unwrap().service_id.unwrap();
+    let r = stack.railway("mutation($id: String!) { serviceDelete(id: $id) }", json!({"id": old})).await;
+    assert!(r["errors"].is_null(), "{r}");
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let new = eventually("a new service recorded and Ready", READY_WITHIN, || {
+        let api = api.clone();
+        let old = old.clone();
+        async move {
+            let ti = api.get("drift-0").await.ok()?;
+            let st = ti.status?;
+            let id = st.external?.railway?.service_id?;
+            (id != old && winston::api::conditions::is_true(&st.conditions, "Ready")).then_some(id)
+        }
+    })
+    .await;
+    let marker = format!("wn-{}", ti.metadata.uid.unwrap().replace('-', "").get(..12).unwrap());
+    assert_eq!(stack.count("railway", "service", &marker).await, 1);
+    assert_ne!(new, old);
+}

@@ -1,0 +1,222 @@
+//! The provisioning stack of a test: one real PostgreSQL per test binary
+//! (Winston's control database and the Neon emulator's backing server), an
+//! in-process emulator per test, and `winston controller` processes wired
+//! to both through the same environment variables an operator would set.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::Value;
+use winston::api::{TenantInstance, conditions};
+use winston::devenv::postgres::TempPostgres;
+use winston::emulator::{DEFAULT_TOKEN, EmulatorConfig, Running};
+
+use crate::support::{TestNamespace, Winston, eventually};
+
+static PG: OnceLock<TempPostgres> = OnceLock::new();
+
+/// The PostgreSQL of this test binary, stopped by a watchdog when the binary exits.
+pub fn pg() -> &'static TempPostgres {
+    PG.get_or_init(|| {
+        winston::telemetry::install_crypto_provider();
+        let root = std::env::temp_dir().join(format!("winston-pg-{}", uuid::Uuid::new_v4().simple()));
+        let pg = TempPostgres::start_in(&root).expect("start postgres");
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -QUIT $(head -1 {root}/data/postmaster.pid) 2>/dev/null; sleep 1; rm -rf {root}",
+            pid = std::process::id(),
+            root = root.display()
+        );
+        #[allow(clippy::zombie_processes)]
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the postgres watchdog");
+        pg
+    })
+}
+
+/// One test's platforms and control database.
+pub struct Stack {
+    pub emu: Running,
+    pub control_db: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// An emulator whose lifecycles take `async_delay_ms`, and a fresh control database.
+    pub async fn start(async_delay_ms: u64) -> Self {
+        let pg = pg();
+        let db = format!("ctl_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        pg.create_database(&db).unwrap();
+        let config =
+            EmulatorConfig { async_delay_ms, postgres_url: Some(pg.url("postgres")), ..EmulatorConfig::default() };
+        let emu = winston::emulator::spawn(config).await.expect("start emulator");
+        Self { emu, control_db: pg.url(&db), http: reqwest::Client::new() }
+    }
+
+    /// The controller's environment: control database, every platform on
+    /// the emulator with `token`, health checks routed to the emulated apps.
+    pub fn env(&self, token: &str) -> Vec<(String, String)> {
+        let base = self.emu.base();
+        let mut env = vec![
+            ("WINSTON_DATABASE_URL".to_string(), self.control_db.clone()),
+            ("WINSTON_HEALTH_BASE_URL".to_string(), format!("{base}{}", winston::emulator::apps::APPS_PATH)),
+            ("WINSTON_POLL_MILLIS".to_string(), "200".to_string()),
+            ("WINSTON_STALLED_RETRY_SECONDS".to_string(), "300".to_string()),
+            ("WINSTON_SUPABASE_ORGANIZATION".to_string(), "winston-emulator".to_string()),
+        ];
+        for (p, path) in [
+            ("RAILWAY", winston::emulator::RAILWAY_PATH),
+            ("NEON", winston::emulator::NEON_PATH),
+            ("VERCEL", winston::emulator::VERCEL_PATH),
+            ("SUPABASE", winston::emulator::SUPABASE_PATH),
+            ("RESEND", winston::emulator::RESEND_PATH),
+        ] {
+            env.push((format!("WINSTON_{p}_BASE_URL"), format!("{base}{path}")));
+            env.push((format!("WINSTON_{p}_TOKEN"), token.to_string()));
+            env.push((format!("WINSTON_{p}_RATE_PER_MINUTE"), "100000".to_string()));
+            env.push((format!("WINSTON_{p}_BURST"), "1000".to_string()));
+        }
+        env
+    }
+
+    /// Starts a controller for `ns` with the emulator's token and `extra` flags.
+    pub fn controller(&self, ns: &str, identity: &str, extra: &[&str]) -> (Winston, String) {
+        self.controller_with(ns, identity, extra, &self.env(DEFAULT_TOKEN))
+    }
+
+    /// Starts a controller for `ns` with an explicit environment.
+    pub fn controller_with(
+        &self,
+        ns: &str,
+        identity: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> (Winston, String) {
+        let port = winston::devenv::free_port().unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "controller",
+            "--namespace",
+            ns,
+            "--lease-namespace",
+            ns,
+            "--metrics-addr",
+            &addr,
+            "--identity",
+            identity,
+            "--lease-duration-seconds",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        (Winston::spawn_with_env(&args, env, &format!("controller-{ns}")), addr)
+    }
+
+    /// `GET /_emulator/objects`.
+    pub async fn objects(&self) -> Value {
+        self.http.get(format!("{}/_emulator/objects", self.emu.base())).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Live objects of `kind` on `platform` whose name is `name`.
+    pub async fn count(&self, platform: &str, kind: &str, name: &str) -> usize {
+        let v = self.objects().await;
+        v[platform]["objects"][kind].as_array().map(|a| a.iter().filter(|o| o["name"] == name).count()).unwrap_or(0)
+    }
+
+    /// Every live object on every platform (for "nothing left"); sent
+    /// emails are history, not objects to delete, so Resend is left out.
+    pub async fn total_objects(&self) -> usize {
+        let v = self.objects().await;
+        v.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "resend")
+            .map(|(_, p)| p)
+            .filter_map(|p| p["objects"].as_object())
+            .flat_map(|kinds| kinds.values())
+            .filter_map(Value::as_array)
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Accepted writes per platform, summed.
+    pub async fn mutations(&self) -> u64 {
+        let v = self.objects().await;
+        v.as_object().unwrap().values().filter_map(|p| p["mutations"].as_u64()).sum()
+    }
+
+    /// Arms an emulator fault.
+    pub async fn fault(&self, fault: Value) {
+        let r = self.http.post(format!("{}/_emulator/faults", self.emu.base())).json(&fault).send().await.unwrap();
+        assert!(r.status().is_success(), "arming {fault}: {}", r.status());
+    }
+
+    /// A Railway GraphQL call as an out-of-band actor would make it.
+    pub async fn railway(&self, query: &str, variables: Value) -> Value {
+        self.http
+            .post(format!("{}{}", self.emu.base(), winston::emulator::RAILWAY_PATH))
+            .bearer_auth(DEFAULT_TOKEN)
+            .json(&serde_json::json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Applies a minimal Tenant named `name` (Neon + Railway on the starter plan).
+pub fn apply_tenant(ns: &TestNamespace, name: &str, extra_spec: &str) {
+    let yaml = format!(
+        "apiVersion: winston.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n  displayName: {name}\n  \
+         contactEmail: ops@{name}.example\n  plan: starter\n{extra_spec}"
+    );
+    let mut child = ns
+        .kubectl(&["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits until the instance `name` is Ready and returns it.
+pub async fn ready(ns: &TestNamespace, name: &str, timeout: Duration) -> TenantInstance {
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    eventually(&format!("TenantInstance {name} Ready"), timeout, || {
+        let api = api.clone();
+        async move {
+            let ti = api.get_opt(name).await.ok()??;
+            let st = ti.status.as_ref()?;
+            conditions::is_true(&st.conditions, "Ready").then_some(ti)
+        }
+    })
+    .await
+}
+
+/// The credentials Secret's value `key`.
+pub async fn secret_value(ns: &TestNamespace, secret: &str, key: &str) -> String {
+    let api: Api<Secret> = Api::namespaced(ns.client.clone(), &ns.name);
+    let s = api.get(secret).await.unwrap();
+    String::from_utf8(s.data.unwrap()[key].0.clone()).unwrap()
+}
+
+/// The controller's metric `name` summed over label sets, from its /metrics.
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let body = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
