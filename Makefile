@@ -75,6 +75,10 @@ manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and 
 .PHONY: manifests-check
 manifests-check: helm ## Fail when manifests/ or charts/winston/crds/ differ from what the chart generates
 	@scripts/gen-manifests --check
+.PHONY: demo
+demo: ## The whole system locally: control plane, PostgreSQL, emulator, controller, proxy, a Tenant to Ready (DEMO_EXIT=1 to exit after the summary)
+	@scripts/demo
+
 .PHONY: bench
 bench: ## Benchmarks (release build, not tests): proxy added latency, throughput, RSS
 	$(CARGO) bench --bench proxy

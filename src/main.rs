@@ -35,6 +35,8 @@ enum Command {
     Emulator(winston::emulator::EmulatorArgs),
     /// Show tenants, their provisioning steps, URLs and credits (`-w` to follow).
     Status(winston::status::StatusArgs),
+    /// Run a throwaway local PostgreSQL until stopped (used by `make demo`).
+    DevPostgres(winston::devenv::DevPostgresArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,
+        Command::DevPostgres(args) => runtime()?.block_on(winston::devenv::dev_postgres(args))?,
     }
     Ok(())
 }

@@ -139,16 +139,45 @@ fn impersonating_kubeconfig(user: &str, path: &Path) {
     std::fs::write(path, serde_yaml_ng::to_string(&kc).unwrap()).unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() {
     let ns = TestNamespace::new("chart-run").await;
     let tenants_ns = TestNamespace::new("chart-run-tenants").await;
     let release = format!("r{}", &ns.name[ns.name.len() - 8..]);
     install(&release, &ns.name, &[]);
-    let docs = documents(&render_release(&release, &ns.name, &[]));
     let dir = tempfile::tempdir().unwrap();
     let pg = winston::devenv::postgres::TempPostgres::start().unwrap();
-    let secrets = BTreeMap::from([("winston-database/url", pg.url("postgres"))]);
+    // The platforms are the emulator, configured the way an operator would:
+    // base URLs in values, tokens in the referenced Secret.
+    winston::telemetry::install_crypto_provider();
+    let emu = winston::emulator::spawn(winston::emulator::EmulatorConfig {
+        postgres_url: Some(pg.url("postgres")),
+        ..winston::emulator::EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = emu.base();
+    let sets: Vec<String> = [
+        ("railway", winston::emulator::RAILWAY_PATH),
+        ("neon", winston::emulator::NEON_PATH),
+        ("vercel", winston::emulator::VERCEL_PATH),
+        ("supabase", winston::emulator::SUPABASE_PATH),
+        ("resend", winston::emulator::RESEND_PATH),
+    ]
+    .iter()
+    .map(|(p, path)| format!("platforms.baseUrls.{p}={base}{path}"))
+    .collect();
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let docs = documents(&render_release(&release, &ns.name, &sets));
+    let token = winston::emulator::DEFAULT_TOKEN.to_string();
+    let secrets = BTreeMap::from([
+        ("winston-database/url", pg.url("postgres")),
+        ("winston-platform-tokens/railway", token.clone()),
+        ("winston-platform-tokens/neon", token.clone()),
+        ("winston-platform-tokens/vercel", token.clone()),
+        ("winston-platform-tokens/supabase", token.clone()),
+        ("winston-platform-tokens/resend", token),
+    ]);
 
     // The proxy: catalog, upstream keys and database exactly as mounted and referenced.
     let proxy = pod(&docs, &format!("{release}-winston-proxy"), &dir.path().join("proxy"), &ns.name, &secrets);
@@ -200,7 +229,7 @@ async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() 
     })
     .await;
     tenants.delete("acme", &DeleteParams::default()).await.unwrap();
-    eventually("the Tenant finalized and gone", WAIT, || async {
+    eventually("the Tenant finalized and gone", WAIT * 4, || async {
         tenants.get_opt("acme").await.unwrap().is_none().then_some(())
     })
     .await;

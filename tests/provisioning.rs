@@ -112,3 +112,110 @@ async fn a_service_deleted_out_of_band_is_recreated() {
     assert_eq!(stack.count("railway", "service", &marker).await, 1);
     assert_ne!(new, old);
 }
+
+/// Markers of the instance `<tenant>-0`.
+async fn marker_of(ns: &TestNamespace, name: &str) -> String {
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let uid = api.get(name).await.unwrap().metadata.uid.unwrap();
+    format!("wn-{}", uid.replace('-', "").get(..12).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tenants_converge_without_duplicates_through_ten_sigkills() {
+    const TENANTS: usize = 20;
+    let ns = TestNamespace::new("crash").await;
+    let stack = Stack::start(1000).await;
+    let (mut ctl, _) = stack.controller(&ns.name, "a", &[]);
+    for i in 0..TENANTS {
+        apply_tenant(&ns, &format!("t{i}"), "");
+    }
+    // Kill the controller at varied points of the work: after 1..=6 more
+    // platform writes each time, then restart it (same identity, so it
+    // takes its own Lease back at once).
+    for round in 0..10u64 {
+        let before = stack.mutations().await;
+        let more = 1 + (round * 7 + 3) % 6;
+        let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+        eventually(
+            &format!("round {round}: platform writes (or all Ready) before the kill"),
+            Duration::from_secs(120),
+            || {
+                let api = api.clone();
+                let stack = &stack;
+                async move {
+                    if stack.mutations().await >= before + more {
+                        return Some(());
+                    }
+                    let list = api.list(&Default::default()).await.ok()?;
+                    let all_ready = list.items.len() == TENANTS
+                        && list.items.iter().all(|ti| {
+                            ti.status
+                                .as_ref()
+                                .is_some_and(|s| winston::api::conditions::is_true(&s.conditions, "Ready"))
+                        });
+                    all_ready.then_some(())
+                }
+            },
+        )
+        .await;
+        ctl.kill();
+        ctl = stack.controller(&ns.name, "a", &[]).0;
+    }
+    for i in 0..TENANTS {
+        ready(&ns, &format!("t{i}-0"), Duration::from_secs(240)).await;
+    }
+    for i in 0..TENANTS {
+        let marker = marker_of(&ns, &format!("t{i}-0")).await;
+        for (platform, kind) in [("neon", "project"), ("railway", "project"), ("railway", "service")] {
+            assert_eq!(stack.count(platform, kind, &marker).await, 1, "t{i}: {platform}/{kind}");
+        }
+    }
+    let emails = stack.objects().await["resend"]["objects"]["email"].as_array().unwrap().len();
+    assert_eq!(emails, TENANTS, "one welcome email per tenant");
+
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    for i in 0..TENANTS {
+        tenants.delete(&format!("t{i}"), &DeleteParams::default()).await.unwrap();
+    }
+    eventually("every tenant gone", Duration::from_secs(240), || {
+        let tenants = tenants.clone();
+        async move { tenants.list(&Default::default()).await.ok()?.items.is_empty().then_some(()) }
+    })
+    .await;
+    assert_eq!(stack.total_objects().await, 0, "left behind: {}", stack.objects().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_keeps_objects_and_paused_calls_no_platform() {
+    let ns = TestNamespace::new("orphan").await;
+    let stack = Stack::start(50).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    apply_tenant(&ns, "keep", "  deletionPolicy: Orphan\n");
+    ready(&ns, "keep-0", READY_WITHIN).await;
+    let marker = marker_of(&ns, "keep-0").await;
+
+    // Paused: a spec change that would redeploy makes no platform call.
+    let mutations = stack.mutations().await;
+    apply_tenant(&ns, "keep", "  deletionPolicy: Orphan\n  paused: true\n  industry: Dentistry\n");
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    eventually("the instance reports Paused", READY_WITHIN, || {
+        let api = api.clone();
+        async move {
+            let st = api.get("keep-0").await.ok()?.status?;
+            st.conditions.iter().any(|c| c.type_ == "Reconciling" && c.reason == "Paused").then_some(())
+        }
+    })
+    .await;
+    assert_eq!(stack.mutations().await, mutations, "a paused instance called a platform");
+
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    tenants.delete("keep", &DeleteParams::default()).await.unwrap();
+    eventually("the tenant gone", READY_WITHIN, || {
+        let tenants = tenants.clone();
+        async move { tenants.get_opt("keep").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    for (platform, kind) in [("neon", "project"), ("railway", "project"), ("railway", "service")] {
+        assert_eq!(stack.count(platform, kind, &marker).await, 1, "Orphan removed {platform}/{kind}");
+    }
+}

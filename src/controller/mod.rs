@@ -161,7 +161,14 @@ fn build_engine(
 ) -> anyhow::Result<crate::engine::Engine> {
     let providers = crate::providers::Providers::new(&crate::providers::ProvidersConfig::from_env())?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    Ok(crate::engine::Engine { providers, ledger, plans, args: args.engine.clone(), http })
+    Ok(crate::engine::Engine {
+        providers,
+        ledger,
+        plans,
+        args: args.engine.clone(),
+        http,
+        stalls_seen: Default::default(),
+    })
 }
 
 async fn run_controllers(

@@ -24,3 +24,35 @@ pub fn running_as_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// `winston dev-postgres`: a throwaway PostgreSQL for `make demo`, kept
+/// until SIGTERM/Ctrl-C, then stopped and removed.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DevPostgresArgs {
+    /// Directory for the cluster (created; removed on exit).
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Databases to create besides `postgres`.
+    #[arg(long = "database")]
+    pub databases: Vec<String>,
+}
+
+/// Starts the cluster, prints `POSTGRES_URL=<url of database postgres>` and
+/// waits for a stop signal.
+///
+/// # Errors
+/// When the cluster cannot start or a database cannot be created.
+pub async fn dev_postgres(args: DevPostgresArgs) -> anyhow::Result<()> {
+    let pg = postgres::TempPostgres::start_in(&args.dir)?;
+    for db in &args.databases {
+        pg.create_database(db)?;
+    }
+    println!("POSTGRES_URL={}", pg.url("postgres"));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    drop(pg);
+    Ok(())
+}

@@ -91,6 +91,10 @@ pub struct Engine {
     pub plans: Arc<PlanCatalog>,
     pub args: EngineArgs,
     pub http: reqwest::Client,
+    /// Stalls this process recorded (`uid/generation`): only those wait for
+    /// `--stalled-retry-seconds`; a restarted controller (e.g. with a fixed
+    /// token) retries every stalled instance once at once.
+    pub stalls_seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Engine {

@@ -69,7 +69,9 @@ pub async fn apply(
                 .unwrap_or(0),
         );
         let retry = Duration::from_secs(engine.args.stalled_retry_seconds);
-        if stall.status == "True" && same_generation && since < retry && stall.reason != "DeleteBlocked" {
+        let seen =
+            engine.stalls_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&stall_key(ti));
+        if seen && stall.status == "True" && same_generation && since < retry && stall.reason != "DeleteBlocked" {
             return Ok(PassOutcome { action: Action::requeue(retry - since), failed: false });
         }
     }
@@ -116,6 +118,7 @@ pub async fn apply(
             }
             Err(e) => match e.stalled() {
                 Some((reason, message)) => {
+                    engine.stalls_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(stall_key(ti));
                     facts.stalled = Some((reason.to_string(), format!("step {}: {message}", step.as_str())));
                     next = Duration::from_secs(engine.args.stalled_retry_seconds);
                     Report::Stalled(message)
@@ -145,6 +148,10 @@ pub async fn apply(
     rec.flush().await?;
     publish(ctx, ti, &transitions).await;
     Ok(PassOutcome { action: Action::requeue(next), failed })
+}
+
+fn stall_key(ti: &TenantInstance) -> String {
+    format!("{}/{}", ti.uid().unwrap_or_default(), ti.metadata.generation.unwrap_or_default())
 }
 
 async fn publish(ctx: &Context, ti: &TenantInstance, transitions: &[Transition]) {

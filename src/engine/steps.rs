@@ -134,23 +134,15 @@ impl Pass<'_> {
                 }
             })
             .await?;
-        let project_id = match converged {
+        let (project_id, uri) = match converged {
             Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(message)),
-            Converged::Ready { id, .. } => id,
+            Converged::Ready { id, observed } => (id, observed.connection_uri),
         };
-        let branch_id = match self.neon_ids().branch_id.clone() {
-            Some(b) => b,
-            None => {
-                let branches = neon.find_branches(&project_id, "main").await?;
-                let Some(b) = branches.into_iter().next() else {
-                    return Ok(StepResult::Waiting("waiting for the project's main branch".into()));
-                };
-                b.id
-            }
+        // Right after creation the endpoint may not serve a URI yet: wait, don't stall.
+        let Some(uri) = uri else {
+            return Ok(StepResult::Waiting("waiting for the database endpoint".into()));
         };
-        let uri = neon.connection_uri(&project_id, &branch_id, &spec.database_name, &spec.role_name).await?;
         let ids = self.neon_ids();
-        ids.branch_id = Some(branch_id);
         ids.role_name = Some(spec.role_name.clone());
         ids.database_name = Some(spec.database_name.clone());
         self.database_url = Some(uri.expose().to_string());

@@ -1,0 +1,25 @@
+//! `make demo` as CI runs it (`DEMO_EXIT=1`): the whole system comes up,
+//! the example Tenant goes Ready, one LLM call is metered, and the script
+//! exits 0 after stopping everything it started.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+#[test]
+fn the_demo_reaches_ready_meters_a_call_and_exits_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/demo"))
+        .env("DEMO_EXIT", "1")
+        .env("WINSTON_BIN", env!("CARGO_BIN_EXE_winston"))
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("is Ready in namespace demo"), "{stdout}");
+    let credits = stdout.lines().find(|l| l.trim_start().starts_with("Credits:")).unwrap();
+    let nums: Vec<i64> = credits.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(nums.len(), 2, "{credits}");
+    assert!(nums[1] < nums[0], "credits did not go down: {credits}");
+}
