@@ -219,3 +219,38 @@ async fn orphan_keeps_objects_and_paused_calls_no_platform() {
         assert_eq!(stack.count(platform, kind, &marker).await, 1, "Orphan removed {platform}/{kind}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_stalls_and_a_fixed_token_recovers_without_touching_the_tenant() {
+    let ns = TestNamespace::new("auth").await;
+    let stack = Stack::start(50).await;
+    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+    for (k, v) in &mut env {
+        if k == "WINSTON_RAILWAY_TOKEN" {
+            *v = "not-a-valid-token".into();
+        }
+    }
+    let (bad, _) = stack.controller_with(&ns.name, "a", &[], &env);
+    apply_tenant(&ns, "auth", "");
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let stalled = eventually("Stalled with the platform's message", READY_WITHIN, || {
+        let api = api.clone();
+        async move {
+            let st = api.get("auth-0").await.ok()?.status?;
+            let c = st.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True")?.clone();
+            Some((c, st.phase))
+        }
+    })
+    .await;
+    assert_eq!(stalled.0.reason, "Unauthorized", "{:?}", stalled.0);
+    assert!(stalled.0.message.contains("railway"), "{}", stalled.0.message);
+    assert!(!stalled.0.message.contains("not-a-valid-token"), "the token leaked: {}", stalled.0.message);
+    assert_eq!(stalled.1, Some(winston::api::Phase::Failed));
+    let generation = api.get("auth-0").await.unwrap().metadata.generation;
+
+    // The operator fixes the token and the controller restarts with it.
+    bad.kill();
+    let (_good, _) = stack.controller(&ns.name, "a", &[]);
+    let ti = ready(&ns, "auth-0", READY_WITHIN).await;
+    assert_eq!(ti.metadata.generation, generation, "the Tenant was not touched");
+}
