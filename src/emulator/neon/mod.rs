@@ -373,7 +373,17 @@ fn new_endpoint(b: &Branch, kind: &str) -> Endpoint {
 
 // ---------- projects ----------
 
+/// `POST /projects`. Like the real platform, a create finishes even when the
+/// caller disconnects mid-request (e.g. a controller killed by SIGKILL), so
+/// the work runs in its own task instead of the request's future.
 async fn create_project(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let h = headers.clone();
+    tokio::spawn(create_project_detached(emu, headers, body))
+        .await
+        .unwrap_or_else(|_| error_response(P, 500, "", "internal error", &h))
+}
+
+async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -> Response {
     emu.guard(P, "createProject", &headers, || async {
         let Some(p) = body.get("project").filter(|p| p.is_object()) else {
             return error_response(P, 400, "", "request body must contain \"project\"", &headers);
