@@ -191,3 +191,30 @@ fn find_bindir() -> Option<PathBuf> {
     }
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| has(d)))
 }
+
+/// A PostgreSQL shared by the whole process (one per test binary), for
+/// statics that are never dropped: a watchdog shell stops the server
+/// (SIGQUIT, immediate shutdown) and removes its directory once this
+/// process is gone.
+///
+/// # Errors
+/// As [`TempPostgres::start_in`], or when the watchdog cannot start.
+pub fn start_for_process() -> Result<TempPostgres, PgError> {
+    let root = std::env::temp_dir().join(format!("winston-pg-{}", uuid::Uuid::new_v4().simple()));
+    let pg = TempPostgres::start_in(&root)?;
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -QUIT $(head -1 {root}/data/postmaster.pid) 2>/dev/null; sleep 1; rm -rf {root}",
+        pid = std::process::id(),
+        root = root.display()
+    );
+    // The watchdog outlives this process by design; nobody waits for it.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| PgError::Command { action: "start the postgres watchdog", detail: e.to_string() })?;
+    Ok(pg)
+}

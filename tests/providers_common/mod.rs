@@ -20,25 +20,7 @@ static PG: OnceLock<TempPostgres> = OnceLock::new();
 pub fn pg() -> &'static TempPostgres {
     PG.get_or_init(|| {
         winston::telemetry::install_crypto_provider();
-        let root = std::env::temp_dir().join(format!("winston-pg-{}", uuid::Uuid::new_v4().simple()));
-        let pg = TempPostgres::start_in(&root).expect("start postgres");
-        // Statics are never dropped: a watchdog stops the server (SIGQUIT =
-        // immediate shutdown) and removes it once this process is gone.
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -QUIT $(head -1 {root}/data/postmaster.pid) 2>/dev/null; sleep 1; rm -rf {root}",
-            pid = std::process::id(),
-            root = root.display()
-        );
-        // The watchdog outlives this process by design; nobody waits for it.
-        #[allow(clippy::zombie_processes)]
-        std::process::Command::new("sh")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the postgres watchdog");
-        pg
+        winston::devenv::postgres::start_for_process().expect("start postgres")
     })
 }
 
