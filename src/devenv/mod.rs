@@ -29,9 +29,11 @@ pub fn running_as_root() -> bool {
 /// until SIGTERM/Ctrl-C, then stopped and removed.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DevPostgresArgs {
-    /// Directory for the cluster (created; removed on exit).
+    /// Directory for the cluster (created; removed on exit). Default: a new
+    /// directory under the system temp dir, which the `postgres` user can
+    /// reach even when the checkout sits in a private (0700) directory.
     #[arg(long)]
-    pub dir: std::path::PathBuf,
+    pub dir: Option<std::path::PathBuf>,
     /// Databases to create besides `postgres`.
     #[arg(long = "database")]
     pub databases: Vec<String>,
@@ -43,7 +45,10 @@ pub struct DevPostgresArgs {
 /// # Errors
 /// When the cluster cannot start or a database cannot be created.
 pub async fn dev_postgres(args: DevPostgresArgs) -> anyhow::Result<()> {
-    let pg = postgres::TempPostgres::start_in(&args.dir)?;
+    let pg = match &args.dir {
+        Some(dir) => postgres::TempPostgres::start_in(dir)?,
+        None => postgres::TempPostgres::start()?,
+    };
     for db in &args.databases {
         pg.create_database(db)?;
     }
