@@ -254,3 +254,65 @@ async fn a_rejected_token_stalls_and_a_fixed_token_recovers_without_touching_the
     let ti = ready(&ns, "auth-0", READY_WITHIN).await;
     assert_eq!(ti.metadata.generation, generation, "the Tenant was not touched");
 }
+
+/// Every fault the platforms are known for, armed before three tenants (one
+/// with a Vercel frontend) are applied: 429 storms with Retry-After, 5xx,
+/// Neon 423, a failed Railway and Vercel deployment, requests that outlast
+/// the client timeout, and creates performed whose answer is lost. Every
+/// fault is consumed, every tenant goes Ready, and each object exists once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_platform_faults_converges_without_duplicates() {
+    let ns = TestNamespace::new("storm").await;
+    let stack = Stack::start(50).await;
+    let faults = [
+        json!({"platform": "railway", "kind": "rate_limit", "count": 8, "retry_after_secs": 1}),
+        json!({"platform": "railway", "operation": "projectCreate", "kind": "server_error", "status": 502, "count": 2}),
+        json!({"platform": "railway", "operation": "projectCreate", "kind": "drop_response"}),
+        json!({"platform": "railway", "operation": "serviceCreate", "kind": "server_error", "status": 503}),
+        json!({"platform": "railway", "operation": "serviceCreate", "kind": "drop_response"}),
+        json!({"platform": "railway", "operation": "serviceInstanceDeployV2", "kind": "delay", "delay_ms": 2500}),
+        json!({"platform": "railway", "kind": "fail_deployment"}),
+        json!({"platform": "neon", "kind": "rate_limit", "count": 4, "retry_after_secs": 1}),
+        json!({"platform": "neon", "operation": "createProject", "kind": "server_error", "status": 500}),
+        json!({"platform": "neon", "operation": "createProject", "kind": "drop_response", "count": 2}),
+        json!({"platform": "neon", "operation": "getConnectionUri", "kind": "locked", "count": 3}),
+        json!({"platform": "neon", "operation": "getProject", "kind": "delay", "delay_ms": 2500}),
+        json!({"platform": "vercel", "kind": "rate_limit", "count": 3, "retry_after_secs": 1}),
+        json!({"platform": "vercel", "operation": "createProject", "kind": "drop_response"}),
+        json!({"platform": "vercel", "operation": "createEnv", "kind": "server_error", "status": 500}),
+        json!({"platform": "vercel", "kind": "fail_deployment"}),
+        json!({"platform": "resend", "operation": "sendEmail", "kind": "server_error", "status": 500, "count": 2}),
+        json!({"platform": "resend", "operation": "sendEmail", "kind": "drop_response"}),
+    ];
+    for f in faults {
+        stack.fault(f).await;
+    }
+    // Short client timeouts so the delayed answers count as timeouts.
+    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+    for p in ["RAILWAY", "NEON", "VERCEL", "RESEND"] {
+        env.push((format!("WINSTON_{p}_TIMEOUT_MS"), "1500".into()));
+    }
+    let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
+    apply_tenant(&ns, "s1", "");
+    apply_tenant(&ns, "s2", "");
+    let frontend = "  components:\n    database: {provider: Neon}\n    compute: {provider: Railway}\n    frontend:\n      \
+                    provider: Vercel\n      gitRepository: {repo: storm/site, ref: main}\n";
+    apply_tenant(&ns, "s3", frontend);
+
+    for name in ["s1-0", "s2-0", "s3-0"] {
+        ready(&ns, name, Duration::from_secs(180)).await;
+    }
+    let left: serde_json::Value =
+        reqwest::get(format!("{}/_emulator/faults", stack.emu.base())).await.unwrap().json().await.unwrap();
+    assert_eq!(left["faults"], json!([]), "faults never reached: {left}");
+    for name in ["s1-0", "s2-0", "s3-0"] {
+        let marker = marker_of(&ns, name).await;
+        for (platform, kind) in [("neon", "project"), ("railway", "project"), ("railway", "service")] {
+            assert_eq!(stack.count(platform, kind, &marker).await, 1, "{name}: {platform}/{kind}");
+        }
+    }
+    let marker = marker_of(&ns, "s3-0").await;
+    assert_eq!(stack.count("vercel", "project", &marker).await, 1, "{}", stack.objects().await);
+    let emails = stack.objects().await["resend"]["objects"]["email"].as_array().unwrap().len();
+    assert_eq!(emails, 3, "exactly one welcome email per tenant");
+}

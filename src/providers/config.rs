@@ -148,7 +148,8 @@ impl ProvidersConfig {
     }
 
     /// Reads `WINSTON_<PLATFORM>_BASE_URL`, `WINSTON_<PLATFORM>_TOKEN` and the
-    /// optional budget overrides `WINSTON_<PLATFORM>_RATE_PER_MINUTE` / `_BURST`
+    /// optional overrides `WINSTON_<PLATFORM>_TIMEOUT_MS` (per request) and
+    /// `WINSTON_<PLATFORM>_RATE_PER_MINUTE` / `_BURST` (the request budget)
     /// (plus `WINSTON_VERCEL_TEAM_ID`, `WINSTON_RAILWAY_WORKSPACE_ID`,
     /// `WINSTON_SUPABASE_ORGANIZATION`, `WINSTON_NEON_ORG_ID`); a missing base
     /// URL means the real platform.
@@ -161,6 +162,9 @@ impl ProvidersConfig {
                 PlatformConfig::public(platform, Secret::new(var(&format!("WINSTON_{up}_TOKEN")).unwrap_or_default()));
             if let Some(url) = var(&format!("WINSTON_{up}_BASE_URL")) {
                 c.base_url = url;
+            }
+            if let Some(ms) = var(&format!("WINSTON_{up}_TIMEOUT_MS")).and_then(|v| v.parse::<u64>().ok()) {
+                c.timeout_ms = ms.max(1);
             }
             // Budget overrides, e.g. for a higher plan or the local emulator.
             let rate = var(&format!("WINSTON_{up}_RATE_PER_MINUTE")).and_then(|v| v.parse().ok());
