@@ -80,8 +80,9 @@ demo: ## The whole system locally: control plane, PostgreSQL, emulator, controll
 	@scripts/demo
 
 .PHONY: bench
-bench: ## Benchmarks (release build, not tests): proxy added latency, throughput, RSS
+bench: controlplane ## Benchmarks (release build, not tests): proxy latency/throughput/RSS; provisioning of 1/100/1,000 tenants
 	$(CARGO) bench --bench proxy
+	$(CARGO) bench --bench provisioning
 
 .PHONY: test
 test: prereqs fmt-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, chart lint, manifests drift, all tests

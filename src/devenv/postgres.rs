@@ -85,6 +85,12 @@ impl TempPostgres {
         self.port
     }
 
+    /// Process id of the postmaster (its backends are its children).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.root.join("data/postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+    }
+
     /// A connection URL for the `postgres` superuser and the given database.
     #[must_use]
     pub fn url(&self, database: &str) -> String {

@@ -85,6 +85,8 @@ pub struct Emulator {
     world: Mutex<World>,
     pub faults: FaultBook,
     windows: Mutex<BTreeMap<Platform, (u64, u32)>>,
+    /// Authorized requests per platform since start (reads and writes).
+    requests: Mutex<BTreeMap<Platform, u64>>,
     /// Backing PostgreSQL for Neon roles and databases.
     pub pg: Option<sqlx::PgPool>,
     /// Host and port the Neon connection URIs point at.
@@ -125,6 +127,7 @@ impl Emulator {
             world: Mutex::new(world),
             faults: FaultBook::default(),
             windows: Mutex::new(BTreeMap::new()),
+            requests: Mutex::new(BTreeMap::new()),
             pg,
             pg_host,
             pg_port,
@@ -133,6 +136,11 @@ impl Emulator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Authorized requests `platform` received since start.
+    pub fn requests(&self, platform: Platform) -> u64 {
+        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&platform).copied().unwrap_or(0)
     }
 
     /// Reads the world.
@@ -195,6 +203,7 @@ impl Emulator {
         if !self.authorized(platform, headers) {
             return unauthorized(platform, headers);
         }
+        *self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(platform).or_insert(0) += 1;
         let (limit, remaining, reset_s) = self.count_request(platform);
         let mut drop_response = false;
         if remaining < 0 {

@@ -3,7 +3,8 @@
 //! the wire formats of `reference/provider-apis.md`.
 //!
 //! Test endpoints: `GET /_emulator/objects` (every live object per platform
-//! and kind, plus the mutation counter per platform) and
+//! and kind, plus per platform the accepted writes and all authorized
+//! requests) and
 //! `/_emulator/faults` (see [`faults`]). State is in memory and optionally
 //! persisted to a JSON file. The mock LLM upstreams ([`llm`]: Anthropic
 //! under `/anthropic`, OpenAI-compatible under `/openai`) are served by the
@@ -247,15 +248,16 @@ async fn shutdown_signal() {
 }
 
 async fn objects(State(emu): State<Shared>) -> Json<Value> {
+    use crate::providers::Platform as P;
     let body = emu.read(|w| {
         let count = |p| w.mutations.get(&p).copied().unwrap_or(0);
-        use crate::providers::Platform as P;
+        let req = |p| emu.requests(p);
         json!({
-            "neon": {"objects": w.neon.objects(), "mutations": count(P::Neon)},
-            "railway": {"objects": w.railway.objects(), "mutations": count(P::Railway)},
-            "vercel": {"objects": w.vercel.objects(), "mutations": count(P::Vercel)},
-            "resend": {"objects": w.resend.objects(), "mutations": count(P::Resend)},
-            "supabase": {"objects": w.supabase.objects(), "mutations": count(P::Supabase)},
+            "neon": {"objects": w.neon.objects(), "mutations": count(P::Neon), "requests": req(P::Neon)},
+            "railway": {"objects": w.railway.objects(), "mutations": count(P::Railway), "requests": req(P::Railway)},
+            "vercel": {"objects": w.vercel.objects(), "mutations": count(P::Vercel), "requests": req(P::Vercel)},
+            "resend": {"objects": w.resend.objects(), "mutations": count(P::Resend), "requests": req(P::Resend)},
+            "supabase": {"objects": w.supabase.objects(), "mutations": count(P::Supabase), "requests": req(P::Supabase)},
         })
     });
     Json(body)

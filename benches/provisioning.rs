@@ -1,0 +1,482 @@
+//! `make bench`, provisioning part: what the engine costs to take tenants to
+//! Ready, against instant platform emulators.
+//!
+//! One real control plane (etcd + kube-apiserver from `tests/controlplane`,
+//! CRDs installed), one real PostgreSQL (Winston's control database and the
+//! Neon emulator's backing server: every Neon project is a real database
+//! that the schema step migrates), and per round a fresh in-process
+//! emulator with `async_delay_ms: 0` and a fresh release `winston
+//! controller` process with its defaults (8 concurrent reconciles per kind,
+//! info logs) and platform budgets lifted so the emulator, not the
+//! published rate limits, is the far end.
+//!
+//! Rounds of 1, 100 and 1,000 Tenants (override with `BENCH_TENANTS=1,100`),
+//! each applied at once (32 creates in flight), in a namespace of its own.
+//! Per round:
+//! - apply-to-Ready p50/p99/max: from each Tenant's create returning to the
+//!   watch event that shows its `Ready` condition True;
+//! - time until all are Ready;
+//! - Kubernetes API writes and reads per tenant, counted by the API server
+//!   itself (`apiserver_request_total`, minus the benchmark's own creates),
+//!   writes broken down by resource;
+//! - platform requests and accepted writes per tenant, counted by the
+//!   emulator, beside the objects per tenant (the floor for writes);
+//! - the controller's CPU seconds and peak RSS (VmHWM).
+//!
+//! The comparison baseline, measured in the same run: the same number of
+//! Tenants applied with no controller running, until the watch has seen them
+//! all: the API server's own floor for "apply N objects and watch them".
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+#[path = "../tests/provisioning_support/mod.rs"]
+mod provisioning_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use provisioning_support::Stack;
+use support::control_plane;
+use winston::api::{Tenant, TenantInstance, conditions};
+
+const IN_FLIGHT: usize = 32;
+
+fn main() {
+    // `cargo test --all-targets` runs bench targets without `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("provisioning benchmark: run it with `make bench` (cargo bench --bench provisioning)");
+        return;
+    }
+    let rounds: Vec<usize> = std::env::var("BENCH_TENANTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 100, 1_000]);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(run(&rounds));
+}
+
+async fn run(rounds: &[usize]) {
+    let started = Instant::now();
+    let cp = control_plane();
+    let client = cp.client().await;
+    let cores = std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1);
+    println!(
+        "provisioning benchmark: {cores} cores; release controller; instant emulator; real apiserver + PostgreSQL"
+    );
+    println!();
+    println!(
+        "{:>7} | {:>24} | {:>10} | {:>16} | {:>13} | {:>16} | {:>9} | {:>8}",
+        "tenants",
+        "apply->Ready p50/p99/max",
+        "all Ready",
+        "kube writes/ten",
+        "kube reads/t",
+        "platform req/wr",
+        "ctl CPU s",
+        "peak RSS"
+    );
+    // A first create of a fresh API server's custom resource is slow; keep it out of the figures.
+    baseline(&client, 1).await;
+    let mut details = Vec::new();
+    for &n in rounds {
+        let baseline = baseline(&client, n).await;
+        let r = round(&client, n).await;
+        println!(
+            "{:>7} | {:>7} {:>7} {:>8} | {:>10} | {:>16.1} | {:>13.1} | {:>7.1} / {:>6.1} | {:>9.1} | {:>5} MiB",
+            n,
+            ms(r.latency.p50),
+            ms(r.latency.p99),
+            ms(r.latency.max),
+            secs(r.all_ready),
+            r.kube_writes as f64 / n as f64,
+            r.kube_reads as f64 / n as f64,
+            r.platform_requests as f64 / n as f64,
+            r.platform_writes as f64 / n as f64,
+            r.cpu_seconds,
+            r.peak_rss_kib / 1024,
+        );
+        details.push((n, r, baseline));
+    }
+    println!();
+    println!("baseline (same run, no controller): apply N Tenants and watch them all arrive");
+    for (n, r, b) in &details {
+        println!(
+            "  {n:>5} tenants: {} until all seen (to all Ready the controller took {}: {:.1}x); {:.1} live platform objects per tenant",
+            secs(*b),
+            secs(r.all_ready),
+            r.all_ready.as_secs_f64() / b.as_secs_f64().max(1e-3),
+            r.objects as f64 / *n as f64,
+        );
+    }
+    println!();
+    println!("CPU seconds per round by process (where the {cores} cores went):");
+    for (n, r, _) in &details {
+        let parts: Vec<String> = r.cpu.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+        println!("  {n:>5} tenants: {}", parts.join(", "));
+    }
+    println!();
+    println!("median time per step (from the instances' status; steps finished in one pass share its clock reading):");
+    for (n, r, _) in &details {
+        let parts: Vec<String> = r.steps.iter().map(|(k, v)| format!("{k} {}", ms(*v))).collect();
+        println!("  {n:>5} tenants: {}", parts.join(", "));
+    }
+    println!();
+    println!("kube writes per tenant by resource (API server's count, benchmark's own creates removed):");
+    for (n, r, _) in &details {
+        let parts: Vec<String> =
+            r.writes_by_resource.iter().map(|(k, v)| format!("{k} {:.2}", *v as f64 / *n as f64)).collect();
+        println!("  {n:>5} tenants: {}", parts.join(", "));
+    }
+    println!();
+    println!("kube reads per tenant by verb and resource (API server's count):");
+    for (n, r, _) in &details {
+        let parts: Vec<String> =
+            r.reads_by_resource.iter().map(|(k, v)| format!("{k} {:.2}", *v as f64 / *n as f64)).collect();
+        println!("  {n:>5} tenants: {}", parts.join(", "));
+    }
+    println!();
+    println!("provisioning benchmark done in {}", secs(started.elapsed()));
+}
+
+/// One round's figures.
+struct Round {
+    latency: Percentiles,
+    all_ready: Duration,
+    kube_writes: u64,
+    kube_reads: u64,
+    writes_by_resource: BTreeMap<String, u64>,
+    reads_by_resource: BTreeMap<String, u64>,
+    platform_requests: u64,
+    platform_writes: u64,
+    objects: usize,
+    cpu_seconds: f64,
+    peak_rss_kib: u64,
+    /// CPU seconds of every process on the machine's side of the round.
+    cpu: Vec<(&'static str, f64)>,
+    /// Median time per step (first start to finish), in step order.
+    steps: Vec<(String, Duration)>,
+}
+
+struct Percentiles {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn percentiles(mut v: Vec<Duration>) -> Percentiles {
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    Percentiles { p50: at(0.50), p99: at(0.99), max: *v.last().unwrap() }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+async fn namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    api.create(&Default::default(), &ns).await.unwrap();
+    name
+}
+
+fn tenant(name: &str) -> Tenant {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "winston.dev/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"displayName": name, "contactEmail": format!("ops@{name}.example"), "plan": "starter"},
+    }))
+    .unwrap()
+}
+
+/// Creates `n` Tenants (IN_FLIGHT at a time); returns when each create returned.
+async fn apply(api: &Api<Tenant>, n: usize) -> HashMap<String, Instant> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("b{i}");
+                api.create(&Default::default(), &tenant(&name)).await.unwrap();
+                (name, Instant::now())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Watches Tenants in `api` until `done` holds for all `n`; the task
+/// returns when each first did. Returns once the watch's initial list is in.
+async fn watch_until(
+    api: Api<Tenant>,
+    n: usize,
+    deadline: Duration,
+    done: fn(&Tenant) -> bool,
+) -> tokio::task::JoinHandle<HashMap<String, Instant>> {
+    let (listed, is_listed) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut listed = Some(listed);
+        let mut seen = HashMap::new();
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let stop = Instant::now() + deadline;
+        while seen.len() < n {
+            let left = stop.saturating_duration_since(Instant::now());
+            let ev = tokio::time::timeout(left, stream.try_next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} tenants within {deadline:?}", seen.len()));
+            let objs = match ev.unwrap() {
+                Some(watcher::Event::Apply(t) | watcher::Event::InitApply(t)) => vec![t],
+                Some(watcher::Event::InitDone) => {
+                    listed.take().map(|l| l.send(()));
+                    Vec::new()
+                }
+                Some(_) => Vec::new(),
+                None => break,
+            };
+            let now = Instant::now();
+            for t in objs {
+                if done(&t) {
+                    seen.entry(t.metadata.name.clone().unwrap()).or_insert(now);
+                }
+            }
+        }
+        seen
+    });
+    is_listed.await.expect("the watch's initial list");
+    task
+}
+
+fn is_ready(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, "Ready"))
+}
+
+/// Apply `n` Tenants with no controller and wait until the watch saw all.
+async fn baseline(client: &kube::Client, n: usize) -> Duration {
+    let ns = namespace(client, "bench-base").await;
+    let api: Api<Tenant> = Api::namespaced(client.clone(), &ns);
+    let watch = watch_until(api.clone(), n, Duration::from_secs(600), |_| true).await;
+    let start = Instant::now();
+    apply(&api, n).await;
+    let seen = watch.await.unwrap();
+    seen.values().max().unwrap().duration_since(start)
+}
+
+async fn round(client: &kube::Client, n: usize) -> Round {
+    let ns = namespace(client, "bench").await;
+    let stack = Stack::start(0).await;
+    let before = apiserver_requests(client).await;
+    let cpu_before = cpu_by_process();
+    let mut ctl = Controller::start(&stack, &ns);
+    let api: Api<Tenant> = Api::namespaced(client.clone(), &ns);
+    // Generous: the deadline only stops a broken run.
+    let deadline = Duration::from_secs(120 + 2 * n as u64);
+    let watch = watch_until(api.clone(), n, deadline, is_ready).await;
+    let start = Instant::now();
+    let applied = apply(&api, n).await;
+    let ready = watch.await.unwrap();
+    let all_ready = ready.values().max().unwrap().duration_since(start);
+    let latency = percentiles(ready.iter().map(|(name, at)| at.duration_since(applied[name])).collect());
+    let cpu_after = cpu_by_process();
+    let steps = step_medians(client, &ns).await;
+    let cpu_seconds = ctl.cpu_seconds();
+    let mut cpu: Vec<(&'static str, f64)> =
+        cpu_after.iter().zip(&cpu_before).map(|((name, a), (_, b))| (*name, a - b)).collect();
+    cpu.insert(0, ("winston controller", cpu_seconds));
+    let peak_rss_kib = ctl.status_kib("VmHWM:");
+    ctl.stop();
+    let after = apiserver_requests(client).await;
+
+    let mut writes_by_resource: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reads_by_resource: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut kube_writes, mut kube_reads) = (0u64, 0u64);
+    for ((verb, resource), count) in &after {
+        let d = count - before.get(&(verb.clone(), resource.clone())).copied().unwrap_or(0);
+        if matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION") {
+            *writes_by_resource.entry(resource.clone()).or_default() += d;
+            kube_writes += d;
+        } else if matches!(verb.as_str(), "GET" | "LIST") {
+            *reads_by_resource.entry(format!("{verb} {resource}")).or_default() += d;
+            kube_reads += d;
+        }
+    }
+    // The benchmark's own writes: the namespace is created before `before`, the Tenants after.
+    kube_writes -= n as u64;
+    if let Some(t) = writes_by_resource.get_mut("tenants") {
+        *t -= n as u64;
+    }
+    writes_by_resource.retain(|_, v| *v > 0);
+    reads_by_resource.retain(|_, v| *v > 0);
+
+    let objects = stack.objects().await;
+    let per_platform =
+        |field: &str| -> u64 { objects.as_object().unwrap().values().filter_map(|p| p[field].as_u64()).sum() };
+    let live: usize = objects
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|p| p["objects"].as_object())
+        .flat_map(|kinds| kinds.values())
+        .filter_map(serde_json::Value::as_array)
+        .map(Vec::len)
+        .sum();
+    Round {
+        latency,
+        all_ready,
+        kube_writes,
+        kube_reads,
+        writes_by_resource,
+        reads_by_resource,
+        platform_requests: per_platform("requests"),
+        platform_writes: per_platform("mutations"),
+        objects: live,
+        cpu_seconds,
+        peak_rss_kib,
+        cpu,
+        steps,
+    }
+}
+
+/// CPU seconds (user + system, including reaped children) of a process.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the parenthesised command name: utime, stime, cutime, cstime are fields 14-17.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (11..=14).filter_map(|i| f.get(i)?.parse::<f64>().ok()).sum::<f64>() / 100.0
+}
+
+/// CPU seconds so far of PostgreSQL (the postmaster and its reaped
+/// backends), etcd, kube-apiserver, and this process (the emulator, the
+/// watches and the creates).
+fn cpu_by_process() -> Vec<(&'static str, f64)> {
+    let pids = std::fs::read_to_string(control_plane().dir.join("pids")).unwrap_or_default();
+    let mut pids = pids.lines().filter_map(|l| l.trim().parse::<u32>().ok());
+    let (etcd, apiserver) = (pids.next(), pids.next());
+    vec![
+        ("postgres", provisioning_support::pg().pid().map_or(0.0, cpu_of)),
+        ("kube-apiserver", apiserver.map_or(0.0, cpu_of)),
+        ("etcd", etcd.map_or(0.0, cpu_of)),
+        ("emulator + benchmark", cpu_of(std::process::id())),
+    ]
+}
+
+/// Median duration of each step over the instances of `ns`, from their status.
+async fn step_medians(client: &kube::Client, ns: &str) -> Vec<(String, Duration)> {
+    let api: Api<TenantInstance> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&Default::default()).await.unwrap();
+    let mut order: Vec<String> = Vec::new();
+    let mut by_step: HashMap<String, Vec<Duration>> = HashMap::new();
+    for ti in list.items {
+        for step in ti.status.map(|s| s.steps).unwrap_or_default() {
+            let (Some(a), Some(b)) = (step.started_at, step.finished_at) else { continue };
+            let name = step.name.as_str().to_string();
+            if !order.contains(&name) {
+                order.push(name.clone());
+            }
+            by_step.entry(name).or_default().push((b - a).to_std().unwrap_or_default());
+        }
+    }
+    order.into_iter().map(|name| (name.clone(), percentiles(by_step.remove(&name).unwrap()).p50)).collect()
+}
+
+/// `apiserver_request_total` by (verb, resource), from the API server's /metrics.
+async fn apiserver_requests(client: &kube::Client) -> HashMap<(String, String), u64> {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(req).await.unwrap();
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let key = format!("{name}=\"");
+            let from = line.find(&key)? + key.len();
+            Some(line[from..].split('"').next()?.to_string())
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        *out.entry((verb, resource)).or_insert(0) += value as u64;
+    }
+    out
+}
+
+/// The release `winston controller` under measurement.
+struct Controller {
+    child: Child,
+}
+
+impl Controller {
+    fn start(stack: &Stack, ns: &str) -> Self {
+        let cp = control_plane();
+        let port = winston::devenv::free_port().unwrap();
+        let log = cp.dir.join(format!("controller-{ns}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+        // The default poll; the emulator is instant, so polls are rare.
+        env.retain(|(k, _)| k != "WINSTON_POLL_MILLIS");
+        let child = Command::new(env!("CARGO_BIN_EXE_winston"))
+            .args(["controller", "--namespace", ns, "--lease-namespace", ns, "--identity", "bench"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .envs(env)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start winston controller");
+        Self { child }
+    }
+
+    fn proc_file(&self, name: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{name}", self.child.id())).unwrap_or_default()
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        self.proc_file("status")
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU time so far (clock ticks of 1/100 s on Linux).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = self.proc_file("stat");
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / 100.0
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
