@@ -316,3 +316,45 @@ async fn a_storm_of_platform_faults_converges_without_duplicates() {
     let emails = stack.objects().await["resend"]["objects"]["email"].as_array().unwrap().len();
     assert_eq!(emails, 3, "exactly one welcome email per tenant");
 }
+
+/// Drift checks of Ready instances draw on a platform's budget at background
+/// priority: when the budget is short they give way, and the instance stays
+/// Ready with no status written instead of flapping to Reconciling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_checks_yield_to_a_short_budget_without_touching_status() {
+    let ns = TestNamespace::new("budget").await;
+    let stack = Stack::start(0).await;
+    let (ctl, _) = stack.controller(&ns.name, "a", &[]);
+    apply_tenant(&ns, "calm", "");
+    ready(&ns, "calm-0", READY_WITHIN).await;
+    ctl.kill();
+
+    // Railway allows one request a second (a bucket of 4); a drift check
+    // needs 2 and a pass comes every second, so some checks must give way.
+    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+    for (k, v) in &mut env {
+        match k.as_str() {
+            "WINSTON_RAILWAY_RATE_PER_MINUTE" => *v = "60".into(),
+            "WINSTON_RAILWAY_BURST" => *v = "4".into(),
+            _ => {}
+        }
+    }
+    let (_ctl, addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let rv = api.get("calm-0").await.unwrap().metadata.resource_version;
+    let railway = |v: &serde_json::Value| v["railway"]["requests"].as_u64().unwrap();
+    let passes = "winston_reconciles_total{kind=\"TenantInstance\"}";
+    let (before, first) = (railway(&stack.objects().await), metric(&addr, passes).await);
+    eventually("twelve drift passes", Duration::from_secs(60), || {
+        let addr = addr.clone();
+        async move { (metric(&addr, passes).await >= first + 12.0).then_some(()) }
+    })
+    .await;
+    let spent = railway(&stack.objects().await) - before;
+    let done = metric(&addr, passes).await - first;
+    let ti = api.get("calm-0").await.unwrap();
+    assert_eq!(ti.metadata.resource_version, rv, "a throttled drift check rewrote status: {:?}", ti.status);
+    assert!(winston::api::conditions::is_true(&ti.status.unwrap().conditions, "Ready"));
+    // Some checks were cut short by the budget (a full one makes 2 calls).
+    assert!((spent as f64) < 1.5 * done, "{spent} Railway calls in {done} passes: nothing gave way");
+}

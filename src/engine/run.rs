@@ -18,7 +18,7 @@ use crate::api::conditions;
 use crate::api::{DeletionPolicy, StepName, StepState, TenantInstance};
 use crate::controller::context::Context;
 use crate::names;
-use crate::providers::Marker;
+use crate::providers::{Marker, budget};
 
 /// How a pass ended, for the caller's requeue and error policy.
 pub struct PassOutcome {
@@ -29,6 +29,12 @@ pub struct PassOutcome {
 
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.9 + 0.2 * rand::random::<f64>())
+}
+
+/// When a throttled drift check looks again: after the budget's wait, spread
+/// over a tenth of the resync interval so a large fleet does not retry at once.
+fn drift_retry(wait: Duration, resync: Duration) -> Duration {
+    wait + resync.mul_f64(0.1 * rand::random::<f64>())
 }
 
 /// Converges `ti` (freshly read, not being deleted, finalizer in place).
@@ -82,6 +88,10 @@ pub async fn apply(
         return Ok(PassOutcome { action: Action::await_change(), failed: false });
     }
 
+    // A Ready instance whose spec did not change: this pass only looks for
+    // drift, so it draws on the platform budgets at background priority.
+    let drift =
+        prior.is_some_and(|s| s.observed_generation == generation && conditions::is_true(&s.conditions, "Ready"));
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ti.namespace().unwrap_or_default());
     let marker = Marker::new(&ti.uid().unwrap_or_default());
     let mut pass = Pass {
@@ -105,7 +115,8 @@ pub async fn apply(
             transitions.extend(progress::record(&mut pass.rec.status.steps, step, &Report::Skipped, now));
             continue;
         }
-        let report = match pass.run(step).await {
+        let result = if drift { budget::background(pass.run(step)).await } else { pass.run(step).await };
+        let report = match result {
             Ok(StepResult::Done(m)) => Report::Done(m),
             Ok(StepResult::Waiting(m)) => {
                 next = engine.poll();
@@ -114,6 +125,12 @@ pub async fn apply(
             Err(e) if e.is_conflict() => return Err(e),
             Err(e) if e.is_throttle() => {
                 next = e.retry_after().unwrap_or_else(|| engine.poll()).max(engine.poll());
+                if drift {
+                    // Provisioning goes first: the instance stays Ready as
+                    // recorded and the check resumes later.
+                    next = drift_retry(next, Duration::from_secs(engine.args.resync_seconds));
+                    break;
+                }
                 Report::Working(format!("waiting: {e}"))
             }
             Err(e) => match e.stalled() {

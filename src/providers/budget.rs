@@ -6,6 +6,11 @@
 //! Callers never sleep long while holding a reconcile slot: `acquire` waits
 //! at most `max_wait` and otherwise returns a retryable error carrying the
 //! wait, so the reconcile can requeue instead. Retrying is left to callers.
+//!
+//! Background work (drift checks of Ready instances), marked by running it
+//! inside [`background`], has the lower priority: it never waits, and it
+//! only takes a slot while more than half the bucket is left, so the other
+//! half always stays for provisioning, updates and deletions.
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -63,6 +68,19 @@ struct State {
     probing: bool,
 }
 
+tokio::task_local! {
+    static BACKGROUND: ();
+}
+
+/// Runs `work` with background priority for every budget it draws on.
+pub async fn background<F: std::future::Future>(work: F) -> F::Output {
+    BACKGROUND.scope((), work).await
+}
+
+fn in_background() -> bool {
+    BACKGROUND.try_with(|()| ()).is_ok()
+}
+
 /// A shared per-platform request budget. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Budget {
@@ -99,7 +117,7 @@ impl Budget {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn decide(&self, now: Instant) -> Decision {
+    fn decide(&self, now: Instant, background: bool) -> Decision {
         let mut s = self.lock();
         if let Some(until) = s.open_until {
             if now < until {
@@ -120,27 +138,31 @@ impl Budget {
         let elapsed = now.saturating_duration_since(s.refilled).as_secs_f64();
         s.tokens = (s.tokens + elapsed * rate).min(burst);
         s.refilled = now;
-        if s.tokens >= 1.0 {
+        // Background work leaves the lower half of the bucket to the rest.
+        let needed = if background { 1.0 + (burst / 2.0).floor() } else { 1.0 };
+        if s.tokens >= needed {
             s.tokens -= 1.0;
             if s.open_until.is_some() {
                 s.probing = true;
             }
             Decision::Go
         } else {
-            Decision::Wait(Duration::from_secs_f64((1.0 - s.tokens) / rate))
+            Decision::Wait(Duration::from_secs_f64((needed - s.tokens) / rate))
         }
     }
 
-    /// Takes one request slot, sleeping at most `max_wait_ms` for it.
+    /// Takes one request slot, sleeping at most `max_wait_ms` for it (not
+    /// at all inside [`background`]).
     ///
     /// # Errors
     /// `RateLimited` (with the wait) when the bucket or a Retry-After pause
     /// needs longer; `CircuitOpen` while the breaker is open.
     pub async fn acquire(&self) -> Result<(), ProviderError> {
-        let max_wait = Duration::from_millis(self.config.max_wait_ms);
+        let background = in_background();
+        let max_wait = if background { Duration::ZERO } else { Duration::from_millis(self.config.max_wait_ms) };
         let deadline = Instant::now() + max_wait;
         loop {
-            match self.decide(Instant::now()) {
+            match self.decide(Instant::now(), background) {
                 Decision::Go => return Ok(()),
                 Decision::Open(retry_after) => {
                     return Err(ProviderError::CircuitOpen { platform: self.platform, retry_after });
@@ -213,6 +235,26 @@ mod tests {
         assert_eq!(e.category(), "rate_limited");
         let wait = e.retry_after().unwrap();
         assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn background_work_leaves_half_the_bucket_and_never_waits() {
+        let mut c = cfg(60, 10);
+        c.max_wait_ms = 5_000;
+        let b = Budget::new(Platform::Railway, c);
+        // Background takes slots while more than half the bucket is left.
+        for _ in 0..5 {
+            background(b.acquire()).await.unwrap();
+        }
+        let started = Instant::now();
+        let e = background(b.acquire()).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "background work waited");
+        assert_eq!(e.category(), "rate_limited");
+        assert!(e.retry_after().unwrap() > Duration::from_millis(900), "{e:?}");
+        // The other half is still there for foreground work.
+        for _ in 0..5 {
+            b.acquire().await.unwrap();
+        }
     }
 
     #[tokio::test]
