@@ -283,4 +283,19 @@ pub struct TenantInstanceStatus {
     /// Hash of the rendered workspace files currently deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_hash: Option<String>,
+    /// The tenant schema version applied, and to which database, so a
+    /// steady-state pass does not open the tenant's database (which would
+    /// wake a scaled-to-zero Neon compute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaRecord>,
+}
+
+/// Which tenant schema version was applied to which database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaRecord {
+    /// The newest tenant migration applied.
+    pub version: i64,
+    /// `sha256:` of the database's host, port and name (no credentials).
+    pub database: String,
 }

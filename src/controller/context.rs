@@ -24,8 +24,19 @@ pub struct Context {
     pub ledger: Option<Ledger>,
     /// The provisioning engine (absent without a control database).
     pub engine: Option<std::sync::Arc<crate::engine::Engine>>,
+    /// Caches of the children the Tenant controller reads on every
+    /// reconcile, filled by the watches that also trigger it (a LIST per
+    /// reconcile costs the API server O(instances) each time).
+    pub caches: std::sync::OnceLock<ChildCaches>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Reflector stores of TenantInstances and CreditLedgers.
+#[derive(Clone)]
+pub struct ChildCaches {
+    pub instances: kube::runtime::reflector::Store<crate::api::TenantInstance>,
+    pub ledgers: kube::runtime::reflector::Store<crate::api::CreditLedger>,
 }
 
 impl Context {
@@ -39,6 +50,7 @@ impl Context {
             metrics,
             ledger: None,
             engine: None,
+            caches: std::sync::OnceLock::new(),
             failures: Mutex::default(),
         }
     }

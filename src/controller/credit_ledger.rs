@@ -29,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -159,7 +159,14 @@ pub async fn run(
     let wc = watcher::Config::default().any_semantic();
     Controller::new(ledgers, wc.clone())
         .with_config(RuntimeConfig::default().concurrency(concurrency))
-        .watches(tenants, wc, |t| Some(ObjectRef::new(&t.name_any()).within(&t.namespace().unwrap_or_default())))
+        // A ledger depends on its Tenant's spec (the plan), not its status.
+        .watches_stream(
+            watcher(tenants, wc)
+                .default_backoff()
+                .applied_objects()
+                .predicate_filter(predicates::generation, PredicateConfig::default()),
+            |t| Some(ObjectRef::new(&t.name_any()).within(&t.namespace().unwrap_or_default())),
+        )
         .reconcile_on(flips_rx)
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;

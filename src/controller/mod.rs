@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -195,10 +195,18 @@ async fn run_controllers(
         None => Api::all(ctx.client.clone()),
     };
     let mut stop2 = stop.clone();
+    // The Tenant controller's child watches feed stores it reads instead of
+    // listing children on every reconcile.
+    let (instance_store, instance_writer) = reflector::store();
+    let (ledger_store, ledger_writer) = reflector::store();
+    let _ = ctx.caches.set(context::ChildCaches { instances: instance_store, ledgers: ledger_store });
+    let instance_events =
+        reflector(instance_writer, watcher(instances.clone(), wc.clone())).default_backoff().touched_objects();
+    let ledger_events = reflector(ledger_writer, watcher(ledgers, wc.clone())).default_backoff().touched_objects();
     let tenant_ctl = Controller::new(tenants, wc.clone())
         .with_config(config.clone())
-        .owns(instances.clone(), wc.clone())
-        .owns(ledgers, wc.clone())
+        .owns_stream(instance_events)
+        .owns_stream(ledger_events)
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -74,7 +75,19 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let selector = ListParams::default().labels(&format!("{}={name}", names::LABEL_TENANT));
 
     // Instances: create or update what differs, delete what is no longer wanted.
-    let mut observed = instances.list(&selector).await?.items;
+    let mut observed = match ctx.caches.get() {
+        Some(c) => c
+            .instances
+            .state()
+            .iter()
+            .filter(|o| {
+                o.namespace().as_deref() == Some(ns.as_str())
+                    && o.labels().get(names::LABEL_TENANT).map(String::as_str) == Some(name.as_str())
+            })
+            .map(|o| (**o).clone())
+            .collect(),
+        None => instances.list(&selector).await?.items,
+    };
     let desired = plan::desired_instances(tenant)?;
     for want in &desired {
         let child = want.name_any();
@@ -103,7 +116,11 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         .filter(|o| o.spec.ordinal >= tenant.spec.instances && !plan::controlled_by_other(&o.metadata, &uid))
     {
         if extra.metadata.deletion_timestamp.is_none() {
-            instances.delete(&extra.name_any(), &DeleteParams::background()).await?;
+            // The cache may still show an instance that is already gone.
+            match instances.delete(&extra.name_any(), &DeleteParams::background()).await {
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                other => other?,
+            };
             ctx.metrics.wrote("TenantInstance", "delete");
             ctx.event(
                 &tenant.object_ref(&()),
@@ -118,7 +135,11 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     observed.retain(|o| o.spec.ordinal < tenant.spec.instances);
 
     // Ledger: apply only the fields the Tenant manages.
-    let mut ledger = ledgers.get_opt(&name).await?;
+    let cached = ctx.caches.get().and_then(|c| c.ledgers.get(&ObjectRef::new(&name).within(&ns)));
+    let mut ledger = match cached {
+        Some(l) => Some((*l).clone()),
+        None => ledgers.get_opt(&name).await?,
+    };
     if ledger.as_ref().is_some_and(|l| plan::controlled_by_other(&l.metadata, &uid)) {
         return Err(Error::Conflict { kind: "CreditLedger", name });
     }

@@ -23,6 +23,18 @@ pub fn migrator() -> Migrator {
     )])
 }
 
+/// Identifies the database behind `database_url` without its credentials:
+/// `sha256:` over host, port and database name.
+#[must_use]
+pub fn target_of(database_url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let (host, port, db) = match database_url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(o) => (o.get_host().to_string(), o.get_port(), o.get_database().unwrap_or_default().to_string()),
+        Err(_) => (String::new(), 0, String::new()),
+    };
+    format!("sha256:{}", hex::encode(Sha256::digest(format!("{host}:{port}/{db}"))))
+}
+
 /// How many tenant migrations exist.
 #[must_use]
 pub fn latest_version() -> i64 {

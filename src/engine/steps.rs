@@ -153,8 +153,18 @@ impl Pass<'_> {
         let Some(url) = self.database_url.clone() else {
             return Ok(StepResult::Waiting("waiting for the database".into()));
         };
+        let record = crate::api::tenant_instance::SchemaRecord {
+            version: schema::latest_version(),
+            database: schema::target_of(&url),
+        };
+        let done = StepResult::Done(format!("tenant schema at version {}", record.version));
+        if self.rec.status.schema.as_ref() == Some(&record) {
+            return Ok(done);
+        }
         let applied = schema::apply(&url).await?;
-        Ok(StepResult::Done(format!("tenant schema at version {} ({applied} newly applied)", schema::latest_version())))
+        tracing::info!(instance = %self.ti.name_any(), applied, version = record.version, "tenant schema applied");
+        self.rec.status.schema = Some(record);
+        Ok(done)
     }
 
     async fn credentials(&mut self) -> Result<StepResult, EngineError> {
