@@ -1,7 +1,8 @@
 //! Drives one external object through the provider contract
 //! (observe -> create/update) with the crash-safety protocol: a pending
 //! marker is persisted before every create, the id right after it, and an
-//! object found by marker is adopted. More than one match stalls; nothing is
+//! object found by marker is adopted (searched for only when a create was
+//! announced and its id never recorded). More than one match stalls; nothing is
 //! ever deleted automatically. Nothing here waits for a platform: long
 //! operations come back as [`Converged::Waiting`] and are polled by requeue.
 use super::EngineError;
@@ -38,7 +39,15 @@ where
     R: ExternalResource,
     F: FnMut(&mut Recorder, Option<&str>),
 {
-    let observed = resource.observe(spec, known_id).await?;
+    let observed = if known_id.is_none() && rec.pending(step).is_none() {
+        // No id and no create ever announced (announcing is a conditional
+        // status write that precedes every create), so there is nothing to
+        // adopt: skip the search, which on Railway pages through every
+        // project of the workspace.
+        Observation::Absent
+    } else {
+        resource.observe(spec, known_id).await?
+    };
     match observed {
         Observation::Ambiguous { ids } => Err(EngineError::Stalled {
             reason: "AmbiguousObjects",
@@ -89,8 +98,11 @@ where
     }
 }
 
-/// Records an id that observe found (adoption or confirmation) and clears a
-/// pending marker; persists at once when the id is new.
+/// Records an id that observe found (an adoption, or a new id) and clears
+/// the step's pending marker; persists at once. A confirmed known id
+/// changes nothing: a pending marker beside it belongs to the step's next
+/// object (the Railway service after its project) and must survive until
+/// that object is found or created.
 async fn remember<F>(
     rec: &mut Recorder,
     step: StepName,
@@ -101,7 +113,7 @@ async fn remember<F>(
 where
     F: FnMut(&mut Recorder, Option<&str>),
 {
-    if known_id != Some(id) || rec.pending(step).is_some() {
+    if known_id != Some(id) {
         set_id(rec, Some(id));
         rec.settle(step);
         rec.flush().await?;
