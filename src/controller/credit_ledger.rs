@@ -28,7 +28,7 @@ use futures::channel::mpsc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -83,6 +83,9 @@ pub struct LedgerController {
     resync: Duration,
     poll: Duration,
     mirrored: Mutex<HashMap<String, Mirrored>>,
+    /// Tenants as the watch last saw them (a ledger needs its Tenant's plan
+    /// on every resync; reading the cache spares the API server a GET).
+    tenants: std::sync::OnceLock<reflector::Store<Tenant>>,
 }
 
 /// Connects to Winston's database and applies the control migrations (safe
@@ -114,6 +117,7 @@ impl LedgerController {
             resync: Duration::from_secs(args.ledger_resync_seconds.max(1)),
             poll: Duration::from_millis(args.ledger_poll_ms.max(50)),
             mirrored: Mutex::default(),
+            tenants: std::sync::OnceLock::new(),
         }))
     }
 
@@ -157,11 +161,13 @@ pub async fn run(
     let (flips_tx, flips_rx) = mpsc::unbounded();
     let poller = tokio::spawn(watch_flips(state.clone(), flips_tx));
     let wc = watcher::Config::default().any_semantic();
+    let (tenant_store, tenant_writer) = reflector::store();
+    let _ = state.tenants.set(tenant_store);
     Controller::new(ledgers, wc.clone())
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(
-            watcher(tenants, wc)
+            reflector(tenant_writer, watcher(tenants, wc).modify(|t| t.managed_fields_mut().clear()))
                 .default_backoff()
                 .applied_objects()
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
@@ -267,8 +273,14 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
     let tenant_plan = match spec.allotment_per_period {
         Some(_) => None,
         None => {
-            let tenants: Api<Tenant> = Api::namespaced(ctx.client.clone(), ns);
-            tenants.get_opt(&spec.tenant_ref.name).await?.map(|t| t.spec.plan)
+            let key = ObjectRef::new(&spec.tenant_ref.name).within(ns);
+            match state.tenants.get().and_then(|s| s.get(&key)) {
+                Some(t) => Some(t.spec.plan.clone()),
+                None => {
+                    let tenants: Api<Tenant> = Api::namespaced(ctx.client.clone(), ns);
+                    tenants.get_opt(&spec.tenant_ref.name).await?.map(|t| t.spec.plan)
+                }
+            }
         }
     };
     let now = Utc::now();

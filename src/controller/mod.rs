@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -195,15 +195,16 @@ async fn run_controllers(
         None => Api::all(ctx.client.clone()),
     };
     let mut stop2 = stop.clone();
+    let (tenant_store, tenant_store_writer) = reflector::store();
     // The Tenant controller's child watches feed stores it reads instead of
     // listing children on every reconcile.
     let (instance_store, instance_writer) = reflector::store();
     let (ledger_store, ledger_writer) = reflector::store();
     let _ = ctx.caches.set(context::ChildCaches { instances: instance_store, ledgers: ledger_store });
-    let instance_events =
-        reflector(instance_writer, watcher(instances.clone(), wc.clone())).default_backoff().touched_objects();
-    let ledger_events = reflector(ledger_writer, watcher(ledgers, wc.clone())).default_backoff().touched_objects();
-    let tenant_ctl = Controller::new(tenants, wc.clone())
+    // Cached without managedFields, which the Tenant controller never reads.
+    let instance_events = cached(instances.clone(), &wc, instance_writer);
+    let ledger_events = cached(ledgers, &wc, ledger_writer);
+    let tenant_ctl = Controller::for_stream(cached(tenants, &wc, tenant_store_writer), tenant_store)
         .with_config(config.clone())
         .owns_stream(instance_events)
         .owns_stream(ledger_events)
@@ -219,7 +220,8 @@ async fn run_controllers(
         }
         return;
     }
-    let instance_ctl = Controller::new(instances, wc.clone())
+    let (instance_ctl_store, instance_ctl_writer) = reflector::store();
+    let instance_ctl = Controller::for_stream(cached(instances, &wc, instance_ctl_writer), instance_ctl_store)
         .with_config(config)
         .owns(secrets, watcher::Config::default().labels(&format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY)))
         .graceful_shutdown_on(async move {
@@ -231,6 +233,23 @@ async fn run_controllers(
     if let Some(task) = credit_ledgers {
         let _ = task.await;
     }
+}
+
+/// The objects of `api` for a controller, cached in `writer`'s store
+/// without managedFields (never read; with server-side apply they are a
+/// large share of every object).
+fn cached<K>(
+    api: Api<K>,
+    wc: &watcher::Config,
+    writer: reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    // Touched, not applied: a deleted child must trigger its owner.
+    reflector(writer, watcher(api, wc.clone()).modify(|o| o.managed_fields_mut().clear()))
+        .default_backoff()
+        .touched_objects()
 }
 
 async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(res: Result<T, E>) {
