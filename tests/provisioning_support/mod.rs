@@ -197,9 +197,15 @@ pub async fn secret_value(ns: &TestNamespace, secret: &str, key: &str) -> String
     String::from_utf8(s.data.unwrap()[key].0.clone()).unwrap()
 }
 
-/// The controller's metric `name` summed over label sets, from its /metrics.
+/// The controller's metric `name` summed over label sets, from its /metrics
+/// (waiting for a controller that just started to serve it).
 pub async fn metric(addr: &str, name: &str) -> f64 {
-    let body = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let url = format!("http://{addr}/metrics");
+    let body = eventually(&format!("{url} answering"), Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { reqwest::get(url).await.ok()?.text().await.ok() }
+    })
+    .await;
     body.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
