@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::Stdio;
-
-use support::{TestNamespace, control_plane, read, root};
+use support::{TestNamespace, control_plane, read, root, run_with_stdin};
 
 #[test]
 fn committed_crds_equal_generated_output() {
@@ -26,16 +23,7 @@ fn committed_crds_equal_generated_output() {
 
 /// Applies `yaml` to the namespace with `--dry-run=server`; returns (ok, output).
 fn dry_run(ns: &TestNamespace, yaml: &str) -> (bool, String) {
-    let mut child = ns
-        .kubectl(&["apply", "--dry-run=server", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    run_with_stdin(ns.kubectl(&["apply", "--dry-run=server", "-f", "-"]), yaml)
 }
 
 #[tokio::test]
@@ -212,21 +200,7 @@ async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
 #[tokio::test]
 async fn immutable_fields_cannot_change() {
     let ns = TestNamespace::new("immutable").await;
-    let apply = |yaml: &str| {
-        let mut child = ns
-            .kubectl(&["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-        )
-    };
+    let apply = |yaml: &str| run_with_stdin(ns.kubectl(&["apply", "-f", "-"]), yaml);
     let cases: [(&str, String, String, &[&str]); 4] = [
         (
             "ledger tenantRef",

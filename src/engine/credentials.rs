@@ -168,22 +168,12 @@ pub async fn converge(
             }
         }
         Some(_) => {
-            let want = Credentials {
-                database_url: database_url.map(str::to_string),
-                api_key: keys::generate_key(),
-                gateway_token: random_token(),
-                proxy_url: proxy_url.to_string(),
-            };
+            let want = Credentials::fresh(database_url, proxy_url);
             write(secrets, ti, &want, rotate_request.as_deref(), existing.as_ref()).await?;
             (want, Outcome::Rotated)
         }
         None => {
-            let want = Credentials {
-                database_url: database_url.map(str::to_string),
-                api_key: keys::generate_key(),
-                gateway_token: random_token(),
-                proxy_url: proxy_url.to_string(),
-            };
+            let want = Credentials::fresh(database_url, proxy_url);
             let secret = desired_secret(ti, &want, rotate_request.as_deref());
             let created = if existing.is_some() {
                 write(secrets, ti, &want, rotate_request.as_deref(), existing.as_ref()).await.map(|()| true)?
@@ -233,6 +223,18 @@ async fn write(
     let pp = PatchParams::apply(names::FIELD_MANAGER).force();
     secrets.patch(&secret_name(&ti.name_any()), &pp, &Patch::Apply(&secret)).await?;
     Ok(())
+}
+
+impl Credentials {
+    /// New secrets (API key, gateway token) for `database_url` and `proxy_url`.
+    fn fresh(database_url: Option<&str>, proxy_url: &str) -> Self {
+        Self {
+            database_url: database_url.map(str::to_string),
+            api_key: keys::generate_key(),
+            gateway_token: random_token(),
+            proxy_url: proxy_url.to_string(),
+        }
+    }
 }
 
 /// Revokes the keys of `ti` (on deletion). The Secret goes with its owner.

@@ -84,5 +84,5 @@ pub async fn remove(engine: &Engine, marker: &Marker, ids: Option<&VercelIds>) -
         env: BTreeMap::new(),
     };
     let known = ids.and_then(|v| v.project_id.as_deref());
-    super::teardown::remove(&res, &spec, known).await
+    super::teardown::remove(&res, &spec, known, true).await
 }

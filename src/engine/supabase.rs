@@ -98,5 +98,5 @@ pub async fn remove(engine: &Engine, marker: &Marker, ids: Option<&SupabaseIds>)
     let Ok(spec) = spec(engine, marker, "") else { return Ok(ids.and_then(|i| i.project_ref.as_ref()).is_none()) };
     let res = SupabaseProjects(engine.providers.supabase.clone());
     let known = ids.and_then(|s| s.project_ref.as_deref());
-    super::teardown::remove(&res, &spec, known).await
+    super::teardown::remove(&res, &spec, known, true).await
 }

@@ -1,30 +1,37 @@
 //! Deletion of an instance's external objects, in reverse step order, each
-//! verified gone (observed absent, by id and by marker) before the next.
-//! Objects created by a run that crashed before recording their id are
-//! found by marker and deleted too, so nothing is orphaned.
+//! verified gone before the next. Objects created by a run that crashed
+//! before recording their id are found by marker and deleted too, so
+//! nothing is orphaned; the search by marker (on Railway a listing of every
+//! project) runs only when the step's status still holds such an announced,
+//! unrecorded create, or for frontends and Supabase (`unrecorded: true`).
 use std::collections::BTreeMap;
 
 use super::Engine;
 use super::EngineError;
 use super::record::Recorder;
-use crate::api::TenantInstance;
+use crate::api::{StepName, TenantInstance};
 use crate::providers::neon::resources::{NeonProjectSpec, NeonProjects};
 use crate::providers::railway::resources::{RailwayProjectSpec, RailwayProjects, RailwayServiceSpec, RailwayServices};
 use crate::providers::{ExternalResource, Marker, Observation, ProviderError};
 
-/// Deletes what `res` finds for `spec` (by `known` id, then by marker).
+/// Deletes what `res` finds for `spec` (by `known` id, then by marker when
+/// `unrecorded`: a create may have happened whose id was never recorded).
 /// Returns `true` once nothing is left.
 pub(super) async fn remove<R: ExternalResource>(
     res: &R,
     spec: &R::Spec,
     known: Option<&str>,
+    unrecorded: bool,
 ) -> Result<bool, EngineError> {
     let gone = |e: &ProviderError| e.category() == "not_found";
+    if known.is_none() && !unrecorded {
+        return Ok(true);
+    }
     let mut obs = match res.observe(spec, known).await {
         Err(e) if gone(&e) => return Ok(true),
         other => other?,
     };
-    if known.is_some() && matches!(obs, Observation::Absent) {
+    if known.is_some() && unrecorded && matches!(obs, Observation::Absent) {
         obs = match res.observe(spec, None).await {
             Err(e) if gone(&e) => return Ok(true),
             other => other?,
@@ -69,8 +76,13 @@ pub async fn delete_all(engine: &Engine, rec: &mut Recorder, ti: &TenantInstance
     let railway = ext.railway.clone().unwrap_or_default();
     let projects = RailwayProjects(p.railway.clone());
     let project_spec = RailwayProjectSpec { marker: marker.clone() };
-    let mut found = projects.observe(&project_spec, railway.project_id.as_deref()).await?;
-    if railway.project_id.is_some() && matches!(found, Observation::Absent) {
+    let unrecorded = rec.pending(StepName::Service).is_some();
+    let mut found = if railway.project_id.is_none() && !unrecorded {
+        Observation::Absent
+    } else {
+        projects.observe(&project_spec, railway.project_id.as_deref()).await?
+    };
+    if railway.project_id.is_some() && unrecorded && matches!(found, Observation::Absent) {
         found = projects.observe(&project_spec, None).await?;
     }
     let project = match found {
@@ -92,10 +104,10 @@ pub async fn delete_all(engine: &Engine, rec: &mut Recorder, ti: &TenantInstance
             variables: BTreeMap::new(),
             target_port: None,
         };
-        if !remove(&RailwayServices(p.railway.clone()), &spec, railway.service_id.as_deref()).await? {
+        if !remove(&RailwayServices(p.railway.clone()), &spec, railway.service_id.as_deref(), unrecorded).await? {
             return Ok(false);
         }
-        if !remove(&projects, &project_spec, Some(&project_id)).await? {
+        if !remove(&projects, &project_spec, Some(&project_id), unrecorded).await? {
             return Ok(false);
         }
     }
@@ -110,7 +122,8 @@ pub async fn delete_all(engine: &Engine, rec: &mut Recorder, ti: &TenantInstance
     }
     let neon = ext.neon.clone().unwrap_or_default();
     let spec = NeonProjectSpec::new(marker.clone(), &engine.args.neon_region, engine.args.postgres_version);
-    if !remove(&NeonProjects(p.neon.clone()), &spec, neon.project_id.as_deref()).await? {
+    let unrecorded = rec.pending(StepName::Database).is_some();
+    if !remove(&NeonProjects(p.neon.clone()), &spec, neon.project_id.as_deref(), unrecorded).await? {
         return Ok(false);
     }
     if let Some(e) = rec.status.external.as_mut() {

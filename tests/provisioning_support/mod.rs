@@ -163,17 +163,8 @@ pub fn apply_tenant(ns: &TestNamespace, name: &str, extra_spec: &str) {
         "apiVersion: winston.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n  displayName: {name}\n  \
          contactEmail: ops@{name}.example\n  plan: starter\n{extra_spec}"
     );
-    let mut child = ns
-        .kubectl(&["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    let (ok, out) = crate::support::run_with_stdin(ns.kubectl(&["apply", "-f", "-"]), &yaml);
+    assert!(ok, "kubectl apply: {out}");
 }
 
 /// Waits until the instance `name` is Ready and returns it.

@@ -224,6 +224,15 @@ pub fn controller(ns: &str, identity: &str, extra: &[&str]) -> (Winston, String)
     (Winston::spawn(&args, &format!("controller-{ns}-{identity}")), addr)
 }
 
+/// Runs `cmd` with `input` on its stdin; returns (success, stdout + stderr).
+pub fn run_with_stdin(mut cmd: Command, input: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Reads a file under the project root.
 pub fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(root().join(path)).unwrap()
