@@ -358,3 +358,54 @@ async fn drift_checks_yield_to_a_short_budget_without_touching_status() {
     // Some checks were cut short by the budget (a full one makes 2 calls).
     assert!((spent as f64) < 1.5 * done, "{spent} Railway calls in {done} passes: nothing gave way");
 }
+
+/// Annotating an instance with `winston.dev/rotate-credentials=<any new
+/// value>` rotates its API key and gateway token: the Secret gets new ones,
+/// the new key is registered and the old one revoked; a new value rotates again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annotation_rotates_the_credentials_once() {
+    let ns = TestNamespace::new("rotate").await;
+    let stack = Stack::start(0).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    apply_tenant(&ns, "rot", "");
+    let ti = ready(&ns, "rot-0", READY_WITHIN).await;
+    let secret = ti.status.unwrap().credentials_secret_ref.unwrap().name;
+    let old = secret_value(&ns, &secret, "WINSTON_API_KEY").await;
+
+    let annotate = |value: &str| {
+        let out = ns
+            .kubectl(&[
+                "annotate",
+                "--overwrite",
+                "tenantinstance",
+                "rot-0",
+                &format!("{}={value}", winston::engine::credentials::ROTATE_ANNOTATION),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    annotate("r1");
+    let new = eventually("a new key in the Secret", READY_WITHIN, || {
+        let (ns, secret, old) = (&ns, secret.clone(), old.clone());
+        async move {
+            let key = secret_value(ns, &secret, "WINSTON_API_KEY").await;
+            (key != old).then_some(key)
+        }
+    })
+    .await;
+    let ledger = winston::ledger::Ledger::connect(&stack.control_db, 1).await.unwrap();
+    let hashes = |keys: Vec<winston::ledger::keys::ActiveKey>| keys.into_iter().map(|k| k.hash).collect::<Vec<_>>();
+    let active = hashes(ledger.active_keys().await.unwrap());
+    assert!(active.contains(&winston::ledger::keys::hash_key(&new)), "the new key is not registered");
+    assert!(!active.contains(&winston::ledger::keys::hash_key(&old)), "the old key was not revoked");
+    ready(&ns, "rot-0", READY_WITHIN).await;
+
+    // A new value rotates again.
+    annotate("r2");
+    eventually("another new key in the Secret", READY_WITHIN, || {
+        let (ns, secret, new) = (&ns, secret.clone(), new.clone());
+        async move { (secret_value(ns, &secret, "WINSTON_API_KEY").await != new).then_some(()) }
+    })
+    .await;
+}

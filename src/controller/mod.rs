@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -220,8 +220,16 @@ async fn run_controllers(
         }
         return;
     }
+    // An instance's own status writes do not start another pass: a pass
+    // runs every step it can and requeues itself for what it waits on. Spec
+    // changes, annotations (key rotation) and deletion do.
     let (instance_ctl_store, instance_ctl_writer) = reflector::store();
-    let instance_ctl = Controller::for_stream(cached(instances, &wc, instance_ctl_writer), instance_ctl_store)
+    let deleting = |ti: &TenantInstance| ti.metadata.deletion_timestamp.as_ref().map(|_| 1);
+    let instance_changes = cached(instances, &wc, instance_ctl_writer).predicate_filter(
+        predicates::generation.combine(predicates::annotations).combine(deleting),
+        PredicateConfig::default(),
+    );
+    let instance_ctl = Controller::for_stream(instance_changes, instance_ctl_store)
         .with_config(config)
         .owns(secrets, watcher::Config::default().labels(&format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY)))
         .graceful_shutdown_on(async move {
