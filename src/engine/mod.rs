@@ -103,6 +103,12 @@ impl Engine {
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.args.poll_millis.max(50))
     }
+
+    /// The first look at an operation that just started: an eighth of the poll.
+    #[must_use]
+    pub fn first_poll(&self) -> Duration {
+        (self.poll() / 8).max(Duration::from_millis(50))
+    }
 }
 
 /// Why a step did not converge in this pass.

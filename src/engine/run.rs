@@ -119,7 +119,13 @@ pub async fn apply(
         let report = match result {
             Ok(StepResult::Done(m)) => Report::Done(m),
             Ok(StepResult::Waiting(m)) => {
-                next = engine.poll();
+                // The first look at something that just started comes soon
+                // (many operations finish within a second); once the step
+                // reports the same wait again, every poll.
+                let was_waiting = pass.rec.status.steps.iter().any(|s| {
+                    s.name == step && s.state == StepState::InProgress && s.message.as_deref() == Some(m.as_str())
+                });
+                next = if was_waiting { engine.poll() } else { engine.first_poll() };
                 Report::Working(m)
             }
             Err(e) if e.is_conflict() => return Err(e),
