@@ -14,6 +14,24 @@ use crate::providers::neon::resources::{NeonProjectSpec, NeonProjects};
 use crate::providers::railway::resources::{RailwayProjectSpec, RailwayProjects, RailwayServiceSpec, RailwayServices};
 use crate::providers::{ExternalResource, Marker, Observation, ProviderError};
 
+/// What `res` holds for `spec`: the object with the `known` id, and when
+/// that is absent (or unknown) and `unrecorded`, whatever carries the marker.
+async fn locate<R: ExternalResource>(
+    res: &R,
+    spec: &R::Spec,
+    known: Option<&str>,
+    unrecorded: bool,
+) -> Result<Observation<R::Observed>, ProviderError> {
+    if known.is_none() && !unrecorded {
+        return Ok(Observation::Absent);
+    }
+    let obs = res.observe(spec, known).await?;
+    if known.is_some() && unrecorded && matches!(obs, Observation::Absent) {
+        return res.observe(spec, None).await;
+    }
+    Ok(obs)
+}
+
 /// Deletes what `res` finds for `spec` (by `known` id, then by marker when
 /// `unrecorded`: a create may have happened whose id was never recorded).
 /// Returns `true` once nothing is left.
@@ -24,19 +42,10 @@ pub(super) async fn remove<R: ExternalResource>(
     unrecorded: bool,
 ) -> Result<bool, EngineError> {
     let gone = |e: &ProviderError| e.category() == "not_found";
-    if known.is_none() && !unrecorded {
-        return Ok(true);
-    }
-    let mut obs = match res.observe(spec, known).await {
+    let obs = match locate(res, spec, known, unrecorded).await {
         Err(e) if gone(&e) => return Ok(true),
         other => other?,
     };
-    if known.is_some() && unrecorded && matches!(obs, Observation::Absent) {
-        obs = match res.observe(spec, None).await {
-            Err(e) if gone(&e) => return Ok(true),
-            other => other?,
-        };
-    }
     let ids = match obs {
         Observation::Absent => return Ok(true),
         // All of them carry our marker: on delete they are all ours to remove.
@@ -77,15 +86,7 @@ pub async fn delete_all(engine: &Engine, rec: &mut Recorder, ti: &TenantInstance
     let projects = RailwayProjects(p.railway.clone());
     let project_spec = RailwayProjectSpec { marker: marker.clone() };
     let unrecorded = rec.pending(StepName::Service).is_some();
-    let mut found = if railway.project_id.is_none() && !unrecorded {
-        Observation::Absent
-    } else {
-        projects.observe(&project_spec, railway.project_id.as_deref()).await?
-    };
-    if railway.project_id.is_some() && unrecorded && matches!(found, Observation::Absent) {
-        found = projects.observe(&project_spec, None).await?;
-    }
-    let project = match found {
+    let project = match locate(&projects, &project_spec, railway.project_id.as_deref(), unrecorded).await? {
         Observation::Ready { id, observed, .. } => Some((id, observed.environment_id)),
         Observation::Ambiguous { ids } => {
             for id in ids {
