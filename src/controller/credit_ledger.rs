@@ -28,7 +28,7 @@ use futures::channel::mpsc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -167,9 +167,7 @@ pub async fn run(
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(
-            reflector(tenant_writer, watcher(tenants, wc).modify(|t| t.managed_fields_mut().clear()))
-                .default_backoff()
-                .applied_objects()
+            super::cached(tenants, &wc, tenant_writer)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
             |t| Some(ObjectRef::new(&t.name_any()).within(&t.namespace().unwrap_or_default())),
         )

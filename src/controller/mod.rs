@@ -246,7 +246,7 @@ async fn run_controllers(
 /// The objects of `api` for a controller, cached in `writer`'s store
 /// without managedFields (never read; with server-side apply they are a
 /// large share of every object).
-fn cached<K>(
+pub(crate) fn cached<K>(
     api: Api<K>,
     wc: &watcher::Config,
     writer: reflector::store::Writer<K>,
