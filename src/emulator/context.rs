@@ -84,9 +84,9 @@ pub struct Emulator {
     pub config: EmulatorConfig,
     world: Mutex<World>,
     pub faults: FaultBook,
-    windows: Mutex<BTreeMap<Platform, (u64, u32)>>,
-    /// Authorized requests per platform since start (reads and writes).
-    requests: Mutex<BTreeMap<Platform, u64>>,
+    /// Per platform: the current one-minute window, its request count, and
+    /// all authorized requests since start (reads and writes).
+    windows: Mutex<BTreeMap<Platform, (u64, u32, u64)>>,
     /// Backing PostgreSQL for Neon roles and databases.
     pub pg: Option<sqlx::PgPool>,
     /// Host and port the Neon connection URIs point at.
@@ -127,7 +127,6 @@ impl Emulator {
             world: Mutex::new(world),
             faults: FaultBook::default(),
             windows: Mutex::new(BTreeMap::new()),
-            requests: Mutex::new(BTreeMap::new()),
             pg,
             pg_host,
             pg_port,
@@ -140,7 +139,7 @@ impl Emulator {
 
     /// Authorized requests `platform` received since start.
     pub fn requests(&self, platform: Platform) -> u64 {
-        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&platform).copied().unwrap_or(0)
+        self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&platform).map_or(0, |w| w.2)
     }
 
     /// Reads the world.
@@ -203,7 +202,6 @@ impl Emulator {
         if !self.authorized(platform, headers) {
             return unauthorized(platform, headers);
         }
-        *self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(platform).or_insert(0) += 1;
         let (limit, remaining, reset_s) = self.count_request(platform);
         let mut drop_response = false;
         if remaining < 0 {
@@ -255,16 +253,18 @@ impl Emulator {
         presented.iter().any(|p| self.config.tokens.iter().any(|t| t == p))
     }
 
-    /// Counts a request in the platform's one-minute window: (limit, remaining, seconds to reset).
+    /// Counts a request in the platform's one-minute window and in its
+    /// total: (limit, remaining, seconds to reset).
     fn count_request(&self, platform: Platform) -> (u32, i64, u64) {
         let now_s = (now_ms() / 1000) as u64;
         let window = now_s - now_s % 60;
         let mut w = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = w.entry(platform).or_insert((window, 0));
+        let entry = w.entry(platform).or_insert((window, 0, 0));
         if entry.0 != window {
-            *entry = (window, 0);
+            (entry.0, entry.1) = (window, 0);
         }
         entry.1 = entry.1.saturating_add(1);
+        entry.2 += 1;
         let limit = self.config.rate_limit_per_minute;
         (limit, i64::from(limit) - i64::from(entry.1), window + 60 - now_s)
     }

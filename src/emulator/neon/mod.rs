@@ -284,15 +284,19 @@ fn password() -> String {
     random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 }
 
+/// The branch `branch_id` of project `project_id`, or 404.
+fn branch_in<'w>(
+    w: &'w crate::emulator::context::World,
+    project_id: &str,
+    branch_id: &str,
+) -> Result<&'w Branch, (u16, String)> {
+    w.neon.branches.get(branch_id).filter(|b| b.project_id == project_id).ok_or((404, "branch not found".to_string()))
+}
+
 /// Creates a role (and its real PostgreSQL role) in an existing branch.
 async fn add_role(emu: &Emulator, project_id: &str, branch_id: &str, name: &str) -> Result<Role, (u16, String)> {
     let key = emu.read(|w| {
-        let b = w
-            .neon
-            .branches
-            .get(branch_id)
-            .filter(|b| b.project_id == project_id)
-            .ok_or((404, "branch not found".to_string()))?;
+        let b = branch_in(w, project_id, branch_id)?;
         if w.neon.roles.iter().any(|r| r.branch_id == branch_id && r.name == name) {
             return Err((409, format!("role {name:?} already exists")));
         }
@@ -319,12 +323,7 @@ async fn add_database(
     owner: &str,
 ) -> Result<Database, (u16, String)> {
     let (key, owner_real) = emu.read(|w| {
-        let b = w
-            .neon
-            .branches
-            .get(branch_id)
-            .filter(|b| b.project_id == project_id)
-            .ok_or((404, "branch not found".to_string()))?;
+        let b = branch_in(w, project_id, branch_id)?;
         if w.neon.databases.iter().any(|d| d.branch_id == branch_id && d.name == name) {
             return Err((409, format!("database {name:?} already exists")));
         }
