@@ -348,7 +348,8 @@ async fn round(client: &kube::Client, n: usize) -> Round {
     }
 }
 
-/// CPU seconds (user + system, including reaped children) of a process.
+/// CPU seconds (user + system, including reaped children) of a process;
+/// /proc counts clock ticks of 1/100 s on Linux.
 fn cpu_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // After the parenthesised command name: utime, stime, cutime, cstime are fields 14-17.
@@ -450,14 +451,9 @@ impl Controller {
             .unwrap_or(0)
     }
 
-    /// User + system CPU time so far (clock ticks of 1/100 s on Linux).
+    /// User + system CPU time so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat = self.proc_file("stat");
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = stat.rsplit(')').next().unwrap_or_default();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (tick(11) + tick(12)) / 100.0
+        cpu_of(self.child.id())
     }
 
     fn stop(&mut self) {
