@@ -18,7 +18,14 @@ fn period(month: u32) -> Period {
 }
 
 fn usage(input: i64, output: i64, multiplier: i64) -> Usage {
-    Usage { model: "m".into(), input_tokens: input, output_tokens: output, multiplier, outcome: "complete".into() }
+    Usage {
+        model: "m".into(),
+        input_tokens: input,
+        output_tokens: output,
+        cost: (input + output) * multiplier,
+        outcome: "complete".into(),
+        ..Usage::default()
+    }
 }
 
 #[tokio::test]
@@ -117,19 +124,19 @@ async fn settlement_is_idempotent_per_request_id_and_never_negative() {
     l.ensure_account("ns/a").await.unwrap();
     l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 100, reason: String::new() }).await.unwrap();
     let r = l.reserve("ns/a", "same", 50, Duration::from_secs(60)).await.unwrap();
-    // A second hold for an id in flight is refused.
-    assert!(matches!(
-        l.reserve("ns/a", "same", 1, Duration::from_secs(60)).await,
-        Err(LedgerError::DuplicateRequest(_))
-    ));
+    // A second hold for a key in flight is refused.
+    assert!(matches!(l.reserve("ns/a", "same", 1, Duration::from_secs(60)).await, Err(LedgerError::InFlight(_))));
     let s1 = l.settle(&r, &usage(20, 20, 1)).await.unwrap();
     assert_eq!((s1.credits, s1.already_billed, s1.balance), (40, false, 60));
-    // Settling the same reservation again, or a retry under the same id: no second charge.
+    // Settling the same reservation again: no second charge.
     let s2 = l.settle(&r, &usage(20, 20, 1)).await.unwrap();
     assert_eq!((s2.credits, s2.already_billed), (0, true));
-    let retry = l.reserve("ns/a", "same", 50, Duration::from_secs(60)).await.unwrap();
-    let s3 = l.settle(&retry, &usage(20, 20, 1)).await.unwrap();
-    assert_eq!((s3.credits, s3.already_billed, s3.balance, s3.available), (0, true, 60, 60));
+    // A key that completed is never admitted again: the caller learns what it was billed.
+    match l.reserve("ns/a", "same", 50, Duration::from_secs(60)).await {
+        Err(LedgerError::AlreadyCompleted { credits, .. }) => assert_eq!(credits, 40),
+        other => panic!("a completed key was admitted again: {other:?}"),
+    }
+    assert_eq!(l.snapshot("ns/a").await.unwrap().reserved, 0);
     // A request that ran far over its estimate is clamped at zero balance.
     let r = l.reserve("ns/a", "big", 10, Duration::from_secs(60)).await.unwrap();
     let s4 = l.settle(&r, &usage(1000, 1000, 1)).await.unwrap();
@@ -224,4 +231,117 @@ async fn allotment_changes_move_the_current_period_once_and_polls_see_changes() 
     let ids: Vec<&str> = changed.iter().map(|b| b.account.as_str()).collect();
     assert_eq!(ids, vec!["ns/a"]);
     assert!(changed[0].exhausted() && changed[0].low());
+}
+
+/// Defect: toggling the allotment minted credits (990 left with 900 used).
+#[tokio::test]
+async fn no_sequence_of_allotment_changes_mints_credits() {
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    assert!(l.ensure_period("ns/a", period(4), 1000).await.unwrap());
+    let r = l.reserve("ns/a", "spend", 900, Duration::from_secs(60)).await.unwrap();
+    l.settle(&r, &usage(400, 500, 1)).await.unwrap();
+    for _ in 0..3 {
+        assert!(l.set_allotment("ns/a", 10).await.unwrap());
+        let s = l.snapshot("ns/a").await.unwrap();
+        assert_eq!((s.balance, s.used_this_period), (0, 900));
+        assert!(l.set_allotment("ns/a", 1000).await.unwrap());
+        let s = l.snapshot("ns/a").await.unwrap();
+        assert_eq!((s.balance, s.used_this_period), (100, 900), "credits minted by a plan toggle");
+    }
+    // Granted credits are spent after the allotment and survive the toggles too.
+    l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 50, reason: String::new() }).await.unwrap();
+    let r = l.reserve("ns/a", "spend2", 120, Duration::from_secs(60)).await.unwrap();
+    l.settle(&r, &usage(60, 60, 1)).await.unwrap();
+    l.set_allotment("ns/a", 10).await.unwrap();
+    l.set_allotment("ns/a", 1000).await.unwrap();
+    let s = l.snapshot("ns/a").await.unwrap();
+    assert_eq!((s.balance, s.used_this_period), (30, 1020));
+    assert_eq!(l.usage_credits("ns/a").await.unwrap(), 1020);
+}
+
+/// Defect: a hold was sized to the worst case or refused; now it is fitted
+/// to the balance by lowering the output cap, and refused only when not
+/// even the fixed part and the minimal output fit.
+#[tokio::test]
+async fn holds_are_fitted_to_the_balance_by_lowering_the_output_cap() {
+    use winston::ledger::{HoldRequest, HoldShape};
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 50_000, reason: String::new() }).await.unwrap();
+    let ask = |fixed, per_unit_milli, max_units, min_units| HoldRequest {
+        account: "ns/a",
+        key: None,
+        shape: HoldShape { fixed, per_unit_milli, max_units, min_units },
+        ttl: Duration::from_secs(60),
+        owner: None,
+    };
+    // 612 credits of input at 12 credits/token output, 32,000 asked: 4,115 tokens fit.
+    let r = l.hold(&ask(612, 12_000, 32_000, 1)).await.unwrap();
+    assert_eq!((r.units, r.amount, r.available), (4115, 612 + 4115 * 12, 50_000 - 612 - 4115 * 12));
+    l.release(&r).await.unwrap();
+    // Fractional prices round the hold up, never down.
+    let r = l.hold(&ask(0, 1_500, 3, 1)).await.unwrap();
+    assert_eq!((r.units, r.amount), (3, 5));
+    l.release(&r).await.unwrap();
+    // Not even input + the minimal output: refused, saying what was needed and what is left.
+    assert!(matches!(
+        l.hold(&ask(49_990, 12_000, 32_000, 1)).await,
+        Err(LedgerError::Insufficient { needed: 50_002, available: 50_000, .. })
+    ));
+    let last = l.hold(&ask(49_988, 12_000, 32_000, 1)).await.unwrap();
+    assert_eq!((last.units, last.available), (1, 0));
+    match l.hold(&ask(10, 12_000, 32_000, 16)).await {
+        Err(LedgerError::Insufficient { needed, available, low }) => {
+            assert_eq!((needed, available, low), (10 + 16 * 12, 0, false));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Defect: a SIGKILLed proxy's holds kept their keys "in flight" (409) and
+/// their credits held for the whole TTL. A session's holds die with it.
+#[tokio::test]
+async fn a_dead_sessions_holds_are_released_at_once() {
+    use winston::ledger::{HoldRequest, HoldShape, ProxySession};
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    l.ensure_account("ns/a").await.unwrap();
+    l.apply_grant("ns/a", &Grant { id: "g".into(), amount: 1000, reason: String::new() }).await.unwrap();
+    let dead = ProxySession::open(&db.url).await.unwrap();
+    let live = ProxySession::open(&db.url).await.unwrap();
+    assert_ne!(dead.owner(), live.owner());
+    let hold = |key: &'static str, owner: i32| HoldRequest {
+        account: "ns/a",
+        key: Some(key),
+        shape: HoldShape::fixed(100),
+        ttl: Duration::from_secs(3600),
+        owner: Some(owner),
+    };
+    l.hold(&hold("k1", dead.owner())).await.unwrap();
+    l.hold(&hold("k2", dead.owner())).await.unwrap();
+    let kept = l.hold(&hold("k3", live.owner())).await.unwrap();
+    // While the owner lives, its key is in flight and the sweeper leaves it alone.
+    assert!(matches!(l.hold(&hold("k1", live.owner())).await, Err(LedgerError::InFlight(_))));
+    assert_eq!(l.expire_reservations().await.unwrap(), 0);
+    let owner = dead.owner();
+    drop(dead);
+    // The lock goes with the connection; the retry of k1 is admitted at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let retried = loop {
+        match l.hold(&hold("k1", live.owner())).await {
+            Ok(r) => break r,
+            Err(LedgerError::InFlight(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("owner {owner}'s hold outlived it: {e}"),
+        }
+    };
+    // The sweeper releases the rest of the dead session's holds, not the live one's.
+    assert_eq!(l.expire_reservations().await.unwrap(), 1);
+    let s = l.snapshot("ns/a").await.unwrap();
+    assert_eq!(s.reserved, retried.amount + kept.amount);
+    assert!(live.alive());
 }

@@ -139,7 +139,7 @@ impl Ledger {
             return Ok(false);
         }
         sqlx::query(
-            "UPDATE accounts SET allotment = $2, period_credits = $2, used_this_period = 0,
+            "UPDATE accounts SET allotment = $2, period_spent = 0, used_this_period = 0,
                  period_start = $3, period_end = $4, updated_at = now() WHERE id = $1",
         )
         .bind(account)
@@ -160,8 +160,10 @@ impl Ledger {
     }
 
     /// Changes the allotment of the current period (a plan change or a new
-    /// `allotmentPerPeriod` mid-period): the remaining period credits move by
-    /// the difference, never below zero, and `used_this_period` is kept.
+    /// `allotmentPerPeriod` mid-period). The period's remaining credits are
+    /// derived, `max(allotment - spent from it, 0)`, so what was spent stays
+    /// spent: no sequence of changes returns credits (1,000 -> 10 -> 1,000
+    /// after spending 900 leaves 100), and `used_this_period` is kept.
     /// Returns whether anything changed: an account without a period yet, or
     /// already at `allotment`, is left alone (so repeating it is a no-op).
     ///
@@ -183,14 +185,11 @@ impl Ledger {
         if start.is_none() || previous == allotment {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE accounts SET period_credits = GREATEST(period_credits + $2 - allotment, 0), allotment = $2,
-                 updated_at = now() WHERE id = $1",
-        )
-        .bind(account)
-        .bind(allotment)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE accounts SET allotment = $2, updated_at = now() WHERE id = $1")
+            .bind(account)
+            .bind(allotment)
+            .execute(&mut *tx)
+            .await?;
         audit(&mut tx, account, "allotment_changed", serde_json::json!({"from": previous, "to": allotment})).await?;
         tx.commit().await?;
         Ok(true)

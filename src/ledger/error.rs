@@ -13,9 +13,16 @@ pub enum LedgerError {
     #[error("failed to find ledger account {0:?}")]
     UnknownAccount(String),
     #[error("failed to reserve {needed} credits: only {available} available")]
-    Insufficient { needed: i64, available: i64 },
-    #[error("failed to reserve: request id {0:?} is already in flight")]
-    DuplicateRequest(String),
+    Insufficient {
+        needed: i64,
+        available: i64,
+        /// The balance is under the account's low threshold.
+        low: bool,
+    },
+    #[error("failed to reserve: idempotency key {0:?} is in flight")]
+    InFlight(String),
+    #[error("failed to reserve: idempotency key {key:?} already completed (billed {credits} credits)")]
+    AlreadyCompleted { key: String, credits: i64 },
     #[error("failed to register the key: it was revoked or belongs to another account")]
     KeyUnusable,
     #[error("failed to accept amount {0}: credits must not be negative")]
@@ -32,7 +39,8 @@ impl LedgerError {
             Self::Db(_) => "database",
             Self::UnknownAccount(_) => "unknown_account",
             Self::Insufficient { .. } => "insufficient_credits",
-            Self::DuplicateRequest(_) => "duplicate_request",
+            Self::InFlight(_) => "in_flight",
+            Self::AlreadyCompleted { .. } => "already_completed",
             Self::InvalidAmount(_) => "invalid_amount",
             Self::KeyUnusable => "key_unusable",
         }

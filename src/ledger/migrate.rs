@@ -10,13 +10,13 @@ use super::{Ledger, LedgerError};
 /// The embedded `migrations/control` set, in version order.
 #[must_use]
 pub fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("ledger"),
-        MigrationType::Simple,
-        include_str!("../../migrations/control/0001_ledger.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name, sql: &'static str| {
+        Migration::new(version, Cow::Borrowed(name), MigrationType::Simple, sql.into_sql_str(), false)
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "ledger", include_str!("../../migrations/control/0001_ledger.sql")),
+        migration(2, "meter integrity", include_str!("../../migrations/control/0002_meter_integrity.sql")),
+    ])
 }
 
 /// Connects to `database_url` and applies every pending control migration.

@@ -10,23 +10,29 @@
 //!   admission is one conditional `UPDATE` ([`Ledger::reserve`]);
 //! - a grant id credits once, a period resets once, a request id is billed
 //!   once ([`Ledger::settle`] is idempotent per `(account, request id)`);
-//! - reservations expire, so a crashed proxy's holds come back
-//!   ([`Ledger::expire_reservations`]).
+//! - holds belong to a live proxy session ([`ProxySession`]): a dead
+//!   process's holds come back at once ([`Ledger::expire_reservations`]);
+//! - an idempotency key that completed is never admitted again within its
+//!   window ([`Ledger::hold`]);
+//! - the period's credits are derived (allotment minus what was spent from
+//!   it), so no sequence of allotment changes mints credits.
 mod accounts;
 mod error;
 pub mod keys;
 mod migrate;
 pub mod money;
 mod reserve;
+mod session;
 
 pub use error::LedgerError;
 pub use keys::{ActiveKey, IssuedKey, hash_key};
 pub use migrate::{migrate, migrator};
-pub use reserve::{Reservation, Settlement, Usage};
+pub use reserve::{HoldRequest, HoldShape, IDEMPOTENCY_WINDOW, Reservation, Settlement, Usage};
+pub use session::ProxySession;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// A PostgreSQL connection URL as given on the command line. It may carry a
 /// password, so `Debug` never shows it; [`DatabaseUrl::expose`] is the only
@@ -52,6 +58,17 @@ impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DatabaseUrl(<redacted>)")
     }
+}
+
+/// Connection options for Winston's database: every connection commits
+/// synchronously whatever the server's default, because the durability
+/// promise (an acknowledged response is recorded) rests on it.
+///
+/// # Errors
+/// When the URL cannot be parsed (the error does not repeat it).
+pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, LedgerError> {
+    let options: PgConnectOptions = database_url.parse().map_err(LedgerError::Connect)?;
+    Ok(options.options([("synchronous_commit", "on")]))
 }
 
 /// Handle on the ledger database. Cheap to clone (the pool is shared).
@@ -121,10 +138,11 @@ impl Ledger {
     /// # Errors
     /// Fails when the database cannot be reached.
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, LedgerError> {
+        let options = connect_options(database_url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(database_url)
+            .connect_with(options)
             .await
             .map_err(LedgerError::Connect)?;
         Ok(Self { pool })

@@ -1,23 +1,83 @@
-//! Admission and settlement: reserve the worst case before an LLM call,
-//! settle to the actual usage after it, release on failure, expire holds a
-//! crashed proxy left behind.
+//! Admission and settlement: hold the worst case before an LLM call (sized
+//! to what the balance can pay), settle to the actual usage after it,
+//! release on failure, and release the holds of proxies that died.
 //!
-//! Lock order everywhere is "reservation row, then account row" (reserve
-//! only inserts a new reservation, which waits on nothing), so settlement,
-//! release and the sweeper cannot deadlock each other.
+//! Admission is one call of the `winston_reserve` SQL function (one round
+//! trip): it checks the client's idempotency key, sizes the hold, takes it
+//! and claims the key under the account's row lock, so concurrent requests
+//! can never together hold more than the balance, and a key that completed
+//! never reaches the upstream again.
+//!
+//! Lock order everywhere is "account row, then reservation / key rows"
+//! inside `winston_reserve`, and "reservation row, then account row" in
+//! settlement and release, which only touch a reservation no admission
+//! waits on; the sweeper deletes reservations first, then updates accounts.
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use super::{Ledger, LedgerError, money};
 
+/// How long a completed idempotency key keeps refusing a replay (Stripe's
+/// window); afterwards the same key starts a new request.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The shape of a worst-case hold, so the ledger can fit it to the balance:
+/// `fixed + ceil(units * per_unit_milli / 1000)` credits, where `units` is
+/// the output cap per choice, at most `max_units`, lowered to what the
+/// balance can pay but never under `min_units`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldShape {
+    /// Credits that do not depend on the output cap (input, server tools).
+    pub fixed: i64,
+    /// Thousandths of a credit per unit of output cap (all choices together).
+    pub per_unit_milli: i64,
+    /// The output cap asked for.
+    pub max_units: i64,
+    /// The smallest output cap worth forwarding.
+    pub min_units: i64,
+}
+
+impl HoldShape {
+    /// A hold of exactly `amount` credits with no output cap to size.
+    #[must_use]
+    pub fn fixed(amount: i64) -> Self {
+        Self { fixed: amount, per_unit_milli: 0, max_units: 0, min_units: 0 }
+    }
+
+    /// The credits held for an output cap of `units`.
+    #[must_use]
+    pub fn amount(&self, units: i64) -> i64 {
+        let variable = (i128::from(units.max(0)) * i128::from(self.per_unit_milli.max(0)) + 999) / 1000;
+        i64::try_from(i128::from(self.fixed.max(0)) + variable).unwrap_or(i64::MAX)
+    }
+}
+
+/// One admission request.
+#[derive(Clone, Debug)]
+pub struct HoldRequest<'a> {
+    pub account: &'a str,
+    /// The client's `Idempotency-Key`, if any.
+    pub key: Option<&'a str>,
+    pub shape: HoldShape,
+    /// Backstop lifetime of the hold (a live owner's hold is released at
+    /// settlement; a dead owner's by the sweeper, long before this).
+    pub ttl: Duration,
+    /// The proxy session taking the hold ([`super::ProxySession::owner`]).
+    pub owner: Option<i32>,
+}
+
 /// An open hold on credits for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reservation {
+    /// The request's id (also its usage record's id).
     pub id: Uuid,
     pub account: String,
-    pub request_id: String,
+    /// The client's idempotency key, if it sent one.
+    pub key: Option<String>,
     pub amount: i64,
+    /// The output cap per choice the hold pays for (at most the asked one).
+    pub units: i64,
     /// Balance (owned credits) when the hold was taken.
     pub balance: i64,
     /// Credits still available to other requests after this hold.
@@ -26,24 +86,42 @@ pub struct Reservation {
     pub low_threshold_pct: i32,
 }
 
-/// What a request actually consumed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl Reservation {
+    /// True when the balance is under the account's low threshold.
+    #[must_use]
+    pub fn low(&self) -> bool {
+        money::is_low(self.balance, self.allotment, self.low_threshold_pct)
+    }
+}
+
+/// What a request actually consumed, as the upstream reported it (or as
+/// estimated when it did not), and what that is worth.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub model: String,
     pub input_tokens: i64,
     pub output_tokens: i64,
-    /// Credits per token for this model.
-    pub multiplier: i64,
+    pub cache_write_tokens: i64,
+    pub cache_read_tokens: i64,
+    /// Server tool uses (web searches, ...), all kinds together.
+    pub tool_uses: i64,
+    /// Credits the usage is worth at the model's prices.
+    pub cost: i64,
     /// Short label stored with the record (`complete`, `client_disconnected`, ...).
     pub outcome: String,
+    /// True when a count was estimated because the upstream did not report it.
+    pub estimated: bool,
 }
 
 /// The result of settling one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settlement {
-    /// Credits debited by this call (0 when the request id was already billed).
+    /// Credits debited by this call (0 when the request was already billed).
     pub credits: i64,
-    /// True when a usage record for this request id existed already.
+    /// What the usage was worth; `cost - credits` went unbilled (0 unless the
+    /// upstream exceeded the hold and the balance could not pay the rest).
+    pub cost: i64,
+    /// True when a usage record for this request existed already.
     pub already_billed: bool,
     /// Owned credits after settlement.
     pub balance: i64,
@@ -59,87 +137,97 @@ impl Settlement {
     pub fn low(&self) -> bool {
         money::is_low(self.balance, self.allotment, self.low_threshold_pct)
     }
-}
 
-impl Reservation {
-    /// True when the balance left for others is under the low threshold.
+    /// Credits the usage was worth that could not be billed.
     #[must_use]
-    pub fn low(&self) -> bool {
-        money::is_low(self.available, self.allotment, self.low_threshold_pct)
+    pub fn unbilled(&self) -> i64 {
+        if self.already_billed { 0 } else { (self.cost - self.credits).max(0) }
     }
 }
 
+/// `(outcome, amount, units, balance, available, allotment, pct, prior credits)`.
+type ReserveRow = (String, i64, i64, i64, i64, i64, i32, Option<i64>);
+
 impl Ledger {
-    /// Holds `amount` credits for `request_id` until settled, released or
-    /// `ttl` has passed. Atomic: one conditional `UPDATE`, so concurrent
-    /// reservations can never together exceed the balance.
+    /// Holds credits for one request: refuses a key that completed or is in
+    /// flight with a live owner, lowers the output cap to what the balance
+    /// can pay, and takes the hold, atomically.
     ///
     /// # Errors
-    /// [`LedgerError::Insufficient`] when the available balance cannot cover
-    /// `amount`; [`LedgerError::DuplicateRequest`] when the same request id
-    /// holds a reservation already; unknown account; database errors.
+    /// [`LedgerError::Insufficient`] when not even `min_units` fit;
+    /// [`LedgerError::AlreadyCompleted`] / [`LedgerError::InFlight`] for a
+    /// reused key; unknown account; database errors.
+    pub async fn hold(&self, req: &HoldRequest<'_>) -> Result<Reservation, LedgerError> {
+        let s = req.shape;
+        if s.fixed < 0 || s.per_unit_milli < 0 || s.max_units < s.min_units || s.min_units < 0 {
+            return Err(LedgerError::InvalidAmount(s.fixed.min(s.per_unit_milli).min(s.min_units)));
+        }
+        let id = Uuid::new_v4();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let (outcome, amount, units, balance, available, allotment, low_threshold_pct, prior): ReserveRow =
+            sqlx::query_as("SELECT * FROM winston_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .bind(req.account)
+                .bind(id)
+                .bind(req.key)
+                .bind(req.owner)
+                .bind(s.fixed)
+                .bind(s.per_unit_milli)
+                .bind(s.max_units)
+                .bind(s.min_units)
+                .bind(ms(req.ttl))
+                .bind(ms(IDEMPOTENCY_WINDOW))
+                .fetch_one(&self.pool)
+                .await?;
+        let key = || req.key.unwrap_or_default().to_string();
+        match outcome.as_str() {
+            "reserved" => Ok(Reservation {
+                id,
+                account: req.account.to_string(),
+                key: req.key.map(str::to_string),
+                amount,
+                units,
+                balance,
+                available,
+                allotment,
+                low_threshold_pct,
+            }),
+            "insufficient" => Err(LedgerError::Insufficient {
+                needed: amount,
+                available,
+                low: money::is_low(balance, allotment, low_threshold_pct),
+            }),
+            "completed" => Err(LedgerError::AlreadyCompleted { key: key(), credits: prior.unwrap_or(0) }),
+            "in_flight" => Err(LedgerError::InFlight(key())),
+            _ => Err(LedgerError::UnknownAccount(req.account.to_string())),
+        }
+    }
+
+    /// Holds exactly `amount` credits under the idempotency key `key` (a
+    /// convenience over [`Ledger::hold`] for callers without an output cap).
+    ///
+    /// # Errors
+    /// As [`Ledger::hold`].
     pub async fn reserve(
         &self,
         account: &str,
-        request_id: &str,
+        key: &str,
         amount: i64,
         ttl: Duration,
     ) -> Result<Reservation, LedgerError> {
         if amount < 0 {
             return Err(LedgerError::InvalidAmount(amount));
         }
-        let id = Uuid::new_v4();
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let row: Result<Option<(i64, i64, i64, i32)>, sqlx::Error> = sqlx::query_as(
-            "WITH acc AS (
-                 UPDATE accounts SET reserved = reserved + $3
-                 WHERE id = $1 AND period_credits + granted_credits - reserved >= $3
-                 RETURNING period_credits + granted_credits AS balance,
-                           period_credits + granted_credits - reserved AS available,
-                           allotment, low_threshold_pct
-             ), ins AS (
-                 INSERT INTO reservations (id, account_id, request_id, amount, expires_at)
-                 SELECT $4, $1, $2, $3, now() + $5 * interval '1 millisecond' FROM acc
-             )
-             SELECT balance, available, allotment, low_threshold_pct FROM acc",
-        )
-        .bind(account)
-        .bind(request_id)
-        .bind(amount)
-        .bind(id)
-        .bind(ttl_ms)
-        .fetch_optional(&self.pool)
-        .await;
-        match row {
-            Ok(Some((balance, available, allotment, low_threshold_pct))) => Ok(Reservation {
-                id,
-                account: account.to_string(),
-                request_id: request_id.to_string(),
-                amount,
-                balance,
-                available,
-                allotment,
-                low_threshold_pct,
-            }),
-            Ok(None) => {
-                let snap = self.snapshot(account).await?;
-                Err(LedgerError::Insufficient { needed: amount, available: snap.available })
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                Err(LedgerError::DuplicateRequest(request_id.to_string()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.hold(&HoldRequest { account, key: Some(key), shape: HoldShape::fixed(amount), ttl, owner: None }).await
     }
 
     /// Settles `reservation` to `usage` atomically: inserts the usage record
-    /// (unique per account and request id), drops the hold and debits the
-    /// actual cost, clamped so the balance never goes below zero and other
-    /// open holds stay covered ([`money::chargeable`]; the period allotment
-    /// is spent before granted credits, [`money::split_debit`]). Idempotent:
-    /// settling a request id that was already billed debits nothing and only
-    /// drops the hold. Works even after the hold expired (the debit is then
-    /// limited to what is free).
+    /// (unique per request), marks its idempotency key completed, drops the
+    /// hold and debits `usage.cost`, clamped so the balance never goes below
+    /// zero and other open holds stay covered ([`money::chargeable`]; the
+    /// period allotment is spent before granted credits). Idempotent:
+    /// settling a request that was already billed debits nothing and only
+    /// drops the hold. Works even after the hold was released (the debit is
+    /// then limited to what is free).
     ///
     /// One statement, so one round trip and the account row is locked only
     /// while it runs: a busy account settles thousands of requests a second.
@@ -147,7 +235,6 @@ impl Ledger {
     /// # Errors
     /// Unknown account; database errors (nothing is changed then).
     pub async fn settle(&self, reservation: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
-        let cost = money::cost(usage.input_tokens, usage.output_tokens, usage.multiplier);
         let row: Option<(i64, i64, i64, i64, i32, i64)> = sqlx::query_as(
             "WITH r AS (
                  DELETE FROM reservations WHERE id = $1 RETURNING amount
@@ -156,39 +243,48 @@ impl Ledger {
                         GREATEST(reserved - COALESCE((SELECT amount FROM r), 0), 0) AS reserved_after
                  FROM accounts WHERE id = $2 FOR UPDATE
              ), c AS (
-                 SELECT a.*, LEAST($7::bigint,
+                 SELECT a.*, LEAST($6::bigint,
                                    GREATEST(period_credits + granted_credits - reserved_after, 0),
                                    GREATEST(period_credits + granted_credits, 0)) AS charge
                  FROM a
              ), ins AS (
                  INSERT INTO usage_records
-                     (account_id, request_id, model, input_tokens, output_tokens, cost, credits, outcome)
-                 SELECT $2, $3, $4, $5, $6, $7, charge, $8 FROM c
+                     (account_id, request_id, model, input_tokens, output_tokens, cost, credits, outcome,
+                      idempotency_key, cache_write_tokens, cache_read_tokens, tool_uses, estimated)
+                 SELECT $2, $1::text, $3, $4, $5, $6, charge, $7, $8, $9, $10, $11, $12 FROM c
                  ON CONFLICT DO NOTHING
                  RETURNING credits
+             ), k AS (
+                 UPDATE idempotency_keys SET completed_at = now(), credits = (SELECT credits FROM ins)
+                 WHERE account_id = $2 AND key = $8 AND reservation_id = $1 AND EXISTS (SELECT 1 FROM ins)
+                 RETURNING 1
              ), d AS (
                  SELECT c.*, COALESCE((SELECT credits FROM ins), 0) AS debit,
                         (SELECT count(*) FROM ins) AS inserted
                  FROM c
              )
              UPDATE accounts acc SET
-                 period_credits = acc.period_credits - LEAST(d.debit, GREATEST(acc.period_credits, 0)),
-                 granted_credits = acc.granted_credits - (d.debit - LEAST(d.debit, GREATEST(acc.period_credits, 0))),
+                 period_spent = acc.period_spent + LEAST(d.debit, d.period_credits),
+                 granted_credits = acc.granted_credits - (d.debit - LEAST(d.debit, d.period_credits)),
                  reserved = d.reserved_after,
                  used_this_period = acc.used_this_period + d.debit,
                  updated_at = now()
              FROM d WHERE acc.id = d.id
-             RETURNING d.debit, acc.period_credits + acc.granted_credits, d.reserved_after,
+             RETURNING d.debit, d.period_credits + d.granted_credits - d.debit, d.reserved_after,
                        d.allotment, d.low_threshold_pct, d.inserted",
         )
         .bind(reservation.id)
         .bind(&reservation.account)
-        .bind(&reservation.request_id)
         .bind(&usage.model)
         .bind(usage.input_tokens.max(0))
         .bind(usage.output_tokens.max(0))
-        .bind(cost)
+        .bind(usage.cost.max(0))
         .bind(&usage.outcome)
+        .bind(reservation.key.as_deref())
+        .bind(usage.cache_write_tokens.max(0))
+        .bind(usage.cache_read_tokens.max(0))
+        .bind(usage.tool_uses.max(0))
+        .bind(usage.estimated)
         .fetch_optional(&self.pool)
         .await?;
         let Some((credits, balance, reserved_after, allotment, low_threshold_pct, inserted)) = row else {
@@ -196,6 +292,7 @@ impl Ledger {
         };
         Ok(Settlement {
             credits,
+            cost: usage.cost.max(0),
             already_billed: inserted == 0,
             balance,
             available: (balance - reserved_after).max(0),
@@ -204,9 +301,10 @@ impl Ledger {
         })
     }
 
-    /// Drops the hold without charging (upstream error, refused request).
-    /// Returns the credits now available, or `None` when the hold was
-    /// already gone (settled, released or expired).
+    /// Drops the hold without charging (upstream error, refused request);
+    /// its idempotency key is free again. Returns the credits now
+    /// available, or `None` when the hold was already gone (settled,
+    /// released or swept).
     ///
     /// # Errors
     /// Database errors.
@@ -223,14 +321,18 @@ impl Ledger {
         Ok(row.map(|(a,)| a))
     }
 
-    /// Releases every hold whose expiry has passed (a proxy crashed or lost
-    /// its database connection mid-request). Returns how many were released.
+    /// Releases every hold whose owner died (its session lock is gone) or
+    /// whose backstop expiry has passed. Returns how many were released.
     ///
     /// # Errors
     /// Database errors.
     pub async fn expire_reservations(&self) -> Result<u64, LedgerError> {
         let (n,): (i64,) = sqlx::query_as(
-            "WITH r AS (DELETE FROM reservations WHERE expires_at < now() RETURNING account_id, amount),
+            "WITH dead AS (SELECT DISTINCT owner FROM reservations
+                           WHERE owner IS NOT NULL AND NOT winston_owner_alive(owner)),
+                  r AS (DELETE FROM reservations
+                        WHERE expires_at < now() OR owner IN (SELECT owner FROM dead)
+                        RETURNING account_id, amount),
                   s AS (SELECT account_id, sum(amount)::bigint AS amount FROM r GROUP BY account_id),
                   u AS (UPDATE accounts a SET reserved = GREATEST(a.reserved - s.amount, 0)
                         FROM s WHERE a.id = s.account_id RETURNING 1)
@@ -239,6 +341,21 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Forgets idempotency keys whose window has passed (bounded batch).
+    /// Returns how many were removed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn forget_expired_keys(&self) -> Result<u64, LedgerError> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid IN
+                 (SELECT ctid FROM idempotency_keys WHERE expires_at < now() LIMIT 10000)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Sum of credits debited for `account` across all usage records.

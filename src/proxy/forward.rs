@@ -121,7 +121,7 @@ async fn handle(st: Arc<ProxyState>, api: Api, headers: HeaderMap, body: Body) -
     let ttl = Duration::from_secs(st.settings.reservation_ttl_secs);
     let reservation = match st.ledger.reserve(&account, &request_id, amount, ttl).await {
         Ok(r) => r,
-        Err(LedgerError::Insufficient { needed, available }) => {
+        Err(LedgerError::Insufficient { needed, available, .. }) => {
             let mut resp = refuse(
                 Refusal::InsufficientCredits,
                 &format!(
@@ -136,7 +136,7 @@ async fn handle(st: Arc<ProxyState>, api: Api, headers: HeaderMap, body: Body) -
             credit_headers(resp.headers_mut(), 0, true, None);
             return resp;
         }
-        Err(LedgerError::DuplicateRequest(_)) => {
+        Err(LedgerError::InFlight(_) | LedgerError::AlreadyCompleted { .. }) => {
             return refuse(Refusal::DuplicateRequest, "a request with this id is already in flight");
         }
         Err(e) => {
@@ -360,8 +360,9 @@ async fn complete_unary(st: &ProxyState, a: Admitted, upstream: reqwest::Respons
         model: a.model.id.clone(),
         input_tokens: input,
         output_tokens: output,
-        multiplier: a.model.multiplier,
+        cost: money::cost(input, output, a.model.multiplier),
         outcome: outcome.into(),
+        ..Usage::default()
     };
     match settle_durably(st, &a.reservation, &usage).await {
         Ok(s) => {

@@ -25,7 +25,7 @@ use super::errors::Api;
 use super::forward::{Admitted, credit_headers, release, settle_durably, upstream_headers};
 use super::meter::{FrameKind, Meter, frame_end};
 use super::{CREDITS_REMAINING_HEADER, InFlightGuard, ProxyState};
-use crate::ledger::Usage;
+use crate::ledger::{Usage, money};
 
 /// A frame longer than this without a blank line is forwarded unparsed.
 const MAX_FRAME: usize = 1024 * 1024;
@@ -152,8 +152,9 @@ async fn pump(
         model: a.model.id.clone(),
         input_tokens: input,
         output_tokens: output,
-        multiplier: a.model.multiplier,
+        cost: money::cost(input, output, a.model.multiplier),
         outcome: outcome.into(),
+        ..Usage::default()
     };
     match settle_durably(&st, &a.reservation, &usage).await {
         Ok(s) => {
