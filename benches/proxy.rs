@@ -139,9 +139,10 @@ async fn run() {
     .expect("write catalog");
     let port = winston::devenv::free_port().expect("free port");
     let proxy_url = format!("http://127.0.0.1:{port}");
-    let mut proxy = ProxyProcess::spawn(port, &url, &catalog, dir.path());
+    let admin_port = winston::devenv::free_port().expect("free port");
+    let mut proxy = ProxyProcess::spawn(port, admin_port, &url, &catalog, dir.path());
     let client = reqwest::Client::builder().tcp_nodelay(true).timeout(Duration::from_secs(10)).build().expect("client");
-    wait_ready(&client, &proxy_url, &mut proxy).await;
+    wait_ready(&client, &format!("http://127.0.0.1:{admin_port}"), &mut proxy).await;
     let idle_rss = proxy.rss_kib();
 
     let body = |stream: bool| {
@@ -387,10 +388,11 @@ struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    fn spawn(port: u16, database_url: &str, catalog: &Path, dir: &Path) -> Self {
+    fn spawn(port: u16, admin_port: u16, database_url: &str, catalog: &Path, dir: &Path) -> Self {
         let log = std::fs::File::create(dir.join("proxy.log")).expect("proxy log");
         let child = Command::new(env!("CARGO_BIN_EXE_winston"))
             .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--catalog")
             .arg(catalog)
             .env("WINSTON_DATABASE_URL", database_url)

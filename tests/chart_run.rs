@@ -32,6 +32,8 @@ struct Pod {
     env: BTreeMap<String, String>,
     /// The address its probes are served on.
     probe_addr: String,
+    /// Where the pod serves its clients (the proxy's tenant port).
+    serve_addr: String,
 }
 
 /// Builds the container `name` of `docs` as a local process environment:
@@ -85,13 +87,20 @@ fn pod(docs: &[Value], deployment: &str, files: &Path, namespace: &str, secrets:
         };
         env.insert(name, value);
     }
-    for listen in ["WINSTON_METRICS_ADDR", "WINSTON_PROXY_LISTEN"] {
+    // Probes go to the admin listener (the controller's metrics address, the
+    // proxy's admin port); the proxy's tenant port is a second one.
+    let serve_addr = format!("127.0.0.1:{}", winston::devenv::free_port().unwrap());
+    for (listen, addr) in [
+        ("WINSTON_METRICS_ADDR", &probe_addr),
+        ("WINSTON_PROXY_ADMIN_LISTEN", &probe_addr),
+        ("WINSTON_PROXY_LISTEN", &serve_addr),
+    ] {
         if env.contains_key(listen) {
-            env.insert(listen.into(), probe_addr.clone());
+            env.insert(listen.into(), addr.clone());
         }
     }
     let args = container["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-    Pod { args, env, probe_addr }
+    Pod { args, env, probe_addr, serve_addr }
 }
 
 /// The pod's process (killed on drop), logging to `log`.
@@ -190,7 +199,7 @@ async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() 
     let key = ledger.issue_key("shop/acme", "chart-test").await.unwrap().plaintext;
     let http = reqwest::Client::new();
     let models = eventually("the proxy to accept the new key", WAIT, || async {
-        let r = http.get(format!("http://{}/v1/models", proxy.probe_addr)).bearer_auth(&key).send().await.ok()?;
+        let r = http.get(format!("http://{}/v1/models", proxy.serve_addr)).bearer_auth(&key).send().await.ok()?;
         if r.status().is_success() { r.text().await.ok() } else { None }
     })
     .await;

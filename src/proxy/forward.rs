@@ -1,7 +1,16 @@
-//! Request admission and non-streaming forwarding: authenticate, bound and
-//! parse the body, route by model, reserve the worst case, call the
-//! upstream, then settle (or release on an upstream error) before answering.
-//! Streaming responses are handed to [`super::stream`].
+//! Request admission and forwarding. A request goes through named phases:
+//!
+//! 1. **admit** (on the client's connection): authenticate, read the body
+//!    within its limit, parse, route by model, check it against the API's
+//!    rules and the catalog's allow-lists ([`super::request`]), take a hold
+//!    fitted to the balance ([`crate::ledger::Ledger::hold`]), and write the
+//!    output cap the hold pays for into the upstream request;
+//! 2. **forward** (a task of its own, so a client that goes away does not
+//!    strand the hold): call the upstream, then relay a stream
+//!    ([`super::stream`]) or complete a unary answer;
+//! 3. **settle**: bill what the upstream reported (estimated where it did
+//!    not) before the answer's last byte goes out, or release the hold when
+//!    nothing was generated.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,13 +23,17 @@ use serde_json::{Value, json};
 use super::catalog::{Model, UpstreamKind};
 use super::errors::{Api, Refusal};
 use super::meter::Meter;
-use super::{CREDITS_REMAINING_HEADER, CREDITS_WARNING_HEADER, ProxyState, REQUEST_ID_HEADERS, stream};
-use crate::ledger::{LedgerError, Reservation, Settlement, Usage, money};
+use super::pricing::Tokens;
+use super::request::{self, Analyzed};
+use super::{
+    CREDITS_REMAINING_HEADER, CREDITS_WARNING_HEADER, IDEMPOTENCY_KEY_HEADER, OUTPUT_CAP_HEADER, ProxyState, stream,
+};
+use crate::ledger::{HoldRequest, LedgerError, Reservation, Settlement, Usage};
 
 /// Largest non-streaming upstream body the proxy reads.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
-/// Longest client request id accepted.
-const MAX_REQUEST_ID: usize = 200;
+/// Longest idempotency key accepted (Stripe allows 255).
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub(super) async fn anthropic(State(st): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
     handle(st, Api::Anthropic, headers, body).await
@@ -56,143 +69,264 @@ pub(super) struct Admitted {
     pub api: Api,
     pub model: Model,
     pub reservation: Reservation,
-    pub input_estimate: i64,
+    pub analyzed: Analyzed,
+    /// The upstream request body, with the reserved limits written in.
+    pub body: Bytes,
+    /// The client's headers the upstream needs (`anthropic-version`, `anthropic-beta`).
+    pub client_headers: HeaderMap,
+    /// True when the proxy asked an OpenAI stream for usage the client did
+    /// not want; the usage chunk is then filtered out again.
+    pub hide_usage_chunk: bool,
+    pub started: Instant,
+}
+
+impl Admitted {
+    /// The output tokens (all choices together) the hold pays for.
+    pub fn output_allowance(&self) -> i64 {
+        self.reservation.units.saturating_mul(self.analyzed.choices.max(1))
+    }
+
+    /// The usage record for `tokens`, priced from the catalog.
+    pub fn usage(&self, mut tokens: Tokens, outcome: &str, estimated: bool) -> Usage {
+        let mut estimated = estimated;
+        if tokens.input + tokens.cache_write + tokens.cache_read == 0 {
+            // Cut before the upstream reported its input: bill the estimate, never zero.
+            tokens.input = self.analyzed.input_estimate;
+            estimated = true;
+        }
+        Usage {
+            model: self.model.id.clone(),
+            input_tokens: tokens.input,
+            output_tokens: tokens.output,
+            cache_write_tokens: tokens.cache_write,
+            cache_read_tokens: tokens.cache_read,
+            tool_uses: tokens.server_tool_uses.values().sum(),
+            cost: self.model.prices.cost(&tokens),
+            outcome: outcome.to_string(),
+            estimated,
+        }
+    }
+}
+
+/// Why admission stopped, ready to be answered in the client's API shape.
+pub(super) struct Refused {
+    refusal: Refusal,
+    message: String,
+    param: Option<String>,
+    /// Credits left and whether the balance is low, for the credit headers.
+    credits: Option<(i64, bool)>,
+}
+
+impl Refused {
+    fn new(refusal: Refusal, message: impl Into<String>) -> Self {
+        Self { refusal, message: message.into(), param: None, credits: None }
+    }
+
+    fn response(self, api: Api) -> Response {
+        let mut resp = match &self.param {
+            Some(param) => self.refusal.response_with_param(api, &self.message, param),
+            None => self.refusal.response(api, &self.message),
+        };
+        if let Some((remaining, low)) = self.credits {
+            credit_headers(resp.headers_mut(), remaining, low, None);
+        }
+        resp
+    }
 }
 
 async fn handle(st: Arc<ProxyState>, api: Api, headers: HeaderMap, body: Body) -> Response {
-    let started = Instant::now();
-    let refuse = |r: Refusal, message: &str| {
-        st.metrics.request(api.label(), r.label());
-        r.response(api, message)
-    };
-    let Some(account) = st.keys.account_for(&headers) else {
-        let missing = !headers.contains_key("x-api-key") && !headers.contains_key(header::AUTHORIZATION);
-        return if missing {
-            refuse(Refusal::MissingKey, "missing API key: send `x-api-key` or `Authorization: Bearer`")
-        } else {
-            refuse(Refusal::InvalidKey, "invalid API key")
-        };
-    };
-    let raw = match axum::body::to_bytes(body, st.settings.body_limit).await {
-        Ok(raw) => raw,
-        Err(e) if is_length_limit(&e) => {
-            return refuse(Refusal::TooLarge, &format!("request body exceeds {} bytes", st.settings.body_limit));
-        }
-        Err(_) => return refuse(Refusal::BadRequest, "failed to read the request body"),
-    };
-    let Ok(mut request) = serde_json::from_slice::<Value>(&raw) else {
-        return refuse(Refusal::MalformedJson, "request body is not valid JSON");
-    };
-    if !request.is_object() {
-        return refuse(Refusal::MalformedJson, "request body must be a JSON object");
-    }
-    let Some(model_id) = request.get("model").and_then(Value::as_str) else {
-        return refuse(Refusal::BadRequest, "model: field required");
-    };
-    let Some(model) = st.catalog.models.get(model_id) else {
-        return refuse(Refusal::UnknownModel, &format!("model {model_id:?} is not available"));
-    };
-    let endpoint_kind = match api {
-        Api::Anthropic => UpstreamKind::Anthropic,
-        Api::Openai => UpstreamKind::Openai,
-    };
-    if model.kind != endpoint_kind {
-        let other = if model.kind == UpstreamKind::Anthropic { "/v1/messages" } else { "/v1/chat/completions" };
-        return refuse(Refusal::BadRequest, &format!("model {model_id:?} is served on {other}"));
-    }
-    let request_id = match client_request_id(&headers) {
-        Ok(Some(id)) => id,
-        Ok(None) => uuid::Uuid::new_v4().to_string(),
-        Err(()) => {
-            return refuse(Refusal::BadRequest, "request id header is too long or not text");
+    let admitted = match admit(&st, api, &headers, body).await {
+        Ok(a) => a,
+        Err(refused) => {
+            st.metrics.request(api.label(), refused.refusal.label());
+            return refused.response(api);
         }
     };
-    let streaming = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let max_tokens = ["max_tokens", "max_completion_tokens"]
-        .iter()
-        .find_map(|k| request.get(*k).and_then(Value::as_i64))
-        .unwrap_or(st.settings.default_max_tokens)
-        .max(0);
-    let max_tokens = model.max_output_tokens.map_or(max_tokens, |cap| max_tokens.min(cap));
-    // Upper-bound guess at the input: real tokenizers average about 4 bytes
-    // per token on English; 3 keeps a margin. Settlement clamps anyway.
-    let input_estimate = i64::try_from(raw.len().div_ceil(3)).unwrap_or(i64::MAX);
-    let amount = money::cost(input_estimate, max_tokens, model.multiplier);
-    let ttl = Duration::from_secs(st.settings.reservation_ttl_secs);
-    let reservation = match st.ledger.reserve(&account, &request_id, amount, ttl).await {
-        Ok(r) => r,
-        Err(LedgerError::Insufficient { needed, available, .. }) => {
-            let mut resp = refuse(
-                Refusal::InsufficientCredits,
-                &format!(
-                    "insufficient credits: this request may cost up to {needed} credits and {available} are available"
-                ),
-            );
-            credit_headers(resp.headers_mut(), available, true, None);
-            return resp;
-        }
-        Err(LedgerError::UnknownAccount(_)) => {
-            let mut resp = refuse(Refusal::InsufficientCredits, "insufficient credits: the account has no ledger");
-            credit_headers(resp.headers_mut(), 0, true, None);
-            return resp;
-        }
-        Err(LedgerError::InFlight(_) | LedgerError::AlreadyCompleted { .. }) => {
-            return refuse(Refusal::DuplicateRequest, "a request with this id is already in flight");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "failed to reserve credits");
-            return refuse(Refusal::LedgerUnavailable, "the credit ledger is unavailable; retry later");
-        }
-    };
-    let mut hide_usage_chunk = false;
-    let upstream_body: Bytes = if api == Api::Openai && streaming && !wants_usage(&request) {
-        // Without this the stream carries no usage at all; the extra chunk is
-        // filtered out again for this client.
-        request["stream_options"] = json!({"include_usage": true});
-        hide_usage_chunk = true;
-        match serde_json::to_vec(&request) {
-            Ok(v) => Bytes::from(v),
-            Err(_) => raw,
-        }
-    } else {
-        raw
-    };
-    let admitted = Admitted { api, model: model.clone(), reservation, input_estimate };
-    let upstream = match send_upstream(&st, &admitted.model, &headers, upstream_body).await {
+    // From here the request runs in a task of its own: a client that goes
+    // away drops this handler, not the task, which settles or releases the
+    // hold as soon as the upstream answers instead of leaving it to expire.
+    match tokio::spawn(forward(Arc::clone(&st), admitted)).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::warn!(model = %admitted.model.id, error = %e, "failed to reach the upstream");
-            let available = release(&st, &admitted.reservation).await;
-            let mut resp = refuse(Refusal::UpstreamUnreachable, "failed to reach the model provider");
-            credit_headers(resp.headers_mut(), available, false, Some(&admitted.reservation));
-            return resp;
+            tracing::error!(error = %e, "the forwarding task failed");
+            Refusal::UpstreamUnreachable.response(api, "the proxy failed to forward the request")
+        }
+    }
+}
+
+/// Phase 1: everything that can refuse the request before it costs anything.
+async fn admit(st: &ProxyState, api: Api, headers: &HeaderMap, body: Body) -> Result<Admitted, Refused> {
+    let started = Instant::now();
+    let account = authenticate(st, headers)?;
+    let mut request = read_json(st, body).await?;
+    let model = route(st, api, &request)?.clone();
+    let analyzed = request::analyze(api, headers, &request, &model, st.settings.default_max_tokens).map_err(|e| {
+        Refused { refusal: Refusal::InvalidRequest, message: e.message, param: e.param, credits: None }
+    })?;
+    let key = idempotency_key(headers)?;
+    let reservation = hold(st, &account, key.as_deref(), &model, &analyzed).await?;
+    request::write_limits(api, &mut request, &analyzed, reservation.units, &model);
+    let hide_usage_chunk = ask_for_usage(api, analyzed.streaming, &mut request);
+    let body = match serde_json::to_vec(&request) {
+        Ok(v) => Bytes::from(v),
+        Err(_) => {
+            release(st, &reservation).await;
+            return Err(Refused::new(Refusal::BadRequest, "failed to re-encode the request"));
         }
     };
-    st.metrics.upstream_seconds.observe(started.elapsed().as_secs_f64());
-    if !upstream.status().is_success() {
-        return pass_through_error(&st, &admitted, upstream).await;
-    }
-    if streaming {
-        return stream::relay(st, admitted, upstream, hide_usage_chunk);
-    }
-    complete_unary(&st, admitted, upstream).await
+    Ok(Admitted {
+        api,
+        model,
+        reservation,
+        analyzed,
+        body,
+        client_headers: upstream_request_headers(headers),
+        hide_usage_chunk,
+        started,
+    })
 }
 
-fn wants_usage(request: &Value) -> bool {
-    request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+fn authenticate(st: &ProxyState, headers: &HeaderMap) -> Result<Arc<str>, Refused> {
+    st.keys.account_for(headers).ok_or_else(|| {
+        if !headers.contains_key("x-api-key") && !headers.contains_key(header::AUTHORIZATION) {
+            Refused::new(Refusal::MissingKey, "missing API key: send `x-api-key` or `Authorization: Bearer`")
+        } else {
+            Refused::new(Refusal::InvalidKey, "invalid API key")
+        }
+    })
 }
 
-fn client_request_id(headers: &HeaderMap) -> Result<Option<String>, ()> {
-    for name in REQUEST_ID_HEADERS {
-        if let Some(v) = headers.get(name) {
-            let s = v.to_str().map_err(|_| ())?.trim();
-            if s.is_empty() || s.len() > MAX_REQUEST_ID {
-                return Err(());
-            }
-            return Ok(Some(s.to_string()));
+async fn read_json(st: &ProxyState, body: Body) -> Result<Value, Refused> {
+    let raw = axum::body::to_bytes(body, st.settings.body_limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            Refused::new(Refusal::TooLarge, format!("request body exceeds {} bytes", st.settings.body_limit))
+        } else {
+            Refused::new(Refusal::BadRequest, "failed to read the request body")
+        }
+    })?;
+    let request: Value = serde_json::from_slice(&raw)
+        .map_err(|_| Refused::new(Refusal::MalformedJson, "request body is not valid JSON"))?;
+    if !request.is_object() {
+        return Err(Refused::new(Refusal::MalformedJson, "request body must be a JSON object"));
+    }
+    Ok(request)
+}
+
+fn route<'a>(st: &'a ProxyState, api: Api, request: &Value) -> Result<&'a Model, Refused> {
+    let Some(model_id) = request.get("model").and_then(Value::as_str) else {
+        return Err(Refused {
+            param: Some("model".into()),
+            ..Refused::new(Refusal::InvalidRequest, "model: field required")
+        });
+    };
+    let Some(model) = st.catalog.models.get(model_id) else {
+        return Err(Refused::new(Refusal::UnknownModel, format!("model {model_id:?} is not available")));
+    };
+    let served_here = match api {
+        Api::Anthropic => model.kind == UpstreamKind::Anthropic,
+        Api::Openai => model.kind == UpstreamKind::Openai,
+    };
+    if !served_here {
+        let other = if model.kind == UpstreamKind::Anthropic { "/v1/messages" } else { "/v1/chat/completions" };
+        return Err(Refused {
+            param: Some("model".into()),
+            ..Refused::new(Refusal::InvalidRequest, format!("model {model_id:?} is served on {other}"))
+        });
+    }
+    Ok(model)
+}
+
+/// The client's `Idempotency-Key`. Tracing headers (`X-Request-Id`) are
+/// deliberately not keys: SDKs set them per attempt for correlation.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Refused> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Refused::new(
+            Refusal::BadRequest,
+            format!("the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
+    };
+    let key = v.to_str().map_err(|_| bad())?.trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// Takes the hold, fitted to the balance; the refusals say what was needed
+/// and what is left.
+async fn hold(
+    st: &ProxyState,
+    account: &str,
+    key: Option<&str>,
+    model: &Model,
+    analyzed: &Analyzed,
+) -> Result<Reservation, Refused> {
+    let min_output = st.settings.min_output_tokens.clamp(1, analyzed.requested_output.max(1));
+    let shape = model.prices.hold_shape(analyzed, min_output);
+    let req = HoldRequest {
+        account,
+        key,
+        shape,
+        ttl: Duration::from_secs(st.settings.reservation_ttl_secs),
+        owner: Some(st.session.owner()),
+    };
+    st.ledger.hold(&req).await.map_err(|e| match e {
+        LedgerError::Insufficient { needed, available, low } => Refused {
+            credits: Some((available, low)),
+            ..Refused::new(
+                Refusal::InsufficientCredits,
+                format!(
+                    "insufficient credits: this request needs at least {needed} credits (its input and \
+                     {min_output} output tokens of {}) and {available} are available",
+                    model.id
+                ),
+            )
+        },
+        LedgerError::UnknownAccount(_) => Refused {
+            credits: Some((0, false)),
+            ..Refused::new(Refusal::InsufficientCredits, "insufficient credits: the account has no ledger")
+        },
+        LedgerError::InFlight(_) => Refused::new(
+            Refusal::DuplicateRequest,
+            "a request with this Idempotency-Key is in flight; wait for it or use a new key",
+        ),
+        LedgerError::AlreadyCompleted { credits, .. } => Refused::new(
+            Refusal::AlreadyCompleted,
+            format!(
+                "a request with this Idempotency-Key already completed (billed {credits} credits); \
+                 send a new key for a new request"
+            ),
+        ),
+        other => {
+            tracing::error!(error = %other, "failed to reserve credits");
+            Refused::new(Refusal::LedgerUnavailable, "the credit ledger is unavailable; retry later")
+        }
+    })
+}
+
+/// OpenAI streams carry usage only when asked (`stream_options.include_usage`);
+/// asks for it and returns true when the client did not, so the usage chunk
+/// is hidden from it again.
+fn ask_for_usage(api: Api, streaming: bool, request: &mut Value) -> bool {
+    let wanted = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    if api != Api::Openai || !streaming || wanted {
+        return false;
+    }
+    request["stream_options"] = json!({"include_usage": true});
+    true
+}
+
+fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in ["anthropic-version", "anthropic-beta"] {
+        if let Some(v) = client.get(name) {
+            out.insert(name, v.clone());
         }
     }
-    Ok(None)
+    out
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -206,19 +340,42 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-async fn send_upstream(
-    st: &ProxyState,
-    model: &Model,
-    client_headers: &HeaderMap,
-    body: Bytes,
-) -> Result<reqwest::Response, reqwest::Error> {
-    let mut req = st.client.post(model.endpoint()).header(header::CONTENT_TYPE, "application/json").body(body);
+/// Phase 2: call the upstream and hand its answer on.
+async fn forward(st: Arc<ProxyState>, a: Admitted) -> Response {
+    let upstream = match send_upstream(&st, &a).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(model = %a.model.id, error = %e, "failed to reach the upstream");
+            let available = release(&st, &a.reservation).await;
+            st.metrics.request(a.api.label(), Refusal::UpstreamUnreachable.label());
+            let mut resp = Refusal::UpstreamUnreachable.response(a.api, "failed to reach the model provider");
+            credit_headers(resp.headers_mut(), available, a.reservation.low(), Some(&a.reservation));
+            return resp;
+        }
+    };
+    st.metrics.upstream_seconds.observe(a.started.elapsed().as_secs_f64());
+    if !upstream.status().is_success() {
+        return pass_through_error(&st, &a, upstream).await;
+    }
+    if a.analyzed.streaming {
+        return stream::relay(st, a, upstream);
+    }
+    complete_unary(&st, a, upstream).await
+}
+
+async fn send_upstream(st: &ProxyState, a: &Admitted) -> Result<reqwest::Response, reqwest::Error> {
+    let model = &a.model;
+    let mut req =
+        st.client.post(model.endpoint()).header(header::CONTENT_TYPE, "application/json").body(a.body.clone());
     match model.kind {
         UpstreamKind::Anthropic => {
-            let version =
-                client_headers.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static("2023-06-01"));
+            let version = a
+                .client_headers
+                .get("anthropic-version")
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("2023-06-01"));
             req = req.header("anthropic-version", version);
-            if let Some(beta) = client_headers.get("anthropic-beta") {
+            if let Some(beta) = a.client_headers.get("anthropic-beta") {
                 req = req.header("anthropic-beta", beta.clone());
             }
             if let Some(key) = &model.key {
@@ -251,9 +408,16 @@ pub(super) fn upstream_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// Sets `X-Winston-Credits-Remaining` and, when `low`, the warning header.
+/// Sets `X-Winston-Credits-Remaining`, the output cap the hold paid for
+/// (when there is one) and, only when the balance is under the low
+/// threshold, the warning header.
 pub(super) fn credit_headers(headers: &mut HeaderMap, remaining: i64, low: bool, r: Option<&Reservation>) {
     headers.insert(HeaderName::from_static(CREDITS_REMAINING_HEADER), HeaderValue::from(remaining.max(0)));
+    if let Some(r) = r
+        && r.units > 0
+    {
+        headers.insert(HeaderName::from_static(OUTPUT_CAP_HEADER), HeaderValue::from(r.units));
+    }
     if low {
         let text = match r {
             Some(r) => format!(
@@ -271,7 +435,7 @@ pub(super) fn credit_headers(headers: &mut HeaderMap, remaining: i64, low: bool,
 }
 
 /// Releases a hold, returning what is available afterwards (best effort:
-/// on a database error the hold expires by itself).
+/// on a database error the sweeper releases it once this process is gone).
 pub(super) async fn release(st: &ProxyState, r: &Reservation) -> i64 {
     match st.ledger.release(r).await {
         Ok(Some(available)) => available,
@@ -284,28 +448,23 @@ pub(super) async fn release(st: &ProxyState, r: &Reservation) -> i64 {
 }
 
 /// Settles with a few quick retries: the response is held back until the
-/// usage record is committed, so a transient database error must not lose it.
+/// usage record is committed, so a transient database error must not lose
+/// it. Counts credits, what went unbilled and estimated usage.
 pub(super) async fn settle_durably(st: &ProxyState, r: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
-    let mut delay = Duration::from_millis(20);
-    let mut attempt = 0;
-    loop {
-        match st.ledger.settle(r, usage).await {
-            Ok(s) => {
-                st.metrics.credits.inc_by(u64::try_from(s.credits).unwrap_or(0));
-                return Ok(s);
-            }
-            Err(e @ LedgerError::Db(_)) if attempt < 5 => {
-                tracing::warn!(error = %e, attempt, "failed to settle; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let retry = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_times(5)
+        .with_jitter();
+    let settled = backon::Retryable::retry(|| st.ledger.settle(r, usage), retry)
+        .when(|e| matches!(e, LedgerError::Db(_)))
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "failed to settle; retrying"))
+        .await?;
+    st.metrics.settled(&settled, usage);
+    Ok(settled)
 }
 
-/// An upstream error status: pass it through unchanged and charge nothing.
+/// An upstream error status: pass it through unchanged and charge nothing
+/// (the upstream generated nothing).
 async fn pass_through_error(st: &ProxyState, a: &Admitted, upstream: reqwest::Response) -> Response {
     let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::new();
@@ -315,12 +474,7 @@ async fn pass_through_error(st: &ProxyState, a: &Admitted, upstream: reqwest::Re
     st.metrics.request(a.api.label(), "upstream_error");
     let mut resp = (status, body).into_response();
     resp.headers_mut().extend(headers);
-    credit_headers(
-        resp.headers_mut(),
-        available,
-        money::is_low(available, a.reservation.allotment, a.reservation.low_threshold_pct),
-        Some(&a.reservation),
-    );
+    credit_headers(resp.headers_mut(), available, a.reservation.low(), Some(&a.reservation));
     resp
 }
 
@@ -335,35 +489,25 @@ async fn read_bounded(mut upstream: reqwest::Response) -> Result<Vec<u8>, ()> {
     Ok(out)
 }
 
-/// A non-streaming success: read it whole, meter, settle, then answer.
+/// A non-streaming success: read it whole, meter (estimating what the
+/// upstream did not report), settle, then answer.
 async fn complete_unary(st: &ProxyState, a: Admitted, upstream: reqwest::Response) -> Response {
     let mut headers = HeaderMap::new();
     upstream_headers(upstream.headers(), &mut headers);
     let Ok(body) = read_bounded(upstream).await else {
+        // The client receives nothing of it: nothing to bill.
         let available = release(st, &a.reservation).await;
-        let mut resp = Refusal::UpstreamUnreachable.response(a.api, "the model provider's response was cut off");
         st.metrics.request(a.api.label(), "upstream_cut");
-        credit_headers(resp.headers_mut(), available, false, Some(&a.reservation));
+        let mut resp = Refusal::UpstreamUnreachable.response(a.api, "the model provider's response was cut off");
+        credit_headers(resp.headers_mut(), available, a.reservation.low(), Some(&a.reservation));
         return resp;
     };
     let mut meter = Meter::new(a.model.kind);
-    let parsed = serde_json::from_slice::<Value>(&body).ok();
-    if let Some(v) = &parsed {
-        meter.observe_body(v);
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        meter.observe_body(&v);
     }
-    let (mut input, output) = meter.billable();
     let outcome = if meter.has_final_usage() { "complete" } else { "usage_missing" };
-    if !meter.has_final_usage() {
-        input = a.input_estimate;
-    }
-    let usage = Usage {
-        model: a.model.id.clone(),
-        input_tokens: input,
-        output_tokens: output,
-        cost: money::cost(input, output, a.model.multiplier),
-        outcome: outcome.into(),
-        ..Usage::default()
-    };
+    let usage = a.usage(meter.tokens(), outcome, meter.estimated());
     match settle_durably(st, &a.reservation, &usage).await {
         Ok(s) => {
             st.metrics.request(a.api.label(), outcome);

@@ -15,6 +15,13 @@ pub struct Metrics {
     pub requests: Family<Labels, Counter>,
     /// Credits debited.
     pub credits: Counter,
+    /// Credits the upstream's usage was worth that could not be billed
+    /// (the upstream went past the hold and the balance could not pay the
+    /// rest). The meter's integrity promise is that this stays 0.
+    pub unbilled: Counter,
+    /// Settled requests whose usage was estimated because the upstream did
+    /// not report it (cut streams, missing usage blocks).
+    pub estimated: Counter,
     /// Streams still being read (including drains after a client left).
     pub open_streams: Gauge,
     /// Time from request arrival to upstream response headers, seconds.
@@ -26,13 +33,21 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("winston_proxy");
         let requests = Family::<Labels, Counter>::default();
         let credits = Counter::default();
+        let unbilled = Counter::default();
+        let estimated = Counter::default();
         let open_streams = Gauge::default();
         let upstream_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register("requests", "LLM requests by API and outcome", requests.clone());
         registry.register("credits_debited", "Credits debited from tenant ledgers", credits.clone());
+        registry.register(
+            "unbilled_credits",
+            "Credits of upstream usage that could not be billed (must stay 0)",
+            unbilled.clone(),
+        );
+        registry.register("estimated_usage", "Settled requests whose usage was estimated", estimated.clone());
         registry.register("open_streams", "Upstream streams being read", open_streams.clone());
         registry.register("upstream_seconds", "Time to upstream response headers", upstream_seconds.clone());
-        Self { registry, requests, credits, open_streams, upstream_seconds }
+        Self { registry, requests, credits, unbilled, estimated, open_streams, upstream_seconds }
     }
 }
 
@@ -40,6 +55,20 @@ impl Metrics {
     /// Counts one finished request.
     pub fn request(&self, api: &'static str, outcome: &'static str) {
         self.requests.get_or_create(&vec![("api", api), ("outcome", outcome)]).inc();
+    }
+
+    /// Counts one settlement: credits debited, credits that went unbilled,
+    /// and whether the usage was estimated.
+    pub fn settled(&self, s: &crate::ledger::Settlement, usage: &crate::ledger::Usage) {
+        self.credits.inc_by(u64::try_from(s.credits).unwrap_or(0));
+        let unbilled = s.unbilled();
+        if unbilled > 0 {
+            self.unbilled.inc_by(u64::try_from(unbilled).unwrap_or(0));
+            tracing::warn!(unbilled, model = %usage.model, "upstream usage exceeded what the balance could pay");
+        }
+        if usage.estimated && !s.already_billed {
+            self.estimated.inc();
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -2,12 +2,14 @@
 //!
 //! Speaks the Anthropic Messages API (`POST /v1/messages`) and the
 //! OpenAI-compatible chat completions API (`POST /v1/chat/completions`),
-//! streaming and not, plus `GET /v1/models`, `/healthz`, `/readyz` and
-//! `/metrics`. Every call is authenticated by a tenant key, routed by model
-//! through the [`catalog`], admitted by a worst-case credit reservation in
-//! the [`crate::ledger`], forwarded, metered from the upstream's own usage
-//! fields ([`meter`]) and settled before the last byte reaches the client
-//! (see `docs/proxy.md`). It never touches Kubernetes.
+//! streaming and not, plus `GET /v1/models` and `/healthz`; `/healthz`,
+//! `/readyz` and `/metrics` are served on a separate admin listener that is
+//! not exposed to tenants. Every call is authenticated by a tenant key,
+//! routed by model through the [`catalog`], admitted by a worst-case credit
+//! hold in the [`crate::ledger`] whose output cap is written into the
+//! upstream request, forwarded, metered from the upstream's own usage fields
+//! ([`meter`]) and settled before the last byte reaches the client (see
+//! `docs/proxy.md`). It never touches Kubernetes.
 mod auth;
 pub mod catalog;
 mod errors;
@@ -19,7 +21,7 @@ mod stream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -34,21 +36,34 @@ pub use auth::KeyCache;
 pub use catalog::{Catalog, CatalogError, Model, UpstreamKind};
 pub use errors::Api;
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, ProxySession};
+
+/// How often the dead holds of other proxies are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often readiness is re-checked.
+const READINESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Response header with the credits left to the tenant.
 pub const CREDITS_REMAINING_HEADER: &str = "x-winston-credits-remaining";
 /// Response header present when the balance is under the low threshold.
 pub const CREDITS_WARNING_HEADER: &str = "x-winston-credits-warning";
-/// Request headers carrying the client's request id (retries reuse it).
-pub const REQUEST_ID_HEADERS: [&str; 2] = ["idempotency-key", "x-request-id"];
+/// Request header carrying the client's idempotency key (retries reuse it).
+/// Tracing headers such as `X-Request-Id` are not idempotency keys.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Response header with the output cap (tokens per choice) the proxy
+/// reserved for and wrote into the upstream request.
+pub const OUTPUT_CAP_HEADER: &str = "x-winston-output-cap";
 
 /// Command-line arguments of `winston proxy`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProxyArgs {
-    /// Address to listen on.
+    /// Address to serve the LLM APIs on.
     #[arg(long, env = "WINSTON_PROXY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address to serve `/healthz`, `/readyz` and `/metrics` on (keep it off
+    /// the tenants' path: the chart's Service names it `admin`).
+    #[arg(long, env = "WINSTON_PROXY_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
     /// PostgreSQL URL of Winston's own database (the ledger).
     #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
     pub database_url: crate::ledger::DatabaseUrl,
@@ -65,15 +80,26 @@ pub struct ProxyArgs {
 /// Tunables of the proxy (all have production defaults).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Settings {
-    /// Largest accepted request body in bytes (413 above).
-    #[arg(long, env = "WINSTON_PROXY_BODY_LIMIT", default_value_t = 4 * 1024 * 1024)]
+    /// Largest accepted request body in bytes (413 above); Anthropic accepts
+    /// 32 MB (images, PDFs).
+    #[arg(long, env = "WINSTON_PROXY_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     pub body_limit: usize,
-    /// Output tokens reserved when a request does not set `max_tokens`.
+    /// Output cap (tokens per choice) reserved and written upstream when a
+    /// request does not set `max_tokens`.
     #[arg(long, env = "WINSTON_PROXY_DEFAULT_MAX_TOKENS", default_value_t = 4096)]
     pub default_max_tokens: i64,
-    /// Lifetime of a reservation; a crashed proxy's holds come back after it.
+    /// Smallest output cap worth forwarding: when the balance cannot pay for
+    /// the input and this many output tokens the request gets 402.
+    #[arg(long, env = "WINSTON_PROXY_MIN_OUTPUT_TOKENS", default_value_t = 16)]
+    pub min_output_tokens: i64,
+    /// Backstop lifetime of a hold. A dead proxy's holds are released as soon
+    /// as its session lock is gone; this only bounds what a hung one keeps.
     #[arg(long, env = "WINSTON_PROXY_RESERVATION_TTL_SECS", default_value_t = 900)]
     pub reservation_ttl_secs: u64,
+    /// A streaming client that accepts no bytes for this long is treated as
+    /// gone: the upstream is drained and billed, its hold settled.
+    #[arg(long, env = "WINSTON_PROXY_CLIENT_STALL_SECS", default_value_t = 30)]
+    pub client_stall_secs: u64,
     /// How often the API key cache is reloaded (new/revoked keys apply within this).
     #[arg(long, env = "WINSTON_PROXY_KEY_REFRESH_MS", default_value_t = 2000)]
     pub key_refresh_ms: u64,
@@ -94,9 +120,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            body_limit: 4 * 1024 * 1024,
+            body_limit: 32 * 1024 * 1024,
             default_max_tokens: 4096,
+            min_output_tokens: 16,
             reservation_ttl_secs: 900,
+            client_stall_secs: 30,
             key_refresh_ms: 2000,
             drain_secs: 120,
             shutdown_grace_secs: 300,
@@ -171,6 +199,10 @@ impl Drop for InFlightGuard {
 /// Everything a request handler needs.
 pub(crate) struct ProxyState {
     pub(crate) ledger: Ledger,
+    /// The owner of every hold this process takes.
+    pub(crate) session: ProxySession,
+    /// Last result of the background readiness check.
+    pub(crate) ready: AtomicBool,
     pub(crate) catalog: Catalog,
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) client: reqwest::Client,
@@ -185,11 +217,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy over an open ledger and a loaded catalog.
+    /// Builds the proxy over an open ledger, this process's session (the
+    /// owner of its holds) and a loaded catalog.
     ///
     /// # Errors
     /// Fails when the upstream HTTP client cannot be built.
-    pub fn new(ledger: Ledger, catalog: Catalog, settings: Settings) -> Result<Self, ProxyError> {
+    pub fn new(ledger: Ledger, session: ProxySession, catalog: Catalog, settings: Settings) -> Result<Self, ProxyError> {
         crate::telemetry::install_crypto_provider();
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -199,6 +232,8 @@ impl Proxy {
             .build()?;
         let state = ProxyState {
             ledger,
+            session,
+            ready: AtomicBool::new(false),
             catalog,
             keys: Arc::new(KeyCache::default()),
             client,
@@ -209,12 +244,21 @@ impl Proxy {
         Ok(Self { state: Arc::new(state) })
     }
 
-    /// The HTTP routes (for embedding; [`Proxy::serve`] adds the background tasks).
+    /// The tenant-facing routes (for embedding; [`Proxy::serve`] adds the
+    /// background tasks).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/messages", post(forward::anthropic))
             .route("/v1/chat/completions", post(forward::openai))
             .route("/v1/models", get(forward::models))
+            .route("/healthz", get(|| async { "ok" }))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// The operator-facing routes: probes and metrics. `/readyz` answers
+    /// from the background check, never with a query per hit.
+    pub fn admin_router(&self) -> Router {
+        Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
@@ -231,9 +275,15 @@ impl Proxy {
     pub async fn serve(
         self,
         listener: TcpListener,
+        admin: Option<TcpListener>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProxyError> {
         let st = &self.state;
+        let admin = match admin {
+            Some(l) => Some(tokio::spawn(axum::serve(l, self.admin_router()).into_future())),
+            None => None,
+        };
+        let readiness = tokio::spawn(check_readiness(Arc::clone(st)));
         if let Err(e) = st.keys.refresh(&st.ledger).await {
             tracing::warn!(error = %e, "failed to load API keys at start; retrying in the background");
         }
@@ -257,26 +307,51 @@ impl Proxy {
         }
         refresher.abort();
         sweeper.abort();
+        readiness.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         served?;
         Ok(())
     }
 }
 
+/// Releases the holds of proxies that died (their session lock is gone)
+/// and forgets idempotency keys past their window.
 async fn sweep_reservations(ledger: Ledger) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match ledger.expire_reservations().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "released expired reservations"),
-            Err(e) => tracing::warn!(error = %e, "failed to release expired reservations"),
+            Ok(n) => tracing::info!(released = n, "released the holds of dead or expired requests"),
+            Err(e) => tracing::warn!(error = %e, "failed to release dead holds"),
+        }
+        if let Err(e) = ledger.forget_expired_keys().await {
+            tracing::warn!(error = %e, "failed to forget expired idempotency keys");
         }
     }
 }
 
+/// Refreshes the cached readiness: the ledger answers, the keys are loaded
+/// and this process's session holds its lock.
+async fn check_readiness(st: Arc<ProxyState>) {
+    let mut tick = tokio::time::interval(READINESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let db = sqlx::query("SELECT 1").execute(st.ledger.pool()).await.is_ok();
+        st.ready.store(db && st.keys.loaded() && st.session.alive(), Ordering::Release);
+    }
+}
+
 async fn readyz(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
-    let db = sqlx::query("SELECT 1").execute(st.ledger.pool()).await.is_ok();
-    if db && st.keys.loaded() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+    if st.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 async fn metrics_text(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
@@ -294,8 +369,12 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     if args.migrate {
         ledger.migrate().await?;
     }
+    let session = ProxySession::open(args.database_url.expose()).await?;
+    // A predecessor that died just before may have left holds behind.
+    ledger.expire_reservations().await?;
     let listener = TcpListener::bind(args.listen).await?;
-    Proxy::new(ledger, catalog, args.settings)?.serve(listener, shutdown_signal()).await
+    let admin = TcpListener::bind(args.admin_listen).await?;
+    Proxy::new(ledger, session, catalog, args.settings)?.serve(listener, Some(admin), shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

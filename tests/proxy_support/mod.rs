@@ -6,8 +6,10 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use winston::emulator::llm::{LlmMockConfig, serve};
-use winston::ledger::{Ledger, Period};
+use std::sync::Arc;
+
+use winston::emulator::llm::{LlmMockConfig, MockStats, serve_with_stats};
+use winston::ledger::{Ledger, Period, ProxySession};
 use winston::proxy::{Catalog, Proxy, Settings};
 
 #[path = "../ledger_support/mod.rs"]
@@ -19,12 +21,22 @@ pub const SONNET: &str = "claude-sonnet-4-5";
 pub const SONNET_X: i64 = 5;
 pub const KIMI: &str = "kimi-k2.6";
 pub const KIMI_X: i64 = 1;
+pub const OPUS: &str = "claude-opus-4-1";
+pub const OPUS_X: i64 = 12;
+/// A model with cache prices, a priced server tool, an allowed client tool
+/// type and an allowed beta (credits per 1,000 tokens: input/output 2,000,
+/// cache writes 2,500, cache reads 200; a web search 100 credits).
+pub const TOOLS: &str = "claude-tools";
 const UPSTREAM_KEY: &str = "upstream-secret-key";
 
 pub struct Harness {
     pub db: TestDb,
     pub url: String,
+    /// The admin listener: /healthz, /readyz, /metrics.
+    pub admin_url: String,
     pub mock_url: String,
+    /// What the mock upstream really generated.
+    pub upstream: Arc<MockStats>,
     pub key: String,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -45,15 +57,20 @@ pub fn test_settings() -> Settings {
 
 /// Starts the mock upstream and returns its base URL.
 pub async fn start_mock(config: LlmMockConfig) -> String {
+    start_counting_mock(config).await.0
+}
+
+/// Starts the mock upstream; returns its base URL and what it generates.
+pub async fn start_counting_mock(config: LlmMockConfig) -> (String, Arc<MockStats>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, config));
-    format!("http://{addr}")
+    let (_task, stats) = serve_with_stats(listener, config).await;
+    (format!("http://{addr}"), stats)
 }
 
 pub fn catalog_yaml(mock_url: &str, key_file: &std::path::Path) -> String {
     format!(
-        "models:\n  {SONNET}:\n    kind: anthropic\n    base_url: {mock_url}/anthropic\n    api_key_file: {k}\n    multiplier: {SONNET_X}\n  {KIMI}:\n    kind: openai\n    base_url: {mock_url}/openai/\n    api_key_file: {k}\n    multiplier: {KIMI_X}\n",
+        "models:\n  {SONNET}:\n    kind: anthropic\n    base_url: {mock_url}/anthropic\n    api_key_file: {k}\n    multiplier: {SONNET_X}\n    max_output_tokens: 64000\n  {OPUS}:\n    kind: anthropic\n    base_url: {mock_url}/anthropic\n    api_key_file: {k}\n    multiplier: {OPUS_X}\n    max_output_tokens: 32000\n  {KIMI}:\n    kind: openai\n    base_url: {mock_url}/openai/\n    api_key_file: {k}\n    multiplier: {KIMI_X}\n  {TOOLS}:\n    kind: anthropic\n    base_url: {mock_url}/anthropic\n    api_key_file: {k}\n    multiplier: 2\n    prices: {{cache_write: 2500, cache_read: 200}}\n    server_tools:\n      web_search: {{types: [web_search_20250305], credits_per_use: 100, max_uses: 3}}\n    tool_types: [bash_20250124]\n    betas: [prompt-caching-2024-07-31]\n",
         k = key_file.display()
     )
 }
@@ -61,7 +78,8 @@ pub fn catalog_yaml(mock_url: &str, key_file: &std::path::Path) -> String {
 /// A proxy with an account holding `allotment` credits for the current period.
 pub async fn harness(allotment: i64, settings: Settings) -> Harness {
     let db = fresh_db().await;
-    let mock_url = start_mock(LlmMockConfig { api_key: Some(UPSTREAM_KEY.into()), ..LlmMockConfig::default() }).await;
+    let (mock_url, upstream) =
+        start_counting_mock(LlmMockConfig { api_key: Some(UPSTREAM_KEY.into()), ..LlmMockConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("upstream.key");
     std::fs::write(&key_file, format!("{UPSTREAM_KEY}\n")).unwrap();
@@ -75,20 +93,23 @@ pub async fn harness(allotment: i64, settings: Settings) -> Harness {
     ledger.ensure_period(ACCOUNT, period, allotment).await.unwrap();
     let key = ledger.issue_key(ACCOUNT, "test").await.unwrap().plaintext;
     let proxy_ledger = Ledger::connect(&db.url, 40).await.unwrap();
-    let proxy = Proxy::new(proxy_ledger, catalog, settings).unwrap();
+    let session = ProxySession::open(&db.url).await.unwrap();
+    let proxy = Proxy::new(proxy_ledger, session, catalog, settings).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         proxy
-            .serve(listener, async move {
+            .serve(listener, Some(admin), async move {
                 let _ = rx.await;
             })
             .await
             .unwrap();
     });
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-    Harness { db, url, mock_url, key, http, shutdown: Some(tx), server: Some(server), _dir: dir }
+    Harness { db, url, admin_url, mock_url, upstream, key, http, shutdown: Some(tx), server: Some(server), _dir: dir }
 }
 
 impl Harness {
@@ -104,6 +125,15 @@ impl Harness {
     /// `POST /v1/chat/completions` with the tenant key.
     pub fn openai(&self, body: &serde_json::Value) -> reqwest::RequestBuilder {
         self.http.post(format!("{}/v1/chat/completions", self.url)).bearer_auth(&self.key).json(body)
+    }
+
+    /// A counter or gauge from the admin port's `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.http.get(format!("{}/metrics", self.admin_url)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Sum of usage-record credits and their count.
