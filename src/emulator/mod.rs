@@ -7,8 +7,8 @@
 //! requests) and
 //! `/_emulator/faults` (see [`faults`]). State is in memory and optionally
 //! persisted to a JSON file. The mock LLM upstreams ([`llm`]: Anthropic
-//! under `/anthropic`, OpenAI-compatible under `/openai`) are served by the
-//! same router.
+//! under `/anthropic`, OpenAI-compatible under `/openai`, what they generated
+//! at `GET /_mock/stats`) are served by the same router.
 pub mod apps;
 pub mod context;
 pub mod faults;
@@ -52,8 +52,13 @@ pub type Shared = Arc<Emulator>;
 
 /// The complete emulator: every platform under its prefix plus `/_emulator`.
 pub fn router(emu: Shared) -> Router {
-    let llm = llm::router(emu.config.llm.clone());
-    Router::new()
+    router_with_llm_stats(emu).0
+}
+
+/// [`router`], and the counters of its mock LLM upstreams.
+pub fn router_with_llm_stats(emu: Shared) -> (Router, Arc<llm::MockStats>) {
+    let (llm, llm_stats) = llm::router_with_stats(emu.config.llm.clone());
+    let router = Router::new()
         .nest(NEON_PATH, neon::router())
         .route(RAILWAY_PATH, post(railway::graphql))
         .nest(VERCEL_PATH, vercel::router())
@@ -63,7 +68,8 @@ pub fn router(emu: Shared) -> Router {
         .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), get(apps::app))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu)
-        .merge(llm)
+        .merge(llm);
+    (router, llm_stats)
 }
 
 /// Base URLs of every platform for an emulator at `addr`, as printed on start.
@@ -79,6 +85,7 @@ pub fn base_urls(addr: SocketAddr) -> Value {
         "resend": format!("{base}{RESEND_PATH}"),
         "anthropic": format!("{base}{ANTHROPIC_PATH}"),
         "openai": format!("{base}{OPENAI_PATH}"),
+        "llm_stats": format!("{base}{}", llm::STATS_PATH),
         "objects": format!("{base}/_emulator/objects"),
         "faults": format!("{base}/_emulator/faults"),
         "apps": format!("{base}{}", apps::APPS_PATH),
@@ -100,6 +107,8 @@ pub async fn serve(listener: tokio::net::TcpListener, config: EmulatorConfig) ->
 pub struct Running {
     pub addr: SocketAddr,
     pub emulator: Shared,
+    /// What the mock LLM upstreams generated.
+    pub llm_stats: Arc<llm::MockStats>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -125,13 +134,13 @@ pub async fn spawn(config: EmulatorConfig) -> Result<Running, EmulatorError> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let emulator = Arc::new(Emulator::new(config).await?);
-    let app = router(emulator.clone());
+    let (app, llm_stats) = router_with_llm_stats(emulator.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "emulator stopped");
         }
     });
-    Ok(Running { addr, emulator, task })
+    Ok(Running { addr, emulator, llm_stats, task })
 }
 
 /// Command-line options of `winston emulator`.
