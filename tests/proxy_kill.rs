@@ -1,6 +1,8 @@
 //! The `winston proxy` process SIGKILLed under load, several times: every
-//! response a client received in full is billed exactly once, and the holds
-//! the dead processes left behind expire back into the balance.
+//! response a client received in full is billed exactly once, nothing is
+//! billed twice, a request cut by the kill can be retried under its key at
+//! once from the next process (no 409 until a TTL), and the dead processes'
+//! holds come back as soon as they are gone, not after their TTL.
 #![allow(clippy::unwrap_used)]
 mod proxy_support;
 
@@ -18,12 +20,15 @@ const ROUNDS: usize = 3;
 const WORKERS: usize = 12;
 const START_BALANCE: i64 = 1_000_000_000;
 
-fn spawn_proxy(db_url: &str, catalog: &std::path::Path, port: u16) -> Child {
+fn spawn_proxy(db_url: &str, catalog: &std::path::Path, port: u16, admin_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_winston"))
         .args(["proxy", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db_url])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
         .arg("--catalog")
         .arg(catalog)
-        .args(["--reservation-ttl-secs", "1", "--key-refresh-ms", "200"])
+        // The production TTL: a dead process's holds must come back through
+        // its lost session, not by expiring.
+        .args(["--reservation-ttl-secs", "900", "--key-refresh-ms", "200"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -55,22 +60,56 @@ async fn sigkill_under_load_loses_nothing_a_client_received() {
     let key = db.ledger.issue_key(ACCOUNT, "load").await.unwrap().plaintext;
     let http = reqwest::Client::new();
     let completed: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Requests sent but not received in full: cut by a kill (or refused).
+    let unfinished: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut retried = 0;
     let mut next_id = 0usize;
-    for round in 0..ROUNDS {
+    for round in 0..=ROUNDS {
         let port = winston::devenv::free_port().unwrap();
+        let admin_port = winston::devenv::free_port().unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let mut proxy = Killed(spawn_proxy(&db.url, &catalog, port));
+        let mut proxy = Killed(spawn_proxy(&db.url, &catalog, port, admin_port));
         let ready = eventually(30, || async {
-            http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+            http.get(format!("http://127.0.0.1:{admin_port}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
         })
         .await;
         assert!(ready, "round {round}: proxy did not become ready");
+        // Every request the last kill cut is retried under its key, at once:
+        // it completes (or, when it had completed before the kill, is refused
+        // as completed), never "in flight" because of the dead process.
+        let cut: Vec<String> = unfinished.lock().unwrap().drain().collect();
+        for id in cut {
+            let body = json!({"model": SONNET, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "load"}], "mock": {"output_tokens": 20}});
+            let r = http
+                .post(format!("{url}/v1/messages"))
+                .header("x-api-key", &key)
+                .header("idempotency-key", &id)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            match status {
+                200 => {
+                    completed.lock().unwrap().insert(id);
+                }
+                409 => assert!(text.contains("already completed"), "round {round}: retry of {id} refused: {text}"),
+                other => panic!("round {round}: retry of {id} answered {other}: {text}"),
+            }
+            retried += 1;
+        }
+        if round == ROUNDS {
+            break;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let done_this_round = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for w in 0..WORKERS {
             let (http, url, key) = (http.clone(), url.clone(), key.clone());
             let (stop, done, completed) = (stop.clone(), done_this_round.clone(), completed.clone());
+            let unfinished = unfinished.clone();
             let first_id = next_id + w * 100_000;
             workers.push(tokio::spawn(async move {
                 let mut n = 0;
@@ -88,6 +127,7 @@ async fn sigkill_under_load_loses_nothing_a_client_received() {
                         .json(&body)
                         .send()
                         .await;
+                    unfinished.lock().unwrap().insert(id.clone());
                     let Ok(resp) = sent else { continue };
                     if resp.status() != 200 {
                         continue;
@@ -101,6 +141,7 @@ async fn sigkill_under_load_loses_nothing_a_client_received() {
                         serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["usage"].is_object())
                     };
                     if full {
+                        unfinished.lock().unwrap().remove(&id);
                         completed.lock().unwrap().insert(id);
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -120,23 +161,30 @@ async fn sigkill_under_load_loses_nothing_a_client_received() {
     }
     let completed = completed.lock().unwrap().clone();
     assert!(completed.len() >= ROUNDS * 40);
-    let billed: Vec<(String,)> =
-        sqlx::query_as("SELECT request_id FROM usage_records").fetch_all(db.ledger.pool()).await.unwrap();
-    let billed: HashSet<String> = billed.into_iter().map(|(id,)| id).collect();
+    assert!(retried > 0, "no request was cut by a kill: the test proved nothing");
+    let billed: Vec<(String, i64)> =
+        sqlx::query_as("SELECT idempotency_key, count(*) FROM usage_records GROUP BY idempotency_key")
+            .fetch_all(db.ledger.pool())
+            .await
+            .unwrap();
+    let twice: Vec<_> = billed.iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "keys billed more than once: {twice:?}");
+    let billed: HashSet<String> = billed.into_iter().map(|(id, _)| id).collect();
     let missing: Vec<_> = completed.difference(&billed).collect();
     assert!(missing.is_empty(), "{} fully received responses were not billed: {missing:?}", missing.len());
-    // Holds of the killed processes expire (TTL 1 s) and come back.
+    // The last process is killed too; its holds come back at the first sweep
+    // of any proxy (here: the same call its successor makes at start), long
+    // before their 900 s TTL.
     let ledger = db.ledger.clone();
-    assert!(
-        eventually(30, || {
-            let ledger = ledger.clone();
-            async move {
-                ledger.expire_reservations().await.unwrap();
-                ledger.snapshot(ACCOUNT).await.unwrap().reserved == 0
-            }
-        })
-        .await
-    );
+    let released = eventually(10, || {
+        let ledger = ledger.clone();
+        async move {
+            ledger.expire_reservations().await.unwrap();
+            ledger.snapshot(ACCOUNT).await.unwrap().reserved == 0
+        }
+    })
+    .await;
+    assert!(released, "a dead process's holds outlived it");
     let b = db.ledger.snapshot(ACCOUNT).await.unwrap();
     assert_eq!(START_BALANCE - b.balance, db.ledger.usage_credits(ACCOUNT).await.unwrap());
 }

@@ -9,13 +9,14 @@ pub fn cost(input_tokens: i64, output_tokens: i64, multiplier: i64) -> i64 {
     input_tokens.max(0).saturating_add(output_tokens.max(0)).saturating_mul(multiplier.max(0))
 }
 
-/// What a settlement may debit: the cost, but never more than the pools hold
-/// beyond what *other* open reservations keep (so one request that ran over
-/// its estimate cannot eat credits promised to another, and the balance never
-/// goes below zero).
+/// What a settlement may debit: the cost, but never more than its own hold
+/// plus what the pools hold beyond all open reservations (so one request
+/// that ran over its estimate cannot eat credits promised to another). The
+/// hold is a commitment even when the pools shrank under it.
 #[must_use]
-pub fn chargeable(cost: i64, pools: i64, reserved_by_others: i64) -> i64 {
-    cost.max(0).min(pools.saturating_sub(reserved_by_others).max(0)).min(pools.max(0))
+pub fn chargeable(cost: i64, held: i64, pools: i64, reserved_by_others: i64) -> i64 {
+    let free = pools.saturating_sub(reserved_by_others).saturating_sub(held.max(0)).max(0);
+    cost.max(0).min(held.max(0).saturating_add(free))
 }
 
 /// Splits a debit between the period allotment (spent first) and granted
@@ -56,12 +57,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn chargeable_never_overdraws(cost in -10i64..1_000_000, pools in 0i64..1_000_000, others in 0i64..1_000_000) {
-            let c = chargeable(cost, pools, others);
+        fn chargeable_never_takes_what_others_hold(cost in -10i64..1_000_000, held in 0i64..1_000_000, pools in 0i64..1_000_000, others in 0i64..1_000_000) {
+            let c = chargeable(cost, held, pools, others);
             prop_assert!(c >= 0);
             prop_assert!(c <= cost.max(0));
-            prop_assert!(c <= pools);
-            if others <= pools { prop_assert!(pools - c >= others.min(pools) || c == 0); }
+            prop_assert!(c <= held + (pools - others - held).max(0));
+            // When everything held is covered, others' holds stay covered after the charge.
+            if others + held <= pools { prop_assert!(pools - c >= others); }
         }
 
         #[test]

@@ -222,12 +222,15 @@ impl Ledger {
 
     /// Settles `reservation` to `usage` atomically: inserts the usage record
     /// (unique per request), marks its idempotency key completed, drops the
-    /// hold and debits `usage.cost`, clamped so the balance never goes below
-    /// zero and other open holds stay covered ([`money::chargeable`]; the
-    /// period allotment is spent before granted credits). Idempotent:
-    /// settling a request that was already billed debits nothing and only
-    /// drops the hold. Works even after the hold was released (the debit is
-    /// then limited to what is free).
+    /// hold and debits `usage.cost`, up to what the hold committed plus what
+    /// is free beyond other open holds ([`money::chargeable`]). The period
+    /// allotment is spent before granted credits; a hold stays a commitment
+    /// when the allotment is lowered under it meanwhile (the period is then
+    /// overspent, its remaining credits stay 0), so the balance never goes
+    /// below zero and a downgrade never turns held usage into free usage.
+    /// Idempotent: settling a request that was already billed debits
+    /// nothing and only drops the hold. Works even after the hold was
+    /// released (the debit is then limited to what is free).
     ///
     /// One statement, so one round trip and the account row is locked only
     /// while it runs: a busy account settles thousands of requests a second.
@@ -240,12 +243,13 @@ impl Ledger {
                  DELETE FROM reservations WHERE id = $1 RETURNING amount
              ), a AS (
                  SELECT id, period_credits, granted_credits, allotment, low_threshold_pct,
+                        COALESCE((SELECT amount FROM r), 0) AS held,
                         GREATEST(reserved - COALESCE((SELECT amount FROM r), 0), 0) AS reserved_after
                  FROM accounts WHERE id = $2 FOR UPDATE
              ), c AS (
                  SELECT a.*, LEAST($6::bigint,
-                                   GREATEST(period_credits + granted_credits - reserved_after, 0),
-                                   GREATEST(period_credits + granted_credits, 0)) AS charge
+                                   held + GREATEST(period_credits + granted_credits - reserved_after - held, 0))
+                             AS charge
                  FROM a
              ), ins AS (
                  INSERT INTO usage_records
@@ -262,16 +266,20 @@ impl Ledger {
                  SELECT c.*, COALESCE((SELECT credits FROM ins), 0) AS debit,
                         (SELECT count(*) FROM ins) AS inserted
                  FROM c
+             ), e AS (
+                 SELECT d.*, LEAST(GREATEST(d.debit - d.period_credits, 0), d.granted_credits) AS from_granted
+                 FROM d
              )
              UPDATE accounts acc SET
-                 period_spent = acc.period_spent + LEAST(d.debit, d.period_credits),
-                 granted_credits = acc.granted_credits - (d.debit - LEAST(d.debit, d.period_credits)),
-                 reserved = d.reserved_after,
-                 used_this_period = acc.used_this_period + d.debit,
+                 period_spent = acc.period_spent + (e.debit - e.from_granted),
+                 granted_credits = acc.granted_credits - e.from_granted,
+                 reserved = e.reserved_after,
+                 used_this_period = acc.used_this_period + e.debit,
                  updated_at = now()
-             FROM d WHERE acc.id = d.id
-             RETURNING d.debit, d.period_credits + d.granted_credits - d.debit, d.reserved_after,
-                       d.allotment, d.low_threshold_pct, d.inserted",
+             FROM e WHERE acc.id = e.id
+             RETURNING e.debit,
+                       GREATEST(e.allotment - acc.period_spent, 0) + acc.granted_credits,
+                       e.reserved_after, e.allotment, e.low_threshold_pct, e.inserted",
         )
         .bind(reservation.id)
         .bind(&reservation.account)
