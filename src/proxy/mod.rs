@@ -12,10 +12,12 @@
 //! `docs/proxy.md`). It never touches Kubernetes.
 mod auth;
 pub mod catalog;
-mod errors;
+pub mod errors;
 mod forward;
 pub mod meter;
 mod metrics;
+pub mod pricing;
+pub mod request;
 mod stream;
 
 use std::net::SocketAddr;
