@@ -23,10 +23,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use winston::ledger::{Grant, Period};
 
-const TENANTS: usize = 4;
+const TENANTS: usize = 6;
 const WORKERS: usize = 8;
-const CALLS_PER_WORKER: usize = 30;
-const ADMIN_OPS: usize = 40;
+const CALLS_PER_WORKER: usize = 60;
+const ADMIN_OPS: usize = 80;
 
 /// How a call is meant to end, which decides the tag its generation is counted under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +151,8 @@ async fn admin(h: &Harness, tenants: &[Tenant], seed: u64) {
                 h.db.ledger.set_allotment(account, allotment).await.unwrap();
             }
             1 => {
-                let g = Grant { id: format!("{account}/g{i}"), amount: rng.random_range(1..50_000), reason: String::new() };
+                let g =
+                    Grant { id: format!("{account}/g{i}"), amount: rng.random_range(1..50_000), reason: String::new() };
                 h.db.ledger.apply_grant(account, &g).await.unwrap();
             }
             _ if month[t] < 11 => {
@@ -223,23 +224,20 @@ async fn randomized_calls_bill_exactly_what_the_upstream_generated() {
     let generated = h.upstream.tags();
     let mut report = Vec::new();
     for (t, tenant) in tenants.iter().enumerate() {
-        let rows: Vec<(i64, bool, Option<String>, i64)> = sqlx::query_as(
-            "SELECT credits, estimated, idempotency_key, cost FROM usage_records WHERE account_id = $1",
-        )
-        .bind(&tenant.account)
-        .fetch_all(h.db.ledger.pool())
-        .await
-        .unwrap();
+        let rows: Vec<(i64, bool, Option<String>, i64)> =
+            sqlx::query_as("SELECT credits, estimated, idempotency_key, cost FROM usage_records WHERE account_id = $1")
+                .bind(&tenant.account)
+                .fetch_all(h.db.ledger.pool())
+                .await
+                .unwrap();
         let of = |ending: Ending| {
             [SONNET, OPUS, KIMI]
                 .iter()
                 .filter_map(|m| generated.get(&tag(t, ending, m)).map(|g| (m, g.clone())))
                 .collect::<Vec<_>>()
         };
-        let exact_cost: i64 = of(Ending::Exact)
-            .iter()
-            .map(|(m, g)| (g.input_tokens + g.output_tokens) as i64 * multiplier(m))
-            .sum();
+        let exact_cost: i64 =
+            of(Ending::Exact).iter().map(|(m, g)| (g.input_tokens + g.output_tokens) as i64 * multiplier(m)).sum();
         let exact_generations: u64 = of(Ending::Exact).iter().map(|(_, g)| g.generations).sum();
         let estimated_generations: u64 = of(Ending::Estimated).iter().map(|(_, g)| g.generations).sum();
         let nothing_generations: u64 = of(Ending::Nothing).iter().map(|(_, g)| g.generations).sum();

@@ -109,6 +109,8 @@ pub fn router_with_stats(config: LlmMockConfig) -> (Router, Arc<MockStats>) {
         .route("/anthropic/v1/models", get(anthropic_models))
         .route("/openai/v1/models", get(openai_models))
         .route(STATS_PATH, get(stats_report))
+        // Anthropic accepts request bodies up to 32 MB (images, PDFs).
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(mock);
     (router, stats)
 }

@@ -27,7 +27,8 @@ mod session;
 pub use error::LedgerError;
 pub use keys::{ActiveKey, IssuedKey, hash_key};
 pub use migrate::{migrate, migrator};
-pub use reserve::{HoldRequest, HoldShape, IDEMPOTENCY_WINDOW, Reservation, Settlement, Usage};
+pub use money::HoldShape;
+pub use reserve::{HoldRequest, IDEMPOTENCY_WINDOW, Reservation, Settlement, Usage};
 pub use session::ProxySession;
 
 use chrono::{DateTime, Utc};

@@ -36,6 +36,65 @@ pub fn is_low(balance: i64, allotment: i64, pct: i32) -> bool {
     allotment > 0 && i128::from(balance) * 100 < i128::from(allotment) * i128::from(pct.clamp(0, 100))
 }
 
+/// The worst-case hold of one request, split so the ledger can size it to
+/// the balance: with `units` output tokens of cap per choice the hold is
+/// `fixed + ceil(units × per_unit_milli / 1000)`. The ledger picks
+/// `units = min(max_units, floor((available − fixed) × 1000 / per_unit_milli))`
+/// and refuses when that is below `min_units` ([`HoldShape::units_for`] is the
+/// same rule in Rust).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldShape {
+    /// Input (at the dearest input-side price) and worst-case server tool uses.
+    pub fixed: i64,
+    /// Milli-credits per unit: the output price times the number of choices.
+    pub per_unit_milli: i64,
+    /// The output cap per choice the client asked for (default applied).
+    pub max_units: i64,
+    /// The least output cap per choice worth forwarding.
+    pub min_units: i64,
+}
+
+impl HoldShape {
+    /// A hold of exactly `amount` credits with no output cap to size.
+    #[must_use]
+    pub fn fixed(amount: i64) -> Self {
+        Self { fixed: amount, per_unit_milli: 0, max_units: 0, min_units: 0 }
+    }
+
+    /// The hold for `units` output tokens of cap per choice (saturating).
+    #[must_use]
+    pub fn hold(&self, units: i64) -> i64 {
+        let variable = (i128::from(units.max(0)) * i128::from(self.per_unit_milli.max(0)) + 999) / 1000;
+        i64::try_from(i128::from(self.fixed.max(0)) + variable).unwrap_or(i64::MAX)
+    }
+
+    /// The hold at the client's full cap.
+    #[must_use]
+    pub fn worst_case(&self) -> i64 {
+        self.hold(self.max_units)
+    }
+
+    /// The smallest hold that still forwards the request.
+    #[must_use]
+    pub fn minimum(&self) -> i64 {
+        self.hold(self.min_units)
+    }
+
+    /// The cap per choice that `available` credits can pay for, or `None`
+    /// when not even `min_units` fit. Mirrors the ledger's SQL, so its hold
+    /// `self.hold(units)` never exceeds `available`.
+    #[must_use]
+    pub fn units_for(&self, available: i64) -> Option<i64> {
+        let spare = i128::from(available) - i128::from(self.fixed.max(0));
+        if spare < 0 {
+            return None;
+        }
+        let per = i128::from(self.per_unit_milli.max(1));
+        let units = i64::try_from((spare * 1000) / per).unwrap_or(i64::MAX).min(self.max_units);
+        (units >= self.min_units).then_some(units)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

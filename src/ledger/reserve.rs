@@ -16,42 +16,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Ledger, LedgerError, money};
+use super::money::{self, HoldShape};
+use super::{Ledger, LedgerError};
 
 /// How long a completed idempotency key keeps refusing a replay (Stripe's
 /// window); afterwards the same key starts a new request.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
-/// The shape of a worst-case hold, so the ledger can fit it to the balance:
-/// `fixed + ceil(units * per_unit_milli / 1000)` credits, where `units` is
-/// the output cap per choice, at most `max_units`, lowered to what the
-/// balance can pay but never under `min_units`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HoldShape {
-    /// Credits that do not depend on the output cap (input, server tools).
-    pub fixed: i64,
-    /// Thousandths of a credit per unit of output cap (all choices together).
-    pub per_unit_milli: i64,
-    /// The output cap asked for.
-    pub max_units: i64,
-    /// The smallest output cap worth forwarding.
-    pub min_units: i64,
-}
-
-impl HoldShape {
-    /// A hold of exactly `amount` credits with no output cap to size.
-    #[must_use]
-    pub fn fixed(amount: i64) -> Self {
-        Self { fixed: amount, per_unit_milli: 0, max_units: 0, min_units: 0 }
-    }
-
-    /// The credits held for an output cap of `units`.
-    #[must_use]
-    pub fn amount(&self, units: i64) -> i64 {
-        let variable = (i128::from(units.max(0)) * i128::from(self.per_unit_milli.max(0)) + 999) / 1000;
-        i64::try_from(i128::from(self.fixed.max(0)) + variable).unwrap_or(i64::MAX)
-    }
-}
 
 /// One admission request.
 #[derive(Clone, Debug)]

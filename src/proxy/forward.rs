@@ -123,10 +123,7 @@ impl Refused {
     }
 
     fn response(self, api: Api) -> Response {
-        let mut resp = match &self.param {
-            Some(param) => self.refusal.response_with_param(api, &self.message, param),
-            None => self.refusal.response(api, &self.message),
-        };
+        let mut resp = self.refusal.response_with_param(api, &self.message, self.param.as_deref());
         if let Some((remaining, low)) = self.credits {
             credit_headers(resp.headers_mut(), remaining, low, None);
         }
@@ -160,9 +157,8 @@ async fn admit(st: &ProxyState, api: Api, headers: &HeaderMap, body: Body) -> Re
     let account = authenticate(st, headers)?;
     let mut request = read_json(st, body).await?;
     let model = route(st, api, &request)?.clone();
-    let analyzed = request::analyze(api, headers, &request, &model, st.settings.default_max_tokens).map_err(|e| {
-        Refused { refusal: Refusal::InvalidRequest, message: e.message, param: e.param, credits: None }
-    })?;
+    let analyzed = request::analyze(api, headers, &request, &model, st.settings.default_max_tokens)
+        .map_err(|e| Refused { refusal: Refusal::InvalidRequest, message: e.message, param: e.param, credits: None })?;
     let key = idempotency_key(headers)?;
     let reservation = hold(st, &account, key.as_deref(), &model, &analyzed).await?;
     request::write_limits(api, &mut request, &analyzed, reservation.units, &model);
@@ -369,11 +365,8 @@ async fn send_upstream(st: &ProxyState, a: &Admitted) -> Result<reqwest::Respons
         st.client.post(model.endpoint()).header(header::CONTENT_TYPE, "application/json").body(a.body.clone());
     match model.kind {
         UpstreamKind::Anthropic => {
-            let version = a
-                .client_headers
-                .get("anthropic-version")
-                .cloned()
-                .unwrap_or(HeaderValue::from_static("2023-06-01"));
+            let version =
+                a.client_headers.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static("2023-06-01"));
             req = req.header("anthropic-version", version);
             if let Some(beta) = a.client_headers.get("anthropic-beta") {
                 req = req.header("anthropic-beta", beta.clone());
@@ -451,10 +444,8 @@ pub(super) async fn release(st: &ProxyState, r: &Reservation) -> i64 {
 /// usage record is committed, so a transient database error must not lose
 /// it. Counts credits, what went unbilled and estimated usage.
 pub(super) async fn settle_durably(st: &ProxyState, r: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
-    let retry = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(20))
-        .with_max_times(5)
-        .with_jitter();
+    let retry =
+        backon::ExponentialBuilder::default().with_min_delay(Duration::from_millis(20)).with_max_times(5).with_jitter();
     let settled = backon::Retryable::retry(|| st.ledger.settle(r, usage), retry)
         .when(|e| matches!(e, LedgerError::Db(_)))
         .notify(|e, wait| tracing::warn!(error = %e, ?wait, "failed to settle; retrying"))

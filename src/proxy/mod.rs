@@ -224,7 +224,12 @@ impl Proxy {
     ///
     /// # Errors
     /// Fails when the upstream HTTP client cannot be built.
-    pub fn new(ledger: Ledger, session: ProxySession, catalog: Catalog, settings: Settings) -> Result<Self, ProxyError> {
+    pub fn new(
+        ledger: Ledger,
+        session: ProxySession,
+        catalog: Catalog,
+        settings: Settings,
+    ) -> Result<Self, ProxyError> {
         crate::telemetry::install_crypto_provider();
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)

@@ -25,7 +25,7 @@ use bytes::BytesMut;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::errors::stream_error_frame;
+use super::errors::{Refusal, stream_error_frame};
 use super::forward::{Admitted, credit_headers, settle_durably, upstream_headers};
 use super::meter::{FrameKind, Meter, frame_end};
 use super::{CREDITS_REMAINING_HEADER, InFlightGuard, ProxyState};
@@ -183,7 +183,13 @@ impl Reader {
     }
 }
 
-async fn pump(st: Arc<ProxyState>, a: Admitted, upstream: reqwest::Response, tx: mpsc::Sender<Bytes>, _guard: InFlightGuard) {
+async fn pump(
+    st: Arc<ProxyState>,
+    a: Admitted,
+    upstream: reqwest::Response,
+    tx: mpsc::Sender<Bytes>,
+    _guard: InFlightGuard,
+) {
     let allowance = a.output_allowance();
     let mut reader = Reader {
         meter: Meter::new(a.model.kind),
@@ -224,21 +230,27 @@ async fn finish(st: &ProxyState, a: &Admitted, mut reader: Reader, end: End) {
             match end {
                 End::Complete | End::UpstreamError => {}
                 End::UpstreamCut => {
-                    client.send(stream_error_frame(a.api, "api_error", "the model provider's stream was cut off")).await;
+                    client
+                        .send(stream_error_frame(
+                            a.api,
+                            Refusal::UpstreamUnreachable,
+                            "the model provider's stream was cut off",
+                        ))
+                        .await;
                 }
                 End::OverAllowance => {
                     let message = format!(
                         "the model generated past the {} output tokens this request reserved; the stream was cut",
                         a.reservation.units
                     );
-                    client.send(stream_error_frame(a.api, "api_error", &message)).await;
+                    client.send(stream_error_frame(a.api, Refusal::UpstreamUnreachable, &message)).await;
                 }
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "failed to record usage; withholding the end of the stream");
             let message = "failed to record usage; the response is incomplete, retry later";
-            client.send(stream_error_frame(a.api, "api_error", message)).await;
+            client.send(stream_error_frame(a.api, Refusal::UpstreamUnreachable, message)).await;
         }
     }
 }

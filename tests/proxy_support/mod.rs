@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use std::sync::Arc;
 
 use winston::emulator::llm::{LlmMockConfig, MockStats, serve_with_stats};
 use winston::ledger::{Ledger, Period, ProxySession};
