@@ -345,3 +345,25 @@ async fn a_dead_sessions_holds_are_released_at_once() {
     assert_eq!(s.reserved, retried.amount + kept.amount);
     assert!(live.alive());
 }
+
+/// Defect 10: durability rested on the dev database's setting; every ledger
+/// connection now commits synchronously whatever the server's default.
+#[tokio::test]
+async fn every_ledger_connection_commits_synchronously() {
+    let db = fresh_db().await;
+    sqlx::query(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = off', current_database()); END $$",
+    )
+    .execute(db.ledger.pool())
+    .await
+    .unwrap();
+    let plain: (String,) = {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_as("SHOW synchronous_commit").fetch_one(&mut c).await.unwrap()
+    };
+    assert_eq!(plain.0, "off", "test setup: the server default should be off");
+    let ledger = winston::ledger::Ledger::connect(&db.url, 2).await.unwrap();
+    let (setting,): (String,) = sqlx::query_as("SHOW synchronous_commit").fetch_one(ledger.pool()).await.unwrap();
+    assert_eq!(setting, "on");
+}
