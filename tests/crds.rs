@@ -270,7 +270,8 @@ async fn the_period_anchor_is_set_at_creation_only() {
     for (what, name, second) in refused {
         let (ok, out) = apply(&anchored(name, second, ""), true);
         assert!(
-            !ok && out.contains("spec.periodAnchor is set when the CreditLedger is created") && out.contains("re-create it"),
+            !ok && out.contains("spec.periodAnchor is set when the CreditLedger is created")
+                && out.contains("re-create it"),
             "[{what}] anchor update not refused as expected: {out}"
         );
     }

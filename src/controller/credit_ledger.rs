@@ -258,7 +258,11 @@ fn key(cl: &CreditLedger) -> String {
 /// The account `cl` drives and its Tenant, or why it may drive none. The
 /// watch cache answers the steady state; a refusal is confirmed by a GET,
 /// so a cache that lags behind a re-created Tenant never refuses a ledger.
-async fn bind(cl: &CreditLedger, ns: &str, state: &LedgerController) -> Result<Result<(String, Tenant), plan::Blocked>> {
+async fn bind(
+    cl: &CreditLedger,
+    ns: &str,
+    state: &LedgerController,
+) -> Result<Result<(String, Tenant), plan::Blocked>> {
     let name = &cl.spec.tenant_ref.name;
     let cached = state.tenants.get().and_then(|s| s.get(&ObjectRef::new(name).within(ns)));
     if let Some(t) = cached {

@@ -209,13 +209,15 @@ pub fn status(ledger: &CreditLedger, observed: &Observed, now: &Time) -> CreditL
     let not_stalled = Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, "");
     let (account, b) = match observed {
         Observed::Unbound(blocked) => {
-            let desired = [
-                Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()),
-                stalled(blocked),
-            ];
+            let desired =
+                [Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()), stalled(blocked)];
             let mut conditions = conditions::merge(&previous.conditions, &desired, generation, now);
             conditions.extend(
-                previous.conditions.iter().filter(|c| c.type_ == names::COND_LOW || c.type_ == names::COND_EXHAUSTED).cloned(),
+                previous
+                    .conditions
+                    .iter()
+                    .filter(|c| c.type_ == names::COND_LOW || c.type_ == names::COND_EXHAUSTED)
+                    .cloned(),
             );
             return CreditLedgerStatus { observed_generation: generation, conditions, ..previous };
         }
@@ -224,14 +226,12 @@ pub fn status(ledger: &CreditLedger, observed: &Observed, now: &Time) -> CreditL
     let flags = Flags::of(b);
     let (ready, stalled) = match observed {
         // Unbound returned above.
-        Observed::Active(..) | Observed::Unbound(_) => (
-            Desired::new(names::COND_READY, true, reason::READY, "credits mirrored from the ledger"),
-            not_stalled,
-        ),
-        Observed::Blocked(_, _, blocked) => (
-            Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()),
-            stalled(blocked),
-        ),
+        Observed::Active(..) | Observed::Unbound(_) => {
+            (Desired::new(names::COND_READY, true, reason::READY, "credits mirrored from the ledger"), not_stalled)
+        }
+        Observed::Blocked(_, _, blocked) => {
+            (Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()), stalled(blocked))
+        }
         Observed::NotStarted(_, _, at) => (
             Desired::new(
                 names::COND_READY,
@@ -451,7 +451,10 @@ mod tests {
         let blocked = Blocked { reason: reason::NOT_OWNED, message: "not yours".into() };
         let s = status(&cl, &Observed::Unbound(blocked), &t(2));
         let ready = conditions::find(&s.conditions, names::COND_READY).expect("ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()), ("False", reason::NOT_OWNED, "not yours"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()),
+            ("False", reason::NOT_OWNED, "not yours")
+        );
         let stalled = conditions::find(&s.conditions, names::COND_STALLED).expect("stalled");
         assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", reason::NOT_OWNED));
         assert!(conditions::is_true(&s.conditions, names::COND_EXHAUSTED), "the last known Exhausted stays");

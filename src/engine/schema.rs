@@ -59,8 +59,11 @@ pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, EngineErr
         message: "the tenant database URL cannot be parsed".into(),
     };
     let mut url = reqwest::Url::parse(database_url).map_err(|_| invalid())?;
-    let kept: Vec<(String, String)> =
-        url.query_pairs().filter(|(k, _)| !ROOT_CERT_PARAMS.contains(&k.as_ref())).map(|(k, v)| (k.into(), v.into())).collect();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !ROOT_CERT_PARAMS.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
     if kept.is_empty() {
         url.set_query(None);
     } else {
