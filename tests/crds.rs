@@ -60,6 +60,12 @@ async fn crds_are_established_and_every_example_is_accepted() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // Credits are a hard limit, and no field pretends otherwise.
+    let out = cp.kubectl(&["explain", "creditledger"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    assert!(text.contains("credits are a hard limit"), "{text}");
+    let out = cp.kubectl(&["explain", "creditledger.spec.hardLimit"]).output().unwrap();
+    assert!(!out.status.success(), "spec.hardLimit is still explained: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 const TENANT_OK: &str = "displayName: Acme\n  contactEmail: ops@acme.example\n  plan: starter\n";

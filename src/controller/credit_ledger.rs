@@ -265,10 +265,10 @@ async fn bind(
 ) -> Result<Result<(String, Tenant), plan::Blocked>> {
     let name = &cl.spec.tenant_ref.name;
     let cached = state.tenants.get().and_then(|s| s.get(&ObjectRef::new(name).within(ns)));
-    if let Some(t) = cached {
-        if let Ok(account) = plan::account_of(cl, &t) {
-            return Ok(Ok((account, (*t).clone())));
-        }
+    if let Some(t) = cached
+        && let Ok(account) = plan::account_of(cl, &t)
+    {
+        return Ok(Ok((account, (*t).clone())));
     }
     let tenants: Api<Tenant> = Api::namespaced(state.base.client.clone(), ns);
     let Some(tenant) = tenants.get_opt(name).await? else {
@@ -339,7 +339,8 @@ async fn sync(cl: &CreditLedger, ns: &str, state: &LedgerController) -> Result<A
     let balance = ledger.snapshot(&account).await?;
     let flags = Flags::of(&balance);
     let next = match &outcome {
-        Outcome::Active(period) => Some(until(now, balance.period_end.unwrap_or(period.end))),
+        // The stored period decides when the next one may start.
+        Outcome::Active(period) => Some(until(now, balance.period_end.filter(|end| *end > now).unwrap_or(period.end))),
         Outcome::NotStarted(at) => Some(until(now, *at)),
         Outcome::Blocked(_) => None,
     }
