@@ -118,7 +118,7 @@ async fn run() {
     let period = Period { start, end: start + chrono::Duration::days(40) };
     let mut keys = Vec::with_capacity(TENANTS);
     for i in 0..TENANTS {
-        let account = format!("bench/tenant-{i}");
+        let account = winston::names::ledger_account("bench", &format!("tenant-{i}"), &format!("uid-{i}"));
         ledger.ensure_account(&account).await.expect("account");
         ledger.ensure_period(&account, period, 1_000_000_000_000_000).await.expect("allotment");
         keys.push(ledger.issue_key(&account, "bench").await.expect("key").plaintext);

@@ -18,6 +18,21 @@ pub const CONTROLLER_NAME: &str = "winston-controller";
 /// Default name of the leader-election Lease.
 pub const LEADER_LEASE: &str = "winston-controller";
 
+/// The ledger account of the Tenant `tenant` (uid `tenant_uid`) in
+/// `namespace`: `<namespace>/<tenant>/<uid>`. Every part of Winston that
+/// bills or credits a tenant (the CreditLedger controller, the credentials
+/// of its instances) names the account with this function and nothing else.
+///
+/// # Guarantees
+/// The uid makes the account belong to one Tenant object: a Tenant deleted
+/// and created again under the same name is a new customer with a new
+/// account (fresh balance, its own grants), and the old account's history
+/// stays as it was.
+#[must_use]
+pub fn ledger_account(namespace: &str, tenant: &str, tenant_uid: &str) -> String {
+    format!("{namespace}/{tenant}/{tenant_uid}")
+}
+
 /// Label on every object Winston creates.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`LABEL_MANAGED_BY`].
@@ -66,8 +81,14 @@ pub mod reason {
     pub const NO_CREDITS_LEFT: &str = "NoCreditsLeft";
     /// CreditLedger: credits are left to spend.
     pub const CREDITS_AVAILABLE: &str = "CreditsAvailable";
-    /// CreditLedger: the allotment comes from the Tenant's plan, but the Tenant does not exist.
+    /// CreditLedger: the Tenant it names does not exist (nothing is billed or credited).
     pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
+    /// CreditLedger: the Tenant it names exists but is not its controller
+    /// (nothing is billed or credited).
+    pub const NOT_OWNED: &str = "NotOwned";
+    /// CreditLedger: its owner changed since it recorded its account in
+    /// status (nothing is billed or credited).
+    pub const ACCOUNT_CHANGED: &str = "AccountChanged";
     /// CreditLedger: the Tenant's plan is not in the plan catalog.
     pub const UNKNOWN_PLAN: &str = "UnknownPlan";
     /// CreditLedger: `spec.periodAnchor` lies in the future.

@@ -60,6 +60,12 @@ async fn crds_are_established_and_every_example_is_accepted() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // Credits are a hard limit, and no field pretends otherwise.
+    let out = cp.kubectl(&["explain", "creditledger"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    assert!(text.contains("credits are a hard limit"), "{text}");
+    let out = cp.kubectl(&["explain", "creditledger.spec.hardLimit"]).output().unwrap();
+    assert!(!out.status.success(), "spec.hardLimit is still explained: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 const TENANT_OK: &str = "displayName: Acme\n  contactEmail: ops@acme.example\n  plan: starter\n";
@@ -185,6 +191,12 @@ async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
             ledger("tenantRef: {name: acme}\n  lowBalancePercent: -1\n"),
             &["spec.lowBalancePercent"],
         ),
+        (
+            "ledger named apart from its tenant",
+            ledger("tenantRef: {name: other}\n"),
+            &["metadata.name must equal spec.tenantRef.name", "exactly one CreditLedger"],
+        ),
+        ("ledger hard limit is gone", ledger("tenantRef: {name: acme}\n  hardLimit: false\n"), &["hardLimit"]),
     ];
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
@@ -232,5 +244,45 @@ async fn immutable_fields_cannot_change() {
         assert!(ok, "[{what}] first apply refused: {out}");
         let (ok, out) = apply(second);
         assert!(!ok && needles.iter().all(|n| out.contains(n)), "[{what}] change not refused as expected: {out}");
+    }
+}
+
+/// `spec.periodAnchor` is fixed at creation: changing, adding or removing it
+/// is refused by a server-side dry-run update with a message saying how to
+/// move a ledger to another anchor, while an update that keeps it passes.
+#[tokio::test]
+async fn the_period_anchor_is_set_at_creation_only() {
+    let ns = TestNamespace::new("anchor").await;
+    let apply = |yaml: &str, dry: bool| {
+        let mut args = vec!["apply", "--server-side", "--field-manager=person", "-f", "-"];
+        if dry {
+            args.insert(1, "--dry-run=server");
+        }
+        run_with_stdin(ns.kubectl(&args), yaml)
+    };
+    let anchored = |name: &str, anchor: &str, extra: &str| {
+        format!(
+            "apiVersion: winston.dev/v1alpha1\nkind: CreditLedger\nmetadata:\n  name: {name}\nspec:\n  tenantRef: {{name: {name}}}\n{anchor}{extra}"
+        )
+    };
+    let jan = "  periodAnchor: '2026-01-15T00:00:00Z'\n";
+    let feb = "  periodAnchor: '2026-02-01T00:00:00Z'\n";
+    let grant = "  grants: [{id: g1, credits: 10}]\n";
+    for (name, first) in [("set", jan), ("unset", "")] {
+        let (ok, out) = apply(&anchored(name, first, ""), false);
+        assert!(ok, "[{name}] creation refused: {out}");
+    }
+    let refused = [("changed", "set", feb), ("removed", "set", ""), ("added", "unset", jan)];
+    for (what, name, second) in refused {
+        let (ok, out) = apply(&anchored(name, second, ""), true);
+        assert!(
+            !ok && out.contains("spec.periodAnchor is set when the CreditLedger is created")
+                && out.contains("re-create it"),
+            "[{what}] anchor update not refused as expected: {out}"
+        );
+    }
+    for (name, same) in [("set", jan), ("unset", "")] {
+        let (ok, out) = apply(&anchored(name, same, grant), true);
+        assert!(ok, "[{name}] an update keeping the anchor was refused: {out}");
     }
 }

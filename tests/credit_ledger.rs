@@ -2,7 +2,9 @@
 //! a real kube-apiserver and a real PostgreSQL: a Tenant's ledger gets its
 //! plan's allotment, grants credit once however often they are reconciled,
 //! usage spent through the ledger API shows in the ledger's and the Tenant's
-//! status, and Low / Exhausted flip at once, without waiting for the resync.
+//! status, Low / Exhausted flip at once, without waiting for the resync, and
+//! only the ledger its Tenant owns drives the Tenant's account (keyed by the
+//! Tenant's uid, so a Tenant created again is a new account).
 #![allow(clippy::unwrap_used)]
 
 mod ledger_support;
@@ -11,11 +13,14 @@ mod support;
 use std::time::Duration;
 
 use chrono::{Datelike, Utc};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use support::{TestNamespace, controller, eventually};
 use winston::api::{CreditLedger, Tenant};
 use winston::ledger::{Ledger, Usage};
+use winston::names::ledger_account;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,6 +32,21 @@ fn tenant(name: &str, plan: &str) -> Tenant {
         "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": plan }
     }))
     .unwrap()
+}
+
+/// A Tenant whose instances leave nothing outside when it is deleted, with
+/// its ledger's allotment and threshold set.
+fn tenant_with_credits(name: &str, allotment: i64) -> Tenant {
+    let mut t = tenant(name, "free");
+    t.spec.deletion_policy = winston::api::DeletionPolicy::Orphan;
+    t.spec.credits =
+        Some(serde_json::from_value(json!({"allotmentPerPeriod": allotment, "lowBalancePercent": 20})).unwrap());
+    t
+}
+
+/// The account of the Tenant `t` as the API server returned it.
+fn account_of(t: &Tenant) -> String {
+    ledger_account(&t.namespace().unwrap(), &t.name_any(), &t.uid().unwrap())
 }
 
 fn condition(cl: &CreditLedger, type_: &str) -> Option<(String, String)> {
@@ -48,8 +68,8 @@ async fn spend(ledger: &Ledger, account: &str, request: &str, credits: i64) {
     assert_eq!(ledger.settle(&r, &usage).await.unwrap().credits, credits);
 }
 
-async fn count(ledger: &Ledger, sql: &'static str, account: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(sql).bind(account).fetch_one(ledger.pool()).await.unwrap();
+async fn count(ledger: &Ledger, sql: &'static str, param: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).bind(param).fetch_one(ledger.pool()).await.unwrap();
     n
 }
 
@@ -69,12 +89,12 @@ async fn tenant_ledger_gets_its_plan_allotment_grants_once_and_mirrors_usage() {
     let (ctl, addr) = controller(&ns.name, "solo", &args);
     let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
     let ledgers: Api<CreditLedger> = Api::namespaced(ns.client.clone(), &ns.name);
-    let account = format!("{}/acme", ns.name);
     let l = &db.ledger;
 
     // The Tenant's ledger is created by the Tenant controller and gets the
     // plan's allotment (free: 50 000) in a period that started once.
-    tenants.create(&PostParams::default(), &tenant("acme", "free")).await.unwrap();
+    let created = tenants.create(&PostParams::default(), &tenant("acme", "free")).await.unwrap();
+    let account = account_of(&created);
     let cl = eventually("ledger status mirrors the allotment", WAIT, || async {
         let cl = ledgers.get_opt("acme").await.unwrap()?;
         (cl.status.as_ref()?.balance == Some(50_000)).then_some(cl)
@@ -87,6 +107,7 @@ async fn tenant_ledger_gets_its_plan_allotment_grants_once_and_mirrors_usage() {
     assert_eq!(condition(&cl, "Ready"), Some(("True".into(), "Ready".into())));
     assert_eq!(condition(&cl, "Low"), Some(("False".into(), "AboveThreshold".into())));
     assert_eq!(s.observed_generation, cl.metadata.generation);
+    assert_eq!(s.account.as_deref(), Some(account.as_str()), "the account is recorded in status");
     let snap = l.snapshot(&account).await.unwrap();
     assert_eq!((snap.balance, snap.allotment, snap.low_threshold_pct), (50_000, 50_000, 20));
 
@@ -145,9 +166,10 @@ async fn low_and_exhausted_flip_without_waiting_for_the_resync() {
     let args = ["--database-url", &db.url, "--ledger-resync-seconds", "3600", "--ledger-poll-ms", "200"];
     let (_ctl, _addr) = controller(&ns.name, "solo", &args);
     let ledgers: Api<CreditLedger> = Api::namespaced(ns.client.clone(), &ns.name);
-    let account = format!("{}/solo", ns.name);
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
     let l = &db.ledger;
 
+    // A ledger written before its Tenant (to set its anchor) is adopted by it.
     let cl: CreditLedger = serde_json::from_value(json!({
         "apiVersion": "winston.dev/v1alpha1", "kind": "CreditLedger",
         "metadata": { "name": "solo" },
@@ -156,6 +178,8 @@ async fn low_and_exhausted_flip_without_waiting_for_the_resync() {
     }))
     .unwrap();
     ledgers.create(&PostParams::default(), &cl).await.unwrap();
+    let solo = tenants.create(&PostParams::default(), &tenant_with_credits("solo", 1000)).await.unwrap();
+    let account = account_of(&solo);
     let cl = eventually("ledger active", WAIT, || async {
         let cl = ledgers.get("solo").await.unwrap();
         (cl.status.as_ref()?.balance == Some(1000)).then_some(cl)
@@ -192,16 +216,147 @@ async fn low_and_exhausted_flip_without_waiting_for_the_resync() {
     })
     .await;
 
-    // A ledger that leaves its allotment to a Tenant that does not exist says so.
+    // A ledger whose Tenant does not exist touches no account: its grants
+    // credit nothing, and it says what to do.
     let orphan: CreditLedger = serde_json::from_value(json!({
         "apiVersion": "winston.dev/v1alpha1", "kind": "CreditLedger",
-        "metadata": { "name": "orphan" }, "spec": { "tenantRef": { "name": "nobody" } }
+        "metadata": { "name": "nobody" },
+        "spec": { "tenantRef": { "name": "nobody" }, "allotmentPerPeriod": 1000,
+                  "grants": [{ "id": "free-money", "credits": 5000 }] }
     }))
     .unwrap();
     ledgers.create(&PostParams::default(), &orphan).await.unwrap();
-    eventually("orphan reports TenantNotFound", WAIT, || async {
-        let cl = ledgers.get("orphan").await.unwrap();
-        (condition(&cl, "Ready")? == ("False".into(), "TenantNotFound".into())).then_some(())
+    let cl = eventually("orphan reports TenantNotFound", WAIT, || async {
+        let cl = ledgers.get("nobody").await.unwrap();
+        (condition(&cl, "Ready")? == ("False".into(), "TenantNotFound".into())).then_some(cl)
     })
     .await;
+    assert_eq!(condition(&cl, "Stalled"), Some(("True".into(), "TenantNotFound".into())));
+    assert!(cl.status.as_ref().unwrap().account.is_none());
+    let prefix = format!("{}/nobody/%", ns.name);
+    assert_eq!(count(l, "SELECT count(*) FROM grants WHERE id LIKE $1", &prefix).await, 0);
+    assert_eq!(count(l, "SELECT count(*) FROM accounts WHERE id LIKE $1", &prefix).await, 0);
+}
+
+/// Events about `name` with `reason`, and whether any was repeated.
+async fn events(ns: &TestNamespace, name: &str, reason: &str) -> (usize, bool) {
+    let api: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    let list = api.list(&ListParams::default()).await.unwrap().items;
+    let mine: Vec<_> = list
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect();
+    (mine.len(), mine.iter().any(|e| e.series.is_some()))
+}
+
+/// Defect 6 of issue 10: a second ledger for a Tenant is refused at apply; a
+/// ledger its Tenant does not own credits nothing, even when it names
+/// another Tenant as its owner; and a Tenant deleted and created again under
+/// the same name gets a fresh account whose grant ids are credited again,
+/// while the old account's balance and usage stay exactly as they were.
+#[tokio::test]
+async fn only_the_owning_tenant_drives_its_account_and_a_recreated_tenant_starts_fresh() {
+    let db = ledger_support::fresh_db().await;
+    let ns = TestNamespace::new("owned").await;
+    let args = ["--database-url", &db.url, "--ledger-resync-seconds", "1", "--ledger-poll-ms", "200"];
+    let (_ctl, addr) = controller(&ns.name, "solo", &args);
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    let ledgers: Api<CreditLedger> = Api::namespaced(ns.client.clone(), &ns.name);
+    let l = &db.ledger;
+
+    let first = tenants.create(&PostParams::default(), &tenant_with_credits("acme", 1000)).await.unwrap();
+    let old = account_of(&first);
+    eventually("acme's ledger active on its account", WAIT, || async {
+        let s = ledgers.get_opt("acme").await.unwrap()?.status?;
+        (s.balance == Some(1000) && s.account.as_deref() == Some(old.as_str())).then_some(())
+    })
+    .await;
+
+    // A second ledger naming the same Tenant is refused at admission.
+    let second: CreditLedger = serde_json::from_value(json!({
+        "apiVersion": "winston.dev/v1alpha1", "kind": "CreditLedger",
+        "metadata": { "name": "acme-extra" },
+        "spec": { "tenantRef": { "name": "acme" }, "grants": [{ "id": "g1", "credits": 99999 }] }
+    }))
+    .unwrap();
+    match ledgers.create(&PostParams::default(), &second).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(e.message.contains("metadata.name must equal spec.tenantRef.name"), "{}", e.message);
+        }
+        other => panic!("a second ledger for acme was accepted: {other:?}"),
+    }
+
+    // A ledger that names acme's Tenant as its controller, written before
+    // Tenant beta: beta does not own it, so it drives no account (neither
+    // beta's nor acme's), however often it is reconciled.
+    let mut foreign: CreditLedger = serde_json::from_value(json!({
+        "apiVersion": "winston.dev/v1alpha1", "kind": "CreditLedger",
+        "metadata": { "name": "beta" },
+        "spec": { "tenantRef": { "name": "beta" }, "allotmentPerPeriod": 1000,
+                  "grants": [{ "id": "stolen-1", "credits": 5000 }] }
+    }))
+    .unwrap();
+    foreign.metadata.owner_references = Some(vec![first.controller_owner_ref(&()).unwrap()]);
+    ledgers.create(&PostParams::default(), &foreign).await.unwrap();
+    let beta = tenants.create(&PostParams::default(), &tenant_with_credits("beta", 1000)).await.unwrap();
+    let cl = eventually("beta's foreign ledger reports NotOwned", WAIT, || async {
+        let cl = ledgers.get("beta").await.unwrap();
+        (condition(&cl, "Ready")? == ("False".into(), "NotOwned".into())).then_some(cl)
+    })
+    .await;
+    assert_eq!(condition(&cl, "Stalled"), Some(("True".into(), "NotOwned".into())));
+    let ready = cl.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().message.clone();
+    assert!(ready.contains("Delete it"), "the message says what to do: {ready}");
+    let before = reconciles(&addr).await;
+    eventually("several more reconciles", WAIT, || async { (reconciles(&addr).await >= before + 5.0).then_some(()) })
+        .await;
+    assert_eq!(count(l, "SELECT count(*) FROM grants WHERE id LIKE $1", "%/stolen-1").await, 0);
+    assert_eq!(count(l, "SELECT count(*) FROM accounts WHERE id = $1", &account_of(&beta)).await, 0);
+    assert_eq!(l.snapshot(&old).await.unwrap().balance, 1000, "acme's account got beta's grant");
+    assert_eq!(events(&ns, "beta", "NotOwned").await, (1, false), "one event for the transition, no storm");
+
+    // acme gets a grant and spends some; then the Tenant is deleted and a
+    // new customer takes the name.
+    let g1 = json!({"spec": {"grants": [{"id": "g1", "credits": 500}]}});
+    ledgers.patch("acme", &PatchParams::default(), &Patch::Merge(&g1)).await.unwrap();
+    eventually("g1 credited to acme", WAIT, || async {
+        (l.snapshot(&old).await.unwrap().balance == 1500).then_some(())
+    })
+    .await;
+    spend(l, &old, "req-old-1", 300).await;
+    let old_snapshot = l.snapshot(&old).await.unwrap();
+    let old_usage = count(l, "SELECT count(*) FROM usage_records WHERE account_id = $1", &old).await;
+    assert_eq!((old_snapshot.balance, old_usage), (1200, 1));
+
+    tenants.delete("acme", &DeleteParams::default()).await.unwrap();
+    eventually("acme and its ledger gone", WAIT, || async {
+        let gone = tenants.get_opt("acme").await.unwrap().is_none() && ledgers.get_opt("acme").await.unwrap().is_none();
+        gone.then_some(())
+    })
+    .await;
+    let again = tenants.create(&PostParams::default(), &tenant_with_credits("acme", 1000)).await.unwrap();
+    let new = account_of(&again);
+    assert_ne!(new, old);
+    eventually("the new acme's ledger active on a fresh account", WAIT, || async {
+        let s = ledgers.get_opt("acme").await.unwrap()?.status?;
+        (s.account.as_deref() == Some(new.as_str()) && s.balance == Some(1000) && s.used_this_period == Some(0))
+            .then_some(())
+    })
+    .await;
+    ledgers.patch("acme", &PatchParams::default(), &Patch::Merge(&g1)).await.unwrap();
+    eventually("the same grant id credited to the new account", WAIT, || async {
+        (l.snapshot(&new).await.unwrap().balance == 1500).then_some(())
+    })
+    .await;
+    assert_eq!(count(l, "SELECT count(*) FROM grants WHERE id LIKE $1", "%/g1").await, 2);
+    // The old account's history is untouched.
+    let snapshot = l.snapshot(&old).await.unwrap();
+    assert_eq!(
+        (snapshot.balance, snapshot.used_this_period, snapshot.allotment),
+        (old_snapshot.balance, old_snapshot.used_this_period, old_snapshot.allotment)
+    );
+    assert_eq!(count(l, "SELECT count(*) FROM usage_records WHERE account_id = $1", &old).await, old_usage);
+    assert_eq!(count(l, "SELECT count(*) FROM usage_records WHERE account_id = $1", &new).await, 0);
 }

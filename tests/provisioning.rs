@@ -56,7 +56,8 @@ async fn a_tenant_goes_ready_steady_state_writes_nothing_and_deletion_cleans_up(
     let ledger = winston::ledger::Ledger::connect(&stack.control_db, 1).await.unwrap();
     let hash = winston::ledger::keys::hash_key(&key);
     let keys = ledger.active_keys().await.unwrap();
-    assert!(keys.iter().any(|k| k.hash == hash && k.account_id == format!("{}/bella", ns.name)));
+    let account = tenant_account(&ns, "bella").await;
+    assert!(keys.iter().any(|k| k.hash == hash && k.account_id == account));
 
     // Steady state: several resyncs later nothing was written anywhere.
     let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -114,6 +115,12 @@ async fn a_service_deleted_out_of_band_is_recreated() {
 }
 
 /// Markers of the instance `<tenant>-0`.
+/// The ledger account of the Tenant `name` (keyed by its uid).
+async fn tenant_account(ns: &TestNamespace, name: &str) -> String {
+    let t = Api::<Tenant>::namespaced(ns.client.clone(), &ns.name).get(name).await.unwrap();
+    winston::names::ledger_account(&ns.name, name, &t.metadata.uid.unwrap())
+}
+
 async fn marker_of(ns: &TestNamespace, name: &str) -> String {
     let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
     let uid = api.get(name).await.unwrap().metadata.uid.unwrap();
@@ -408,4 +415,88 @@ async fn an_annotation_rotates_the_credentials_once() {
         async move { (secret_value(ns, &secret, "WINSTON_API_KEY").await != new).then_some(()) }
     })
     .await;
+}
+
+/// Defect 8 of issue 10: a crash between "new key written" and "old key
+/// revoked" left the old key valid forever. Every pass now revokes every key
+/// of the instance other than the one in its Secret; and a Secret key the
+/// ledger can no longer use (revoked behind Winston's back) is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pass_revokes_stray_keys_and_replaces_an_unusable_one() {
+    use winston::ledger::keys::{generate_key, hash_key};
+    let ns = TestNamespace::new("stray").await;
+    let stack = Stack::start(0).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &["--resync-seconds", "1"]);
+    apply_tenant(&ns, "tidy", "");
+    let ti = ready(&ns, "tidy-0", READY_WITHIN).await;
+    let secret = ti.status.unwrap().credentials_secret_ref.unwrap().name;
+    let current = secret_value(&ns, &secret, "WINSTON_API_KEY").await;
+    let account = tenant_account(&ns, "tidy").await;
+    let ledger = winston::ledger::Ledger::connect(&stack.control_db, 1).await.unwrap();
+    let active = || async { ledger.active_keys().await.unwrap().into_iter().map(|k| k.hash).collect::<Vec<_>>() };
+    assert!(active().await.contains(&hash_key(&current)));
+
+    // The state a crash mid-rotation leaves: a second active key under the
+    // instance's name in the same account (and one of another name, which
+    // is not the instance's business).
+    let stray = generate_key();
+    ledger.register_key(&account, "tidy-0", &stray).await.unwrap();
+    let other = generate_key();
+    ledger.register_key(&account, "tidy-console", &other).await.unwrap();
+    assert!(active().await.contains(&hash_key(&stray)));
+    eventually("the stray key revoked by a pass", READY_WITHIN, || async {
+        (!active().await.contains(&hash_key(&stray))).then_some(())
+    })
+    .await;
+    let now = active().await;
+    assert!(now.contains(&hash_key(&current)), "the Secret's key must stay active");
+    assert!(now.contains(&hash_key(&other)), "a key of another name was revoked");
+    assert_eq!(secret_value(&ns, &secret, "WINSTON_API_KEY").await, current, "the Secret's key changed");
+
+    // The Secret's key revoked behind Winston's back (say it leaked): the
+    // instance gets a new one instead of failing every pass.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1")
+        .bind(&hash_key(&current)[..])
+        .execute(ledger.pool())
+        .await
+        .unwrap();
+    let replaced = eventually("a new key in the Secret", READY_WITHIN, || {
+        let (ns, secret, current) = (&ns, secret.clone(), current.clone());
+        async move {
+            let key = secret_value(ns, &secret, "WINSTON_API_KEY").await;
+            (key != current).then_some(key)
+        }
+    })
+    .await;
+    eventually("the new key registered", READY_WITHIN, || async {
+        active().await.contains(&hash_key(&replaced)).then_some(())
+    })
+    .await;
+    assert!(!active().await.contains(&hash_key(&current)));
+}
+
+/// An instance that no Tenant controls cannot bill anybody: its credentials
+/// step stalls with a clear reason and no key is registered for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_a_tenant_owner_registers_no_key() {
+    let ns = TestNamespace::new("ownerless").await;
+    let stack = Stack::start(0).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    let yaml = "apiVersion: winston.dev/v1alpha1\nkind: TenantInstance\nmetadata:\n  name: stray-0\nspec:\n  \
+                tenantRef: {name: stray}\n  ordinal: 0\n  plan: starter\n  \
+                profile: {displayName: Stray, contactEmail: ops@stray.example}\n";
+    let (ok, out) = support::run_with_stdin(ns.kubectl(&["apply", "-f", "-"]), yaml);
+    assert!(ok, "kubectl apply: {out}");
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let stalled = eventually("the instance stalls for want of a Tenant", READY_WITHIN, || async {
+        let st = api.get("stray-0").await.ok()?.status?;
+        let c = winston::api::conditions::find(&st.conditions, "Stalled")?.clone();
+        (c.status == "True" && c.reason == "NoTenantOwner").then_some(c)
+    })
+    .await;
+    assert!(stalled.message.contains("Tenant"), "{}", stalled.message);
+    let ledger = winston::ledger::Ledger::connect(&stack.control_db, 1).await.unwrap();
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM api_keys WHERE name = 'stray-0'").fetch_one(ledger.pool()).await.unwrap();
+    assert_eq!(n, 0, "a key was registered for an instance nobody pays for");
 }

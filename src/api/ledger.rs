@@ -1,6 +1,11 @@
 //! `CreditLedger` (short name `cl`): a tenant's credits. The spec declares
 //! allotment and grants; Winston's Postgres ledger is the source of truth
 //! and the status mirrors it at a bounded rate.
+//!
+//! One ledger per tenant, checked at admission: a ledger is named after its
+//! Tenant, its `tenantRef` and `periodAnchor` never change. That the Tenant
+//! really owns the ledger is checked by the controller (CEL cannot read
+//! other objects).
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -21,7 +26,10 @@ use super::shared::TenantRef;
     shortname = "cl",
     category = "winston",
     status = "CreditLedgerStatus",
-    doc = "A tenant's LLM credits: allotment per period, grants and low-balance threshold.",
+    doc = "A tenant's LLM credits: allotment per period, grants and low-balance threshold. Named after its Tenant, which owns it; credits are a hard limit (calls are refused with 402 once they are gone).",
+    validation = Rule::new("self.metadata.name == self.spec.tenantRef.name").message(
+        "metadata.name must equal spec.tenantRef.name: a Tenant has exactly one CreditLedger, named after it (add grants to that ledger)"
+    ),
     printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenantRef.name"),
     printcolumn(name = "Balance", type_ = "integer", json_path = ".status.balance"),
     printcolumn(name = "Used", type_ = "integer", json_path = ".status.usedThisPeriod"),
@@ -34,8 +42,15 @@ use super::shared::TenantRef;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.periodAnchor) == has(oldSelf.periodAnchor) && (!has(self.periodAnchor) || self.periodAnchor == oldSelf.periodAnchor)"
+).message(
+    "spec.periodAnchor is set when the CreditLedger is created and cannot change (a new anchor would restart the period). To move a ledger to another anchor, re-create it with the new value (kubectl replace --force -f ledger.yaml): its account and balance are kept and the new anchor takes effect when the current period ends"
+))]
 pub struct CreditLedgerSpec {
-    /// The Tenant whose LLM calls this ledger pays for. Immutable.
+    /// The Tenant whose LLM calls this ledger pays for; must equal
+    /// metadata.name, and the Tenant must own the ledger (the Tenant
+    /// controller creates it so). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.tenantRef is immutable"))]
     pub tenant_ref: TenantRef,
     /// Credits granted at the start of every period; the plan's allotment when omitted.
@@ -43,7 +58,8 @@ pub struct CreditLedgerSpec {
     #[schemars(range(min = 0, max = 1_000_000_000_000_i64))]
     pub allotment_per_period: Option<i64>,
     /// Start of the first period; periods are calendar months from this
-    /// instant. Defaults to the ledger's creation time.
+    /// instant. Defaults to the Tenant's creation time. Set only when the
+    /// ledger is created: it cannot be added, changed or removed later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_anchor: Option<DateTime<Utc>>,
     /// One-off credit grants (top-ups). Each id is credited exactly once,
@@ -55,18 +71,10 @@ pub struct CreditLedgerSpec {
     #[serde(default = "twenty")]
     #[schemars(range(min = 0, max = 100))]
     pub low_balance_percent: i32,
-    /// When true (default) calls are refused with 402 once credits are gone;
-    /// when false usage may run into negative balance (billed later).
-    #[serde(default = "yes")]
-    pub hard_limit: bool,
 }
 
 fn twenty() -> i32 {
     20
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A one-off credit grant.
@@ -93,6 +101,12 @@ pub struct CreditLedgerStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The ledger account this CreditLedger drives
+    /// (`<namespace>/<tenant>/<tenant uid>`), recorded once, when it first
+    /// acts. A Tenant created again under the same name has a new uid, hence
+    /// a new ledger and a new account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// Credits left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<i64>,
@@ -108,7 +122,7 @@ pub struct CreditLedgerStatus {
     /// End of the current period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_end: Option<DateTime<Utc>>,
-    /// Ready, Low, Exhausted.
+    /// Ready, Stalled, Low, Exhausted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

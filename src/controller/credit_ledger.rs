@@ -1,10 +1,13 @@
 //! The CreditLedger reconciler: the only bridge between Kubernetes and
 //! Winston's credit ledger in PostgreSQL.
 //!
-//! Reconcile: fetch -> account `<namespace>/<tenant>` -> low threshold ->
+//! Reconcile: fetch -> the owning Tenant (cache, confirmed by a GET before
+//! refusing) -> its account `<namespace>/<tenant>/<tenant uid>` (pure; a
+//! ledger its Tenant does not own touches no account) -> low threshold ->
 //! spec grants (idempotent by id) -> allotment (spec, else the Tenant's plan;
-//! pure) -> the period containing now (pure) -> reset it once -> snapshot ->
-//! status (pure) -> server-side apply only when it changed.
+//! pure) -> the period containing now (pure) -> start it once the stored
+//! period is over -> snapshot -> status (pure) -> server-side apply only when
+//! it changed.
 //!
 //! Mirroring is bounded: every ledger is re-read every `--ledger-resync-seconds`
 //! (and at its period's end), and writes happen only when something changed.
@@ -15,7 +18,8 @@
 //! reaches status within one poll interval plus one reconcile.
 //!
 //! Deleting a CreditLedger leaves its account in the database (money history
-//! is kept; a ledger created again for the tenant resumes the same account).
+//! is kept; the ledger the Tenant controller creates again resumes the same
+//! account, since the account follows the Tenant's uid, not the ledger).
 //! Spending, reservations and 402s are the proxy's and the ledger's business.
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,7 +40,8 @@ use serde_json::json;
 use super::context::Context;
 use super::credit_ledger_plan::{self as plan, Flags, Observed};
 use super::error::{Error, Result};
-use crate::api::{CreditLedger, Tenant};
+use crate::api::conditions;
+use crate::api::{CreditLedger, CreditLedgerStatus, Tenant};
 use crate::ledger::{DatabaseUrl, Ledger};
 use crate::names;
 use crate::plans::PlanCatalog;
@@ -218,12 +223,13 @@ async fn watch_flips(state: Arc<LedgerController>, flips: mpsc::UnboundedSender<
 pub async fn reconcile(cl: Arc<CreditLedger>, state: Arc<LedgerController>) -> Result<Action> {
     let started = Instant::now();
     let ns = cl.namespace().ok_or(Error::InvalidObject("CreditLedger without namespace"))?;
-    let account = plan::account_id(&ns, &cl.spec.tenant_ref.name);
     let result = if cl.metadata.deletion_timestamp.is_some() {
-        state.forget(&account);
+        if let Some(account) = cl.status.as_ref().and_then(|s| s.account.as_deref()) {
+            state.forget(account);
+        }
         Ok(Action::await_change())
     } else {
-        sync(&cl, &ns, account, &state).await
+        sync(&cl, &ns, &state).await
     };
     state.base.metrics.reconciled(KIND, started.elapsed().as_secs_f64());
     if result.is_ok() {
@@ -249,7 +255,36 @@ fn key(cl: &CreditLedger) -> String {
     format!("{KIND}/{}/{}", cl.namespace().unwrap_or_default(), cl.name_any())
 }
 
-async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerController) -> Result<Action> {
+/// The account `cl` drives and its Tenant, or why it may drive none. The
+/// watch cache answers the steady state; a refusal is confirmed by a GET,
+/// so a cache that lags behind a re-created Tenant never refuses a ledger.
+async fn bind(
+    cl: &CreditLedger,
+    ns: &str,
+    state: &LedgerController,
+) -> Result<Result<(String, Tenant), plan::Blocked>> {
+    let name = &cl.spec.tenant_ref.name;
+    let cached = state.tenants.get().and_then(|s| s.get(&ObjectRef::new(name).within(ns)));
+    if let Some(t) = cached
+        && let Ok(account) = plan::account_of(cl, &t)
+    {
+        return Ok(Ok((account, (*t).clone())));
+    }
+    let tenants: Api<Tenant> = Api::namespaced(state.base.client.clone(), ns);
+    let Some(tenant) = tenants.get_opt(name).await? else {
+        return Ok(Err(plan::tenant_not_found(cl)));
+    };
+    Ok(plan::account_of(cl, &tenant).map(|account| (account, tenant)))
+}
+
+async fn sync(cl: &CreditLedger, ns: &str, state: &LedgerController) -> Result<Action> {
+    let (account, tenant) = match bind(cl, ns, state).await? {
+        Ok(bound) => bound,
+        Err(blocked) => {
+            write_status(cl, ns, state, &Observed::Unbound(blocked)).await?;
+            return Ok(Action::requeue(state.resync));
+        }
+    };
     let ledger = &state.ledger;
     let ctx = &state.base;
     let spec = &cl.spec;
@@ -268,22 +303,13 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
         ctx.event(&reference, false, "GrantApplied", "ApplyGrants", format!("Credited {applied} new grant(s)")).await;
     }
 
-    let tenant_plan = match spec.allotment_per_period {
-        Some(_) => None,
-        None => {
-            let key = ObjectRef::new(&spec.tenant_ref.name).within(ns);
-            match state.tenants.get().and_then(|s| s.get(&key)) {
-                Some(t) => Some(t.spec.plan.clone()),
-                None => {
-                    let tenants: Api<Tenant> = Api::namespaced(ctx.client.clone(), ns);
-                    tenants.get_opt(&spec.tenant_ref.name).await?.map(|t| t.spec.plan)
-                }
-            }
-        }
-    };
+    let tenant_plan = spec.allotment_per_period.is_none().then(|| tenant.spec.plan.clone());
     let now = Utc::now();
+    // The Tenant's creation, not the ledger's: a ledger deleted and created
+    // again keeps its Tenant's period grid.
     let anchor = spec
         .period_anchor
+        .or_else(|| tenant.metadata.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0)))
         .or_else(|| cl.metadata.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0)))
         .unwrap_or(now);
     enum Outcome {
@@ -296,8 +322,7 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
         Ok(allotment) => match plan::period_at(anchor, now) {
             None => Outcome::NotStarted(anchor),
             Some(period) => {
-                let due = before.period_start.is_none_or(|start| start < period.start);
-                let reset = due && ledger.ensure_period(&account, period, allotment).await?;
+                let reset = plan::period_due(&before, now) && ledger.ensure_period(&account, period, allotment).await?;
                 if reset {
                     let note = format!("Started the period {} with {allotment} credits", period.start.to_rfc3339());
                     ctx.event(&reference, false, "PeriodStarted", "ResetPeriod", note).await;
@@ -314,26 +339,44 @@ async fn sync(cl: &CreditLedger, ns: &str, account: String, state: &LedgerContro
     let balance = ledger.snapshot(&account).await?;
     let flags = Flags::of(&balance);
     let next = match &outcome {
-        Outcome::Active(period) => Some(until(now, period.end)),
+        // The stored period decides when the next one may start.
+        Outcome::Active(period) => Some(until(now, balance.period_end.filter(|end| *end > now).unwrap_or(period.end))),
         Outcome::NotStarted(at) => Some(until(now, *at)),
         Outcome::Blocked(_) => None,
     }
     .map_or(state.resync, |d| d.min(state.resync));
     let observed = match outcome {
-        Outcome::Active(_) => Observed::Active(balance),
-        Outcome::Blocked(b) => Observed::Blocked(balance, b),
-        Outcome::NotStarted(at) => Observed::NotStarted(balance, at),
+        Outcome::Active(_) => Observed::Active(account.clone(), balance),
+        Outcome::Blocked(b) => Observed::Blocked(account.clone(), balance, b),
+        Outcome::NotStarted(at) => Observed::NotStarted(account.clone(), balance, at),
     };
-    let status = plan::status(cl, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
-    if cl.status.as_ref() != Some(&status) {
-        let api: Api<CreditLedger> = Api::namespaced(ctx.client.clone(), ns);
-        let body = json!({ "apiVersion": CreditLedger::api_version(&()), "kind": KIND, "status": status });
-        api.patch_status(&cl.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(body))
-            .await?;
-        ctx.metrics.wrote(KIND, "status");
-    }
+    write_status(cl, ns, state, &observed).await?;
     state.remember(account, ObjectRef::from_obj(cl), flags);
     Ok(Action::requeue(next))
+}
+
+/// Writes the status for `observed` when it differs from what `cl` shows,
+/// with one Warning Event when the ledger starts being refused (not one per
+/// reconcile while it stays so).
+async fn write_status(cl: &CreditLedger, ns: &str, state: &LedgerController, observed: &Observed) -> Result<()> {
+    let ctx = &state.base;
+    let status = plan::status(cl, observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+    if cl.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<CreditLedger> = Api::namespaced(ctx.client.clone(), ns);
+    let body = json!({ "apiVersion": CreditLedger::api_version(&()), "kind": KIND, "status": status });
+    api.patch_status(&cl.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    ctx.metrics.wrote(KIND, "status");
+    if let Observed::Unbound(blocked) = observed {
+        let ready_reason = |s: &CreditLedgerStatus| {
+            conditions::find(&s.conditions, names::COND_READY).map(|c| c.reason.clone()).unwrap_or_default()
+        };
+        if cl.status.as_ref().map(ready_reason).as_deref() != Some(blocked.reason) {
+            ctx.event(&cl.object_ref(&()), true, blocked.reason, "Bind", blocked.message.clone()).await;
+        }
+    }
+    Ok(())
 }
 
 /// Time from `now` until just after `at` (at least a second), so a requeue

@@ -1,28 +1,89 @@
 //! The pure middle of the CreditLedger reconcile: which ledger account a
-//! CreditLedger pays from, which period and allotment are in force, how spec
-//! grants are named in the ledger, and what the status says, computed from
-//! values without any IO. The ledger itself (`crate::ledger`) enforces the
-//! money rules; this module only decides what to ask of it.
+//! CreditLedger drives (only its owning Tenant's), which period and
+//! allotment are in force, how spec grants are named in the ledger, and what
+//! the status says, computed from values without any IO. The ledger itself
+//! (`crate::ledger`) enforces the money rules; this module only decides what
+//! to ask of it.
 use chrono::{DateTime, Datelike, Months, SubsecRound, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Resource, ResourceExt};
 
 use crate::api::conditions::{self, Desired};
 use crate::api::ledger::Grant as SpecGrant;
-use crate::api::{CreditLedger, CreditLedgerSpec, CreditLedgerStatus};
+use crate::api::{CreditLedger, CreditLedgerSpec, CreditLedgerStatus, Tenant};
 use crate::ledger::{Balance, Grant, Period};
 use crate::names::{self, reason};
 use crate::plans::PlanCatalog;
 
-/// The ledger account of tenant `tenant` in `namespace`: `<namespace>/<tenant>`.
-/// The proxy bills the same id, so it must never change for a tenant.
+/// Why `ledger` drives no account while its Tenant does not exist.
 #[must_use]
-pub fn account_id(namespace: &str, tenant: &str) -> String {
-    format!("{namespace}/{tenant}")
+pub fn tenant_not_found(ledger: &CreditLedger) -> Blocked {
+    Blocked {
+        reason: reason::TENANT_NOT_FOUND,
+        message: format!(
+            "Tenant {:?} does not exist in namespace {:?}: nothing is billed or credited. Create the Tenant \
+             (it adopts this ledger) or delete this CreditLedger",
+            ledger.spec.tenant_ref.name,
+            ledger.namespace().unwrap_or_default()
+        ),
+    }
+}
+
+/// The account `ledger` drives, given its Tenant as observed:
+/// `names::ledger_account` of the Tenant's uid, and only when that Tenant is
+/// the ledger's controller (an ownerReference of kind Tenant with its uid and
+/// `controller: true`, as the Tenant controller creates it). The ledger's
+/// name equals its `tenantRef` (admission checks it), so one Tenant drives
+/// at most one ledger.
+///
+/// # Errors
+/// [`Blocked`] (`NotOwned`, `AccountChanged`) when the ledger must not touch
+/// any account; the message says what to do.
+pub fn account_of(ledger: &CreditLedger, tenant: &Tenant) -> Result<String, Blocked> {
+    let ns = ledger.namespace().unwrap_or_default();
+    let name = &ledger.spec.tenant_ref.name;
+    let uid = tenant.uid().unwrap_or_default();
+    let controller = ledger.owner_references().iter().find(|o| o.controller == Some(true));
+    match controller {
+        Some(o) if o.uid == uid && o.kind == Tenant::kind(&()) => {}
+        Some(o) => {
+            return Err(Blocked {
+                reason: reason::NOT_OWNED,
+                message: format!(
+                    "this CreditLedger is controlled by {} {:?} (uid {}), not by Tenant {name:?} (uid {uid}): \
+                     nothing is billed or credited. Delete it; the Tenant controller creates the Tenant's own ledger",
+                    o.kind, o.name, o.uid
+                ),
+            });
+        }
+        None => {
+            return Err(Blocked {
+                reason: reason::NOT_OWNED,
+                message: format!(
+                    "Tenant {name:?} (uid {uid}) does not own this CreditLedger yet: nothing is billed or \
+                     credited until the Tenant controller adopts it (it adds itself as controller owner)"
+                ),
+            });
+        }
+    }
+    let account = names::ledger_account(&ns, &tenant.name_any(), &uid);
+    match ledger.status.as_ref().and_then(|s| s.account.as_deref()) {
+        Some(recorded) if recorded != account => Err(Blocked {
+            reason: reason::ACCOUNT_CHANGED,
+            message: format!(
+                "this CreditLedger drove account {recorded:?}, but its owner is now Tenant {name:?} with uid \
+                 {uid}: a ledger never moves to another account. Delete it; the Tenant controller creates a \
+                 new one for this Tenant"
+            ),
+        }),
+        _ => Ok(account),
+    }
 }
 
 /// The spec's grants as ledger grants. Ids are prefixed by the account
-/// (`<namespace>/<tenant>/<grant id>`), so equal grant ids of different
-/// tenants stay distinct while re-applying one tenant's grant credits once.
+/// (`<namespace>/<tenant>/<tenant uid>/<grant id>`), so equal grant ids of
+/// different tenants (a Tenant re-created under the same name included)
+/// stay distinct while re-applying one tenant's grant credits once.
 #[must_use]
 pub fn ledger_grants(account: &str, grants: &[SpecGrant]) -> Vec<Grant> {
     grants
@@ -57,6 +118,18 @@ pub fn period_at(anchor: DateTime<Utc>, now: DateTime<Utc>) -> Option<Period> {
         k += 1;
     }
     Some(Period { start: start_of(k)?, end: start_of(k + 1)? })
+}
+
+/// Whether a new period may start: only once the stored one is over (or
+/// none was ever started). The computed period alone never decides it, so
+/// no change of anchor (a re-created ledger's included) starts a period
+/// early and refills the allotment.
+#[must_use]
+pub fn period_due(stored: &Balance, now: DateTime<Utc>) -> bool {
+    match (stored.period_start, stored.period_end) {
+        (Some(_), Some(end)) => end <= now,
+        _ => true,
+    }
 }
 
 /// Why a ledger cannot get its allotment right now.
@@ -112,51 +185,61 @@ impl Flags {
 /// What the reconcile observed, in the order it matters for `Ready`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observed {
+    /// The ledger may not touch any account (see [`account_of`]); nothing
+    /// was read from or written to the ledger.
+    Unbound(Blocked),
     /// The account is in its current period.
-    Active(Balance),
+    Active(String, Balance),
     /// The account exists (grants apply) but its allotment is blocked.
-    Blocked(Balance, Blocked),
+    Blocked(String, Balance, Blocked),
     /// `spec.periodAnchor` is in the future: grants apply, no allotment yet.
-    NotStarted(Balance, DateTime<Utc>),
-}
-
-impl Observed {
-    fn balance(&self) -> &Balance {
-        match self {
-            Self::Active(b) | Self::Blocked(b, _) | Self::NotStarted(b, _) => b,
-        }
-    }
+    NotStarted(String, Balance, DateTime<Utc>),
 }
 
 /// The status of `ledger` for what was `observed`; conditions keep their
 /// `lastTransitionTime` unless they flip, so the same facts yield the same
-/// status (and nothing is written).
+/// status (and nothing is written). An unbound ledger keeps the figures and
+/// the `Low` / `Exhausted` it showed last (nothing was read) and reports
+/// `Ready=False` and `Stalled=True` with the reason.
 #[must_use]
 pub fn status(ledger: &CreditLedger, observed: &Observed, now: &Time) -> CreditLedgerStatus {
-    let b = observed.balance();
-    let flags = Flags::of(b);
     let generation = ledger.metadata.generation;
-    let mut ready_note = String::new();
-    if !ledger.spec.hard_limit {
-        // The ledger never lets a balance go below zero; say so rather than
-        // pretend to honour the field (see the field's documentation).
-        ready_note = "; spec.hardLimit=false is not supported: credits are always a hard limit".into();
-    }
-    let ready = match observed {
-        Observed::Active(_) => Desired::new(
-            names::COND_READY,
-            true,
-            reason::READY,
-            format!("credits mirrored from the ledger{ready_note}"),
-        ),
-        Observed::Blocked(_, blocked) => {
-            Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone())
+    let previous = ledger.status.clone().unwrap_or_default();
+    let stalled = |blocked: &Blocked| Desired::new(names::COND_STALLED, true, blocked.reason, blocked.message.clone());
+    let not_stalled = Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, "");
+    let (account, b) = match observed {
+        Observed::Unbound(blocked) => {
+            let desired =
+                [Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()), stalled(blocked)];
+            let mut conditions = conditions::merge(&previous.conditions, &desired, generation, now);
+            conditions.extend(
+                previous
+                    .conditions
+                    .iter()
+                    .filter(|c| c.type_ == names::COND_LOW || c.type_ == names::COND_EXHAUSTED)
+                    .cloned(),
+            );
+            return CreditLedgerStatus { observed_generation: generation, conditions, ..previous };
         }
-        Observed::NotStarted(_, at) => Desired::new(
-            names::COND_READY,
-            false,
-            reason::PERIOD_NOT_STARTED,
-            format!("the first period starts at {}", at.to_rfc3339()),
+        Observed::Active(a, b) | Observed::Blocked(a, b, _) | Observed::NotStarted(a, b, _) => (a, b),
+    };
+    let flags = Flags::of(b);
+    let (ready, stalled) = match observed {
+        // Unbound returned above.
+        Observed::Active(..) | Observed::Unbound(_) => {
+            (Desired::new(names::COND_READY, true, reason::READY, "credits mirrored from the ledger"), not_stalled)
+        }
+        Observed::Blocked(_, _, blocked) => {
+            (Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()), stalled(blocked))
+        }
+        Observed::NotStarted(_, _, at) => (
+            Desired::new(
+                names::COND_READY,
+                false,
+                reason::PERIOD_NOT_STARTED,
+                format!("the first period starts at {}", at.to_rfc3339()),
+            ),
+            not_stalled,
         ),
     };
     let low = if flags.low {
@@ -174,15 +257,15 @@ pub fn status(ledger: &CreditLedger, observed: &Observed, now: &Time) -> CreditL
     } else {
         Desired::new(names::COND_EXHAUSTED, false, reason::CREDITS_AVAILABLE, "")
     };
-    let existing = ledger.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     CreditLedgerStatus {
         observed_generation: generation,
+        account: Some(account.clone()),
         balance: Some(b.balance),
         used_this_period: Some(b.used_this_period),
         allotment: Some(b.allotment),
         period_start: b.period_start,
         period_end: b.period_end,
-        conditions: conditions::merge(existing, &[ready, low, exhausted], generation, now),
+        conditions: conditions::merge(&previous.conditions, &[ready, stalled, low, exhausted], generation, now),
     }
 }
 
@@ -191,6 +274,8 @@ mod tests {
     use super::*;
     use crate::api::TenantRef;
     use chrono::TimeZone;
+
+    const ACCOUNT: &str = "ns/acme/uid-1";
 
     fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single().expect("valid date")
@@ -203,13 +288,12 @@ mod tests {
             period_anchor: None,
             grants: vec![],
             low_balance_percent: 20,
-            hard_limit: true,
         }
     }
 
     fn balance(balance: i64, allotment: i64) -> Balance {
         Balance {
-            account: "ns/acme".into(),
+            account: ACCOUNT.into(),
             balance,
             reserved: 0,
             available: balance,
@@ -249,6 +333,18 @@ mod tests {
     }
 
     #[test]
+    fn a_period_starts_only_once_the_stored_one_is_over() {
+        let mut b = balance(500, 1000);
+        b.period_start = None;
+        b.period_end = None;
+        assert!(period_due(&b, at(2026, 11, 15, 0)), "no period yet");
+        let b = balance(500, 1000); // 2026-11-01 .. 2026-12-01
+        // Mid-period, whatever period a (moved) anchor computes, nothing restarts.
+        assert!(!period_due(&b, at(2026, 11, 20, 0)));
+        assert!(period_due(&b, at(2026, 12, 1, 0)));
+    }
+
+    #[test]
     fn allotment_from_spec_else_from_the_tenants_plan() {
         let plans = PlanCatalog::builtin();
         assert_eq!(allotment(&spec(Some(7)), None, &plans), Ok(7));
@@ -260,40 +356,112 @@ mod tests {
     #[test]
     fn grant_ids_are_prefixed_by_the_account() {
         let g = SpecGrant { id: "topup-1".into(), credits: 5, reason: None };
-        let out = ledger_grants("ns/acme", &[g]);
-        assert_eq!(out, vec![Grant { id: "ns/acme/topup-1".into(), amount: 5, reason: String::new() }]);
+        let out = ledger_grants(ACCOUNT, &[g]);
+        assert_eq!(out, vec![Grant { id: "ns/acme/uid-1/topup-1".into(), amount: 5, reason: String::new() }]);
     }
 
     #[test]
     fn low_and_exhausted_follow_the_balance_and_status_is_stable() {
         let mut cl = CreditLedger::new("acme", spec(Some(1000)));
         cl.metadata.generation = Some(2);
-        let s = status(&cl, &Observed::Active(balance(500, 1000)), &t(10));
+        let s = status(&cl, &Observed::Active(ACCOUNT.into(), balance(500, 1000)), &t(10));
         assert!(conditions::is_true(&s.conditions, names::COND_READY));
         assert!(!conditions::is_true(&s.conditions, names::COND_LOW));
         assert_eq!((s.balance, s.used_this_period, s.allotment), (Some(500), Some(500), Some(1000)));
         assert_eq!(s.observed_generation, Some(2));
         cl.status = Some(s.clone());
-        assert_eq!(status(&cl, &Observed::Active(balance(500, 1000)), &t(99)), s);
+        assert_eq!(status(&cl, &Observed::Active(ACCOUNT.into(), balance(500, 1000)), &t(99)), s);
 
-        let low = status(&cl, &Observed::Active(balance(199, 1000)), &t(20));
+        let low = status(&cl, &Observed::Active(ACCOUNT.into(), balance(199, 1000)), &t(20));
         assert!(conditions::is_true(&low.conditions, names::COND_LOW));
         assert!(!conditions::is_true(&low.conditions, names::COND_EXHAUSTED));
-        let empty = status(&cl, &Observed::Active(balance(0, 1000)), &t(30));
+        let empty = status(&cl, &Observed::Active(ACCOUNT.into(), balance(0, 1000)), &t(30));
         assert!(conditions::is_true(&empty.conditions, names::COND_EXHAUSTED));
         assert_eq!(Flags::of(&balance(0, 1000)), Flags { low: true, exhausted: true });
     }
 
     #[test]
-    fn blocked_and_unsupported_settings_are_reported() {
+    fn a_blocked_allotment_is_reported_as_stalled() {
+        let cl = CreditLedger::new("acme", spec(None));
+        let blocked = Blocked { reason: reason::UNKNOWN_PLAN, message: "no plan".into() };
+        let s = status(&cl, &Observed::Blocked(ACCOUNT.into(), balance(0, 0), blocked), &t(1));
+        let ready = conditions::find(&s.conditions, names::COND_READY).expect("ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason::UNKNOWN_PLAN));
+        assert!(conditions::is_true(&s.conditions, names::COND_STALLED));
+        assert_eq!(s.account.as_deref(), Some(ACCOUNT));
+        let s = status(&cl, &Observed::Active(ACCOUNT.into(), balance(10, 10)), &t(1));
+        assert!(!conditions::is_true(&s.conditions, names::COND_STALLED));
+    }
+
+    fn tenant(name: &str, uid: &str) -> Tenant {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "winston.dev/v1alpha1", "kind": "Tenant",
+            "metadata": { "name": name, "namespace": "ns", "uid": uid },
+            "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": "free" }
+        }))
+        .expect("tenant")
+    }
+
+    fn ledger_owned_by(owner: Option<&Tenant>) -> CreditLedger {
         let mut cl = CreditLedger::new("acme", spec(None));
-        let blocked = Blocked { reason: reason::TENANT_NOT_FOUND, message: "no tenant".into() };
-        let s = status(&cl, &Observed::Blocked(balance(0, 0), blocked), &t(1));
+        cl.metadata.namespace = Some("ns".into());
+        cl.metadata.owner_references = owner.map(|t| vec![t.controller_owner_ref(&()).expect("owner")]);
+        cl
+    }
+
+    #[test]
+    fn only_the_owning_tenant_gives_an_account_keyed_by_its_uid() {
+        let acme = tenant("acme", "uid-1");
+        let cl = ledger_owned_by(Some(&acme));
+        assert_eq!(account_of(&cl, &acme), Ok(ACCOUNT.to_string()));
+        assert_eq!(names::ledger_account("ns", "acme", "uid-1"), ACCOUNT);
+
+        // No Tenant: nothing to bill, and the message says what to do.
+        let blocked = tenant_not_found(&cl);
+        assert_eq!(blocked.reason, reason::TENANT_NOT_FOUND);
+        assert!(blocked.message.contains("Create the Tenant"), "{}", blocked.message);
+        // Owned by nobody (hand-made), or by another object: not this Tenant's.
+        let blocked = account_of(&ledger_owned_by(None), &acme).expect_err("unowned");
+        assert_eq!(blocked.reason, reason::NOT_OWNED);
+        assert!(blocked.message.contains("adopts"), "{}", blocked.message);
+        let other = tenant("other", "uid-9");
+        let blocked = account_of(&ledger_owned_by(Some(&other)), &acme).expect_err("foreign");
+        assert_eq!(blocked.reason, reason::NOT_OWNED);
+        assert!(blocked.message.contains("Delete it"), "{}", blocked.message);
+        // A non-controller reference with the right uid is not ownership.
+        let mut weak = ledger_owned_by(Some(&acme));
+        weak.metadata.owner_references.as_mut().expect("refs")[0].controller = Some(false);
+        assert_eq!(account_of(&weak, &acme).map_err(|b| b.reason), Err(reason::NOT_OWNED));
+
+        // The same name with a new uid (a re-created Tenant) is another account...
+        let again = tenant("acme", "uid-2");
+        let fresh = ledger_owned_by(Some(&again));
+        assert_eq!(account_of(&fresh, &again), Ok("ns/acme/uid-2".to_string()));
+        // ...and a ledger that recorded the old one never moves to it.
+        let mut moved = ledger_owned_by(Some(&again));
+        moved.status = Some(CreditLedgerStatus { account: Some(ACCOUNT.into()), ..CreditLedgerStatus::default() });
+        assert_eq!(account_of(&moved, &again).map_err(|b| b.reason), Err(reason::ACCOUNT_CHANGED));
+    }
+
+    #[test]
+    fn an_unbound_ledger_is_stalled_and_keeps_what_it_showed() {
+        let mut cl = CreditLedger::new("acme", spec(None));
+        cl.metadata.generation = Some(3);
+        cl.status = Some(status(&cl, &Observed::Active(ACCOUNT.into(), balance(0, 1000)), &t(1)));
+        let blocked = Blocked { reason: reason::NOT_OWNED, message: "not yours".into() };
+        let s = status(&cl, &Observed::Unbound(blocked), &t(2));
         let ready = conditions::find(&s.conditions, names::COND_READY).expect("ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason::TENANT_NOT_FOUND));
-        cl.spec.hard_limit = false;
-        let s = status(&cl, &Observed::Active(balance(10, 10)), &t(1));
-        let ready = conditions::find(&s.conditions, names::COND_READY).expect("ready");
-        assert!(ready.message.contains("hardLimit"), "{}", ready.message);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()),
+            ("False", reason::NOT_OWNED, "not yours")
+        );
+        let stalled = conditions::find(&s.conditions, names::COND_STALLED).expect("stalled");
+        assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", reason::NOT_OWNED));
+        assert!(conditions::is_true(&s.conditions, names::COND_EXHAUSTED), "the last known Exhausted stays");
+        assert_eq!((s.account.as_deref(), s.balance), (Some(ACCOUNT), Some(0)));
+        // The same facts again write nothing.
+        cl.status = Some(s.clone());
+        let blocked = Blocked { reason: reason::NOT_OWNED, message: "not yours".into() };
+        assert_eq!(status(&cl, &Observed::Unbound(blocked), &t(3)), s);
     }
 }

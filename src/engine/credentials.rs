@@ -6,7 +6,14 @@
 //! safety: the key is written to the Secret first and registered (hashed)
 //! in the ledger second; registration is idempotent, so a crash between
 //! the two is repaired by the next reconcile and no key exists only in the
-//! database. Values never leave the Secret: no status, event or log carries them.
+//! database. Every pass then revokes any other active key of the instance
+//! (one UPDATE that changes nothing in the steady state), so a crash
+//! between "new key written" and "old key revoked" never leaves the old key
+//! valid. Values never leave the Secret: no status, event or log carries them.
+//!
+//! The key bills the account of the Tenant that controls the instance
+//! (`names::ledger_account`, keyed by the Tenant's uid), the same account
+//! its CreditLedger drives.
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
@@ -17,8 +24,8 @@ use kube::{Api, Resource, ResourceExt};
 use rand::RngCore;
 
 use super::EngineError;
-use crate::api::TenantInstance;
-use crate::ledger::{Ledger, keys};
+use crate::api::{Tenant, TenantInstance};
+use crate::ledger::{Ledger, LedgerError, keys};
 use crate::names;
 
 /// Key of the tenant database's connection URI.
@@ -40,11 +47,26 @@ pub fn secret_name(instance: &str) -> String {
     format!("{instance}-credentials")
 }
 
-/// The ledger account of the Tenant `tenant` in `namespace` (shared with the
-/// CreditLedger controller).
-#[must_use]
-pub fn account_id(namespace: &str, tenant: &str) -> String {
-    format!("{namespace}/{tenant}")
+/// The ledger account `ti` bills: that of the Tenant which controls it (its
+/// controller ownerReference of kind Tenant), the account its CreditLedger
+/// drives.
+///
+/// # Errors
+/// `Stalled` when the instance has no controlling Tenant: a key registered
+/// for it could not bill anybody.
+pub fn account_of(ti: &TenantInstance) -> Result<String, EngineError> {
+    let owner = ti.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Tenant::kind(&()));
+    match owner {
+        Some(o) => Ok(names::ledger_account(&ti.namespace().unwrap_or_default(), &o.name, &o.uid)),
+        None => Err(EngineError::Stalled {
+            reason: "NoTenantOwner",
+            message: format!(
+                "TenantInstance {} has no controlling Tenant (ownerReference of kind Tenant with controller: \
+                 true), so its API key could not bill anybody; create instances through a Tenant",
+                ti.name_any()
+            ),
+        }),
+    }
 }
 
 /// The values the Secret holds. Debug never shows them.
@@ -125,11 +147,14 @@ pub enum Outcome {
 }
 
 /// Converges the credentials Secret of `ti` and registers its key with the
-/// ledger account of the instance's Tenant. `database_url` is what the
-/// database step found (None when the instance has no database).
+/// ledger account of the instance's Tenant (see [`account_of`]), revoking
+/// every other key of the instance. A key the ledger cannot use (revoked,
+/// or registered to another account) is replaced. `database_url` is what
+/// the database step found (None when the instance has no database).
 ///
 /// # Errors
-/// Kubernetes or ledger failures (retryable).
+/// `Stalled` for an instance without a controlling Tenant or a Secret owned
+/// by someone else; Kubernetes or ledger failures (retryable).
 pub async fn converge(
     secrets: &Api<Secret>,
     ledger: &Ledger,
@@ -137,6 +162,7 @@ pub async fn converge(
     database_url: Option<&str>,
     proxy_url: &str,
 ) -> Result<(Credentials, Outcome), EngineError> {
+    let account = account_of(ti)?;
     let name = secret_name(&ti.name_any());
     let rotate_request = ti.annotations().get(ROTATE_ANNOTATION).cloned();
     let existing = secrets.get_opt(&name).await?;
@@ -201,11 +227,27 @@ pub async fn converge(
         }
     };
 
-    let account = account_id(&ti.namespace().unwrap_or_default(), &ti.spec.tenant_ref.name);
     ledger.ensure_account(&account).await?;
-    ledger.register_key(&account, &ti.name_any(), &creds.api_key).await?;
-    if outcome == Outcome::Rotated || outcome == Outcome::Created {
-        ledger.revoke_keys_named(&account, &ti.name_any(), Some(&keys::hash_key(&creds.api_key))).await?;
+    let (creds, outcome) = match ledger.register_key(&account, &ti.name_any(), &creds.api_key).await {
+        Ok(_) => (creds, outcome),
+        // The Secret's key was revoked, or bills another account (e.g. one
+        // registered before accounts were keyed by the Tenant's uid): it can
+        // never authenticate this instance again, so it is replaced.
+        Err(LedgerError::KeyUnusable) => {
+            let want = Credentials { api_key: keys::generate_key(), ..creds };
+            let current = secrets.get(&name).await?;
+            let fulfilled = current.annotations().get(ROTATED_FOR).cloned();
+            write(secrets, ti, &want, fulfilled.as_deref(), Some(&current)).await?;
+            ledger.register_key(&account, &ti.name_any(), &want.api_key).await?;
+            (want, Outcome::Rotated)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Every pass, not only after a rotation: a crash between writing the new
+    // key and revoking the old one must not leave the old key valid.
+    let revoked = ledger.revoke_other_keys(&account, &ti.name_any(), &keys::hash_key(&creds.api_key)).await?;
+    if revoked > 0 {
+        tracing::info!(instance = %ti.name_any(), revoked, "revoked keys of the instance other than the current one");
     }
     Ok((creds, outcome))
 }
@@ -238,11 +280,14 @@ impl Credentials {
 }
 
 /// Revokes the keys of `ti` (on deletion). The Secret goes with its owner.
+/// An instance without a controlling Tenant never had a key registered.
 ///
 /// # Errors
 /// Ledger failures.
 pub async fn revoke(ledger: &Ledger, ti: &TenantInstance) -> Result<(), EngineError> {
-    let account = account_id(&ti.namespace().unwrap_or_default(), &ti.spec.tenant_ref.name);
+    let Ok(account) = account_of(ti) else {
+        return Ok(());
+    };
     ledger.revoke_keys_named(&account, &ti.name_any(), None).await?;
     Ok(())
 }

@@ -2,12 +2,22 @@
 //! conversations, messages, usage) applied to the tenant's own database.
 //! sqlx records what ran in `_sqlx_migrations` and takes an advisory lock,
 //! so reapplying is a read and two runs never race.
+//!
+//! TLS: a tenant database elsewhere is reached only over TLS with its
+//! certificate and host name verified (`verify-full`) against the webpki
+//! roots, plus the operator's `PGSSLROOTCERT` (the standard libpq variable,
+//! e.g. for Supabase's own CA), whatever `sslmode` the provider's URL
+//! carries: the connection carries the tenant's password. A database on
+//! loopback (the emulator's) keeps its plain connection; a loopback URL that
+//! asks for TLS gets it verified too. Trust anchors come from the operator,
+//! never from the URL (`sslrootcert` in it is dropped).
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use super::EngineError;
 
@@ -35,6 +45,54 @@ pub fn target_of(database_url: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(format!("{host}:{port}/{db}"))))
 }
 
+/// URL parameters that would name trust anchors; only the operator's count.
+const ROOT_CERT_PARAMS: [&str; 3] = ["sslrootcert", "ssl-root-cert", "ssl-ca"];
+
+/// The connection options for the tenant database at `database_url`, with
+/// the TLS policy of this module applied (see the module docs).
+///
+/// # Errors
+/// `Stalled` when the URL cannot be parsed (it never names the URL's secrets).
+pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, EngineError> {
+    let invalid = || EngineError::Stalled {
+        reason: "InvalidDatabaseUrl",
+        message: "the tenant database URL cannot be parsed".into(),
+    };
+    let mut url = reqwest::Url::parse(database_url).map_err(|_| invalid())?;
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !ROOT_CERT_PARAMS.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    let options: PgConnectOptions = url.as_str().parse().map_err(|_| invalid())?;
+    let mode = tls_mode(options.get_host(), options.get_socket().is_some(), options.get_ssl_mode());
+    Ok(options.ssl_mode(mode))
+}
+
+/// The `sslmode` used for a database at `host` (or a Unix socket) whose URL
+/// asked for `asked`: `verify-full` for anything beyond this machine; on
+/// loopback, plain unless TLS was asked for, and then verified.
+#[must_use]
+pub fn tls_mode(host: &str, socket: bool, asked: PgSslMode) -> PgSslMode {
+    if !(socket || is_loopback(host)) {
+        return PgSslMode::VerifyFull;
+    }
+    match asked {
+        PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer => PgSslMode::Disable,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => PgSslMode::VerifyFull,
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// How many tenant migrations exist.
 #[must_use]
 pub fn latest_version() -> i64 {
@@ -51,7 +109,7 @@ pub async fn apply(database_url: &str) -> Result<usize, EngineError> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(database_url)
+        .connect_with(connect_options(database_url)?)
         .await
         .map_err(|e| EngineError::Retryable(format!("failed to connect to the tenant database: {}", redact(&e))))?;
     let applied_before: i64 = sqlx::query_scalar(
@@ -85,5 +143,52 @@ fn redact(e: &sqlx::Error) -> String {
         sqlx::Error::PoolTimedOut => "timed out".into(),
         sqlx::Error::Tls(_) => "TLS error".into(),
         _ => "connection error".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> PgSslMode {
+        connect_options(url).expect("parses").get_ssl_mode()
+    }
+
+    #[test]
+    fn remote_databases_are_always_verified() {
+        use PgSslMode::VerifyFull;
+        // What Neon and Supabase hand out, and what a hostile answer could.
+        assert!(matches!(mode("postgresql://u:p@ep-x-123.us-east-2.aws.neon.tech/db?sslmode=require"), VerifyFull));
+        assert!(matches!(mode("postgresql://postgres:pw@db.abcd.supabase.co:5432/postgres"), VerifyFull));
+        assert!(matches!(mode("postgresql://u:p@db.example.com/db?sslmode=disable"), VerifyFull));
+        assert!(matches!(mode("postgresql://u:p@db.example.com/db?sslmode=prefer"), VerifyFull));
+        assert!(matches!(mode("postgresql://u:p@10.0.0.7/db?sslmode=verify-ca"), VerifyFull));
+        assert!(matches!(mode("postgresql://u:p@127.example.com/db"), VerifyFull));
+    }
+
+    #[test]
+    fn loopback_stays_plain_unless_tls_is_asked_for_and_then_is_verified() {
+        use PgSslMode::{Disable, VerifyFull};
+        assert!(matches!(mode("postgresql://u:p@127.0.0.1:5432/db"), Disable));
+        assert!(matches!(mode("postgresql://u:p@127.0.0.2:5432/db?sslmode=prefer"), Disable));
+        assert!(matches!(mode("postgresql://u:p@localhost/db?sslmode=allow"), Disable));
+        assert!(matches!(mode("postgresql://u:p@[::1]:5432/db"), Disable));
+        assert!(matches!(mode("postgresql://u:p@127.0.0.1/db?sslmode=require"), VerifyFull));
+        assert!(matches!(mode("postgresql://u:p@[::1]/db?sslmode=verify-ca"), VerifyFull));
+        assert!(matches!(tls_mode("", true, PgSslMode::Prefer), Disable), "a Unix socket");
+    }
+
+    #[test]
+    fn the_url_names_no_trust_anchor_and_keeps_the_rest() {
+        let o = connect_options(
+            "postgresql://u:p@db.example.com:6543/app?sslrootcert=/tmp/evil.pem&application_name=w&ssl-ca=x",
+        )
+        .expect("parses");
+        assert!(!format!("{o:?}").contains("evil.pem"), "{o:?}");
+        assert_eq!((o.get_host(), o.get_port(), o.get_database()), ("db.example.com", 6543, Some("app")));
+        assert_eq!(o.get_application_name(), Some("w"));
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+        let err = connect_options("not a url at all").expect_err("refused");
+        assert!(!err.to_string().contains("not a url"), "{err}");
     }
 }

@@ -173,6 +173,39 @@ impl Ledger {
         Ok(n)
     }
 
+    /// Revokes every active key of `account` named `name` other than `keep`
+    /// (a hash); returns how many were revoked. Made to run on every
+    /// credentials pass: one statement (an UPDATE, with its audit entry
+    /// written in the same statement only when a key was revoked) that
+    /// changes nothing in the steady state.
+    ///
+    /// # Guarantees
+    /// `keep` is never revoked by this call; a key of another name or
+    /// account is never touched.
+    ///
+    /// # Errors
+    /// Fails on a database error.
+    pub async fn revoke_other_keys(&self, account: &str, name: &str, keep: &[u8; 32]) -> Result<u64, LedgerError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "WITH revoked AS (
+                 UPDATE api_keys SET revoked_at = now()
+                 WHERE account_id = $1 AND name = $2 AND key_hash <> $3 AND revoked_at IS NULL
+                 RETURNING id
+             ), audit AS (
+                 INSERT INTO audit_log (account_id, action, detail)
+                 SELECT $1, 'keys_revoked', jsonb_build_object('name', $2::text, 'count', count(*), 'reason', 'not current')
+                 FROM revoked HAVING count(*) > 0
+             )
+             SELECT count(*) FROM revoked",
+        )
+        .bind(account)
+        .bind(name)
+        .bind(&keep[..])
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
     /// Revokes a key. Returns false when it was unknown or already revoked.
     ///
     /// # Errors
