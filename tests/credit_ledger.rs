@@ -62,8 +62,9 @@ async fn spend(ledger: &Ledger, account: &str, request: &str, credits: i64) {
         model: "kimi-k2.6".into(),
         input_tokens: credits / 2,
         output_tokens: credits - credits / 2,
-        multiplier: 1,
+        cost: credits,
         outcome: "complete".into(),
+        ..Usage::default()
     };
     assert_eq!(ledger.settle(&r, &usage).await.unwrap().credits, credits);
 }

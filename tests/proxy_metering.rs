@@ -200,7 +200,7 @@ async fn low_balance_warns_and_exhaustion_refuses_with_402() {
     let r = h.anthropic(&body(200)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let cap: i64 = r.headers()["x-winston-output-cap"].to_str().unwrap().parse().unwrap();
-    assert!(cap < 200 && cap >= 16, "cap {cap}");
+    assert!((16..200).contains(&cap), "cap {cap}");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["usage"]["output_tokens"], json!(cap));
     let left = left - (input + cap) * SONNET_X;

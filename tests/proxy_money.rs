@@ -20,7 +20,7 @@ use futures::StreamExt;
 use proxy_support::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 use winston::ledger::{Grant, Period};
 
 const TENANTS: usize = 6;

@@ -286,10 +286,7 @@ impl Proxy {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProxyError> {
         let st = &self.state;
-        let admin = match admin {
-            Some(l) => Some(tokio::spawn(axum::serve(l, self.admin_router()).into_future())),
-            None => None,
-        };
+        let admin = admin.map(|l| tokio::spawn(axum::serve(l, self.admin_router()).into_future()));
         let readiness = tokio::spawn(check_readiness(Arc::clone(st)));
         if let Err(e) = st.keys.refresh(&st.ledger).await {
             tracing::warn!(error = %e, "failed to load API keys at start; retrying in the background");
