@@ -81,8 +81,8 @@ demo: ## The whole system locally: control plane, PostgreSQL, emulator, controll
 
 .PHONY: bench
 bench: controlplane ## Benchmarks (release build, not tests): proxy latency/throughput/RSS; provisioning of 1/100/1,000 tenants
-	$(CARGO) bench --bench proxy
-	$(CARGO) bench --bench provisioning
+	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench proxy
+	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench provisioning
 
 .PHONY: test
 test: prereqs fmt-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, chart lint, manifests drift, all tests

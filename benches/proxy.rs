@@ -1,7 +1,9 @@
 //! `make bench`, proxy part: what `winston proxy` costs on the request path.
 //!
-//! Starts a throwaway PostgreSQL (the test cluster: fsync off, so the
-//! figures exclude the disk's WAL flush), the mock LLM upstream in this process and the real `winston proxy`
+//! Starts a throwaway PostgreSQL (with production's durability when run by
+//! `make bench`, which sets `WINSTON_PG_DURABLE=1`: fsync and synchronous
+//! commit on, so each settlement waits for its WAL flush; the settings are
+//! printed), the mock LLM upstream in this process and the real `winston proxy`
 //! binary as its own process, all on 127.0.0.1. Then, in one run:
 //!
 //! - open-loop fixed-rate load (500, 1,000 and 2,000 requests/s) of

@@ -63,8 +63,13 @@ impl TempPostgres {
                 .arg(pg.data_dir()),
             "initialise the cluster (initdb)",
         )?;
+        // Tests trade crash safety of the throwaway cluster for speed;
+        // benchmarks (`WINSTON_PG_DURABLE=1`, set by `make bench`) measure
+        // with production's settings: every commit waits for its WAL flush.
+        let durable = std::env::var("WINSTON_PG_DURABLE").is_ok_and(|v| v == "1");
+        let (fsync, full_page_writes) = if durable { ("on", "on") } else { ("off", "off") };
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=300",
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync={fsync} -c synchronous_commit=on -c full_page_writes={full_page_writes} -c max_connections=300",
             pg.root.display()
         );
         run(
