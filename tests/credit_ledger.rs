@@ -155,6 +155,24 @@ async fn tenant_ledger_gets_its_plan_allotment_grants_once_and_mirrors_usage() {
     .await;
     assert_eq!(count(l, "SELECT count(*) FROM period_resets WHERE account_id = $1", &account).await, 1);
 
+    // Spend most of it, then toggle the plan down and up three times: what
+    // was spent stays spent (the old arithmetic by differences minted
+    // 450,000 credits per round trip).
+    spend(l, &account, "req-2", 450_000).await;
+    for round in 0..3 {
+        for (plan, balance) in [("free", 1_000), ("starter", 49_500)] {
+            let patch = json!({"spec": {"plan": plan}});
+            tenants.patch("acme", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+            eventually(&format!("round {round}: plan {plan} leaves {balance}"), WAIT, || async {
+                let s = ledgers.get("acme").await.unwrap().status?;
+                (s.balance == Some(balance) && s.used_this_period == Some(451_500)).then_some(())
+            })
+            .await;
+        }
+    }
+    let snap = l.snapshot(&account).await.unwrap();
+    assert_eq!((snap.balance, snap.used_this_period), (49_500, 451_500), "a plan toggle minted credits");
+
     let status = ctl.terminate();
     assert!(status.success(), "controller did not exit cleanly on SIGTERM: {status:?}");
 }
