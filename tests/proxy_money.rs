@@ -238,6 +238,9 @@ async fn randomized_calls_bill_exactly_what_the_upstream_generated() {
         };
         let exact_cost: i64 =
             of(Ending::Exact).iter().map(|(m, g)| (g.input_tokens + g.output_tokens) as i64 * multiplier(m)).sum();
+        let estimated_cost: i64 =
+            of(Ending::Estimated).iter().map(|(m, g)| (g.input_tokens + g.output_tokens) as i64 * multiplier(m)).sum();
+        let estimated_billed: i64 = rows.iter().filter(|r| r.1).map(|r| r.0).sum();
         let exact_generations: u64 = of(Ending::Exact).iter().map(|(_, g)| g.generations).sum();
         let estimated_generations: u64 = of(Ending::Estimated).iter().map(|(_, g)| g.generations).sum();
         let nothing_generations: u64 = of(Ending::Nothing).iter().map(|(_, g)| g.generations).sum();
@@ -252,7 +255,8 @@ async fn randomized_calls_bill_exactly_what_the_upstream_generated() {
         let b = h.db.ledger.snapshot(&tenant.account).await.unwrap();
         report.push(format!(
             "tenant {t}: {exact_records} exact calls billed {exact_billed} credits for upstream cost {exact_cost} \
-             (difference {}), {estimated_records} estimated calls, unbilled {unbilled}, balance {}",
+             (difference {}), {estimated_records} estimated calls billed {estimated_billed} for upstream cost \
+             {estimated_cost}, unbilled {unbilled}, balance {}",
             exact_billed - exact_cost,
             b.balance
         ));
