@@ -67,7 +67,7 @@ pub struct CreditLedgerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 500), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub grants: Vec<Grant>,
-    /// Percentage of the allotment under which the ledger reports `Low`.
+    /// Percentage of the allotment under which the ledger reports `Low`, 0 to 100 (default 20).
     #[serde(default = "twenty")]
     #[schemars(range(min = 0, max = 100))]
     pub low_balance_percent: i32,
@@ -85,7 +85,7 @@ pub struct Grant {
     /// Unique id (for example an invoice or checkout id); applying the same id twice credits once.
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
     pub id: String,
-    /// Credits added. Positive.
+    /// Credits added: 1 to 1,000,000,000,000.
     #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
     pub credits: i64,
     /// Why the grant was made.

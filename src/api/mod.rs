@@ -23,7 +23,26 @@ use kube::CustomResourceExt;
 /// Every CRD Winston serves, in the order they should be installed.
 #[must_use]
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Tenant::crd(), TenantInstance::crd(), CreditLedger::crd()]
+    vec![Tenant::crd(), bound_name(TenantInstance::crd(), 48), CreditLedger::crd()]
+}
+
+/// Declares `metadata.name`'s length limit in the schema (the only metadata
+/// a CRD schema may restrict), so CEL rules that read the name are costed
+/// for names of that size instead of unbounded strings. The CEL rules beside
+/// it keep the messages a person reads.
+fn bound_name(mut crd: CustomResourceDefinition, max_length: i64) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        let name = JSONSchemaProps { type_: Some("string".into()), max_length: Some(max_length), ..Default::default() };
+        let metadata = JSONSchemaProps {
+            type_: Some("object".into()),
+            properties: Some([("name".to_string(), name)].into()),
+            ..Default::default()
+        };
+        schema.properties.get_or_insert_with(Default::default).insert("metadata".into(), metadata);
+    }
+    crd
 }
 
 /// The CRDs as one multi-document YAML stream (what `winston crds` prints).

@@ -15,7 +15,8 @@ pub struct TenantRef {
 }
 
 /// What happens to external objects (database, service, frontend) when the
-/// owning resource is deleted.
+/// owning resource is deleted: `Delete` (the default: the tenant's database
+/// and its data are destroyed) or `Orphan`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum DeletionPolicy {
     /// Delete every external object, verifying each is gone (default).
@@ -71,18 +72,22 @@ pub enum Tone {
 }
 
 /// Who the agent is: its name, tone, what it can do and which skills it loads.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Persona {
-    /// The agent's name as customers see it (for example "Ava").
+    /// The agent's name as customers see it (for example "Ava"): 1 to 40
+    /// characters of plain text on one line (no `<`, `>` or control characters).
     #[schemars(length(min = 1, max = 40))]
+    #[x_kube(validation = Rule::new(r"self.trim() == self && !self.matches('[<>\x00-\x1F\x7F]')").message("the agent's name must be plain text on one line: no '<', '>', control characters or surrounding blanks"))]
     pub name: String,
     /// The agent's tone of voice.
     #[serde(default)]
     pub tone: Tone,
-    /// Plain-language capabilities ("book appointments", "answer billing questions").
+    /// Plain-language capabilities ("book appointments", "answer billing
+    /// questions"): at most 20, each 1 to 200 characters on one line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(length(min = 1, max = 200)))]
+    #[x_kube(validation = Rule::new(r"self.all(c, !c.matches('[\x00-\x1F\x7F]'))").message("each capability must be one line of text without control characters"))]
     pub capabilities: Vec<String>,
     /// Skills to install in the agent's workspace, by name. The plan decides
     /// which skills are available; unknown names are reported in status.
@@ -109,15 +114,19 @@ pub enum DatabaseProvider {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.provider == oldSelf.provider").message("components.database.provider is immutable: changing it would strand the tenant's data; create a new Tenant instead"))]
+#[x_kube(validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("components.database.region is immutable: a database cannot move region; create a new Tenant in the new region and move the data"))]
+#[x_kube(validation = Rule::new("has(self.postgresVersion) == has(oldSelf.postgresVersion) && (!has(self.postgresVersion) || self.postgresVersion == oldSelf.postgresVersion)").message("components.database.postgresVersion is immutable: a database's major version cannot change in place (a downgrade never can); create a new Tenant with the version and move the data"))]
 pub struct DatabaseComponent {
-    /// Database platform. Immutable once set.
+    /// Database platform: `Neon` (default) or `Supabase`. Immutable.
     #[serde(default)]
     pub provider: DatabaseProvider,
-    /// Platform region id (for example `aws-us-east-2`); the platform default when omitted.
+    /// Platform region id (for example `aws-us-east-2`); the platform default
+    /// when omitted. Immutable once the Tenant exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
     pub region: Option<String>,
-    /// Major PostgreSQL version.
+    /// Major PostgreSQL version, 14 to 17; Winston's configured default
+    /// (`--postgres-version`, 17) when omitted. Immutable once the Tenant exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 14, max = 17))]
     pub postgres_version: Option<i32>,
@@ -157,20 +166,22 @@ pub enum FrontendProvider {
 }
 
 /// A Git repository the frontend is built from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
     /// Repository as `owner/name`.
     #[schemars(length(min = 3, max = 200), regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
     pub repo: String,
-    /// Branch, tag or commit to deploy; the repository default branch when omitted.
+    /// Branch, tag or commit to deploy (letters, digits, `.`, `_`, `-`, `/`;
+    /// no `..`); the repository default branch when omitted.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"))]
+    #[x_kube(validation = Rule::new("!self.contains('..') && !self.endsWith('/') && !self.endsWith('.lock')").message("ref must be a git branch, tag or commit name such as main, v1.2.0 or 4f2a9c1 (no spaces, '..' or shell characters)"))]
     pub git_ref: Option<String>,
 }
 
 /// The optional web frontend.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FrontendComponent {
     /// Frontend platform.
@@ -189,6 +200,7 @@ pub struct FrontendComponent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.frontend) || has(self.compute)").message("components.frontend requires components.compute: the frontend talks to the agent service"))]
+#[x_kube(validation = Rule::new("has(self.database) || has(self.compute) || has(self.frontend)").message("components must name at least one of database, compute and frontend; omit components for a database and an agent service"))]
 pub struct Components {
     /// The tenant's Postgres database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,21 +228,26 @@ impl Default for Components {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentProfile {
-    /// The customer's name as shown to people.
+    /// The customer's name as shown to people: 1 to 100 characters of text on
+    /// one line, without surrounding blanks.
     #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new(r"self.trim() == self && !self.matches('[\x00-\x1F\x7F]')").message("displayName must be one line of text without control characters or surrounding blanks"))]
     pub display_name: String,
-    /// Where the welcome email goes.
+    /// Where the welcome email goes: a plain address such as ops@example.com
+    /// (no display name, no `<` or `>`), at most 254 characters.
     #[schemars(length(min = 3, max = 254))]
-    #[x_kube(validation = Rule::new(r"self.matches('^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$')").message("must be an email address such as ops@example.com"))]
+    #[x_kube(validation = Rule::new(r#"self.matches("^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:[.][A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")"#).message("must be an email address such as ops@example.com"))]
     pub contact_email: String,
-    /// The customer's public website.
+    /// The customer's public website: an http(s) URL without user:password@,
+    /// at most 2048 characters. Winston fetches it only from public addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("must be an http(s) URL such as https://example.com"))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != '' && !self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')").message("must be an http(s) URL such as https://example.com, without user:password@"))]
     pub website: Option<String>,
-    /// The customer's industry.
+    /// The customer's industry (for example "dental clinic"): one line of text, at most 100 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new(r"self.trim() == self && !self.matches('[\x00-\x1F\x7F]')").message("industry must be one line of text without control characters or surrounding blanks"))]
     pub industry: Option<String>,
     /// Who the agent is.
     #[serde(default, skip_serializing_if = "Option::is_none")]

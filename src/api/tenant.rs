@@ -9,6 +9,7 @@ use super::shared::{AgentProfile, Components, DeletionPolicy, Phase};
 
 /// A customer of the business: who they are, which plan they bought, what
 /// their agent is like and which components Winston provisions for them.
+/// Its name is a DNS label of at most 40 characters.
 #[allow(clippy::duplicated_attributes)] // kube printcolumn(...) repeats `type_` by design
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
@@ -28,6 +29,7 @@ use super::shared::{AgentProfile, Components, DeletionPolicy, Phase};
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: Tenant names are at most 40 characters (Winston derives child and external names from it)"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message(Message::Expression("'metadata.name: ' + self.metadata.name + ' is not a DNS label (lowercase letters, digits and -, no dots): its instances are named <tenant>-<n>'".into())),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -42,7 +44,8 @@ pub struct TenantSpec {
     /// Which components to provision. Defaults to a database and an agent service.
     #[serde(default)]
     pub components: Components,
-    /// How many agent instances to run (the plan may allow fewer).
+    /// How many agent instances to run, 1 to 10 (default 1); the plan's
+    /// `maxInstances` may allow fewer.
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 10))]
     pub instances: i32,
@@ -50,10 +53,12 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditOverrides>,
     /// When true Winston stops acting on this tenant (no platform calls),
-    /// keeping everything as it is.
+    /// keeping everything as it is. Default false.
     #[serde(default)]
     pub paused: bool,
-    /// What happens to external objects when the Tenant is deleted.
+    /// What happens to external objects when the Tenant is deleted: `Delete`
+    /// (default: the database, its data, the service and the frontend are
+    /// destroyed) or `Orphan` (they are left in place).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
@@ -70,7 +75,8 @@ pub struct CreditOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1_000_000_000_000_i64))]
     pub allotment_per_period: Option<i64>,
-    /// Percentage of the allotment under which the ledger reports `Low`.
+    /// Percentage of the allotment under which the ledger reports `Low`, 0 to
+    /// 100; the ledger's default (20) when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub low_balance_percent: Option<i32>,

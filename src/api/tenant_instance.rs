@@ -29,6 +29,8 @@ use super::shared::{AgentProfile, Components, DeletionPolicy, Phase, TenantRef};
     printcolumn(name = "URL", type_ = "string", json_path = ".status.urls.service"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 48").message("metadata.name: TenantInstance names are at most 48 characters (external names are derived from it)"),
+    // `string(int)` is costed as unbounded by the API server; the ordinal is 0..=9.
+    validation = Rule::new("self.metadata.name == self.spec.tenantRef.name + '-' + ['0','1','2','3','4','5','6','7','8','9'][self.spec.ordinal]").message(Message::Expression("'metadata.name: ' + self.metadata.name + ' must be ' + self.spec.tenantRef.name + '-' + ['0','1','2','3','4','5','6','7','8','9'][self.spec.ordinal] + ' (<tenant>-<ordinal>): instances are created by their Tenant'".into())),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantInstanceSpec {
@@ -39,8 +41,9 @@ pub struct TenantInstanceSpec {
     #[schemars(range(min = 0, max = 9))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.ordinal is immutable"))]
     pub ordinal: i32,
-    /// Plan name from the plan catalog.
+    /// Plan name from the plan catalog; the Tenant's plan.
     #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
+    #[x_kube(validation = Rule::new("self != 'system'").message("plan 'system' is reserved for Winston's own LLM calls"))]
     pub plan: String,
     /// Who the customer is.
     pub profile: AgentProfile,
