@@ -80,6 +80,10 @@ fn model_values_render_into_the_proxy_catalog_format() {
     assert_eq!(sonnet.key.as_ref().unwrap().expose(), "key-of-winston-upstream-keys/anthropic");
     assert_eq!(catalog.models["kimi-k2"].endpoint(), "https://api.moonshot.ai/v1/chat/completions");
     assert_eq!(catalog.models.len(), 3);
+    // Cache prices and the priced web search reach the proxy as the catalog says.
+    assert_eq!((sonnet.prices.cache_write, sonnet.prices.cache_read), (6250, 500));
+    let (name, search) = sonnet.server_tool_for("web_search_20250305").unwrap();
+    assert_eq!((name, search.credits_per_use, search.max_uses), ("web_search", 16667, 5));
 }
 
 #[test]
@@ -146,6 +150,11 @@ fn values_schema_refuses_mistakes() {
         (&["proxy.replica=3"][..], "replica"),
         (&["models.bad.kind=grpc", "models.bad.baseUrl=https://x", "models.bad.multiplier=1"][..], "/models/bad/kind"),
         (&["platforms.baseUrls.neon=ftp://x"][..], "/platforms/baseUrls/neon"),
+        (
+            &["proxy.autoscaling.enabled=true", "proxy.autoscaling.minReplicas=5", "proxy.autoscaling.maxReplicas=2"][..],
+            "minReplicas (5) must not exceed proxy.autoscaling.maxReplicas (2)",
+        ),
+        (&["models.claude-sonnet-4-5.serverTools.web_search.maxUses=0"][..], "maxUses"),
     ] {
         let mut args = vec!["template", "winston", "charts/winston"];
         for s in sets {
