@@ -555,4 +555,60 @@ mod tests {
         let blocked = Blocked { reason: reason::NOT_OWNED, message: "not yours".into() };
         assert_eq!(status(&cl, &Observed::Unbound(blocked), &t(3)), s);
     }
+
+    fn created(mut tenant: Tenant, at: DateTime<Utc>) -> Tenant {
+        let ts = k8s_openapi::jiff::Timestamp::from_second(at.timestamp()).expect("time");
+        tenant.metadata.creation_timestamp = Some(Time(ts));
+        tenant
+    }
+
+    #[test]
+    fn the_term_follows_the_allotment_and_the_tenants_period_grid() {
+        let plans = PlanCatalog::builtin();
+        let acme = created(tenant("acme", "uid-1"), at(2026, 1, 15, 9));
+        let mut cl = ledger_owned_by(Some(&acme));
+        cl.spec.allotment_per_period = Some(7);
+        let now = at(2026, 3, 20, 0);
+        let period = Period { start: at(2026, 3, 15, 9), end: at(2026, 4, 15, 9) };
+        assert_eq!(term(&cl, &acme, &plans, now), Term::Active { period, allotment: 7 });
+        // An anchor ahead: nothing allotted until then.
+        cl.spec.period_anchor = Some(at(2026, 5, 1, 0));
+        assert_eq!(term(&cl, &acme, &plans, now), Term::NotStarted(at(2026, 5, 1, 0)));
+        // No allotment in the spec: the Tenant's plan, which must exist.
+        cl.spec.allotment_per_period = None;
+        let mut gold = acme.clone();
+        gold.spec.plan = "gold".into();
+        assert!(matches!(term(&cl, &gold, &plans, now), Term::Blocked(b) if b.reason == reason::UNKNOWN_PLAN));
+    }
+
+    #[test]
+    fn requeue_at_the_stored_periods_end_or_the_resync() {
+        let resync = Duration::from_secs(30);
+        let b = balance(500, 1000); // stored period ends 2026-12-01
+        let computed =
+            Term::Active { period: Period { start: at(2026, 11, 1, 0), end: at(2027, 1, 1, 0) }, allotment: 1 };
+        let now = at(2026, 11, 30, 23) + chrono::TimeDelta::minutes(59) + chrono::TimeDelta::seconds(50);
+        assert_eq!(computed.requeue_after(&b, now, resync), Duration::from_secs(11), "the stored end, plus a second");
+        assert_eq!(computed.requeue_after(&b, at(2026, 11, 2, 0), resync), resync);
+        // A stored period that is over: the computed period's end.
+        let over = at(2026, 12, 31, 23) + chrono::TimeDelta::minutes(59);
+        assert_eq!(computed.requeue_after(&b, over, Duration::from_secs(3600)), Duration::from_secs(61));
+        let blocked = Term::Blocked(Blocked { reason: reason::UNKNOWN_PLAN, message: String::new() });
+        assert_eq!(blocked.requeue_after(&b, now, resync), resync);
+        assert_eq!(
+            Term::NotStarted(now + chrono::TimeDelta::seconds(4)).requeue_after(&b, now, resync),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_news_once() {
+        let blocked = Blocked { reason: reason::NOT_OWNED, message: "not yours".into() };
+        let cl = CreditLedger::new("acme", spec(None));
+        assert!(refused_anew(None, &blocked));
+        let refused = status(&cl, &Observed::Unbound(blocked.clone()), &t(1));
+        assert!(!refused_anew(Some(&refused), &blocked));
+        let other = Blocked { reason: reason::ACCOUNT_CHANGED, message: String::new() };
+        assert!(refused_anew(Some(&refused), &other));
+    }
 }

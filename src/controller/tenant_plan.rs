@@ -468,4 +468,80 @@ mod tests {
         assert_eq!(body["spec"]["allotmentPerPeriod"], json!(5));
         assert!(body["spec"].get("grants").is_none());
     }
+
+    fn owned_by(mut ti: TenantInstance, uid: &str) -> TenantInstance {
+        let refs = ti.metadata.owner_references.as_mut().expect("refs");
+        refs[0].uid = uid.into();
+        ti
+    }
+
+    fn kinds(changes: &[InstanceChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                InstanceChange::Create(t) => format!("create {}", t.metadata.name.as_deref().unwrap_or_default()),
+                InstanceChange::Update(t) => format!("update {}", t.metadata.name.as_deref().unwrap_or_default()),
+                InstanceChange::Refuse(name) => format!("refuse {name}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn instance_changes_create_update_skip_and_refuse_in_order() {
+        let t = tenant(3);
+        let d = desired_instances(&t).expect("desired");
+        let mut stale = d[1].clone();
+        stale.spec.plan = "growth".into();
+        let rows: [(&str, Vec<TenantInstance>, Vec<&str>); 4] = [
+            ("nothing exists", vec![], vec!["create acme-0", "create acme-1", "create acme-2"]),
+            ("all current", d.clone(), vec![]),
+            ("one drifted", vec![d[0].clone(), stale, d[2].clone()], vec!["update acme-1"]),
+            (
+                "a name another owner controls",
+                vec![owned_by(d[0].clone(), "uid-9"), d[2].clone()],
+                vec!["refuse acme-0", "create acme-1"],
+            ),
+        ];
+        for (row, existing, want) in rows {
+            assert_eq!(kinds(&instance_changes(d.clone(), &existing, "uid-1")), want, "{row}");
+        }
+    }
+
+    #[test]
+    fn surplus_is_own_live_instances_beyond_the_count() {
+        let t = tenant(1);
+        let three = desired_instances(&tenant(3)).expect("desired");
+        let mut deleting = three[2].clone();
+        deleting.metadata.deletion_timestamp = Some(now());
+        let foreign = owned_by(three[1].clone(), "uid-9");
+        let observed = [three[0].clone(), three[1].clone(), deleting.clone(), foreign];
+        let names: Vec<_> = surplus_instances(&t, &observed).filter_map(|o| o.metadata.name.clone()).collect();
+        assert_eq!(names, ["acme-1"]);
+        assert_eq!(surplus_instances(&t, &[three[0].clone(), deleting]).count(), 0);
+    }
+
+    #[test]
+    fn the_ledger_is_applied_when_missing_or_drifted_and_refused_when_foreign() {
+        let t = tenant(1);
+        let body = desired_ledger(&t).expect("body");
+        assert_eq!(ledger_change(&t, None).expect("plan"), LedgerChange::Apply(body.clone()));
+        let mut current: CreditLedger = serde_json::from_value(body.clone()).expect("ledger");
+        assert_eq!(ledger_change(&t, Some(&current)).expect("plan"), LedgerChange::UpToDate);
+        current.spec.allotment_per_period = Some(9);
+        assert_eq!(ledger_change(&t, Some(&current)).expect("plan"), LedgerChange::Apply(body));
+        current.metadata.owner_references.as_mut().expect("refs")[0].uid = "uid-9".into();
+        assert_eq!(ledger_change(&t, Some(&current)).expect("plan"), LedgerChange::Refuse);
+    }
+
+    #[test]
+    fn an_event_only_when_ready_flips() {
+        let t = tenant(1);
+        let d = desired_instances(&t).expect("desired");
+        let pending = status(&t, &d, None, &now());
+        let ready = status(&t, &[ready(d[0].clone(), "https://a")], None, &now());
+        assert_eq!(readiness_change(None, &pending), None);
+        assert_eq!(readiness_change(Some(&pending), &ready), Some(("Ready", "1/1 instances ready".to_string())));
+        assert_eq!(readiness_change(Some(&ready), &ready), None);
+        assert_eq!(readiness_change(Some(&ready), &pending).map(|(r, _)| r), Some("NotReady"));
+    }
 }
