@@ -1,14 +1,13 @@
 //! State shared by every reconcile: the API client, the Event recorder,
 //! metrics, Winston's ledger database and per-object failure counts for
-//! exponential backoff.
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! exponential backoff (kept and pruned by `super::failure`).
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use super::failure::{self, Failures};
 use super::metrics::Metrics;
 use crate::ledger::Ledger;
 use crate::names;
@@ -29,7 +28,7 @@ pub struct Context {
     /// reconcile costs the API server O(instances) each time).
     pub caches: std::sync::OnceLock<ChildCaches>,
     recorder: Recorder,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 /// Reflector stores of TenantInstances and CreditLedgers.
@@ -51,7 +50,7 @@ impl Context {
             ledger: None,
             engine: None,
             caches: std::sync::OnceLock::new(),
-            failures: Mutex::default(),
+            failures: Failures::default(),
         }
     }
 
@@ -86,39 +85,17 @@ impl Context {
     /// Records a failure of `key` and returns how long to wait before the
     /// next attempt: exponential from 1 s to 5 min, with up to 20 % jitter.
     pub fn backoff(&self, key: &str) -> Duration {
-        let n = {
-            let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = f.entry(key.to_string()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        backoff_for(n, rand::random::<f64>())
+        failure::backoff_for(self.failures.record(key), rand::random::<f64>())
     }
 
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        self.failures.forget(key);
     }
-}
 
-/// Backoff after `failures` consecutive failures; `jitter` in [0, 1).
-#[must_use]
-pub fn backoff_for(failures: u32, jitter: f64) -> Duration {
-    let base = 1u64 << failures.saturating_sub(1).min(9);
-    let capped = base.min(300) as f64;
-    Duration::from_secs_f64(capped * (1.0 + 0.2 * jitter.clamp(0.0, 1.0)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff_for;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff_for(1, 0.0), Duration::from_secs(1));
-        assert_eq!(backoff_for(4, 0.0), Duration::from_secs(8));
-        assert_eq!(backoff_for(50, 0.0), Duration::from_secs(300));
-        assert!(backoff_for(3, 0.99) < Duration::from_secs(5));
+    /// The per-object failure counts (pruned as the watches see deletions).
+    #[must_use]
+    pub fn failures(&self) -> &Failures {
+        &self.failures
     }
 }

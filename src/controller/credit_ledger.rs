@@ -24,26 +24,23 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use super::context::Context;
-use super::credit_ledger_plan::{self as plan, Flags, Observed};
+use super::credit_ledger_plan::{self as plan, Flags, Observed, Term};
 use super::error::{Error, Result};
-use crate::api::conditions;
-use crate::api::{CreditLedger, CreditLedgerStatus, Tenant};
-use crate::ledger::{DatabaseUrl, Ledger};
-use crate::names;
+use super::{failure, write};
+use crate::api::{CreditLedger, Tenant};
+use crate::ledger::{Balance, DatabaseUrl, Ledger};
 use crate::plans::PlanCatalog;
 
 const KIND: &str = "CreditLedger";
@@ -161,7 +158,7 @@ pub async fn run(
     ledgers: Api<CreditLedger>,
     tenants: Api<Tenant>,
     concurrency: u16,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (flips_tx, flips_rx) = mpsc::unbounded();
     let poller = tokio::spawn(watch_flips(state.clone(), flips_tx));
@@ -172,20 +169,14 @@ pub async fn run(
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(
-            super::cached(tenants, &wc, tenant_writer)
+            super::cached(tenants, &wc, tenant_writer, &state.base)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
             |t| Some(ObjectRef::new(&t.name_any()).within(&t.namespace().unwrap_or_default())),
         )
         .reconcile_on(flips_rx)
-        .graceful_shutdown_on(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
+        .graceful_shutdown_on(super::stopped(stop))
         .run(reconcile, error_policy, state)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "credit ledger controller event");
-            }
-        })
+        .for_each(super::log_result)
         .await;
     poller.abort();
 }
@@ -221,38 +212,23 @@ async fn watch_flips(state: Arc<LedgerController>, flips: mpsc::UnboundedSender<
 /// # Errors
 /// Kubernetes or ledger failures; the error policy requeues with backoff.
 pub async fn reconcile(cl: Arc<CreditLedger>, state: Arc<LedgerController>) -> Result<Action> {
-    let started = Instant::now();
     let ns = cl.namespace().ok_or(Error::InvalidObject("CreditLedger without namespace"))?;
-    let result = if cl.metadata.deletion_timestamp.is_some() {
+    failure::measured(&state.base, KIND, &*cl, async {
+        if cl.metadata.deletion_timestamp.is_none() {
+            return sync(&cl, &ns, &state).await;
+        }
         if let Some(account) = cl.status.as_ref().and_then(|s| s.account.as_deref()) {
             state.forget(account);
         }
         Ok(Action::await_change())
-    } else {
-        sync(&cl, &ns, &state).await
-    };
-    state.base.metrics.reconciled(KIND, started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        state.base.succeeded(&key(&cl));
-    }
-    result
+    })
+    .await
 }
 
 /// Decides what happens after a failed reconcile: an Event, a metric, and a
 /// retry with per-object exponential backoff.
 pub fn error_policy(cl: Arc<CreditLedger>, error: &Error, state: Arc<LedgerController>) -> Action {
-    let ctx = state.base.clone();
-    ctx.metrics.failed(KIND, error.category());
-    let wait = ctx.backoff(&key(&cl));
-    tracing::warn!(ledger = %key(&cl), category = error.category(), error = %error, retry_in = ?wait, "reconcile failed");
-    let reference = cl.object_ref(&());
-    let (reason, note) = (error.category(), error.to_string());
-    tokio::spawn(async move { ctx.event(&reference, true, reason, "Reconcile", note).await });
-    Action::requeue(wait)
-}
-
-fn key(cl: &CreditLedger) -> String {
-    format!("{KIND}/{}/{}", cl.namespace().unwrap_or_default(), cl.name_any())
+    failure::requeue(&state.base, KIND, &*cl, error)
 }
 
 /// The account `cl` drives and its Tenant, or why it may drive none. The
@@ -277,114 +253,83 @@ async fn bind(
     Ok(plan::account_of(cl, &tenant).map(|account| (account, tenant)))
 }
 
+/// A live ledger: bind it to its account -> observe the account -> apply
+/// its settings and grants -> plan the term (pure) -> start or adjust the
+/// period -> snapshot -> status -> remember what status shows.
 async fn sync(cl: &CreditLedger, ns: &str, state: &LedgerController) -> Result<Action> {
     let (account, tenant) = match bind(cl, ns, state).await? {
         Ok(bound) => bound,
         Err(blocked) => {
-            write_status(cl, ns, state, &Observed::Unbound(blocked)).await?;
+            write_status(cl, state, &Observed::Unbound(blocked)).await?;
             return Ok(Action::requeue(state.resync));
         }
     };
-    let ledger = &state.ledger;
-    let ctx = &state.base;
-    let spec = &cl.spec;
-    let reference = cl.object_ref(&());
-
     // The steady state (every resync) only reads: each write below is
     // skipped when the snapshot shows it is done. The ledger's own checks
     // stay the arbiter, so a stale snapshot costs at most a no-op call.
-    ledger.ensure_account(&account).await?;
-    let before = ledger.snapshot(&account).await?;
-    if before.low_threshold_pct != spec.low_balance_percent.clamp(0, 100) {
-        ledger.set_low_threshold(&account, spec.low_balance_percent).await?;
-    }
-    let applied = ledger.sync_grants(&account, &plan::ledger_grants(&account, &spec.grants)).await?;
-    if applied > 0 {
-        ctx.event(&reference, false, "GrantApplied", "ApplyGrants", format!("Credited {applied} new grant(s)")).await;
-    }
-
-    let tenant_plan = spec.allotment_per_period.is_none().then(|| tenant.spec.plan.clone());
+    state.ledger.ensure_account(&account).await?;
+    let before = state.ledger.snapshot(&account).await?;
+    apply_settings(cl, state, &account, &before).await?;
     let now = Utc::now();
-    // The Tenant's creation, not the ledger's: a ledger deleted and created
-    // again keeps its Tenant's period grid.
-    let anchor = spec
-        .period_anchor
-        .or_else(|| tenant.metadata.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0)))
-        .or_else(|| cl.metadata.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0)))
-        .unwrap_or(now);
-    enum Outcome {
-        Active(crate::ledger::Period),
-        Blocked(plan::Blocked),
-        NotStarted(chrono::DateTime<Utc>),
-    }
-    let outcome = match plan::allotment(spec, tenant_plan.as_deref(), &state.plans) {
-        Err(blocked) => Outcome::Blocked(blocked),
-        Ok(allotment) => match plan::period_at(anchor, now) {
-            None => Outcome::NotStarted(anchor),
-            Some(period) => {
-                let reset = plan::period_due(&before, now) && ledger.ensure_period(&account, period, allotment).await?;
-                if reset {
-                    let note = format!("Started the period {} with {allotment} credits", period.start.to_rfc3339());
-                    ctx.event(&reference, false, "PeriodStarted", "ResetPeriod", note).await;
-                }
-                if !reset && before.allotment != allotment && ledger.set_allotment(&account, allotment).await? {
-                    let note = format!("Allotment of the current period is now {allotment} credits");
-                    ctx.event(&reference, false, "AllotmentChanged", "SetAllotment", note).await;
-                }
-                Outcome::Active(period)
-            }
-        },
-    };
-
-    let balance = ledger.snapshot(&account).await?;
+    let term = plan::term(cl, &tenant, &state.plans, now);
+    apply_term(cl, state, &account, &before, &term, now).await?;
+    let balance = state.ledger.snapshot(&account).await?;
     let flags = Flags::of(&balance);
-    let next = match &outcome {
-        // The stored period decides when the next one may start.
-        Outcome::Active(period) => Some(until(now, balance.period_end.filter(|end| *end > now).unwrap_or(period.end))),
-        Outcome::NotStarted(at) => Some(until(now, *at)),
-        Outcome::Blocked(_) => None,
-    }
-    .map_or(state.resync, |d| d.min(state.resync));
-    let observed = match outcome {
-        Outcome::Active(_) => Observed::Active(account.clone(), balance),
-        Outcome::Blocked(b) => Observed::Blocked(account.clone(), balance, b),
-        Outcome::NotStarted(at) => Observed::NotStarted(account.clone(), balance, at),
-    };
-    write_status(cl, ns, state, &observed).await?;
+    let next = term.requeue_after(&balance, now, state.resync);
+    write_status(cl, state, &term.observed(account.clone(), balance)).await?;
     state.remember(account, ObjectRef::from_obj(cl), flags);
     Ok(Action::requeue(next))
+}
+
+/// The low-balance threshold and the spec's grants (each credited once).
+async fn apply_settings(cl: &CreditLedger, state: &LedgerController, account: &str, before: &Balance) -> Result<()> {
+    let spec = &cl.spec;
+    if before.low_threshold_pct != spec.low_balance_percent.clamp(0, 100) {
+        state.ledger.set_low_threshold(account, spec.low_balance_percent).await?;
+    }
+    let applied = state.ledger.sync_grants(account, &plan::ledger_grants(account, &spec.grants)).await?;
+    if applied > 0 {
+        let note = format!("Credited {applied} new grant(s)");
+        state.base.event(&cl.object_ref(&()), false, "GrantApplied", "ApplyGrants", note).await;
+    }
+    Ok(())
+}
+
+/// In an active term: starts the period once the stored one is over, or
+/// else sets the current period's allotment when it changed.
+async fn apply_term(
+    cl: &CreditLedger,
+    state: &LedgerController,
+    account: &str,
+    before: &Balance,
+    term: &Term,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Term::Active { period, allotment } = *term else { return Ok(()) };
+    let (ledger, reference) = (&state.ledger, cl.object_ref(&()));
+    let reset = plan::period_due(before, now) && ledger.ensure_period(account, period, allotment).await?;
+    if reset {
+        let note = format!("Started the period {} with {allotment} credits", period.start.to_rfc3339());
+        state.base.event(&reference, false, "PeriodStarted", "ResetPeriod", note).await;
+    }
+    if !reset && before.allotment != allotment && ledger.set_allotment(account, allotment).await? {
+        let note = format!("Allotment of the current period is now {allotment} credits");
+        state.base.event(&reference, false, "AllotmentChanged", "SetAllotment", note).await;
+    }
+    Ok(())
 }
 
 /// Writes the status for `observed` when it differs from what `cl` shows,
 /// with one Warning Event when the ledger starts being refused (not one per
 /// reconcile while it stays so).
-async fn write_status(cl: &CreditLedger, ns: &str, state: &LedgerController, observed: &Observed) -> Result<()> {
+async fn write_status(cl: &CreditLedger, state: &LedgerController, observed: &Observed) -> Result<()> {
     let ctx = &state.base;
     let status = plan::status(cl, observed, &Time(k8s_openapi::jiff::Timestamp::now()));
-    if cl.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<CreditLedger> = Api::namespaced(ctx.client.clone(), ns);
-    let body = json!({ "apiVersion": CreditLedger::api_version(&()), "kind": KIND, "status": status });
-    api.patch_status(&cl.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
-    ctx.metrics.wrote(KIND, "status");
-    if let Observed::Unbound(blocked) = observed {
-        let ready_reason = |s: &CreditLedgerStatus| {
-            conditions::find(&s.conditions, names::COND_READY).map(|c| c.reason.clone()).unwrap_or_default()
-        };
-        if cl.status.as_ref().map(ready_reason).as_deref() != Some(blocked.reason) {
-            ctx.event(&cl.object_ref(&()), true, blocked.reason, "Bind", blocked.message.clone()).await;
-        }
+    if write::status(ctx, KIND, cl, cl.status.as_ref(), &status).await?
+        && let Observed::Unbound(blocked) = observed
+        && plan::refused_anew(cl.status.as_ref(), blocked)
+    {
+        ctx.event(&cl.object_ref(&()), true, blocked.reason, "Bind", blocked.message.clone()).await;
     }
     Ok(())
-}
-
-/// Time from `now` until just after `at` (at least a second), so a requeue
-/// for a period boundary lands in the new period.
-fn until(now: chrono::DateTime<Utc>, at: chrono::DateTime<Utc>) -> Duration {
-    (at - now).to_std().unwrap_or_default().max(Duration::ZERO) + Duration::from_secs(1)
-}
-
-fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> Option<chrono::DateTime<Utc>> {
-    chrono::DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0))
 }

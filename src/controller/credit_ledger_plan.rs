@@ -4,6 +4,8 @@
 //! the status says, computed from values without any IO. The ledger itself
 //! (`crate::ledger`) enforces the money rules; this module only decides what
 //! to ask of it.
+use std::time::Duration;
+
 use chrono::{DateTime, Datelike, Months, SubsecRound, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
@@ -196,6 +198,78 @@ pub enum Observed {
     NotStarted(String, Balance, DateTime<Utc>),
 }
 
+/// The term an account is in: what its ledger allots now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Term {
+    /// `period` contains now and allots `allotment` credits.
+    Active { period: Period, allotment: i64 },
+    /// No allotment can be decided; grants still apply.
+    Blocked(Blocked),
+    /// The first period starts at this time (`spec.periodAnchor` lies ahead).
+    NotStarted(DateTime<Utc>),
+}
+
+/// The term of `ledger`'s account at `now`, given its owning `tenant`: the
+/// allotment (spec, else the Tenant's plan) and the period containing now.
+#[must_use]
+pub fn term(ledger: &CreditLedger, tenant: &Tenant, plans: &PlanCatalog, now: DateTime<Utc>) -> Term {
+    let tenant_plan = ledger.spec.allotment_per_period.is_none().then_some(tenant.spec.plan.as_str());
+    match allotment(&ledger.spec, tenant_plan, plans) {
+        Err(blocked) => Term::Blocked(blocked),
+        Ok(allotment) => {
+            let anchor = anchor(ledger, tenant, now);
+            period_at(anchor, now).map_or(Term::NotStarted(anchor), |period| Term::Active { period, allotment })
+        }
+    }
+}
+
+/// Where the period grid starts: `spec.periodAnchor`, else the Tenant's
+/// creation, not the ledger's (a ledger deleted and created again keeps its
+/// Tenant's grid), else the ledger's, else `now`.
+#[must_use]
+pub fn anchor(ledger: &CreditLedger, tenant: &Tenant, now: DateTime<Utc>) -> DateTime<Utc> {
+    let created = |meta: &kube::api::ObjectMeta| meta.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0));
+    ledger.spec.period_anchor.or_else(|| created(&tenant.metadata)).or_else(|| created(&ledger.metadata)).unwrap_or(now)
+}
+
+impl Term {
+    /// When to reconcile again: at the latest after `resync`, earlier when a
+    /// period boundary comes first. The stored period (in `balance`), not
+    /// the computed one, decides when the next one may start.
+    #[must_use]
+    pub fn requeue_after(&self, balance: &Balance, now: DateTime<Utc>, resync: Duration) -> Duration {
+        match self {
+            Self::Active { period, .. } => {
+                Some(until(now, balance.period_end.filter(|end| *end > now).unwrap_or(period.end)))
+            }
+            Self::NotStarted(at) => Some(until(now, *at)),
+            Self::Blocked(_) => None,
+        }
+        .map_or(resync, |d| d.min(resync))
+    }
+
+    /// What the reconcile observed of `account` in this term.
+    #[must_use]
+    pub fn observed(self, account: String, balance: Balance) -> Observed {
+        match self {
+            Self::Active { .. } => Observed::Active(account, balance),
+            Self::Blocked(blocked) => Observed::Blocked(account, balance, blocked),
+            Self::NotStarted(at) => Observed::NotStarted(account, balance, at),
+        }
+    }
+}
+
+/// Time from `now` until just after `at` (at least a second), so a requeue
+/// for a period boundary lands in the new period.
+#[must_use]
+pub fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or_default().max(Duration::ZERO) + Duration::from_secs(1)
+}
+
+fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0))
+}
+
 /// The status of `ledger` for what was `observed`; conditions keep their
 /// `lastTransitionTime` unless they flip, so the same facts yield the same
 /// status (and nothing is written). An unbound ledger keeps the figures and
@@ -205,57 +279,19 @@ pub enum Observed {
 pub fn status(ledger: &CreditLedger, observed: &Observed, now: &Time) -> CreditLedgerStatus {
     let generation = ledger.metadata.generation;
     let previous = ledger.status.clone().unwrap_or_default();
-    let stalled = |blocked: &Blocked| Desired::new(names::COND_STALLED, true, blocked.reason, blocked.message.clone());
-    let not_stalled = Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, "");
-    let (account, b) = match observed {
-        Observed::Unbound(blocked) => {
-            let desired =
-                [Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()), stalled(blocked)];
-            let mut conditions = conditions::merge(&previous.conditions, &desired, generation, now);
-            conditions.extend(
-                previous
-                    .conditions
-                    .iter()
-                    .filter(|c| c.type_ == names::COND_LOW || c.type_ == names::COND_EXHAUSTED)
-                    .cloned(),
-            );
-            return CreditLedgerStatus { observed_generation: generation, conditions, ..previous };
-        }
-        Observed::Active(a, b) | Observed::Blocked(a, b, _) | Observed::NotStarted(a, b, _) => (a, b),
-    };
-    let flags = Flags::of(b);
-    let (ready, stalled) = match observed {
-        // Unbound returned above.
-        Observed::Active(..) | Observed::Unbound(_) => {
-            (Desired::new(names::COND_READY, true, reason::READY, "credits mirrored from the ledger"), not_stalled)
-        }
-        Observed::Blocked(_, _, blocked) => {
-            (Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone()), stalled(blocked))
-        }
-        Observed::NotStarted(_, _, at) => (
-            Desired::new(
-                names::COND_READY,
-                false,
-                reason::PERIOD_NOT_STARTED,
-                format!("the first period starts at {}", at.to_rfc3339()),
-            ),
-            not_stalled,
+    let (account, b, ready, stalled) = match observed {
+        Observed::Unbound(blocked) => return unbound_status(previous, blocked, generation, now),
+        Observed::Active(a, b) => (
+            a,
+            b,
+            Desired::new(names::COND_READY, true, reason::READY, "credits mirrored from the ledger"),
+            not_stalled(),
         ),
-    };
-    let low = if flags.low {
-        Desired::new(
-            names::COND_LOW,
-            true,
-            reason::BELOW_THRESHOLD,
-            format!("balance is under {}% of the allotment", b.low_threshold_pct),
-        )
-    } else {
-        Desired::new(names::COND_LOW, false, reason::ABOVE_THRESHOLD, "")
-    };
-    let exhausted = if flags.exhausted {
-        Desired::new(names::COND_EXHAUSTED, true, reason::NO_CREDITS_LEFT, "LLM calls are refused with 402")
-    } else {
-        Desired::new(names::COND_EXHAUSTED, false, reason::CREDITS_AVAILABLE, "")
+        Observed::Blocked(a, b, blocked) => (a, b, not_ready(blocked), stalled(blocked)),
+        Observed::NotStarted(a, b, at) => {
+            let message = format!("the first period starts at {}", at.to_rfc3339());
+            (a, b, Desired::new(names::COND_READY, false, reason::PERIOD_NOT_STARTED, message), not_stalled())
+        }
     };
     CreditLedgerStatus {
         observed_generation: generation,
@@ -265,8 +301,63 @@ pub fn status(ledger: &CreditLedger, observed: &Observed, now: &Time) -> CreditL
         allotment: Some(b.allotment),
         period_start: b.period_start,
         period_end: b.period_end,
-        conditions: conditions::merge(&previous.conditions, &[ready, stalled, low, exhausted], generation, now),
+        conditions: conditions::merge(&previous.conditions, &[ready, stalled, low(b), exhausted(b)], generation, now),
     }
+}
+
+/// An unbound ledger's status: `Ready=False` and `Stalled=True` for
+/// `blocked`; figures, `Low` and `Exhausted` as they were.
+fn unbound_status(
+    previous: CreditLedgerStatus,
+    blocked: &Blocked,
+    generation: Option<i64>,
+    now: &Time,
+) -> CreditLedgerStatus {
+    let mut conditions =
+        conditions::merge(&previous.conditions, &[not_ready(blocked), stalled(blocked)], generation, now);
+    conditions.extend(
+        previous.conditions.iter().filter(|c| c.type_ == names::COND_LOW || c.type_ == names::COND_EXHAUSTED).cloned(),
+    );
+    CreditLedgerStatus { observed_generation: generation, conditions, ..previous }
+}
+
+fn not_ready(blocked: &Blocked) -> Desired<'static> {
+    Desired::new(names::COND_READY, false, blocked.reason, blocked.message.clone())
+}
+
+fn stalled(blocked: &Blocked) -> Desired<'static> {
+    Desired::new(names::COND_STALLED, true, blocked.reason, blocked.message.clone())
+}
+
+fn not_stalled() -> Desired<'static> {
+    Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, "")
+}
+
+fn low(b: &Balance) -> Desired<'static> {
+    if Flags::of(b).low {
+        let message = format!("balance is under {}% of the allotment", b.low_threshold_pct);
+        Desired::new(names::COND_LOW, true, reason::BELOW_THRESHOLD, message)
+    } else {
+        Desired::new(names::COND_LOW, false, reason::ABOVE_THRESHOLD, "")
+    }
+}
+
+fn exhausted(b: &Balance) -> Desired<'static> {
+    if Flags::of(b).exhausted {
+        Desired::new(names::COND_EXHAUSTED, true, reason::NO_CREDITS_LEFT, "LLM calls are refused with 402")
+    } else {
+        Desired::new(names::COND_EXHAUSTED, false, reason::CREDITS_AVAILABLE, "")
+    }
+}
+
+/// Whether `blocked` is news: status did not already show `Ready` false for
+/// the same reason (one Warning Event when a ledger starts being refused,
+/// not one per reconcile while it stays so).
+#[must_use]
+pub fn refused_anew(previous: Option<&CreditLedgerStatus>, blocked: &Blocked) -> bool {
+    let ready_reason =
+        previous.and_then(|s| conditions::find(&s.conditions, names::COND_READY)).map(|c| c.reason.as_str());
+    ready_reason != Some(blocked.reason)
 }
 
 #[cfg(test)]
@@ -463,5 +554,61 @@ mod tests {
         cl.status = Some(s.clone());
         let blocked = Blocked { reason: reason::NOT_OWNED, message: "not yours".into() };
         assert_eq!(status(&cl, &Observed::Unbound(blocked), &t(3)), s);
+    }
+
+    fn created(mut tenant: Tenant, at: DateTime<Utc>) -> Tenant {
+        let ts = k8s_openapi::jiff::Timestamp::from_second(at.timestamp()).expect("time");
+        tenant.metadata.creation_timestamp = Some(Time(ts));
+        tenant
+    }
+
+    #[test]
+    fn the_term_follows_the_allotment_and_the_tenants_period_grid() {
+        let plans = PlanCatalog::builtin();
+        let acme = created(tenant("acme", "uid-1"), at(2026, 1, 15, 9));
+        let mut cl = ledger_owned_by(Some(&acme));
+        cl.spec.allotment_per_period = Some(7);
+        let now = at(2026, 3, 20, 0);
+        let period = Period { start: at(2026, 3, 15, 9), end: at(2026, 4, 15, 9) };
+        assert_eq!(term(&cl, &acme, &plans, now), Term::Active { period, allotment: 7 });
+        // An anchor ahead: nothing allotted until then.
+        cl.spec.period_anchor = Some(at(2026, 5, 1, 0));
+        assert_eq!(term(&cl, &acme, &plans, now), Term::NotStarted(at(2026, 5, 1, 0)));
+        // No allotment in the spec: the Tenant's plan, which must exist.
+        cl.spec.allotment_per_period = None;
+        let mut gold = acme.clone();
+        gold.spec.plan = "gold".into();
+        assert!(matches!(term(&cl, &gold, &plans, now), Term::Blocked(b) if b.reason == reason::UNKNOWN_PLAN));
+    }
+
+    #[test]
+    fn requeue_at_the_stored_periods_end_or_the_resync() {
+        let resync = Duration::from_secs(30);
+        let b = balance(500, 1000); // stored period ends 2026-12-01
+        let computed =
+            Term::Active { period: Period { start: at(2026, 11, 1, 0), end: at(2027, 1, 1, 0) }, allotment: 1 };
+        let now = at(2026, 11, 30, 23) + chrono::TimeDelta::minutes(59) + chrono::TimeDelta::seconds(50);
+        assert_eq!(computed.requeue_after(&b, now, resync), Duration::from_secs(11), "the stored end, plus a second");
+        assert_eq!(computed.requeue_after(&b, at(2026, 11, 2, 0), resync), resync);
+        // A stored period that is over: the computed period's end.
+        let over = at(2026, 12, 31, 23) + chrono::TimeDelta::minutes(59);
+        assert_eq!(computed.requeue_after(&b, over, Duration::from_secs(3600)), Duration::from_secs(61));
+        let blocked = Term::Blocked(Blocked { reason: reason::UNKNOWN_PLAN, message: String::new() });
+        assert_eq!(blocked.requeue_after(&b, now, resync), resync);
+        assert_eq!(
+            Term::NotStarted(now + chrono::TimeDelta::seconds(4)).requeue_after(&b, now, resync),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_news_once() {
+        let blocked = Blocked { reason: reason::NOT_OWNED, message: "not yours".into() };
+        let cl = CreditLedger::new("acme", spec(None));
+        assert!(refused_anew(None, &blocked));
+        let refused = status(&cl, &Observed::Unbound(blocked.clone()), &t(1));
+        assert!(!refused_anew(Some(&refused), &blocked));
+        let other = Blocked { reason: reason::ACCOUNT_CHANGED, message: String::new() };
+        assert!(refused_anew(Some(&refused), &other));
     }
 }

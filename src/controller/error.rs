@@ -1,5 +1,10 @@
 //! Errors of the controllers, each with a stable category used as Event
 //! reason and metric label.
+//!
+//! Every error is transient from the controller's point of view: the
+//! reconcile is retried with per-object backoff (`super::failure`). What no
+//! retry can fix (a missing Tenant, an unknown plan, a ledger another object
+//! owns) is not an error but a fact the pure plans turn into `Stalled`.
 use thiserror::Error;
 
 /// What went wrong in a reconcile.
@@ -7,12 +12,8 @@ use thiserror::Error;
 pub enum Error {
     #[error("failed to call the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("failed to run the finalizer: {0}")]
-    Finalizer(String),
     #[error("failed to read the object: {0}")]
     InvalidObject(&'static str),
-    #[error("failed to serialise an object: {0}")]
-    Serialize(#[from] serde_json::Error),
     #[error("failed to update the credit ledger: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
     #[error("failed to provision: {0}")]
@@ -27,9 +28,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube(_) => "KubeApiError",
-            Self::Finalizer(_) => "FinalizerError",
             Self::InvalidObject(_) => "InvalidObject",
-            Self::Serialize(_) => "SerializeError",
             Self::Conflict { .. } => "Conflict",
             Self::Ledger(_) => "LedgerError",
             Self::Engine(_) => "EngineError",
@@ -37,11 +36,24 @@ impl Error {
     }
 }
 
-impl<E: std::error::Error + 'static> From<kube::runtime::finalizer::Error<E>> for Error {
-    fn from(e: kube::runtime::finalizer::Error<E>) -> Self {
-        Self::Finalizer(e.to_string())
-    }
-}
-
 /// Result alias for the controllers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn categories_are_stable_camel_case() {
+        let cases = [
+            (Error::InvalidObject("Tenant without namespace"), "InvalidObject"),
+            (Error::Conflict { kind: "CreditLedger", name: "acme".into() }, "Conflict"),
+            (Error::Ledger(crate::ledger::LedgerError::UnknownAccount("a".into())), "LedgerError"),
+            (Error::Engine("boom".into()), "EngineError"),
+        ];
+        for (error, category) in cases {
+            assert_eq!(error.category(), category, "{error}");
+            assert!(error.to_string().starts_with("failed to "), "{error}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ pub mod context;
 pub mod credit_ledger;
 pub mod credit_ledger_plan;
 pub mod error;
+pub mod failure;
 pub mod finalizer;
 pub mod http;
 pub mod instance;
@@ -12,18 +13,21 @@ pub mod leader;
 pub mod metrics;
 pub mod tenant;
 pub mod tenant_plan;
+pub mod write;
 
 pub use error::{Error, Result};
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -68,6 +72,10 @@ pub struct ControllerArgs {
 /// Runs the controller until SIGTERM/SIGINT (exit 0) or until leadership is
 /// lost (error: the process must restart rather than act without the lease).
 ///
+/// Outline: connect (API server, ledger, plans) -> serve probes -> wait for
+/// leadership -> run the controllers until shutdown or loss of the lease ->
+/// step down.
+///
 /// # Errors
 /// When the API server cannot be reached, the probe port cannot be bound, or
 /// leadership is lost.
@@ -76,66 +84,22 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let ledger = credit_ledger::connect(&args.ledger).await?;
     let plans = crate::plans::PlanCatalog::load(args.ledger.plans.as_deref())?;
     let metrics = metrics::Metrics::default();
-    let ready = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let probes = http::Probes { ready: ready.clone(), metrics: metrics.clone() };
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, http::router(probes)).await {
-            tracing::error!(error = %e, "probe server stopped");
-        }
-    });
-
+    let ready = serve_probes(args.metrics_addr, metrics.clone()).await?;
     client.apiserver_version().await?;
     ready.store(true, Ordering::Relaxed);
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let elector = args.leader_elect.then(|| {
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .or_else(|| args.namespace.clone())
-            .unwrap_or_else(|| "default".into());
-        let duration = Duration::from_secs(args.lease_duration_seconds.max(2));
-        Arc::new(LeaderElector::new(
-            client.clone(),
-            LeaseConfig {
-                name: args.lease_name.clone(),
-                namespace,
-                identity: identity.clone(),
-                lease_duration: duration,
-                renew_every: duration / 3,
-                retry_every: (duration / 5).max(Duration::from_millis(500)),
-            },
-        ))
-    });
-
-    let mut lost = match &elector {
-        Some(e) => {
-            tracing::info!(identity = %identity, "waiting for leadership");
-            tokio::select! {
-                rx = e.clone().acquire() => rx,
-                () = &mut shutdown => return Ok(()),
-            }
-        }
-        None => tokio::sync::watch::channel(true).1,
-    };
+    let elector =
+        args.leader_elect.then(|| Arc::new(LeaderElector::new(client.clone(), lease_config(&args, &identity))));
+    let Some(mut lost) = lead(elector.as_ref(), &identity, &mut shutdown).await else { return Ok(()) };
     metrics.set_leader(true);
 
-    let mut ctx = Context::new(client.clone(), metrics.clone(), Some(identity)).with_ledger(ledger.clone());
-    if let Some(ledger) = ledger {
-        ctx = ctx.with_engine(Arc::new(build_engine(&args, ledger, Arc::new(plans.clone()))?));
-    } else {
-        tracing::warn!("no --database-url: TenantInstances are not provisioned, only Tenants reconciled");
-    }
-    let ctx = Arc::new(ctx);
+    let ctx = Arc::new(context(&args, client.clone(), metrics.clone(), identity, ledger, &plans)?);
     let ledger_ctl = credit_ledger::LedgerController::new(&args.ledger, ctx.clone(), plans);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let controllers = tokio::spawn(run_controllers(client, args.clone(), ctx, ledger_ctl, stop_rx));
-
     let lost_leadership = tokio::select! {
         () = &mut shutdown => false,
         _ = lost.wait_for(|leading| !leading) => true,
@@ -143,6 +107,81 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     metrics.set_leader(false);
     let _ = stop_tx.send(true);
     let _ = controllers.await;
+    step_down(lost_leadership, elector).await
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` in the background;
+/// the returned flag makes `/readyz` answer 200 once set.
+async fn serve_probes(addr: SocketAddr, metrics: metrics::Metrics) -> anyhow::Result<Arc<AtomicBool>> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let probes = http::Probes { ready: ready.clone(), metrics };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, http::router(probes)).await {
+            tracing::error!(error = %e, "probe server stopped");
+        }
+    });
+    Ok(ready)
+}
+
+/// The leader Lease from the flags: its namespace defaults to the pod's,
+/// then the watched one, then `default`.
+fn lease_config(args: &ControllerArgs, identity: &str) -> LeaseConfig {
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let duration = Duration::from_secs(args.lease_duration_seconds.max(2));
+    LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace,
+        identity: identity.to_string(),
+        lease_duration: duration,
+        renew_every: duration / 3,
+        retry_every: (duration / 5).max(Duration::from_millis(500)),
+    }
+}
+
+/// Waits until this replica leads (at once without an elector). `None` when
+/// `shutdown` comes first; otherwise a receiver that turns false when
+/// leadership is lost.
+async fn lead(
+    elector: Option<&Arc<LeaderElector>>,
+    identity: &str,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<watch::Receiver<bool>> {
+    let Some(e) = elector else { return Some(watch::channel(true).1) };
+    tracing::info!(identity = %identity, "waiting for leadership");
+    tokio::select! {
+        rx = e.clone().acquire() => Some(rx),
+        () = shutdown => None,
+    }
+}
+
+/// The reconcile context: the ledger when a database is configured, and
+/// then the provisioning engine too.
+fn context(
+    args: &ControllerArgs,
+    client: Client,
+    metrics: metrics::Metrics,
+    identity: String,
+    ledger: Option<crate::ledger::Ledger>,
+    plans: &crate::plans::PlanCatalog,
+) -> anyhow::Result<Context> {
+    let ctx = Context::new(client, metrics, Some(identity)).with_ledger(ledger.clone());
+    let Some(ledger) = ledger else {
+        tracing::warn!("no --database-url: TenantInstances are not provisioned, only Tenants reconciled");
+        return Ok(ctx);
+    };
+    Ok(ctx.with_engine(Arc::new(build_engine(args, ledger, Arc::new(plans.clone()))?)))
+}
+
+/// After the controllers stopped: an error when the lease was lost, else
+/// gives the lease up so a standby takes over at once.
+async fn step_down(lost_leadership: bool, elector: Option<Arc<LeaderElector>>) -> anyhow::Result<()> {
     if lost_leadership {
         anyhow::bail!("failed to keep the leader lease; exiting so that only the new leader acts");
     }
@@ -171,96 +210,147 @@ fn build_engine(
     })
 }
 
+/// The APIs the controllers watch, in one namespace or all of them.
+struct Apis {
+    tenants: Api<Tenant>,
+    instances: Api<TenantInstance>,
+    ledgers: Api<CreditLedger>,
+    secrets: Api<Secret>,
+}
+
+impl Apis {
+    fn new(client: &Client, namespace: Option<&str>) -> Self {
+        Self {
+            tenants: scoped(client, namespace),
+            instances: scoped(client, namespace),
+            ledgers: scoped(client, namespace),
+            secrets: scoped(client, namespace),
+        }
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the Tenant controller, the TenantInstance controller (only with the
+/// engine) and the CreditLedger controller (only with the ledger) until
+/// `stop` turns true.
 async fn run_controllers(
     client: Client,
     args: ControllerArgs,
     ctx: Arc<Context>,
     ledger_ctl: Option<Arc<credit_ledger::LedgerController>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let (tenants, instances, ledgers): (Api<Tenant>, Api<TenantInstance>, Api<CreditLedger>) = match &args.namespace {
-        Some(ns) => {
-            (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client, ns))
-        }
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
-    };
-    let wc = watcher::Config::default().any_semantic();
+    let apis = Apis::new(&client, args.namespace.as_deref());
     let config = RuntimeConfig::default().concurrency(args.max_concurrent_reconciles);
     let credit_ledgers = ledger_ctl.map(|state| {
-        let (ledgers, tenants, stop) = (ledgers.clone(), tenants.clone(), stop.clone());
-        tokio::spawn(credit_ledger::run(state, ledgers, tenants, args.max_concurrent_reconciles, stop))
+        let (ledgers, tenants) = (apis.ledgers.clone(), apis.tenants.clone());
+        tokio::spawn(credit_ledger::run(state, ledgers, tenants, args.max_concurrent_reconciles, stop.clone()))
     });
-    let secrets: Api<Secret> = match &args.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    let mut stop2 = stop.clone();
-    let (tenant_store, tenant_store_writer) = reflector::store();
-    // The Tenant controller's child watches feed stores it reads instead of
-    // listing children on every reconcile.
-    let (instance_store, instance_writer) = reflector::store();
-    let (ledger_store, ledger_writer) = reflector::store();
-    let _ = ctx.caches.set(context::ChildCaches { instances: instance_store, ledgers: ledger_store });
-    // Cached without managedFields, which the Tenant controller never reads.
-    let instance_events = cached(instances.clone(), &wc, instance_writer);
-    let ledger_events = cached(ledgers, &wc, ledger_writer);
-    let tenant_ctl = Controller::for_stream(cached(tenants, &wc, tenant_store_writer), tenant_store)
-        .with_config(config.clone())
-        .owns_stream(instance_events)
-        .owns_stream(ledger_events)
-        .graceful_shutdown_on(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .run(tenant::reconcile, tenant::error_policy, ctx.clone())
-        .for_each(log_result);
-    if ctx.engine.is_none() {
-        tenant_ctl.await;
-        if let Some(task) = credit_ledgers {
-            let _ = task.await;
-        }
-        return;
+    let tenants = tenant_controller(&apis, config.clone(), ctx.clone(), stop.clone());
+    if ctx.engine.is_some() {
+        tokio::join!(tenants, instance_controller(&apis, config, ctx, stop));
+    } else {
+        tenants.await;
     }
-    // An instance's own status writes do not start another pass: a pass
-    // runs every step it can and requeues itself for what it waits on. Spec
-    // changes, annotations (key rotation) and deletion do.
-    let (instance_ctl_store, instance_ctl_writer) = reflector::store();
-    let deleting = |ti: &TenantInstance| ti.metadata.deletion_timestamp.as_ref().map(|_| 1);
-    let instance_changes = cached(instances, &wc, instance_ctl_writer).predicate_filter(
-        predicates::generation.combine(predicates::annotations).combine(deleting),
-        PredicateConfig::default(),
-    );
-    let instance_ctl = Controller::for_stream(instance_changes, instance_ctl_store)
-        .with_config(config)
-        .owns(secrets, watcher::Config::default().labels(&format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY)))
-        .graceful_shutdown_on(async move {
-            let _ = stop2.wait_for(|s| *s).await;
-        })
-        .run(instance::reconcile, instance::error_policy, ctx)
-        .for_each(log_result);
-    tokio::join!(tenant_ctl, instance_ctl);
     if let Some(task) = credit_ledgers {
         let _ = task.await;
     }
 }
 
+/// The Tenant controller. Its child watches also feed the stores it reads
+/// instead of listing children on every reconcile.
+fn tenant_controller(
+    apis: &Apis,
+    config: RuntimeConfig,
+    ctx: Arc<Context>,
+    stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> {
+    let wc = watch_config();
+    let (tenant_store, tenant_writer) = reflector::store();
+    let (instance_store, instance_writer) = reflector::store();
+    let (ledger_store, ledger_writer) = reflector::store();
+    let _ = ctx.caches.set(context::ChildCaches { instances: instance_store, ledgers: ledger_store });
+    Controller::for_stream(cached(apis.tenants.clone(), &wc, tenant_writer, &ctx), tenant_store)
+        .with_config(config)
+        .owns_stream(cached(apis.instances.clone(), &wc, instance_writer, &ctx))
+        .owns_stream(cached(apis.ledgers.clone(), &wc, ledger_writer, &ctx))
+        .graceful_shutdown_on(stopped(stop))
+        .run(tenant::reconcile, tenant::error_policy, ctx)
+        .for_each(log_result)
+}
+
+/// The TenantInstance controller. An instance's own status writes do not
+/// start another pass: a pass runs every step it can and requeues itself for
+/// what it waits on. Spec changes, annotations (key rotation) and deletion
+/// do, and so do changes of the Secrets it owns.
+fn instance_controller(
+    apis: &Apis,
+    config: RuntimeConfig,
+    ctx: Arc<Context>,
+    stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> {
+    let (store, writer) = reflector::store();
+    let deleting = |ti: &TenantInstance| ti.metadata.deletion_timestamp.as_ref().map(|_| 1);
+    let changes = cached(apis.instances.clone(), &watch_config(), writer, &ctx).predicate_filter(
+        predicates::generation.combine(predicates::annotations).combine(deleting),
+        PredicateConfig::default(),
+    );
+    let managed = format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY);
+    Controller::for_stream(changes, store)
+        .with_config(config)
+        .owns(apis.secrets.clone(), watcher::Config::default().labels(&managed))
+        .graceful_shutdown_on(stopped(stop))
+        .run(instance::reconcile, instance::error_policy, ctx)
+        .for_each(log_result)
+}
+
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// The objects of `api` for a controller, cached in `writer`'s store
 /// without managedFields (never read; with server-side apply they are a
-/// large share of every object).
+/// large share of every object). The failures of an object the watch sees
+/// deleted are forgotten.
 pub(crate) fn cached<K>(
     api: Api<K>,
     wc: &watcher::Config,
     writer: reflector::store::Writer<K>,
+    ctx: &Arc<Context>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + failure::FailureKey
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
+    let ctx = ctx.clone();
     // Touched, not applied: a deleted child must trigger its owner.
     reflector(writer, watcher(api, wc.clone()).modify(|o| o.managed_fields_mut().clear()))
         .default_backoff()
+        .inspect_ok(move |event| failure::forget_deleted(ctx.failures(), event))
         .touched_objects()
 }
 
-async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(res: Result<T, E>) {
+pub(crate) async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(res: Result<T, E>) {
     if let Err(e) = res {
         tracing::debug!(error = %e, "controller event");
     }

@@ -1,24 +1,27 @@
 //! The Tenant reconciler: fetch -> finalizer -> plan children (pure) ->
-//! apply what differs -> aggregate status (pure) -> write it if it changed.
+//! observe them -> apply what differs -> aggregate status (pure) -> write it
+//! if it changed. Each phase is one function; the pure ones live in
+//! `super::tenant_plan`.
 //!
 //! It owns one TenantInstance per wanted instance and one CreditLedger.
 //! Provisioning itself is the TenantInstance reconciler's job; credits are
 //! the CreditLedger reconciler's.
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use super::context::Context;
 use super::error::{Error, Result};
+use super::failure;
 use super::finalizer::{self, Finalized};
-use super::tenant_plan as plan;
-use crate::api::conditions;
+use super::tenant_plan::{self as plan, InstanceChange, LedgerChange};
+use super::write;
 use crate::api::{CreditLedger, Tenant, TenantInstance};
 use crate::names;
 
@@ -33,160 +36,46 @@ const DELETE_POLL: Duration = Duration::from_secs(2);
 /// # Errors
 /// Any API failure; the error policy requeues with backoff.
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
     let ns = tenant.namespace().ok_or(Error::InvalidObject("Tenant without namespace"))?;
     let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = match finalizer::ensure(&api, &tenant, &ctx.metrics, KIND).await? {
-        Finalized::Live => apply(&tenant, &ctx).await,
-        Finalized::Deleting => cleanup(&api, &tenant, &ctx).await,
-        Finalized::Gone => Ok(Action::await_change()),
-    };
-    ctx.metrics.reconciled(KIND, started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.succeeded(&key(&tenant));
-    }
-    result
+    failure::measured(&ctx, KIND, &*tenant, async {
+        match finalizer::ensure(&api, &tenant, &ctx.metrics, KIND).await? {
+            Finalized::Live => apply(&tenant, &ctx).await,
+            Finalized::Deleting => cleanup(&api, &tenant, &ctx).await,
+            Finalized::Gone => Ok(Action::await_change()),
+        }
+    })
+    .await
 }
 
 /// Decides what happens after a failed reconcile: an Event, a metric, and a
 /// retry with per-object exponential backoff.
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(KIND, error.category());
-    let wait = ctx.backoff(&key(&tenant));
-    tracing::warn!(tenant = %key(&tenant), category = error.category(), error = %error, retry_in = ?wait, "reconcile failed");
-    let reference = tenant.object_ref(&());
-    let (reason, note) = (error.category(), error.to_string());
-    let ctx2 = ctx.clone();
-    tokio::spawn(async move { ctx2.event(&reference, true, reason, "Reconcile", note).await });
-    Action::requeue(wait)
+    failure::requeue(&ctx, KIND, &*tenant, error)
 }
 
-fn key(t: &Tenant) -> String {
-    format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any())
-}
-
+/// A live Tenant: plan its instances -> observe them -> apply the changes
+/// and delete the surplus -> the same for its ledger -> status.
 async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
-    let ns = tenant.namespace().unwrap_or_default();
-    let name = tenant.name_any();
-    let uid = tenant.uid().unwrap_or_default();
-    let instances: Api<TenantInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    let ledgers: Api<CreditLedger> = Api::namespaced(ctx.client.clone(), &ns);
-    let ssa = PatchParams::apply(names::FIELD_MANAGER).force();
-    let selector = ListParams::default().labels(&format!("{}={name}", names::LABEL_TENANT));
-
-    // Instances: create or update what differs, delete what is no longer wanted.
-    let mut observed = match ctx.caches.get() {
-        Some(c) => c
-            .instances
-            .state()
-            .iter()
-            .filter(|o| {
-                o.namespace().as_deref() == Some(ns.as_str())
-                    && o.labels().get(names::LABEL_TENANT).map(String::as_str) == Some(name.as_str())
-            })
-            .map(|o| (**o).clone())
-            .collect(),
-        None => instances.list(&selector).await?.items,
-    };
+    let children = Children::of(tenant, ctx);
     let desired = plan::desired_instances(tenant)?;
-    for want in &desired {
-        let child = want.name_any();
-        let existing = match observed.iter().find(|o| o.name_any() == child) {
-            Some(o) => Some(o.clone()),
-            None => instances.get_opt(&child).await?,
-        };
-        if let Some(o) = &existing {
-            if plan::controlled_by_other(&o.metadata, &uid) {
-                return Err(Error::Conflict { kind: "TenantInstance", name: child });
-            }
-            if plan::instance_up_to_date(want, o) {
-                continue;
-            }
-        }
-        let applied = instances.patch(&child, &ssa, &Patch::Apply(want)).await?;
-        ctx.metrics.wrote("TenantInstance", "spec");
-        let verb = if existing.is_some() { "Updated" } else { "Created" };
-        ctx.event(&tenant.object_ref(&()), false, verb, "ApplyInstance", format!("{verb} TenantInstance {child}"))
-            .await;
-        observed.retain(|o| o.name_any() != child);
-        observed.push(applied);
-    }
-    for extra in observed
-        .iter()
-        .filter(|o| o.spec.ordinal >= tenant.spec.instances && !plan::controlled_by_other(&o.metadata, &uid))
-    {
-        if extra.metadata.deletion_timestamp.is_none() {
-            // The cache may still show an instance that is already gone.
-            match instances.delete(&extra.name_any(), &DeleteParams::background()).await {
-                Err(kube::Error::Api(e)) if e.code == 404 => continue,
-                other => other?,
-            };
-            ctx.metrics.wrote("TenantInstance", "delete");
-            ctx.event(
-                &tenant.object_ref(&()),
-                false,
-                "Deleted",
-                "DeleteInstance",
-                format!("Deleted TenantInstance {} (no longer wanted)", extra.name_any()),
-            )
-            .await;
-        }
-    }
-    observed.retain(|o| o.spec.ordinal < tenant.spec.instances);
-
-    // Ledger: apply only the fields the Tenant manages.
-    let cached = ctx.caches.get().and_then(|c| c.ledgers.get(&ObjectRef::new(&name).within(&ns)));
-    let mut ledger = match cached {
-        Some(l) => Some((*l).clone()),
-        None => ledgers.get_opt(&name).await?,
-    };
-    if ledger.as_ref().is_some_and(|l| plan::controlled_by_other(&l.metadata, &uid)) {
-        return Err(Error::Conflict { kind: "CreditLedger", name });
-    }
-    let ledger_current = match &ledger {
-        Some(l) => plan::ledger_up_to_date(tenant, l)?,
-        None => false,
-    };
-    if !ledger_current {
-        let created = ledger.is_none();
-        ledger = Some(ledgers.patch(&name, &ssa, &Patch::Apply(plan::desired_ledger(tenant)?)).await?);
-        ctx.metrics.wrote("CreditLedger", "spec");
-        if created {
-            ctx.event(&tenant.object_ref(&()), false, "Created", "ApplyLedger", format!("Created CreditLedger {name}"))
-                .await;
-        }
-    }
-
-    write_status(tenant, ctx, &observed, ledger.as_ref()).await?;
+    let (listed, existing) = children.observe_instances(ctx, &desired).await?;
+    let changes = plan::instance_changes(desired, &existing, &children.uid);
+    let mut instances = children.apply_instances(ctx, changes, listed).await?;
+    children.delete_surplus(ctx, &instances).await?;
+    instances.retain(|o| o.spec.ordinal < tenant.spec.instances);
+    let ledger = children.sync_ledger(ctx).await?;
+    write_status(tenant, ctx, &instances, ledger.as_ref()).await?;
     Ok(Action::requeue(jittered(RESYNC)))
 }
 
+/// A deleted Tenant: delete its own children, wait until they are gone,
+/// then let it go.
 async fn cleanup(api: &Api<Tenant>, tenant: &Tenant, ctx: &Context) -> Result<Action> {
-    let ns = tenant.namespace().unwrap_or_default();
-    let name = tenant.name_any();
-    let instances: Api<TenantInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    let ledgers: Api<CreditLedger> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = ListParams::default().labels(&format!("{}={name}", names::LABEL_TENANT));
-    let uid = tenant.uid().unwrap_or_default();
-
-    let remaining: Vec<TenantInstance> = instances
-        .list(&selector)
-        .await?
-        .items
-        .into_iter()
-        .filter(|o| !plan::controlled_by_other(&o.metadata, &uid))
-        .collect();
-    for o in remaining.iter().filter(|o| o.metadata.deletion_timestamp.is_none()) {
-        instances.delete(&o.name_any(), &DeleteParams::background()).await?;
-        ctx.metrics.wrote("TenantInstance", "delete");
-    }
-    let ledger = ledgers.get_opt(&name).await?.filter(|l| !plan::controlled_by_other(&l.metadata, &uid));
-    if ledger.as_ref().is_some_and(|l| l.metadata.deletion_timestamp.is_none()) {
-        ledgers.delete(&name, &DeleteParams::background()).await?;
-        ctx.metrics.wrote("CreditLedger", "delete");
-    }
-    if !remaining.is_empty() || ledger.is_some() {
-        write_status(tenant, ctx, &remaining, ledger.as_ref()).await?;
+    let children = Children::of(tenant, ctx);
+    let (instances, ledger) = children.delete_all(ctx).await?;
+    if !instances.is_empty() || ledger.is_some() {
+        write_status(tenant, ctx, &instances, ledger.as_ref()).await?;
         return Ok(Action::requeue(DELETE_POLL));
     }
     finalizer::remove(api, tenant, &ctx.metrics, KIND).await?;
@@ -195,29 +84,160 @@ async fn cleanup(api: &Api<Tenant>, tenant: &Tenant, ctx: &Context) -> Result<Ac
     Ok(Action::await_change())
 }
 
+/// A Tenant's children where the API keeps them: its TenantInstances
+/// (labelled with its name) and its CreditLedger (of its name).
+struct Children<'a> {
+    tenant: &'a Tenant,
+    reference: ObjectReference,
+    ns: String,
+    name: String,
+    uid: String,
+    instances: Api<TenantInstance>,
+    ledgers: Api<CreditLedger>,
+}
+
+impl<'a> Children<'a> {
+    fn of(tenant: &'a Tenant, ctx: &Context) -> Self {
+        let ns = tenant.namespace().unwrap_or_default();
+        Self {
+            tenant,
+            reference: tenant.object_ref(&()),
+            name: tenant.name_any(),
+            uid: tenant.uid().unwrap_or_default(),
+            instances: Api::namespaced(ctx.client.clone(), &ns),
+            ledgers: Api::namespaced(ctx.client.clone(), &ns),
+            ns,
+        }
+    }
+
+    fn selector(&self) -> ListParams {
+        ListParams::default().labels(&format!("{}={}", names::LABEL_TENANT, self.name))
+    }
+
+    /// The Tenant's instances as listed (from the watch cache when there is
+    /// one), and every instance under a wanted name: the cache may lag
+    /// behind a create, so a wanted name it lacks is read with a GET.
+    async fn observe_instances(
+        &self,
+        ctx: &Context,
+        desired: &[TenantInstance],
+    ) -> Result<(Vec<TenantInstance>, Vec<TenantInstance>)> {
+        let listed: Vec<TenantInstance> = match ctx.caches.get() {
+            Some(c) => c
+                .instances
+                .state()
+                .iter()
+                .filter(|o| {
+                    o.namespace().as_deref() == Some(self.ns.as_str())
+                        && o.labels().get(names::LABEL_TENANT) == Some(&self.name)
+                })
+                .map(|o| (**o).clone())
+                .collect(),
+            None => self.instances.list(&self.selector()).await?.items,
+        };
+        let mut existing = listed.clone();
+        for want in desired.iter().map(ResourceExt::name_any) {
+            if !listed.iter().any(|o| o.name_any() == want)
+                && let Some(o) = self.instances.get_opt(&want).await?
+            {
+                existing.push(o);
+            }
+        }
+        Ok((listed, existing))
+    }
+
+    /// Applies `changes` in order and returns `listed` with each applied
+    /// instance in place of what was listed under its name.
+    async fn apply_instances(
+        &self,
+        ctx: &Context,
+        changes: Vec<InstanceChange>,
+        mut listed: Vec<TenantInstance>,
+    ) -> Result<Vec<TenantInstance>> {
+        for change in changes {
+            let (want, verb) = match change {
+                InstanceChange::Create(want) => (want, "Created"),
+                InstanceChange::Update(want) => (want, "Updated"),
+                InstanceChange::Refuse(name) => return Err(Error::Conflict { kind: "TenantInstance", name }),
+            };
+            let child = want.name_any();
+            let applied = self.instances.patch(&child, &write::ssa(), &Patch::Apply(&want)).await?;
+            ctx.metrics.wrote("TenantInstance", "spec");
+            ctx.event(&self.reference, false, verb, "ApplyInstance", format!("{verb} TenantInstance {child}")).await;
+            listed.retain(|o| o.name_any() != child);
+            listed.push(applied);
+        }
+        Ok(listed)
+    }
+
+    /// Deletes the instances the Tenant no longer wants.
+    async fn delete_surplus(&self, ctx: &Context, observed: &[TenantInstance]) -> Result<()> {
+        for extra in plan::surplus_instances(self.tenant, observed) {
+            // The cache may still show an instance that is already gone.
+            match self.instances.delete(&extra.name_any(), &DeleteParams::background()).await {
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                other => other?,
+            };
+            ctx.metrics.wrote("TenantInstance", "delete");
+            let note = format!("Deleted TenantInstance {} (no longer wanted)", extra.name_any());
+            ctx.event(&self.reference, false, "Deleted", "DeleteInstance", note).await;
+        }
+        Ok(())
+    }
+
+    /// Brings the ledger to what the Tenant manages (and nothing more) and
+    /// returns it as it now is.
+    async fn sync_ledger(&self, ctx: &Context) -> Result<Option<CreditLedger>> {
+        let cached = ctx.caches.get().and_then(|c| c.ledgers.get(&ObjectRef::new(&self.name).within(&self.ns)));
+        let observed = match cached {
+            Some(l) => Some((*l).clone()),
+            None => self.ledgers.get_opt(&self.name).await?,
+        };
+        let body = match plan::ledger_change(self.tenant, observed.as_ref())? {
+            LedgerChange::UpToDate => return Ok(observed),
+            LedgerChange::Refuse => return Err(Error::Conflict { kind: "CreditLedger", name: self.name.clone() }),
+            LedgerChange::Apply(body) => body,
+        };
+        let applied = self.ledgers.patch(&self.name, &write::ssa(), &Patch::Apply(body)).await?;
+        ctx.metrics.wrote("CreditLedger", "spec");
+        if observed.is_none() {
+            let note = format!("Created CreditLedger {}", self.name);
+            ctx.event(&self.reference, false, "Created", "ApplyLedger", note).await;
+        }
+        Ok(Some(applied))
+    }
+
+    /// Deletes every child the Tenant controls and returns those that still
+    /// exist (being deleted).
+    async fn delete_all(&self, ctx: &Context) -> Result<(Vec<TenantInstance>, Option<CreditLedger>)> {
+        let own = |meta: &ObjectMeta| !plan::controlled_by_other(meta, &self.uid);
+        let instances: Vec<TenantInstance> =
+            self.instances.list(&self.selector()).await?.items.into_iter().filter(|o| own(&o.metadata)).collect();
+        for o in instances.iter().filter(|o| o.metadata.deletion_timestamp.is_none()) {
+            self.instances.delete(&o.name_any(), &DeleteParams::background()).await?;
+            ctx.metrics.wrote("TenantInstance", "delete");
+        }
+        let ledger = self.ledgers.get_opt(&self.name).await?.filter(|l| own(&l.metadata));
+        if ledger.as_ref().is_some_and(|l| l.metadata.deletion_timestamp.is_none()) {
+            self.ledgers.delete(&self.name, &DeleteParams::background()).await?;
+            ctx.metrics.wrote("CreditLedger", "delete");
+        }
+        Ok((instances, ledger))
+    }
+}
+
+/// Writes the aggregated status when it changed, with an Event when `Ready` flips.
 async fn write_status(
     tenant: &Tenant,
     ctx: &Context,
     instances: &[TenantInstance],
     ledger: Option<&CreditLedger>,
 ) -> Result<()> {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let status = plan::status(tenant, instances, ledger, &now);
-    if tenant.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let was_ready = tenant.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, names::COND_READY));
-    let is_ready = conditions::is_true(&status.conditions, names::COND_READY);
-    let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
-    let body = json!({ "apiVersion": Tenant::api_version(&()), "kind": KIND, "status": status });
-    api.patch_status(&tenant.name_any(), &PatchParams::apply(names::FIELD_MANAGER).force(), &Patch::Apply(body))
-        .await?;
-    ctx.metrics.wrote(KIND, "status");
-    if was_ready != is_ready {
-        let msg =
-            conditions::find(&status.conditions, names::COND_READY).map(|c| c.message.clone()).unwrap_or_default();
-        let reason = if is_ready { "Ready" } else { "NotReady" };
-        ctx.event(&tenant.object_ref(&()), false, reason, "Aggregate", msg).await;
+    let status = plan::status(tenant, instances, ledger, &Time(k8s_openapi::jiff::Timestamp::now()));
+    if write::status(ctx, KIND, tenant, tenant.status.as_ref(), &status).await?
+        && let Some((reason, message)) = plan::readiness_change(tenant.status.as_ref(), &status)
+    {
+        ctx.event(&tenant.object_ref(&()), false, reason, "Aggregate", message).await;
     }
     Ok(())
 }

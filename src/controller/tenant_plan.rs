@@ -134,6 +134,91 @@ pub fn controlled_by_other(meta: &ObjectMeta, tenant_uid: &str) -> bool {
     meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid != tenant_uid)
 }
 
+/// What the Tenant controller does about one wanted TenantInstance.
+#[derive(Clone, Debug)]
+pub enum InstanceChange {
+    /// It does not exist: apply it.
+    Create(TenantInstance),
+    /// It exists and differs in what the Tenant manages: apply it.
+    Update(TenantInstance),
+    /// Its name is taken by an object another owner controls: stop there.
+    Refuse(String),
+}
+
+/// The changes that bring the instances to `desired`, in ordinal order; an
+/// instance that already matches needs none. `existing` is every instance
+/// observed under a wanted name.
+#[must_use]
+pub fn instance_changes(
+    desired: Vec<TenantInstance>,
+    existing: &[TenantInstance],
+    tenant_uid: &str,
+) -> Vec<InstanceChange> {
+    desired
+        .into_iter()
+        .filter_map(|want| {
+            let name = want.metadata.name.as_deref().unwrap_or_default();
+            match existing.iter().find(|o| o.metadata.name.as_deref() == Some(name)) {
+                None => Some(InstanceChange::Create(want)),
+                Some(o) if controlled_by_other(&o.metadata, tenant_uid) => {
+                    Some(InstanceChange::Refuse(name.to_string()))
+                }
+                Some(o) if instance_up_to_date(&want, o) => None,
+                Some(_) => Some(InstanceChange::Update(want)),
+            }
+        })
+        .collect()
+}
+
+/// The instances of `observed` the Tenant no longer wants (ordinal beyond
+/// `spec.instances`) that are its own and not already being deleted.
+pub fn surplus_instances<'a>(
+    tenant: &Tenant,
+    observed: &'a [TenantInstance],
+) -> impl Iterator<Item = &'a TenantInstance> {
+    let (wanted, uid) = (tenant.spec.instances, tenant.metadata.uid.clone().unwrap_or_default());
+    observed.iter().filter(move |o| {
+        o.spec.ordinal >= wanted && !controlled_by_other(&o.metadata, &uid) && o.metadata.deletion_timestamp.is_none()
+    })
+}
+
+/// What the Tenant controller does about its CreditLedger.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LedgerChange {
+    /// It matches what the Tenant manages.
+    UpToDate,
+    /// Apply this body (it is missing or differs).
+    Apply(Value),
+    /// Its name is taken by an object another owner controls.
+    Refuse,
+}
+
+/// The change that brings the observed ledger to what `tenant` wants.
+///
+/// # Errors
+/// As [`owner_ref`].
+pub fn ledger_change(tenant: &Tenant, observed: Option<&CreditLedger>) -> Result<LedgerChange, super::Error> {
+    let uid = tenant.metadata.uid.clone().unwrap_or_default();
+    Ok(match observed {
+        Some(l) if controlled_by_other(&l.metadata, &uid) => LedgerChange::Refuse,
+        Some(l) if ledger_up_to_date(tenant, l)? => LedgerChange::UpToDate,
+        _ => LedgerChange::Apply(desired_ledger(tenant)?),
+    })
+}
+
+/// The Event reason and message when `Ready` flips between `before` and
+/// `after`; `None` when it did not.
+#[must_use]
+pub fn readiness_change(before: Option<&TenantStatus>, after: &TenantStatus) -> Option<(&'static str, String)> {
+    let was_ready = before.is_some_and(|s| conditions::is_true(&s.conditions, names::COND_READY));
+    let is_ready = conditions::is_true(&after.conditions, names::COND_READY);
+    (was_ready != is_ready).then(|| {
+        let message =
+            conditions::find(&after.conditions, names::COND_READY).map(|c| c.message.clone()).unwrap_or_default();
+        (if is_ready { "Ready" } else { "NotReady" }, message)
+    })
+}
+
 /// The Tenant's status, aggregated from its instances and ledger.
 #[must_use]
 pub fn status(
@@ -143,6 +228,22 @@ pub fn status(
     now: &Time,
 ) -> TenantStatus {
     let wanted = tenant.spec.instances.max(1);
+    let summaries = instance_summaries(instances, wanted);
+    let facts = Facts::of(tenant, instances, &summaries, wanted);
+    let existing = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    TenantStatus {
+        phase: Some(facts.phase(&summaries)),
+        observed_generation: tenant.metadata.generation,
+        conditions: conditions::merge(existing, &facts.conditions(tenant.spec.paused), tenant.metadata.generation, now),
+        ready_instances: Some(format!("{}/{wanted}", facts.ready)),
+        url: summaries.iter().find(|s| s.ready).and_then(|s| s.url.clone()),
+        credits: ledger.map(credits_summary),
+        instances: summaries,
+    }
+}
+
+/// One summary per wanted instance, by name.
+fn instance_summaries(instances: &[TenantInstance], wanted: i32) -> Vec<InstanceSummary> {
     let mut summaries: Vec<InstanceSummary> = instances
         .iter()
         .filter(|i| i.spec.ordinal < wanted)
@@ -158,84 +259,111 @@ pub fn status(
         })
         .collect();
     summaries.sort_by(|a, b| a.name.cmp(&b.name));
-    let ready = summaries.iter().filter(|s| s.ready).count();
-    let all_ready = i32::try_from(ready).unwrap_or(i32::MAX) >= wanted;
-    let stalled: Vec<String> = instances
-        .iter()
-        .filter_map(|i| {
-            let st = i.status.as_ref()?;
-            let c = conditions::find(&st.conditions, names::COND_STALLED)?;
-            (c.status == "True").then(|| format!("{}: {}", i.metadata.name.clone().unwrap_or_default(), c.message))
-        })
-        .collect();
-    let deleting = tenant.metadata.deletion_timestamp.is_some();
-    let waiting: Vec<&str> = summaries.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
-    let missing = usize::try_from(wanted).unwrap_or(0).saturating_sub(summaries.len());
+    summaries
+}
 
-    let phase = if deleting {
-        Phase::Deleting
-    } else if all_ready {
-        Phase::Ready
-    } else if !stalled.is_empty() {
-        Phase::Failed
-    } else if summaries.iter().any(|s| s.phase == Some(Phase::Degraded)) {
-        Phase::Degraded
-    } else if summaries.iter().any(|s| s.phase.is_some_and(|p| p != Phase::Pending)) {
-        Phase::Provisioning
-    } else {
-        Phase::Pending
-    };
-    let not_ready_msg = {
-        let mut m = format!("{ready}/{wanted} instances ready");
-        if !waiting.is_empty() {
-            m.push_str(&format!("; waiting for {}", waiting.join(", ")));
+fn credits_summary(ledger: &CreditLedger) -> CreditsSummary {
+    let st = ledger.status.clone().unwrap_or_default();
+    CreditsSummary {
+        ledger: ledger.metadata.name.clone().unwrap_or_default(),
+        balance: st.balance,
+        used_this_period: st.used_this_period,
+        low: conditions::is_true(&st.conditions, names::COND_LOW),
+        exhausted: conditions::is_true(&st.conditions, names::COND_EXHAUSTED),
+    }
+}
+
+/// What the Tenant's status is computed from.
+struct Facts {
+    wanted: i32,
+    ready: usize,
+    all_ready: bool,
+    /// `<instance>: <message>` of every instance that is `Stalled`.
+    stalled: Vec<String>,
+    deleting: bool,
+    /// Wanted instances that exist and are not ready.
+    waiting: Vec<String>,
+    /// Wanted instances that do not exist yet.
+    missing: usize,
+}
+
+impl Facts {
+    fn of(tenant: &Tenant, instances: &[TenantInstance], summaries: &[InstanceSummary], wanted: i32) -> Self {
+        let ready = summaries.iter().filter(|s| s.ready).count();
+        let stalled = instances
+            .iter()
+            .filter_map(|i| {
+                let c = conditions::find(&i.status.as_ref()?.conditions, names::COND_STALLED)?;
+                (c.status == "True").then(|| format!("{}: {}", i.metadata.name.clone().unwrap_or_default(), c.message))
+            })
+            .collect();
+        Self {
+            wanted,
+            ready,
+            all_ready: i32::try_from(ready).unwrap_or(i32::MAX) >= wanted,
+            stalled,
+            deleting: tenant.metadata.deletion_timestamp.is_some(),
+            waiting: summaries.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect(),
+            missing: usize::try_from(wanted).unwrap_or(0).saturating_sub(summaries.len()),
         }
-        if missing > 0 {
-            m.push_str(&format!("; {missing} not created yet"));
+    }
+
+    fn phase(&self, summaries: &[InstanceSummary]) -> Phase {
+        if self.deleting {
+            Phase::Deleting
+        } else if self.all_ready {
+            Phase::Ready
+        } else if !self.stalled.is_empty() {
+            Phase::Failed
+        } else if summaries.iter().any(|s| s.phase == Some(Phase::Degraded)) {
+            Phase::Degraded
+        } else if summaries.iter().any(|s| s.phase.is_some_and(|p| p != Phase::Pending)) {
+            Phase::Provisioning
+        } else {
+            Phase::Pending
+        }
+    }
+
+    fn not_ready_message(&self) -> String {
+        let mut m = format!("{}/{} instances ready", self.ready, self.wanted);
+        if !self.waiting.is_empty() {
+            m.push_str(&format!("; waiting for {}", self.waiting.join(", ")));
+        }
+        if self.missing > 0 {
+            m.push_str(&format!("; {} not created yet", self.missing));
         }
         m
-    };
-    let desired = [
-        if deleting {
+    }
+
+    /// `Ready`, `Reconciling` and `Stalled`.
+    fn conditions(&self, paused: bool) -> [Desired<'static>; 3] {
+        let ready = if self.deleting {
             Desired::new(names::COND_READY, false, reason::DELETING, "tenant is being deleted")
-        } else if all_ready {
-            Desired::new(names::COND_READY, true, reason::READY, format!("{ready}/{wanted} instances ready"))
+        } else if self.all_ready {
+            Desired::new(
+                names::COND_READY,
+                true,
+                reason::READY,
+                format!("{}/{} instances ready", self.ready, self.wanted),
+            )
         } else {
-            Desired::new(names::COND_READY, false, reason::INSTANCES_NOT_READY, not_ready_msg.clone())
-        },
-        if deleting {
+            Desired::new(names::COND_READY, false, reason::INSTANCES_NOT_READY, self.not_ready_message())
+        };
+        let reconciling = if self.deleting {
             Desired::new(names::COND_RECONCILING, true, reason::DELETING, "tearing down instances and ledger")
-        } else if tenant.spec.paused {
+        } else if paused {
             Desired::new(names::COND_RECONCILING, false, reason::PAUSED, "spec.paused is true")
-        } else if all_ready || !stalled.is_empty() {
+        } else if self.all_ready || !self.stalled.is_empty() {
             Desired::new(names::COND_RECONCILING, false, reason::IDLE, "")
         } else {
-            Desired::new(names::COND_RECONCILING, true, reason::PROGRESSING, not_ready_msg)
-        },
-        if stalled.is_empty() {
+            Desired::new(names::COND_RECONCILING, true, reason::PROGRESSING, self.not_ready_message())
+        };
+        let stalled = if self.stalled.is_empty() {
             Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, "")
         } else {
-            Desired::new(names::COND_STALLED, true, reason::INSTANCES_NOT_READY, stalled.join("; "))
-        },
-    ];
-    let existing = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    TenantStatus {
-        phase: Some(phase),
-        observed_generation: tenant.metadata.generation,
-        conditions: conditions::merge(existing, &desired, tenant.metadata.generation, now),
-        ready_instances: Some(format!("{ready}/{wanted}")),
-        url: summaries.iter().find(|s| s.ready).and_then(|s| s.url.clone()),
-        credits: ledger.map(|l| {
-            let st = l.status.clone().unwrap_or_default();
-            CreditsSummary {
-                ledger: l.metadata.name.clone().unwrap_or_default(),
-                balance: st.balance,
-                used_this_period: st.used_this_period,
-                low: conditions::is_true(&st.conditions, names::COND_LOW),
-                exhausted: conditions::is_true(&st.conditions, names::COND_EXHAUSTED),
-            }
-        }),
-        instances: summaries,
+            Desired::new(names::COND_STALLED, true, reason::INSTANCES_NOT_READY, self.stalled.join("; "))
+        };
+        [ready, reconciling, stalled]
     }
 }
 
@@ -339,5 +467,81 @@ mod tests {
         let body = desired_ledger(&t).expect("body");
         assert_eq!(body["spec"]["allotmentPerPeriod"], json!(5));
         assert!(body["spec"].get("grants").is_none());
+    }
+
+    fn owned_by(mut ti: TenantInstance, uid: &str) -> TenantInstance {
+        let refs = ti.metadata.owner_references.as_mut().expect("refs");
+        refs[0].uid = uid.into();
+        ti
+    }
+
+    fn kinds(changes: &[InstanceChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                InstanceChange::Create(t) => format!("create {}", t.metadata.name.as_deref().unwrap_or_default()),
+                InstanceChange::Update(t) => format!("update {}", t.metadata.name.as_deref().unwrap_or_default()),
+                InstanceChange::Refuse(name) => format!("refuse {name}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn instance_changes_create_update_skip_and_refuse_in_order() {
+        let t = tenant(3);
+        let d = desired_instances(&t).expect("desired");
+        let mut stale = d[1].clone();
+        stale.spec.plan = "growth".into();
+        let rows: [(&str, Vec<TenantInstance>, Vec<&str>); 4] = [
+            ("nothing exists", vec![], vec!["create acme-0", "create acme-1", "create acme-2"]),
+            ("all current", d.clone(), vec![]),
+            ("one drifted", vec![d[0].clone(), stale, d[2].clone()], vec!["update acme-1"]),
+            (
+                "a name another owner controls",
+                vec![owned_by(d[0].clone(), "uid-9"), d[2].clone()],
+                vec!["refuse acme-0", "create acme-1"],
+            ),
+        ];
+        for (row, existing, want) in rows {
+            assert_eq!(kinds(&instance_changes(d.clone(), &existing, "uid-1")), want, "{row}");
+        }
+    }
+
+    #[test]
+    fn surplus_is_own_live_instances_beyond_the_count() {
+        let t = tenant(1);
+        let three = desired_instances(&tenant(3)).expect("desired");
+        let mut deleting = three[2].clone();
+        deleting.metadata.deletion_timestamp = Some(now());
+        let foreign = owned_by(three[1].clone(), "uid-9");
+        let observed = [three[0].clone(), three[1].clone(), deleting.clone(), foreign];
+        let names: Vec<_> = surplus_instances(&t, &observed).filter_map(|o| o.metadata.name.clone()).collect();
+        assert_eq!(names, ["acme-1"]);
+        assert_eq!(surplus_instances(&t, &[three[0].clone(), deleting]).count(), 0);
+    }
+
+    #[test]
+    fn the_ledger_is_applied_when_missing_or_drifted_and_refused_when_foreign() {
+        let t = tenant(1);
+        let body = desired_ledger(&t).expect("body");
+        assert_eq!(ledger_change(&t, None).expect("plan"), LedgerChange::Apply(body.clone()));
+        let mut current: CreditLedger = serde_json::from_value(body.clone()).expect("ledger");
+        assert_eq!(ledger_change(&t, Some(&current)).expect("plan"), LedgerChange::UpToDate);
+        current.spec.allotment_per_period = Some(9);
+        assert_eq!(ledger_change(&t, Some(&current)).expect("plan"), LedgerChange::Apply(body));
+        current.metadata.owner_references.as_mut().expect("refs")[0].uid = "uid-9".into();
+        assert_eq!(ledger_change(&t, Some(&current)).expect("plan"), LedgerChange::Refuse);
+    }
+
+    #[test]
+    fn an_event_only_when_ready_flips() {
+        let t = tenant(1);
+        let d = desired_instances(&t).expect("desired");
+        let pending = status(&t, &d, None, &now());
+        let ready = status(&t, &[ready(d[0].clone(), "https://a")], None, &now());
+        assert_eq!(readiness_change(None, &pending), None);
+        assert_eq!(readiness_change(Some(&pending), &ready), Some(("Ready", "1/1 instances ready".to_string())));
+        assert_eq!(readiness_change(Some(&ready), &ready), None);
+        assert_eq!(readiness_change(Some(&ready), &pending).map(|(r, _)| r), Some("NotReady"));
     }
 }
