@@ -23,7 +23,7 @@
 //! ERROR, the next Supabase project ends INIT_FAILED.
 use std::sync::Mutex;
 
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 /// The kinds of fault the emulator can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

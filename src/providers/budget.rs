@@ -14,7 +14,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::error::{Platform, ProviderError};
+use super::error::ProviderError;
+use crate::platform::Platform;
 
 /// Limits of one platform's budget.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use super::budget::Budget;
 use super::config::{PlatformConfig, Secret};
-use super::error::{Platform, ProviderError};
+use super::error::ProviderError;
+use crate::platform::Platform;
 
 /// A successful answer: status below 300 and the JSON body (`Null` if empty).
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ pub mod vercel;
 use std::future::Future;
 
 pub use config::{PlatformConfig, ProvidersConfig, Secret};
-pub use error::{Platform, ProviderError};
+pub use error::ProviderError;
 
 /// The deterministic identity of one Winston instance on every platform.
 ///
@@ -199,6 +199,7 @@ impl Providers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::Platform;
 
     #[test]
     fn marker_is_deterministic() {
@@ -211,7 +212,7 @@ mod tests {
 
     #[test]
     fn no_client_shows_its_token_in_debug() {
-        let p = Providers::new(&ProvidersConfig::emulator("http://127.0.0.1:1", "tok-very-secret")).unwrap();
+        let p = Providers::new(&ProvidersConfig::with_base_urls(|p| format!("http://127.0.0.1:1/{p}"), "tok-very-secret")).unwrap();
         let dbg = format!("{p:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         for platform in Platform::ALL {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::config::PlatformConfig;
-use super::error::{Platform, ProviderError};
+use super::error::ProviderError;
+use crate::platform::Platform;
 use super::http::Http;
 use super::{Applied, Created, ExternalResource, Marker, Observation};
 

@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::{PlatformConfig, Secret};
-use super::error::{Platform, ProviderError};
+use super::error::ProviderError;
+use crate::platform::Platform;
 use super::http::Http;
 use super::{Applied, Created, ExternalResource, Marker, Observation, single};
 

@@ -22,7 +22,7 @@ mod branches;
 
 use super::Shared;
 use super::context::{ALNUM_LOWER, Emulator, error_response, now_ms, random_string, rfc3339};
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 const P: Platform = Platform::Neon;
 

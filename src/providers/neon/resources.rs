@@ -86,7 +86,7 @@ impl ExternalResource for NeonProjects {
     /// Region and PostgreSQL version cannot change on an existing project.
     async fn update(&self, id: &str, spec: &NeonProjectSpec) -> Result<Applied, ProviderError> {
         Err(ProviderError::Invalid {
-            platform: crate::providers::Platform::Neon,
+            platform: crate::platform::Platform::Neon,
             status: 400,
             message: format!(
                 "project {id} cannot move to region {} / PostgreSQL {}; delete and recreate it",

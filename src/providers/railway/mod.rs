@@ -31,7 +31,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::PlatformConfig;
-use super::error::{Platform, ProviderError};
+use super::error::ProviderError;
+use crate::platform::Platform;
 use super::http::Http;
 
 const P: Platform = Platform::Railway;

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{DeploymentPhase, RailwayClient, RailwayDeployment, RailwayProject, RailwayService, ServiceSnapshot};
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, Platform, ProviderError, single};
+use crate::platform::Platform;
+use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, single};
 
 /// The environment every Winston service runs in.
 pub const ENVIRONMENT: &str = "production";

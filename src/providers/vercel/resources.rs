@@ -13,7 +13,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{DeploymentPhase, EnvInput, GitSource, VercelClient, VercelDeployment, VercelProject};
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, Platform, ProviderError};
+use crate::platform::Platform;
+use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError};
 
 /// The deployment target Winston deploys to.
 pub const TARGET: &str = "production";
