@@ -118,6 +118,19 @@ impl ProviderError {
     }
 }
 
+/// A read's answer with "not found" as `None`: how every client reports
+/// an absent object (callers map it to `Observation::Absent`).
+///
+/// # Errors
+/// Every error but not-found.
+pub fn not_found_to_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

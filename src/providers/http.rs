@@ -182,6 +182,13 @@ impl Http {
     }
 }
 
+/// `s` as one URL path segment: ids and names are restricted to characters
+/// safe in a path except these, which would end or split the segment.
+#[must_use]
+pub fn segment(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23").replace(' ', "%20")
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();

@@ -155,12 +155,39 @@ pub trait ExternalResource: Send + Sync {
     fn delete(&self, id: &str, spec: &Self::Spec) -> impl Future<Output = Result<Applied, ProviderError>> + Send;
 }
 
-/// Picks the single object whose marker matches: 0 -> `None`, 1 -> it,
-/// more -> the ids for `Ambiguous`.
+/// Finds the object an `observe` reads, by the rule the [`ExternalResource`]
+/// contract states: with the id recorded in status, that object (gone ->
+/// `Absent`: drift, recreate); without it, the objects carrying the spec's
+/// marker (none -> `Absent`, one -> adopt it, several -> `Ambiguous`).
+///
+/// `by_id` (built from the known id, if any) and `by_marker` are futures
+/// not yet started: only the one the rule picks is awaited. A platform
+/// that cannot be searched passes `std::future::ready(Ok(Vec::new()))`.
+///
+/// # Returns
+/// `Ok(object)` to observe further, or `Err(observation)`: the answer
+/// `observe` returns at once.
 ///
 /// # Errors
-/// Returns the ids when several objects carry the marker.
-pub fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, Vec<String>> {
+/// Whatever the awaited lookup returns.
+pub async fn find_by_id_or_marker<T, O>(
+    by_id: Option<impl Future<Output = Result<Option<T>, ProviderError>>>,
+    by_marker: impl Future<Output = Result<Vec<T>, ProviderError>>,
+    id_of: impl Fn(&T) -> &str,
+) -> Result<Result<T, Observation<O>>, ProviderError> {
+    let found = match by_id {
+        Some(lookup) => lookup.await?,
+        None => match single(by_marker.await?.into_iter().map(|o| (id_of(&o).to_string(), o)).collect()) {
+            Ok(found) => found.map(|(_, o)| o),
+            Err(ids) => return Ok(Err(Observation::Ambiguous { ids })),
+        },
+    };
+    Ok(found.ok_or(Observation::Absent))
+}
+
+/// Picks the single object whose marker matches: 0 -> `None`, 1 -> it,
+/// more -> the ids for `Ambiguous`.
+fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, Vec<String>> {
     match matches.len() {
         0 => Ok(None),
         1 => Ok(matches.pop()),
@@ -212,12 +239,48 @@ mod tests {
 
     #[test]
     fn no_client_shows_its_token_in_debug() {
-        let p = Providers::new(&ProvidersConfig::with_base_urls(|p| format!("http://127.0.0.1:1/{p}"), "tok-very-secret")).unwrap();
+        let p =
+            Providers::new(&ProvidersConfig::with_base_urls(|p| format!("http://127.0.0.1:1/{p}"), "tok-very-secret"))
+                .unwrap();
         let dbg = format!("{p:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         for platform in Platform::ALL {
             assert!(dbg.contains(&format!("platform: {platform:?}")), "{platform} missing from {dbg}");
         }
+    }
+
+    /// One row per branch of the lookup rule: (known id, what the id
+    /// lookup finds, what the marker lookup finds, expected outcome).
+    #[tokio::test]
+    async fn find_by_id_or_marker_follows_the_contract() {
+        type Outcome = Result<&'static str, Observation<()>>;
+        let ambiguous = Observation::Ambiguous { ids: vec!["a".into(), "b".into()] };
+        let rows: [(Option<&str>, Option<&'static str>, Vec<&'static str>, Outcome); 6] = [
+            (Some("a"), Some("a"), vec![], Ok("a")),
+            (Some("a"), None, vec!["b"], Err(Observation::Absent)),
+            (Some("a"), Some("a"), vec!["a", "b"], Ok("a")),
+            (None, None, vec![], Err(Observation::Absent)),
+            (None, None, vec!["b"], Ok("b")),
+            (None, None, vec!["a", "b"], Err(ambiguous)),
+        ];
+        for (known, by_id, by_marker, want) in rows {
+            let id_lookup = known.map(|_| std::future::ready(Ok(by_id)));
+            let marker_lookup = std::future::ready(Ok(by_marker.clone()));
+            let got = find_by_id_or_marker(id_lookup, marker_lookup, |s: &&str| s).await.unwrap();
+            assert_eq!(got, want, "known {known:?}, by id {by_id:?}, by marker {by_marker:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn find_by_id_or_marker_awaits_only_the_lookup_it_needs() {
+        let never = async { panic!("the marker lookup ran although the id is known") };
+        let got = find_by_id_or_marker::<String, ()>(Some(async { Ok(Some("a".to_string())) }), never, String::as_str)
+            .await
+            .unwrap();
+        assert_eq!(got, Ok("a".to_string()));
+        let failing = async { Err(ProviderError::NotFound { platform: Platform::Neon, message: "m".into() }) };
+        let e = find_by_id_or_marker::<String, ()>(None::<std::future::Ready<_>>, failing, String::as_str).await;
+        assert!(e.unwrap_err().is_not_found(), "a failed lookup is an error, not an observation");
     }
 
     #[test]

@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::{PlatformConfig, Secret};
-use super::error::ProviderError;
+use super::error::{ProviderError, not_found_to_none};
+use super::http::{Http, segment};
 use crate::platform::Platform;
-use super::http::Http;
 
 const P: Platform = Platform::Neon;
 
@@ -113,19 +113,6 @@ fn field<T: serde::de::DeserializeOwned>(body: &Value, key: &str) -> Result<T, P
         .map_err(|e| ProviderError::Decode { platform: P, message: format!("field {key}: {e}") })
 }
 
-fn not_found_to_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn enc(s: &str) -> String {
-    // Neon names are restricted to characters safe in a path except these.
-    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23").replace(' ', "%20")
-}
-
 impl NeonClient {
     /// A client for `config` (base URL `.../api/v2`).
     ///
@@ -158,11 +145,7 @@ impl NeonClient {
     ///
     /// # Errors
     /// Any [`ProviderError`].
-    pub async fn create_project(
-        &self,
-        name: &str,
-        opts: &ProjectOptions,
-    ) -> Result<NeonCreated, ProviderError> {
+    pub async fn create_project(&self, name: &str, opts: &ProjectOptions) -> Result<NeonCreated, ProviderError> {
         let mut project = json!({"name": name});
         if let Some(r) = &opts.region_id {
             project["region_id"] = json!(r);
@@ -193,7 +176,9 @@ impl NeonClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn get_project(&self, id: &str) -> Result<Option<NeonProject>, ProviderError> {
-        not_found_to_none(async { field(&self.get(&format!("/projects/{}", enc(id)), &[]).await?, "project") }.await)
+        not_found_to_none(
+            async { field(&self.get(&format!("/projects/{}", segment(id)), &[]).await?, "project") }.await,
+        )
     }
 
     /// Every project named exactly `name` (all pages of `GET /projects?search=`).
@@ -228,7 +213,7 @@ impl NeonClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn delete_project(&self, id: &str) -> Result<bool, ProviderError> {
-        Ok(not_found_to_none(self.send(Method::DELETE, &format!("/projects/{}", enc(id)), None).await)?.is_some())
+        Ok(not_found_to_none(self.send(Method::DELETE, &format!("/projects/{}", segment(id)), None).await)?.is_some())
     }
 
     /// `GET /projects/{project}/connection_uri` for `database` as `role` on
@@ -239,12 +224,9 @@ impl NeonClient {
     /// Any [`ProviderError`]; not-found while the role, database or endpoint
     /// does not exist (yet).
     pub async fn connection_uri(&self, project: &str, database: &str, role: &str) -> Result<Secret, ProviderError> {
-        let q = [
-            ("database_name", database.to_string()),
-            ("role_name", role.to_string()),
-            ("pooled", "false".to_string()),
-        ];
-        let body = self.get(&format!("/projects/{}/connection_uri", enc(project)), &q).await?;
+        let q =
+            [("database_name", database.to_string()), ("role_name", role.to_string()), ("pooled", "false".to_string())];
+        let body = self.get(&format!("/projects/{}/connection_uri", segment(project)), &q).await?;
         let uri: String = field(&body, "uri")?;
         Ok(Secret::new(uri))
     }
@@ -254,7 +236,7 @@ impl NeonClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn operation(&self, project: &str, id: &str) -> Result<NeonOperation, ProviderError> {
-        field(&self.get(&format!("/projects/{}/operations/{}", enc(project), enc(id)), &[]).await?, "operation")
+        field(&self.get(&format!("/projects/{}/operations/{}", segment(project), segment(id)), &[]).await?, "operation")
     }
 
     /// The newest operation of `project` that has not settled yet.
@@ -262,7 +244,8 @@ impl NeonClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn running_operation(&self, project: &str) -> Result<Option<NeonOperation>, ProviderError> {
-        let body = self.get(&format!("/projects/{}/operations", enc(project)), &[("limit", "100".to_string())]).await?;
+        let body =
+            self.get(&format!("/projects/{}/operations", segment(project)), &[("limit", "100".to_string())]).await?;
         let ops: Vec<NeonOperation> = field(&body, "operations")?;
         Ok(ops.into_iter().find(|o| !o.is_terminal()))
     }

@@ -3,7 +3,8 @@
 //! with. The name comes from the instance [`Marker`]; Neon has no labels,
 //! so the name is the marker.
 use super::{NeonClient, NeonProject, ProjectOptions};
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, single};
+use crate::providers::error::not_found_to_none;
+use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker};
 
 /// A Neon project named after the marker, created with its default branch,
 /// read_write endpoint, role and database.
@@ -39,27 +40,20 @@ impl ExternalResource for NeonProjects {
         spec: &NeonProjectSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<NeonProject>, ProviderError> {
-        let project = match known_id {
-            Some(id) => self.0.get_project(id).await?,
-            None => match single(
-                self.0.find_projects(&spec.marker.name()).await?.into_iter().map(|p| (p.id.clone(), p)).collect(),
-            ) {
-                Ok(found) => found.map(|(_, p)| p),
-                Err(ids) => return Ok(Observation::Ambiguous { ids }),
-            },
+        let name = spec.marker.name();
+        let by_id = known_id.map(|id| self.0.get_project(id));
+        let by_marker = self.0.find_projects(&name);
+        let project = match find_by_id_or_marker(by_id, by_marker, |p: &NeonProject| &p.id).await? {
+            Ok(project) => project,
+            Err(settled) => return Ok(settled),
         };
-        let Some(project) = project else { return Ok(Observation::Absent) };
         if let Some(op) = self.0.running_operation(&project.id).await? {
             return Ok(Observation::InProgress { id: project.id, operation_id: op.id });
         }
         let up_to_date = project.region_id == spec.region_id && project.pg_version == spec.pg_version;
         let uri = self.0.connection_uri(&project.id, &spec.database_name, &spec.role_name).await;
         // A project adopted without the spec's role or database has no URI yet.
-        let connection_uri = match uri {
-            Ok(u) => Some(u),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
+        let connection_uri = not_found_to_none(uri)?;
         let id = project.id.clone();
         Ok(Observation::Ready { id, observed: NeonProject { connection_uri, ..project }, up_to_date })
     }

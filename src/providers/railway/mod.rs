@@ -31,9 +31,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::PlatformConfig;
-use super::error::ProviderError;
-use crate::platform::Platform;
+use super::error::{ProviderError, not_found_to_none};
 use super::http::Http;
+use crate::platform::Platform;
 
 const P: Platform = Platform::Railway;
 
@@ -163,14 +163,6 @@ pub fn classify_graphql_error(message: &str) -> ProviderError {
         ProviderError::Server { platform: P, status: 500, message }
     } else {
         ProviderError::Invalid { platform: P, status: 400, message }
-    }
-}
-
-fn not_found_to_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::PlatformConfig;
-use super::error::ProviderError;
+use super::error::{ProviderError, not_found_to_none};
+use super::http::{Http, segment};
 use crate::platform::Platform;
-use super::http::Http;
 
 const P: Platform = Platform::Vercel;
 
@@ -167,18 +167,6 @@ fn deployment_from(mut v: Value) -> Result<VercelDeployment, ProviderError> {
     decode(v, "deployment")
 }
 
-fn not_found_to_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn enc(s: &str) -> String {
-    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
-}
-
 impl VercelClient {
     /// A client for `config` (base URL `https://api.vercel.com`), scoped to
     /// `team_id` when given.
@@ -231,7 +219,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn get_project(&self, id_or_name: &str) -> Result<Option<VercelProject>, ProviderError> {
-        let path = format!("/v10/projects/{}", enc(id_or_name));
+        let path = format!("/v10/projects/{}", segment(id_or_name));
         not_found_to_none(async { decode(self.call(Method::GET, &path, &[], None).await?, "project") }.await)
     }
 
@@ -241,7 +229,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn delete_project(&self, id_or_name: &str) -> Result<bool, ProviderError> {
-        let path = format!("/v9/projects/{}", enc(id_or_name));
+        let path = format!("/v9/projects/{}", segment(id_or_name));
         Ok(not_found_to_none(self.call(Method::DELETE, &path, &[], None).await)?.is_some())
     }
 
@@ -252,7 +240,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] for the call as a whole.
     pub async fn upsert_env(&self, project: &str, vars: &[EnvInput]) -> Result<Vec<EnvFailure>, ProviderError> {
-        let path = format!("/v10/projects/{}/env", enc(project));
+        let path = format!("/v10/projects/{}/env", segment(project));
         let body = serde_json::to_value(vars)
             .map_err(|e| ProviderError::Decode { platform: P, message: format!("env body: {e}") })?;
         let reply = self.call(Method::POST, &path, &[("upsert", "true".into())], Some(&body)).await?;
@@ -276,7 +264,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn list_env(&self, project: &str) -> Result<Vec<VercelEnv>, ProviderError> {
-        let path = format!("/v9/projects/{}/env", enc(project));
+        let path = format!("/v9/projects/{}/env", segment(project));
         decode(self.call(Method::GET, &path, &[], None).await?.get("envs").cloned().unwrap_or(json!([])), "envs")
     }
 
@@ -302,7 +290,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn get_deployment(&self, id: &str) -> Result<Option<VercelDeployment>, ProviderError> {
-        let path = format!("/v13/deployments/{}", enc(id));
+        let path = format!("/v13/deployments/{}", segment(id));
         not_found_to_none(async { deployment_from(self.call(Method::GET, &path, &[], None).await?) }.await)
     }
 
