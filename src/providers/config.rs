@@ -1,6 +1,6 @@
 //! Where each platform lives and how to authenticate: base URL, token,
 //! timeout and request budget per platform. Pointing Winston at the real
-//! platforms or at `winston emulator` is a change of this value only.
+//! platforms or at a local stand-in is a change of this value only.
 use std::fmt;
 
 use super::budget::BudgetConfig;
@@ -129,18 +129,22 @@ impl ProvidersConfig {
     /// knowledge, never the clients').
     #[must_use]
     pub fn with_base_urls(base_url: impl Fn(Platform) -> String, token: &str) -> Self {
-        let p = |platform: Platform| PlatformConfig {
+        Self::per_platform(|platform| PlatformConfig {
             base_url: base_url(platform),
             token: Secret::new(token),
             timeout_ms: default_timeout_ms(),
             budget: None,
-        };
+        })
+    }
+
+    /// Each platform's configuration from `config`, without account-level ids.
+    fn per_platform(config: impl Fn(Platform) -> PlatformConfig) -> Self {
         Self {
-            railway: p(Platform::Railway),
-            neon: p(Platform::Neon),
-            vercel: p(Platform::Vercel),
-            supabase: p(Platform::Supabase),
-            resend: p(Platform::Resend),
+            railway: config(Platform::Railway),
+            neon: config(Platform::Neon),
+            vercel: config(Platform::Vercel),
+            supabase: config(Platform::Supabase),
+            resend: config(Platform::Resend),
             vercel_team_id: None,
             railway_workspace_id: None,
             supabase_organization: None,
@@ -179,15 +183,11 @@ impl ProvidersConfig {
             c
         };
         Self {
-            railway: p(Platform::Railway),
-            neon: p(Platform::Neon),
-            vercel: p(Platform::Vercel),
-            supabase: p(Platform::Supabase),
-            resend: p(Platform::Resend),
             vercel_team_id: var("WINSTON_VERCEL_TEAM_ID"),
             railway_workspace_id: var("WINSTON_RAILWAY_WORKSPACE_ID"),
             supabase_organization: var("WINSTON_SUPABASE_ORGANIZATION"),
             neon_org_id: var("WINSTON_NEON_ORG_ID"),
+            ..Self::per_platform(p)
         }
     }
 }
@@ -203,6 +203,18 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn base_urls_are_given_per_platform() {
+        let c = ProvidersConfig::with_base_urls(|p| format!("http://stand-in/{p}"), "tok");
+        for platform in Platform::ALL {
+            let pc = c.platform(platform);
+            assert_eq!(pc.base_url, format!("http://stand-in/{}", platform.as_str()));
+            assert_eq!(pc.token.expose(), "tok");
+            assert_eq!(pc.timeout_ms, 30_000);
+        }
+        assert_eq!(c.supabase_organization, None);
     }
 
     #[test]

@@ -156,13 +156,14 @@ pub trait ExternalResource: Send + Sync {
 }
 
 /// Finds the object an `observe` reads, by the rule the [`ExternalResource`]
-/// contract states: with the id recorded in status, that object (gone ->
-/// `Absent`: drift, recreate); without it, the objects carrying the spec's
-/// marker (none -> `Absent`, one -> adopt it, several -> `Ambiguous`).
+/// contract states: with the id recorded in status, `by_id` of that id (gone
+/// -> `Absent`: drift, recreate); without it, the objects `by_marker` finds
+/// (none -> `Absent`, one -> adopt it, several -> `Ambiguous` with their ids
+/// from `id_of`).
 ///
-/// `by_id` (built from the known id, if any) and `by_marker` are futures
-/// not yet started: only the one the rule picks is awaited. A platform
-/// that cannot be searched passes `std::future::ready(Ok(Vec::new()))`.
+/// `by_marker` is a future not yet started: it is awaited only when no id
+/// is known. A platform that cannot be searched passes
+/// `std::future::ready(Ok(Vec::new()))`.
 ///
 /// # Returns
 /// `Ok(object)` to observe further, or `Err(observation)`: the answer
@@ -170,13 +171,17 @@ pub trait ExternalResource: Send + Sync {
 ///
 /// # Errors
 /// Whatever the awaited lookup returns.
-pub async fn find_by_id_or_marker<T, O>(
-    by_id: Option<impl Future<Output = Result<Option<T>, ProviderError>>>,
+pub async fn find_by_id_or_marker<'id, T, O, ById>(
+    known_id: Option<&'id str>,
+    by_id: impl FnOnce(&'id str) -> ById,
     by_marker: impl Future<Output = Result<Vec<T>, ProviderError>>,
     id_of: impl Fn(&T) -> &str,
-) -> Result<Result<T, Observation<O>>, ProviderError> {
-    let found = match by_id {
-        Some(lookup) => lookup.await?,
+) -> Result<Result<T, Observation<O>>, ProviderError>
+where
+    ById: Future<Output = Result<Option<T>, ProviderError>>,
+{
+    let found = match known_id {
+        Some(id) => by_id(id).await?,
         None => match single(by_marker.await?.into_iter().map(|o| (id_of(&o).to_string(), o)).collect()) {
             Ok(found) => found.map(|(_, o)| o),
             Err(ids) => return Ok(Err(Observation::Ambiguous { ids })),
@@ -264,9 +269,12 @@ mod tests {
             (None, None, vec!["a", "b"], Err(ambiguous)),
         ];
         for (known, by_id, by_marker, want) in rows {
-            let id_lookup = known.map(|_| std::future::ready(Ok(by_id)));
+            let id_lookup = |id: &str| {
+                assert_eq!(Some(id), known);
+                std::future::ready(Ok(by_id))
+            };
             let marker_lookup = std::future::ready(Ok(by_marker.clone()));
-            let got = find_by_id_or_marker(id_lookup, marker_lookup, |s: &&str| s).await.unwrap();
+            let got = find_by_id_or_marker(known, id_lookup, marker_lookup, |s: &&str| s).await.unwrap();
             assert_eq!(got, want, "known {known:?}, by id {by_id:?}, by marker {by_marker:?}");
         }
     }
@@ -274,12 +282,11 @@ mod tests {
     #[tokio::test]
     async fn find_by_id_or_marker_awaits_only_the_lookup_it_needs() {
         let never = async { panic!("the marker lookup ran although the id is known") };
-        let got = find_by_id_or_marker::<String, ()>(Some(async { Ok(Some("a".to_string())) }), never, String::as_str)
-            .await
-            .unwrap();
+        let by_id = |id: &str| std::future::ready(Ok(Some(id.to_string())));
+        let got = find_by_id_or_marker::<String, (), _>(Some("a"), by_id, never, String::as_str).await.unwrap();
         assert_eq!(got, Ok("a".to_string()));
         let failing = async { Err(ProviderError::NotFound { platform: Platform::Neon, message: "m".into() }) };
-        let e = find_by_id_or_marker::<String, ()>(None::<std::future::Ready<_>>, failing, String::as_str).await;
+        let e = find_by_id_or_marker::<String, (), _>(None, by_id, failing, String::as_str).await;
         assert!(e.unwrap_err().is_not_found(), "a failed lookup is an error, not an observation");
     }
 

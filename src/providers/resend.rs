@@ -147,9 +147,9 @@ impl ExternalResource for ResendEmails {
         _spec: &WelcomeEmail,
         known_id: Option<&str>,
     ) -> Result<Observation<SentEmail>, ProviderError> {
-        let by_id = known_id.map(|id| self.0.get(id));
+        let by_id = |id| self.0.get(id);
         let unsearchable = std::future::ready(Ok(Vec::new()));
-        Ok(match find_by_id_or_marker(by_id, unsearchable, |e: &SentEmail| &e.id).await? {
+        Ok(match find_by_id_or_marker(known_id, by_id, unsearchable, |e: &SentEmail| &e.id).await? {
             Ok(sent) => Observation::Ready { id: sent.id.clone(), observed: sent, up_to_date: true },
             Err(settled) => settled,
         })

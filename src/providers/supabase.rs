@@ -224,7 +224,7 @@ impl ExternalResource for SupabaseProjects {
         spec: &SupabaseProjectSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<SupabaseProjectState>, ProviderError> {
-        let by_id = known_id.map(|id| self.0.get_project(id));
+        let by_id = |id| self.0.get_project(id);
         let by_marker = async {
             let name = spec.marker.name();
             let mine = self.0.list_projects().await?.into_iter().filter(|p| {
@@ -235,7 +235,8 @@ impl ExternalResource for SupabaseProjects {
             });
             Ok(mine.collect())
         };
-        let project = match find_by_id_or_marker(by_id, by_marker, |p: &SupabaseProject| &p.reference).await? {
+        let found = find_by_id_or_marker(known_id, by_id, by_marker, |p: &SupabaseProject| &p.reference).await?;
+        let project = match found {
             Ok(project) => project,
             Err(settled) => return Ok(settled),
         };

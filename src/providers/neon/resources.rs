@@ -41,9 +41,9 @@ impl ExternalResource for NeonProjects {
         known_id: Option<&str>,
     ) -> Result<Observation<NeonProject>, ProviderError> {
         let name = spec.marker.name();
-        let by_id = known_id.map(|id| self.0.get_project(id));
+        let by_id = |id| self.0.get_project(id);
         let by_marker = self.0.find_projects(&name);
-        let project = match find_by_id_or_marker(by_id, by_marker, |p: &NeonProject| &p.id).await? {
+        let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &NeonProject| &p.id).await? {
             Ok(project) => project,
             Err(settled) => return Ok(settled),
         };

@@ -39,9 +39,9 @@ impl ExternalResource for RailwayProjects {
         known_id: Option<&str>,
     ) -> Result<Observation<RailwayProjectState>, ProviderError> {
         let name = spec.marker.name();
-        let by_id = known_id.map(|id| self.0.get_project(id));
+        let by_id = |id| self.0.get_project(id);
         let by_marker = self.0.find_projects(&name);
-        let project = match find_by_id_or_marker(by_id, by_marker, |p: &RailwayProject| &p.id).await? {
+        let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &RailwayProject| &p.id).await? {
             Ok(project) => project,
             Err(settled) => return Ok(settled),
         };
@@ -123,12 +123,12 @@ impl ExternalResource for RailwayServices {
         known_id: Option<&str>,
     ) -> Result<Observation<RailwayServiceState>, ProviderError> {
         // Only the id is looked up here: the snapshot below reads the rest.
-        let by_id = known_id.map(|id| std::future::ready(Ok(Some(id.to_string()))));
+        let by_id = |id: &str| std::future::ready(Ok(Some(id.to_string())));
         let by_marker = async {
             let found = self.0.find_services(&spec.project_id, &spec.marker.name()).await?;
             Ok(found.into_iter().map(|s| s.id).collect())
         };
-        let id = match find_by_id_or_marker(by_id, by_marker, String::as_str).await? {
+        let id = match find_by_id_or_marker(known_id, by_id, by_marker, String::as_str).await? {
             Ok(id) => id,
             Err(settled) => return Ok(settled),
         };

@@ -118,9 +118,9 @@ impl ExternalResource for VercelFrontends {
         known_id: Option<&str>,
     ) -> Result<Observation<VercelFrontendState>, ProviderError> {
         // Vercel names are unique per scope: the marker lookup is one read by name.
-        let by_id = known_id.map(|id| self.0.get_project(id));
+        let by_id = |id| self.0.get_project(id);
         let by_marker = async { Ok(self.0.get_project(&spec.marker.name()).await?.into_iter().collect()) };
-        let project = match find_by_id_or_marker(by_id, by_marker, |p: &VercelProject| &p.id).await? {
+        let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &VercelProject| &p.id).await? {
             Ok(project) => project,
             Err(settled) => return Ok(settled),
         };
