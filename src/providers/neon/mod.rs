@@ -188,6 +188,9 @@ impl NeonClient {
     pub async fn find_projects(&self, name: &str) -> Result<Vec<NeonProject>, ProviderError> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
+        // Cursor pagination, not a retry: each turn reads the next page and
+        // the loop ends on the last one; a failed page fails the whole call
+        // (retrying is the caller's requeue).
         loop {
             let mut q = vec![("search", name.to_string()), ("limit", "400".to_string())];
             if let Some(c) = &cursor {

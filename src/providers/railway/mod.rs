@@ -249,6 +249,9 @@ impl RailwayClient {
         );
         let mut out = Vec::new();
         let mut after: Option<String> = None;
+        // Cursor pagination, not a retry: each turn reads the next page and
+        // the loop ends on the last one; a failed page fails the whole call
+        // (retrying is the caller's requeue).
         loop {
             let data = self.gql(&q, json!({"workspaceId": self.workspace_id, "after": after})).await?;
             let conn = &data["projects"];
