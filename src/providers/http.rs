@@ -182,6 +182,14 @@ impl Http {
     }
 }
 
+/// `v` as a `T`, or a `Decode` error of `platform` naming `what` was read.
+///
+/// # Errors
+/// `Decode` when `v` does not have the shape of `T`.
+pub fn decode<T: serde::de::DeserializeOwned>(platform: Platform, v: Value, what: &str) -> Result<T, ProviderError> {
+    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform, message: format!("{what}: {e}") })
+}
+
 /// `s` as one URL path segment: ids and names are restricted to characters
 /// safe in a path except these, which would end or split the segment.
 #[must_use]

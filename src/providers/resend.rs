@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::config::PlatformConfig;
 use super::error::{ProviderError, not_found_to_none};
-use super::http::Http;
+use super::http::{Http, decode};
 use super::{Applied, Created, ExternalResource, Marker, Observation, find_by_id_or_marker};
 use crate::platform::Platform;
 
@@ -103,9 +103,7 @@ impl ResendClient {
         let Some(reply) = not_found_to_none(self.http.send(Method::GET, &path, &[], None, &[]).await)? else {
             return Ok(None);
         };
-        serde_json::from_value(reply.body)
-            .map(Some)
-            .map_err(|e| ProviderError::Decode { platform: P, message: format!("email: {e}") })
+        decode(P, reply.body, "email").map(Some)
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::config::{PlatformConfig, Secret};
 use super::error::{ProviderError, not_found_to_none};
-use super::http::{Http, segment};
+use super::http::{Http, decode, segment};
 use super::{Applied, Created, ExternalResource, Marker, Observation, find_by_id_or_marker};
 use crate::platform::Platform;
 
@@ -96,10 +96,6 @@ pub struct SupabaseClient {
     http: Http,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, ProviderError> {
-    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform: P, message: format!("{what}: {e}") })
-}
-
 impl SupabaseClient {
     /// A client for `config` (base URL `https://api.supabase.com`).
     ///
@@ -138,7 +134,7 @@ impl SupabaseClient {
         if let Some(size) = instance_size {
             body["desired_instance_size"] = json!(size);
         }
-        decode(self.http.send(Method::POST, "/v1/projects", &[], Some(&body), &[]).await?.body, "project")
+        decode(P, self.http.send(Method::POST, "/v1/projects", &[], Some(&body), &[]).await?.body, "project")
     }
 
     /// `GET /v1/projects/{ref}`; `None` when absent.
@@ -147,7 +143,7 @@ impl SupabaseClient {
     /// Any [`ProviderError`] but not-found.
     pub async fn get_project(&self, reference: &str) -> Result<Option<SupabaseProject>, ProviderError> {
         let found = not_found_to_none(self.get(&format!("/v1/projects/{}", segment(reference)), &[]).await)?;
-        found.map(|v| decode(v, "project")).transpose()
+        found.map(|v| decode(P, v, "project")).transpose()
     }
 
     /// `GET /v1/projects` (no pagination on this endpoint).
@@ -155,7 +151,7 @@ impl SupabaseClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn list_projects(&self) -> Result<Vec<SupabaseProject>, ProviderError> {
-        decode(self.get("/v1/projects", &[]).await?, "projects")
+        decode(P, self.get("/v1/projects", &[]).await?, "projects")
     }
 
     /// `DELETE /v1/projects/{ref}`; false when it was already gone.
@@ -173,7 +169,7 @@ impl SupabaseClient {
     /// Any [`ProviderError`].
     pub async fn api_keys(&self, reference: &str) -> Result<Vec<ApiKey>, ProviderError> {
         let path = format!("/v1/projects/{}/api-keys", segment(reference));
-        decode(self.get(&path, &[("reveal", "true".into())]).await?, "api keys")
+        decode(P, self.get(&path, &[("reveal", "true".into())]).await?, "api keys")
     }
 
     /// `GET /v1/projects/{ref}/health?services=..` for `services` (e.g. `db`, `auth`, `rest`).
@@ -182,7 +178,7 @@ impl SupabaseClient {
     /// Any [`ProviderError`].
     pub async fn health(&self, reference: &str, services: &[&str]) -> Result<Vec<ServiceHealth>, ProviderError> {
         let q: Vec<(&str, String)> = services.iter().map(|s| ("services", (*s).to_string())).collect();
-        decode(self.get(&format!("/v1/projects/{}/health", segment(reference)), &q).await?, "health")
+        decode(P, self.get(&format!("/v1/projects/{}/health", segment(reference)), &q).await?, "health")
     }
 }
 

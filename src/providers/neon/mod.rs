@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::config::{PlatformConfig, Secret};
 use super::error::{ProviderError, not_found_to_none};
-use super::http::{Http, segment};
+use super::http::{Http, decode, segment};
 use crate::platform::Platform;
 
 const P: Platform = Platform::Neon;
@@ -109,8 +109,7 @@ pub struct NeonClient {
 }
 
 fn field<T: serde::de::DeserializeOwned>(body: &Value, key: &str) -> Result<T, ProviderError> {
-    serde_json::from_value(body.get(key).cloned().unwrap_or(Value::Null))
-        .map_err(|e| ProviderError::Decode { platform: P, message: format!("field {key}: {e}") })
+    decode(P, body.get(key).cloned().unwrap_or(Value::Null), &format!("field {key}"))
 }
 
 impl NeonClient {

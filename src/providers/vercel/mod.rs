@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::config::PlatformConfig;
 use super::error::{ProviderError, not_found_to_none};
-use super::http::{Http, segment};
+use super::http::{Http, decode, segment};
 use crate::platform::Platform;
 
 const P: Platform = Platform::Vercel;
@@ -150,10 +150,6 @@ pub struct VercelClient {
     team_id: Option<String>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, ProviderError> {
-    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform: P, message: format!("{what}: {e}") })
-}
-
 /// Decodes a deployment from `GET /v13/deployments/{id}` or from the
 /// `/v6/deployments` list, whose items name the id `uid` and the state `state`.
 fn deployment_from(mut v: Value) -> Result<VercelDeployment, ProviderError> {
@@ -164,7 +160,7 @@ fn deployment_from(mut v: Value) -> Result<VercelDeployment, ProviderError> {
             v[want] = x;
         }
     }
-    decode(v, "deployment")
+    decode(P, v, "deployment")
 }
 
 impl VercelClient {
@@ -211,7 +207,7 @@ impl VercelClient {
         if let Some(g) = git {
             body["gitRepository"] = json!({"type": g.provider, "repo": format!("{}/{}", g.org, g.repo)});
         }
-        decode(self.call(Method::POST, "/v11/projects", &[], Some(&body)).await?, "project")
+        decode(P, self.call(Method::POST, "/v11/projects", &[], Some(&body)).await?, "project")
     }
 
     /// `GET /v10/projects/{idOrName}`; `None` when absent.
@@ -220,7 +216,7 @@ impl VercelClient {
     /// Any [`ProviderError`] but not-found.
     pub async fn get_project(&self, id_or_name: &str) -> Result<Option<VercelProject>, ProviderError> {
         let path = format!("/v10/projects/{}", segment(id_or_name));
-        not_found_to_none(async { decode(self.call(Method::GET, &path, &[], None).await?, "project") }.await)
+        not_found_to_none(async { decode(P, self.call(Method::GET, &path, &[], None).await?, "project") }.await)
     }
 
     /// `DELETE /v9/projects/{idOrName}` (env and deployments go with it);
@@ -265,7 +261,7 @@ impl VercelClient {
     /// Any [`ProviderError`].
     pub async fn list_env(&self, project: &str) -> Result<Vec<VercelEnv>, ProviderError> {
         let path = format!("/v9/projects/{}/env", segment(project));
-        decode(self.call(Method::GET, &path, &[], None).await?.get("envs").cloned().unwrap_or(json!([])), "envs")
+        decode(P, self.call(Method::GET, &path, &[], None).await?.get("envs").cloned().unwrap_or(json!([])), "envs")
     }
 
     /// `POST /v13/deployments` from `git` for `project` (`target` e.g.
@@ -305,7 +301,7 @@ impl VercelClient {
     ) -> Result<Option<VercelDeployment>, ProviderError> {
         let q = [("projectId", project_id.to_string()), ("target", target.to_string()), ("limit", "1".to_string())];
         let body = self.call(Method::GET, "/v6/deployments", &q, None).await?;
-        let list: Vec<Value> = decode(body.get("deployments").cloned().unwrap_or(json!([])), "deployments")?;
+        let list: Vec<Value> = decode(P, body.get("deployments").cloned().unwrap_or(json!([])), "deployments")?;
         list.into_iter().next().map(deployment_from).transpose()
     }
 }
