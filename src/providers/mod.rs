@@ -259,8 +259,9 @@ mod tests {
     #[tokio::test]
     async fn find_by_id_or_marker_follows_the_contract() {
         type Outcome = Result<&'static str, Observation<()>>;
+        type Row = (Option<&'static str>, Option<&'static str>, Vec<&'static str>, Outcome);
         let ambiguous = Observation::Ambiguous { ids: vec!["a".into(), "b".into()] };
-        let rows: [(Option<&str>, Option<&'static str>, Vec<&'static str>, Outcome); 6] = [
+        let rows: [Row; 6] = [
             (Some("a"), Some("a"), vec![], Ok("a")),
             (Some("a"), None, vec!["b"], Err(Observation::Absent)),
             (Some("a"), Some("a"), vec!["a", "b"], Ok("a")),
