@@ -4,8 +4,11 @@
 //!
 //! Platform detail (GraphQL, REST paths, enums, envelopes) stays inside
 //! `providers/<platform>/`. Planning, pending markers, status and requeues
-//! belong to the provisioning engine; budgets and error classification are
-//! shared here ([`budget`], [`error`], [`http`]).
+//! belong to the provisioning engine; budgets, error classification and the
+//! observe lookup rule ([`find_by_id_or_marker`]) are shared here
+//! ([`budget`], [`error`], [`http`]). Platform names come from
+//! [`crate::platform`]; the clients know nothing of any stand-in they may be
+//! pointed at (see [`ProvidersConfig::with_base_urls`]).
 pub mod budget;
 pub mod config;
 pub mod error;
