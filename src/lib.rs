@@ -12,6 +12,7 @@ pub mod engine;
 pub mod ledger;
 pub mod names;
 pub mod plans;
+pub mod platform;
 pub mod providers;
 pub mod proxy;
 pub mod status;

@@ -38,9 +38,14 @@ fn var<'a>(vars: &'a [(String, String)], name: &str) -> &'a str {
     &vars.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("{name} not printed")).1
 }
 
+/// The clients pointed at the printed `WINSTON_<PLATFORM>_BASE_URL`s.
 fn config(vars: &[(String, String)]) -> ProvidersConfig {
-    let base = var(vars, "WINSTON_NEON_BASE_URL").trim_end_matches(winston::emulator::NEON_PATH).to_string();
-    ProvidersConfig::emulator(&base, TOKEN)
+    let mut c = ProvidersConfig::with_base_urls(
+        |p| var(vars, &format!("WINSTON_{}_BASE_URL", p.as_str().to_uppercase())).to_string(),
+        TOKEN,
+    );
+    c.supabase_organization = Some("winston-emulator".into());
+    c
 }
 
 fn stop(mut child: Child) {

@@ -1,6 +1,6 @@
 //! The Neon client against the in-process emulator backed by a real
-//! PostgreSQL: lifecycle, adoption, asynchronous operations, every fault
-//! kind, and the connection URI opened with sqlx.
+//! PostgreSQL: the project lifecycle, adoption, asynchronous operations,
+//! every fault kind, and the connection URI opened with sqlx.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod providers_common;
@@ -33,8 +33,7 @@ async fn project_is_created_observed_adopted_used_and_deleted() {
     assert_eq!(res.observe(&spec, None).await.unwrap().id(), Some(created.id.as_str()));
     assert_eq!(env.mutations("neon").await, writes, "observing wrote to the platform");
 
-    let branch = neon.find_branches(&created.id, "main").await.unwrap().pop().unwrap();
-    let uri = neon.connection_uri(&created.id, &branch.id, &spec.database_name, &spec.role_name).await.unwrap();
+    let uri = neon.connection_uri(&created.id, &spec.database_name, &spec.role_name).await.unwrap();
     assert_eq!(observed.connection_uri.as_ref(), Some(&uri), "Ready carries the connection URI");
     let user = query_user(uri.expose()).await;
     assert!(user.starts_with(&spec.role_name), "{user}");
@@ -49,63 +48,37 @@ async fn project_is_created_observed_adopted_used_and_deleted() {
 }
 
 #[tokio::test]
-async fn branch_role_and_database_follow_their_operations_and_drop_on_delete() {
+async fn project_follows_its_operations_and_its_role_drops_on_delete() {
     let env = Env::start(300).await;
     let neon = env.providers().neon;
-    let project = neon.create_project("shared", &Default::default()).await.unwrap().object.id;
-    let marker = Marker::new(&uid());
-    let branches = NeonBranches(neon.clone());
-    let bspec = NeonBranchSpec { project_id: project.clone(), marker: marker.clone() };
+    let res = NeonProjects(neon.clone());
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
 
-    let created = branches.create(&bspec).await.unwrap();
-    let op = created.operation_id.clone().expect("branch creation is asynchronous");
-    match branches.observe(&bspec, None).await.unwrap() {
+    let created = res.create(&spec).await.unwrap();
+    let op = created.operation_id.clone().expect("project creation is asynchronous");
+    match res.observe(&spec, None).await.unwrap() {
         Observation::InProgress { id, .. } => assert_eq!(id, created.id),
         other => panic!("expected InProgress, got {other:?}"),
     }
-    let done = poll(|| async { neon.operation(&project, &op).await.unwrap() }, |o| o.is_terminal()).await;
+    let done = poll(|| async { neon.operation(&created.id, &op).await.unwrap() }, |o| o.is_terminal()).await;
     assert!(done.succeeded(), "{done:?}");
-    let state =
-        poll(|| async { branches.observe(&bspec, None).await.unwrap() }, |o| matches!(o, Observation::Ready { .. }))
-            .await;
-    let Observation::Ready { observed, up_to_date: true, .. } = state else { panic!("{state:?}") };
-    assert_eq!(observed.endpoint.as_ref().unwrap().kind, "read_write");
-
-    let rspec = NeonRoleSpec { project_id: project.clone(), branch_id: created.id.clone(), name: marker.ident() };
-    let dspec = NeonDatabaseSpec {
-        project_id: project.clone(),
-        branch_id: created.id.clone(),
-        name: marker.ident(),
-        owner_name: marker.ident(),
-    };
-    let roles = NeonRoles(neon.clone());
-    let dbs = NeonDatabases(neon.clone());
-    assert_eq!(roles.observe(&rspec, None).await.unwrap(), Observation::Absent);
-    roles.create(&rspec).await.unwrap();
-    dbs.create(&dspec).await.unwrap();
-    poll(
-        || async { dbs.observe(&dspec, None).await.unwrap() },
+    let state = poll(
+        || async { res.observe(&spec, None).await.unwrap() },
         |o| matches!(o, Observation::Ready { up_to_date: true, .. }),
     )
     .await;
+    let Observation::Ready { observed, .. } = state else { panic!("{state:?}") };
 
-    let uri = neon.connection_uri(&project, &created.id, &dspec.name, &rspec.name).await.unwrap();
-    let Observation::Ready { observed, .. } = dbs.observe(&dspec, None).await.unwrap() else { panic!() };
+    let uri = neon.connection_uri(&created.id, &spec.database_name, &spec.role_name).await.unwrap();
     assert_eq!(observed.connection_uri.as_ref(), Some(&uri), "Ready carries the connection URI");
     assert!(!format!("{uri:?}").contains("postgresql://"), "connection URI leaked through Debug");
+    assert!(!format!("{observed:?}").contains("postgresql://"), "connection URI leaked through Debug");
     let user = query_user(uri.expose()).await;
     assert!(pg_role_exists(&user).await);
 
-    match branches.delete(&created.id, &bspec).await.unwrap() {
-        Applied::InProgress { operation_id } => {
-            poll(|| async { neon.operation(&project, &operation_id).await.unwrap() }, |o| o.is_terminal()).await;
-        }
-        Applied::Done => {}
-    }
-    assert_eq!(branches.delete(&created.id, &bspec).await.unwrap(), Applied::Done, "204 on a deleted branch");
-    assert!(!pg_role_exists(&user).await, "role survived branch deletion");
-    assert_eq!(branches.observe(&bspec, None).await.unwrap(), Observation::Absent);
-    neon.delete_project(&project).await.unwrap();
+    assert_eq!(res.delete(&created.id, &spec).await.unwrap(), Applied::Done);
+    assert!(!pg_role_exists(&user).await, "role survived project deletion");
+    assert_eq!(res.observe(&spec, None).await.unwrap(), Observation::Absent);
 }
 
 #[tokio::test]
@@ -213,7 +186,7 @@ async fn wire_shapes_match_the_v2_spec() {
     let pid = v["project"]["id"].as_str().unwrap();
 
     let r = env
-        .raw(reqwest::Method::GET, &path(&format!("/projects/{pid}/branches/br-missing")))
+        .raw(reqwest::Method::GET, &path(&format!("/projects/{pid}/operations/op-missing")))
         .header("X-Request-ID", "req-42")
         .send()
         .await
@@ -221,9 +194,6 @@ async fn wire_shapes_match_the_v2_spec() {
     assert_eq!(r.status(), 404);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(e["code"].is_string() && e["message"].is_string() && e["request_id"] == "req-42", "{e}");
-    let r =
-        env.raw(reqwest::Method::DELETE, &path(&format!("/projects/{pid}/branches/br-missing"))).send().await.unwrap();
-    assert_eq!(r.status(), 204, "deleting a missing branch");
     let r = env
         .raw(
             reqwest::Method::GET,

@@ -19,7 +19,7 @@ use rand::Rng;
 use serde_json::json;
 
 use super::faults::{FaultBook, FaultKind};
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 /// How the emulator behaves.
 #[derive(Clone, Debug)]

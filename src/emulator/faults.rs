@@ -5,12 +5,7 @@
 //! Operation names: Railway uses the GraphQL root field (`serviceCreate`,
 //! `deployment`, ...). The REST platforms use these names:
 //! - Neon: `createProject`, `listProjects`, `getProject`, `deleteProject`,
-//!   `createBranch`, `listBranches`, `getBranch`, `deleteBranch`,
-//!   `listBranchEndpoints`, `createProjectEndpoint`, `createRole`,
-//!   `listRoles`, `getRole`, `revealRolePassword`, `deleteRole`,
-//!   `createDatabase`, `listDatabases`, `getDatabase`, `updateDatabase`,
-//!   `deleteDatabase`, `getConnectionUri`, `listProjectOperations`,
-//!   `getProjectOperation`;
+//!   `getConnectionUri`, `listProjectOperations`, `getProjectOperation`;
 //! - Vercel: `createProject`, `getProject`, `deleteProject`, `createEnv`,
 //!   `listEnv`, `createDeployment`, `getDeployment`, `listDeployments`,
 //!   `deleteDeployment`;
@@ -23,7 +18,7 @@
 //! ERROR, the next Supabase project ends INIT_FAILED.
 use std::sync::Mutex;
 
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 /// The kinds of fault the emulator can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -133,15 +128,15 @@ mod tests {
         let book = FaultBook::default();
         book.arm(
             serde_json::from_value(serde_json::json!({
-                "platform": "neon", "operation": "createBranch", "kind": "locked", "count": 2
+                "platform": "neon", "operation": "createProject", "kind": "locked", "count": 2
             }))
             .unwrap(),
         );
-        assert!(book.take_request(Platform::Neon, "createRole").is_none());
-        assert!(book.take_request(Platform::Railway, "createBranch").is_none());
-        assert_eq!(book.take_request(Platform::Neon, "createBranch").unwrap().kind, FaultKind::Locked);
-        assert!(book.take_request(Platform::Neon, "createBranch").is_some());
-        assert!(book.take_request(Platform::Neon, "createBranch").is_none());
+        assert!(book.take_request(Platform::Neon, "getConnectionUri").is_none());
+        assert!(book.take_request(Platform::Railway, "createProject").is_none());
+        assert_eq!(book.take_request(Platform::Neon, "createProject").unwrap().kind, FaultKind::Locked);
+        assert!(book.take_request(Platform::Neon, "createProject").is_some());
+        assert!(book.take_request(Platform::Neon, "createProject").is_none());
         book.arm(Fault {
             platform: Platform::Railway,
             operation: "*".into(),

@@ -30,6 +30,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::platform::Platform;
 pub use context::{DEFAULT_TOKEN, Emulator, EmulatorConfig, EmulatorError};
 
 /// Base path of the mock Anthropic Messages API (`{base}/v1/messages`).
@@ -46,6 +47,18 @@ pub const VERCEL_PATH: &str = "/vercel";
 pub const SUPABASE_PATH: &str = "/supabase";
 /// Base path of the Resend API on the emulator.
 pub const RESEND_PATH: &str = "/resend";
+
+/// Where `platform` is served on the emulator: one of the `*_PATH` constants.
+#[must_use]
+pub fn platform_path(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Railway => RAILWAY_PATH,
+        Platform::Neon => NEON_PATH,
+        Platform::Vercel => VERCEL_PATH,
+        Platform::Supabase => SUPABASE_PATH,
+        Platform::Resend => RESEND_PATH,
+    }
+}
 
 /// Shared handler state.
 pub type Shared = Arc<Emulator>;
@@ -117,6 +130,13 @@ impl Running {
     #[must_use]
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The base URL of `platform` on this emulator (what a client's
+    /// `base_url` is set to).
+    #[must_use]
+    pub fn platform_url(&self, platform: Platform) -> String {
+        format!("{}{}", self.base(), platform_path(platform))
     }
 }
 
@@ -203,8 +223,8 @@ impl EmulatorArgs {
 }
 
 /// The start banner: one `WINSTON_<PLATFORM>_BASE_URL=<url>` line per
-/// platform (the variables [`crate::providers::ProvidersConfig::from_env`]
-/// reads, so the output can be sourced by a shell), the LLM upstreams, the
+/// platform (the variables the controller reads for its platform clients,
+/// so the output can be sourced by a shell), the LLM upstreams, the
 /// test endpoints, and a final `ready` line.
 #[must_use]
 pub fn banner(addr: SocketAddr) -> String {
@@ -257,7 +277,7 @@ async fn shutdown_signal() {
 }
 
 async fn objects(State(emu): State<Shared>) -> Json<Value> {
-    use crate::providers::Platform as P;
+    use Platform as P;
     let body = emu.read(|w| {
         let count = |p| w.mutations.get(&p).copied().unwrap_or(0);
         let req = |p| emu.requests(p);

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::context::{Emulator, World, now_ms, random_string, rfc3339};
 use super::graphql::{self, Field};
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 const P: Platform = Platform::Railway;
 

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::Shared;
 use super::context::{error_response, now_ms, rfc3339};
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 const P: Platform = Platform::Resend;
 const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::context::{Emulator, error_response, now_ms, random_string, rfc3339};
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 const P: Platform = Platform::Supabase;
 const HEALTH_SERVICES: [&str; 8] =

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::context::{ALNUM_LOWER, Emulator, error_response, now_ms, random_string};
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 const P: Platform = Platform::Vercel;
 const ENV_TYPES: [&str; 5] = ["plain", "encrypted", "sensitive", "secret", "system"];

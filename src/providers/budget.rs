@@ -14,7 +14,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::error::{Platform, ProviderError};
+use super::error::ProviderError;
+use crate::platform::Platform;
 
 /// Limits of one platform's budget.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -161,6 +162,11 @@ impl Budget {
         let background = in_background();
         let max_wait = if background { Duration::ZERO } else { Duration::from_millis(self.config.max_wait_ms) };
         let deadline = Instant::now() + max_wait;
+        // A token-bucket wait, not a retry (so not `backon`): nothing is sent
+        // until a slot is free, each turn sleeps exactly until the bucket
+        // refills (or the Retry-After pause ends) and re-checks, because
+        // other callers may have taken the slot meanwhile. It never outlasts
+        // `max_wait`; a longer wait goes back to the caller as `RateLimited`.
         loop {
             match self.decide(Instant::now(), background) {
                 Decision::Go => return Ok(()),

@@ -1,10 +1,10 @@
 //! Where each platform lives and how to authenticate: base URL, token,
 //! timeout and request budget per platform. Pointing Winston at the real
-//! platforms or at `winston emulator` is a change of this value only.
+//! platforms or at a local stand-in is a change of this value only.
 use std::fmt;
 
 use super::budget::BudgetConfig;
-use super::error::Platform;
+use crate::platform::Platform;
 
 /// A credential. Its `Debug` and `Display` never show the value; only the
 /// HTTP layer reads it with [`Secret::expose`].
@@ -123,26 +123,31 @@ impl ProvidersConfig {
         }
     }
 
-    /// Every platform on one `winston emulator` at `base` (e.g.
-    /// `http://127.0.0.1:4010`), all with the same token.
+    /// Every platform at the URL `base_url` names for it, all with the same
+    /// token and no account-level ids: how tests and local runs point the
+    /// clients at a stand-in (the stand-in's layout is the caller's
+    /// knowledge, never the clients').
     #[must_use]
-    pub fn emulator(base: &str, token: &str) -> Self {
-        let base = base.trim_end_matches('/');
-        let p = |path: &str| PlatformConfig {
-            base_url: format!("{base}{path}"),
+    pub fn with_base_urls(base_url: impl Fn(Platform) -> String, token: &str) -> Self {
+        Self::per_platform(|platform| PlatformConfig {
+            base_url: base_url(platform),
             token: Secret::new(token),
             timeout_ms: default_timeout_ms(),
             budget: None,
-        };
+        })
+    }
+
+    /// Each platform's configuration from `config`, without account-level ids.
+    fn per_platform(config: impl Fn(Platform) -> PlatformConfig) -> Self {
         Self {
-            railway: p(crate::emulator::RAILWAY_PATH),
-            neon: p(crate::emulator::NEON_PATH),
-            vercel: p(crate::emulator::VERCEL_PATH),
-            supabase: p(crate::emulator::SUPABASE_PATH),
-            resend: p(crate::emulator::RESEND_PATH),
+            railway: config(Platform::Railway),
+            neon: config(Platform::Neon),
+            vercel: config(Platform::Vercel),
+            supabase: config(Platform::Supabase),
+            resend: config(Platform::Resend),
             vercel_team_id: None,
             railway_workspace_id: None,
-            supabase_organization: Some("winston-emulator".into()),
+            supabase_organization: None,
             neon_org_id: None,
         }
     }
@@ -178,15 +183,11 @@ impl ProvidersConfig {
             c
         };
         Self {
-            railway: p(Platform::Railway),
-            neon: p(Platform::Neon),
-            vercel: p(Platform::Vercel),
-            supabase: p(Platform::Supabase),
-            resend: p(Platform::Resend),
             vercel_team_id: var("WINSTON_VERCEL_TEAM_ID"),
             railway_workspace_id: var("WINSTON_RAILWAY_WORKSPACE_ID"),
             supabase_organization: var("WINSTON_SUPABASE_ORGANIZATION"),
             neon_org_id: var("WINSTON_NEON_ORG_ID"),
+            ..Self::per_platform(p)
         }
     }
 }
@@ -197,11 +198,23 @@ mod tests {
 
     #[test]
     fn tokens_never_show_in_debug() {
-        let mut c = ProvidersConfig::emulator("http://127.0.0.1:1", "sk-very-secret");
+        let mut c = ProvidersConfig::with_base_urls(|p| format!("http://127.0.0.1:1/{p}"), "sk-very-secret");
         c.neon.token = Secret::new("napi-very-secret");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn base_urls_are_given_per_platform() {
+        let c = ProvidersConfig::with_base_urls(|p| format!("http://stand-in/{p}"), "tok");
+        for platform in Platform::ALL {
+            let pc = c.platform(platform);
+            assert_eq!(pc.base_url, format!("http://stand-in/{}", platform.as_str()));
+            assert_eq!(pc.token.expose(), "tok");
+            assert_eq!(pc.timeout_ms, 30_000);
+        }
+        assert_eq!(c.supabase_organization, None);
     }
 
     #[test]

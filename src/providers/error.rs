@@ -6,45 +6,7 @@
 //! Turning an error into conditions, Events and requeues is the caller's job.
 use std::time::Duration;
 
-/// The external platforms Winston talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    Railway,
-    Neon,
-    Vercel,
-    Supabase,
-    Resend,
-}
-
-impl Platform {
-    /// Every platform, in a stable order.
-    pub const ALL: [Platform; 5] = [Self::Railway, Self::Neon, Self::Vercel, Self::Supabase, Self::Resend];
-
-    /// Stable lowercase name, used in URLs, metrics and configuration.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Railway => "railway",
-            Self::Neon => "neon",
-            Self::Vercel => "vercel",
-            Self::Supabase => "supabase",
-            Self::Resend => "resend",
-        }
-    }
-
-    /// Parses [`Platform::as_str`] output.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::platform::Platform;
 
 /// A failed platform call.
 ///
@@ -153,6 +115,19 @@ impl ProviderError {
             500..=599 => Self::Server { platform, status, message },
             _ => Self::Invalid { platform, status, message },
         }
+    }
+}
+
+/// A read's answer with "not found" as `None`: how every client reports
+/// an absent object (callers map it to `Observation::Absent`).
+///
+/// # Errors
+/// Every error but not-found.
+pub fn not_found_to_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use super::budget::Budget;
 use super::config::{PlatformConfig, Secret};
-use super::error::{Platform, ProviderError};
+use super::error::ProviderError;
+use crate::platform::Platform;
 
 /// A successful answer: status below 300 and the JSON body (`Null` if empty).
 #[derive(Debug, Clone)]
@@ -179,6 +180,21 @@ impl Http {
             ProviderError::Network { platform: self.platform, message: error_chain(e) }
         }
     }
+}
+
+/// `v` as a `T`, or a `Decode` error of `platform` naming `what` was read.
+///
+/// # Errors
+/// `Decode` when `v` does not have the shape of `T`.
+pub fn decode<T: serde::de::DeserializeOwned>(platform: Platform, v: Value, what: &str) -> Result<T, ProviderError> {
+    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform, message: format!("{what}: {e}") })
+}
+
+/// `s` as one URL path segment: ids and names are restricted to characters
+/// safe in a path except these, which would end or split the segment.
+#[must_use]
+pub fn segment(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23").replace(' ', "%20")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -4,8 +4,11 @@
 //!
 //! Platform detail (GraphQL, REST paths, enums, envelopes) stays inside
 //! `providers/<platform>/`. Planning, pending markers, status and requeues
-//! belong to the provisioning engine; budgets and error classification are
-//! shared here ([`budget`], [`error`], [`http`]).
+//! belong to the provisioning engine; budgets, error classification and the
+//! observe lookup rule ([`find_by_id_or_marker`]) are shared here
+//! ([`budget`], [`error`], [`http`]). Platform names come from
+//! [`crate::platform`]; the clients know nothing of any stand-in they may be
+//! pointed at (see [`ProvidersConfig::with_base_urls`]).
 pub mod budget;
 pub mod config;
 pub mod error;
@@ -19,7 +22,7 @@ pub mod vercel;
 use std::future::Future;
 
 pub use config::{PlatformConfig, ProvidersConfig, Secret};
-pub use error::{Platform, ProviderError};
+pub use error::ProviderError;
 
 /// The deterministic identity of one Winston instance on every platform.
 ///
@@ -155,12 +158,44 @@ pub trait ExternalResource: Send + Sync {
     fn delete(&self, id: &str, spec: &Self::Spec) -> impl Future<Output = Result<Applied, ProviderError>> + Send;
 }
 
-/// Picks the single object whose marker matches: 0 -> `None`, 1 -> it,
-/// more -> the ids for `Ambiguous`.
+/// Finds the object an `observe` reads, by the rule the [`ExternalResource`]
+/// contract states: with the id recorded in status, `by_id` of that id (gone
+/// -> `Absent`: drift, recreate); without it, the objects `by_marker` finds
+/// (none -> `Absent`, one -> adopt it, several -> `Ambiguous` with their ids
+/// from `id_of`).
+///
+/// `by_marker` is a future not yet started: it is awaited only when no id
+/// is known. A platform that cannot be searched passes
+/// `std::future::ready(Ok(Vec::new()))`.
+///
+/// # Returns
+/// `Ok(object)` to observe further, or `Err(observation)`: the answer
+/// `observe` returns at once.
 ///
 /// # Errors
-/// Returns the ids when several objects carry the marker.
-pub fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, Vec<String>> {
+/// Whatever the awaited lookup returns.
+pub async fn find_by_id_or_marker<'id, T, O, ById>(
+    known_id: Option<&'id str>,
+    by_id: impl FnOnce(&'id str) -> ById,
+    by_marker: impl Future<Output = Result<Vec<T>, ProviderError>>,
+    id_of: impl Fn(&T) -> &str,
+) -> Result<Result<T, Observation<O>>, ProviderError>
+where
+    ById: Future<Output = Result<Option<T>, ProviderError>>,
+{
+    let found = match known_id {
+        Some(id) => by_id(id).await?,
+        None => match single(by_marker.await?.into_iter().map(|o| (id_of(&o).to_string(), o)).collect()) {
+            Ok(found) => found.map(|(_, o)| o),
+            Err(ids) => return Ok(Err(Observation::Ambiguous { ids })),
+        },
+    };
+    Ok(found.ok_or(Observation::Absent))
+}
+
+/// Picks the single object whose marker matches: 0 -> `None`, 1 -> it,
+/// more -> the ids for `Ambiguous`.
+fn single<T>(mut matches: Vec<(String, T)>) -> Result<Option<(String, T)>, Vec<String>> {
     match matches.len() {
         0 => Ok(None),
         1 => Ok(matches.pop()),
@@ -199,6 +234,7 @@ impl Providers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::Platform;
 
     #[test]
     fn marker_is_deterministic() {
@@ -211,12 +247,51 @@ mod tests {
 
     #[test]
     fn no_client_shows_its_token_in_debug() {
-        let p = Providers::new(&ProvidersConfig::emulator("http://127.0.0.1:1", "tok-very-secret")).unwrap();
+        let p =
+            Providers::new(&ProvidersConfig::with_base_urls(|p| format!("http://127.0.0.1:1/{p}"), "tok-very-secret"))
+                .unwrap();
         let dbg = format!("{p:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         for platform in Platform::ALL {
             assert!(dbg.contains(&format!("platform: {platform:?}")), "{platform} missing from {dbg}");
         }
+    }
+
+    /// One row per branch of the lookup rule: (known id, what the id
+    /// lookup finds, what the marker lookup finds, expected outcome).
+    #[tokio::test]
+    async fn find_by_id_or_marker_follows_the_contract() {
+        type Outcome = Result<&'static str, Observation<()>>;
+        type Row = (Option<&'static str>, Option<&'static str>, Vec<&'static str>, Outcome);
+        let ambiguous = Observation::Ambiguous { ids: vec!["a".into(), "b".into()] };
+        let rows: [Row; 6] = [
+            (Some("a"), Some("a"), vec![], Ok("a")),
+            (Some("a"), None, vec!["b"], Err(Observation::Absent)),
+            (Some("a"), Some("a"), vec!["a", "b"], Ok("a")),
+            (None, None, vec![], Err(Observation::Absent)),
+            (None, None, vec!["b"], Ok("b")),
+            (None, None, vec!["a", "b"], Err(ambiguous)),
+        ];
+        for (known, by_id, by_marker, want) in rows {
+            let id_lookup = |id: &str| {
+                assert_eq!(Some(id), known);
+                std::future::ready(Ok(by_id))
+            };
+            let marker_lookup = std::future::ready(Ok(by_marker.clone()));
+            let got = find_by_id_or_marker(known, id_lookup, marker_lookup, |s: &&str| s).await.unwrap();
+            assert_eq!(got, want, "known {known:?}, by id {by_id:?}, by marker {by_marker:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn find_by_id_or_marker_awaits_only_the_lookup_it_needs() {
+        let never = async { panic!("the marker lookup ran although the id is known") };
+        let by_id = |id: &str| std::future::ready(Ok(Some(id.to_string())));
+        let got = find_by_id_or_marker::<String, (), _>(Some("a"), by_id, never, String::as_str).await.unwrap();
+        assert_eq!(got, Ok("a".to_string()));
+        let failing = async { Err(ProviderError::NotFound { platform: Platform::Neon, message: "m".into() }) };
+        let e = find_by_id_or_marker::<String, (), _>(None, by_id, failing, String::as_str).await;
+        assert!(e.unwrap_err().is_not_found(), "a failed lookup is an error, not an observation");
     }
 
     #[test]

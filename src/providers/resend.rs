@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::config::PlatformConfig;
-use super::error::{Platform, ProviderError};
-use super::http::Http;
-use super::{Applied, Created, ExternalResource, Marker, Observation};
+use super::error::{ProviderError, not_found_to_none};
+use super::http::{Http, decode};
+use super::{Applied, Created, ExternalResource, Marker, Observation, find_by_id_or_marker};
+use crate::platform::Platform;
 
 const P: Platform = Platform::Resend;
 
@@ -98,13 +99,11 @@ impl ResendClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn get(&self, id: &str) -> Result<Option<SentEmail>, ProviderError> {
-        match self.http.send(Method::GET, &format!("/emails/{}", id.replace('/', "%2F")), &[], None, &[]).await {
-            Ok(r) => serde_json::from_value(r.body)
-                .map(Some)
-                .map_err(|e| ProviderError::Decode { platform: P, message: format!("email: {e}") }),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/emails/{}", id.replace('/', "%2F"));
+        let Some(reply) = not_found_to_none(self.http.send(Method::GET, &path, &[], None, &[]).await)? else {
+            return Ok(None);
+        };
+        decode(P, reply.body, "email").map(Some)
     }
 }
 
@@ -146,10 +145,11 @@ impl ExternalResource for ResendEmails {
         _spec: &WelcomeEmail,
         known_id: Option<&str>,
     ) -> Result<Observation<SentEmail>, ProviderError> {
-        let Some(id) = known_id else { return Ok(Observation::Absent) };
-        Ok(match self.0.get(id).await? {
-            Some(sent) => Observation::Ready { id: sent.id.clone(), observed: sent, up_to_date: true },
-            None => Observation::Absent,
+        let by_id = |id| self.0.get(id);
+        let unsearchable = std::future::ready(Ok(Vec::new()));
+        Ok(match find_by_id_or_marker(known_id, by_id, unsearchable, |e: &SentEmail| &e.id).await? {
+            Ok(sent) => Observation::Ready { id: sent.id.clone(), observed: sent, up_to_date: true },
+            Err(settled) => settled,
         })
     }
 

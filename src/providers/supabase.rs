@@ -15,9 +15,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::{PlatformConfig, Secret};
-use super::error::{Platform, ProviderError};
-use super::http::Http;
-use super::{Applied, Created, ExternalResource, Marker, Observation, single};
+use super::error::{ProviderError, not_found_to_none};
+use super::http::{Http, decode, segment};
+use super::{Applied, Created, ExternalResource, Marker, Observation, find_by_id_or_marker};
+use crate::platform::Platform;
 
 const P: Platform = Platform::Supabase;
 
@@ -95,14 +96,6 @@ pub struct SupabaseClient {
     http: Http,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, ProviderError> {
-    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform: P, message: format!("{what}: {e}") })
-}
-
-fn enc(s: &str) -> String {
-    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
-}
-
 impl SupabaseClient {
     /// A client for `config` (base URL `https://api.supabase.com`).
     ///
@@ -141,7 +134,7 @@ impl SupabaseClient {
         if let Some(size) = instance_size {
             body["desired_instance_size"] = json!(size);
         }
-        decode(self.http.send(Method::POST, "/v1/projects", &[], Some(&body), &[]).await?.body, "project")
+        decode(P, self.http.send(Method::POST, "/v1/projects", &[], Some(&body), &[]).await?.body, "project")
     }
 
     /// `GET /v1/projects/{ref}`; `None` when absent.
@@ -149,11 +142,8 @@ impl SupabaseClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn get_project(&self, reference: &str) -> Result<Option<SupabaseProject>, ProviderError> {
-        match self.get(&format!("/v1/projects/{}", enc(reference)), &[]).await {
-            Ok(v) => decode(v, "project").map(Some),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let found = not_found_to_none(self.get(&format!("/v1/projects/{}", segment(reference)), &[]).await)?;
+        found.map(|v| decode(P, v, "project")).transpose()
     }
 
     /// `GET /v1/projects` (no pagination on this endpoint).
@@ -161,7 +151,7 @@ impl SupabaseClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn list_projects(&self) -> Result<Vec<SupabaseProject>, ProviderError> {
-        decode(self.get("/v1/projects", &[]).await?, "projects")
+        decode(P, self.get("/v1/projects", &[]).await?, "projects")
     }
 
     /// `DELETE /v1/projects/{ref}`; false when it was already gone.
@@ -169,11 +159,8 @@ impl SupabaseClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn delete_project(&self, reference: &str) -> Result<bool, ProviderError> {
-        match self.http.send(Method::DELETE, &format!("/v1/projects/{}", enc(reference)), &[], None, &[]).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        let path = format!("/v1/projects/{}", segment(reference));
+        Ok(not_found_to_none(self.http.send(Method::DELETE, &path, &[], None, &[]).await)?.is_some())
     }
 
     /// `GET /v1/projects/{ref}/api-keys?reveal=true`.
@@ -181,8 +168,8 @@ impl SupabaseClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn api_keys(&self, reference: &str) -> Result<Vec<ApiKey>, ProviderError> {
-        let path = format!("/v1/projects/{}/api-keys", enc(reference));
-        decode(self.get(&path, &[("reveal", "true".into())]).await?, "api keys")
+        let path = format!("/v1/projects/{}/api-keys", segment(reference));
+        decode(P, self.get(&path, &[("reveal", "true".into())]).await?, "api keys")
     }
 
     /// `GET /v1/projects/{ref}/health?services=..` for `services` (e.g. `db`, `auth`, `rest`).
@@ -191,7 +178,7 @@ impl SupabaseClient {
     /// Any [`ProviderError`].
     pub async fn health(&self, reference: &str, services: &[&str]) -> Result<Vec<ServiceHealth>, ProviderError> {
         let q: Vec<(&str, String)> = services.iter().map(|s| ("services", (*s).to_string())).collect();
-        decode(self.get(&format!("/v1/projects/{}/health", enc(reference)), &q).await?, "health")
+        decode(P, self.get(&format!("/v1/projects/{}/health", segment(reference)), &q).await?, "health")
     }
 }
 
@@ -233,23 +220,22 @@ impl ExternalResource for SupabaseProjects {
         spec: &SupabaseProjectSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<SupabaseProjectState>, ProviderError> {
-        let project = match known_id {
-            Some(id) => self.0.get_project(id).await?,
-            None => {
-                let name = spec.marker.name();
-                let mine = self.0.list_projects().await?.into_iter().filter(|p| {
-                    p.name == name
-                        && [&p.organization_slug, &p.organization_id]
-                            .iter()
-                            .any(|o| o.as_deref() == Some(&spec.organization))
-                });
-                match single(mine.map(|p| (p.reference.clone(), p)).collect()) {
-                    Ok(found) => found.map(|(_, p)| p),
-                    Err(ids) => return Ok(Observation::Ambiguous { ids }),
-                }
-            }
+        let by_id = |id| self.0.get_project(id);
+        let by_marker = async {
+            let name = spec.marker.name();
+            let mine = self.0.list_projects().await?.into_iter().filter(|p| {
+                p.name == name
+                    && [&p.organization_slug, &p.organization_id]
+                        .iter()
+                        .any(|o| o.as_deref() == Some(&spec.organization))
+            });
+            Ok(mine.collect())
         };
-        let Some(project) = project else { return Ok(Observation::Absent) };
+        let found = find_by_id_or_marker(known_id, by_id, by_marker, |p: &SupabaseProject| &p.reference).await?;
+        let project = match found {
+            Ok(project) => project,
+            Err(settled) => return Ok(settled),
+        };
         let id = project.reference.clone();
         match project.phase() {
             ProjectPhase::InProgress => return Ok(Observation::InProgress { operation_id: id.clone(), id }),

@@ -51,7 +51,8 @@ impl Env {
 
     /// Client configuration pointing at this emulator with a budget tests never exhaust.
     pub fn config(&self) -> ProvidersConfig {
-        let mut c = ProvidersConfig::emulator(&self.emu.base(), DEFAULT_TOKEN);
+        let mut c = ProvidersConfig::with_base_urls(|p| self.emu.platform_url(p), DEFAULT_TOKEN);
+        c.supabase_organization = Some("winston-emulator".into());
         for p in [&mut c.railway, &mut c.neon, &mut c.vercel, &mut c.supabase, &mut c.resend] {
             p.timeout_ms = 10_000;
             p.budget = Some(BudgetConfig { per_minute: 100_000, burst: 1_000, ..BudgetConfig::default() });

@@ -1,12 +1,13 @@
-//! The Neon API v2 emulator: projects, branches with read_write endpoints,
-//! roles, databases, connection URIs and asynchronous operations
-//! (`running` until `--async-delay-ms` has passed, then `finished`).
+//! The Neon API v2 emulator for what Winston uses: projects created with
+//! their default branch, read_write endpoint, role and database; connection
+//! URIs; and asynchronous operations (`running` until `--async-delay-ms` has
+//! passed, then `finished`).
 //!
-//! Roles and databases are created for real in the backing PostgreSQL, so
-//! the returned connection URI works. Real names carry a per-branch suffix
-//! (`<name>_<branch key>`) because one PostgreSQL server stands in for many
-//! Neon branches; the URI uses the real names. Deleting a role, database,
-//! branch or project drops what it created.
+//! The role and database are created for real in the backing PostgreSQL,
+//! so the returned connection URI works. Real names carry a per-branch
+//! suffix (`<name>_<branch key>`) because one PostgreSQL server stands in
+//! for many Neon projects; the URI uses the real names. Deleting a project
+//! drops what it created.
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -18,11 +19,11 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-mod branches;
+mod operations;
 
 use super::Shared;
 use super::context::{ALNUM_LOWER, Emulator, error_response, now_ms, random_string, rfc3339};
-use crate::providers::Platform;
+use crate::platform::Platform;
 
 const P: Platform = Platform::Neon;
 
@@ -121,24 +122,9 @@ pub(super) fn router() -> Router<Shared> {
     Router::new()
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{pid}", get(get_project).delete(delete_project))
-        .route("/projects/{pid}/branches", get(branches::list_branches).post(branches::create_branch))
-        .route("/projects/{pid}/branches/{bid}", get(branches::get_branch).delete(branches::delete_branch))
-        .route("/projects/{pid}/branches/{bid}/endpoints", get(branches::list_endpoints))
-        .route("/projects/{pid}/branches/{bid}/roles", get(branches::list_roles).post(branches::create_role))
-        .route("/projects/{pid}/branches/{bid}/roles/{name}", get(branches::get_role).delete(branches::delete_role))
-        .route("/projects/{pid}/branches/{bid}/roles/{name}/reveal_password", get(branches::reveal_password))
-        .route(
-            "/projects/{pid}/branches/{bid}/databases",
-            get(branches::list_databases).post(branches::create_database),
-        )
-        .route(
-            "/projects/{pid}/branches/{bid}/databases/{name}",
-            get(branches::get_database).patch(branches::update_database).delete(branches::delete_database),
-        )
-        .route("/projects/{pid}/endpoints", axum::routing::post(branches::create_endpoint))
-        .route("/projects/{pid}/connection_uri", get(branches::connection_uri))
-        .route("/projects/{pid}/operations", get(branches::list_operations))
-        .route("/projects/{pid}/operations/{oid}", get(branches::get_operation))
+        .route("/projects/{pid}/connection_uri", get(operations::connection_uri))
+        .route("/projects/{pid}/operations", get(operations::list_operations))
+        .route("/projects/{pid}/operations/{oid}", get(operations::get_operation))
 }
 
 // ---------- wire shapes ----------
@@ -194,13 +180,10 @@ fn endpoint_json(emu: &Emulator, w: &NeonWorld, e: &Endpoint) -> Value {
     })
 }
 
-fn role_json(r: &Role, with_password: bool) -> Value {
-    let mut v = json!({"branch_id": r.branch_id, "name": r.name, "protected": false,
-        "created_at": rfc3339(r.created_ms), "updated_at": rfc3339(r.created_ms)});
-    if with_password {
-        v["password"] = json!(r.password);
-    }
-    v
+/// A role as the create answer shows it: the only place with its password.
+fn role_json(r: &Role) -> Value {
+    json!({"branch_id": r.branch_id, "name": r.name, "protected": false, "password": r.password,
+        "created_at": rfc3339(r.created_ms), "updated_at": rfc3339(r.created_ms)})
 }
 
 fn database_json(d: &Database) -> Value {
@@ -284,28 +267,12 @@ fn password() -> String {
     random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 }
 
-/// The branch `branch_id` of project `project_id`, or 404.
-fn branch_in<'w>(
-    w: &'w crate::emulator::context::World,
-    project_id: &str,
-    branch_id: &str,
-) -> Result<&'w Branch, (u16, String)> {
-    w.neon.branches.get(branch_id).filter(|b| b.project_id == project_id).ok_or((404, "branch not found".to_string()))
-}
-
-/// Creates a role (and its real PostgreSQL role) in an existing branch.
-async fn add_role(emu: &Emulator, project_id: &str, branch_id: &str, name: &str) -> Result<Role, (u16, String)> {
-    let key = emu.read(|w| {
-        let b = branch_in(w, project_id, branch_id)?;
-        if w.neon.roles.iter().any(|r| r.branch_id == branch_id && r.name == name) {
-            return Err((409, format!("role {name:?} already exists")));
-        }
-        Ok(b.key.clone())
-    })?;
-    let real = real_name(name, &key).map_err(|m| (400, m))?;
+/// The role `name` of a new branch, created for real in PostgreSQL.
+async fn add_role(emu: &Emulator, branch: &Branch, name: &str) -> Result<Role, (u16, String)> {
+    let real = real_name(name, &branch.key).map_err(|m| (400, m))?;
     let role = Role {
-        project_id: project_id.into(),
-        branch_id: branch_id.into(),
+        project_id: branch.project_id.clone(),
+        branch_id: branch.id.clone(),
         name: name.into(),
         password: password(),
         real_name: real.clone(),
@@ -315,57 +282,42 @@ async fn add_role(emu: &Emulator, project_id: &str, branch_id: &str, name: &str)
     Ok(role)
 }
 
-async fn add_database(
-    emu: &Emulator,
-    project_id: &str,
-    branch_id: &str,
-    name: &str,
-    owner: &str,
-) -> Result<Database, (u16, String)> {
-    let (key, owner_real) = emu.read(|w| {
-        let b = branch_in(w, project_id, branch_id)?;
-        if w.neon.databases.iter().any(|d| d.branch_id == branch_id && d.name == name) {
-            return Err((409, format!("database {name:?} already exists")));
-        }
-        let owner = w.neon.roles.iter().find(|r| r.branch_id == branch_id && r.name == owner);
-        Ok((b.key.clone(), owner.map(|r| r.real_name.clone()).ok_or((400, format!("role {owner:?} does not exist")))?))
-    })?;
-    let real = real_name(name, &key).map_err(|m| (400, m))?;
-    pg_create_database(emu, &real, &owner_real).await.map_err(|m| (409, m))?;
+/// The database `name` of a new branch owned by `owner`, created for real
+/// in PostgreSQL (its id is given when it is stored).
+async fn add_database(emu: &Emulator, branch: &Branch, name: &str, owner: &Role) -> Result<Database, (u16, String)> {
+    let real = real_name(name, &branch.key).map_err(|m| (400, m))?;
+    pg_create_database(emu, &real, &owner.real_name).await.map_err(|m| (409, m))?;
     Ok(Database {
         id: 0,
-        project_id: project_id.into(),
-        branch_id: branch_id.into(),
+        project_id: branch.project_id.clone(),
+        branch_id: branch.id.clone(),
         name: name.into(),
-        owner_name: owner.into(),
+        owner_name: owner.name.clone(),
         real_name: real,
         created_ms: now_ms(),
     })
 }
 
-fn fail(headers: &HeaderMap, (status, message): (u16, String)) -> Response {
-    error_response(P, status, "", &message, headers)
-}
-
-fn new_branch(project_id: &str, parent_id: Option<String>, name: String, default: bool) -> Branch {
+/// The default branch a new project starts with.
+fn default_branch(project_id: &str, name: String) -> Branch {
     Branch {
         id: format!("br-{}-{}", random_string(6, b"abcdefghijklmnopqrstuvwxyz"), random_string(8, ALNUM_LOWER)),
         project_id: project_id.into(),
-        parent_id,
+        parent_id: None,
         name,
-        default,
+        default: true,
         protected: false,
         key: random_string(6, ALNUM_LOWER),
         created_ms: now_ms(),
     }
 }
 
-fn new_endpoint(b: &Branch, kind: &str) -> Endpoint {
+fn read_write_endpoint(b: &Branch) -> Endpoint {
     Endpoint {
         id: format!("ep-{}-{}", random_string(6, b"abcdefghijklmnopqrstuvwxyz"), random_string(8, ALNUM_LOWER)),
         project_id: b.project_id.clone(),
         branch_id: b.id.clone(),
-        kind: kind.into(),
+        kind: "read_write".into(),
         created_ms: now_ms(),
     }
 }
@@ -407,19 +359,18 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
         let db_name = bs.get("database_name").and_then(Value::as_str).unwrap_or("neondb").to_string();
         let role_name =
             bs.get("role_name").and_then(Value::as_str).map_or_else(|| format!("{db_name}_owner"), str::to_string);
-        let branch =
-            new_branch(&project.id, None, bs.get("name").and_then(Value::as_str).unwrap_or("main").to_string(), true);
-        let endpoint = new_endpoint(&branch, "read_write");
+        let branch = default_branch(&project.id, bs.get("name").and_then(Value::as_str).unwrap_or("main").to_string());
+        let endpoint = read_write_endpoint(&branch);
         emu.touch(|w| {
             w.neon.projects.insert(project.id.clone(), project.clone());
             w.neon.branches.insert(branch.id.clone(), branch.clone());
         });
-        let role = match add_role(&emu, &project.id, &branch.id, &role_name).await {
+        let role = match add_role(&emu, &branch, &role_name).await {
             Ok(r) => r,
             Err(e) => return rollback_project(&emu, &project.id, &headers, e).await,
         };
         emu.touch(|w| w.neon.roles.push(role.clone()));
-        let db = match add_database(&emu, &project.id, &branch.id, &db_name, &role_name).await {
+        let db = match add_database(&emu, &branch, &db_name, &role).await {
             Ok(d) => d,
             Err(e) => return rollback_project(&emu, &project.id, &headers, e).await,
         };
@@ -435,7 +386,7 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
             Ok::<_, ()>(json!({
                 "project": project_json(&emu, &project),
                 "connection_uris": [uri(&emu, &role, &db)],
-                "roles": [role_json(&role, true)],
+                "roles": [role_json(&role)],
                 "databases": [database_json(&db)],
                 "operations": ops.iter().map(|o| op_json(&emu, o)).collect::<Vec<_>>(),
                 "branch": branch_json(&emu, &w.neon, &branch),
@@ -450,9 +401,14 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
     .await
 }
 
-async fn rollback_project(emu: &Emulator, project_id: &str, headers: &HeaderMap, e: (u16, String)) -> Response {
+async fn rollback_project(
+    emu: &Emulator,
+    project_id: &str,
+    headers: &HeaderMap,
+    (status, message): (u16, String),
+) -> Response {
     remove_project(emu, project_id).await;
-    fail(headers, e)
+    error_response(P, status, "", &message, headers)
 }
 
 /// Removes a project and everything in it, dropping the real roles/databases.

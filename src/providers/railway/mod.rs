@@ -31,8 +31,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::PlatformConfig;
-use super::error::{Platform, ProviderError};
-use super::http::Http;
+use super::error::{ProviderError, not_found_to_none};
+use super::http::{Http, decode};
+use crate::platform::Platform;
 
 const P: Platform = Platform::Railway;
 
@@ -127,10 +128,6 @@ pub struct RailwayClient {
     workspace_id: Option<String>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, ProviderError> {
-    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform: P, message: format!("{what}: {e}") })
-}
-
 fn nodes(connection: &Value) -> Vec<Value> {
     connection
         .get("edges")
@@ -165,19 +162,11 @@ pub fn classify_graphql_error(message: &str) -> ProviderError {
     }
 }
 
-fn not_found_to_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 const PROJECT_FIELDS: &str = "id name description environments { edges { node { id name } } }";
 
 fn project_from(v: Value) -> Result<RailwayProject, ProviderError> {
     let environments =
-        nodes(&v["environments"]).into_iter().map(|e| decode(e, "environment")).collect::<Result<_, _>>()?;
+        nodes(&v["environments"]).into_iter().map(|e| decode(P, e, "environment")).collect::<Result<_, _>>()?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     Ok(RailwayProject {
         id: s("id").ok_or_else(|| ProviderError::Decode { platform: P, message: "project without id".into() })?,
@@ -256,6 +245,9 @@ impl RailwayClient {
         );
         let mut out = Vec::new();
         let mut after: Option<String> = None;
+        // Cursor pagination, not a retry: each turn reads the next page and
+        // the loop ends on the last one; a failed page fails the whole call
+        // (retrying is the caller's requeue).
         loop {
             let data = self.gql(&q, json!({"workspaceId": self.workspace_id, "after": after})).await?;
             let conn = &data["projects"];
@@ -292,7 +284,7 @@ impl RailwayClient {
     pub async fn create_environment(&self, project: &str, name: &str) -> Result<RailwayEnvironment, ProviderError> {
         let q = "mutation environmentCreate($input: EnvironmentCreateInput!) { environmentCreate(input: $input) { id name } }";
         let mut data = self.gql(q, json!({"input": {"projectId": project, "name": name}})).await?;
-        decode(data["environmentCreate"].take(), "environment")
+        decode(P, data["environmentCreate"].take(), "environment")
     }
 
     /// `environments(projectId)`.
@@ -302,7 +294,7 @@ impl RailwayClient {
     pub async fn environments(&self, project: &str) -> Result<Vec<RailwayEnvironment>, ProviderError> {
         let q = "query environments($projectId: String!) { environments(projectId: $projectId) { edges { node { id name } } } }";
         let data = self.gql(q, json!({"projectId": project})).await?;
-        nodes(&data["environments"]).into_iter().map(|e| decode(e, "environment")).collect()
+        nodes(&data["environments"]).into_iter().map(|e| decode(P, e, "environment")).collect()
     }
 
     /// `serviceCreate` from `image` with every variable set at creation, so
@@ -322,7 +314,7 @@ impl RailwayClient {
         let input = json!({"projectId": project, "environmentId": environment, "name": name,
             "source": {"image": image}, "variables": variables});
         let mut data = self.gql(q, json!({"input": input})).await?;
-        decode(data["serviceCreate"].take(), "service")
+        decode(P, data["serviceCreate"].take(), "service")
     }
 
     /// `service(id)`; `None` when it does not exist.
@@ -331,7 +323,7 @@ impl RailwayClient {
     /// Any [`ProviderError`] but not-found.
     pub async fn get_service(&self, id: &str) -> Result<Option<RailwayService>, ProviderError> {
         let q = "query service($id: String!) { service(id: $id) { id name projectId } }";
-        not_found_to_none(async { decode(self.gql(q, json!({"id": id})).await?["service"].take(), "service") }.await)
+        not_found_to_none(async { decode(P, self.gql(q, json!({"id": id})).await?["service"].take(), "service") }.await)
     }
 
     /// The services of `project` named exactly `name`.
@@ -342,8 +334,10 @@ impl RailwayClient {
         let q =
             "query project($id: String!) { project(id: $id) { services { edges { node { id name projectId } } } } }";
         let data = self.gql(q, json!({"id": project})).await?;
-        let all: Vec<RailwayService> =
-            nodes(&data["project"]["services"]).into_iter().map(|s| decode(s, "service")).collect::<Result<_, _>>()?;
+        let all: Vec<RailwayService> = nodes(&data["project"]["services"])
+            .into_iter()
+            .map(|s| decode(P, s, "service"))
+            .collect::<Result<_, _>>()?;
         Ok(all.into_iter().filter(|s| s.name == name).collect())
     }
 
@@ -386,10 +380,14 @@ impl RailwayClient {
             .and_then(|i| i.pointer("/source/image").and_then(Value::as_str).map(str::to_string));
         Ok(Some(ServiceSnapshot {
             image,
-            deployment: nodes(&data["deployments"]).into_iter().next().map(|d| decode(d, "deployment")).transpose()?,
-            domains: decode(data["domains"]["serviceDomains"].take(), "domains")?,
-            variables: decode(data["variables"].take(), "variables")?,
-            service: decode(data["service"].take(), "service")?,
+            deployment: nodes(&data["deployments"])
+                .into_iter()
+                .next()
+                .map(|d| decode(P, d, "deployment"))
+                .transpose()?,
+            domains: decode(P, data["domains"]["serviceDomains"].take(), "domains")?,
+            variables: decode(P, data["variables"].take(), "variables")?,
+            service: decode(P, data["service"].take(), "service")?,
         }))
     }
 
@@ -446,7 +444,7 @@ impl RailwayClient {
         let q = "query variables($projectId: String!, $environmentId: String!, $serviceId: String) { variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) }";
         let mut data =
             self.gql(q, json!({"projectId": project, "environmentId": environment, "serviceId": service})).await?;
-        decode(data["variables"].take(), "variables")
+        decode(P, data["variables"].take(), "variables")
     }
 
     /// `serviceInstanceDeployV2`: starts a deployment and returns its id.
@@ -469,7 +467,7 @@ impl RailwayClient {
     pub async fn deployment(&self, id: &str) -> Result<Option<RailwayDeployment>, ProviderError> {
         let q = "query deployment($id: String!) { deployment(id: $id) { id status url serviceId environmentId } }";
         not_found_to_none(
-            async { decode(self.gql(q, json!({"id": id})).await?["deployment"].take(), "deployment") }.await,
+            async { decode(P, self.gql(q, json!({"id": id})).await?["deployment"].take(), "deployment") }.await,
         )
     }
 
@@ -486,7 +484,7 @@ impl RailwayClient {
         let q = "query deployments($input: DeploymentListInput!) { deployments(input: $input, first: 1) { edges { node { id status url serviceId environmentId } } } }";
         let input = json!({"projectId": project, "environmentId": environment, "serviceId": service});
         let data = self.gql(q, json!({"input": input})).await?;
-        nodes(&data["deployments"]).into_iter().next().map(|d| decode(d, "deployment")).transpose()
+        nodes(&data["deployments"]).into_iter().next().map(|d| decode(P, d, "deployment")).transpose()
     }
 
     /// `serviceDomainCreate`: a generated `*.up.railway.app` domain.
@@ -502,7 +500,7 @@ impl RailwayClient {
         let q = "mutation serviceDomainCreate($input: ServiceDomainCreateInput!) { serviceDomainCreate(input: $input) { id domain targetPort } }";
         let input = json!({"serviceId": service, "environmentId": environment, "targetPort": target_port});
         let mut data = self.gql(q, json!({"input": input})).await?;
-        decode(data["serviceDomainCreate"].take(), "domain")
+        decode(P, data["serviceDomainCreate"].take(), "domain")
     }
 
     /// `domains(...)`: the service's generated domains.
@@ -518,7 +516,7 @@ impl RailwayClient {
         let q = "query domains($projectId: String!, $environmentId: String!, $serviceId: String!) { domains(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) { serviceDomains { id domain targetPort } } }";
         let mut data =
             self.gql(q, json!({"projectId": project, "environmentId": environment, "serviceId": service})).await?;
-        decode(data["domains"]["serviceDomains"].take(), "domains")
+        decode(P, data["domains"]["serviceDomains"].take(), "domains")
     }
 }
 

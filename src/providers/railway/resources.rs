@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{DeploymentPhase, RailwayClient, RailwayDeployment, RailwayProject, RailwayService, ServiceSnapshot};
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, Platform, ProviderError, single};
+use crate::platform::Platform;
+use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker};
 
 /// The environment every Winston service runs in.
 pub const ENVIRONMENT: &str = "production";
@@ -37,16 +38,13 @@ impl ExternalResource for RailwayProjects {
         spec: &RailwayProjectSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<RailwayProjectState>, ProviderError> {
-        let project = match known_id {
-            Some(id) => self.0.get_project(id).await?,
-            None => match single(
-                self.0.find_projects(&spec.marker.name()).await?.into_iter().map(|p| (p.id.clone(), p)).collect(),
-            ) {
-                Ok(found) => found.map(|(_, p)| p),
-                Err(ids) => return Ok(Observation::Ambiguous { ids }),
-            },
+        let name = spec.marker.name();
+        let by_id = |id| self.0.get_project(id);
+        let by_marker = self.0.find_projects(&name);
+        let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &RailwayProject| &p.id).await? {
+            Ok(project) => project,
+            Err(settled) => return Ok(settled),
         };
-        let Some(project) = project else { return Ok(Observation::Absent) };
         let env = project.environments.iter().find(|e| e.name == ENVIRONMENT).map(|e| e.id.clone());
         let up_to_date = env.is_some();
         Ok(Observation::Ready {
@@ -124,16 +122,15 @@ impl ExternalResource for RailwayServices {
         spec: &RailwayServiceSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<RailwayServiceState>, ProviderError> {
-        let id = match known_id {
-            Some(id) => id.to_string(),
-            None => {
-                let found = self.0.find_services(&spec.project_id, &spec.marker.name()).await?;
-                match single(found.into_iter().map(|s| (s.id.clone(), s)).collect()) {
-                    Ok(Some((id, _))) => id,
-                    Ok(None) => return Ok(Observation::Absent),
-                    Err(ids) => return Ok(Observation::Ambiguous { ids }),
-                }
-            }
+        // Only the id is looked up here: the snapshot below reads the rest.
+        let by_id = |id: &str| std::future::ready(Ok(Some(id.to_string())));
+        let by_marker = async {
+            let found = self.0.find_services(&spec.project_id, &spec.marker.name()).await?;
+            Ok(found.into_iter().map(|s| s.id).collect())
+        };
+        let id = match find_by_id_or_marker(known_id, by_id, by_marker, String::as_str).await? {
+            Ok(id) => id,
+            Err(settled) => return Ok(settled),
         };
         let Some(snap) = self.0.service_snapshot(&spec.project_id, &spec.environment_id, &id).await? else {
             return Ok(Observation::Absent);

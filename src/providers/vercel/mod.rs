@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::PlatformConfig;
-use super::error::{Platform, ProviderError};
-use super::http::Http;
+use super::error::{ProviderError, not_found_to_none};
+use super::http::{Http, decode, segment};
+use crate::platform::Platform;
 
 const P: Platform = Platform::Vercel;
 
@@ -149,10 +150,6 @@ pub struct VercelClient {
     team_id: Option<String>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, ProviderError> {
-    serde_json::from_value(v).map_err(|e| ProviderError::Decode { platform: P, message: format!("{what}: {e}") })
-}
-
 /// Decodes a deployment from `GET /v13/deployments/{id}` or from the
 /// `/v6/deployments` list, whose items name the id `uid` and the state `state`.
 fn deployment_from(mut v: Value) -> Result<VercelDeployment, ProviderError> {
@@ -163,19 +160,7 @@ fn deployment_from(mut v: Value) -> Result<VercelDeployment, ProviderError> {
             v[want] = x;
         }
     }
-    decode(v, "deployment")
-}
-
-fn not_found_to_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn enc(s: &str) -> String {
-    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
+    decode(P, v, "deployment")
 }
 
 impl VercelClient {
@@ -222,7 +207,7 @@ impl VercelClient {
         if let Some(g) = git {
             body["gitRepository"] = json!({"type": g.provider, "repo": format!("{}/{}", g.org, g.repo)});
         }
-        decode(self.call(Method::POST, "/v11/projects", &[], Some(&body)).await?, "project")
+        decode(P, self.call(Method::POST, "/v11/projects", &[], Some(&body)).await?, "project")
     }
 
     /// `GET /v10/projects/{idOrName}`; `None` when absent.
@@ -230,8 +215,8 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn get_project(&self, id_or_name: &str) -> Result<Option<VercelProject>, ProviderError> {
-        let path = format!("/v10/projects/{}", enc(id_or_name));
-        not_found_to_none(async { decode(self.call(Method::GET, &path, &[], None).await?, "project") }.await)
+        let path = format!("/v10/projects/{}", segment(id_or_name));
+        not_found_to_none(async { decode(P, self.call(Method::GET, &path, &[], None).await?, "project") }.await)
     }
 
     /// `DELETE /v9/projects/{idOrName}` (env and deployments go with it);
@@ -240,7 +225,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn delete_project(&self, id_or_name: &str) -> Result<bool, ProviderError> {
-        let path = format!("/v9/projects/{}", enc(id_or_name));
+        let path = format!("/v9/projects/{}", segment(id_or_name));
         Ok(not_found_to_none(self.call(Method::DELETE, &path, &[], None).await)?.is_some())
     }
 
@@ -251,7 +236,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] for the call as a whole.
     pub async fn upsert_env(&self, project: &str, vars: &[EnvInput]) -> Result<Vec<EnvFailure>, ProviderError> {
-        let path = format!("/v10/projects/{}/env", enc(project));
+        let path = format!("/v10/projects/{}/env", segment(project));
         let body = serde_json::to_value(vars)
             .map_err(|e| ProviderError::Decode { platform: P, message: format!("env body: {e}") })?;
         let reply = self.call(Method::POST, &path, &[("upsert", "true".into())], Some(&body)).await?;
@@ -275,8 +260,8 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn list_env(&self, project: &str) -> Result<Vec<VercelEnv>, ProviderError> {
-        let path = format!("/v9/projects/{}/env", enc(project));
-        decode(self.call(Method::GET, &path, &[], None).await?.get("envs").cloned().unwrap_or(json!([])), "envs")
+        let path = format!("/v9/projects/{}/env", segment(project));
+        decode(P, self.call(Method::GET, &path, &[], None).await?.get("envs").cloned().unwrap_or(json!([])), "envs")
     }
 
     /// `POST /v13/deployments` from `git` for `project` (`target` e.g.
@@ -301,7 +286,7 @@ impl VercelClient {
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn get_deployment(&self, id: &str) -> Result<Option<VercelDeployment>, ProviderError> {
-        let path = format!("/v13/deployments/{}", enc(id));
+        let path = format!("/v13/deployments/{}", segment(id));
         not_found_to_none(async { deployment_from(self.call(Method::GET, &path, &[], None).await?) }.await)
     }
 
@@ -316,7 +301,7 @@ impl VercelClient {
     ) -> Result<Option<VercelDeployment>, ProviderError> {
         let q = [("projectId", project_id.to_string()), ("target", target.to_string()), ("limit", "1".to_string())];
         let body = self.call(Method::GET, "/v6/deployments", &q, None).await?;
-        let list: Vec<Value> = decode(body.get("deployments").cloned().unwrap_or(json!([])), "deployments")?;
+        let list: Vec<Value> = decode(P, body.get("deployments").cloned().unwrap_or(json!([])), "deployments")?;
         list.into_iter().next().map(deployment_from).transpose()
     }
 }

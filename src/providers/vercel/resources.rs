@@ -13,7 +13,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{DeploymentPhase, EnvInput, GitSource, VercelClient, VercelDeployment, VercelProject};
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, Platform, ProviderError};
+use crate::platform::Platform;
+use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker};
 
 /// The deployment target Winston deploys to.
 pub const TARGET: &str = "production";
@@ -116,9 +117,12 @@ impl ExternalResource for VercelFrontends {
         spec: &VercelFrontendSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<VercelFrontendState>, ProviderError> {
-        let name = spec.marker.name();
-        let Some(project) = self.0.get_project(known_id.unwrap_or(&name)).await? else {
-            return Ok(Observation::Absent);
+        // Vercel names are unique per scope: the marker lookup is one read by name.
+        let by_id = |id| self.0.get_project(id);
+        let by_marker = async { Ok(self.0.get_project(&spec.marker.name()).await?.into_iter().collect()) };
+        let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &VercelProject| &p.id).await? {
+            Ok(project) => project,
+            Err(settled) => return Ok(settled),
         };
         let id = project.id.clone();
         let deployment = self.0.latest_deployment(&id, TARGET).await?;
