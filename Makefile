@@ -51,6 +51,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
+.PHONY: deps-check
+deps-check: ## Fail on a declared crate nothing uses (cargo-machete, built once and cached in ~/.cache/winston)
+	@"$$(scripts/cargo-machete-path)"
+
 .PHONY: crds-check
 crds-check: ## Fail when crds/ differs from `winston crds`
 	@tmp=$$(mktemp -d); $(CARGO) run --quiet -- crds --out-dir $$tmp; \
@@ -85,7 +89,7 @@ bench: controlplane ## Benchmarks (release build, not tests): proxy latency/thro
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench provisioning
 
 .PHONY: test
-test: prereqs fmt-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, clippy, CRD drift, chart lint, manifests drift, all tests
+test: prereqs fmt-check deps-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, unused crates, clippy, CRD drift, chart lint, manifests drift, all tests
 	$(CARGO) test --all-targets
 
 .PHONY: emulator

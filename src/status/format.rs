@@ -1,6 +1,7 @@
 //! Small pure formatters of `winston status`: durations, ages, credit
 //! amounts, progress bars and optional ANSI colour.
 use chrono::{DateTime, TimeDelta, Utc};
+use unicode_width::UnicodeWidthStr;
 
 /// A duration for people: `850ms`, `12.3s`, `4m05s`, `1h02m`, `3d04h`.
 #[must_use]
@@ -52,10 +53,12 @@ pub fn bar(done: usize, total: usize, width: usize) -> String {
     format!("{}{}", "■".repeat(filled), "□".repeat(width - filled))
 }
 
-/// Display width of `s` in a terminal cell grid (every char here is one cell).
+/// Display width of `s` in terminal cells: two for a wide character (CJK,
+/// most emoji), none for a combining mark, one for the rest. Ambiguous-width
+/// characters (the bar's `■`, `·`) count one, as in a non-CJK locale.
 #[must_use]
 pub fn width(s: &str) -> usize {
-    s.chars().count()
+    s.width()
 }
 
 /// `s` padded with spaces to `w` cells.
@@ -148,5 +151,16 @@ mod tests {
         assert_eq!(Style { color: true }.paint(Tone::Bad, "x"), "\x1b[31mx\x1b[0m");
         assert_eq!(Style { color: true }.paint(Tone::Plain, "x"), "x");
         assert_eq!(pad("■□", 4), "■□  ");
+    }
+
+    #[test]
+    fn wide_characters_take_two_cells() {
+        // Counting chars gives 4 for 山田商店 and 1 for 🦷, and pads 東京 with four spaces.
+        assert_eq!(width("山田商店"), 8);
+        assert_eq!(width("🦷"), 2);
+        assert_eq!(width("e\u{301}"), 1, "a combining accent takes no cell");
+        assert_eq!(width("✓ ● · – ■□"), 10);
+        assert_eq!(pad("東京", 6), "東京  ");
+        assert_eq!(pad("🦷 care", 8), "🦷 care ");
     }
 }

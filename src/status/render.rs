@@ -10,6 +10,7 @@ use kube::ResourceExt;
 
 use super::format::{self, Style, Tone};
 use super::model::TenantView;
+use crate::api::conditions::{find, is_true};
 use crate::api::tenant_instance::{StepState, StepStatus};
 use crate::api::{Phase, TenantInstance};
 use crate::names;
@@ -136,7 +137,7 @@ fn instance(i: &TenantInstance, now: DateTime<Utc>, style: Style) -> String {
     if status.steps.is_empty() {
         out.push_str(&format!("    {}\n", style.paint(Tone::Quiet, "no steps reported yet")));
     }
-    let name_w = status.steps.iter().map(|s| s.name.as_str().len()).max().unwrap_or(0);
+    let name_w = status.steps.iter().map(|s| format::width(s.name.as_str())).max().unwrap_or(0);
     for s in &status.steps {
         out.push_str(&step(s, name_w, now, style));
     }
@@ -332,18 +333,14 @@ fn conditions_of(i: &TenantInstance) -> &[Condition] {
     i.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
 }
 
-fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
-}
-
 /// What needs a person's attention: Stalled (red), else a not-Ready reason.
+/// (A status holds one condition per type: `api::conditions::merge` writes them.)
 fn attention(conditions: &[Condition]) -> Option<(String, Tone)> {
-    if let Some(c) = conditions.iter().find(|c| c.type_ == names::COND_STALLED && c.status == "True") {
+    if let Some(c) = find(conditions, names::COND_STALLED).filter(|c| c.status == "True") {
         return Some((format!("stalled: {} ({})", c.message, c.reason), Tone::Bad));
     }
-    conditions
-        .iter()
-        .find(|c| c.type_ == names::COND_READY && c.status != "True" && !c.message.is_empty())
+    find(conditions, names::COND_READY)
+        .filter(|c| c.status != "True" && !c.message.is_empty())
         .map(|c| (format!("waiting: {}", c.message), Tone::Quiet))
 }
 
@@ -451,6 +448,35 @@ zoo        bella        growth   Ready         2/2    -             1,200 (low) 
         assert_eq!(table(&views, true, now(), PLAIN), want);
         let without = table(&views[..1], false, now(), PLAIN);
         assert!(without.starts_with("TENANT ") && without.contains("\nacme-dental  starter"), "{without}");
+    }
+
+    #[test]
+    fn columns_line_up_in_terminal_cells_with_wide_characters() {
+        // A Japanese plan name (山田 pays for プレミアム) and an emoji domain:
+        // each of these characters takes two cells, so counting chars
+        // would pad them one space short per character and shift every
+        // column after them.
+        let mut yamada = tenant("shop", "yamada", "プレミアム");
+        yamada.spec.profile.display_name = "山田歯科 🦷".into();
+        yamada.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "phase": "Ready", "readyInstances": "1/1", "url": "https://🦷.example",
+                "credits": {"ledger": "yamada", "balance": 7, "low": false, "exhausted": false}
+            }))
+            .unwrap(),
+        );
+        let views = group(vec![yamada, tenant("shop", "zeta", "free")], vec![], vec![]);
+        let want = "\
+TENANT  PLAN        PHASE    READY  PROGRESS  CREDITS  URL                 AGE
+yamada  プレミアム  Ready    1/1    -         7        https://🦷.example  5m
+zeta    free        Pending  0/1    -         -        -                   5m
+";
+        assert_eq!(table(&views, false, now(), PLAIN), want);
+        let detail = detail(&views[0], now(), PLAIN);
+        assert!(
+            detail.starts_with("yamada  namespace shop\n  山田歯科 🦷 · plan プレミアム · Ready · 1/1"),
+            "{detail}"
+        );
     }
 
     #[test]
