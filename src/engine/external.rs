@@ -6,11 +6,11 @@
 //! ever deleted automatically. Nothing here waits for a platform: long
 //! operations come back as [`Converged::Waiting`] and are polled by requeue.
 //!
-//! Where each object's id lives in the status is said once, by its [`Slot`].
+//! Where each object's id lives in the status is said once, by [`Object`].
 use super::EngineError;
 use super::record::Recorder;
 use crate::api::StepName;
-use crate::api::tenant_instance::{ExternalIds, NeonIds, RailwayIds, SupabaseIds, VercelIds};
+use crate::api::tenant_instance::{ExternalIds, SupabaseIds};
 use crate::providers::{Applied, ExternalResource, Observation};
 
 /// Where the object stands after one pass.
@@ -22,30 +22,77 @@ pub enum Converged<O> {
     Waiting { id: String, message: String },
 }
 
-/// One kind of external object of an instance: the step that owns it,
-/// where its id lives in `status.external`, and whether a failed object is
-/// deployed again.
-pub struct Slot {
-    pub step: StepName,
-    /// The recorded id.
-    pub get: fn(&ExternalIds) -> Option<&str>,
-    /// Records an id (`None` forgets it), resetting what belonged to the old one.
-    pub set: fn(&mut ExternalIds, Option<&str>),
-    /// A failed object (a failed deployment) is asked to deploy again, once
-    /// per backoff period since the failure still fails the pass.
-    pub redeploy: bool,
+/// The external objects of an instance. Each belongs to a step, has its
+/// id in one place of `status.external`, and may be deployed again when it
+/// failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Object {
+    NeonProject,
+    SupabaseProject,
+    RailwayProject,
+    RailwayService,
+    VercelProject,
+    WelcomeEmail,
 }
 
-impl Slot {
+impl Object {
+    /// The step that converges the object.
+    #[must_use]
+    pub fn step(self) -> StepName {
+        match self {
+            Self::NeonProject | Self::SupabaseProject => StepName::Database,
+            Self::RailwayProject | Self::RailwayService => StepName::Service,
+            Self::VercelProject => StepName::Frontend,
+            Self::WelcomeEmail => StepName::Notify,
+        }
+    }
+
+    /// A failed object (a failed deployment) is asked to deploy again, once
+    /// per backoff period since the failure still fails the pass.
+    #[must_use]
+    pub fn redeploys(self) -> bool {
+        matches!(self, Self::RailwayService | Self::VercelProject)
+    }
+
     /// The id recorded in `ext` (a status's `external`).
     #[must_use]
-    pub fn known(&self, ext: Option<&ExternalIds>) -> Option<String> {
-        ext.and_then(self.get).map(str::to_string)
+    pub fn known(self, ext: Option<&ExternalIds>) -> Option<String> {
+        let ext = ext?;
+        let id = match self {
+            Self::NeonProject => ext.neon.as_ref()?.project_id.as_ref(),
+            Self::SupabaseProject => ext.supabase.as_ref()?.project_ref.as_ref(),
+            Self::RailwayProject => ext.railway.as_ref()?.project_id.as_ref(),
+            Self::RailwayService => ext.railway.as_ref()?.service_id.as_ref(),
+            Self::VercelProject => ext.vercel.as_ref()?.project_id.as_ref(),
+            Self::WelcomeEmail => ext.welcome_email_id.as_ref(),
+        };
+        id.cloned()
+    }
+
+    /// Records `id` in `ext` (`None` forgets it), resetting what belonged
+    /// to the old one: a new project makes every other id of its platform
+    /// stale, a new Railway service its deployment and domain.
+    pub fn set(self, ext: &mut ExternalIds, id: Option<&str>) {
+        match self {
+            Self::NeonProject => renew(&mut ext.neon, id, |n| &mut n.project_id),
+            Self::SupabaseProject => ext.supabase = id.map(|i| SupabaseIds { project_ref: Some(i.to_string()) }),
+            Self::RailwayProject => renew(&mut ext.railway, id, |r| &mut r.project_id),
+            Self::RailwayService => {
+                let ids = ext.railway.get_or_insert_default();
+                if ids.service_id.as_deref() != id {
+                    ids.service_id = id.map(str::to_string);
+                    ids.deployment_id = None;
+                    ids.domain = None;
+                }
+            }
+            Self::VercelProject => renew(&mut ext.vercel, id, |v| &mut v.project_id),
+            Self::WelcomeEmail => ext.welcome_email_id = id.map(str::to_string),
+        }
     }
 }
 
 /// Records the project `id` in a platform's `ids`; a different project
-/// makes every other id of that platform stale, so they are reset.
+/// resets every other id of the platform.
 fn renew<T: Default>(ids: &mut Option<T>, id: Option<&str>, project: fn(&mut T) -> &mut Option<String>) {
     let ids = ids.get_or_insert_default();
     if project(ids).as_deref() != id {
@@ -54,97 +101,41 @@ fn renew<T: Default>(ids: &mut Option<T>, id: Option<&str>, project: fn(&mut T) 
     }
 }
 
-/// The Neon project of the `database` step.
-pub const NEON_PROJECT: Slot = Slot {
-    step: StepName::Database,
-    get: |e| e.neon.as_ref()?.project_id.as_deref(),
-    set: |e, id| renew(&mut e.neon, id, |n: &mut NeonIds| &mut n.project_id),
-    redeploy: false,
-};
-
-/// The Supabase project of the `database` step.
-pub const SUPABASE_PROJECT: Slot = Slot {
-    step: StepName::Database,
-    get: |e| e.supabase.as_ref()?.project_ref.as_deref(),
-    set: |e, id| e.supabase = id.map(|i| SupabaseIds { project_ref: Some(i.to_string()) }),
-    redeploy: false,
-};
-
-/// The Railway project of the `service` step.
-pub const RAILWAY_PROJECT: Slot = Slot {
-    step: StepName::Service,
-    get: |e| e.railway.as_ref()?.project_id.as_deref(),
-    set: |e, id| renew(&mut e.railway, id, |r: &mut RailwayIds| &mut r.project_id),
-    redeploy: false,
-};
-
-/// The Railway service of the `service` step; a new service forgets the
-/// old one's deployment and domain.
-pub const RAILWAY_SERVICE: Slot = Slot {
-    step: StepName::Service,
-    get: |e| e.railway.as_ref()?.service_id.as_deref(),
-    set: |e, id| {
-        let ids = e.railway.get_or_insert_default();
-        if ids.service_id.as_deref() != id {
-            ids.service_id = id.map(str::to_string);
-            ids.deployment_id = None;
-            ids.domain = None;
-        }
-    },
-    redeploy: true,
-};
-
-/// The Vercel project of the `frontend` step.
-pub const VERCEL_PROJECT: Slot = Slot {
-    step: StepName::Frontend,
-    get: |e| e.vercel.as_ref()?.project_id.as_deref(),
-    set: |e, id| renew(&mut e.vercel, id, |v: &mut VercelIds| &mut v.project_id),
-    redeploy: true,
-};
-
-/// The welcome email of the `notify` step.
-pub const WELCOME_EMAIL: Slot = Slot {
-    step: StepName::Notify,
-    get: |e| e.welcome_email_id.as_deref(),
-    set: |e, id| e.welcome_email_id = id.map(str::to_string),
-    redeploy: false,
-};
-
-/// One pass over the object in `slot` carrying `marker`: observe, then
+/// One pass over `object` carrying `marker`: observe, then
 /// adopt, update or create.
 ///
 /// # Errors
 /// Provider errors (classified by the caller), status write failures,
 /// `AmbiguousObjects` for more than one object with the marker and
 /// `ObjectFailed` for an object in a terminal failed state (after asking
-/// for a redeploy when the slot says so).
+/// for a redeploy when the object redeploys).
 pub async fn converge<R: ExternalResource>(
     resource: &R,
     spec: &R::Spec,
-    slot: &Slot,
+    object: Object,
     marker: &str,
     rec: &mut Recorder<'_>,
 ) -> Result<Converged<R::Observed>, EngineError> {
-    let known = slot.known(rec.status.external.as_ref());
+    let known = object.known(rec.status.external.as_ref());
     let known = known.as_deref();
-    match observe(resource, spec, slot, known, rec).await? {
-        Observation::Absent => create(resource, spec, slot, marker, known, rec).await,
+    match observe(resource, spec, object, known, rec).await? {
+        Observation::Absent => create(resource, spec, object, marker, known, rec).await,
         Observation::Ambiguous { ids } => {
-            Err(EngineError::AmbiguousObjects { step: slot.step, marker: marker.to_string(), ids })
+            Err(EngineError::AmbiguousObjects { step: object.step(), marker: marker.to_string(), ids })
         }
         Observation::Failed { id, reason } => {
-            remember(rec, slot, &id, known).await?;
-            if slot.redeploy {
+            remember(rec, object, &id, known).await?;
+            if object.redeploys() {
                 resource.update(&id, spec).await?;
             }
-            Err(EngineError::ObjectFailed { step: slot.step, id, reason, redeploying: slot.redeploy })
+            Err(EngineError::ObjectFailed { step: object.step(), id, reason, redeploying: object.redeploys() })
         }
         Observation::InProgress { id, operation_id } => {
-            remember(rec, slot, &id, known).await?;
+            remember(rec, object, &id, known).await?;
             Ok(Converged::Waiting { id, message: format!("waiting for operation {operation_id}") })
         }
         Observation::Ready { id, observed, up_to_date } => {
-            remember(rec, slot, &id, known).await?;
+            remember(rec, object, &id, known).await?;
             if up_to_date {
                 return Ok(Converged::Ready { id, observed });
             }
@@ -153,18 +144,18 @@ pub async fn converge<R: ExternalResource>(
     }
 }
 
-/// What the platform holds for the slot. With no id and no create ever
+/// What the platform holds for the object. With no id and no create ever
 /// announced (announcing is a conditional status write that precedes every
 /// create) there is nothing to adopt: the search, which on Railway pages
 /// through every project of the workspace, is skipped.
 async fn observe<R: ExternalResource>(
     resource: &R,
     spec: &R::Spec,
-    slot: &Slot,
+    object: Object,
     known: Option<&str>,
     rec: &Recorder<'_>,
 ) -> Result<Observation<R::Observed>, EngineError> {
-    if known.is_none() && rec.pending(slot.step).is_none() {
+    if known.is_none() && rec.pending(object.step()).is_none() {
         return Ok(Observation::Absent);
     }
     Ok(resource.observe(spec, known).await?)
@@ -175,18 +166,18 @@ async fn observe<R: ExternalResource>(
 async fn create<R: ExternalResource>(
     resource: &R,
     spec: &R::Spec,
-    slot: &Slot,
+    object: Object,
     marker: &str,
     known: Option<&str>,
     rec: &mut Recorder<'_>,
 ) -> Result<Converged<R::Observed>, EngineError> {
     if known.is_some() {
-        (slot.set)(rec.status.external.get_or_insert_default(), None);
+        object.set(rec.status.external.get_or_insert_default(), None);
     }
-    rec.announce(slot.step, marker).await?;
+    rec.announce(object.step(), marker).await?;
     let created = resource.create(spec).await?;
-    (slot.set)(rec.status.external.get_or_insert_default(), Some(&created.id));
-    rec.settle(slot.step);
+    object.set(rec.status.external.get_or_insert_default(), Some(&created.id));
+    rec.settle(object.step());
     rec.flush().await?;
     let message = match created.operation_id {
         Some(op) => format!("created {}; waiting for operation {op}", created.id),
@@ -213,11 +204,82 @@ async fn update<R: ExternalResource>(
 /// changes nothing: a pending marker beside it belongs to the step's next
 /// object (the Railway service after its project) and must survive until
 /// that object is found or created.
-async fn remember(rec: &mut Recorder<'_>, slot: &Slot, id: &str, known: Option<&str>) -> Result<(), EngineError> {
+async fn remember(rec: &mut Recorder<'_>, object: Object, id: &str, known: Option<&str>) -> Result<(), EngineError> {
     if known != Some(id) {
-        (slot.set)(rec.status.external.get_or_insert_default(), Some(id));
-        rec.settle(slot.step);
+        object.set(rec.status.external.get_or_insert_default(), Some(id));
+        rec.settle(object.step());
         rec.flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::tenant_instance::{NeonIds, RailwayIds};
+
+    fn railway(project: &str, service: &str) -> ExternalIds {
+        ExternalIds {
+            railway: Some(RailwayIds {
+                project_id: Some(project.into()),
+                environment_id: Some("env".into()),
+                service_id: Some(service.into()),
+                deployment_id: Some("dep".into()),
+                domain: Some("x.up.railway.app".into()),
+            }),
+            ..ExternalIds::default()
+        }
+    }
+
+    #[test]
+    fn every_object_reads_back_what_it_records() {
+        for object in [
+            Object::NeonProject,
+            Object::SupabaseProject,
+            Object::RailwayProject,
+            Object::RailwayService,
+            Object::VercelProject,
+            Object::WelcomeEmail,
+        ] {
+            let mut ext = ExternalIds::default();
+            assert_eq!(object.known(None), None);
+            object.set(&mut ext, Some("id-1"));
+            assert_eq!(object.known(Some(&ext)).as_deref(), Some("id-1"), "{object:?}");
+            object.set(&mut ext, None);
+            assert_eq!(object.known(Some(&ext)), None, "{object:?} forgets");
+        }
+    }
+
+    #[test]
+    fn a_new_id_resets_what_belonged_to_the_old_one() {
+        // (object, new id, what is left of the Railway ids)
+        let rows = [
+            (Object::RailwayProject, "p", railway("p", "s").railway),
+            (Object::RailwayProject, "p2", Some(RailwayIds { project_id: Some("p2".into()), ..RailwayIds::default() })),
+            (Object::RailwayService, "s", railway("p", "s").railway),
+            (
+                Object::RailwayService,
+                "s2",
+                Some(RailwayIds {
+                    project_id: Some("p".into()),
+                    environment_id: Some("env".into()),
+                    service_id: Some("s2".into()),
+                    ..RailwayIds::default()
+                }),
+            ),
+        ];
+        for (object, id, want) in rows {
+            let mut ext = railway("p", "s");
+            object.set(&mut ext, Some(id));
+            assert_eq!(ext.railway, want, "{object:?} {id}");
+        }
+        let mut ext = ExternalIds {
+            neon: Some(NeonIds { project_id: Some("n".into()), role_name: Some("r".into()), ..NeonIds::default() }),
+            ..ExternalIds::default()
+        };
+        Object::NeonProject.set(&mut ext, Some("n2"));
+        assert_eq!(ext.neon, Some(NeonIds { project_id: Some("n2".into()), ..NeonIds::default() }));
+        assert!(Object::RailwayService.redeploys() && Object::VercelProject.redeploys());
+        assert!(!Object::NeonProject.redeploys());
+    }
 }

@@ -3,7 +3,7 @@
 //! gateway token as environment, polled until READY with its alias.
 use std::collections::BTreeMap;
 
-use super::external::{Converged, VERCEL_PROJECT};
+use super::external::{Converged, Object};
 use super::steps::{Pass, StepResult};
 use super::{Engine, EngineError};
 use crate::api::tenant_instance::VercelIds;
@@ -41,7 +41,7 @@ fn spec(pass: &Pass<'_>) -> Result<VercelFrontendSpec, EngineError> {
 pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
     let spec = spec(pass)?;
     let res = VercelFrontends(pass.engine.providers.vercel.clone());
-    match pass.converge(&res, &spec, &VERCEL_PROJECT).await? {
+    match pass.converge(&res, &spec, Object::VercelProject).await? {
         Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("frontend: {message}"))),
         Converged::Ready { id, observed } => {
             let ids = pass.rec.status.external.get_or_insert_default().vercel.get_or_insert_default();

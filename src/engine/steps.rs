@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
 use super::credentials::{self, Credentials};
-use super::external::{self, Converged, NEON_PROJECT, RAILWAY_PROJECT, RAILWAY_SERVICE, Slot, WELCOME_EMAIL};
+use super::external::{self, Converged, Object};
 use super::record::Recorder;
 use super::workspace::{self, Workspace};
 use super::{Deps, Engine, EngineError, schema};
@@ -81,19 +81,19 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Converges the object of `slot` (see [`external::converge`]).
+    /// Converges `object` (see [`external::converge`]).
     pub(super) async fn converge<R: ExternalResource>(
         &mut self,
         resource: &R,
         spec: &R::Spec,
-        slot: &Slot,
+        object: Object,
     ) -> Result<Converged<R::Observed>, EngineError> {
-        external::converge(resource, spec, slot, &self.marker.name(), &mut self.rec).await
+        external::converge(resource, spec, object, &self.marker.name(), &mut self.rec).await
     }
 
-    /// The id `slot` holds in the status.
-    pub(super) fn known(&self, slot: &Slot) -> Option<String> {
-        slot.known(self.rec.status.external.as_ref())
+    /// The id of `object` recorded in the status.
+    pub(super) fn known(&self, object: Object) -> Option<String> {
+        object.known(self.rec.status.external.as_ref())
     }
 
     fn neon_ids(&mut self) -> &mut NeonIds {
@@ -113,7 +113,7 @@ impl<'a> Pass<'a> {
         let pg = db.postgres_version.and_then(|v| u64::try_from(v).ok()).unwrap_or(self.engine.args.postgres_version);
         let spec = NeonProjectSpec::new(self.marker.clone(), &region, pg);
         let res = NeonProjects(self.engine.providers.neon.clone());
-        let (project_id, uri) = match self.converge(&res, &spec, &NEON_PROJECT).await? {
+        let (project_id, uri) = match self.converge(&res, &spec, Object::NeonProject).await? {
             Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(message)),
             Converged::Ready { id, observed } => (id, observed.connection_uri),
         };
@@ -176,7 +176,7 @@ impl<'a> Pass<'a> {
         self.railway_ids().environment_id = Some(environment_id.clone());
         let spec = self.service_spec(project_id, environment_id)?;
         let services = RailwayServices(self.engine.providers.railway.clone());
-        match self.converge(&services, &spec, &RAILWAY_SERVICE).await? {
+        match self.converge(&services, &spec, Object::RailwayService).await? {
             Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("service: {message}"))),
             Converged::Ready { id, observed } => Ok(self.service_deployed(&id, observed)),
         }
@@ -185,7 +185,7 @@ impl<'a> Pass<'a> {
     async fn railway_project(&mut self) -> Result<Converged<RailwayProjectState>, EngineError> {
         let spec = RailwayProjectSpec { marker: self.marker.clone() };
         let projects = RailwayProjects(self.engine.providers.railway.clone());
-        self.converge(&projects, &spec, &RAILWAY_PROJECT).await
+        self.converge(&projects, &spec, Object::RailwayProject).await
     }
 
     fn service_spec(&self, project_id: String, environment_id: String) -> Result<RailwayServiceSpec, EngineError> {
@@ -250,13 +250,13 @@ impl<'a> Pass<'a> {
     /// The welcome email, exactly once: Resend deduplicates on the
     /// Idempotency-Key (the instance UID) and the id is kept in status.
     async fn notify(&mut self) -> Result<StepResult, EngineError> {
-        if let Some(id) = self.known(&WELCOME_EMAIL) {
+        if let Some(id) = self.known(Object::WelcomeEmail) {
             return Ok(StepResult::Done(format!("welcome email {id} sent")));
         }
         let spec = self.welcome_email();
         let res = ResendEmails(self.engine.providers.resend.clone());
         let (Converged::Ready { id, .. } | Converged::Waiting { id, .. }) =
-            self.converge(&res, &spec, &WELCOME_EMAIL).await?;
+            self.converge(&res, &spec, Object::WelcomeEmail).await?;
         Ok(StepResult::Done(format!("welcome email {id} sent")))
     }
 

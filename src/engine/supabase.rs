@@ -12,7 +12,7 @@ use kube::api::PostParams;
 use kube::{Resource, ResourceExt};
 use rand::RngCore;
 
-use super::external::{Converged, SUPABASE_PROJECT};
+use super::external::{Converged, Object};
 use super::steps::{Pass, StepResult};
 use super::{Engine, EngineError};
 use crate::api::tenant_instance::SupabaseIds;
@@ -68,7 +68,7 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
     let pw = password(pass).await?;
     let spec = spec(pass.engine, &pass.marker, &pw)?;
     let res = SupabaseProjects(pass.engine.providers.supabase.clone());
-    match pass.converge(&res, &spec, &SUPABASE_PROJECT).await? {
+    match pass.converge(&res, &spec, Object::SupabaseProject).await? {
         Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("supabase: {message}"))),
         Converged::Ready { id, observed } => {
             let host =
