@@ -1,8 +1,10 @@
 //! The TenantInstance reconciler: fresh read -> finalizer -> the engine's
-//! pass (apply or teardown) -> requeue. Everything about steps lives in
-//! `crate::engine`; this module only wires it to the API server.
+//! pass (apply or teardown) -> Events, metrics -> requeue. Everything about
+//! steps lives in `crate::engine`; this module only wires it to the API
+//! server and lends it the controller's metrics and backoff as its
+//! [`engine::Host`].
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -11,7 +13,8 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::finalizer::{self, Finalized};
 use crate::api::TenantInstance;
-use crate::engine::{self, Engine, EngineError};
+use crate::engine::run::Notice;
+use crate::engine::{self, Deps, EngineError};
 
 const KIND: &str = "TenantInstance";
 
@@ -34,32 +37,44 @@ pub async fn reconcile(cached: Arc<TenantInstance>, ctx: Arc<Context>) -> Result
         let Some(fresh) = api.get_opt(&ti.name_any()).await? else { return Ok(Action::await_change()) };
         ti = fresh;
     }
+    let deps = Deps { engine: &engine, client: ctx.client.clone(), host: &*ctx };
     let result = match state {
-        Finalized::Live => run(&engine, &ctx, api, &ti).await,
-        Finalized::Deleting => cleanup(&engine, &ctx, api, &ti).await,
+        Finalized::Live => run(&deps, &ctx, &ti).await,
+        Finalized::Deleting => cleanup(&deps, &ctx, &api, &ti).await,
         Finalized::Gone => Ok(Action::await_change()),
     };
     ctx.metrics.reconciled(KIND, started.elapsed().as_secs_f64());
     result
 }
 
-async fn run(engine: &Engine, ctx: &Context, api: Api<TenantInstance>, ti: &TenantInstance) -> Result<Action> {
-    let outcome = engine::run::apply(engine, ctx, api, ti).await.map_err(into_error)?;
-    if outcome.failed {
-        ctx.metrics.failed(KIND, "StepFailed");
+async fn run(deps: &Deps<'_>, ctx: &Context, ti: &TenantInstance) -> Result<Action> {
+    let outcome = engine::run::apply(deps, ti).await.map_err(into_error)?;
+    publish(ctx, ti, outcome.notices).await;
+    if let Some(category) = outcome.failed {
+        ctx.metrics.failed(KIND, category);
     }
     Ok(outcome.action)
 }
 
-async fn cleanup(engine: &Engine, ctx: &Context, api: Api<TenantInstance>, ti: &TenantInstance) -> Result<Action> {
-    let (done, action) = engine::run::teardown(engine, ctx, api.clone(), ti).await.map_err(into_error)?;
-    if done {
-        finalizer::remove(&api, ti, &ctx.metrics, KIND).await?;
+async fn cleanup(deps: &Deps<'_>, ctx: &Context, api: &Api<TenantInstance>, ti: &TenantInstance) -> Result<Action> {
+    let outcome = engine::run::teardown(deps, ti).await.map_err(into_error)?;
+    publish(ctx, ti, outcome.notices).await;
+    if outcome.gone {
+        finalizer::remove(api, ti, &ctx.metrics, KIND).await?;
         ctx.event(&ti.object_ref(&()), false, "Deleted", "Cleanup", "external objects removed".into()).await;
     }
-    Ok(action)
+    Ok(outcome.action)
 }
 
+async fn publish(ctx: &Context, ti: &TenantInstance, notices: Vec<Notice>) {
+    let reference = ti.object_ref(&());
+    for n in notices {
+        ctx.event(&reference, n.warning, n.reason, n.action, n.note).await;
+    }
+}
+
+/// Until `Error` carries the engine's error (`Engine(#[from] EngineError)`),
+/// a Kubernetes failure keeps its own variant and the rest its message.
 fn into_error(e: EngineError) -> Error {
     match e {
         EngineError::Kube(k) => Error::Kube(k),
@@ -67,11 +82,29 @@ fn into_error(e: EngineError) -> Error {
     }
 }
 
+/// The per-object backoff key of an instance.
+fn backoff_key(ti: &TenantInstance) -> String {
+    format!("ti/{}", ti.uid().unwrap_or_default())
+}
+
+impl engine::Host for Context {
+    fn wrote_status(&self) {
+        self.metrics.wrote(KIND, "status");
+    }
+
+    fn backoff_after_failure(&self, ti: &TenantInstance) -> Duration {
+        self.backoff(&backoff_key(ti))
+    }
+
+    fn reset_backoff(&self, ti: &TenantInstance) {
+        self.succeeded(&backoff_key(ti));
+    }
+}
+
 /// Failed reconciles: metric, warning log, per-object backoff.
 pub fn error_policy(ti: Arc<TenantInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(KIND, error.category());
-    let key = format!("ti/{}", ti.uid().unwrap_or_default());
-    let wait = ctx.backoff(&key);
+    let wait = ctx.backoff(&backoff_key(&ti));
     tracing::warn!(instance = %ti.name_any(), category = error.category(), error = %error, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }

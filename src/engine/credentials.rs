@@ -52,20 +52,13 @@ pub fn secret_name(instance: &str) -> String {
 /// drives.
 ///
 /// # Errors
-/// `Stalled` when the instance has no controlling Tenant: a key registered
-/// for it could not bill anybody.
+/// `NoTenantOwner` (which stalls) when the instance has no controlling
+/// Tenant: a key registered for it could not bill anybody.
 pub fn account_of(ti: &TenantInstance) -> Result<String, EngineError> {
     let owner = ti.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Tenant::kind(&()));
     match owner {
         Some(o) => Ok(names::ledger_account(&ti.namespace().unwrap_or_default(), &o.name, &o.uid)),
-        None => Err(EngineError::Stalled {
-            reason: "NoTenantOwner",
-            message: format!(
-                "TenantInstance {} has no controlling Tenant (ownerReference of kind Tenant with controller: \
-                 true), so its API key could not bill anybody; create instances through a Tenant",
-                ti.name_any()
-            ),
-        }),
+        None => Err(EngineError::NoTenantOwner { instance: ti.name_any() }),
     }
 }
 
@@ -103,20 +96,41 @@ fn parse(s: &Secret) -> Option<Credentials> {
     })
 }
 
+impl Credentials {
+    /// New secrets (API key, gateway token) for `database_url` and `proxy_url`.
+    fn fresh(database_url: Option<&str>, proxy_url: &str) -> Self {
+        Self {
+            database_url: database_url.map(str::to_string),
+            api_key: keys::generate_key(),
+            gateway_token: random_token(),
+            proxy_url: proxy_url.to_string(),
+        }
+    }
+
+    /// The values by key, as the Secret holds them and the agent's
+    /// environment receives them.
+    #[must_use]
+    pub fn variables(&self) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        if let Some(url) = &self.database_url {
+            v.insert(DATABASE_URL.to_string(), url.clone());
+        }
+        v.insert(API_KEY.to_string(), self.api_key.clone());
+        v.insert(GATEWAY_TOKEN.to_string(), self.gateway_token.clone());
+        v.insert(PROXY_URL.to_string(), self.proxy_url.clone());
+        v
+    }
+
+    /// The values as the Secret's `data`.
+    fn data(&self) -> BTreeMap<String, ByteString> {
+        self.variables().into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()
+    }
+}
+
 /// The Secret object for `ti` holding `creds`, owned by the instance so it
 /// goes away with it.
 #[must_use]
 pub fn desired_secret(ti: &TenantInstance, creds: &Credentials, rotated_for: Option<&str>) -> Secret {
-    let mut data = BTreeMap::new();
-    let mut put = |k: &str, v: &str| {
-        data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
-    };
-    if let Some(url) = &creds.database_url {
-        put(DATABASE_URL, url);
-    }
-    put(API_KEY, &creds.api_key);
-    put(GATEWAY_TOKEN, &creds.gateway_token);
-    put(PROXY_URL, &creds.proxy_url);
     let labels = BTreeMap::from([
         (names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string()),
         (names::LABEL_TENANT.to_string(), ti.spec.tenant_ref.name.clone()),
@@ -132,7 +146,7 @@ pub fn desired_secret(ti: &TenantInstance, creds: &Credentials, rotated_for: Opt
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(data),
+        data: Some(creds.data()),
         ..Secret::default()
     }
 }
@@ -146,6 +160,30 @@ pub enum Outcome {
     Rotated,
 }
 
+impl Outcome {
+    /// How the step reports it: "Secret x-credentials <verb>".
+    #[must_use]
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Rotated => "rotated",
+            Self::Unchanged => "in place",
+        }
+    }
+}
+
+/// What the stored Secret needs (decided without I/O by [`decide`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    /// It holds the wanted values.
+    Keep,
+    /// Write the wanted values over it, recording `rotated_for`.
+    Write { rotated_for: Option<String>, outcome: Outcome },
+    /// There is none: create it.
+    Create { rotated_for: Option<String> },
+}
+
 /// Converges the credentials Secret of `ti` and registers its key with the
 /// ledger account of the instance's Tenant (see [`account_of`]), revoking
 /// every other key of the instance. A key the ledger cannot use (revoked,
@@ -153,8 +191,9 @@ pub enum Outcome {
 /// the database step found (None when the instance has no database).
 ///
 /// # Errors
-/// `Stalled` for an instance without a controlling Tenant or a Secret owned
-/// by someone else; Kubernetes or ledger failures (retryable).
+/// `NoTenantOwner` and `SecretConflict` (which stall) for an instance
+/// without a controlling Tenant or a Secret owned by someone else;
+/// Kubernetes or ledger failures (retryable).
 pub async fn converge(
     secrets: &Api<Secret>,
     ledger: &Ledger,
@@ -163,86 +202,12 @@ pub async fn converge(
     proxy_url: &str,
 ) -> Result<(Credentials, Outcome), EngineError> {
     let account = account_of(ti)?;
-    let name = secret_name(&ti.name_any());
+    let target = Target { secrets, ti, name: secret_name(&ti.name_any()) };
+    let stored = target.observe().await?;
     let rotate_request = ti.annotations().get(ROTATE_ANNOTATION).cloned();
-    let existing = secrets.get_opt(&name).await?;
-    if let Some(s) = &existing {
-        let ours = s.owner_references().iter().any(|o| Some(&o.uid) == ti.meta().uid.as_ref());
-        if !ours {
-            return Err(EngineError::Stalled {
-                reason: "SecretConflict",
-                message: format!("Secret {name} exists and is not owned by this instance; rename or delete it"),
-            });
-        }
-    }
-    let current = existing.as_ref().and_then(parse);
-    let fulfilled = existing.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR).cloned());
-    let wants_rotation = rotate_request.is_some() && rotate_request != fulfilled && current.is_some();
-
-    let (creds, outcome) = match current {
-        Some(c) if !wants_rotation => {
-            let want = Credentials {
-                database_url: database_url.map(str::to_string),
-                proxy_url: proxy_url.to_string(),
-                ..c.clone()
-            };
-            if want == c {
-                (c, Outcome::Unchanged)
-            } else {
-                write(secrets, ti, &want, fulfilled.as_deref(), existing.as_ref()).await?;
-                (want, Outcome::Updated)
-            }
-        }
-        Some(_) => {
-            let want = Credentials::fresh(database_url, proxy_url);
-            write(secrets, ti, &want, rotate_request.as_deref(), existing.as_ref()).await?;
-            (want, Outcome::Rotated)
-        }
-        None => {
-            let want = Credentials::fresh(database_url, proxy_url);
-            let secret = desired_secret(ti, &want, rotate_request.as_deref());
-            let created = if existing.is_some() {
-                write(secrets, ti, &want, rotate_request.as_deref(), existing.as_ref()).await.map(|()| true)?
-            } else {
-                match secrets
-                    .create(
-                        &PostParams { field_manager: Some(names::FIELD_MANAGER.into()), ..PostParams::default() },
-                        &secret,
-                    )
-                    .await
-                {
-                    Ok(_) => true,
-                    // Created by a run that crashed before recording it: use that one.
-                    Err(kube::Error::Api(s)) if s.code == 409 => false,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            if !created {
-                let again = secrets.get(&name).await?;
-                let c = parse(&again).ok_or(EngineError::Invalid("credentials Secret lacks its keys"))?;
-                (c, Outcome::Unchanged)
-            } else {
-                (want, Outcome::Created)
-            }
-        }
-    };
-
-    ledger.ensure_account(&account).await?;
-    let (creds, outcome) = match ledger.register_key(&account, &ti.name_any(), &creds.api_key).await {
-        Ok(_) => (creds, outcome),
-        // The Secret's key was revoked, or bills another account (e.g. one
-        // registered before accounts were keyed by the Tenant's uid): it can
-        // never authenticate this instance again, so it is replaced.
-        Err(LedgerError::KeyUnusable) => {
-            let want = Credentials { api_key: keys::generate_key(), ..creds };
-            let current = secrets.get(&name).await?;
-            let fulfilled = current.annotations().get(ROTATED_FOR).cloned();
-            write(secrets, ti, &want, fulfilled.as_deref(), Some(&current)).await?;
-            ledger.register_key(&account, &ti.name_any(), &want.api_key).await?;
-            (want, Outcome::Rotated)
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (want, change) = decide(stored.as_ref(), rotate_request, database_url, proxy_url);
+    let (creds, outcome) = target.apply(stored.as_ref(), want, change).await?;
+    let (creds, outcome) = target.register(ledger, &account, creds, outcome).await?;
     // Every pass, not only after a rotation: a crash between writing the new
     // key and revoking the old one must not leave the old key valid.
     let revoked = ledger.revoke_other_keys(&account, &ti.name_any(), &keys::hash_key(&creds.api_key)).await?;
@@ -252,30 +217,131 @@ pub async fn converge(
     Ok((creds, outcome))
 }
 
-async fn write(
-    secrets: &Api<Secret>,
-    ti: &TenantInstance,
-    creds: &Credentials,
-    rotated_for: Option<&str>,
-    existing: Option<&Secret>,
-) -> Result<(), EngineError> {
-    let mut secret = desired_secret(ti, creds, rotated_for);
-    // Optimistic concurrency: never overwrite a Secret changed since we read it.
-    secret.metadata.resource_version = existing.and_then(|s| s.resource_version());
-    let pp = PatchParams::apply(names::FIELD_MANAGER).force();
-    secrets.patch(&secret_name(&ti.name_any()), &pp, &Patch::Apply(&secret)).await?;
-    Ok(())
+/// The credentials wanted and what the stored Secret needs for them: kept
+/// (with the database and proxy URLs brought up to date), rotated when the
+/// instance asks for a rotation the Secret has not fulfilled, or fresh.
+fn decide(
+    stored: Option<&Secret>,
+    rotate_request: Option<String>,
+    database_url: Option<&str>,
+    proxy_url: &str,
+) -> (Credentials, Change) {
+    let current = stored.and_then(parse);
+    let fulfilled = stored.and_then(|s| s.annotations().get(ROTATED_FOR).cloned());
+    let wants_rotation = rotate_request.is_some() && rotate_request != fulfilled;
+    let fresh = || Credentials::fresh(database_url, proxy_url);
+    match current {
+        Some(c) if !wants_rotation => {
+            let want = Credentials {
+                database_url: database_url.map(str::to_string),
+                proxy_url: proxy_url.to_string(),
+                ..c.clone()
+            };
+            if want == c {
+                (c, Change::Keep)
+            } else {
+                (want, Change::Write { rotated_for: fulfilled, outcome: Outcome::Updated })
+            }
+        }
+        Some(_) => (fresh(), Change::Write { rotated_for: rotate_request, outcome: Outcome::Rotated }),
+        // A Secret without its keys is filled as if it were new.
+        None if stored.is_some() => (fresh(), Change::Write { rotated_for: rotate_request, outcome: Outcome::Created }),
+        None => (fresh(), Change::Create { rotated_for: rotate_request }),
+    }
 }
 
-impl Credentials {
-    /// New secrets (API key, gateway token) for `database_url` and `proxy_url`.
-    fn fresh(database_url: Option<&str>, proxy_url: &str) -> Self {
-        Self {
-            database_url: database_url.map(str::to_string),
-            api_key: keys::generate_key(),
-            gateway_token: random_token(),
-            proxy_url: proxy_url.to_string(),
+/// The credentials Secret of one instance.
+struct Target<'a> {
+    secrets: &'a Api<Secret>,
+    ti: &'a TenantInstance,
+    name: String,
+}
+
+impl Target<'_> {
+    /// The Secret, if there is one and it is ours.
+    async fn observe(&self) -> Result<Option<Secret>, EngineError> {
+        let existing = self.secrets.get_opt(&self.name).await?;
+        if let Some(s) = &existing
+            && !s.owner_references().iter().any(|o| Some(&o.uid) == self.ti.meta().uid.as_ref())
+        {
+            return Err(EngineError::SecretConflict { name: self.name.clone() });
         }
+        Ok(existing)
+    }
+
+    async fn apply(
+        &self,
+        stored: Option<&Secret>,
+        want: Credentials,
+        change: Change,
+    ) -> Result<(Credentials, Outcome), EngineError> {
+        match change {
+            Change::Keep => Ok((want, Outcome::Unchanged)),
+            Change::Write { rotated_for, outcome } => {
+                self.write(&want, rotated_for.as_deref(), stored).await?;
+                Ok((want, outcome))
+            }
+            Change::Create { rotated_for } => self.create(want, rotated_for.as_deref()).await,
+        }
+    }
+
+    /// Creates the Secret; one created by a run that crashed before using
+    /// it is used as it is.
+    async fn create(
+        &self,
+        want: Credentials,
+        rotated_for: Option<&str>,
+    ) -> Result<(Credentials, Outcome), EngineError> {
+        let pp = PostParams { field_manager: Some(names::FIELD_MANAGER.into()), ..PostParams::default() };
+        match self.secrets.create(&pp, &desired_secret(self.ti, &want, rotated_for)).await {
+            Ok(_) => return Ok((want, Outcome::Created)),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let again = self.secrets.get(&self.name).await?;
+        let c = parse(&again)
+            .ok_or_else(|| EngineError::MalformedSecret { name: self.name.clone(), missing: "its keys" })?;
+        Ok((c, Outcome::Unchanged))
+    }
+
+    /// Registers the key with `account`. The Secret's key may be revoked, or
+    /// bill another account (e.g. one registered before accounts were keyed
+    /// by the Tenant's uid): it can never authenticate this instance again,
+    /// so it is replaced.
+    async fn register(
+        &self,
+        ledger: &Ledger,
+        account: &str,
+        creds: Credentials,
+        outcome: Outcome,
+    ) -> Result<(Credentials, Outcome), EngineError> {
+        let instance = self.ti.name_any();
+        ledger.ensure_account(account).await?;
+        match ledger.register_key(account, &instance, &creds.api_key).await {
+            Ok(_) => return Ok((creds, outcome)),
+            Err(LedgerError::KeyUnusable) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let want = Credentials { api_key: keys::generate_key(), ..creds };
+        let current = self.secrets.get(&self.name).await?;
+        let fulfilled = current.annotations().get(ROTATED_FOR).cloned();
+        self.write(&want, fulfilled.as_deref(), Some(&current)).await?;
+        ledger.register_key(account, &instance, &want.api_key).await?;
+        Ok((want, Outcome::Rotated))
+    }
+
+    async fn write(
+        &self,
+        creds: &Credentials,
+        rotated_for: Option<&str>,
+        existing: Option<&Secret>,
+    ) -> Result<(), EngineError> {
+        let mut secret = desired_secret(self.ti, creds, rotated_for);
+        // Optimistic concurrency: never overwrite a Secret changed since we read it.
+        secret.metadata.resource_version = existing.and_then(|s| s.resource_version());
+        let pp = PatchParams::apply(names::FIELD_MANAGER).force();
+        self.secrets.patch(&self.name, &pp, &Patch::Apply(&secret)).await?;
+        Ok(())
     }
 }
 
@@ -290,4 +356,51 @@ pub async fn revoke(ledger: &Ledger, ti: &TenantInstance) -> Result<(), EngineEr
     };
     ledger.revoke_keys_named(&account, &ti.name_any(), None).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(api_key: &str) -> Credentials {
+        Credentials {
+            database_url: Some("postgresql://db/x".into()),
+            api_key: api_key.into(),
+            gateway_token: "wgt_1".into(),
+            proxy_url: "http://proxy".into(),
+        }
+    }
+
+    fn stored(c: Option<&Credentials>, rotated_for: Option<&str>) -> Secret {
+        let annotations = rotated_for.map(|r| BTreeMap::from([(ROTATED_FOR.to_string(), r.to_string())]));
+        Secret {
+            metadata: ObjectMeta { annotations, ..ObjectMeta::default() },
+            data: c.map(Credentials::data),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn decide_keeps_updates_rotates_and_creates() {
+        let c = creds("wsk_old");
+        let (url, proxy) = (Some("postgresql://db/x"), "http://proxy");
+        let same = stored(Some(&c), Some("r1"));
+        assert_eq!(decide(Some(&same), None, url, proxy), (c.clone(), Change::Keep));
+        assert_eq!(decide(Some(&same), Some("r1".into()), url, proxy), (c.clone(), Change::Keep), "fulfilled");
+
+        let (want, change) = decide(Some(&same), None, Some("postgresql://db/new"), proxy);
+        assert_eq!(want, Credentials { database_url: Some("postgresql://db/new".into()), ..c.clone() });
+        assert_eq!(change, Change::Write { rotated_for: Some("r1".into()), outcome: Outcome::Updated });
+
+        let (want, change) = decide(Some(&same), Some("r2".into()), url, proxy);
+        assert_ne!(want.api_key, c.api_key);
+        assert_ne!(want.gateway_token, c.gateway_token);
+        assert_eq!(change, Change::Write { rotated_for: Some("r2".into()), outcome: Outcome::Rotated });
+
+        let empty = stored(None, None);
+        let (_, change) = decide(Some(&empty), Some("r3".into()), url, proxy);
+        assert_eq!(change, Change::Write { rotated_for: Some("r3".into()), outcome: Outcome::Created });
+        let (want, change) = decide(None, None, None, proxy);
+        assert_eq!((want.database_url, change), (None, Change::Create { rotated_for: None }));
+    }
 }

@@ -5,9 +5,12 @@
 //! announced and its id never recorded). More than one match stalls; nothing is
 //! ever deleted automatically. Nothing here waits for a platform: long
 //! operations come back as [`Converged::Waiting`] and are polled by requeue.
+//!
+//! Where each object's id lives in the status is said once, by [`Object`].
 use super::EngineError;
 use super::record::Recorder;
 use crate::api::StepName;
+use crate::api::tenant_instance::{ExternalIds, SupabaseIds};
 use crate::providers::{Applied, ExternalResource, Observation};
 
 /// Where the object stands after one pass.
@@ -19,83 +22,181 @@ pub enum Converged<O> {
     Waiting { id: String, message: String },
 }
 
-/// One pass over the object of `step` whose recorded id is `known_id`.
-/// `set_id` stores an id in the status (called with `None` to forget an id
-/// whose object vanished). `may_create` is false while paused.
+/// The external objects of an instance. Each belongs to a step, has its
+/// id in one place of `status.external`, and may be deployed again when it
+/// failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Object {
+    NeonProject,
+    SupabaseProject,
+    RailwayProject,
+    RailwayService,
+    VercelProject,
+    WelcomeEmail,
+}
+
+impl Object {
+    /// The step that converges the object.
+    #[must_use]
+    pub fn step(self) -> StepName {
+        match self {
+            Self::NeonProject | Self::SupabaseProject => StepName::Database,
+            Self::RailwayProject | Self::RailwayService => StepName::Service,
+            Self::VercelProject => StepName::Frontend,
+            Self::WelcomeEmail => StepName::Notify,
+        }
+    }
+
+    /// A failed object (a failed deployment) is asked to deploy again, once
+    /// per backoff period since the failure still fails the pass.
+    #[must_use]
+    pub fn redeploys(self) -> bool {
+        matches!(self, Self::RailwayService | Self::VercelProject)
+    }
+
+    /// The id recorded in `ext` (a status's `external`).
+    #[must_use]
+    pub fn known(self, ext: Option<&ExternalIds>) -> Option<String> {
+        let ext = ext?;
+        let id = match self {
+            Self::NeonProject => ext.neon.as_ref()?.project_id.as_ref(),
+            Self::SupabaseProject => ext.supabase.as_ref()?.project_ref.as_ref(),
+            Self::RailwayProject => ext.railway.as_ref()?.project_id.as_ref(),
+            Self::RailwayService => ext.railway.as_ref()?.service_id.as_ref(),
+            Self::VercelProject => ext.vercel.as_ref()?.project_id.as_ref(),
+            Self::WelcomeEmail => ext.welcome_email_id.as_ref(),
+        };
+        id.cloned()
+    }
+
+    /// Records `id` in `ext` (`None` forgets it), resetting what belonged
+    /// to the old one: a new project makes every other id of its platform
+    /// stale, a new Railway service its deployment and domain.
+    pub fn set(self, ext: &mut ExternalIds, id: Option<&str>) {
+        match self {
+            Self::NeonProject => renew(&mut ext.neon, id, |n| &mut n.project_id),
+            Self::SupabaseProject => ext.supabase = id.map(|i| SupabaseIds { project_ref: Some(i.to_string()) }),
+            Self::RailwayProject => renew(&mut ext.railway, id, |r| &mut r.project_id),
+            Self::RailwayService => {
+                let ids = ext.railway.get_or_insert_default();
+                if ids.service_id.as_deref() != id {
+                    ids.service_id = id.map(str::to_string);
+                    ids.deployment_id = None;
+                    ids.domain = None;
+                }
+            }
+            Self::VercelProject => renew(&mut ext.vercel, id, |v| &mut v.project_id),
+            Self::WelcomeEmail => ext.welcome_email_id = id.map(str::to_string),
+        }
+    }
+}
+
+/// Records the project `id` in a platform's `ids`; a different project
+/// resets every other id of the platform.
+fn renew<T: Default>(ids: &mut Option<T>, id: Option<&str>, project: fn(&mut T) -> &mut Option<String>) {
+    let ids = ids.get_or_insert_default();
+    if project(ids).as_deref() != id {
+        *ids = T::default();
+        *project(ids) = id.map(str::to_string);
+    }
+}
+
+/// One pass over `object` carrying `marker`: observe, then
+/// adopt, update or create.
 ///
 /// # Errors
-/// Provider errors (classified by the caller), status write failures, and
-/// `Stalled` for ambiguous markers or objects in a terminal failed state.
-pub async fn converge<R, F>(
+/// Provider errors (classified by the caller), status write failures,
+/// `AmbiguousObjects` for more than one object with the marker and
+/// `ObjectFailed` for an object in a terminal failed state (after asking
+/// for a redeploy when the object redeploys).
+pub async fn converge<R: ExternalResource>(
     resource: &R,
     spec: &R::Spec,
-    step: StepName,
+    object: Object,
     marker: &str,
-    known_id: Option<&str>,
-    rec: &mut Recorder,
-    mut set_id: F,
-) -> Result<Converged<R::Observed>, EngineError>
-where
-    R: ExternalResource,
-    F: FnMut(&mut Recorder, Option<&str>),
-{
-    let observed = if known_id.is_none() && rec.pending(step).is_none() {
-        // No id and no create ever announced (announcing is a conditional
-        // status write that precedes every create), so there is nothing to
-        // adopt: skip the search, which on Railway pages through every
-        // project of the workspace.
-        Observation::Absent
-    } else {
-        resource.observe(spec, known_id).await?
-    };
-    match observed {
-        Observation::Ambiguous { ids } => Err(EngineError::Stalled {
-            reason: "AmbiguousObjects",
-            message: format!(
-                "{} objects carry marker {marker} on the {} step's platform ({}); Winston never deletes automatically: \
-                 delete the extra ones by hand",
-                ids.len(),
-                step.as_str(),
-                ids.join(", ")
-            ),
-        }),
+    rec: &mut Recorder<'_>,
+) -> Result<Converged<R::Observed>, EngineError> {
+    let known = object.known(rec.status.external.as_ref());
+    let known = known.as_deref();
+    match observe(resource, spec, object, known, rec).await? {
+        Observation::Absent => create(resource, spec, object, marker, known, rec).await,
+        Observation::Ambiguous { ids } => {
+            Err(EngineError::AmbiguousObjects { step: object.step(), marker: marker.to_string(), ids })
+        }
         Observation::Failed { id, reason } => {
-            remember(rec, step, &mut set_id, &id, known_id).await?;
-            Err(EngineError::Failed(format!("{} {id} failed: {reason}", step.as_str())))
+            remember(rec, object, &id, known).await?;
+            if object.redeploys() {
+                resource.update(&id, spec).await?;
+            }
+            Err(EngineError::ObjectFailed { step: object.step(), id, reason, redeploying: object.redeploys() })
         }
         Observation::InProgress { id, operation_id } => {
-            remember(rec, step, &mut set_id, &id, known_id).await?;
+            remember(rec, object, &id, known).await?;
             Ok(Converged::Waiting { id, message: format!("waiting for operation {operation_id}") })
         }
         Observation::Ready { id, observed, up_to_date } => {
-            remember(rec, step, &mut set_id, &id, known_id).await?;
+            remember(rec, object, &id, known).await?;
             if up_to_date {
                 return Ok(Converged::Ready { id, observed });
             }
-            match resource.update(&id, spec).await? {
-                Applied::Done => Ok(Converged::Waiting { id, message: "updated; verifying".into() }),
-                Applied::InProgress { operation_id } => {
-                    Ok(Converged::Waiting { id, message: format!("updating (operation {operation_id})") })
-                }
-            }
-        }
-        Observation::Absent => {
-            if known_id.is_some() {
-                // Deleted out of band (drift): forget the id, then recreate.
-                set_id(rec, None);
-            }
-            rec.announce(step, marker).await?;
-            let created = resource.create(spec).await?;
-            set_id(rec, Some(&created.id));
-            rec.settle(step);
-            rec.flush().await?;
-            let message = match created.operation_id {
-                Some(op) => format!("created {}; waiting for operation {op}", created.id),
-                None => format!("created {}", created.id),
-            };
-            Ok(Converged::Waiting { id: created.id, message })
+            update(resource, spec, id).await
         }
     }
+}
+
+/// What the platform holds for the object. With no id and no create ever
+/// announced (announcing is a conditional status write that precedes every
+/// create) there is nothing to adopt: the search, which on Railway pages
+/// through every project of the workspace, is skipped.
+async fn observe<R: ExternalResource>(
+    resource: &R,
+    spec: &R::Spec,
+    object: Object,
+    known: Option<&str>,
+    rec: &Recorder<'_>,
+) -> Result<Observation<R::Observed>, EngineError> {
+    if known.is_none() && rec.pending(object.step()).is_none() {
+        return Ok(Observation::Absent);
+    }
+    Ok(resource.observe(spec, known).await?)
+}
+
+/// Announces, creates and records a new object (forgetting a known id whose
+/// object was deleted out of band).
+async fn create<R: ExternalResource>(
+    resource: &R,
+    spec: &R::Spec,
+    object: Object,
+    marker: &str,
+    known: Option<&str>,
+    rec: &mut Recorder<'_>,
+) -> Result<Converged<R::Observed>, EngineError> {
+    if known.is_some() {
+        object.set(rec.status.external.get_or_insert_default(), None);
+    }
+    rec.announce(object.step(), marker).await?;
+    let created = resource.create(spec).await?;
+    object.set(rec.status.external.get_or_insert_default(), Some(&created.id));
+    rec.settle(object.step());
+    rec.flush().await?;
+    let message = match created.operation_id {
+        Some(op) => format!("created {}; waiting for operation {op}", created.id),
+        None => format!("created {}", created.id),
+    };
+    Ok(Converged::Waiting { id: created.id, message })
+}
+
+/// Brings a drifted object back to the spec.
+async fn update<R: ExternalResource>(
+    resource: &R,
+    spec: &R::Spec,
+    id: String,
+) -> Result<Converged<R::Observed>, EngineError> {
+    let message = match resource.update(&id, spec).await? {
+        Applied::Done => "updated; verifying".to_string(),
+        Applied::InProgress { operation_id } => format!("updating (operation {operation_id})"),
+    };
+    Ok(Converged::Waiting { id, message })
 }
 
 /// Records an id that observe found (an adoption, or a new id) and clears
@@ -103,20 +204,82 @@ where
 /// changes nothing: a pending marker beside it belongs to the step's next
 /// object (the Railway service after its project) and must survive until
 /// that object is found or created.
-async fn remember<F>(
-    rec: &mut Recorder,
-    step: StepName,
-    set_id: &mut F,
-    id: &str,
-    known_id: Option<&str>,
-) -> Result<(), EngineError>
-where
-    F: FnMut(&mut Recorder, Option<&str>),
-{
-    if known_id != Some(id) {
-        set_id(rec, Some(id));
-        rec.settle(step);
+async fn remember(rec: &mut Recorder<'_>, object: Object, id: &str, known: Option<&str>) -> Result<(), EngineError> {
+    if known != Some(id) {
+        object.set(rec.status.external.get_or_insert_default(), Some(id));
+        rec.settle(object.step());
         rec.flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::tenant_instance::{NeonIds, RailwayIds};
+
+    fn railway(project: &str, service: &str) -> ExternalIds {
+        ExternalIds {
+            railway: Some(RailwayIds {
+                project_id: Some(project.into()),
+                environment_id: Some("env".into()),
+                service_id: Some(service.into()),
+                deployment_id: Some("dep".into()),
+                domain: Some("x.up.railway.app".into()),
+            }),
+            ..ExternalIds::default()
+        }
+    }
+
+    #[test]
+    fn every_object_reads_back_what_it_records() {
+        for object in [
+            Object::NeonProject,
+            Object::SupabaseProject,
+            Object::RailwayProject,
+            Object::RailwayService,
+            Object::VercelProject,
+            Object::WelcomeEmail,
+        ] {
+            let mut ext = ExternalIds::default();
+            assert_eq!(object.known(None), None);
+            object.set(&mut ext, Some("id-1"));
+            assert_eq!(object.known(Some(&ext)).as_deref(), Some("id-1"), "{object:?}");
+            object.set(&mut ext, None);
+            assert_eq!(object.known(Some(&ext)), None, "{object:?} forgets");
+        }
+    }
+
+    #[test]
+    fn a_new_id_resets_what_belonged_to_the_old_one() {
+        // (object, new id, what is left of the Railway ids)
+        let rows = [
+            (Object::RailwayProject, "p", railway("p", "s").railway),
+            (Object::RailwayProject, "p2", Some(RailwayIds { project_id: Some("p2".into()), ..RailwayIds::default() })),
+            (Object::RailwayService, "s", railway("p", "s").railway),
+            (
+                Object::RailwayService,
+                "s2",
+                Some(RailwayIds {
+                    project_id: Some("p".into()),
+                    environment_id: Some("env".into()),
+                    service_id: Some("s2".into()),
+                    ..RailwayIds::default()
+                }),
+            ),
+        ];
+        for (object, id, want) in rows {
+            let mut ext = railway("p", "s");
+            object.set(&mut ext, Some(id));
+            assert_eq!(ext.railway, want, "{object:?} {id}");
+        }
+        let mut ext = ExternalIds {
+            neon: Some(NeonIds { project_id: Some("n".into()), role_name: Some("r".into()), ..NeonIds::default() }),
+            ..ExternalIds::default()
+        };
+        Object::NeonProject.set(&mut ext, Some("n2"));
+        assert_eq!(ext.neon, Some(NeonIds { project_id: Some("n2".into()), ..NeonIds::default() }));
+        assert!(Object::RailwayService.redeploys() && Object::VercelProject.redeploys());
+        assert!(!Object::NeonProject.redeploys());
+    }
 }

@@ -3,20 +3,19 @@
 //! gateway token as environment, polled until READY with its alias.
 use std::collections::BTreeMap;
 
-use super::external::{Converged, converge};
+use super::external::{Converged, Object};
 use super::steps::{Pass, StepResult};
 use super::{Engine, EngineError};
-use crate::api::StepName;
 use crate::api::tenant_instance::VercelIds;
+use crate::providers::Marker;
 use crate::providers::vercel::GitSource;
 use crate::providers::vercel::resources::{VercelFrontendSpec, VercelFrontends};
-use crate::providers::{ExternalResource, Marker};
 
 fn spec(pass: &Pass<'_>) -> Result<VercelFrontendSpec, EngineError> {
-    let f = pass.ti.spec.components.frontend.as_ref().ok_or(EngineError::Invalid("no frontend in the spec"))?;
+    let f = pass.ti.spec.components.frontend.as_ref().ok_or(EngineError::InvalidSpec("no frontend in the spec"))?;
     let (org, repo) =
-        f.git_repository.repo.split_once('/').ok_or(EngineError::Invalid("frontend repo is not org/repo"))?;
-    let creds = pass.credentials.as_ref().ok_or(EngineError::Invalid("credentials step did not run"))?;
+        f.git_repository.repo.split_once('/').ok_or(EngineError::InvalidSpec("frontend repo is not org/repo"))?;
+    let creds = pass.credentials.as_ref().ok_or(EngineError::MissingInput("credentials step did not run"))?;
     let mut env = BTreeMap::new();
     if let Some(url) = &pass.service_url {
         env.insert("NEXT_PUBLIC_AGENT_URL".to_string(), url.clone());
@@ -35,32 +34,14 @@ fn spec(pass: &Pass<'_>) -> Result<VercelFrontendSpec, EngineError> {
     })
 }
 
-/// Converges the frontend.
+/// Converges the frontend; a failed deployment is redeployed.
 ///
 /// # Errors
 /// See [`EngineError`].
 pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
     let spec = spec(pass)?;
-    let known = pass.rec.status.external.as_ref().and_then(|e| e.vercel.as_ref()).and_then(|v| v.project_id.clone());
     let res = VercelFrontends(pass.engine.providers.vercel.clone());
-    let name = pass.marker.name();
-    let converged = converge(&res, &spec, StepName::Frontend, &name, known.as_deref(), &mut pass.rec, |r, id| {
-        let v = r.status.external.get_or_insert_default().vercel.get_or_insert_default();
-        if v.project_id.as_deref() != id {
-            *v = VercelIds { project_id: id.map(str::to_string), deployment_id: None };
-        }
-    })
-    .await;
-    let converged = match converged {
-        Err(EngineError::Failed(reason)) => {
-            if let Some(id) = known {
-                res.update(&id, &spec).await?;
-            }
-            return Err(EngineError::Failed(format!("{reason}; redeploying")));
-        }
-        other => other?,
-    };
-    match converged {
+    match pass.converge(&res, &spec, Object::VercelProject).await? {
         Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("frontend: {message}"))),
         Converged::Ready { id, observed } => {
             let ids = pass.rec.status.external.get_or_insert_default().vercel.get_or_insert_default();

@@ -2,12 +2,16 @@
 //! (database, schema, credentials, workspace, service, frontend, health,
 //! notify) to Ready, and tears it down in reverse.
 //!
-//! Outline of a pass (see [`run`]): observe each wanted step in order ->
-//! decide (pure rules in [`progress`] and [`wanted`]) -> apply at most what
-//! the step needs -> record status. Long platform operations are polled by
-//! requeue, never awaited. The Kubernetes wiring (watch, finalizer, leader
-//! election) is the controller's; platform detail is `providers`'.
+//! Outline of a pass (see [`run`]): gate -> observe each wanted step in
+//! order -> decide (pure rules in [`progress`] and [`wanted`]) -> act at
+//! most what the step needs -> record status. Long platform operations are
+//! polled by requeue, never awaited. The Kubernetes wiring (watch,
+//! finalizer, leader election, Events, metrics) is the controller's; it
+//! calls the engine with [`Deps`] and learns what happened from the
+//! returned outcome and the [`Host`] hooks. The engine never imports the
+//! controller. Platform detail is `providers`'.
 pub mod credentials;
+pub mod error;
 pub mod external;
 pub mod frontend;
 pub mod progress;
@@ -23,9 +27,12 @@ pub mod workspace;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::api::TenantInstance;
+use crate::ledger::Ledger;
 use crate::plans::PlanCatalog;
-use crate::providers::{ProviderError, Providers};
+use crate::providers::Providers;
+
+pub use error::{Disposition, EngineError};
 
 /// Engine configuration (flattened into `winston controller`'s flags).
 #[derive(Clone, Debug, clap::Args)]
@@ -84,7 +91,8 @@ impl EngineArgs {
     }
 }
 
-/// Everything the steps call: platforms, the ledger, the plan catalog.
+/// Everything the steps call: platforms, the ledger, the plan catalog, the
+/// settings. Built once per process and shared by every pass.
 pub struct Engine {
     pub providers: Providers,
     pub ledger: Ledger,
@@ -109,67 +117,41 @@ impl Engine {
     pub fn first_poll(&self) -> Duration {
         (self.poll() / 8).max(Duration::from_millis(50))
     }
+
+    /// Remembers that this process stalled `ti` at its current generation.
+    pub(crate) fn remember_stall(&self, ti: &TenantInstance) {
+        self.stalls_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(stall_key(ti));
+    }
+
+    /// Whether this process stalled `ti` at its current generation.
+    pub(crate) fn saw_stall(&self, ti: &TenantInstance) -> bool {
+        self.stalls_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&stall_key(ti))
+    }
 }
 
-/// Why a step did not converge in this pass.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error("failed to call the Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("failed to use the ledger: {0}")]
-    Ledger(#[from] LedgerError),
-    /// Worth retrying with backoff.
-    #[error("{0}")]
-    Retryable(String),
-    /// A platform object failed (e.g. a deployment); retried with backoff.
-    #[error("{0}")]
-    Failed(String),
-    /// Blocked until the spec or the platform credentials change.
-    #[error("{message}")]
-    Stalled { reason: &'static str, message: String },
-    #[error("failed to read the object: {0}")]
-    Invalid(&'static str),
+fn stall_key(ti: &TenantInstance) -> String {
+    use kube::ResourceExt;
+    format!("{}/{}", ti.uid().unwrap_or_default(), ti.metadata.generation.unwrap_or_default())
 }
 
-impl EngineError {
-    /// Terminal errors stall the instance instead of retrying quickly.
-    #[must_use]
-    pub fn stalled(&self) -> Option<(&'static str, String)> {
-        match self {
-            Self::Stalled { reason, message } => Some((reason, message.clone())),
-            Self::Provider(e) if !e.is_retryable() => Some((
-                match e.category() {
-                    "unauthorized" => "Unauthorized",
-                    "not_found" => "NotFound",
-                    _ => "Rejected",
-                },
-                e.to_string(),
-            )),
-            _ => None,
-        }
-    }
+/// What the engine asks of the process that calls it: a metric and the
+/// per-object failure memory. The controller implements it; the engine
+/// never reaches for the controller's types.
+pub trait Host: Send + Sync {
+    /// A status write of a TenantInstance reached the API server.
+    fn wrote_status(&self);
+    /// Counts a failed pass of `ti` and returns how long to wait before the
+    /// next one (exponential per object).
+    fn backoff_after_failure(&self, ti: &TenantInstance) -> Duration;
+    /// Forgets the failures of `ti` after a pass in which no step failed.
+    fn reset_backoff(&self, ti: &TenantInstance);
+}
 
-    /// How long the platform asked us to wait, if it did.
-    #[must_use]
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Provider(e) => e.retry_after(),
-            _ => None,
-        }
-    }
-
-    /// A platform asked us to slow down or wait for its own operation: not a
-    /// failure (DESIGN.md: 429 is never a failure), just a later retry.
-    #[must_use]
-    pub fn is_throttle(&self) -> bool {
-        matches!(self, Self::Provider(e) if matches!(e.category(), "rate_limited" | "locked" | "circuit_open"))
-    }
-
-    /// Whether this is a 409 from our own optimistic status write.
-    #[must_use]
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Kube(kube::Error::Api(s)) if s.code == 409)
-    }
+/// Exactly what one call of the engine works with: the shared [`Engine`],
+/// a Kubernetes client (the instance's status and Secrets) and the caller's
+/// [`Host`].
+pub struct Deps<'a> {
+    pub engine: &'a Engine,
+    pub client: kube::Client,
+    pub host: &'a dyn Host,
 }

@@ -133,6 +133,9 @@ pub fn gates_ready(name: StepName) -> bool {
     name != StepName::Notify
 }
 
+/// The Stalled reason while deletion is blocked (retried, never held).
+pub const DELETE_BLOCKED: &str = "DeleteBlocked";
+
 /// Facts the summary needs besides the steps.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
@@ -140,23 +143,53 @@ pub struct Facts {
     pub paused: bool,
     pub deleting: bool,
     /// A terminal problem: `(reason, message)`.
-    pub stalled: Option<(String, String)>,
+    pub stalled: Option<(&'static str, String)>,
     /// Deletion is blocked (e.g. a platform is unreachable): the message.
     pub delete_blocked: Option<String>,
 }
 
+/// Where the steps stand, read once for the summary.
+struct Standing<'s> {
+    /// Every step that gates readiness is done or skipped.
+    all_done: bool,
+    /// The first step that is not done or skipped.
+    current: Option<&'s StepStatus>,
+}
+
+impl<'s> Standing<'s> {
+    fn of(steps: &'s [StepStatus]) -> Self {
+        let finished = |s: &StepStatus| matches!(s.state, StepState::Done | StepState::Skipped);
+        let mut gating = steps.iter().filter(|s| gates_ready(s.name)).peekable();
+        let all_done = gating.peek().is_some() && gating.all(finished);
+        Self { all_done, current: steps.iter().find(|s| !finished(s)) }
+    }
+}
+
 /// Recomputes phase, current step and conditions from `status.steps` and `facts`.
 pub fn summarize(status: &mut TenantInstanceStatus, facts: &Facts, now: &Time) {
-    let gating: Vec<&StepStatus> = status.steps.iter().filter(|s| gates_ready(s.name)).collect();
-    let all_done = !gating.is_empty() && gating.iter().all(|s| matches!(s.state, StepState::Done | StepState::Skipped));
-    let current = status.steps.iter().find(|s| !matches!(s.state, StepState::Done | StepState::Skipped));
-    let was_ready = status.phase == Some(Phase::Ready) || status.phase == Some(Phase::Degraded);
+    let standing = Standing::of(&status.steps);
+    let phase = phase(status, facts, &standing);
+    let current_step = match phase {
+        Phase::Ready => None,
+        _ => standing.current.map(|s| s.name.as_str().to_string()),
+    };
+    let mut desired =
+        vec![ready_condition(facts, &standing), reconciling_condition(facts, &standing), stalled_condition(facts)];
+    desired.extend(status.steps.iter().map(step_desired));
+    let conditions = conditions::merge(&status.conditions, &desired, facts.generation, now);
+    status.phase = Some(phase);
+    status.observed_generation = facts.generation;
+    status.current_step = current_step;
+    status.conditions = conditions;
+}
 
-    let phase = if facts.deleting {
+fn phase(status: &TenantInstanceStatus, facts: &Facts, standing: &Standing<'_>) -> Phase {
+    let was_ready = status.phase == Some(Phase::Ready) || status.phase == Some(Phase::Degraded);
+    if facts.deleting {
         Phase::Deleting
     } else if facts.stalled.is_some() {
         Phase::Failed
-    } else if all_done {
+    } else if standing.all_done {
         Phase::Ready
     } else if was_ready && status.steps.iter().any(|s| s.state == StepState::Done) {
         Phase::Degraded
@@ -164,56 +197,56 @@ pub fn summarize(status: &mut TenantInstanceStatus, facts: &Facts, now: &Time) {
         Phase::Pending
     } else {
         Phase::Provisioning
-    };
-    status.phase = Some(phase);
-    status.observed_generation = facts.generation;
-    status.current_step = match phase {
-        Phase::Ready => None,
-        _ => current.map(|s| s.name.as_str().to_string()),
-    };
+    }
+}
 
-    let step_msg = |s: &StepStatus| s.message.clone().unwrap_or_else(|| format!("{:?}", s.state));
-    let ready = if facts.deleting {
+fn ready_condition(facts: &Facts, standing: &Standing<'_>) -> Desired<'static> {
+    if facts.deleting {
         Desired::new(names::COND_READY, false, reason::DELETING, "the instance is being deleted")
-    } else if all_done {
+    } else if standing.all_done {
         Desired::new(names::COND_READY, true, reason::READY, "every step converged")
     } else {
-        let msg = current.map_or_else(String::new, |s| format!("step {}: {}", s.name.as_str(), step_msg(s)));
+        let msg = standing.current.map_or_else(String::new, |s| {
+            let m = s.message.clone().unwrap_or_else(|| format!("{:?}", s.state));
+            format!("step {}: {m}", s.name.as_str())
+        });
         Desired::new(names::COND_READY, false, reason::PROGRESSING, msg)
-    };
-    let reconciling = if facts.deleting {
-        Desired::new(
-            names::COND_RECONCILING,
-            true,
-            reason::DELETING,
-            facts.delete_blocked.clone().unwrap_or_else(|| "deleting external objects".into()),
-        )
+    }
+}
+
+fn reconciling_condition(facts: &Facts, standing: &Standing<'_>) -> Desired<'static> {
+    if facts.deleting {
+        let msg = facts.delete_blocked.clone().unwrap_or_else(|| "deleting external objects".into());
+        Desired::new(names::COND_RECONCILING, true, reason::DELETING, msg)
     } else if facts.paused {
         Desired::new(names::COND_RECONCILING, false, reason::PAUSED, "spec.paused is set: no platform is called")
-    } else if all_done || facts.stalled.is_some() {
+    } else if standing.all_done || facts.stalled.is_some() {
         Desired::new(names::COND_RECONCILING, false, reason::IDLE, "")
     } else {
-        let msg = current.map_or_else(String::new, |s| format!("working on step {}", s.name.as_str()));
+        let msg = standing.current.map_or_else(String::new, |s| format!("working on step {}", s.name.as_str()));
         Desired::new(names::COND_RECONCILING, true, reason::PROGRESSING, msg)
-    };
-    let stalled = match (&facts.stalled, &facts.delete_blocked) {
-        (Some((r, m)), _) => Desired::new(names::COND_STALLED, true, r, m.clone()),
-        (None, Some(m)) => Desired::new(names::COND_STALLED, true, "DeleteBlocked", m.clone()),
-        (None, None) => Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, ""),
-    };
-    let mut desired = vec![ready, reconciling, stalled];
-    for s in &status.steps {
-        let ok = matches!(s.state, StepState::Done | StepState::Skipped);
-        let reason = match s.state {
-            StepState::Pending => "Pending",
-            StepState::InProgress => "InProgress",
-            StepState::Done => "Done",
-            StepState::Failed => "Failed",
-            StepState::Skipped => "Skipped",
-        };
-        desired.push(Desired::new(step_condition(s.name), ok, reason, s.message.clone().unwrap_or_default()));
     }
-    status.conditions = conditions::merge(&status.conditions, &desired, facts.generation, now);
+}
+
+fn stalled_condition(facts: &Facts) -> Desired<'static> {
+    match (&facts.stalled, &facts.delete_blocked) {
+        (Some((r, m)), _) => Desired::new(names::COND_STALLED, true, r, m.clone()),
+        (None, Some(m)) => Desired::new(names::COND_STALLED, true, DELETE_BLOCKED, m.clone()),
+        (None, None) => Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, ""),
+    }
+}
+
+/// The per-step condition, e.g. `DatabaseReady`.
+fn step_desired(s: &StepStatus) -> Desired<'static> {
+    let ok = matches!(s.state, StepState::Done | StepState::Skipped);
+    let reason = match s.state {
+        StepState::Pending => "Pending",
+        StepState::InProgress => "InProgress",
+        StepState::Done => "Done",
+        StepState::Failed => "Failed",
+        StepState::Skipped => "Skipped",
+    };
+    Desired::new(step_condition(s.name), ok, reason, s.message.clone().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -291,7 +324,7 @@ mod tests {
         summarize(&mut st, &Facts::default(), &now());
         assert_eq!(st.phase, Some(Phase::Degraded));
         assert_eq!(st.current_step.as_deref(), Some("service"));
-        let stalled = Facts { stalled: Some(("Unauthorized".into(), "railway: 401".into())), ..Facts::default() };
+        let stalled = Facts { stalled: Some(("Unauthorized", "railway: 401".into())), ..Facts::default() };
         summarize(&mut st, &stalled, &now());
         assert_eq!(st.phase, Some(Phase::Failed));
         assert!(conditions::is_true(&st.conditions, names::COND_STALLED));

@@ -12,35 +12,35 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::EngineError;
+use super::{Deps, EngineError, Host};
 use crate::api::{PendingCreate, StepName, TenantInstance, TenantInstanceStatus};
-use crate::controller::metrics::Metrics;
 use crate::names;
 
 /// Working copy of the status plus what the API server last acknowledged.
-pub struct Recorder {
+pub struct Recorder<'a> {
     api: Api<TenantInstance>,
     name: String,
     resource_version: Option<String>,
     written: TenantInstanceStatus,
     /// The status being built; flushed when it differs from what is stored.
     pub status: TenantInstanceStatus,
-    metrics: Metrics,
+    host: &'a dyn Host,
     writes: u32,
 }
 
-impl Recorder {
-    /// Starts from the freshly read `ti`.
+impl<'a> Recorder<'a> {
+    /// Starts from the freshly read `ti`; writes through `deps.client` and
+    /// reports each write to `deps.host`.
     #[must_use]
-    pub fn new(api: Api<TenantInstance>, ti: &TenantInstance, metrics: Metrics) -> Self {
+    pub fn new(deps: &Deps<'a>, ti: &TenantInstance) -> Self {
         let status = ti.status.clone().unwrap_or_default();
         Self {
-            api,
+            api: Api::namespaced(deps.client.clone(), &ti.namespace().unwrap_or_default()),
             name: ti.name_any(),
             resource_version: ti.resource_version(),
             written: status.clone(),
             status,
-            metrics,
+            host: deps.host,
             writes: 0,
         }
     }
@@ -89,7 +89,7 @@ impl Recorder {
         });
         let pp = PatchParams::apply(names::FIELD_MANAGER).force();
         let stored = self.api.patch_status(&self.name, &pp, &Patch::Apply(body)).await?;
-        self.metrics.wrote("TenantInstance", "status");
+        self.host.wrote_status();
         self.writes += 1;
         self.resource_version = stored.resource_version();
         self.written = self.status.clone();

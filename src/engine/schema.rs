@@ -20,6 +20,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use super::EngineError;
+use super::error::Redacted;
 
 /// The embedded tenant migrations, in version order.
 #[must_use]
@@ -52,13 +53,10 @@ const ROOT_CERT_PARAMS: [&str; 3] = ["sslrootcert", "ssl-root-cert", "ssl-ca"];
 /// the TLS policy of this module applied (see the module docs).
 ///
 /// # Errors
-/// `Stalled` when the URL cannot be parsed (it never names the URL's secrets).
+/// `InvalidDatabaseUrl` (which stalls) when the URL cannot be parsed; it
+/// never names the URL's secrets.
 pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, EngineError> {
-    let invalid = || EngineError::Stalled {
-        reason: "InvalidDatabaseUrl",
-        message: "the tenant database URL cannot be parsed".into(),
-    };
-    let mut url = reqwest::Url::parse(database_url).map_err(|_| invalid())?;
+    let mut url = reqwest::Url::parse(database_url).map_err(|_| EngineError::InvalidDatabaseUrl)?;
     let kept: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| !ROOT_CERT_PARAMS.contains(&k.as_ref()))
@@ -69,7 +67,7 @@ pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, EngineErr
     } else {
         url.query_pairs_mut().clear().extend_pairs(kept);
     }
-    let options: PgConnectOptions = url.as_str().parse().map_err(|_| invalid())?;
+    let options: PgConnectOptions = url.as_str().parse().map_err(|_| EngineError::InvalidDatabaseUrl)?;
     let mode = tls_mode(options.get_host(), options.get_socket().is_some(), options.get_ssl_mode());
     Ok(options.ssl_mode(mode))
 }
@@ -103,47 +101,39 @@ pub fn latest_version() -> i64 {
 /// many were newly applied.
 ///
 /// # Errors
-/// `Retryable` when the database is unreachable (a fresh Neon endpoint may
-/// take a moment); `Stalled` when a migration itself fails.
+/// `TenantDatabase` (retried) when the database is unreachable (a fresh
+/// Neon endpoint may take a moment); `Migration` (which stalls) when a
+/// migration itself fails.
 pub async fn apply(database_url: &str) -> Result<usize, EngineError> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(connect_options(database_url)?)
         .await
-        .map_err(|e| EngineError::Retryable(format!("failed to connect to the tenant database: {}", redact(&e))))?;
+        .map_err(unreachable("connect to the tenant database"))?;
     let applied_before: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'public' AND tablename = '_sqlx_migrations'",
     )
     .fetch_one(&pool)
     .await
-    .map_err(|e| EngineError::Retryable(format!("failed to read the tenant database: {}", redact(&e))))?;
+    .map_err(unreachable("read the tenant database"))?;
     let before = if applied_before > 0 {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
             .fetch_one(&pool)
             .await
-            .map_err(|e| EngineError::Retryable(format!("failed to read applied migrations: {}", redact(&e))))?
+            .map_err(unreachable("read applied migrations"))?
     } else {
         0
     };
     let result = migrator().run(&pool).await;
     pool.close().await;
-    result.map_err(|e| EngineError::Stalled {
-        reason: "MigrationFailed",
-        message: format!("failed to apply the tenant migrations: {e}"),
-    })?;
+    result.map_err(EngineError::Migration)?;
     Ok(usize::try_from(latest_version() - before).unwrap_or(0))
 }
 
-/// sqlx errors can echo the connection string; keep only the kind.
-fn redact(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => d.message().to_string(),
-        sqlx::Error::Io(io) => io.to_string(),
-        sqlx::Error::PoolTimedOut => "timed out".into(),
-        sqlx::Error::Tls(_) => "TLS error".into(),
-        _ => "connection error".into(),
-    }
+/// The tenant database did not answer while the step tried `doing`.
+fn unreachable(doing: &'static str) -> impl FnOnce(sqlx::Error) -> EngineError {
+    move |e| EngineError::TenantDatabase { doing, error: Redacted(e) }
 }
 
 #[cfg(test)]
@@ -154,28 +144,42 @@ mod tests {
         connect_options(url).expect("parses").get_ssl_mode()
     }
 
+    fn verified(url: &str) -> bool {
+        matches!(mode(url), PgSslMode::VerifyFull)
+    }
+
+    fn plain(url: &str) -> bool {
+        matches!(mode(url), PgSslMode::Disable)
+    }
+
     #[test]
     fn remote_databases_are_always_verified() {
-        use PgSslMode::VerifyFull;
         // What Neon and Supabase hand out, and what a hostile answer could.
-        assert!(matches!(mode("postgresql://u:p@ep-x-123.us-east-2.aws.neon.tech/db?sslmode=require"), VerifyFull));
-        assert!(matches!(mode("postgresql://postgres:pw@db.abcd.supabase.co:5432/postgres"), VerifyFull));
-        assert!(matches!(mode("postgresql://u:p@db.example.com/db?sslmode=disable"), VerifyFull));
-        assert!(matches!(mode("postgresql://u:p@db.example.com/db?sslmode=prefer"), VerifyFull));
-        assert!(matches!(mode("postgresql://u:p@10.0.0.7/db?sslmode=verify-ca"), VerifyFull));
-        assert!(matches!(mode("postgresql://u:p@127.example.com/db"), VerifyFull));
+        for url in [
+            "postgresql://u:p@ep-x-123.us-east-2.aws.neon.tech/db?sslmode=require",
+            "postgresql://postgres:pw@db.abcd.supabase.co:5432/postgres",
+            "postgresql://u:p@db.example.com/db?sslmode=disable",
+            "postgresql://u:p@db.example.com/db?sslmode=prefer",
+            "postgresql://u:p@10.0.0.7/db?sslmode=verify-ca",
+            "postgresql://u:p@127.example.com/db",
+        ] {
+            assert!(verified(url), "{url}");
+        }
     }
 
     #[test]
     fn loopback_stays_plain_unless_tls_is_asked_for_and_then_is_verified() {
-        use PgSslMode::{Disable, VerifyFull};
-        assert!(matches!(mode("postgresql://u:p@127.0.0.1:5432/db"), Disable));
-        assert!(matches!(mode("postgresql://u:p@127.0.0.2:5432/db?sslmode=prefer"), Disable));
-        assert!(matches!(mode("postgresql://u:p@localhost/db?sslmode=allow"), Disable));
-        assert!(matches!(mode("postgresql://u:p@[::1]:5432/db"), Disable));
-        assert!(matches!(mode("postgresql://u:p@127.0.0.1/db?sslmode=require"), VerifyFull));
-        assert!(matches!(mode("postgresql://u:p@[::1]/db?sslmode=verify-ca"), VerifyFull));
-        assert!(matches!(tls_mode("", true, PgSslMode::Prefer), Disable), "a Unix socket");
+        for (url, tls) in [
+            ("postgresql://u:p@127.0.0.1:5432/db", false),
+            ("postgresql://u:p@127.0.0.2:5432/db?sslmode=prefer", false),
+            ("postgresql://u:p@localhost/db?sslmode=allow", false),
+            ("postgresql://u:p@[::1]:5432/db", false),
+            ("postgresql://u:p@127.0.0.1/db?sslmode=require", true),
+            ("postgresql://u:p@[::1]/db?sslmode=verify-ca", true),
+        ] {
+            assert!(if tls { verified(url) } else { plain(url) }, "{url}");
+        }
+        assert!(matches!(tls_mode("", true, PgSslMode::Prefer), PgSslMode::Disable), "a Unix socket");
     }
 
     #[test]

@@ -8,19 +8,20 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
 use super::credentials::{self, Credentials};
-use super::external::{Converged, converge};
+use super::external::{self, Converged, Object};
 use super::record::Recorder;
 use super::workspace::{self, Workspace};
-use super::{Engine, EngineError, schema};
+use super::{Deps, Engine, EngineError, schema};
 use crate::api::shared::DatabaseProvider;
-use crate::api::tenant_instance::{NeonIds, RailwayIds};
+use crate::api::tenant_instance::{NeonIds, RailwayIds, SchemaRecord, SecretRef};
 use crate::api::{StepName, TenantInstance};
 use crate::plans::Plan;
-use crate::providers::ExternalResource;
-use crate::providers::Marker;
 use crate::providers::neon::resources::{NeonProjectSpec, NeonProjects};
-use crate::providers::railway::resources::{RailwayProjectSpec, RailwayProjects, RailwayServiceSpec, RailwayServices};
+use crate::providers::railway::resources::{
+    RailwayProjectSpec, RailwayProjectState, RailwayProjects, RailwayServiceSpec, RailwayServiceState, RailwayServices,
+};
 use crate::providers::resend::{Email, ResendEmails, WelcomeEmail};
+use crate::providers::{ExternalResource, Marker};
 
 /// What a step reports when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,7 +36,7 @@ pub struct Pass<'a> {
     pub ti: &'a TenantInstance,
     pub plan_name: &'a str,
     pub plan: &'a Plan,
-    pub rec: Recorder,
+    pub rec: Recorder<'a>,
     pub secrets: Api<Secret>,
     pub marker: Marker,
     pub database_url: Option<String>,
@@ -44,58 +45,23 @@ pub struct Pass<'a> {
     pub service_url: Option<String>,
 }
 
-impl Pass<'_> {
-    fn neon_ids(&mut self) -> &mut NeonIds {
-        self.rec.status.external.get_or_insert_default().neon.get_or_insert_default()
-    }
-
-    fn railway_ids(&mut self) -> &mut RailwayIds {
-        self.rec.status.external.get_or_insert_default().railway.get_or_insert_default()
-    }
-
-    async fn frontend(&mut self) -> Result<StepResult, EngineError> {
-        super::frontend::run(self).await
-    }
-
-    async fn supabase(&mut self) -> Result<StepResult, EngineError> {
-        super::supabase::run(self).await
-    }
-
-    /// The welcome email, exactly once: Resend deduplicates on the
-    /// Idempotency-Key (the instance UID) and the id is kept in status.
-    async fn notify(&mut self) -> Result<StepResult, EngineError> {
-        if let Some(id) = self.rec.status.external.as_ref().and_then(|e| e.welcome_email_id.clone()) {
-            return Ok(StepResult::Done(format!("welcome email {id} sent")));
+impl<'a> Pass<'a> {
+    /// A pass over `ti` on `plan`, recording into `rec`; nothing found yet.
+    #[must_use]
+    pub fn new(deps: &Deps<'a>, ti: &'a TenantInstance, plan: &'a Plan, rec: Recorder<'a>) -> Self {
+        Self {
+            engine: deps.engine,
+            ti,
+            plan_name: &ti.spec.plan,
+            plan,
+            rec,
+            secrets: Api::namespaced(deps.client.clone(), &ti.namespace().unwrap_or_default()),
+            marker: Marker::new(&ti.uid().unwrap_or_default()),
+            database_url: None,
+            credentials: None,
+            workspace: None,
+            service_url: None,
         }
-        let p = &self.ti.spec.profile;
-        let url = self.rec.status.urls.as_ref().and_then(|u| u.frontend.clone().or_else(|| u.service.clone()));
-        let text = format!(
-            "Hello {},\n\nyour Winston agent is ready{}.\nCredentials are in the Secret {}.\n",
-            p.display_name,
-            url.map(|u| format!(" at {u}")).unwrap_or_default(),
-            credentials::secret_name(&self.ti.name_any())
-        );
-        let spec = WelcomeEmail {
-            marker: self.marker.clone(),
-            email: Email {
-                from: self.engine.args.welcome_from.clone(),
-                to: vec![p.contact_email.clone()],
-                subject: format!("Your Winston agent for {} is ready", p.display_name),
-                html: None,
-                text: Some(text),
-                tags: Vec::new(),
-            },
-        };
-        let res = ResendEmails(self.engine.providers.resend.clone());
-        let name = self.marker.name();
-        let converged = converge(&res, &spec, StepName::Notify, &name, None, &mut self.rec, |r, id| {
-            r.status.external.get_or_insert_default().welcome_email_id = id.map(str::to_string);
-        })
-        .await?;
-        let id = match converged {
-            Converged::Ready { id, .. } | Converged::Waiting { id, .. } => id,
-        };
-        Ok(StepResult::Done(format!("welcome email {id} sent")))
     }
 
     /// Runs `step`.
@@ -109,32 +75,45 @@ impl Pass<'_> {
             StepName::Credentials => self.credentials().await,
             StepName::Workspace => Ok(self.workspace()),
             StepName::Service => self.service().await,
-            StepName::Frontend => self.frontend().await,
+            StepName::Frontend => super::frontend::run(self).await,
             StepName::Health => self.health().await,
             StepName::Notify => self.notify().await,
         }
     }
 
+    /// Converges `object` (see [`external::converge`]).
+    pub(super) async fn converge<R: ExternalResource>(
+        &mut self,
+        resource: &R,
+        spec: &R::Spec,
+        object: Object,
+    ) -> Result<Converged<R::Observed>, EngineError> {
+        external::converge(resource, spec, object, &self.marker.name(), &mut self.rec).await
+    }
+
+    /// The id of `object` recorded in the status.
+    pub(super) fn known(&self, object: Object) -> Option<String> {
+        object.known(self.rec.status.external.as_ref())
+    }
+
+    fn neon_ids(&mut self) -> &mut NeonIds {
+        self.rec.status.external.get_or_insert_default().neon.get_or_insert_default()
+    }
+
+    fn railway_ids(&mut self) -> &mut RailwayIds {
+        self.rec.status.external.get_or_insert_default().railway.get_or_insert_default()
+    }
+
     async fn database(&mut self) -> Result<StepResult, EngineError> {
         let db = self.ti.spec.components.database.clone().unwrap_or_default();
         if db.provider == DatabaseProvider::Supabase {
-            return self.supabase().await;
+            return super::supabase::run(self).await;
         }
-        let neon = &self.engine.providers.neon;
         let region = db.region.clone().unwrap_or_else(|| self.engine.args.neon_region.clone());
         let pg = db.postgres_version.and_then(|v| u64::try_from(v).ok()).unwrap_or(self.engine.args.postgres_version);
         let spec = NeonProjectSpec::new(self.marker.clone(), &region, pg);
-        let known = self.rec.status.external.as_ref().and_then(|e| e.neon.as_ref()).and_then(|n| n.project_id.clone());
-        let res = NeonProjects(neon.clone());
-        let converged =
-            converge(&res, &spec, StepName::Database, &self.marker.name(), known.as_deref(), &mut self.rec, |r, id| {
-                let n = r.status.external.get_or_insert_default().neon.get_or_insert_default();
-                if n.project_id.as_deref() != id {
-                    *n = NeonIds { project_id: id.map(str::to_string), ..NeonIds::default() };
-                }
-            })
-            .await?;
-        let (project_id, uri) = match converged {
+        let res = NeonProjects(self.engine.providers.neon.clone());
+        let (project_id, uri) = match self.converge(&res, &spec, Object::NeonProject).await? {
             Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(message)),
             Converged::Ready { id, observed } => (id, observed.connection_uri),
         };
@@ -153,10 +132,7 @@ impl Pass<'_> {
         let Some(url) = self.database_url.clone() else {
             return Ok(StepResult::Waiting("waiting for the database".into()));
         };
-        let record = crate::api::tenant_instance::SchemaRecord {
-            version: schema::latest_version(),
-            database: schema::target_of(&url),
-        };
+        let record = SchemaRecord { version: schema::latest_version(), database: schema::target_of(&url) };
         let done = StepResult::Done(format!("tenant schema at version {}", record.version));
         if self.rec.status.schema.as_ref() == Some(&record) {
             return Ok(done);
@@ -178,14 +154,8 @@ impl Pass<'_> {
         .await?;
         self.credentials = Some(creds);
         let name = credentials::secret_name(&self.ti.name_any());
-        self.rec.status.credentials_secret_ref = Some(crate::api::tenant_instance::SecretRef { name: name.clone() });
-        let verb = match outcome {
-            credentials::Outcome::Created => "created",
-            credentials::Outcome::Updated => "updated",
-            credentials::Outcome::Rotated => "rotated",
-            credentials::Outcome::Unchanged => "in place",
-        };
-        Ok(StepResult::Done(format!("Secret {name} {verb}")))
+        self.rec.status.credentials_secret_ref = Some(SecretRef { name: name.clone() });
+        Ok(StepResult::Done(format!("Secret {name} {}", outcome.verb())))
     }
 
     fn workspace(&mut self) -> StepResult {
@@ -195,6 +165,67 @@ impl Pass<'_> {
         self.rec.status.workspace_hash = Some(hash.clone());
         self.workspace = Some(w);
         StepResult::Done(format!("{files} files rendered ({})", &hash[..19.min(hash.len())]))
+    }
+
+    /// The agent service: its Railway project first, then the service in it.
+    async fn service(&mut self) -> Result<StepResult, EngineError> {
+        let (project_id, environment_id) = match self.railway_project().await? {
+            Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(format!("project: {message}"))),
+            Converged::Ready { id, observed } => (id, observed.environment_id),
+        };
+        self.railway_ids().environment_id = Some(environment_id.clone());
+        let spec = self.service_spec(project_id, environment_id)?;
+        let services = RailwayServices(self.engine.providers.railway.clone());
+        match self.converge(&services, &spec, Object::RailwayService).await? {
+            Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("service: {message}"))),
+            Converged::Ready { id, observed } => Ok(self.service_deployed(&id, observed)),
+        }
+    }
+
+    async fn railway_project(&mut self) -> Result<Converged<RailwayProjectState>, EngineError> {
+        let spec = RailwayProjectSpec { marker: self.marker.clone() };
+        let projects = RailwayProjects(self.engine.providers.railway.clone());
+        self.converge(&projects, &spec, Object::RailwayProject).await
+    }
+
+    fn service_spec(&self, project_id: String, environment_id: String) -> Result<RailwayServiceSpec, EngineError> {
+        let compute = self.ti.spec.components.compute.as_ref();
+        let image = compute.and_then(|c| c.image.clone()).unwrap_or_else(|| self.engine.args.agent_image.clone());
+        Ok(RailwayServiceSpec {
+            project_id,
+            environment_id,
+            marker: self.marker.clone(),
+            image,
+            variables: self.service_variables()?,
+            target_port: Some(AGENT_PORT),
+        })
+    }
+
+    /// Records what a deployed service answers on.
+    fn service_deployed(&mut self, id: &str, observed: RailwayServiceState) -> StepResult {
+        let ids = self.railway_ids();
+        ids.deployment_id = observed.deployment.as_ref().map(|d| d.id.clone());
+        ids.domain.clone_from(&observed.domain);
+        self.service_url.clone_from(&observed.url);
+        let url = observed.url.unwrap_or_default();
+        StepResult::Done(format!("Railway service {id} deployed at {url}"))
+    }
+
+    /// The variables the agent service runs with: credentials, the
+    /// workspace bundle and its hash (a workspace change is a variable change,
+    /// which redeploys), plan resources.
+    fn service_variables(&self) -> Result<BTreeMap<String, String>, EngineError> {
+        let creds = self.credentials.as_ref().ok_or(EngineError::MissingInput("credentials step did not run"))?;
+        let ws = self.workspace.as_ref().ok_or(EngineError::MissingInput("workspace step did not run"))?;
+        let mut v = creds.variables();
+        v.insert("WINSTON_WORKSPACE".into(), ws.bundle());
+        v.insert("WINSTON_WORKSPACE_HASH".into(), ws.hash());
+        v.insert("WINSTON_INSTANCE".into(), self.ti.name_any());
+        v.insert("WINSTON_PLAN".into(), self.plan_name.to_string());
+        v.insert("WINSTON_CPU".into(), self.plan.resources.cpu.clone());
+        v.insert("WINSTON_MEMORY".into(), self.plan.resources.memory.clone());
+        v.insert("PORT".into(), AGENT_PORT.to_string());
+        Ok(v)
     }
 
     async fn health(&mut self) -> Result<StepResult, EngineError> {
@@ -215,114 +246,39 @@ impl Pass<'_> {
             Err(_) => Ok(StepResult::Waiting(format!("{host}{path} is not reachable yet"))),
         }
     }
-}
 
-impl Pass<'_> {
-    /// The variables the agent service runs with: credentials, the
-    /// workspace bundle and its hash (a workspace change is a variable change,
-    /// which redeploys), plan resources.
-    fn service_variables(&self) -> Result<BTreeMap<String, String>, EngineError> {
-        let creds = self.credentials.as_ref().ok_or(EngineError::Invalid("credentials step did not run"))?;
-        let ws = self.workspace.as_ref().ok_or(EngineError::Invalid("workspace step did not run"))?;
-        let mut v = BTreeMap::new();
-        if let Some(url) = &creds.database_url {
-            v.insert(credentials::DATABASE_URL.to_string(), url.clone());
+    /// The welcome email, exactly once: Resend deduplicates on the
+    /// Idempotency-Key (the instance UID) and the id is kept in status.
+    async fn notify(&mut self) -> Result<StepResult, EngineError> {
+        if let Some(id) = self.known(Object::WelcomeEmail) {
+            return Ok(StepResult::Done(format!("welcome email {id} sent")));
         }
-        v.insert(credentials::API_KEY.to_string(), creds.api_key.clone());
-        v.insert(credentials::GATEWAY_TOKEN.to_string(), creds.gateway_token.clone());
-        v.insert(credentials::PROXY_URL.to_string(), creds.proxy_url.clone());
-        v.insert("WINSTON_WORKSPACE".into(), ws.bundle());
-        v.insert("WINSTON_WORKSPACE_HASH".into(), ws.hash());
-        v.insert("WINSTON_INSTANCE".into(), self.ti.name_any());
-        v.insert("WINSTON_PLAN".into(), self.plan_name.to_string());
-        v.insert("WINSTON_CPU".into(), self.plan.resources.cpu.clone());
-        v.insert("WINSTON_MEMORY".into(), self.plan.resources.memory.clone());
-        v.insert("PORT".into(), AGENT_PORT.to_string());
-        Ok(v)
+        let spec = self.welcome_email();
+        let res = ResendEmails(self.engine.providers.resend.clone());
+        let (Converged::Ready { id, .. } | Converged::Waiting { id, .. }) =
+            self.converge(&res, &spec, Object::WelcomeEmail).await?;
+        Ok(StepResult::Done(format!("welcome email {id} sent")))
     }
 
-    async fn service(&mut self) -> Result<StepResult, EngineError> {
-        let railway = self.engine.providers.railway.clone();
-        let project_spec = RailwayProjectSpec { marker: self.marker.clone() };
-        let known = self.railway_ids().project_id.clone();
-        let projects = RailwayProjects(railway.clone());
-        let converged = converge(
-            &projects,
-            &project_spec,
-            StepName::Service,
-            &self.marker.name(),
-            known.as_deref(),
-            &mut self.rec,
-            |r, id| {
-                let ids = r.status.external.get_or_insert_default().railway.get_or_insert_default();
-                if ids.project_id.as_deref() != id {
-                    *ids = RailwayIds { project_id: id.map(str::to_string), ..RailwayIds::default() };
-                }
-            },
-        )
-        .await?;
-        let (project_id, environment_id) = match converged {
-            Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(format!("project: {message}"))),
-            Converged::Ready { id, observed } => (id, observed.environment_id),
-        };
-        if self.railway_ids().environment_id.as_deref() != Some(environment_id.as_str()) {
-            self.railway_ids().environment_id = Some(environment_id.clone());
-        }
-        let image = self
-            .ti
-            .spec
-            .components
-            .compute
-            .as_ref()
-            .and_then(|c| c.image.clone())
-            .unwrap_or_else(|| self.engine.args.agent_image.clone());
-        let spec = RailwayServiceSpec {
-            project_id,
-            environment_id,
+    fn welcome_email(&self) -> WelcomeEmail {
+        let p = &self.ti.spec.profile;
+        let url = self.rec.status.urls.as_ref().and_then(|u| u.frontend.clone().or_else(|| u.service.clone()));
+        let text = format!(
+            "Hello {},\n\nyour Winston agent is ready{}.\nCredentials are in the Secret {}.\n",
+            p.display_name,
+            url.map(|u| format!(" at {u}")).unwrap_or_default(),
+            credentials::secret_name(&self.ti.name_any())
+        );
+        WelcomeEmail {
             marker: self.marker.clone(),
-            image,
-            variables: self.service_variables()?,
-            target_port: Some(AGENT_PORT),
-        };
-        let known = self.railway_ids().service_id.clone();
-        let services = RailwayServices(railway);
-        let converged = converge(
-            &services,
-            &spec,
-            StepName::Service,
-            &self.marker.name(),
-            known.as_deref(),
-            &mut self.rec,
-            |r, id| {
-                let ids = r.status.external.get_or_insert_default().railway.get_or_insert_default();
-                if ids.service_id.as_deref() != id {
-                    ids.service_id = id.map(str::to_string);
-                    ids.deployment_id = None;
-                    ids.domain = None;
-                }
+            email: Email {
+                from: self.engine.args.welcome_from.clone(),
+                to: vec![p.contact_email.clone()],
+                subject: format!("Your Winston agent for {} is ready", p.display_name),
+                html: None,
+                text: Some(text),
+                tags: Vec::new(),
             },
-        )
-        .await;
-        let converged = match converged {
-            Err(EngineError::Failed(reason)) => {
-                // A failed deployment: redeploy once per backoff period.
-                if let Some(id) = self.railway_ids().service_id.clone() {
-                    services.update(&id, &spec).await?;
-                }
-                return Err(EngineError::Failed(format!("{reason}; redeploying")));
-            }
-            other => other?,
-        };
-        match converged {
-            Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("service: {message}"))),
-            Converged::Ready { id, observed } => {
-                let ids = self.railway_ids();
-                ids.deployment_id = observed.deployment.as_ref().map(|d| d.id.clone());
-                ids.domain.clone_from(&observed.domain);
-                self.service_url.clone_from(&observed.url);
-                let url = observed.url.unwrap_or_default();
-                Ok(StepResult::Done(format!("Railway service {id} deployed at {url}")))
-            }
         }
     }
 }

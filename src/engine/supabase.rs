@@ -12,10 +12,9 @@ use kube::api::PostParams;
 use kube::{Resource, ResourceExt};
 use rand::RngCore;
 
-use super::external::{Converged, converge};
+use super::external::{Converged, Object};
 use super::steps::{Pass, StepResult};
 use super::{Engine, EngineError};
-use crate::api::StepName;
 use crate::api::tenant_instance::SupabaseIds;
 use crate::names;
 use crate::providers::supabase::{SupabaseProjectSpec, SupabaseProjects};
@@ -27,7 +26,7 @@ async fn password(pass: &Pass<'_>) -> Result<String, EngineError> {
     let name = format!("{}-database", pass.ti.name_any());
     if let Some(s) = pass.secrets.get_opt(&name).await? {
         let v = s.data.as_ref().and_then(|d| d.get(PASSWORD_KEY)).map(|b| String::from_utf8_lossy(&b.0).to_string());
-        return v.ok_or(EngineError::Invalid("database Secret lacks its password"));
+        return v.ok_or(EngineError::MalformedSecret { name, missing: PASSWORD_KEY });
     }
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
@@ -51,10 +50,7 @@ async fn password(pass: &Pass<'_>) -> Result<String, EngineError> {
 }
 
 fn spec(engine: &Engine, marker: &Marker, pw: &str) -> Result<SupabaseProjectSpec, EngineError> {
-    let organization = engine.args.supabase_organization.clone().ok_or(EngineError::Stalled {
-        reason: "SupabaseNotConfigured",
-        message: "the Supabase database provider needs WINSTON_SUPABASE_ORGANIZATION on the controller".into(),
-    })?;
+    let organization = engine.args.supabase_organization.clone().ok_or(EngineError::SupabaseNotConfigured)?;
     Ok(SupabaseProjectSpec {
         marker: marker.clone(),
         organization,
@@ -71,15 +67,8 @@ fn spec(engine: &Engine, marker: &Marker, pw: &str) -> Result<SupabaseProjectSpe
 pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
     let pw = password(pass).await?;
     let spec = spec(pass.engine, &pass.marker, &pw)?;
-    let known = pass.rec.status.external.as_ref().and_then(|e| e.supabase.as_ref()).and_then(|s| s.project_ref.clone());
     let res = SupabaseProjects(pass.engine.providers.supabase.clone());
-    let name = pass.marker.name();
-    let converged = converge(&res, &spec, StepName::Database, &name, known.as_deref(), &mut pass.rec, |r, id| {
-        r.status.external.get_or_insert_default().supabase =
-            id.map(|i| SupabaseIds { project_ref: Some(i.to_string()) });
-    })
-    .await?;
-    match converged {
+    match pass.converge(&res, &spec, Object::SupabaseProject).await? {
         Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("supabase: {message}"))),
         Converged::Ready { id, observed } => {
             let host =

@@ -6,9 +6,9 @@
 //! unrecorded create, or for frontends and Supabase (`unrecorded: true`).
 use std::collections::BTreeMap;
 
-use super::Engine;
-use super::EngineError;
 use super::record::Recorder;
+use super::{Engine, EngineError};
+use crate::api::tenant_instance::{ExternalIds, RailwayIds};
 use crate::api::{StepName, TenantInstance};
 use crate::providers::neon::resources::{NeonProjectSpec, NeonProjects};
 use crate::providers::railway::resources::{RailwayProjectSpec, RailwayProjects, RailwayServiceSpec, RailwayServices};
@@ -63,68 +63,25 @@ pub(super) async fn remove<R: ExternalResource>(
     Ok(false)
 }
 
-/// One pass of deletion; `Ok(true)` when every external object is gone.
+/// One pass of deletion, in reverse step order (frontend, service,
+/// database); `Ok(true)` when every external object is gone.
 ///
 /// # Errors
 /// Platform failures (the caller shows them as `DeleteBlocked`).
-pub async fn delete_all(engine: &Engine, rec: &mut Recorder, ti: &TenantInstance) -> Result<bool, EngineError> {
+pub async fn delete_all(engine: &Engine, rec: &mut Recorder<'_>, ti: &TenantInstance) -> Result<bool, EngineError> {
     let marker = Marker::new(ti.metadata.uid.as_deref().unwrap_or_default());
     let ext = rec.status.external.clone().unwrap_or_default();
-    let p = &engine.providers;
-
-    // frontend
     if !super::frontend::remove(engine, &marker, ext.vercel.as_ref()).await? {
         return Ok(false);
     }
-    if let Some(v) = rec.status.external.as_mut().and_then(|e| e.vercel.take()) {
-        drop(v);
-        rec.flush().await?;
-    }
-
-    // service, then its project
-    let railway = ext.railway.clone().unwrap_or_default();
-    let projects = RailwayProjects(p.railway.clone());
-    let project_spec = RailwayProjectSpec { marker: marker.clone() };
+    forget(rec, |e| e.vercel.take().is_some()).await?;
     let unrecorded = rec.pending(StepName::Service).is_some();
-    let project = match locate(&projects, &project_spec, railway.project_id.as_deref(), unrecorded).await? {
-        Observation::Ready { id, observed, .. } => Some((id, observed.environment_id)),
-        Observation::Ambiguous { ids } => {
-            for id in ids {
-                projects.delete(&id, &project_spec).await?;
-            }
-            return Ok(false);
-        }
-        _ => None,
-    };
-    if let Some((project_id, environment_id)) = project {
-        let spec = RailwayServiceSpec {
-            project_id: project_id.clone(),
-            environment_id,
-            marker: marker.clone(),
-            image: String::new(),
-            variables: BTreeMap::new(),
-            target_port: None,
-        };
-        if !remove(&RailwayServices(p.railway.clone()), &spec, railway.service_id.as_deref(), unrecorded).await? {
-            return Ok(false);
-        }
-        if !remove(&projects, &project_spec, Some(&project_id), unrecorded).await? {
-            return Ok(false);
-        }
-    }
-    if let Some(r) = rec.status.external.as_mut().and_then(|e| e.railway.take()) {
-        drop(r);
-        rec.flush().await?;
-    }
-
-    // database
-    if !super::supabase::remove(engine, &marker, ext.supabase.as_ref()).await? {
+    if !delete_service(engine, &marker, &ext.railway.clone().unwrap_or_default(), unrecorded).await? {
         return Ok(false);
     }
-    let neon = ext.neon.clone().unwrap_or_default();
-    let spec = NeonProjectSpec::new(marker.clone(), &engine.args.neon_region, engine.args.postgres_version);
+    forget(rec, |e| e.railway.take().is_some()).await?;
     let unrecorded = rec.pending(StepName::Database).is_some();
-    if !remove(&NeonProjects(p.neon.clone()), &spec, neon.project_id.as_deref(), unrecorded).await? {
+    if !delete_database(engine, &marker, &ext, unrecorded).await? {
         return Ok(false);
     }
     if let Some(e) = rec.status.external.as_mut() {
@@ -133,4 +90,63 @@ pub async fn delete_all(engine: &Engine, rec: &mut Recorder, ti: &TenantInstance
     }
     rec.flush().await?;
     Ok(true)
+}
+
+/// Forgets ids of objects that are gone; writes the status only when
+/// `take` removed something.
+async fn forget(rec: &mut Recorder<'_>, take: impl FnOnce(&mut ExternalIds) -> bool) -> Result<(), EngineError> {
+    if rec.status.external.as_mut().is_some_and(take) {
+        rec.flush().await?;
+    }
+    Ok(())
+}
+
+/// The Railway service, then its project; `true` when both are gone.
+async fn delete_service(
+    engine: &Engine,
+    marker: &Marker,
+    ids: &RailwayIds,
+    unrecorded: bool,
+) -> Result<bool, EngineError> {
+    let projects = RailwayProjects(engine.providers.railway.clone());
+    let project_spec = RailwayProjectSpec { marker: marker.clone() };
+    let (project_id, environment_id) =
+        match locate(&projects, &project_spec, ids.project_id.as_deref(), unrecorded).await? {
+            Observation::Ready { id, observed, .. } => (id, observed.environment_id),
+            Observation::Ambiguous { ids } => {
+                for id in ids {
+                    projects.delete(&id, &project_spec).await?;
+                }
+                return Ok(false);
+            }
+            _ => return Ok(true),
+        };
+    let spec = RailwayServiceSpec {
+        project_id: project_id.clone(),
+        environment_id,
+        marker: marker.clone(),
+        image: String::new(),
+        variables: BTreeMap::new(),
+        target_port: None,
+    };
+    let services = RailwayServices(engine.providers.railway.clone());
+    if !remove(&services, &spec, ids.service_id.as_deref(), unrecorded).await? {
+        return Ok(false);
+    }
+    remove(&projects, &project_spec, Some(&project_id), unrecorded).await
+}
+
+/// The Supabase project, then the Neon project; `true` when both are gone.
+async fn delete_database(
+    engine: &Engine,
+    marker: &Marker,
+    ext: &ExternalIds,
+    unrecorded: bool,
+) -> Result<bool, EngineError> {
+    if !super::supabase::remove(engine, marker, ext.supabase.as_ref()).await? {
+        return Ok(false);
+    }
+    let spec = NeonProjectSpec::new(marker.clone(), &engine.args.neon_region, engine.args.postgres_version);
+    let known = ext.neon.as_ref().and_then(|n| n.project_id.as_deref());
+    remove(&NeonProjects(engine.providers.neon.clone()), &spec, known, unrecorded).await
 }

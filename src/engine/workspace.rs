@@ -53,34 +53,92 @@ fn tone_words(t: Tone) -> &'static str {
     }
 }
 
+/// What the files say about the agent, read once from the spec and plan.
+struct Agent<'a> {
+    instance: &'a str,
+    spec: &'a TenantInstanceSpec,
+    plan_name: &'a str,
+    plan: &'a Plan,
+    persona_name: &'a str,
+    tone: Tone,
+    /// The persona's choice of skills limited to what the plan includes, or
+    /// every plan skill when the persona names none.
+    skills: Vec<&'a str>,
+    capabilities: Vec<&'a str>,
+}
+
+impl<'a> Agent<'a> {
+    fn of(instance: &'a str, spec: &'a TenantInstanceSpec, plan_name: &'a str, plan: &'a Plan) -> Self {
+        let persona = spec.profile.persona.as_ref();
+        let skills = match persona.filter(|x| !x.skills.is_empty()) {
+            Some(x) => x.skills.iter().map(String::as_str).filter(|s| plan.skills.iter().any(|k| k == s)).collect(),
+            None => plan.skills.iter().map(String::as_str).collect(),
+        };
+        Self {
+            instance,
+            spec,
+            plan_name,
+            plan,
+            persona_name: persona.map_or("Winston", |x| x.name.as_str()),
+            tone: persona.map_or(Tone::Friendly, |x| x.tone),
+            skills,
+            capabilities: persona.map(|x| x.capabilities.iter().map(String::as_str).collect()).unwrap_or_default(),
+        }
+    }
+}
+
+const AGENTS_MD: &str = "# Operating rules\n\n1. Read SOUL.md and USER.md at the start of every session.\n\
+     2. Keep durable facts in the `memories` table, conversations in `conversations`/`messages`.\n\
+     3. Every LLM call goes through the Winston proxy with WINSTON_API_KEY; a 402 means the \
+     credits are spent: tell the user politely and stop.\n";
+const HEARTBEAT_MD: &str =
+    "# Heartbeat\n\nEvery 30 minutes: summarise finished conversations into memories; nothing else.\n";
+const MEMORY_MD: &str = "# Memory\n\nLong-term memory lives in the database (`memories`).\n";
+
 /// Renders the workspace of the instance `name` with `spec` on `plan`
 /// (`plan_name` is the catalog key).
 #[must_use]
 pub fn render(name: &str, spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) -> Workspace {
-    let p = &spec.profile;
-    let persona_name = p.persona.as_ref().map_or("Winston", |x| x.name.as_str());
-    let tone = p.persona.as_ref().map_or(Tone::Friendly, |x| x.tone);
-    // Skills: the persona's choice limited to what the plan includes, or
-    // every plan skill when the persona names none.
-    let wanted: Vec<&str> = match p.persona.as_ref().filter(|x| !x.skills.is_empty()) {
-        Some(x) => x.skills.iter().map(String::as_str).filter(|s| plan.skills.iter().any(|k| k == s)).collect(),
-        None => plan.skills.iter().map(String::as_str).collect(),
-    };
-    let capabilities: Vec<&str> =
-        p.persona.as_ref().map(|x| x.capabilities.iter().map(String::as_str).collect()).unwrap_or_default();
+    let a = Agent::of(name, spec, plan_name, plan);
+    let mut files = BTreeMap::from([
+        ("SOUL.md".to_string(), soul(&a)),
+        ("USER.md".to_string(), user(&a)),
+        (
+            "IDENTITY.md".to_string(),
+            format!("# Identity\n\n- Name: {}\n- Instance: {name}\n- Plan: {plan_name}\n", a.persona_name),
+        ),
+        ("AGENTS.md".to_string(), AGENTS_MD.to_string()),
+        ("TOOLS.md".to_string(), tools(&a)),
+        ("HEARTBEAT.md".to_string(), HEARTBEAT_MD.to_string()),
+        ("MEMORY.md".to_string(), MEMORY_MD.to_string()),
+        ("STATE.json".to_string(), state(&a)),
+        ("openclaw.json".to_string(), openclaw(&a)),
+    ]);
+    for s in &a.skills {
+        files.insert(
+            format!("skills/{s}/SKILL.md"),
+            format!("# Skill: {s}\n\nEnabled by the {plan_name} plan for {}.\n", spec.profile.display_name),
+        );
+    }
+    Workspace { files }
+}
 
-    let mut files = BTreeMap::new();
-    let mut soul = format!("# {persona_name}\n\nYou are {persona_name}, the assistant of {}.\n", p.display_name);
-    let _ = write!(soul, "\nYour tone is {}.\n", tone_words(tone));
-    if !capabilities.is_empty() {
+fn soul(a: &Agent<'_>) -> String {
+    let name = a.persona_name;
+    let mut soul = format!("# {name}\n\nYou are {name}, the assistant of {}.\n", a.spec.profile.display_name);
+    let _ = write!(soul, "\nYour tone is {}.\n", tone_words(a.tone));
+    if !a.capabilities.is_empty() {
         soul.push_str("\nYou can:\n");
-        for c in &capabilities {
+        for c in &a.capabilities {
             let _ = writeln!(soul, "- {c}");
         }
     }
     soul.push_str("\nNever invent facts about the business; when unsure, say so and offer to pass the question on.\n");
-    files.insert("SOUL.md".into(), soul);
+    soul
+}
 
+fn user(a: &Agent<'_>) -> String {
+    let p = &a.spec.profile;
     let mut user = format!("# {}\n\n", p.display_name);
     if let Some(i) = &p.industry {
         let _ = writeln!(user, "- Industry: {i}");
@@ -89,55 +147,33 @@ pub fn render(name: &str, spec: &TenantInstanceSpec, plan_name: &str, plan: &Pla
         let _ = writeln!(user, "- Website: {w}");
     }
     let _ = writeln!(user, "- Contact: {}", p.contact_email);
-    files.insert("USER.md".into(), user);
+    user
+}
 
-    files.insert(
-        "IDENTITY.md".into(),
-        format!("# Identity\n\n- Name: {persona_name}\n- Instance: {name}\n- Plan: {plan_name}\n"),
-    );
-    files.insert(
-        "AGENTS.md".into(),
-        "# Operating rules\n\n1. Read SOUL.md and USER.md at the start of every session.\n\
-         2. Keep durable facts in the `memories` table, conversations in `conversations`/`messages`.\n\
-         3. Every LLM call goes through the Winston proxy with WINSTON_API_KEY; a 402 means the \
-         credits are spent: tell the user politely and stop.\n"
-            .into(),
-    );
+fn tools(a: &Agent<'_>) -> String {
     let mut tools = String::from("# Tools\n\n");
-    for s in &wanted {
+    for s in &a.skills {
         let _ = writeln!(tools, "- `{s}`: see skills/{s}/SKILL.md");
     }
-    if wanted.is_empty() {
+    if a.skills.is_empty() {
         tools.push_str("No skills are enabled on this plan.\n");
     }
-    files.insert("TOOLS.md".into(), tools);
-    files.insert(
-        "HEARTBEAT.md".into(),
-        "# Heartbeat\n\nEvery 30 minutes: summarise finished conversations into memories; nothing else.\n".into(),
-    );
-    files.insert("MEMORY.md".into(), "# Memory\n\nLong-term memory lives in the database (`memories`).\n".into());
-    files.insert(
-        "STATE.json".into(),
-        pretty(&json!({ "instance": name, "ordinal": spec.ordinal, "plan": plan_name, "skills": wanted })),
-    );
-    files.insert(
-        "openclaw.json".into(),
-        pretty(&json!({
-            "agent": { "name": persona_name, "workspace": ".", "heartbeat": "HEARTBEAT.md" },
-            "model": { "provider": "winston", "baseUrlEnv": "WINSTON_PROXY_URL", "apiKeyEnv": "WINSTON_API_KEY" },
-            "database": { "urlEnv": "DATABASE_URL" },
-            "gateway": { "tokenEnv": "GATEWAY_TOKEN" },
-            "resources": { "cpu": plan.resources.cpu, "memory": plan.resources.memory },
-            "skills": wanted,
-        })),
-    );
-    for s in &wanted {
-        files.insert(
-            format!("skills/{s}/SKILL.md"),
-            format!("# Skill: {s}\n\nEnabled by the {plan_name} plan for {}.\n", p.display_name),
-        );
-    }
-    Workspace { files }
+    tools
+}
+
+fn state(a: &Agent<'_>) -> String {
+    pretty(&json!({ "instance": a.instance, "ordinal": a.spec.ordinal, "plan": a.plan_name, "skills": a.skills }))
+}
+
+fn openclaw(a: &Agent<'_>) -> String {
+    pretty(&json!({
+        "agent": { "name": a.persona_name, "workspace": ".", "heartbeat": "HEARTBEAT.md" },
+        "model": { "provider": "winston", "baseUrlEnv": "WINSTON_PROXY_URL", "apiKeyEnv": "WINSTON_API_KEY" },
+        "database": { "urlEnv": "DATABASE_URL" },
+        "gateway": { "tokenEnv": "GATEWAY_TOKEN" },
+        "resources": { "cpu": a.plan.resources.cpu, "memory": a.plan.resources.memory },
+        "skills": a.skills,
+    }))
 }
 
 fn pretty(v: &serde_json::Value) -> String {
