@@ -171,7 +171,7 @@ impl std::error::Error for Redacted {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::Platform;
+    use crate::platform::Platform;
 
     fn provider(status: u16) -> EngineError {
         ProviderError::from_status(Platform::Railway, status, "nope".into(), None).into()
