@@ -431,7 +431,7 @@ where
     .await;
     let seen = |o: &K| o.meta().resource_version == latest.meta().resource_version;
     eventually(&format!("the watch of {name} to catch up"), WAIT, || async {
-        history.all().iter().any(|o| seen(o)).then_some(())
+        history.all().iter().any(seen).then_some(())
     })
     .await;
     history.all()[from..]
