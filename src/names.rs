@@ -71,6 +71,8 @@ pub mod reason {
     pub const IDLE: &str = "Idle";
     /// A child object is owned by someone else.
     pub const CONFLICT: &str = "Conflict";
+    /// Tenant: the API server refused a write of a child (invalid, forbidden, over quota).
+    pub const CHILD_REFUSED: &str = "ChildRefused";
     /// Waiting for the first status from a controller.
     pub const PENDING: &str = "Pending";
     /// CreditLedger: the balance is under the low-balance threshold.

@@ -2,6 +2,10 @@
 //! `Stalled` plus kind-specific ones. `lastTransitionTime` changes only when
 //! a condition's status flips, so recomputing status from the same facts
 //! yields byte-identical conditions (and the controller writes nothing).
+//!
+//! Condition and Event messages are read by people (`kubectl describe`, Argo
+//! CD, Flux): [`api_error_message`] gives the text of a Kubernetes API error
+//! without the client's debug representation.
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// The desired state of one condition, before timestamps are reconciled.
@@ -57,9 +61,63 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// What the API server said, for people: its own message (for example
+/// `tenantinstances.winston.dev "acme-0" is forbidden: exceeded quota: ...`),
+/// else its reason and HTTP code; any other client error as the client
+/// describes it. Never the client's `Debug` output.
+#[must_use]
+pub fn api_error_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        kube::Error::Api(status) if !status.reason.is_empty() => {
+            format!("the API server answered {} ({})", status.code, status.reason)
+        }
+        kube::Error::Api(status) => format!("the API server answered {}", status.code),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `error` is the API server refusing the request itself (invalid,
+/// forbidden, over quota, unknown namespace), which no retry of the same
+/// request fixes, as opposed to a conflict, throttling or a failure to reach it.
+#[must_use]
+pub fn is_refusal(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if (400..500).contains(&s.code) && !matches!(s.code, 408 | 409 | 429))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "reason": reason, "message": message
+        }))
+        .expect("status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn api_errors_read_as_the_api_servers_words() {
+        let quota = "tenantinstances.winston.dev \"acme-0\" is forbidden: exceeded quota: q";
+        let e = api_error(403, "Forbidden", quota);
+        assert_eq!(api_error_message(&e), quota);
+        assert!(!e.to_string().is_empty() && e.to_string().contains("Status {"), "the client's own text is Debug");
+        assert_eq!(
+            api_error_message(&api_error(500, "InternalError", "")),
+            "the API server answered 500 (InternalError)"
+        );
+        assert_eq!(api_error_message(&api_error(503, "", "")), "the API server answered 503");
+    }
+
+    #[test]
+    fn refusals_are_the_4xx_no_retry_fixes() {
+        for (code, refused) in
+            [(400, true), (403, true), (404, true), (422, true), (409, false), (429, false), (500, false)]
+        {
+            assert_eq!(is_refusal(&api_error(code, "", "x")), refused, "{code}");
+        }
+    }
 
     fn t(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("valid time"))

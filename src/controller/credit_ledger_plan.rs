@@ -23,7 +23,7 @@ pub fn tenant_not_found(ledger: &CreditLedger) -> Blocked {
     Blocked {
         reason: reason::TENANT_NOT_FOUND,
         message: format!(
-            "Tenant {:?} does not exist in namespace {:?}: nothing is billed or credited. Create the Tenant \
+            "Tenant \"{}\" does not exist in namespace \"{}\": nothing is billed or credited. Create the Tenant \
              (it adopts this ledger) or delete this CreditLedger",
             ledger.spec.tenant_ref.name,
             ledger.namespace().unwrap_or_default()
@@ -52,7 +52,7 @@ pub fn account_of(ledger: &CreditLedger, tenant: &Tenant) -> Result<String, Bloc
             return Err(Blocked {
                 reason: reason::NOT_OWNED,
                 message: format!(
-                    "this CreditLedger is controlled by {} {:?} (uid {}), not by Tenant {name:?} (uid {uid}): \
+                    "this CreditLedger is controlled by {} \"{}\" (uid {}), not by Tenant \"{name}\" (uid {uid}): \
                      nothing is billed or credited. Delete it; the Tenant controller creates the Tenant's own ledger",
                     o.kind, o.name, o.uid
                 ),
@@ -62,7 +62,7 @@ pub fn account_of(ledger: &CreditLedger, tenant: &Tenant) -> Result<String, Bloc
             return Err(Blocked {
                 reason: reason::NOT_OWNED,
                 message: format!(
-                    "Tenant {name:?} (uid {uid}) does not own this CreditLedger yet: nothing is billed or \
+                    "Tenant \"{name}\" (uid {uid}) does not own this CreditLedger yet: nothing is billed or \
                      credited until the Tenant controller adopts it (it adds itself as controller owner)"
                 ),
             });
@@ -73,7 +73,7 @@ pub fn account_of(ledger: &CreditLedger, tenant: &Tenant) -> Result<String, Bloc
         Some(recorded) if recorded != account => Err(Blocked {
             reason: reason::ACCOUNT_CHANGED,
             message: format!(
-                "this CreditLedger drove account {recorded:?}, but its owner is now Tenant {name:?} with uid \
+                "this CreditLedger drove account \"{recorded}\", but its owner is now Tenant \"{name}\" with uid \
                  {uid}: a ledger never moves to another account. Delete it; the Tenant controller creates a \
                  new one for this Tenant"
             ),
@@ -157,14 +157,14 @@ pub fn allotment(spec: &CreditLedgerSpec, tenant_plan: Option<&str>, plans: &Pla
         return Err(Blocked {
             reason: reason::TENANT_NOT_FOUND,
             message: format!(
-                "spec.allotmentPerPeriod is not set and Tenant {:?} does not exist to take it from its plan",
+                "spec.allotmentPerPeriod is not set and Tenant \"{}\" does not exist to take it from its plan",
                 spec.tenant_ref.name
             ),
         });
     };
     plans.get(plan).map(|p| p.credits_per_month).ok_or_else(|| Blocked {
         reason: reason::UNKNOWN_PLAN,
-        message: format!("plan {plan:?} is not in the plan catalog (known: {})", plans.names().join(", ")),
+        message: format!("plan \"{plan}\" is not in the plan catalog (known: {})", plans.names().join(", ")),
     })
 }
 

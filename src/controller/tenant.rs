@@ -55,18 +55,34 @@ pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Ac
 }
 
 /// A live Tenant: plan its instances -> observe them -> apply the changes
-/// and delete the surplus -> the same for its ledger -> status.
+/// and delete the surplus -> the same for its ledger -> status. A child
+/// write that fails is reported in status too (`Stalled` when the API server
+/// refused it) before the error policy retries it.
 async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let children = Children::of(tenant, ctx);
     let desired = plan::desired_instances(tenant)?;
     let (listed, existing) = children.observe_instances(ctx, &desired).await?;
     let changes = plan::instance_changes(desired, &existing, &children.uid);
-    let mut instances = children.apply_instances(ctx, changes, listed).await?;
-    children.delete_surplus(ctx, &instances).await?;
+    let mut instances = listed;
+    let written = children.write(ctx, changes, &mut instances).await;
     instances.retain(|o| o.spec.ordinal < tenant.spec.instances);
-    let ledger = children.sync_ledger(ctx).await?;
-    write_status(tenant, ctx, &instances, ledger.as_ref()).await?;
-    Ok(Action::requeue(jittered(RESYNC)))
+    match written {
+        Ok(ledger) => {
+            write_status(tenant, ctx, &instances, ledger.as_ref(), None).await?;
+            Ok(Action::requeue(jittered(RESYNC)))
+        }
+        Err(error) => {
+            let failure = plan::ChildFailure::of(&error);
+            let shown = match children.observe_ledger(ctx).await {
+                Ok(ledger) => write_status(tenant, ctx, &instances, ledger.as_ref(), Some(&failure)).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = shown {
+                tracing::warn!(tenant = %children.name, error = %e, "failed to show a failed child write in status");
+            }
+            Err(error)
+        }
+    }
 }
 
 /// A deleted Tenant: delete its own children, wait until they are gone,
@@ -75,7 +91,7 @@ async fn cleanup(api: &Api<Tenant>, tenant: &Tenant, ctx: &Context) -> Result<Ac
     let children = Children::of(tenant, ctx);
     let (instances, ledger) = children.delete_all(ctx).await?;
     if !instances.is_empty() || ledger.is_some() {
-        write_status(tenant, ctx, &instances, ledger.as_ref()).await?;
+        write_status(tenant, ctx, &instances, ledger.as_ref(), None).await?;
         return Ok(Action::requeue(DELETE_POLL));
     }
     finalizer::remove(api, tenant, &ctx.metrics, KIND).await?;
@@ -146,28 +162,46 @@ impl<'a> Children<'a> {
         Ok((listed, existing))
     }
 
-    /// Applies `changes` in order and returns `listed` with each applied
-    /// instance in place of what was listed under its name.
+    /// The writes of a live Tenant, in order: its instances' changes, the
+    /// surplus deleted, its ledger synced. Stops at the first write that
+    /// fails. `instances` (as listed) ends with each applied instance in
+    /// place of what was listed under its name.
+    async fn write(
+        &self,
+        ctx: &Context,
+        changes: Vec<InstanceChange>,
+        instances: &mut Vec<TenantInstance>,
+    ) -> Result<Option<CreditLedger>> {
+        self.apply_instances(ctx, changes, instances).await?;
+        self.delete_surplus(ctx, instances).await?;
+        self.sync_ledger(ctx).await
+    }
+
+    /// Applies `changes` in order, replacing each applied instance in `listed`.
     async fn apply_instances(
         &self,
         ctx: &Context,
         changes: Vec<InstanceChange>,
-        mut listed: Vec<TenantInstance>,
-    ) -> Result<Vec<TenantInstance>> {
+        listed: &mut Vec<TenantInstance>,
+    ) -> Result<()> {
         for change in changes {
-            let (want, verb) = match change {
-                InstanceChange::Create(want) => (want, "Created"),
-                InstanceChange::Update(want) => (want, "Updated"),
+            let (want, verb, done) = match change {
+                InstanceChange::Create(want) => (want, "create", "Created"),
+                InstanceChange::Update(want) => (want, "update", "Updated"),
                 InstanceChange::Refuse(name) => return Err(Error::Conflict { kind: "TenantInstance", name }),
             };
             let child = want.name_any();
-            let applied = self.instances.patch(&child, &write::ssa(), &Patch::Apply(&want)).await?;
+            let applied = self
+                .instances
+                .patch(&child, &write::ssa(), &Patch::Apply(&want))
+                .await
+                .map_err(|source| Error::Child { verb, kind: "TenantInstance", name: child.clone(), source })?;
             ctx.metrics.wrote("TenantInstance", "spec");
-            ctx.event(&self.reference, false, verb, "ApplyInstance", format!("{verb} TenantInstance {child}")).await;
+            ctx.event(&self.reference, false, done, "ApplyInstance", format!("{done} TenantInstance {child}")).await;
             listed.retain(|o| o.name_any() != child);
             listed.push(applied);
         }
-        Ok(listed)
+        Ok(())
     }
 
     /// Deletes the instances the Tenant no longer wants.
@@ -176,7 +210,15 @@ impl<'a> Children<'a> {
             // The cache may still show an instance that is already gone.
             match self.instances.delete(&extra.name_any(), &DeleteParams::background()).await {
                 Err(kube::Error::Api(e)) if e.code == 404 => continue,
-                other => other?,
+                Err(source) => {
+                    return Err(Error::Child {
+                        verb: "delete",
+                        kind: "TenantInstance",
+                        name: extra.name_any(),
+                        source,
+                    });
+                }
+                Ok(_) => {}
             };
             ctx.metrics.wrote("TenantInstance", "delete");
             let note = format!("Deleted TenantInstance {} (no longer wanted)", extra.name_any());
@@ -185,20 +227,30 @@ impl<'a> Children<'a> {
         Ok(())
     }
 
+    /// The Tenant's ledger as the watch cache (else a GET) shows it.
+    async fn observe_ledger(&self, ctx: &Context) -> Result<Option<CreditLedger>> {
+        let cached = ctx.caches.get().and_then(|c| c.ledgers.get(&ObjectRef::new(&self.name).within(&self.ns)));
+        Ok(match cached {
+            Some(l) => Some((*l).clone()),
+            None => self.ledgers.get_opt(&self.name).await?,
+        })
+    }
+
     /// Brings the ledger to what the Tenant manages (and nothing more) and
     /// returns it as it now is.
     async fn sync_ledger(&self, ctx: &Context) -> Result<Option<CreditLedger>> {
-        let cached = ctx.caches.get().and_then(|c| c.ledgers.get(&ObjectRef::new(&self.name).within(&self.ns)));
-        let observed = match cached {
-            Some(l) => Some((*l).clone()),
-            None => self.ledgers.get_opt(&self.name).await?,
-        };
+        let observed = self.observe_ledger(ctx).await?;
         let body = match plan::ledger_change(self.tenant, observed.as_ref())? {
             LedgerChange::UpToDate => return Ok(observed),
             LedgerChange::Refuse => return Err(Error::Conflict { kind: "CreditLedger", name: self.name.clone() }),
             LedgerChange::Apply(body) => body,
         };
-        let applied = self.ledgers.patch(&self.name, &write::ssa(), &Patch::Apply(body)).await?;
+        let verb = if observed.is_some() { "update" } else { "create" };
+        let applied = self
+            .ledgers
+            .patch(&self.name, &write::ssa(), &Patch::Apply(body))
+            .await
+            .map_err(|source| Error::Child { verb, kind: "CreditLedger", name: self.name.clone(), source })?;
         ctx.metrics.wrote("CreditLedger", "spec");
         if observed.is_none() {
             let note = format!("Created CreditLedger {}", self.name);
@@ -214,12 +266,23 @@ impl<'a> Children<'a> {
         let instances: Vec<TenantInstance> =
             self.instances.list(&self.selector()).await?.items.into_iter().filter(|o| own(&o.metadata)).collect();
         for o in instances.iter().filter(|o| o.metadata.deletion_timestamp.is_none()) {
-            self.instances.delete(&o.name_any(), &DeleteParams::background()).await?;
+            let name = o.name_any();
+            self.instances.delete(&name, &DeleteParams::background()).await.map_err(|source| Error::Child {
+                verb: "delete",
+                kind: "TenantInstance",
+                name,
+                source,
+            })?;
             ctx.metrics.wrote("TenantInstance", "delete");
         }
         let ledger = self.ledgers.get_opt(&self.name).await?.filter(|l| own(&l.metadata));
         if ledger.as_ref().is_some_and(|l| l.metadata.deletion_timestamp.is_none()) {
-            self.ledgers.delete(&self.name, &DeleteParams::background()).await?;
+            self.ledgers.delete(&self.name, &DeleteParams::background()).await.map_err(|source| Error::Child {
+                verb: "delete",
+                kind: "CreditLedger",
+                name: self.name.clone(),
+                source,
+            })?;
             ctx.metrics.wrote("CreditLedger", "delete");
         }
         Ok((instances, ledger))
@@ -232,8 +295,9 @@ async fn write_status(
     ctx: &Context,
     instances: &[TenantInstance],
     ledger: Option<&CreditLedger>,
+    failure: Option<&plan::ChildFailure>,
 ) -> Result<()> {
-    let status = plan::status(tenant, instances, ledger, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let status = plan::status(tenant, instances, ledger, failure, &Time(k8s_openapi::jiff::Timestamp::now()));
     if write::status(ctx, KIND, tenant, tenant.status.as_ref(), &status).await?
         && let Some((reason, message)) = plan::readiness_change(tenant.status.as_ref(), &status)
     {

@@ -219,17 +219,57 @@ pub fn readiness_change(before: Option<&TenantStatus>, after: &TenantStatus) -> 
     })
 }
 
-/// The Tenant's status, aggregated from its instances and ledger.
+/// A write to a child that did not go through in this reconcile, as the
+/// Tenant's status reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildFailure {
+    /// Condition reason: `ChildRefused` or `Conflict` when no retry fixes
+    /// it, `Progressing` when it is retried.
+    pub reason: &'static str,
+    /// For people, for example `failed to create TenantInstance acme-0:
+    /// <the API server's message>`.
+    pub message: String,
+    /// No retry fixes it without a change elsewhere: the Tenant is `Stalled`.
+    pub terminal: bool,
+}
+
+impl ChildFailure {
+    /// The failure `error` reports.
+    #[must_use]
+    pub fn of(error: &super::Error) -> Self {
+        let terminal = error.is_terminal();
+        let reason = match error {
+            super::Error::Conflict { .. } => reason::CONFLICT,
+            _ if terminal => reason::CHILD_REFUSED,
+            _ => reason::PROGRESSING,
+        };
+        Self { reason, message: error.to_string(), terminal }
+    }
+}
+
+/// The Tenant's status, aggregated from its instances and ledger and the
+/// child write that failed in this reconcile, if one did.
+///
+/// # Guarantees
+/// - `Ready` says whether every wanted instance serves (is `Ready`); a
+///   Tenant whose instances serve stays `Ready` while they converge to a
+///   new spec, and is `Reconciling` meanwhile.
+/// - `Stalled` (and a `Ready=False` with the same reason) carries what no
+///   retry fixes: a child the API server refused, a name another owner
+///   holds, or the reason and message of every stalled instance.
+/// - `Reconciling` is `False` while stalled, so kstatus says `Failed`, not
+///   `InProgress`.
 #[must_use]
 pub fn status(
     tenant: &Tenant,
     instances: &[TenantInstance],
     ledger: Option<&CreditLedger>,
+    failure: Option<&ChildFailure>,
     now: &Time,
 ) -> TenantStatus {
     let wanted = tenant.spec.instances.max(1);
     let summaries = instance_summaries(instances, wanted);
-    let facts = Facts::of(tenant, instances, &summaries, wanted);
+    let facts = Facts::of(tenant, instances, &summaries, failure, wanted);
     let existing = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     TenantStatus {
         phase: Some(facts.phase(&summaries)),
@@ -273,37 +313,74 @@ fn credits_summary(ledger: &CreditLedger) -> CreditsSummary {
     }
 }
 
+/// Whether `instance` has not yet converged to the spec it was given: its
+/// controller has not observed its generation (kstatus' own rule; an
+/// instance that reports no `observedGeneration` is not judged by it) or
+/// says it is `Reconciling`.
+fn converging(instance: &TenantInstance) -> bool {
+    let Some(st) = instance.status.as_ref() else { return false };
+    let unobserved = st.observed_generation.is_some() && st.observed_generation != instance.metadata.generation;
+    unobserved || conditions::is_true(&st.conditions, names::COND_RECONCILING)
+}
+
+/// What blocks the Tenant until something outside changes.
+struct Blocker {
+    reason: String,
+    message: String,
+}
+
 /// What the Tenant's status is computed from.
 struct Facts {
     wanted: i32,
     ready: usize,
     all_ready: bool,
-    /// `<instance>: <message>` of every instance that is `Stalled`.
-    stalled: Vec<String>,
+    /// What no retry fixes, in this order: the child write the API server
+    /// refused, then every `Stalled` instance with its reason and message.
+    blockers: Vec<Blocker>,
+    /// A child write that failed and is retried.
+    retrying: Option<String>,
     deleting: bool,
     /// Wanted instances that exist and are not ready.
     waiting: Vec<String>,
+    /// Wanted instances that are ready but still converging to their spec.
+    converging: Vec<String>,
     /// Wanted instances that do not exist yet.
     missing: usize,
 }
 
 impl Facts {
-    fn of(tenant: &Tenant, instances: &[TenantInstance], summaries: &[InstanceSummary], wanted: i32) -> Self {
+    fn of(
+        tenant: &Tenant,
+        instances: &[TenantInstance],
+        summaries: &[InstanceSummary],
+        failure: Option<&ChildFailure>,
+        wanted: i32,
+    ) -> Self {
         let ready = summaries.iter().filter(|s| s.ready).count();
-        let stalled = instances
-            .iter()
-            .filter_map(|i| {
-                let c = conditions::find(&i.status.as_ref()?.conditions, names::COND_STALLED)?;
-                (c.status == "True").then(|| format!("{}: {}", i.metadata.name.clone().unwrap_or_default(), c.message))
+        let wanted_instances = || instances.iter().filter(|i| i.spec.ordinal < wanted);
+        let refused =
+            failure.filter(|f| f.terminal).map(|f| Blocker { reason: f.reason.into(), message: f.message.clone() });
+        let stalled = wanted_instances().filter_map(|i| {
+            let c = conditions::find(&i.status.as_ref()?.conditions, names::COND_STALLED)?;
+            (c.status == "True").then(|| Blocker {
+                reason: c.reason.clone(),
+                message: format!("{}: {}", i.metadata.name.clone().unwrap_or_default(), c.message),
             })
-            .collect();
+        });
+        let is_ready = |name: &str| summaries.iter().any(|s| s.ready && s.name == name);
         Self {
             wanted,
             ready,
             all_ready: i32::try_from(ready).unwrap_or(i32::MAX) >= wanted,
-            stalled,
+            blockers: refused.into_iter().chain(stalled).collect(),
+            retrying: failure.filter(|f| !f.terminal).map(|f| f.message.clone()),
             deleting: tenant.metadata.deletion_timestamp.is_some(),
             waiting: summaries.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect(),
+            converging: wanted_instances()
+                .filter(|i| converging(i))
+                .filter_map(|i| i.metadata.name.clone())
+                .filter(|n| is_ready(n))
+                .collect(),
             missing: usize::try_from(wanted).unwrap_or(0).saturating_sub(summaries.len()),
         }
     }
@@ -313,7 +390,7 @@ impl Facts {
             Phase::Deleting
         } else if self.all_ready {
             Phase::Ready
-        } else if !self.stalled.is_empty() {
+        } else if !self.blockers.is_empty() {
             Phase::Failed
         } else if summaries.iter().any(|s| s.phase == Some(Phase::Degraded)) {
             Phase::Degraded
@@ -335,8 +412,25 @@ impl Facts {
         m
     }
 
+    /// Why the Tenant is still at work while nothing blocks it: a retried
+    /// write, instances not ready, instances converging to a new spec.
+    fn progress_message(&self) -> Option<String> {
+        let mut parts: Vec<String> = self.retrying.iter().map(|m| format!("{m}; retrying")).collect();
+        if !self.all_ready {
+            parts.push(self.not_ready_message());
+        } else if !self.converging.is_empty() {
+            parts.push(format!("{} serving, updating to the current spec", self.converging.join(", ")));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    fn blocked_message(&self) -> String {
+        self.blockers.iter().map(|b| b.message.as_str()).collect::<Vec<_>>().join("; ")
+    }
+
     /// `Ready`, `Reconciling` and `Stalled`.
-    fn conditions(&self, paused: bool) -> [Desired<'static>; 3] {
+    fn conditions(&self, paused: bool) -> [Desired<'_>; 3] {
+        let first_blocker = self.blockers.first();
         let ready = if self.deleting {
             Desired::new(names::COND_READY, false, reason::DELETING, "tenant is being deleted")
         } else if self.all_ready {
@@ -346,6 +440,8 @@ impl Facts {
                 reason::READY,
                 format!("{}/{} instances ready", self.ready, self.wanted),
             )
+        } else if let Some(b) = first_blocker {
+            Desired::new(names::COND_READY, false, &b.reason, self.blocked_message())
         } else {
             Desired::new(names::COND_READY, false, reason::INSTANCES_NOT_READY, self.not_ready_message())
         };
@@ -353,15 +449,14 @@ impl Facts {
             Desired::new(names::COND_RECONCILING, true, reason::DELETING, "tearing down instances and ledger")
         } else if paused {
             Desired::new(names::COND_RECONCILING, false, reason::PAUSED, "spec.paused is true")
-        } else if self.all_ready || !self.stalled.is_empty() {
+        } else if let (None, Some(m)) = (first_blocker, self.progress_message()) {
+            Desired::new(names::COND_RECONCILING, true, reason::PROGRESSING, m)
+        } else {
             Desired::new(names::COND_RECONCILING, false, reason::IDLE, "")
-        } else {
-            Desired::new(names::COND_RECONCILING, true, reason::PROGRESSING, self.not_ready_message())
         };
-        let stalled = if self.stalled.is_empty() {
-            Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, "")
-        } else {
-            Desired::new(names::COND_STALLED, true, reason::INSTANCES_NOT_READY, self.stalled.join("; "))
+        let stalled = match first_blocker {
+            None => Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, ""),
+            Some(b) => Desired::new(names::COND_STALLED, true, &b.reason, self.blocked_message()),
         };
         [ready, reconciling, stalled]
     }
@@ -431,14 +526,14 @@ mod tests {
     fn not_ready_with_reason_until_every_instance_is_ready() {
         let t = tenant(2);
         let d = desired_instances(&t).expect("desired");
-        let s = status(&t, &[ready(d[0].clone(), "https://a"), d[1].clone()], None, &now());
+        let s = status(&t, &[ready(d[0].clone(), "https://a"), d[1].clone()], None, None, &now());
         let r = conditions::find(&s.conditions, names::COND_READY).expect("ready");
         assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", reason::INSTANCES_NOT_READY));
         assert!(r.message.contains("1/2") && r.message.contains("acme-1"), "{}", r.message);
         assert_eq!(s.phase, Some(Phase::Provisioning));
         assert_eq!(s.url.as_deref(), Some("https://a"));
 
-        let s = status(&t, &[ready(d[0].clone(), "https://a"), ready(d[1].clone(), "https://b")], None, &now());
+        let s = status(&t, &[ready(d[0].clone(), "https://a"), ready(d[1].clone(), "https://b")], None, None, &now());
         assert!(conditions::is_true(&s.conditions, names::COND_READY));
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.ready_instances.as_deref(), Some("2/2"));
@@ -448,13 +543,13 @@ mod tests {
     #[test]
     fn missing_children_are_reported_and_status_is_stable() {
         let mut t = tenant(1);
-        let s = status(&t, &[], None, &now());
+        let s = status(&t, &[], None, None, &now());
         assert!(
             conditions::find(&s.conditions, names::COND_READY).expect("ready").message.contains("1 not created yet")
         );
         t.status = Some(s.clone());
         let later = Time(now().0 + k8s_openapi::jiff::SignedDuration::from_secs(60));
-        assert_eq!(status(&t, &[], None, &later), s, "recomputing unchanged facts must not change status");
+        assert_eq!(status(&t, &[], None, None, &later), s, "recomputing unchanged facts must not change status");
     }
 
     #[test]
@@ -537,11 +632,138 @@ mod tests {
     fn an_event_only_when_ready_flips() {
         let t = tenant(1);
         let d = desired_instances(&t).expect("desired");
-        let pending = status(&t, &d, None, &now());
-        let ready = status(&t, &[ready(d[0].clone(), "https://a")], None, &now());
+        let pending = status(&t, &d, None, None, &now());
+        let ready = status(&t, &[ready(d[0].clone(), "https://a")], None, None, &now());
         assert_eq!(readiness_change(None, &pending), None);
         assert_eq!(readiness_change(Some(&pending), &ready), Some(("Ready", "1/1 instances ready".to_string())));
         assert_eq!(readiness_change(Some(&ready), &ready), None);
         assert_eq!(readiness_change(Some(&ready), &pending).map(|(r, _)| r), Some("NotReady"));
+    }
+
+    fn with_conditions(
+        mut ti: TenantInstance,
+        generation: i64,
+        observed: i64,
+        conds: &[Desired<'_>],
+    ) -> TenantInstance {
+        ti.metadata.generation = Some(generation);
+        let st = ti.status.get_or_insert_default();
+        st.observed_generation = Some(observed);
+        st.conditions = conditions::merge(&st.conditions, conds, Some(observed), &now());
+        ti
+    }
+
+    fn condition(s: &TenantStatus, type_: &str) -> (String, String, String) {
+        let c = conditions::find(&s.conditions, type_).expect(type_);
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        let status: kube::core::Status =
+            serde_json::from_value(json!({"status": "Failure", "code": code, "message": message})).expect("status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn a_stalled_instance_gives_the_tenant_its_reason_and_message() {
+        let t = tenant(1);
+        let d = desired_instances(&t).expect("desired");
+        let stalled = with_conditions(
+            d[0].clone(),
+            1,
+            1,
+            &[
+                Desired::new(names::COND_READY, false, "Unauthorized", "step service: railway refused the token"),
+                Desired::new(names::COND_STALLED, true, "Unauthorized", "step service: railway refused the token"),
+            ],
+        );
+        let s = status(&t, &[stalled], None, None, &now());
+        let want = ("Unauthorized".to_string(), "acme-0: step service: railway refused the token".to_string());
+        let (r, s_) = (condition(&s, names::COND_READY), condition(&s, names::COND_STALLED));
+        assert_eq!((r.0.as_str(), (r.1, r.2)), ("False", want.clone()));
+        assert_eq!((s_.0.as_str(), (s_.1, s_.2)), ("True", want));
+        assert_eq!(condition(&s, names::COND_RECONCILING).0, "False", "kstatus must say Failed, not InProgress");
+        assert_eq!(s.phase, Some(Phase::Failed));
+    }
+
+    #[test]
+    fn a_refused_child_stalls_the_tenant_and_a_transient_failure_is_retried() {
+        let t = tenant(1);
+        let refused = super::super::Error::Child {
+            verb: "create",
+            kind: "TenantInstance",
+            name: "acme-0".into(),
+            source: api_error(403, "tenantinstances.winston.dev \"acme-0\" is forbidden: exceeded quota: q"),
+        };
+        let failure = ChildFailure::of(&refused);
+        assert_eq!((failure.reason, failure.terminal), (reason::CHILD_REFUSED, true));
+        let s = status(&t, &[], None, Some(&failure), &now());
+        let msg = "failed to create TenantInstance acme-0: tenantinstances.winston.dev \"acme-0\" is forbidden: \
+                   exceeded quota: q";
+        assert_eq!(condition(&s, names::COND_STALLED), ("True".into(), reason::CHILD_REFUSED.into(), msg.into()));
+        assert_eq!(condition(&s, names::COND_READY), ("False".into(), reason::CHILD_REFUSED.into(), msg.into()));
+        assert_eq!(condition(&s, names::COND_RECONCILING).0, "False");
+        assert_eq!(s.phase, Some(Phase::Failed));
+
+        let conflict =
+            ChildFailure::of(&super::super::Error::Conflict { kind: "TenantInstance", name: "acme-0".into() });
+        assert_eq!((conflict.reason, conflict.terminal), (reason::CONFLICT, true));
+
+        let transient = super::super::Error::Child {
+            verb: "update",
+            kind: "TenantInstance",
+            name: "acme-0".into(),
+            source: api_error(500, "etcdserver: request timed out"),
+        };
+        let failure = ChildFailure::of(&transient);
+        assert!(!failure.terminal);
+        let d = desired_instances(&t).expect("desired");
+        let s = status(&t, &[ready(d[0].clone(), "https://a")], None, Some(&failure), &now());
+        assert_eq!(condition(&s, names::COND_STALLED).0, "False");
+        assert_eq!(condition(&s, names::COND_READY).0, "True", "the instance still serves");
+        let (status_, reason_, message) = condition(&s, names::COND_RECONCILING);
+        assert_eq!((status_.as_str(), reason_.as_str()), ("True", reason::PROGRESSING));
+        assert!(message.starts_with("failed to update TenantInstance acme-0: etcdserver"), "{message}");
+        assert!(message.contains("retrying"), "{message}");
+    }
+
+    #[test]
+    fn a_serving_tenant_stays_ready_while_its_instances_converge() {
+        let mut t = tenant(1);
+        let d = desired_instances(&t).expect("desired");
+        let serving = |generation, observed, reconciling| {
+            with_conditions(
+                ready(d[0].clone(), "https://a"),
+                generation,
+                observed,
+                &[
+                    Desired::new(names::COND_READY, true, reason::READY, ""),
+                    Desired::new(names::COND_RECONCILING, reconciling, reason::PROGRESSING, ""),
+                ],
+            )
+        };
+        let converged = status(&t, &[serving(1, 1, false)], None, None, &now());
+        assert_eq!(condition(&converged, names::COND_RECONCILING).0, "False");
+        t.status = Some(converged);
+        // The Tenant updated the instance's spec; its controller has not seen it yet...
+        let s = status(&t, &[serving(2, 1, false)], None, None, &now());
+        assert_eq!(condition(&s, names::COND_READY).0, "True");
+        let (r, _, message) = condition(&s, names::COND_RECONCILING);
+        assert_eq!(r, "True");
+        assert!(message.contains("acme-0"), "{message}");
+        assert_eq!(s.phase, Some(Phase::Ready), "converging is not Degraded");
+        assert_eq!(readiness_change(t.status.as_ref(), &s), None, "no NotReady Event for an edit");
+        // ...then works on it while still serving...
+        let s = status(&t, &[serving(2, 2, true)], None, None, &now());
+        assert_eq!(
+            (condition(&s, names::COND_READY).0, condition(&s, names::COND_RECONCILING).0),
+            ("True".into(), "True".into())
+        );
+        // ...and is done.
+        let s = status(&t, &[serving(2, 2, false)], None, None, &now());
+        assert_eq!(condition(&s, names::COND_RECONCILING).0, "False");
+        // An instance that reports no observedGeneration is not judged by it.
+        let s = status(&t, &[ready(d[0].clone(), "https://a")], None, None, &now());
+        assert_eq!(condition(&s, names::COND_RECONCILING).0, "False");
     }
 }
