@@ -23,8 +23,9 @@ pub enum Error {
     InvalidObject(&'static str),
     #[error("failed to update the credit ledger: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
-    #[error("failed to provision: {0}")]
-    Engine(String),
+    /// The engine's own typed error; its category is the engine's.
+    #[error("{0}")]
+    Engine(#[source] crate::engine::EngineError),
     #[error("failed to take ownership of {kind} {name}: it is controlled by another owner")]
     Conflict { kind: &'static str, name: String },
 }
@@ -51,7 +52,7 @@ impl Error {
             Self::InvalidObject(_) => "InvalidObject",
             Self::Conflict { .. } => "Conflict",
             Self::Ledger(_) => "LedgerError",
-            Self::Engine(_) => "EngineError",
+            Self::Engine(e) => e.category(),
         }
     }
 }
@@ -69,7 +70,7 @@ mod tests {
             (Error::InvalidObject("Tenant without namespace"), "InvalidObject"),
             (Error::Conflict { kind: "CreditLedger", name: "acme".into() }, "Conflict"),
             (Error::Ledger(crate::ledger::LedgerError::UnknownAccount("a".into())), "LedgerError"),
-            (Error::Engine("boom".into()), "EngineError"),
+            (Error::Engine(crate::engine::EngineError::NoTenantOwner { instance: "a-0".into() }), "NoTenantOwner"),
         ];
         for (error, category) in cases {
             assert_eq!(error.category(), category, "{error}");

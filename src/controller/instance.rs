@@ -73,12 +73,12 @@ async fn publish(ctx: &Context, ti: &TenantInstance, notices: Vec<Notice>) {
     }
 }
 
-/// Until `Error` carries the engine's error (`Engine(#[from] EngineError)`),
-/// a Kubernetes failure keeps its own variant and the rest its message.
+/// A Kubernetes failure keeps the controller's own variant (its category
+/// tells a 409 from a refusal); every other engine error travels typed.
 fn into_error(e: EngineError) -> Error {
     match e {
         EngineError::Kube(k) => Error::Kube(k),
-        other => Error::Engine(other.to_string()),
+        other => Error::Engine(other),
     }
 }
 
