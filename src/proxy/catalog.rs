@@ -237,6 +237,26 @@ impl Catalog {
 
 /// Validates one file entry into a [`Model`].
 fn accept(id: &str, m: FileModel, key: Option<UpstreamKey>) -> Result<Model, String> {
+    check_scalars(&m)?;
+    let mut prices = prices(&m)?;
+    let server_tools = server_tools(&m)?;
+    prices.per_use = server_tools.iter().map(|(n, t): (&String, &ServerTool)| (n.clone(), t.credits_per_use)).collect();
+    Ok(Model {
+        id: id.to_string(),
+        kind: m.kind,
+        base_url: m.base_url.trim_end_matches('/').to_string(),
+        key,
+        multiplier: m.multiplier,
+        max_output_tokens: m.max_output_tokens,
+        prices,
+        server_tools,
+        tool_types: m.tool_types.into_iter().collect(),
+        betas: m.betas.into_iter().collect(),
+        image_tokens: m.image_tokens,
+    })
+}
+
+fn check_scalars(m: &FileModel) -> Result<(), String> {
     if m.multiplier <= 0 {
         return Err("multiplier must be a positive integer".into());
     }
@@ -248,17 +268,32 @@ fn accept(id: &str, m: FileModel, key: Option<UpstreamKey>) -> Result<Model, Str
             return Err(format!("{field} must be a positive integer"));
         }
     }
+    Ok(())
+}
+
+/// Token prices, each defaulting to `multiplier` credits per token (server
+/// tool prices are filled in by the caller).
+fn prices(m: &FileModel) -> Result<Prices, String> {
     let default = m.multiplier.checked_mul(PRICE_UNIT).ok_or("multiplier is too large")?;
     let price = |field: &str, v: Option<i64>| match v {
         Some(p) if p <= 0 => Err(format!("prices.{field} must be a positive integer (credits per 1,000 tokens)")),
         Some(p) => Ok(p),
         None => Ok(default),
     };
-    let (input, output) = (price("input", m.prices.input)?, price("output", m.prices.output)?);
-    let (cache_write, cache_read) =
-        (price("cache_write", m.prices.cache_write)?, price("cache_read", m.prices.cache_read)?);
+    Ok(Prices {
+        input: price("input", m.prices.input)?,
+        output: price("output", m.prices.output)?,
+        cache_write: price("cache_write", m.prices.cache_write)?,
+        cache_read: price("cache_read", m.prices.cache_read)?,
+        per_use: BTreeMap::new(),
+    })
+}
+
+/// The priced server tools; no tool type may be listed twice across them
+/// and `tool_types`.
+fn server_tools(m: &FileModel) -> Result<BTreeMap<String, ServerTool>, String> {
     let mut seen: BTreeSet<&str> = BTreeSet::new();
-    let mut server_tools = BTreeMap::new();
+    let mut tools = BTreeMap::new();
     for (name, t) in &m.server_tools {
         if t.credits_per_use <= 0 {
             return Err(format!("server_tools.{name}.credits_per_use must be a positive integer"));
@@ -269,37 +304,19 @@ fn accept(id: &str, m: FileModel, key: Option<UpstreamKey>) -> Result<Model, Str
         if t.types.is_empty() {
             return Err(format!("server_tools.{name}.types must name at least one tool type"));
         }
-        for ty in &t.types {
-            if !seen.insert(ty) {
-                return Err(format!("tool type {ty:?} is listed twice"));
-            }
-        }
         let tool = ServerTool {
             types: t.types.iter().cloned().collect(),
             credits_per_use: t.credits_per_use,
             max_uses: t.max_uses,
         };
-        server_tools.insert(name.clone(), tool);
+        tools.insert(name.clone(), tool);
     }
-    for ty in &m.tool_types {
+    for ty in m.server_tools.values().flat_map(|t| &t.types).chain(&m.tool_types) {
         if !seen.insert(ty) {
             return Err(format!("tool type {ty:?} is listed twice"));
         }
     }
-    let per_use = server_tools.iter().map(|(n, t): (&String, &ServerTool)| (n.clone(), t.credits_per_use)).collect();
-    Ok(Model {
-        id: id.to_string(),
-        kind: m.kind,
-        base_url: m.base_url.trim_end_matches('/').to_string(),
-        key,
-        multiplier: m.multiplier,
-        max_output_tokens: m.max_output_tokens,
-        prices: Prices { input, output, cache_write, cache_read, per_use },
-        server_tools,
-        tool_types: m.tool_types.into_iter().collect(),
-        betas: m.betas.into_iter().collect(),
-        image_tokens: m.image_tokens,
-    })
+    Ok(tools)
 }
 
 #[cfg(test)]

@@ -124,24 +124,63 @@ pub fn analyze(
     let Some(obj) = body.as_object() else {
         return Err(Invalid { message: "request body must be a JSON object".into(), param: None });
     };
-    let nullable = api == Api::Openai;
-    let present = |name: &str| obj.get(name).filter(|v| !(nullable && v.is_null()));
-    let streaming = match present("stream") {
+    let fields = Fields { obj, nullable: api == Api::Openai };
+    let streaming = match fields.present("stream") {
         None => false,
         Some(v) => v.as_bool().ok_or_else(|| Invalid::new("stream: must be a boolean", "stream"))?,
     };
-    let positive = |name: &str| -> Result<Option<i64>, Invalid> {
-        match present(name) {
+    let (cap, cap_field) = output_cap(api, &fields)?;
+    let requested = cap.unwrap_or(default_max_tokens).max(1);
+    let requested_output = model.max_output_tokens.map_or(requested, |m| requested.min(m)).max(1);
+    let choices = choices(api, &fields)?;
+    if api == Api::Anthropic {
+        check_betas(headers, model)?;
+    }
+    let server_tool_uses = match fields.present("tools") {
+        None => BTreeMap::new(),
+        Some(tools) => check_tools(api, tools, model)?,
+    };
+    let wants_usage = obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool);
+    Ok(Analyzed {
+        streaming,
+        requested_output,
+        choices,
+        input_estimate: estimate_input(api, obj, model),
+        server_tool_uses,
+        cap_field,
+        thinking_budget: thinking_budget(api, obj)?,
+        wants_usage: wants_usage.unwrap_or(false),
+    })
+}
+
+/// The request's top-level fields; OpenAI's nullable ones read `null` as absent.
+struct Fields<'a> {
+    obj: &'a serde_json::Map<String, Value>,
+    nullable: bool,
+}
+
+impl Fields<'_> {
+    fn present(&self, name: &str) -> Option<&Value> {
+        self.obj.get(name).filter(|v| !(self.nullable && v.is_null()))
+    }
+
+    /// A field that, when present, must be a JSON integer of at least 1.
+    fn positive(&self, name: &str) -> Result<Option<i64>, Invalid> {
+        match self.present(name) {
             None => Ok(None),
             Some(v) => match v.as_i64() {
                 Some(n) if n >= 1 => Ok(Some(n)),
                 _ => Err(Invalid::new(format!("{name}: must be an integer of at least 1, got {v}"), name)),
             },
         }
-    };
-    let (cap, cap_field) = match api {
-        Api::Anthropic => (positive("max_tokens")?, Some(CapField::MaxTokens)),
-        Api::Openai => match (positive("max_tokens")?, positive("max_completion_tokens")?) {
+    }
+}
+
+/// The output cap the client asked for, and the field it used.
+fn output_cap(api: Api, fields: &Fields<'_>) -> Result<(Option<i64>, Option<CapField>), Invalid> {
+    let (cap, field) = match api {
+        Api::Anthropic => (fields.positive("max_tokens")?, Some(CapField::MaxTokens)),
+        Api::Openai => match (fields.positive("max_tokens")?, fields.positive("max_completion_tokens")?) {
             (Some(_), Some(_)) => {
                 return Err(Invalid::new(
                     "set only one of max_tokens and max_completion_tokens",
@@ -153,51 +192,35 @@ pub fn analyze(
             (None, None) => (None, None),
         },
     };
-    let cap_field = cap.and(cap_field);
-    let requested = cap.unwrap_or(default_max_tokens).max(1);
-    let requested_output = model.max_output_tokens.map_or(requested, |m| requested.min(m)).max(1);
-    let choices = match api {
-        Api::Anthropic => 1,
-        Api::Openai => match present("n") {
-            None => 1,
-            Some(v) => match v.as_i64() {
-                Some(n) if (1..=MAX_CHOICES).contains(&n) => n,
-                _ => return Err(Invalid::new(format!("n: must be an integer from 1 to {MAX_CHOICES}, got {v}"), "n")),
-            },
-        },
-    };
+    Ok((cap, cap.and(field)))
+}
+
+/// OpenAI `n` (1 when absent); Anthropic has one choice.
+fn choices(api: Api, fields: &Fields<'_>) -> Result<i64, Invalid> {
     if api == Api::Anthropic {
-        check_betas(headers, model)?;
+        return Ok(1);
     }
-    let server_tool_uses = match present("tools") {
-        None => BTreeMap::new(),
-        Some(tools) => check_tools(api, tools, model)?,
+    match fields.present("n") {
+        None => Ok(1),
+        Some(v) => match v.as_i64() {
+            Some(n) if (1..=MAX_CHOICES).contains(&n) => Ok(n),
+            _ => Err(Invalid::new(format!("n: must be an integer from 1 to {MAX_CHOICES}, got {v}"), "n")),
+        },
+    }
+}
+
+/// Anthropic's extended-thinking budget, when thinking is enabled.
+fn thinking_budget(api: Api, obj: &serde_json::Map<String, Value>) -> Result<Option<i64>, Invalid> {
+    let Some(t) = obj.get("thinking").filter(|_| api == Api::Anthropic) else {
+        return Ok(None);
     };
-    let thinking_budget = match (api, obj.get("thinking")) {
-        (Api::Anthropic, Some(t)) if t.get("type").and_then(Value::as_str) == Some("enabled") => {
-            match t.get("budget_tokens").and_then(Value::as_i64) {
-                Some(b) if b >= 1 => Some(b),
-                _ => {
-                    return Err(Invalid::new(
-                        "thinking.budget_tokens: must be an integer of at least 1",
-                        "thinking.budget_tokens",
-                    ));
-                }
-            }
-        }
-        _ => None,
-    };
-    let wants_usage = obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool);
-    Ok(Analyzed {
-        streaming,
-        requested_output,
-        choices,
-        input_estimate: estimate_input(api, obj, model),
-        server_tool_uses,
-        cap_field,
-        thinking_budget,
-        wants_usage: wants_usage.unwrap_or(false),
-    })
+    if t.get("type").and_then(Value::as_str) != Some("enabled") {
+        return Ok(None);
+    }
+    match t.get("budget_tokens").and_then(Value::as_i64) {
+        Some(b) if b >= 1 => Ok(Some(b)),
+        _ => Err(Invalid::new("thinking.budget_tokens: must be an integer of at least 1", "thinking.budget_tokens")),
+    }
 }
 
 /// Writes the limits the proxy reserved for into the body it forwards: the
