@@ -88,10 +88,11 @@ fn model_values_render_into_the_proxy_catalog_format() {
 
 #[test]
 fn renderings_hold_no_secret_and_harden_every_pod() {
-    let variants: [&[&str]; 3] = [
+    let variants: [&[&str]; 4] = [
         &[],
         &["platforms.baseUrls.neon=http://emulator:8081", "platforms.vercelTeamId=team_1"],
         &["proxy.autoscaling.enabled=true", "serviceMonitor.enabled=true", "controller.watchNamespace=tenants"],
+        &["controller.tenantNamespaces={shop,clinic}", "controller.watchNamespace=shop"],
     ];
     for sets in variants {
         let docs = documents(&render("winston", sets));
@@ -138,6 +139,21 @@ fn renderings_hold_no_secret_and_harden_every_pod() {
         } else {
             assert!(env_of("WINSTON_NEON_BASE_URL").is_none(), "empty base URL means the real platform");
         }
+        // One watch scope, said three ways: the controller's environment, a
+        // Role in each watched namespace (beside the Lease's in the release
+        // namespace), and a ClusterRole only when every namespace is watched.
+        let watched = env_of("WINSTON_WATCH_NAMESPACES").map(|e| e["value"].as_str().unwrap().to_string());
+        let watched = watched.unwrap_or_default();
+        let role_namespaces: BTreeSet<&str> =
+            docs.iter().filter(|d| d["kind"] == "Role").map(|d| d["metadata"]["namespace"].as_str().unwrap()).collect();
+        let mut want: BTreeSet<&str> = watched.split(',').filter(|n| !n.is_empty()).collect();
+        want.insert("winston");
+        assert_eq!(role_namespaces, want, "{sets:?}: Roles");
+        let cluster_wide = docs.iter().any(|d| d["kind"].as_str().unwrap().starts_with("Cluster"));
+        assert_eq!(cluster_wide, watched.is_empty(), "{sets:?}: a ClusterRole exactly when all namespaces are watched");
+        if sets.contains(&"controller.tenantNamespaces={shop,clinic}") {
+            assert_eq!(watched, "clinic,shop", "the list and watchNamespace together, once each");
+        }
         let monitors = docs.iter().filter(|d| d["kind"] == "ServiceMonitor").count();
         assert_eq!(monitors, if sets.contains(&"serviceMonitor.enabled=true") { 2 } else { 0 });
     }
@@ -155,6 +171,11 @@ fn values_schema_refuses_mistakes() {
             "minReplicas (5) must not exceed proxy.autoscaling.maxReplicas (2)",
         ),
         (&["models.claude-sonnet-4-5.serverTools.web_search.maxUses=0"][..], "maxUses"),
+        (&["controller.tenantNamespaces={shop,Clinic}"][..], "/controller/tenantNamespaces/1"),
+        (&["controller.tenantNamespaces={shop,shop}"][..], "/controller/tenantNamespaces"),
+        // The release namespace ("default" here) holds the proxy's upstream keys.
+        (&["controller.tenantNamespaces={shop,default}"][..], "must not include the release namespace \"default\""),
+        (&["controller.watchNamespace=default"][..], "must not include the release namespace \"default\""),
     ] {
         let mut args = vec!["template", "winston", "charts/winston"];
         for s in sets {
@@ -171,7 +192,7 @@ async fn every_rendering_and_the_kustomize_base_are_accepted_by_the_apiserver() 
     let watch = format!("controller.watchNamespace={}", ns.name);
     let variants: [&[&str]; 4] = [
         &[],
-        &[&watch],
+        &[&watch, "proxy.enabled=false"],
         &["proxy.autoscaling.enabled=true", "proxy.podDisruptionBudget.maxUnavailable=50%"],
         &["proxy.enabled=false", "controller.leaderElection.enabled=false", "controller.replicas=2"],
     ];
@@ -231,7 +252,7 @@ fn designed_controller_rules() -> Rules {
         r.insert(format!("{kind}/status"), verbs("get patch update"));
         r.insert(format!("{kind}/finalizers"), verbs("update"));
     }
-    r.insert("secrets".into(), verbs("get list watch create patch update delete"));
+    r.insert("secrets".into(), verbs("get list watch create patch delete"));
     r.insert("events".into(), verbs("create patch"));
     r.insert("events.events.k8s.io".into(), verbs("create patch"));
     r
@@ -407,6 +428,60 @@ async fn a_namespaced_install_grants_nothing_outside_its_watch_namespace() {
     assert!(!ok, "a namespaced install must not create a ClusterRole");
     let (ok, out) = run(ns.kubectl(&["get", "deployment,service,serviceaccount", "-o", "name"]), None);
     assert!(ok && !out.contains("proxy"), "proxy.enabled=false still rendered the proxy:\n{out}");
+}
+
+/// The per-namespace mode (`controller.tenantNamespaces`): the controller's
+/// rules, Secrets included, exist in each tenant namespace and nowhere else:
+/// not in kube-system, not in another namespace, and in its own namespace
+/// only the Lease, so the proxy's upstream-key Secrets are out of its reach.
+/// The proxy's ServiceAccount can do nothing anywhere.
+#[tokio::test]
+async fn with_tenant_namespaces_the_controller_reads_secrets_only_where_tenants_live() {
+    let ns = TestNamespace::new("chart-list").await;
+    let shop = TestNamespace::new("chart-shop").await;
+    let clinic = TestNamespace::new("chart-clinic").await;
+    let elsewhere = TestNamespace::new("chart-elsewhere").await;
+    let release = format!("t{}", &ns.name[ns.name.len() - 8..]);
+    let list = format!("controller.tenantNamespaces={{{},{}}}", shop.name, clinic.name);
+    let notes = install(&release, &ns.name, &[&list]);
+    assert!(notes.contains(&format!("{}, {}", clinic.name, shop.name)) && notes.contains("only"), "{notes}");
+    let controller = format!("{release}-winston-controller");
+    let sa = (ns.name.as_str(), controller.as_str());
+
+    for tenants in [&shop.name, &clinic.name] {
+        assert_eq!(rules(sa, tenants), designed_controller_rules(), "controller rules in tenant namespace {tenants}");
+        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+            assert!(can_i(sa, verb, "secrets", "", tenants), "controller should {verb} secrets in {tenants}");
+        }
+    }
+    let lease_only = Rules::from([("leases.coordination.k8s.io".into(), verbs("get create update patch"))]);
+    for (namespace, want) in
+        [("kube-system", Rules::new()), (elsewhere.name.as_str(), Rules::new()), (ns.name.as_str(), lease_only)]
+    {
+        assert_eq!(rules(sa, namespace), want, "controller rules in {namespace}");
+        for verb in ["get", "list", "watch", "create", "patch", "update", "delete"] {
+            assert!(!can_i(sa, verb, "secrets", "", namespace), "controller must not {verb} secrets in {namespace}");
+        }
+    }
+    // By name too: the upstream keys the proxy mounts, in the release namespace.
+    assert!(!can_i(sa, "get", "secrets/winston-upstream-keys", "", &ns.name), "the proxy's upstream keys");
+    for kind in ["clusterrole", "clusterrolebinding"] {
+        let (ok, _) = run(control_plane().kubectl(&["get", kind, &controller]), None);
+        assert!(!ok, "the per-namespace mode must not create a {kind}");
+    }
+
+    let proxy_sa = (ns.name.as_str(), &*format!("{release}-winston-proxy"));
+    for namespace in [ns.name.as_str(), shop.name.as_str(), "kube-system"] {
+        assert_eq!(rules(proxy_sa, namespace), Rules::new(), "proxy rules in {namespace}");
+        for verb in ["create", "update", "patch", "delete"] {
+            for resource in ["secrets", "tenants.winston.dev", "leases.coordination.k8s.io", "events", "configmaps"] {
+                assert!(
+                    !can_i(proxy_sa, verb, resource, "", namespace),
+                    "proxy must not {verb} {resource} in {namespace}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

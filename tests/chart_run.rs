@@ -148,12 +148,44 @@ fn impersonating_kubeconfig(user: &str, path: &Path) {
     std::fs::write(path, serde_yaml_ng::to_string(&kc).unwrap()).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() {
-    let ns = TestNamespace::new("chart-run").await;
-    let tenants_ns = TestNamespace::new("chart-run-tenants").await;
-    let release = format!("r{}", &ns.name[ns.name.len() - 8..]);
-    install(&release, &ns.name, &[]);
+/// A release `helm install`ed with `values` into a fresh namespace, beside a
+/// PostgreSQL and the platform emulator, and the chart rendered with the
+/// same values plus the emulator's base URLs: what the pods would run.
+struct Release {
+    ns: TestNamespace,
+    name: String,
+    dir: tempfile::TempDir,
+    // Before `pg`: fields drop in order, and the emulator uses the database.
+    _emu: winston::emulator::Running,
+    pg: winston::devenv::postgres::TempPostgres,
+    docs: Vec<Value>,
+    secrets: BTreeMap<&'static str, String>,
+}
+
+/// `controller.extraEnv` for provisioning a Tenant to Ready on the emulator
+/// within a test's patience: health checks go to the agents the emulator
+/// serves, and the platforms' request budgets are the emulator's, not the
+/// real platforms' (Railway's 16 a minute would make the test take minutes).
+fn to_ready_env(base: &str) -> Vec<String> {
+    let mut env =
+        vec![("WINSTON_HEALTH_BASE_URL".to_string(), format!("{base}{}", winston::emulator::apps::APPS_PATH))];
+    for p in ["RAILWAY", "NEON", "VERCEL", "SUPABASE", "RESEND"] {
+        env.push((format!("WINSTON_{p}_RATE_PER_MINUTE"), "100000".into()));
+        env.push((format!("WINSTON_{p}_BURST"), "1000".into()));
+    }
+    env.iter()
+        .enumerate()
+        .flat_map(|(i, (k, v))| {
+            [format!("controller.extraEnv[{i}].name={k}"), format!("--set-string=controller.extraEnv[{i}].value={v}")]
+        })
+        .collect()
+}
+
+/// As described on [`Release`]; `to_ready` adds [`to_ready_env`] to the rendering.
+async fn release(prefix: &str, values: &[&str], to_ready: bool) -> Release {
+    let ns = TestNamespace::new(prefix).await;
+    let name = format!("r{}", &ns.name[ns.name.len() - 8..]);
+    install(&name, &ns.name, values);
     let dir = tempfile::tempdir().unwrap();
     let pg = winston::devenv::postgres::TempPostgres::start().unwrap();
     // The platforms are the emulator, configured the way an operator would:
@@ -175,9 +207,10 @@ async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() 
     ]
     .iter()
     .map(|(p, path)| format!("platforms.baseUrls.{p}={base}{path}"))
+    .chain(if to_ready { to_ready_env(&base) } else { Vec::new() })
     .collect();
-    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-    let docs = documents(&render_release(&release, &ns.name, &sets));
+    let sets: Vec<&str> = sets.iter().map(String::as_str).chain(values.iter().copied()).collect();
+    let docs = documents(&render_release(&name, &ns.name, &sets));
     let token = winston::emulator::DEFAULT_TOKEN.to_string();
     let secrets = BTreeMap::from([
         ("winston-database/url", pg.url("postgres")),
@@ -187,9 +220,50 @@ async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() 
         ("winston-platform-tokens/supabase", token.clone()),
         ("winston-platform-tokens/resend", token),
     ]);
+    Release { ns, name, dir, _emu: emu, pg, docs, secrets }
+}
+
+impl Release {
+    /// The controller pod, running as the chart's ServiceAccount for it.
+    async fn controller(&self) -> Process {
+        let name = format!("{}-winston-controller", self.name);
+        let controller = pod(&self.docs, &name, &self.dir.path().join("controller"), &self.ns.name, &self.secrets);
+        assert_eq!(controller.args, ["controller"]);
+        let kubeconfig = self.dir.path().join("kubeconfig");
+        impersonating_kubeconfig(&format!("system:serviceaccount:{}:{name}", self.ns.name), &kubeconfig);
+        let process = Process::start(&controller, Some(&kubeconfig), self.dir.path().join("controller.log"));
+        ready(&controller.probe_addr, "controller /readyz").await;
+        let leases: Api<Lease> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
+        eventually("the leader Lease held by the pod", WAIT, || async {
+            let lease = leases.get_opt("winston-controller").await.unwrap()?;
+            let holder = lease.spec?.holder_identity?;
+            (holder == format!("{name}-pod-1")).then_some(())
+        })
+        .await;
+        process
+    }
+
+    /// Fails when the controller was refused anything by the API server.
+    fn assert_never_forbidden(&self) {
+        let log = std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap();
+        assert!(!log.contains("forbidden"), "the controller was refused something:\n{log}");
+    }
+}
+
+fn tenant(name: &str) -> Tenant {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+        "spec": {"displayName": "Acme", "contactEmail": "ops@acme.example", "plan": "starter"}}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() {
+    let r = release("chart-run", &[], false).await;
+    let tenants_ns = TestNamespace::new("chart-run-tenants").await;
+    let (ns, release, dir, pg, docs, secrets) = (&r.ns, &r.name, &r.dir, &r.pg, &r.docs, &r.secrets);
 
     // The proxy: catalog, upstream keys and database exactly as mounted and referenced.
-    let proxy = pod(&docs, &format!("{release}-winston-proxy"), &dir.path().join("proxy"), &ns.name, &secrets);
+    let proxy = pod(docs, &format!("{release}-winston-proxy"), &dir.path().join("proxy"), &ns.name, secrets);
     assert_eq!(proxy.args, ["proxy"]);
     let _proxy = Process::start(&proxy, None, dir.path().join("proxy.log"));
     ready(&proxy.probe_addr, "proxy /readyz").await;
@@ -206,27 +280,11 @@ async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() 
     assert!(models.contains("claude-sonnet-4-5") && models.contains("kimi-k2"), "{models}");
 
     // The controller, as its ServiceAccount.
-    let controller_name = format!("{release}-winston-controller");
-    let controller = pod(&docs, &controller_name, &dir.path().join("controller"), &ns.name, &secrets);
-    assert_eq!(controller.args, ["controller"]);
-    let kubeconfig = dir.path().join("kubeconfig");
-    impersonating_kubeconfig(&format!("system:serviceaccount:{}:{controller_name}", ns.name), &kubeconfig);
-    let _controller = Process::start(&controller, Some(&kubeconfig), dir.path().join("controller.log"));
-    ready(&controller.probe_addr, "controller /readyz").await;
-    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
-    eventually("the leader Lease held by the pod", WAIT, || async {
-        let lease = leases.get_opt("winston-controller").await.unwrap()?;
-        let holder = lease.spec?.holder_identity?;
-        (holder == format!("{controller_name}-pod-1")).then_some(())
-    })
-    .await;
+    let _controller = r.controller().await;
 
     // A Tenant's life under exactly the chart's RBAC.
     let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &tenants_ns.name);
-    let tenant = serde_json::from_value(serde_json::json!({"metadata": {"name": "acme"},
-        "spec": {"displayName": "Acme", "contactEmail": "ops@acme.example", "plan": "starter"}}))
-    .unwrap();
-    tenants.create(&PostParams::default(), &tenant).await.unwrap();
+    tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
     let instances: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &tenants_ns.name);
     let ledgers: Api<CreditLedger> = Api::namespaced(ns.client.clone(), &tenants_ns.name);
     eventually("TenantInstance acme-0", WAIT, || async { instances.get_opt("acme-0").await.unwrap() }).await;
@@ -242,6 +300,48 @@ async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() 
         tenants.get_opt("acme").await.unwrap().is_none().then_some(())
     })
     .await;
-    let log = std::fs::read_to_string(dir.path().join("controller.log")).unwrap();
-    assert!(!log.contains("forbidden"), "the controller was refused something:\n{log}");
+    r.assert_never_forbidden();
+}
+
+/// The per-namespace mode: the controller watches the listed namespaces
+/// only, with a Role in each, and provisions a Tenant there to Ready; a
+/// Tenant elsewhere is not its business and stays untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tenant_namespaces_the_controller_serves_them_with_roles_there_only() {
+    let shop = TestNamespace::new("chart-run-shop").await;
+    let clinic = TestNamespace::new("chart-run-clinic").await;
+    let elsewhere = TestNamespace::new("chart-run-elsewhere").await;
+    let list = format!("controller.tenantNamespaces={{{},{}}}", shop.name, clinic.name);
+    let r = release("chart-run-list", &[&list], true).await;
+    let _controller = r.controller().await;
+
+    let api = |ns: &TestNamespace| -> Api<Tenant> { Api::namespaced(r.ns.client.clone(), &ns.name) };
+    api(&elsewhere).create(&PostParams::default(), &tenant("stray")).await.unwrap();
+    let tenants = api(&clinic);
+    tenants.create(&PostParams::default(), &tenant("acme")).await.unwrap();
+    eventually("Tenant acme Ready in a listed namespace", WAIT * 4, || async {
+        let t = tenants.get("acme").await.unwrap();
+        t.status.is_some_and(|s| winston::api::conditions::is_true(&s.conditions, "Ready")).then_some(())
+    })
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(r.ns.client.clone(), &clinic.name);
+    assert!(
+        secrets.get_opt("acme-0-credentials").await.unwrap().is_some(),
+        "credentials Secret in the tenant namespace"
+    );
+
+    let stray = api(&elsewhere).get("stray").await.unwrap();
+    assert!(
+        stray.status.is_none() && stray.metadata.finalizers.is_none(),
+        "an unlisted namespace was touched: {stray:?}"
+    );
+    let instances: Api<TenantInstance> = Api::namespaced(r.ns.client.clone(), &elsewhere.name);
+    assert!(instances.get_opt("stray-0").await.unwrap().is_none(), "an instance was created in an unlisted namespace");
+
+    tenants.delete("acme", &DeleteParams::default()).await.unwrap();
+    eventually("the Tenant finalized and gone", WAIT * 4, || async {
+        tenants.get_opt("acme").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    r.assert_never_forbidden();
 }

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
+use kube::runtime::controller::{Action, Config as RuntimeConfig};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -155,8 +155,8 @@ impl LedgerController {
 /// come from the Tenant's plan.
 pub async fn run(
     state: Arc<LedgerController>,
-    ledgers: Api<CreditLedger>,
-    tenants: Api<Tenant>,
+    ledgers: super::scope::Watched<CreditLedger>,
+    tenants: super::scope::Watched<Tenant>,
     concurrency: u16,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -165,11 +165,12 @@ pub async fn run(
     let wc = watcher::Config::default().any_semantic();
     let (tenant_store, tenant_writer) = reflector::store();
     let _ = state.tenants.set(tenant_store);
-    Controller::new(ledgers, wc.clone())
+    ledgers
+        .controller(&wc)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(
-            super::cached(tenants, &wc, tenant_writer, &state.base)
+            super::cached(&tenants, &wc, tenant_writer, &state.base)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
             |t| Some(ObjectRef::new(&t.name_any()).within(&t.namespace().unwrap_or_default())),
         )

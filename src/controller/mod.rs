@@ -11,6 +11,7 @@ pub mod http;
 pub mod instance;
 pub mod leader;
 pub mod metrics;
+pub mod scope;
 pub mod tenant;
 pub mod tenant_plan;
 pub mod write;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -35,6 +36,7 @@ use crate::api::{CreditLedger, Tenant, TenantInstance};
 use crate::names;
 use context::Context;
 use leader::{LeaderElector, LeaseConfig};
+use scope::{WatchScope, Watched};
 
 /// Command-line / environment configuration of the controller.
 #[derive(Clone, Debug, clap::Args)]
@@ -42,6 +44,11 @@ pub struct ControllerArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "WINSTON_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (together with
+    /// `--namespace`: both). One watch per namespace and kind, so the
+    /// controller needs permissions in these namespaces only.
+    #[arg(long, env = "WINSTON_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "WINSTON_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -210,32 +217,25 @@ fn build_engine(
     })
 }
 
-/// The APIs the controllers watch, in one namespace or all of them.
+/// The kinds the controllers watch, in the namespaces `--namespace` and
+/// `--namespaces` name, or in all of them.
 struct Apis {
-    tenants: Api<Tenant>,
-    instances: Api<TenantInstance>,
-    ledgers: Api<CreditLedger>,
-    secrets: Api<Secret>,
+    tenants: Watched<Tenant>,
+    instances: Watched<TenantInstance>,
+    ledgers: Watched<CreditLedger>,
+    secrets: Watched<Secret>,
 }
 
 impl Apis {
-    fn new(client: &Client, namespace: Option<&str>) -> Self {
+    fn new(client: &Client, args: &ControllerArgs) -> Self {
+        let scope = WatchScope::new(args.namespace.as_deref(), &args.namespaces);
+        tracing::info!(%scope, "watching");
         Self {
-            tenants: scoped(client, namespace),
-            instances: scoped(client, namespace),
-            ledgers: scoped(client, namespace),
-            secrets: scoped(client, namespace),
+            tenants: Watched::new(client, &scope),
+            instances: Watched::new(client, &scope),
+            ledgers: Watched::new(client, &scope),
+            secrets: Watched::new(client, &scope),
         }
-    }
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 
@@ -249,7 +249,7 @@ async fn run_controllers(
     ledger_ctl: Option<Arc<credit_ledger::LedgerController>>,
     stop: watch::Receiver<bool>,
 ) {
-    let apis = Apis::new(&client, args.namespace.as_deref());
+    let apis = Apis::new(&client, &args);
     let config = RuntimeConfig::default().concurrency(args.max_concurrent_reconciles);
     let credit_ledgers = ledger_ctl.map(|state| {
         let (ledgers, tenants) = (apis.ledgers.clone(), apis.tenants.clone());
@@ -279,10 +279,10 @@ fn tenant_controller(
     let (instance_store, instance_writer) = reflector::store();
     let (ledger_store, ledger_writer) = reflector::store();
     let _ = ctx.caches.set(context::ChildCaches { instances: instance_store, ledgers: ledger_store });
-    Controller::for_stream(cached(apis.tenants.clone(), &wc, tenant_writer, &ctx), tenant_store)
+    Controller::for_stream(cached(&apis.tenants, &wc, tenant_writer, &ctx), tenant_store)
         .with_config(config)
-        .owns_stream(cached(apis.instances.clone(), &wc, instance_writer, &ctx))
-        .owns_stream(cached(apis.ledgers.clone(), &wc, ledger_writer, &ctx))
+        .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx))
+        .owns_stream(cached(&apis.ledgers, &wc, ledger_writer, &ctx))
         .graceful_shutdown_on(stopped(stop))
         .run(tenant::reconcile, tenant::error_policy, ctx)
         .for_each(log_result)
@@ -300,14 +300,14 @@ fn instance_controller(
 ) -> impl Future<Output = ()> {
     let (store, writer) = reflector::store();
     let deleting = |ti: &TenantInstance| ti.metadata.deletion_timestamp.as_ref().map(|_| 1);
-    let changes = cached(apis.instances.clone(), &watch_config(), writer, &ctx).predicate_filter(
+    let changes = cached(&apis.instances, &watch_config(), writer, &ctx).predicate_filter(
         predicates::generation.combine(predicates::annotations).combine(deleting),
         PredicateConfig::default(),
     );
     let managed = format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY);
     Controller::for_stream(changes, store)
         .with_config(config)
-        .owns(apis.secrets.clone(), watcher::Config::default().labels(&managed))
+        .owns_stream(apis.secrets.metadata_touched(&watcher::Config::default().labels(&managed)))
         .graceful_shutdown_on(stopped(stop))
         .run(instance::reconcile, instance::error_policy, ctx)
         .for_each(log_result)
@@ -322,18 +322,18 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// The objects of `api` for a controller, cached in `writer`'s store
+/// The objects of `watched` for a controller, cached in `writer`'s store
 /// without managedFields (never read; with server-side apply they are a
 /// large share of every object). The failures of an object the watch sees
 /// deleted are forgotten.
 pub(crate) fn cached<K>(
-    api: Api<K>,
+    watched: &Watched<K>,
     wc: &watcher::Config,
     writer: reflector::store::Writer<K>,
     ctx: &Arc<Context>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<DynamicType = ()>
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + failure::FailureKey
         + Clone
         + std::fmt::Debug
@@ -344,8 +344,8 @@ where
 {
     let ctx = ctx.clone();
     // Touched, not applied: a deleted child must trigger its owner.
-    reflector(writer, watcher(api, wc.clone()).modify(|o| o.managed_fields_mut().clear()))
-        .default_backoff()
+    watched
+        .reflect(wc, writer, |o| o.managed_fields_mut().clear())
         .inspect_ok(move |event| failure::forget_deleted(ctx.failures(), event))
         .touched_objects()
 }

@@ -77,11 +77,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
+The namespaces the controller watches, as a JSON list: controller.tenantNamespaces
+and controller.watchNamespace together, sorted, without duplicates; empty means all
+namespaces. The release namespace holds the proxy's upstream-key Secrets, which the
+controller must never be able to read: with the proxy enabled, listing it is refused.
+*/}}
+{{- define "winston.tenantNamespaces" -}}
+{{- $list := concat (.Values.controller.tenantNamespaces | default list) (compact (list .Values.controller.watchNamespace)) | uniq | sortAlpha }}
+{{- if and .Values.proxy.enabled (has .Release.Namespace $list) }}
+{{- fail (printf "controller.tenantNamespaces/watchNamespace must not include the release namespace %q: the controller would be granted its Secrets, the proxy's upstream keys among them. Keep Tenants in namespaces of their own (or install the release elsewhere)" .Release.Namespace) }}
+{{- end }}
+{{- toJson $list }}
+{{- end }}
+
+{{/*
 The controller's rules on the watched namespaces: exactly what it uses.
 Tenants, TenantInstances and CreditLedgers: read, watch and change; it
 creates and deletes only the two children (Tenants belong to users). Their
-status and finalizers subresources. The tenants' credentials Secrets. Events
-(core and events.k8s.io), created and aggregated by patch.
+status and finalizers subresources. The Secrets of the tenants' instances
+(credentials, database password): read, created, applied (patch), watched by
+metadata for changes, and deleted by teardown; never `update`. Events (core and
+events.k8s.io), created and aggregated by patch.
 */}}
 {{- define "winston.controllerRules" -}}
 - apiGroups: [winston.dev]
@@ -98,7 +114,7 @@ status and finalizers subresources. The tenants' credentials Secrets. Events
   verbs: [update]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
