@@ -71,6 +71,7 @@ helm-lint: helm ## helm lint --strict the chart (values.schema.json included), d
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set controller.watchNamespace=tenants \
 	  --set proxy.autoscaling.enabled=true --set serviceMonitor.enabled=true --set platforms.baseUrls.neon=http://emulator:8081 \
 	  --set platforms.vercelTeamId=team_1
+	@"$$(scripts/helm-path)" lint --strict charts/winston --set 'controller.tenantNamespaces={shop-a,shop-b}'
 
 .PHONY: manifests
 manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and crds/
