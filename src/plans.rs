@@ -15,7 +15,7 @@ pub enum PlanError {
     #[error("failed to read the plan catalog {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("failed to parse the plan catalog: {0}")]
-    Parse(#[from] serde_yaml_ng::Error),
+    Parse(#[from] serde_saphyr::Error),
     #[error("failed to validate the plan catalog: {0}")]
     Invalid(String),
 }
@@ -77,7 +77,7 @@ impl PlanCatalog {
     /// # Errors
     /// Fails on invalid YAML, negative credits or instance limits.
     pub fn parse(yaml: &str) -> Result<Self, PlanError> {
-        let catalog: Self = serde_yaml_ng::from_str(yaml)?;
+        let catalog: Self = serde_saphyr::from_str(yaml)?;
         for (name, p) in &catalog.plans {
             if p.credits_per_month < 0 || p.max_instances < 0 {
                 return Err(PlanError::Invalid(format!("plan {name}: credits and instances must not be negative")));

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use chart_support::{documents, dry_run, helm, install, kind_name, render, run};
-use serde_yaml_ng::Value;
+use serde_json::Value;
 use support::{TestNamespace, control_plane, read, root};
 
 #[test]
@@ -103,7 +103,7 @@ fn renderings_hold_no_secret_and_harden_every_pod() {
             let (_, name) = kind_name(d);
             let pod = &d["spec"]["template"]["spec"];
             assert_eq!(pod["securityContext"]["runAsNonRoot"], Value::Bool(true), "{name}");
-            for c in pod["containers"].as_sequence().unwrap() {
+            for c in pod["containers"].as_array().unwrap() {
                 let sc = &c["securityContext"];
                 assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true), "{name}");
                 assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false), "{name}");
@@ -112,7 +112,7 @@ fn renderings_hold_no_secret_and_harden_every_pod() {
                     assert!(c[probe]["httpGet"]["path"].is_string(), "{name}: {probe}");
                 }
                 assert!(c["resources"]["requests"]["memory"].is_string(), "{name}: resources");
-                for env in c["env"].as_sequence().unwrap() {
+                for env in c["env"].as_array().unwrap() {
                     let var = env["name"].as_str().unwrap();
                     if var.ends_with("_TOKEN") || var == "WINSTON_DATABASE_URL" {
                         assert!(env["value"].is_null(), "{name}: {var} must come from a secretKeyRef");
@@ -130,7 +130,7 @@ fn renderings_hold_no_secret_and_harden_every_pod() {
         let env_of = |var: &str| {
             docs.iter()
                 .filter(|d| d["kind"] == "Deployment")
-                .flat_map(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].as_sequence().unwrap().clone())
+                .flat_map(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().clone())
                 .find(|e| e["name"] == var)
         };
         if sets.contains(&"platforms.baseUrls.neon=http://emulator:8081") {
@@ -505,7 +505,7 @@ async fn the_gitops_example_builds_and_is_accepted_and_both_tools_point_at_it() 
     let argo = documents(&read("examples/gitops/argocd-application.yaml"));
     assert_eq!(kind_name(&argo[0]).0, "Application");
     assert_eq!(argo[0]["spec"]["source"]["path"], "examples/gitops/tenants");
-    let options = argo[0]["spec"]["syncPolicy"]["syncOptions"].as_sequence().unwrap();
+    let options = argo[0]["spec"]["syncPolicy"]["syncOptions"].as_array().unwrap();
     assert!(options.iter().any(|o| o == "ServerSideApply=true"), "Argo CD must apply server-side");
 
     let flux = documents(&read("examples/gitops/flux-kustomization.yaml"));

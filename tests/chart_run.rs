@@ -19,7 +19,7 @@ use chart_support::{documents, install, render_release};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use serde_yaml_ng::Value;
+use serde_json::Value;
 use support::{TestNamespace, control_plane, eventually};
 use winston::api::{CreditLedger, Tenant, TenantInstance};
 
@@ -46,13 +46,13 @@ fn pod(docs: &[Value], deployment: &str, files: &Path, namespace: &str, secrets:
     let spec = &d["spec"]["template"]["spec"];
     let container = &spec["containers"][0];
     let local = |s: &str| s.replace(MOUNT_ROOT, &format!("{}/", files.display()));
-    for mount in container["volumeMounts"].as_sequence().unwrap() {
-        let volume = spec["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+    for mount in container["volumeMounts"].as_array().unwrap() {
+        let volume = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
         let Some(cm) = volume["configMap"]["name"].as_str() else { continue };
         let data = &docs.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == cm).unwrap()["data"];
         let dir = Path::new(&local(mount["mountPath"].as_str().unwrap())).to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
-        for (key, text) in data.as_mapping().unwrap() {
+        for (key, text) in data.as_object().unwrap() {
             let text = local(text.as_str().unwrap());
             // Upstream-key Secret volumes: a stand-in key at every path the catalog names.
             for key_file in text.lines().filter_map(|l| l.trim().strip_prefix("api_key_file: ")) {
@@ -60,13 +60,13 @@ fn pod(docs: &[Value], deployment: &str, files: &Path, namespace: &str, secrets:
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, "upstream-key\n").unwrap();
             }
-            std::fs::write(dir.join(key.as_str().unwrap()), text).unwrap();
+            std::fs::write(dir.join(key), text).unwrap();
         }
     }
     let port = winston::devenv::free_port().unwrap();
     let probe_addr = format!("127.0.0.1:{port}");
     let mut env = BTreeMap::new();
-    for e in container["env"].as_sequence().unwrap() {
+    for e in container["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap().to_string();
         let value = if let Some(v) = e["value"].as_str() {
             local(v)
@@ -99,7 +99,7 @@ fn pod(docs: &[Value], deployment: &str, files: &Path, namespace: &str, secrets:
             env.insert(listen.into(), addr.clone());
         }
     }
-    let args = container["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let args = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
     Pod { args, env, probe_addr, serve_addr }
 }
 
@@ -140,12 +140,11 @@ async fn ready(addr: &str, what: &str) {
 
 /// The test kubeconfig, acting as `user` (impersonation; the admin certificate authenticates).
 fn impersonating_kubeconfig(user: &str, path: &Path) {
-    let mut kc: Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap()).unwrap();
-    for u in kc["users"].as_sequence_mut().unwrap() {
-        u["user"].as_mapping_mut().unwrap().insert("as".into(), user.into());
+    let mut kc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap()).unwrap();
+    for u in kc["users"].as_array_mut().unwrap() {
+        u["user"].as_object_mut().unwrap().insert("as".into(), user.into());
     }
-    std::fs::write(path, serde_yaml_ng::to_string(&kc).unwrap()).unwrap();
+    std::fs::write(path, serde_saphyr::to_string(&kc).unwrap()).unwrap();
 }
 
 /// A release `helm install`ed with `values` into a fresh namespace, beside a

@@ -11,7 +11,7 @@ use support::{TestNamespace, control_plane, read, root, run_with_stdin};
 fn committed_crds_equal_generated_output() {
     for crd in winston::api::crds() {
         let file = format!("crds/{}", winston::api::crd_file_name(&crd));
-        let generated = serde_yaml_ng::to_string(&crd).unwrap();
+        let generated = serde_saphyr::to_string(&crd).unwrap();
         assert!(
             root().join(&file).exists() && read(&file) == generated,
             "{file} is stale: run `cargo run -- crds --out-dir crds` (or `make crds`) and commit the result"

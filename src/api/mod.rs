@@ -49,11 +49,11 @@ fn bound_name(mut crd: CustomResourceDefinition, max_length: i64) -> CustomResou
 ///
 /// # Errors
 /// Fails only if a CRD cannot be serialised, which would be a bug.
-pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
+pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(&crd)?);
+        out.push_str(&serde_saphyr::to_string(&crd)?);
     }
     Ok(out)
 }
@@ -72,7 +72,7 @@ pub fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for crd in crds() {
         let path = dir.join(crd_file_name(&crd));
-        std::fs::write(&path, serde_yaml_ng::to_string(&crd)?)?;
+        std::fs::write(&path, serde_saphyr::to_string(&crd)?)?;
     }
     Ok(())
 }

@@ -191,7 +191,7 @@ pub enum CatalogError {
     #[error("failed to read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("failed to parse the model catalog: {0}")]
-    Parse(#[from] serde_yaml_ng::Error),
+    Parse(#[from] serde_saphyr::Error),
     #[error("failed to accept model {0:?}: {1}")]
     Invalid(String, String),
 }
@@ -216,7 +216,7 @@ impl Catalog {
     /// `types`, or a tool type listed twice (in `tool_types` or across server
     /// tools), so a typo cannot silently make something free.
     pub fn parse(yaml: &str) -> Result<Self, CatalogError> {
-        let file: FileCatalog = serde_yaml_ng::from_str(yaml)?;
+        let file: FileCatalog = serde_saphyr::from_str(yaml)?;
         let mut models = BTreeMap::new();
         for (id, m) in file.models {
             let key = match &m.api_key_file {

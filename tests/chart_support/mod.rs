@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use serde::Deserialize;
-use serde_yaml_ng::Value;
+use serde_json::Value;
 
 use crate::support::{TestNamespace, control_plane, root};
 
@@ -71,10 +70,7 @@ pub fn render_release(release: &str, namespace: &str, sets: &[&str]) -> String {
 
 /// The documents of a multi-document YAML stream (empty ones dropped).
 pub fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(yaml).unwrap().into_iter().filter(|v| !v.is_null()).collect()
 }
 
 pub fn kind_name(doc: &Value) -> (String, String) {
