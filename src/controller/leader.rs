@@ -594,34 +594,28 @@ mod tests {
     fn timing_keeps_client_go_ratios_and_refuses_what_cannot_keep_one_leader() {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
-        let rows: Vec<(&str, Duration, Option<Duration>, Option<Duration>, Result<LeaseTiming, InvalidTiming>)> = vec![
-            ("client-go defaults", s(15), None, None, Ok(timing(15, 10_000, 2_000))),
-            ("short lease, same ratios", s(6), None, None, Ok(timing(6, 4_000, 800))),
-            ("explicit", s(4), Some(s(2)), Some(s(1)), Ok(timing(4, 2_000, 1_000))),
+        let invalid = |why| Err(InvalidTiming(why));
+        // (what, lease, renew deadline, retry period) -> timing or refusal.
+        type Given = (&'static str, Duration, Option<Duration>, Option<Duration>);
+        let rows: Vec<(Given, Result<LeaseTiming, InvalidTiming>)> = vec![
+            (("client-go defaults", s(15), None, None), Ok(timing(15, 10_000, 2_000))),
+            (("short lease, same ratios", s(6), None, None), Ok(timing(6, 4_000, 800))),
+            (("explicit", s(4), Some(s(2)), Some(s(1))), Ok(timing(4, 2_000, 1_000))),
             (
-                "deadline not under the lease",
-                s(4),
-                Some(s(4)),
-                None,
-                Err(InvalidTiming("the lease duration must be longer than the renew deadline")),
+                ("deadline not under the lease", s(4), Some(s(4)), None),
+                invalid("the lease duration must be longer than the renew deadline"),
             ),
             (
-                "retry too close to the deadline",
-                s(4),
-                Some(s(2)),
-                Some(ms(1_700)),
-                Err(InvalidTiming("the renew deadline must be longer than 1.2 retry periods")),
+                ("retry too close to the deadline", s(4), Some(s(2)), Some(ms(1_700))),
+                invalid("the renew deadline must be longer than 1.2 retry periods"),
             ),
-            ("no retry period", s(4), None, Some(s(0)), Err(InvalidTiming("the retry period must be positive"))),
+            (("no retry period", s(4), None, Some(s(0))), invalid("the retry period must be positive")),
             (
-                "sub-second lease",
-                ms(900),
-                Some(ms(500)),
-                Some(ms(100)),
-                Err(InvalidTiming("the lease duration must be at least one second")),
+                ("sub-second lease", ms(900), Some(ms(500)), Some(ms(100))),
+                invalid("the lease duration must be at least one second"),
             ),
         ];
-        for (what, lease, renew, retry, want) in rows {
+        for ((what, lease, renew, retry), want) in rows {
             assert_eq!(LeaseTiming::new(lease, renew, retry), want, "{what}");
         }
     }
@@ -677,12 +671,15 @@ mod tests {
     fn next_record_keeps_acquire_time_on_renewal_and_counts_takeovers() {
         let t = timing(15, 10_000, 2_000);
         let current = record(Some("other"), 15, 5);
-        let rows: Vec<(&str, Step, Option<&Record>, Option<MicroTime>, i32)> = vec![
-            ("create", Step::Create, None, Some(wall(50)), 0),
-            ("renew", Step::Renew, Some(&current), Some(wall(0)), 3),
-            ("take over", Step::TakeOver, Some(&current), Some(wall(50)), 4),
+        // (what, step, current record) -> (acquire time, transitions).
+        type Given<'a> = (&'a str, Step, Option<&'a Record>);
+        type Want = (Option<MicroTime>, i32);
+        let rows: Vec<(Given, Want)> = vec![
+            (("create", Step::Create, None), (Some(wall(50)), 0)),
+            (("renew", Step::Renew, Some(&current)), (Some(wall(0)), 3)),
+            (("take over", Step::TakeOver, Some(&current)), (Some(wall(50)), 4)),
         ];
-        for (what, step, current, acquire, transitions) in rows {
+        for ((what, step, current), (acquire, transitions)) in rows {
             let next = next_record(step, ME, current, &t, &wall(50));
             assert_eq!(next.holder.as_deref(), Some(ME), "{what}");
             assert_eq!(next.lease_duration_seconds, 15, "{what}");
