@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::api::{CreditLedger, Tenant, TenantInstance};
 use crate::names;
 use context::Context;
-use leader::{LeaderElector, LeaseConfig};
+use leader::{Fence, LeaderElector, LeaseConfig, LeaseTiming};
 use scope::{WatchScope, Watched};
 
 /// Command-line / environment configuration of the controller.
@@ -67,6 +67,14 @@ pub struct ControllerArgs {
     /// Seconds a lease stays valid without renewal.
     #[arg(long, env = "WINSTON_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Seconds the leader keeps trying to renew before it stops acting and
+    /// exits (default: 2/3 of the lease duration).
+    #[arg(long, env = "WINSTON_RENEW_DEADLINE_SECONDS")]
+    pub renew_deadline_seconds: Option<u64>,
+    /// Seconds between attempts to acquire or renew the lease (default:
+    /// 2/15 of the lease duration).
+    #[arg(long, env = "WINSTON_RETRY_PERIOD_SECONDS")]
+    pub retry_period_seconds: Option<u64>,
     /// This replica's identity in the Lease (default: hostname plus a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -77,7 +85,8 @@ pub struct ControllerArgs {
 }
 
 /// Runs the controller until SIGTERM/SIGINT (exit 0) or until leadership is
-/// lost (error: the process must restart rather than act without the lease).
+/// lost: then the process exits at once with code 1, without draining, so
+/// that only the new leader acts.
 ///
 /// Outline: connect (API server, ledger, plans) -> serve probes -> wait for
 /// leadership -> run the controllers until shutdown or loss of the lease ->
@@ -85,9 +94,17 @@ pub struct ControllerArgs {
 ///
 /// # Errors
 /// When the API server cannot be reached, the probe port cannot be bound, or
-/// leadership is lost.
+/// the lease timing is invalid.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let elector = if args.leader_elect {
+        Some(Arc::new(LeaderElector::new(Client::try_from(config.clone())?, lease_config(&args, &identity)?)))
+    } else {
+        None
+    };
+    // Every write of the controllers passes only while this replica leads.
+    let client = leader::fenced_client(config, elector.as_ref().map_or_else(Fence::open, |e| e.fence()))?;
     let ledger = credit_ledger::connect(&args.ledger).await?;
     let plans = crate::plans::PlanCatalog::load(args.ledger.plans.as_deref())?;
     let metrics = metrics::Metrics::default();
@@ -97,24 +114,25 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let elector =
-        args.leader_elect.then(|| Arc::new(LeaderElector::new(client.clone(), lease_config(&args, &identity))));
     let Some(mut lost) = lead(elector.as_ref(), &identity, &mut shutdown).await else { return Ok(()) };
     metrics.set_leader(true);
 
     let ctx = Arc::new(context(&args, client.clone(), metrics.clone(), identity, ledger, &plans)?);
     let ledger_ctl = credit_ledger::LedgerController::new(&args.ledger, ctx.clone(), plans);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let controllers = tokio::spawn(run_controllers(client, args.clone(), ctx, ledger_ctl, stop_rx));
-    let lost_leadership = tokio::select! {
-        () = &mut shutdown => false,
-        _ = lost.wait_for(|leading| !leading) => true,
-    };
+    let mut controllers = tokio::spawn(run_controllers(client, args.clone(), ctx, ledger_ctl, stop_rx));
+    tokio::select! {
+        () = &mut shutdown => {},
+        _ = lost.wait_for(|leading| !leading) => leader::exit_on_lost_lease(),
+    }
     metrics.set_leader(false);
     let _ = stop_tx.send(true);
-    let _ = controllers.await;
-    step_down(lost_leadership, elector).await
+    // Draining keeps the lease; should it be lost meanwhile, stop at once.
+    tokio::select! {
+        _ = &mut controllers => {},
+        _ = lost.wait_for(|leading| !leading) => leader::exit_on_lost_lease(),
+    }
+    step_down(elector).await
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `addr` in the background;
@@ -134,22 +152,19 @@ async fn serve_probes(addr: SocketAddr, metrics: metrics::Metrics) -> anyhow::Re
 
 /// The leader Lease from the flags: its namespace defaults to the pod's,
 /// then the watched one, then `default`.
-fn lease_config(args: &ControllerArgs, identity: &str) -> LeaseConfig {
+fn lease_config(args: &ControllerArgs, identity: &str) -> anyhow::Result<LeaseConfig> {
     let namespace = args
         .lease_namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .or_else(|| args.namespace.clone())
         .unwrap_or_else(|| "default".into());
-    let duration = Duration::from_secs(args.lease_duration_seconds.max(2));
-    LeaseConfig {
-        name: args.lease_name.clone(),
-        namespace,
-        identity: identity.to_string(),
-        lease_duration: duration,
-        renew_every: duration / 3,
-        retry_every: (duration / 5).max(Duration::from_millis(500)),
-    }
+    let timing = LeaseTiming::new(
+        Duration::from_secs(args.lease_duration_seconds.max(2)),
+        args.renew_deadline_seconds.map(Duration::from_secs),
+        args.retry_period_seconds.map(Duration::from_secs),
+    )?;
+    Ok(LeaseConfig { name: args.lease_name.clone(), namespace, identity: identity.to_string(), timing })
 }
 
 /// Waits until this replica leads (at once without an elector). `None` when
@@ -186,12 +201,9 @@ fn context(
     Ok(ctx.with_engine(Arc::new(build_engine(args, ledger, Arc::new(plans.clone()))?)))
 }
 
-/// After the controllers stopped: an error when the lease was lost, else
-/// gives the lease up so a standby takes over at once.
-async fn step_down(lost_leadership: bool, elector: Option<Arc<LeaderElector>>) -> anyhow::Result<()> {
-    if lost_leadership {
-        anyhow::bail!("failed to keep the leader lease; exiting so that only the new leader acts");
-    }
+/// After the controllers stopped on shutdown: gives the lease up so a
+/// standby takes over at once.
+async fn step_down(elector: Option<Arc<LeaderElector>>) -> anyhow::Result<()> {
     if let Some(e) = elector {
         e.release().await;
     }
