@@ -59,10 +59,17 @@ async fn run(deps: &Deps<'_>, ctx: &Context, ti: &TenantInstance) -> Result<Acti
 async fn cleanup(deps: &Deps<'_>, ctx: &Context, api: &Api<TenantInstance>, ti: &TenantInstance) -> Result<Action> {
     let outcome = engine::run::teardown(deps, ti).await.map_err(into_error)?;
     publish(ctx, ti, outcome.notices).await;
-    if outcome.gone {
-        finalizer::remove(api, ti, &ctx.metrics, KIND).await?;
-        ctx.event(&ti.object_ref(&()), false, "Deleted", "Cleanup", "external objects removed".into()).await;
+    if !outcome.gone {
+        return Ok(outcome.action);
     }
+    // The Secrets go before the finalizer: an instance re-created under the
+    // same name must not find the old credentials (garbage collection may
+    // lag, or not run at all).
+    if !engine::teardown::delete_secrets(deps, ti).await.map_err(into_error)? {
+        return Ok(Action::requeue(deps.engine.poll()));
+    }
+    finalizer::remove(api, ti, &ctx.metrics, KIND).await?;
+    ctx.event(&ti.object_ref(&()), false, "Deleted", "Cleanup", "external objects removed".into()).await;
     Ok(outcome.action)
 }
 
