@@ -69,6 +69,9 @@ async fn cleanup(deps: &Deps<'_>, ctx: &Context, api: &Api<TenantInstance>, ti: 
         return Ok(Action::requeue(deps.engine.poll()));
     }
     finalizer::remove(api, ti, &ctx.metrics, KIND).await?;
+    // The watch forgets the provisioning failures once the object is gone;
+    // the deletion's own are forgotten here.
+    ctx.succeeded(&backoff_key(ti));
     ctx.event(&ti.object_ref(&()), false, "Deleted", "Cleanup", "external objects removed".into()).await;
     Ok(outcome.action)
 }
@@ -89,9 +92,13 @@ fn into_error(e: EngineError) -> Error {
     }
 }
 
-/// The per-object backoff key of an instance.
+/// The per-object backoff key of an instance. Deletion counts its failures
+/// apart: an instance that was failing for a while (backoff grown towards
+/// 5 minutes) starts its teardown at once, and a teardown that fails
+/// retries after a second, not after the failures of provisioning.
 fn backoff_key(ti: &TenantInstance) -> String {
-    format!("ti/{}", ti.uid().unwrap_or_default())
+    let uid = ti.uid().unwrap_or_default();
+    if ti.meta().deletion_timestamp.is_some() { format!("ti/{uid}/deleting") } else { format!("ti/{uid}") }
 }
 
 impl engine::Host for Context {
