@@ -59,10 +59,20 @@ async fn run(deps: &Deps<'_>, ctx: &Context, ti: &TenantInstance) -> Result<Acti
 async fn cleanup(deps: &Deps<'_>, ctx: &Context, api: &Api<TenantInstance>, ti: &TenantInstance) -> Result<Action> {
     let outcome = engine::run::teardown(deps, ti).await.map_err(into_error)?;
     publish(ctx, ti, outcome.notices).await;
-    if outcome.gone {
-        finalizer::remove(api, ti, &ctx.metrics, KIND).await?;
-        ctx.event(&ti.object_ref(&()), false, "Deleted", "Cleanup", "external objects removed".into()).await;
+    if !outcome.gone {
+        return Ok(outcome.action);
     }
+    // The Secrets go before the finalizer: an instance re-created under the
+    // same name must not find the old credentials (garbage collection may
+    // lag, or not run at all).
+    if !engine::teardown::delete_secrets(deps, ti).await.map_err(into_error)? {
+        return Ok(Action::requeue(deps.engine.poll()));
+    }
+    finalizer::remove(api, ti, &ctx.metrics, KIND).await?;
+    // The watch forgets the provisioning failures once the object is gone;
+    // the deletion's own are forgotten here.
+    ctx.succeeded(&backoff_key(ti));
+    ctx.event(&ti.object_ref(&()), false, "Deleted", "Cleanup", "external objects removed".into()).await;
     Ok(outcome.action)
 }
 
@@ -82,9 +92,13 @@ fn into_error(e: EngineError) -> Error {
     }
 }
 
-/// The per-object backoff key of an instance.
+/// The per-object backoff key of an instance. Deletion counts its failures
+/// apart: an instance that was failing for a while (backoff grown towards
+/// 5 minutes) starts its teardown at once, and a teardown that fails
+/// retries after a second, not after the failures of provisioning.
 fn backoff_key(ti: &TenantInstance) -> String {
-    format!("ti/{}", ti.uid().unwrap_or_default())
+    let uid = ti.uid().unwrap_or_default();
+    if ti.meta().deletion_timestamp.is_some() { format!("ti/{uid}/deleting") } else { format!("ti/{uid}") }
 }
 
 impl engine::Host for Context {

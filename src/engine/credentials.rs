@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use rand::RngCore;
 
@@ -345,8 +345,8 @@ impl Target<'_> {
     }
 }
 
-/// Revokes the keys of `ti` (on deletion). The Secret goes with its owner.
-/// An instance without a controlling Tenant never had a key registered.
+/// Revokes the keys of `ti` (on deletion; the Secret is deleted after it
+/// by [`delete_owned`]). An instance without a controlling Tenant never had a key registered.
 ///
 /// # Errors
 /// Ledger failures.
@@ -356,6 +356,34 @@ pub async fn revoke(ledger: &Ledger, ti: &TenantInstance) -> Result<(), EngineEr
     };
     ledger.revoke_keys_named(&account, &ti.name_any(), None).await?;
     Ok(())
+}
+
+/// Deletes the Secret `name` when `ti` owns it and says whether it is gone
+/// (`false` while it still exists, e.g. held by a finalizer of someone
+/// else's: look again later). A Secret of that name owned by another object
+/// is not ours and counts as gone. The delete is conditional on the uid
+/// read, so a newer Secret under the name is never removed.
+///
+/// # Errors
+/// Kubernetes failures.
+pub async fn delete_owned(secrets: &Api<Secret>, name: &str, ti: &TenantInstance) -> Result<bool, EngineError> {
+    let Some(s) = secrets.get_opt(name).await? else { return Ok(true) };
+    if !s.owner_references().iter().any(|o| Some(&o.uid) == ti.meta().uid.as_ref()) {
+        return Ok(true);
+    }
+    if s.metadata.deletion_timestamp.is_none() {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions { uid: s.uid(), resource_version: None }),
+            ..DeleteParams::default()
+        };
+        match secrets.delete(name, &dp).await {
+            Ok(_) => {}
+            // Gone already, or replaced by another Secret since the read.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(secrets.get_opt(name).await?.is_none_or(|now| now.uid() != s.uid()))
 }
 
 #[cfg(test)]

@@ -22,8 +22,14 @@ use crate::providers::{Marker, Secret};
 
 const PASSWORD_KEY: &str = "POSTGRES_PASSWORD";
 
+/// The name of the Secret holding the database password of `instance`.
+#[must_use]
+pub fn password_secret_name(instance: &str) -> String {
+    format!("{instance}-database")
+}
+
 async fn password(pass: &Pass<'_>) -> Result<String, EngineError> {
-    let name = format!("{}-database", pass.ti.name_any());
+    let name = password_secret_name(&pass.ti.name_any());
     if let Some(s) = pass.secrets.get_opt(&name).await? {
         let v = s.data.as_ref().and_then(|d| d.get(PASSWORD_KEY)).map(|b| String::from_utf8_lossy(&b.0).to_string());
         return v.ok_or(EngineError::MalformedSecret { name, missing: PASSWORD_KEY });
