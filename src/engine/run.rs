@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
@@ -131,35 +131,50 @@ enum Admission {
     Refused(EngineError),
 }
 
-/// An instance is provisioned only when a Tenant controls it (an
-/// ownerReference of kind Tenant with `controller: true`, naming a Tenant that
-/// exists with that uid) and it carries that Tenant's plan, never `system`.
-/// A hand-made instance would otherwise bypass the plan and the instance limit.
+/// Reads the Tenant that controls `ti` (if its controller ownerReference
+/// names one) and judges the instance by it.
 async fn admit(deps: &Deps<'_>, ti: &TenantInstance) -> Result<Admission, EngineError> {
+    let tenant = match controller_of(ti) {
+        Some(owner) => {
+            let tenants: Api<Tenant> = Api::namespaced(deps.client.clone(), &ti.namespace().unwrap_or_default());
+            tenants.get_opt(&owner.name).await?
+        }
+        None => None,
+    };
+    Ok(admission(ti, tenant.as_ref()))
+}
+
+/// The controller ownerReference of kind Tenant, if any.
+fn controller_of(ti: &TenantInstance) -> Option<&OwnerReference> {
+    ti.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Tenant::kind(&()))
+}
+
+/// An instance is provisioned only when a Tenant controls it (an
+/// ownerReference of kind Tenant with `controller: true`, naming `tenant`,
+/// which exists with that uid) and it carries that Tenant's plan, never
+/// `system`. A hand-made instance would otherwise bypass the plan and the
+/// instance limit (pure).
+fn admission(ti: &TenantInstance, tenant: Option<&Tenant>) -> Admission {
     let instance = ti.name_any();
     let refused = |why: String| {
         Admission::Refused(EngineError::PlanMismatch { instance: instance.clone(), plan: ti.spec.plan.clone(), why })
     };
     if ti.spec.plan == SYSTEM_PLAN {
-        return Ok(refused("plan \"system\" is reserved for Winston's own LLM calls".into()));
+        return refused("plan \"system\" is reserved for Winston's own LLM calls".into());
     }
-    let owner = ti.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Tenant::kind(&()));
-    let Some(owner) = owner else {
-        return Ok(Admission::Refused(EngineError::NoTenantOwner { instance }));
-    };
-    let tenants: Api<Tenant> = Api::namespaced(deps.client.clone(), &ti.namespace().unwrap_or_default());
-    let tenant = tenants.get_opt(&owner.name).await?;
-    let Some(tenant) = tenant.filter(|t| t.uid().as_deref() == Some(owner.uid.as_str())) else {
-        return Ok(Admission::Refused(EngineError::NoTenantOwner { instance }));
+    let owner = controller_of(ti);
+    let tenant = tenant.filter(|t| owner.is_some_and(|o| t.uid().as_deref() == Some(o.uid.as_str())));
+    let (Some(owner), Some(tenant)) = (owner, tenant) else {
+        return Admission::Refused(EngineError::NoTenantOwner { instance });
     };
     if tenant.spec.plan == ti.spec.plan {
-        return Ok(Admission::Admitted);
+        return Admission::Admitted;
     }
     let observed = tenant.status.as_ref().and_then(|s| s.observed_generation);
     if observed != tenant.metadata.generation {
-        return Ok(Admission::Wait);
+        return Admission::Wait;
     }
-    Ok(refused(format!("its Tenant {} is on plan \"{}\"", owner.name, tenant.spec.plan)))
+    refused(format!("its Tenant {} is on plan \"{}\"", owner.name, tenant.spec.plan))
 }
 
 /// A stalled instance whose spec did not change waits for a change or the
@@ -496,5 +511,62 @@ mod tests {
         progress::record(&mut unready.steps, StepName::Service, &Report::Working("x".into()), Utc::now());
         progress::summarize(&mut unready, &Facts { stalled: Some(("X", "x".into())), ..Facts::default() }, &now());
         assert!(!still_serving(Some(&unready), &updating), "was not Ready");
+    }
+
+    fn instance(plan: &str, owner: Option<&Tenant>) -> TenantInstance {
+        let mut ti: TenantInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "winston.dev/v1alpha1", "kind": "TenantInstance",
+            "metadata": { "name": "acme-0", "namespace": "ns", "uid": "ti-uid" },
+            "spec": { "tenantRef": { "name": "acme" }, "ordinal": 0, "plan": plan,
+                      "profile": { "displayName": "Acme", "contactEmail": "ops@acme.example" } }
+        }))
+        .unwrap();
+        ti.metadata.owner_references = owner.map(|t| vec![t.controller_owner_ref(&()).unwrap()]);
+        ti
+    }
+
+    fn tenant(plan: &str, uid: &str, observed: i64) -> Tenant {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "winston.dev/v1alpha1", "kind": "Tenant",
+            "metadata": { "name": "acme", "namespace": "ns", "uid": uid, "generation": 2 },
+            "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": plan },
+            "status": { "observedGeneration": observed }
+        }))
+        .unwrap()
+    }
+
+    fn verdict(a: &Admission) -> String {
+        match a {
+            Admission::Admitted => "admitted".into(),
+            Admission::Wait => "wait".into(),
+            Admission::Refused(e) => e.category().into(),
+        }
+    }
+
+    #[test]
+    fn only_an_instance_its_tenant_controls_on_the_tenants_plan_is_admitted() {
+        let starter = tenant("starter", "t-uid", 2);
+        let owned = instance("starter", Some(&starter));
+        assert_eq!(verdict(&admission(&owned, Some(&starter))), "admitted");
+        assert_eq!(verdict(&admission(&instance("starter", None), None)), "NoTenantOwner", "hand-made");
+        assert_eq!(verdict(&admission(&owned, None)), "NoTenantOwner", "its Tenant is gone");
+        let recreated = tenant("starter", "other-uid", 2);
+        assert_eq!(verdict(&admission(&owned, Some(&recreated))), "NoTenantOwner", "another Tenant of that name");
+        let mut weak = owned.clone();
+        weak.metadata.owner_references.as_mut().unwrap()[0].controller = Some(false);
+        assert_eq!(verdict(&admission(&weak, Some(&starter))), "NoTenantOwner", "not the controller");
+
+        let team = instance("team", Some(&starter));
+        let Admission::Refused(e) = admission(&team, Some(&starter)) else { panic!("team admitted") };
+        assert_eq!(e.category(), "PlanMismatch");
+        assert!(e.to_string().contains("its Tenant acme is on plan \"starter\""), "{e}");
+        assert!(e.to_string().contains("change the plan on the Tenant"), "{e}");
+        let changing = tenant("team", "t-uid", 1);
+        assert_eq!(verdict(&admission(&owned, Some(&changing))), "wait", "the Tenant controller has not caught up");
+
+        let system = instance("system", Some(&starter));
+        let Admission::Refused(e) = admission(&system, Some(&starter)) else { panic!("system admitted") };
+        assert!(e.to_string().contains("reserved"), "{e}");
+        assert!(!e.to_string().contains("PlanMismatch {"), "{e}");
     }
 }
