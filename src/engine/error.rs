@@ -32,7 +32,8 @@ pub enum EngineError {
     /// A platform call failed; the provider's error says which and how.
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    #[error("failed to call the Kubernetes API: {0}")]
+    /// Shown as the API server's own words, never the client's debug text.
+    #[error("failed to call the Kubernetes API: {}", crate::api::conditions::api_error_message(.0))]
     Kube(#[from] kube::Error),
     #[error("failed to use the ledger: {0}")]
     Ledger(#[from] LedgerError),
@@ -62,6 +63,14 @@ pub enum EngineError {
          controller: true), so its API key could not bill anybody; create instances through a Tenant"
     )]
     NoTenantOwner { instance: String },
+    /// The instance carries another plan than the Tenant that controls it
+    /// (or the reserved plan `system`): provisioning it would bypass the
+    /// Tenant's plan.
+    #[error(
+        "failed to accept plan \"{plan}\" on TenantInstance {instance}: {why}; an instance carries its Tenant's plan: \
+         change the plan on the Tenant (which updates its instances), or delete this instance"
+    )]
+    PlanMismatch { instance: String, plan: String, why: String },
     /// A Secret the step writes exists and belongs to someone else.
     #[error("failed to take Secret {name}: it exists and is not owned by this instance; rename or delete it")]
     SecretConflict { name: String },
@@ -94,6 +103,7 @@ impl EngineError {
             Self::ObjectFailed { .. } => ("ObjectFailed", Retry),
             Self::AmbiguousObjects { .. } => ("AmbiguousObjects", Stall),
             Self::NoTenantOwner { .. } => ("NoTenantOwner", Stall),
+            Self::PlanMismatch { .. } => ("PlanMismatch", Stall),
             Self::SecretConflict { .. } => ("SecretConflict", Stall),
             Self::MalformedSecret { .. } => ("MalformedSecret", Retry),
             Self::SupabaseNotConfigured => ("SupabaseNotConfigured", Stall),
@@ -179,7 +189,9 @@ mod tests {
 
     #[test]
     fn categories_decide_stall_throttle_and_retry() {
-        let rows: [(EngineError, &str, Disposition); 9] = [
+        let mismatch = EngineError::PlanMismatch { instance: "a-0".into(), plan: "team".into(), why: "x".into() };
+        let rows: [(EngineError, &str, Disposition); 10] = [
+            (mismatch, "PlanMismatch", Disposition::Stall),
             (provider(401), "Unauthorized", Disposition::Stall),
             (provider(404), "NotFound", Disposition::Stall),
             (provider(400), "Rejected", Disposition::Stall),
@@ -203,6 +215,16 @@ mod tests {
             assert_eq!((e.category(), e.disposition()), (category, disposition), "{e}");
             assert!(e.to_string().starts_with("failed"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_kubernetes_error_reads_as_the_api_servers_words() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden", "message": "tenants.winston.dev \"a\" is forbidden"
+        }))
+        .expect("status");
+        let e = EngineError::Kube(kube::Error::Api(Box::new(status)));
+        assert_eq!(e.to_string(), "failed to call the Kubernetes API: tenants.winston.dev \"a\" is forbidden");
     }
 
     #[test]

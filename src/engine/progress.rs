@@ -146,6 +146,10 @@ pub struct Facts {
     pub stalled: Option<(&'static str, String)>,
     /// Deletion is blocked (e.g. a platform is unreachable): the message.
     pub delete_blocked: Option<String>,
+    /// The instance served when the pass began and still does while it
+    /// updates live objects (see `run::still_serving`): Ready stays true and
+    /// the phase `Ready` while `Reconciling` names the step.
+    pub serving: bool,
 }
 
 /// Where the steps stand, read once for the summary.
@@ -170,7 +174,7 @@ pub fn summarize(status: &mut TenantInstanceStatus, facts: &Facts, now: &Time) {
     let standing = Standing::of(&status.steps);
     let phase = phase(status, facts, &standing);
     let current_step = match phase {
-        Phase::Ready => None,
+        Phase::Ready if standing.all_done => None,
         _ => standing.current.map(|s| s.name.as_str().to_string()),
     };
     let mut desired =
@@ -189,7 +193,7 @@ fn phase(status: &TenantInstanceStatus, facts: &Facts, standing: &Standing<'_>) 
         Phase::Deleting
     } else if facts.stalled.is_some() {
         Phase::Failed
-    } else if standing.all_done {
+    } else if standing.all_done || facts.serving {
         Phase::Ready
     } else if was_ready && status.steps.iter().any(|s| s.state == StepState::Done) {
         Phase::Degraded
@@ -205,12 +209,28 @@ fn ready_condition(facts: &Facts, standing: &Standing<'_>) -> Desired<'static> {
         Desired::new(names::COND_READY, false, reason::DELETING, "the instance is being deleted")
     } else if standing.all_done {
         Desired::new(names::COND_READY, true, reason::READY, "every step converged")
+    } else if let Some((r, m)) = &facts.stalled {
+        Desired::new(names::COND_READY, false, r, m.clone())
+    } else if facts.serving {
+        let step = standing.current.map_or("", |s| s.name.as_str());
+        Desired::new(names::COND_READY, true, reason::READY, format!("serving while step {step} converges"))
     } else {
         let msg = standing.current.map_or_else(String::new, |s| {
-            let m = s.message.clone().unwrap_or_else(|| format!("{:?}", s.state));
+            let m = s.message.clone().unwrap_or_else(|| state_word(s.state).to_string());
             format!("step {}: {m}", s.name.as_str())
         });
         Desired::new(names::COND_READY, false, reason::PROGRESSING, msg)
+    }
+}
+
+/// A step's state as people read it (never the `Debug` form).
+fn state_word(state: StepState) -> &'static str {
+    match state {
+        StepState::Pending => "pending",
+        StepState::InProgress => "in progress",
+        StepState::Done => "done",
+        StepState::Failed => "failed",
+        StepState::Skipped => "skipped",
     }
 }
 
@@ -329,5 +349,58 @@ mod tests {
         assert_eq!(st.phase, Some(Phase::Failed));
         assert!(conditions::is_true(&st.conditions, names::COND_STALLED));
         assert!(!conditions::is_true(&st.conditions, names::COND_RECONCILING));
+    }
+
+    fn served() -> TenantInstanceStatus {
+        let mut st = TenantInstanceStatus::default();
+        align(&mut st.steps, &[StepName::Service, StepName::Health]);
+        record(&mut st.steps, StepName::Service, &Report::Done("ok".into()), t(0));
+        record(&mut st.steps, StepName::Health, &Report::Done("200".into()), t(0));
+        summarize(&mut st, &Facts { generation: Some(1), ..Facts::default() }, &now());
+        st
+    }
+
+    #[test]
+    fn an_update_of_a_serving_instance_keeps_it_ready_and_reconciling() {
+        let mut st = served();
+        record(&mut st.steps, StepName::Service, &Report::Working("updated; verifying".into()), t(1));
+        let facts = Facts { generation: Some(2), serving: true, ..Facts::default() };
+        summarize(&mut st, &facts, &now());
+        assert_eq!(st.phase, Some(Phase::Ready), "an edit is not Degraded");
+        assert!(conditions::is_true(&st.conditions, names::COND_READY));
+        let reconciling = conditions::find(&st.conditions, names::COND_RECONCILING).unwrap();
+        assert_eq!((reconciling.status.as_str(), reconciling.message.as_str()), ("True", "working on step service"));
+        assert_eq!(st.current_step.as_deref(), Some("service"));
+        assert!(st.conditions.iter().all(|c| c.observed_generation == Some(2)));
+        assert_eq!(st.observed_generation, Some(2));
+        // The same step, no longer serving (re-created, failing): Degraded.
+        summarize(&mut st, &Facts { generation: Some(2), ..Facts::default() }, &now());
+        assert_eq!(st.phase, Some(Phase::Degraded));
+        assert!(!conditions::is_true(&st.conditions, names::COND_READY));
+    }
+
+    #[test]
+    fn a_stalled_instance_is_unready_for_the_stalls_reason() {
+        let mut st = TenantInstanceStatus::default();
+        align(&mut st.steps, &[StepName::Database]);
+        let facts = Facts { stalled: Some(("PlanMismatch", "wrong plan".into())), ..Facts::default() };
+        summarize(&mut st, &facts, &now());
+        let ready = conditions::find(&st.conditions, names::COND_READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()),
+            ("False", "PlanMismatch", "wrong plan")
+        );
+        assert_eq!(st.phase, Some(Phase::Failed));
+    }
+
+    #[test]
+    fn messages_name_states_in_words() {
+        let mut st = TenantInstanceStatus::default();
+        align(&mut st.steps, &[StepName::Database]);
+        record(&mut st.steps, StepName::Database, &Report::Skipped, t(0));
+        st.steps[0].state = StepState::InProgress;
+        summarize(&mut st, &Facts::default(), &now());
+        let ready = conditions::find(&st.conditions, names::COND_READY).unwrap();
+        assert_eq!(ready.message, "step database: in progress");
     }
 }

@@ -7,17 +7,19 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
 
+use super::external::Object;
 use super::progress::{self, DELETE_BLOCKED, Facts, Report, Transition};
 use super::record::Recorder;
 use super::steps::{Pass, StepResult};
 use super::{Deps, Disposition, Engine, EngineError, wanted};
 use crate::api::conditions;
-use crate::api::{DeletionPolicy, StepName, StepState, TenantInstance};
+use crate::api::{DeletionPolicy, StepName, StepState, Tenant, TenantInstance, TenantInstanceStatus};
 use crate::names::{self, reason};
-use crate::plans::Plan;
+use crate::plans::{Plan, SYSTEM_PLAN};
 use crate::providers::budget;
 
 /// How a pass ended, for the caller's requeue, metrics and Events.
@@ -59,12 +61,12 @@ impl PassOutcome {
 /// Converges `ti` (freshly read, not being deleted, finalizer in place).
 ///
 /// # Errors
-/// Only status-write failures (409 included): the step errors are recorded
-/// in status and turned into requeues.
+/// Status-write failures (409 included) and a failed read of the owning
+/// Tenant: the step errors are recorded in status and turned into requeues.
 pub async fn apply(deps: &Deps<'_>, ti: &TenantInstance) -> Result<PassOutcome, EngineError> {
     let mut rec = Recorder::new(deps, ti);
     progress::align(&mut rec.status.steps, &StepName::ALL);
-    let plan = match gate(deps.engine, ti) {
+    let plan = match gate(deps, ti).await? {
         Gate::Run(plan) => plan,
         Gate::Hold(wait) => return Ok(PassOutcome::quiet(Action::requeue(wait))),
         Gate::Idle(facts) => {
@@ -87,20 +89,92 @@ enum Gate<'p> {
     Idle(Facts),
 }
 
-fn gate<'p>(engine: &'p Engine, ti: &TenantInstance) -> Gate<'p> {
+/// Admission first (is the instance its Tenant's, on its Tenant's plan?),
+/// then the catalog, a held stall and `paused`. Nothing here calls a platform.
+///
+/// # Errors
+/// Reading the owning Tenant failed (other than it being gone).
+async fn gate<'p>(deps: &Deps<'p>, ti: &TenantInstance) -> Result<Gate<'p>, EngineError> {
+    let engine = deps.engine;
     let facts = Facts { generation: ti.metadata.generation, paused: ti.spec.paused, ..Facts::default() };
+    match admit(deps, ti).await? {
+        Admission::Admitted => {}
+        Admission::Wait => return Ok(Gate::Hold(engine.poll())),
+        Admission::Refused(e) => {
+            let stalled = Some((e.category(), e.to_string()));
+            return Ok(Gate::Idle(Facts { stalled, ..facts }));
+        }
+    }
     let Some(plan) = engine.plans.get(&ti.spec.plan) else {
-        let message =
-            format!("plan {:?} is not in the plan catalog (known: {})", ti.spec.plan, engine.plans.names().join(", "));
-        return Gate::Idle(Facts { stalled: Some((reason::UNKNOWN_PLAN, message)), ..facts });
+        let message = format!(
+            "plan \"{}\" is not in the plan catalog (known: {})",
+            ti.spec.plan,
+            engine.plans.names().join(", ")
+        );
+        return Ok(Gate::Idle(Facts { stalled: Some((reason::UNKNOWN_PLAN, message)), ..facts }));
     };
     if let Some(wait) = stall_hold(engine, ti) {
-        return Gate::Hold(wait);
+        return Ok(Gate::Hold(wait));
     }
     if ti.spec.paused {
-        return Gate::Idle(facts);
+        return Ok(Gate::Idle(facts));
     }
-    Gate::Run(plan)
+    Ok(Gate::Run(plan))
+}
+
+/// Whether the instance may be provisioned at all.
+enum Admission {
+    Admitted,
+    /// Its Tenant changed and the Tenant controller has not caught up yet.
+    Wait,
+    /// Never provisioned as it stands: the error is the Stalled reason and message.
+    Refused(EngineError),
+}
+
+/// Reads the Tenant that controls `ti` (if its controller ownerReference
+/// names one) and judges the instance by it.
+async fn admit(deps: &Deps<'_>, ti: &TenantInstance) -> Result<Admission, EngineError> {
+    let tenant = match controller_of(ti) {
+        Some(owner) => {
+            let tenants: Api<Tenant> = Api::namespaced(deps.client.clone(), &ti.namespace().unwrap_or_default());
+            tenants.get_opt(&owner.name).await?
+        }
+        None => None,
+    };
+    Ok(admission(ti, tenant.as_ref()))
+}
+
+/// The controller ownerReference of kind Tenant, if any.
+fn controller_of(ti: &TenantInstance) -> Option<&OwnerReference> {
+    ti.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Tenant::kind(&()))
+}
+
+/// An instance is provisioned only when a Tenant controls it (an
+/// ownerReference of kind Tenant with `controller: true`, naming `tenant`,
+/// which exists with that uid) and it carries that Tenant's plan, never
+/// `system`. A hand-made instance would otherwise bypass the plan and the
+/// instance limit (pure).
+fn admission(ti: &TenantInstance, tenant: Option<&Tenant>) -> Admission {
+    let instance = ti.name_any();
+    let refused = |why: String| {
+        Admission::Refused(EngineError::PlanMismatch { instance: instance.clone(), plan: ti.spec.plan.clone(), why })
+    };
+    if ti.spec.plan == SYSTEM_PLAN {
+        return refused("plan \"system\" is reserved for Winston's own LLM calls".into());
+    }
+    let owner = controller_of(ti);
+    let tenant = tenant.filter(|t| owner.is_some_and(|o| t.uid().as_deref() == Some(o.uid.as_str())));
+    let (Some(owner), Some(tenant)) = (owner, tenant) else {
+        return Admission::Refused(EngineError::NoTenantOwner { instance });
+    };
+    if tenant.spec.plan == ti.spec.plan {
+        return Admission::Admitted;
+    }
+    let observed = tenant.status.as_ref().and_then(|s| s.observed_generation);
+    if observed != tenant.metadata.generation {
+        return Admission::Wait;
+    }
+    refused(format!("its Tenant {} is on plan \"{}\"", owner.name, tenant.spec.plan))
 }
 
 /// A stalled instance whose spec did not change waits for a change or the
@@ -139,10 +213,13 @@ struct Walk {
 /// Runs the wanted steps in order until one that gates readiness is not done.
 async fn act(deps: &Deps<'_>, pass: &mut Pass<'_>) -> Result<Walk, EngineError> {
     let engine = deps.engine;
-    // A Ready instance whose spec did not change: this pass only looks for
-    // drift, so it draws on the platform budgets at background priority.
+    // A Ready instance whose spec did not change and that is not converging
+    // to a new one: this pass only looks for drift, so it draws on the
+    // platform budgets at background priority.
     let drift = pass.ti.status.as_ref().is_some_and(|s| {
-        s.observed_generation == pass.ti.metadata.generation && conditions::is_true(&s.conditions, names::COND_READY)
+        s.observed_generation == pass.ti.metadata.generation
+            && conditions::is_true(&s.conditions, names::COND_READY)
+            && !conditions::is_true(&s.conditions, names::COND_RECONCILING)
     });
     let started = Utc::now();
     let mut walk = Walk { transitions: Vec::new(), next: jittered(resync(engine)), failed: None, stalled: None };
@@ -236,11 +313,43 @@ async fn record(
     if let Some(url) = rec.status.external.as_ref().and_then(|e| e.railway.as_ref()).and_then(|r| r.domain.clone()) {
         rec.status.urls.get_or_insert_default().service = Some(format!("https://{url}"));
     }
-    let facts = Facts { generation: ti.metadata.generation, stalled: walk.stalled, ..Facts::default() };
+    let serving = walk.stalled.is_none() && still_serving(ti.status.as_ref(), &rec.status);
+    let facts = Facts { generation: ti.metadata.generation, stalled: walk.stalled, serving, ..Facts::default() };
     progress::summarize(&mut rec.status, &facts, &now());
     rec.flush().await?;
     let notices = walk.transitions.iter().map(notice).collect();
     Ok(PassOutcome { action: Action::requeue(walk.next), failed: walk.failed, notices })
+}
+
+/// The objects an instance serves from.
+const LIVE_OBJECTS: [Object; 5] = [
+    Object::NeonProject,
+    Object::SupabaseProject,
+    Object::RailwayProject,
+    Object::RailwayService,
+    Object::VercelProject,
+];
+
+/// Whether an instance that served when the pass began still does: it was
+/// Ready, and the pass only updates live objects (a redeploy for a new spec)
+/// without losing or re-creating any (every id recorded before is recorded
+/// still) and without a failed step or a failing health check. Ready then
+/// stays true while the instance is Reconciling (pure).
+fn still_serving(before: Option<&TenantInstanceStatus>, after: &TenantInstanceStatus) -> bool {
+    let Some(before) = before else { return false };
+    let healthy = |st: &TenantInstanceStatus| {
+        st.steps.iter().any(|s| s.name == StepName::Health && matches!(s.state, StepState::Done | StepState::Skipped))
+    };
+    let kept = |o: Object| {
+        o.known(before.external.as_ref()).is_none_or(|id| o.known(after.external.as_ref()).as_ref() == Some(&id))
+    };
+    let domain = |st: &TenantInstanceStatus| st.external.as_ref().and_then(|e| e.railway.as_ref()?.domain.clone());
+    conditions::is_true(&before.conditions, names::COND_READY)
+        && healthy(before)
+        && healthy(after)
+        && after.steps.iter().all(|s| !progress::gates_ready(s.name) || s.state != StepState::Failed)
+        && LIVE_OBJECTS.into_iter().all(kept)
+        && (domain(before).is_none() || domain(before) == domain(after))
 }
 
 /// The Event announcing one step transition.
@@ -355,5 +464,109 @@ mod tests {
         );
         let done = notice(&(StepName::Notify, StepState::Pending, StepState::Done, String::new()));
         assert_eq!((done.warning, done.reason, done.note.as_str()), (false, "StepDone", "notify"));
+    }
+
+    fn serving_status() -> TenantInstanceStatus {
+        use crate::api::tenant_instance::{ExternalIds, RailwayIds};
+        let mut st = TenantInstanceStatus::default();
+        progress::align(&mut st.steps, &StepName::ALL);
+        let t0 = Utc::now();
+        for step in StepName::ALL {
+            progress::record(&mut st.steps, step, &Report::Done("ok".into()), t0);
+        }
+        st.external = Some(ExternalIds {
+            railway: Some(RailwayIds {
+                project_id: Some("p".into()),
+                service_id: Some("s".into()),
+                domain: Some("d.up.railway.app".into()),
+                ..RailwayIds::default()
+            }),
+            ..ExternalIds::default()
+        });
+        progress::summarize(&mut st, &Facts::default(), &now());
+        st
+    }
+
+    #[test]
+    fn updating_a_live_service_still_serves_and_losing_it_does_not() {
+        let before = serving_status();
+        let mut updating = before.clone();
+        progress::record(&mut updating.steps, StepName::Service, &Report::Working("updated".into()), Utc::now());
+        assert!(still_serving(Some(&before), &updating));
+        assert!(!still_serving(None, &updating), "never served");
+
+        let mut recreated = updating.clone();
+        Object::RailwayService.set(recreated.external.as_mut().unwrap(), Some("s2"));
+        assert!(!still_serving(Some(&before), &recreated), "a re-created service");
+
+        let mut failing = updating.clone();
+        progress::record(&mut failing.steps, StepName::Service, &Report::Failed("503".into()), Utc::now());
+        assert!(!still_serving(Some(&before), &failing), "a failed step");
+
+        let mut unhealthy = before.clone();
+        progress::record(&mut unhealthy.steps, StepName::Health, &Report::Working("answered 503".into()), Utc::now());
+        assert!(!still_serving(Some(&before), &unhealthy), "a failing health check");
+
+        let mut unready = before.clone();
+        progress::record(&mut unready.steps, StepName::Service, &Report::Working("x".into()), Utc::now());
+        progress::summarize(&mut unready, &Facts { stalled: Some(("X", "x".into())), ..Facts::default() }, &now());
+        assert!(!still_serving(Some(&unready), &updating), "was not Ready");
+    }
+
+    fn instance(plan: &str, owner: Option<&Tenant>) -> TenantInstance {
+        let mut ti: TenantInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "winston.dev/v1alpha1", "kind": "TenantInstance",
+            "metadata": { "name": "acme-0", "namespace": "ns", "uid": "ti-uid" },
+            "spec": { "tenantRef": { "name": "acme" }, "ordinal": 0, "plan": plan,
+                      "profile": { "displayName": "Acme", "contactEmail": "ops@acme.example" } }
+        }))
+        .unwrap();
+        ti.metadata.owner_references = owner.map(|t| vec![t.controller_owner_ref(&()).unwrap()]);
+        ti
+    }
+
+    fn tenant(plan: &str, uid: &str, observed: i64) -> Tenant {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "winston.dev/v1alpha1", "kind": "Tenant",
+            "metadata": { "name": "acme", "namespace": "ns", "uid": uid, "generation": 2 },
+            "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": plan },
+            "status": { "observedGeneration": observed }
+        }))
+        .unwrap()
+    }
+
+    fn verdict(a: &Admission) -> String {
+        match a {
+            Admission::Admitted => "admitted".into(),
+            Admission::Wait => "wait".into(),
+            Admission::Refused(e) => e.category().into(),
+        }
+    }
+
+    #[test]
+    fn only_an_instance_its_tenant_controls_on_the_tenants_plan_is_admitted() {
+        let starter = tenant("starter", "t-uid", 2);
+        let owned = instance("starter", Some(&starter));
+        assert_eq!(verdict(&admission(&owned, Some(&starter))), "admitted");
+        assert_eq!(verdict(&admission(&instance("starter", None), None)), "NoTenantOwner", "hand-made");
+        assert_eq!(verdict(&admission(&owned, None)), "NoTenantOwner", "its Tenant is gone");
+        let recreated = tenant("starter", "other-uid", 2);
+        assert_eq!(verdict(&admission(&owned, Some(&recreated))), "NoTenantOwner", "another Tenant of that name");
+        let mut weak = owned.clone();
+        weak.metadata.owner_references.as_mut().unwrap()[0].controller = Some(false);
+        assert_eq!(verdict(&admission(&weak, Some(&starter))), "NoTenantOwner", "not the controller");
+
+        let team = instance("team", Some(&starter));
+        let Admission::Refused(e) = admission(&team, Some(&starter)) else { panic!("team admitted") };
+        assert_eq!(e.category(), "PlanMismatch");
+        assert!(e.to_string().contains("its Tenant acme is on plan \"starter\""), "{e}");
+        assert!(e.to_string().contains("change the plan on the Tenant"), "{e}");
+        let changing = tenant("team", "t-uid", 1);
+        assert_eq!(verdict(&admission(&owned, Some(&changing))), "wait", "the Tenant controller has not caught up");
+
+        let system = instance("system", Some(&starter));
+        let Admission::Refused(e) = admission(&system, Some(&starter)) else { panic!("system admitted") };
+        assert!(e.to_string().contains("reserved"), "{e}");
+        assert!(!e.to_string().contains("PlanMismatch {"), "{e}");
     }
 }
