@@ -19,7 +19,7 @@ use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use proxy_support::*;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use winston::ledger::{Grant, Period};
 

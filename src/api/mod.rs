@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod shared;
 pub mod tenant;
 pub mod tenant_instance;
+pub mod time;
 
 pub use ledger::{CreditLedger, CreditLedgerSpec, CreditLedgerStatus};
 pub use shared::{AgentProfile, Components, DeletionPolicy, Persona, Phase, TenantRef, Tone};

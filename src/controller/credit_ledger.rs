@@ -29,7 +29,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::channel::mpsc;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Config as RuntimeConfig};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
@@ -325,7 +324,7 @@ async fn apply_term(
 /// reconcile while it stays so).
 async fn write_status(cl: &CreditLedger, state: &LedgerController, observed: &Observed) -> Result<()> {
     let ctx = &state.base;
-    let status = plan::status(cl, observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let status = plan::status(cl, observed, &crate::api::time::now());
     if write::status(ctx, KIND, cl, cl.status.as_ref(), &status).await?
         && let Observed::Unbound(blocked) = observed
         && plan::refused_anew(cl.status.as_ref(), blocked)

@@ -228,7 +228,7 @@ pub fn term(ledger: &CreditLedger, tenant: &Tenant, plans: &PlanCatalog, now: Da
 /// Tenant's grid), else the ledger's, else `now`.
 #[must_use]
 pub fn anchor(ledger: &CreditLedger, tenant: &Tenant, now: DateTime<Utc>) -> DateTime<Utc> {
-    let created = |meta: &kube::api::ObjectMeta| meta.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0));
+    let created = |meta: &kube::api::ObjectMeta| meta.creation_timestamp.as_ref().and_then(crate::api::time::to_chrono);
     ledger.spec.period_anchor.or_else(|| created(&tenant.metadata)).or_else(|| created(&ledger.metadata)).unwrap_or(now)
 }
 
@@ -264,10 +264,6 @@ impl Term {
 #[must_use]
 pub fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
     (at - now).to_std().unwrap_or_default().max(Duration::ZERO) + Duration::from_secs(1)
-}
-
-fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0))
 }
 
 /// The status of `ledger` for what was `observed`; conditions keep their

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -297,7 +296,7 @@ async fn write_status(
     ledger: Option<&CreditLedger>,
     failure: Option<&plan::ChildFailure>,
 ) -> Result<()> {
-    let status = plan::status(tenant, instances, ledger, failure, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let status = plan::status(tenant, instances, ledger, failure, &crate::api::time::now());
     if write::status(ctx, KIND, tenant, tenant.status.as_ref(), &status).await?
         && let Some((reason, message)) = plan::readiness_change(tenant.status.as_ref(), &status)
     {

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
-use rand::RngCore;
+use rand::Rng;
 
 use super::EngineError;
 use crate::api::{Tenant, TenantInstance};

@@ -412,7 +412,7 @@ fn orphaned() -> Notice {
 }
 
 fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+    crate::api::time::now()
 }
 
 fn resync(engine: &Engine) -> Duration {

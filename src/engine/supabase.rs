@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::{Resource, ResourceExt};
-use rand::RngCore;
+use rand::Rng;
 
 use super::external::{Converged, Object};
 use super::steps::{Pass, StepResult};

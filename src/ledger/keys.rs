@@ -1,6 +1,6 @@
 //! Tenant API keys: issued once in plaintext, stored only as SHA-256 hashes
 //! with a short display prefix.
-use rand::RngCore;
+use rand::Rng;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 

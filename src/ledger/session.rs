@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use sqlx::{Connection, PgConnection};
 
 use super::LedgerError;

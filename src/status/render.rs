@@ -12,6 +12,7 @@ use super::format::{self, Style, Tone};
 use super::model::TenantView;
 use crate::api::conditions::{find, is_true};
 use crate::api::tenant_instance::{StepState, StepStatus};
+use crate::api::time;
 use crate::api::{Phase, TenantInstance};
 use crate::names;
 
@@ -324,9 +325,10 @@ fn credit_line(v: &TenantView) -> (String, Tone) {
     (s, credit_tone(&c))
 }
 
-/// A Kubernetes timestamp as chrono time (the API types use jiff).
+/// A Kubernetes timestamp as chrono time (the epoch if out of range, which
+/// cannot happen).
 fn timestamp(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t.0.as_millisecond()).unwrap_or_default()
+    time::to_chrono(t).unwrap_or_default()
 }
 
 fn conditions_of(i: &TenantInstance) -> &[Condition] {
