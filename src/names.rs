@@ -63,7 +63,7 @@ pub mod reason {
     pub const PROGRESSING: &str = "Progressing";
     /// The resource is being deleted.
     pub const DELETING: &str = "Deleting";
-    /// `spec.paused` is set.
+    /// `spec.stack.paused` is set.
     pub const PAUSED: &str = "Paused";
     /// Nothing blocks progress.
     pub const NOT_STALLED: &str = "NotStalled";

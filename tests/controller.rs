@@ -75,7 +75,7 @@ async fn tenant_owns_children_that_follow_it_and_are_cleaned_up() {
     let ti = eventually("TenantInstance acme-0", WAIT, || async { instances.get_opt("acme-0").await.unwrap() }).await;
     let owner = &ti.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Tenant", uid.as_str(), Some(true)));
-    assert_eq!(ti.spec.plan, "starter");
+    assert_eq!(ti.spec.stack.plan, "starter");
     let cl = eventually("CreditLedger acme", WAIT, || async { ledgers.get_opt("acme").await.unwrap() }).await;
     assert_eq!(cl.metadata.owner_references.as_ref().unwrap()[0].uid, uid);
     assert_eq!(cl.spec.tenant_ref.name, "acme");
@@ -99,7 +99,7 @@ async fn tenant_owns_children_that_follow_it_and_are_cleaned_up() {
     eventually("instances follow the update", WAIT, || async {
         let a = instances.get_opt("acme-0").await.unwrap()?;
         let b = instances.get_opt("acme-1").await.unwrap()?;
-        (a.spec.plan == "growth" && b.spec.plan == "growth" && b.spec.ordinal == 1).then_some(())
+        (a.spec.stack.plan == "growth" && b.spec.stack.plan == "growth" && b.spec.ordinal == 1).then_some(())
     })
     .await;
 

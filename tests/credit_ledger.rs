@@ -38,7 +38,7 @@ fn tenant(name: &str, plan: &str) -> Tenant {
 /// its ledger's allotment and threshold set.
 fn tenant_with_credits(name: &str, allotment: i64) -> Tenant {
     let mut t = tenant(name, "free");
-    t.spec.deletion_policy = winston::api::DeletionPolicy::Orphan;
+    t.spec.stack.deletion_policy = winston::api::DeletionPolicy::Orphan;
     t.spec.credits =
         Some(serde_json::from_value(json!({"allotmentPerPeriod": allotment, "lowBalancePercent": 20})).unwrap());
     t

@@ -11,7 +11,7 @@ pub mod tenant_instance;
 pub mod time;
 
 pub use ledger::{CreditLedger, CreditLedgerSpec, CreditLedgerStatus};
-pub use shared::{AgentProfile, Components, DeletionPolicy, Persona, Phase, TenantRef, Tone};
+pub use shared::{AgentProfile, Components, DeletionPolicy, Persona, Phase, StackSpec, TenantRef, Tone};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use tenant_instance::{
     ExternalIds, PendingCreate, StepName, StepState, StepStatus, TenantInstance, TenantInstanceSpec,

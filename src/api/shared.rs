@@ -253,3 +253,28 @@ pub struct AgentProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persona: Option<Persona>,
 }
+
+/// What a Tenant buys and how Winston treats its stack: the plan, the
+/// components, `paused` and the deletion policy. A Tenant's, copied as it
+/// is into each of its TenantInstances.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StackSpec {
+    /// Plan name from Winston's plan catalog (for example free, starter,
+    /// growth, team). Decides resources, features, skills and monthly credits.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
+    #[x_kube(validation = Rule::new("self != 'system'").message("plan 'system' is reserved for Winston's own LLM calls"))]
+    pub plan: String,
+    /// Which components to provision. Defaults to a database and an agent service.
+    #[serde(default)]
+    pub components: Components,
+    /// When true Winston stops acting on this stack (no platform calls),
+    /// keeping everything as it is. Default false.
+    #[serde(default)]
+    pub paused: bool,
+    /// What happens to external objects when the object is deleted: `Delete`
+    /// (default: the database, its data, the service and the frontend are
+    /// destroyed) or `Orphan` (they are left in place).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::shared::{AgentProfile, Components, DeletionPolicy, Phase};
+use super::shared::{AgentProfile, Phase, StackSpec};
 
 /// A customer of the business: who they are, which plan they bought, what
 /// their agent is like and which components Winston provisions for them.
@@ -36,14 +36,9 @@ pub struct TenantSpec {
     /// Who the customer is; rendered into the agent's workspace.
     #[serde(flatten)]
     pub profile: AgentProfile,
-    /// Plan name from Winston's plan catalog (for example free, starter,
-    /// growth, team). Decides resources, features, skills and monthly credits.
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
-    #[x_kube(validation = Rule::new("self != 'system'").message("plan 'system' is reserved for Winston's own LLM calls"))]
-    pub plan: String,
-    /// Which components to provision. Defaults to a database and an agent service.
-    #[serde(default)]
-    pub components: Components,
+    /// The plan, the components, `paused` and the deletion policy.
+    #[serde(flatten)]
+    pub stack: StackSpec,
     /// How many agent instances to run, 1 to 10 (default 1); the plan's
     /// `maxInstances` may allow fewer.
     #[serde(default = "one")]
@@ -52,15 +47,6 @@ pub struct TenantSpec {
     /// Credit settings that override the plan's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditOverrides>,
-    /// When true Winston stops acting on this tenant (no platform calls),
-    /// keeping everything as it is. Default false.
-    #[serde(default)]
-    pub paused: bool,
-    /// What happens to external objects when the Tenant is deleted: `Delete`
-    /// (default: the database, its data, the service and the frontend are
-    /// destroyed) or `Orphan` (they are left in place).
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
 }
 
 fn one() -> i32 {

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::shared::{AgentProfile, Components, DeletionPolicy, Phase, TenantRef};
+use super::shared::{AgentProfile, Phase, StackSpec, TenantRef};
 
 /// One agent stack: database, agent service, optional frontend, credentials.
 /// Normally created and updated by the Tenant controller, not by hand.
@@ -41,21 +41,11 @@ pub struct TenantInstanceSpec {
     #[schemars(range(min = 0, max = 9))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.ordinal is immutable"))]
     pub ordinal: i32,
-    /// Plan name from the plan catalog; the Tenant's plan.
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
-    #[x_kube(validation = Rule::new("self != 'system'").message("plan 'system' is reserved for Winston's own LLM calls"))]
-    pub plan: String,
     /// Who the customer is.
     pub profile: AgentProfile,
-    /// Which components to provision.
-    #[serde(default)]
-    pub components: Components,
-    /// When true no platform is called for this instance.
-    #[serde(default)]
-    pub paused: bool,
-    /// What happens to external objects on delete.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// The Tenant's plan, components, `paused` and deletion policy.
+    #[serde(flatten)]
+    pub stack: StackSpec,
 }
 
 /// The provisioning steps, in order.

@@ -213,7 +213,7 @@ pub enum Term {
 /// allotment (spec, else the Tenant's plan) and the period containing now.
 #[must_use]
 pub fn term(ledger: &CreditLedger, tenant: &Tenant, plans: &PlanCatalog, now: DateTime<Utc>) -> Term {
-    let tenant_plan = ledger.spec.allotment_per_period.is_none().then_some(tenant.spec.plan.as_str());
+    let tenant_plan = ledger.spec.allotment_per_period.is_none().then_some(tenant.spec.stack.plan.as_str());
     match allotment(&ledger.spec, tenant_plan, plans) {
         Err(blocked) => Term::Blocked(blocked),
         Ok(allotment) => {
@@ -573,7 +573,7 @@ mod tests {
         // No allotment in the spec: the Tenant's plan, which must exist.
         cl.spec.allotment_per_period = None;
         let mut gold = acme.clone();
-        gold.spec.plan = "gold".into();
+        gold.spec.stack.plan = "gold".into();
         assert!(matches!(term(&cl, &gold, &plans, now), Term::Blocked(b) if b.reason == reason::UNKNOWN_PLAN));
     }
 

@@ -45,11 +45,8 @@ pub fn desired_instances(tenant: &Tenant) -> Result<Vec<TenantInstance>, super::
                 TenantInstanceSpec {
                     tenant_ref: TenantRef { name: name.clone() },
                     ordinal,
-                    plan: tenant.spec.plan.clone(),
                     profile: tenant.spec.profile.clone(),
-                    components: tenant.spec.components.clone(),
-                    paused: tenant.spec.paused,
-                    deletion_policy: tenant.spec.deletion_policy,
+                    stack: tenant.spec.stack.clone(),
                 },
             );
             ti.metadata = ObjectMeta {
@@ -274,7 +271,12 @@ pub fn status(
     TenantStatus {
         phase: Some(facts.phase(&summaries)),
         observed_generation: tenant.metadata.generation,
-        conditions: conditions::merge(existing, &facts.conditions(tenant.spec.paused), tenant.metadata.generation, now),
+        conditions: conditions::merge(
+            existing,
+            &facts.conditions(tenant.spec.stack.paused),
+            tenant.metadata.generation,
+            now,
+        ),
         ready_instances: Some(format!("{}/{wanted}", facts.ready)),
         url: summaries.iter().find(|s| s.ready).and_then(|s| s.url.clone()),
         credits: ledger.map(credits_summary),
@@ -467,7 +469,7 @@ mod tests {
     use super::*;
     use crate::api::shared::AgentProfile;
     use crate::api::tenant_instance::{TenantInstanceStatus, Urls};
-    use crate::api::{DeletionPolicy, TenantSpec};
+    use crate::api::{StackSpec, TenantSpec};
 
     fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time"))
@@ -482,12 +484,9 @@ mod tests {
                     contact_email: "ops@acme.test".into(),
                     ..AgentProfile::default()
                 },
-                plan: "starter".into(),
-                components: Default::default(),
+                stack: StackSpec { plan: "starter".into(), ..StackSpec::default() },
                 instances,
                 credits: None,
-                paused: false,
-                deletion_policy: DeletionPolicy::Delete,
             },
         );
         t.metadata.namespace = Some("ns".into());
@@ -518,7 +517,7 @@ mod tests {
         assert_eq!(d[0].metadata.labels.as_ref().expect("labels")[names::LABEL_TENANT], "acme");
         assert!(instance_up_to_date(&d[0], &d[0]));
         let mut changed = d[0].clone();
-        changed.spec.plan = "growth".into();
+        changed.spec.stack.plan = "growth".into();
         assert!(!instance_up_to_date(&d[0], &changed));
     }
 
@@ -586,7 +585,7 @@ mod tests {
         let t = tenant(3);
         let d = desired_instances(&t).expect("desired");
         let mut stale = d[1].clone();
-        stale.spec.plan = "growth".into();
+        stale.spec.stack.plan = "growth".into();
         let rows: [(&str, Vec<TenantInstance>, Vec<&str>); 4] = [
             ("nothing exists", vec![], vec!["create acme-0", "create acme-1", "create acme-2"]),
             ("all current", d.clone(), vec![]),

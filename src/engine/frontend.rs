@@ -12,7 +12,8 @@ use crate::providers::vercel::GitSource;
 use crate::providers::vercel::resources::{VercelFrontendSpec, VercelFrontends};
 
 fn spec(pass: &Pass<'_>) -> Result<VercelFrontendSpec, EngineError> {
-    let f = pass.ti.spec.components.frontend.as_ref().ok_or(EngineError::InvalidSpec("no frontend in the spec"))?;
+    let f =
+        pass.ti.spec.stack.components.frontend.as_ref().ok_or(EngineError::InvalidSpec("no frontend in the spec"))?;
     let (org, repo) =
         f.git_repository.repo.split_once('/').ok_or(EngineError::InvalidSpec("frontend repo is not org/repo"))?;
     let creds = pass.credentials.as_ref().ok_or(EngineError::MissingInput("credentials step did not run"))?;

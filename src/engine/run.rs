@@ -96,7 +96,7 @@ enum Gate<'p> {
 /// Reading the owning Tenant failed (other than it being gone).
 async fn gate<'p>(deps: &Deps<'p>, ti: &TenantInstance) -> Result<Gate<'p>, EngineError> {
     let engine = deps.engine;
-    let facts = Facts { generation: ti.metadata.generation, paused: ti.spec.paused, ..Facts::default() };
+    let facts = Facts { generation: ti.metadata.generation, paused: ti.spec.stack.paused, ..Facts::default() };
     match admit(deps, ti).await? {
         Admission::Admitted => {}
         Admission::Wait => return Ok(Gate::Hold(engine.poll())),
@@ -105,10 +105,10 @@ async fn gate<'p>(deps: &Deps<'p>, ti: &TenantInstance) -> Result<Gate<'p>, Engi
             return Ok(Gate::Idle(Facts { stalled, ..facts }));
         }
     }
-    let Some(plan) = engine.plans.get(&ti.spec.plan) else {
+    let Some(plan) = engine.plans.get(&ti.spec.stack.plan) else {
         let message = format!(
             "plan \"{}\" is not in the plan catalog (known: {})",
-            ti.spec.plan,
+            ti.spec.stack.plan,
             engine.plans.names().join(", ")
         );
         return Ok(Gate::Idle(Facts { stalled: Some((reason::UNKNOWN_PLAN, message)), ..facts }));
@@ -116,7 +116,7 @@ async fn gate<'p>(deps: &Deps<'p>, ti: &TenantInstance) -> Result<Gate<'p>, Engi
     if let Some(wait) = stall_hold(engine, ti) {
         return Ok(Gate::Hold(wait));
     }
-    if ti.spec.paused {
+    if ti.spec.stack.paused {
         return Ok(Gate::Idle(facts));
     }
     Ok(Gate::Run(plan))
@@ -157,9 +157,13 @@ fn controller_of(ti: &TenantInstance) -> Option<&OwnerReference> {
 fn admission(ti: &TenantInstance, tenant: Option<&Tenant>) -> Admission {
     let instance = ti.name_any();
     let refused = |why: String| {
-        Admission::Refused(EngineError::PlanMismatch { instance: instance.clone(), plan: ti.spec.plan.clone(), why })
+        Admission::Refused(EngineError::PlanMismatch {
+            instance: instance.clone(),
+            plan: ti.spec.stack.plan.clone(),
+            why,
+        })
     };
-    if ti.spec.plan == SYSTEM_PLAN {
+    if ti.spec.stack.plan == SYSTEM_PLAN {
         return refused("plan \"system\" is reserved for Winston's own LLM calls".into());
     }
     let owner = controller_of(ti);
@@ -167,14 +171,14 @@ fn admission(ti: &TenantInstance, tenant: Option<&Tenant>) -> Admission {
     let (Some(owner), Some(tenant)) = (owner, tenant) else {
         return Admission::Refused(EngineError::NoTenantOwner { instance });
     };
-    if tenant.spec.plan == ti.spec.plan {
+    if tenant.spec.stack.plan == ti.spec.stack.plan {
         return Admission::Admitted;
     }
     let observed = tenant.status.as_ref().and_then(|s| s.observed_generation);
     if observed != tenant.metadata.generation {
         return Admission::Wait;
     }
-    refused(format!("its Tenant {} is on plan \"{}\"", owner.name, tenant.spec.plan))
+    refused(format!("its Tenant {} is on plan \"{}\"", owner.name, tenant.spec.stack.plan))
 }
 
 /// A stalled instance whose spec did not change waits for a change or the
@@ -375,7 +379,7 @@ fn notice((step, _from, to, message): &Transition) -> Notice {
 pub async fn teardown(deps: &Deps<'_>, ti: &TenantInstance) -> Result<TeardownOutcome, EngineError> {
     let engine = deps.engine;
     let mut rec = Recorder::new(deps, ti);
-    let orphan = ti.spec.deletion_policy == DeletionPolicy::Orphan;
+    let orphan = ti.spec.stack.deletion_policy == DeletionPolicy::Orphan;
     let result = if orphan { Ok(true) } else { super::teardown::delete_all(engine, &mut rec, ti).await };
     let blocked = match result {
         Ok(true) => {

@@ -52,7 +52,7 @@ impl<'a> Pass<'a> {
         Self {
             engine: deps.engine,
             ti,
-            plan_name: &ti.spec.plan,
+            plan_name: &ti.spec.stack.plan,
             plan,
             rec,
             secrets: Api::namespaced(deps.client.clone(), &ti.namespace().unwrap_or_default()),
@@ -105,7 +105,7 @@ impl<'a> Pass<'a> {
     }
 
     async fn database(&mut self) -> Result<StepResult, EngineError> {
-        let db = self.ti.spec.components.database.clone().unwrap_or_default();
+        let db = self.ti.spec.stack.components.database.clone().unwrap_or_default();
         if db.provider == DatabaseProvider::Supabase {
             return super::supabase::run(self).await;
         }
@@ -189,7 +189,7 @@ impl<'a> Pass<'a> {
     }
 
     fn service_spec(&self, project_id: String, environment_id: String) -> Result<RailwayServiceSpec, EngineError> {
-        let compute = self.ti.spec.components.compute.as_ref();
+        let compute = self.ti.spec.stack.components.compute.as_ref();
         let image = compute.and_then(|c| c.image.clone()).unwrap_or_else(|| self.engine.args.agent_image.clone());
         Ok(RailwayServiceSpec {
             project_id,

@@ -108,7 +108,7 @@ impl Used {
 pub async fn delete_all(engine: &Engine, rec: &mut Recorder<'_>, ti: &TenantInstance) -> Result<bool, EngineError> {
     let marker = Marker::new(ti.metadata.uid.as_deref().unwrap_or_default());
     let ext = rec.status.external.clone().unwrap_or_default();
-    let database = ti.spec.components.database.as_ref().map(|d| d.provider).unwrap_or_default();
+    let database = ti.spec.stack.components.database.as_ref().map(|d| d.provider).unwrap_or_default();
     let used = Used::of(&ext, |step| rec.pending(step).is_some(), database);
     if used.vercel && !super::frontend::remove(engine, &marker, ext.vercel.as_ref()).await? {
         return Ok(false);

@@ -6,7 +6,7 @@ use crate::plans::Plan;
 /// Every step in order with whether it runs (`false` = Skipped).
 #[must_use]
 pub fn steps(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<(StepName, bool)> {
-    let c = &spec.components;
+    let c = &spec.stack.components;
     let database = c.database.is_some() && plan.allows("database");
     let service = c.compute.is_some() && plan.allows("compute");
     let frontend = service && c.frontend.is_some() && plan.allows("frontend");
@@ -27,7 +27,7 @@ pub fn steps(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<(StepName, bool)> {
 /// Why a component the spec asks for is skipped, if the plan excludes it.
 #[must_use]
 pub fn excluded_by_plan(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<&'static str> {
-    let c = &spec.components;
+    let c = &spec.stack.components;
     let mut out = Vec::new();
     if c.database.is_some() && !plan.allows("database") {
         out.push("database");
@@ -45,7 +45,7 @@ pub fn excluded_by_plan(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<&'static 
 mod tests {
     use super::*;
     use crate::api::shared::{FrontendComponent, GitSource};
-    use crate::api::{AgentProfile, Components, TenantRef};
+    use crate::api::{AgentProfile, Components, StackSpec, TenantRef};
     use crate::plans::PlanCatalog;
 
     fn spec(frontend: bool) -> TenantInstanceSpec {
@@ -60,11 +60,8 @@ mod tests {
         TenantInstanceSpec {
             tenant_ref: TenantRef { name: "t".into() },
             ordinal: 0,
-            plan: "free".into(),
             profile: AgentProfile::default(),
-            components,
-            paused: false,
-            deletion_policy: Default::default(),
+            stack: StackSpec { plan: "free".into(), components, ..StackSpec::default() },
         }
     }
 

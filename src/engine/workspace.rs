@@ -242,14 +242,14 @@ fn pretty(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AgentProfile, Persona, TenantRef};
+    use crate::api::{AgentProfile, Persona, StackSpec, TenantRef};
     use crate::plans::PlanCatalog;
 
     fn spec(skills: &[&str]) -> TenantInstanceSpec {
         TenantInstanceSpec {
             tenant_ref: TenantRef { name: "bella".into() },
             ordinal: 0,
-            plan: "growth".into(),
+            stack: StackSpec { plan: "growth".into(), ..StackSpec::default() },
             profile: AgentProfile {
                 display_name: "Bella Bistro".into(),
                 contact_email: "owner@bella.example".into(),
@@ -262,9 +262,6 @@ mod tests {
                     skills: skills.iter().map(|s| (*s).to_string()).collect(),
                 }),
             },
-            components: Default::default(),
-            paused: false,
-            deletion_policy: Default::default(),
         }
     }
 

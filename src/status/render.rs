@@ -31,7 +31,7 @@ pub fn table(views: &[TenantView], show_namespace: bool, now: DateTime<Utc>, sty
         let (done, total) = progress(&v.instances);
         let mut row = vec![
             (v.tenant.name_any(), Tone::Strong),
-            (v.tenant.spec.plan.clone(), Tone::Plain),
+            (v.tenant.spec.stack.plan.clone(), Tone::Plain),
             (phase, tone),
             (ready_instances(v), Tone::Plain),
             (
@@ -92,7 +92,7 @@ pub fn detail(v: &TenantView, now: DateTime<Utc>, style: Style) -> String {
     out.push_str(&format!(
         "  {} · plan {} · {} · {} instances ready · age {age}\n",
         t.spec.profile.display_name,
-        t.spec.plan,
+        t.spec.stack.plan,
         style.paint(tone, &phase),
         ready_instances(v)
     ));
@@ -217,7 +217,7 @@ fn elapsed(steps: &[StepStatus], now: DateTime<Utc>) -> String {
 /// The phase a tenant is in and its colour (Pending until the controller reports).
 fn tenant_phase(v: &TenantView) -> (String, Tone) {
     let phase = v.tenant.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-    let paused = v.tenant.spec.paused;
+    let paused = v.tenant.spec.stack.paused;
     let text = if paused { format!("{} (paused)", phase.as_str()) } else { phase.as_str().to_string() };
     (text, phase_tone(phase))
 }
