@@ -8,17 +8,14 @@
 mod provisioning_support;
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher;
 use kube::{Api, Resource};
 use provisioning_support::{Stack, apply_tenant, ready};
 use serde_json::json;
-use support::{TestNamespace, eventually};
+use support::{History, TestNamespace, eventually};
 use winston::api::{Phase, Tenant, TenantInstance, TenantInstanceStatus, conditions};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -98,45 +95,6 @@ async fn an_instance_its_tenant_does_not_control_on_its_plan_is_never_provisione
         .await
         .unwrap();
     assert_eq!(n, 0, "a key was registered for an instance that was refused");
-}
-
-/// Every version of `name` the API server showed from now on, as a watch
-/// delivers them (nothing is skipped between two polls).
-struct History {
-    seen: Arc<Mutex<Vec<TenantInstance>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl History {
-    async fn of(api: &Api<TenantInstance>, name: &str) -> Self {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let (into, stream) = (seen.clone(), watcher(api.clone(), config));
-        let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event {
-                    into.lock().unwrap().push(o);
-                }
-            }
-        });
-        let history = Self { seen, task };
-        eventually(&format!("the watch of {name} to start"), WAIT, || async {
-            (!history.all().is_empty()).then_some(())
-        })
-        .await;
-        history
-    }
-
-    fn all(&self) -> Vec<TenantInstance> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for History {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,20 +17,18 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::events::v1::Event;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
 use provisioning_support::{Stack, apply_tenant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use support::{TestNamespace, controller, eventually};
+use support::{History, TestNamespace, controller, eventually};
 use winston::api::{CreditLedger, Tenant, TenantInstance, conditions};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -75,48 +73,6 @@ where
         (v.status == status).then_some((obj, v))
     })
     .await
-}
-
-/// Every version of one object the API server showed from now on, as a
-/// watch delivers them (nothing is skipped between two polls).
-struct History<K> {
-    seen: Arc<Mutex<Vec<K>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl<K> History<K>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    async fn of(api: &Api<K>, name: &str) -> Self {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let (into, stream) = (seen.clone(), watcher(api.clone(), config));
-        let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event {
-                    into.lock().unwrap().push(o);
-                }
-            }
-        });
-        let history = Self { seen, task };
-        eventually(&format!("the watch of {name} to start"), WAIT, || async {
-            (!history.all().is_empty()).then_some(())
-        })
-        .await;
-        history
-    }
-
-    fn all(&self) -> Vec<K> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl<K> Drop for History<K> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 fn condition<'a>(

@@ -7,11 +7,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Api, Resource};
 use kube::{Client, Config};
+use serde::de::DeserializeOwned;
 
 /// The control plane of this test binary.
 pub struct ControlPlane {
@@ -236,4 +240,46 @@ pub fn run_with_stdin(mut cmd: Command, input: &str) -> (bool, String) {
 /// Reads a file under the project root.
 pub fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(root().join(path)).unwrap()
+}
+
+/// Every version of one object the API server showed from now on, as a
+/// watch delivers them (nothing is skipped between two polls).
+pub struct History<K> {
+    seen: Arc<Mutex<Vec<K>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K> History<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    pub async fn of(api: &Api<K>, name: &str) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let (into, stream) = (seen.clone(), watcher(api.clone(), config));
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event {
+                    into.lock().unwrap().push(o);
+                }
+            }
+        });
+        let history = Self { seen, task };
+        eventually(&format!("the watch of {name} to start"), Duration::from_secs(60), || async {
+            (!history.all().is_empty()).then_some(())
+        })
+        .await;
+        history
+    }
+
+    pub fn all(&self) -> Vec<K> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl<K> Drop for History<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
