@@ -201,3 +201,162 @@ async fn faults_are_classified_and_recovered() {
     assert_eq!((e.category(), e.is_retryable()), ("unauthorized", false), "{e}");
     assert!(!format!("{e} {e:?}").contains("wrong-token"));
 }
+
+/// Sets the Vercel emulator's strictness options (JSON merge).
+async fn options(env: &Env, patch: Value) {
+    let path = format!("{}/_emulator/options", winston::emulator::VERCEL_PATH);
+    let r = env.raw(reqwest::Method::PUT, &path).json(&patch).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Issue 12: deployment list items carry `uid` and no `alias`; the URL is
+/// read from `GET /v13/deployments/{id}`, and a READY deployment whose alias
+/// is not assigned yet is still in progress. The old client (URL from the
+/// list item) never had a URL here.
+#[tokio::test]
+async fn frontend_url_is_read_from_the_deployment_and_waits_for_the_alias() {
+    let env = Env::start(200).await;
+    options(&env, json!({"aliasLagMs": 1500})).await;
+    let c = client(&env, None);
+    let res = VercelFrontends(c.clone());
+    let marker = Marker::new(&uid());
+    let spec = spec(&marker);
+    let created = res.create(&spec).await.unwrap();
+    let dpl = created.operation_id.unwrap();
+
+    // READY, alias still missing: the client keeps waiting.
+    let d = poll(|| async { c.get_deployment(&dpl).await.unwrap().unwrap() }, |d| d.ready_state == "READY").await;
+    assert!(d.alias.is_empty(), "{d:?}");
+    assert!(matches!(res.observe(&spec, None).await.unwrap(), Observation::InProgress { .. }));
+
+    // The list's real shape: `uid`, no `id` and no `alias`.
+    let list: Value = env
+        .raw(
+            reqwest::Method::GET,
+            &format!("{}/v6/deployments?projectId={}", winston::emulator::VERCEL_PATH, created.id),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = &list["deployments"][0];
+    assert_eq!(item["uid"], json!(dpl));
+    assert!(item.get("id").is_none() && item.get("alias").is_none(), "{item}");
+    for field in ["name", "url", "created", "state", "readyState", "type", "creator", "inspectorUrl"] {
+        assert!(item.get(field).is_some(), "list item lacks {field}: {item}");
+    }
+
+    let Observation::Ready { observed, up_to_date: true, .. } = settle(&res, &spec).await else { panic!() };
+    assert_eq!(observed.url.as_deref(), Some(format!("https://{}.vercel.app", marker.name()).as_str()));
+    assert_eq!(observed.deployment.unwrap().id, dpl);
+}
+
+/// Issue 12: INITIALIZING is on the way; BLOCKED, CANCELED and DELETED are
+/// terminal failures that `update` replaces with a new deployment. The old
+/// client saw BLOCKED and DELETED as in progress forever.
+#[tokio::test]
+async fn blocked_canceled_and_deleted_deployments_fail_and_are_redeployed() {
+    let env = Env::start(0).await;
+    let c = client(&env, None);
+    let res = VercelFrontends(c.clone());
+    let marker = Marker::new(&uid());
+    let mut spec = spec(&marker);
+    res.create(&spec).await.unwrap();
+    let Observation::Ready { id, .. } = settle(&res, &spec).await else { panic!() };
+
+    for state in ["BLOCKED", "CANCELED", "DELETED"] {
+        // A changed spec asks for a new deployment; it ends in `state`.
+        spec.env.insert("NEXT_PUBLIC_AGENT_URL".into(), format!("https://{state}.up.railway.app"));
+        options(&env, json!({"nextDeploymentState": state})).await;
+        assert!(matches!(res.update(&id, &spec).await.unwrap(), Applied::InProgress { .. }));
+        let Observation::Failed { reason, .. } = settle(&res, &spec).await else { panic!("{state}: not failed") };
+        assert!(reason.contains(state), "{reason}");
+        assert!(matches!(res.update(&id, &spec).await.unwrap(), Applied::InProgress { .. }), "{state}");
+        assert!(matches!(settle(&res, &spec).await, Observation::Ready { up_to_date: true, .. }), "{state}");
+    }
+    let r = env
+        .raw(reqwest::Method::PUT, &format!("{}/_emulator/options", winston::emulator::VERCEL_PATH))
+        .json(&json!({"nextDeploymentState": "SLEEPING"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn initializing_is_in_progress() {
+    let env = Env::start(3000).await;
+    let c = client(&env, None);
+    let res = VercelFrontends(c.clone());
+    let spec = spec(&Marker::new(&uid()));
+    let dpl = res.create(&spec).await.unwrap().operation_id.unwrap();
+    poll(|| async { c.get_deployment(&dpl).await.unwrap().unwrap() }, |d| d.ready_state == "INITIALIZING").await;
+    assert!(matches!(res.observe(&spec, None).await.unwrap(), Observation::InProgress { .. }));
+}
+
+/// Issue 12: the env list is paginated. The old client read only the first
+/// page, so a project with many variables was rewritten and redeployed on
+/// every pass.
+#[tokio::test]
+async fn env_list_reads_every_page() {
+    let env = Env::start(0).await;
+    options(&env, json!({"envPageSize": 7, "stringTargets": false})).await;
+    let c = client(&env, None);
+    let res = VercelFrontends(c.clone());
+    let mut spec = spec(&Marker::new(&uid()));
+    for i in 0..30 {
+        spec.env.insert(format!("VAR_{i:02}"), format!("value-{i}"));
+    }
+    let created = res.create(&spec).await.unwrap();
+    let raw: Value = env
+        .raw(reqwest::Method::GET, &format!("{}/v9/projects/{}/env", winston::emulator::VERCEL_PATH, created.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["envs"].as_array().unwrap().len(), 7);
+    assert!(raw["pagination"]["next"].is_number(), "{raw}");
+    assert_eq!(c.list_env(&created.id).await.unwrap().len(), 31, "every page read");
+
+    let Observation::Ready { id, up_to_date, .. } = settle(&res, &spec).await else { panic!() };
+    assert!(up_to_date, "variables past the first page were missed");
+    let before = env.mutations("vercel").await;
+    assert_eq!(res.update(&id, &spec).await.unwrap(), Applied::Done);
+    assert_eq!(env.mutations("vercel").await, before, "a converged project was rewritten");
+}
+
+/// Issue 12: a variable's `target` may be a single string. The old client
+/// failed to decode the whole list over one such variable.
+#[tokio::test]
+async fn one_string_target_does_not_break_the_env_list() {
+    let env = Env::start(0).await;
+    let c = client(&env, None);
+    let res = VercelFrontends(c.clone());
+    let spec = spec(&Marker::new(&uid()));
+    let created = res.create(&spec).await.unwrap();
+    // A variable someone added by hand for one target (listed as a string).
+    let r = env
+        .raw(reqwest::Method::POST, &format!("{}/v10/projects/{}/env", winston::emulator::VERCEL_PATH, created.id))
+        .json(&json!({"key": "HAND_MADE", "value": "x", "type": "plain", "target": "development"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let raw: Value = env
+        .raw(reqwest::Method::GET, &format!("{}/v9/projects/{}/env", winston::emulator::VERCEL_PATH, created.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(raw["envs"].as_array().unwrap().iter().any(|e| e["target"] == json!("development")), "{raw}");
+
+    let listed = c.list_env(&created.id).await.unwrap();
+    assert_eq!(listed.iter().find(|e| e.key == "HAND_MADE").unwrap().target, ["development"]);
+    assert!(matches!(settle(&res, &spec).await, Observation::Ready { up_to_date: true, .. }));
+}

@@ -2,11 +2,36 @@
 //! and `/v10` read, `/v8` and `/v9` delete), bulk environment variables with
 //! `upsert` and per-item partial failures, deployments from a git source
 //! (`/v13/deployments` and the older `/v12/now/deployments`) whose
-//! `readyState` moves QUEUED -> BUILDING -> READY (alias assigned) over
+//! `readyState` moves QUEUED -> INITIALIZING -> BUILDING -> READY over
 //! `--async-delay-ms`, or ERROR when a `fail_deployment` fault is armed.
 //!
 //! Every call may carry `?teamId=` (or `?slug=`); objects are scoped to it.
 //! Errors use Vercel's `{"error": {"code", "message"}}` envelope.
+//!
+//! # As strict as Vercel (`@vercel/sdk` models)
+//! - `GET /v6/deployments` items have the list shape (`operations.Deployments`):
+//!   `uid`, `name`, `url`, `created`, `state`, `readyState`, `type`,
+//!   `creator`, `meta`, `target`, `aliasAssigned`, `aliasError`,
+//!   `createdAt`, `buildingAt`, `ready`, `inspectorUrl`; no `id`, no
+//!   `alias`. Only `GET /v13/deployments/{id}` lists the aliases.
+//! - A READY deployment gets its alias a moment later: for
+//!   [`VercelOptions::alias_lag_ms`] (default a quarter of the async delay)
+//!   it is READY with `aliasAssigned: false` and no alias.
+//! - [`VercelOptions::next_deployment_state`] makes the next deployment end
+//!   `BLOCKED`, `CANCELED`, `DELETED` or `ERROR` instead of READY.
+//! - Env lists are paginated ([`VercelOptions::env_page_size`], default 20)
+//!   with `pagination.next` asked back as `until`, and a variable with one
+//!   target lists it as a string (`FilterProjectEnvsTarget1`) unless
+//!   [`VercelOptions::string_targets`] is off.
+//!
+//! Options are read and changed (JSON merge) at `GET`/`PUT
+//! /vercel/_emulator/options`; this endpoint needs no token.
+//!
+//! # Differences that remain
+//! - `pagination.next` is an opaque position, not a timestamp.
+//! - No per-endpoint rate limits (one window for every Vercel call).
+//! - No `PATCH /v12/deployments/{id}/cancel`; canceled deployments come
+//!   from the option only.
 
 // Handlers return a ready `Response` as the error of their world closures:
 // it is answered at once, so its size does not matter.
@@ -64,8 +89,36 @@ pub struct Deployment {
     pub git_source: Value,
     pub meta: Value,
     pub fail: bool,
+    /// The state the deployment ends in instead of READY (the option).
+    #[serde(default)]
+    pub end_state: Option<String>,
     pub created_ms: i64,
 }
+
+/// How strict the Vercel emulator is; see the module docs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VercelOptions {
+    /// Time between READY and the alias being assigned; `None` = a
+    /// quarter of `--async-delay-ms`.
+    pub alias_lag_ms: Option<u64>,
+    /// Variables per env list page.
+    pub env_page_size: usize,
+    /// List a variable with one target as `"target": "<t>"`.
+    pub string_targets: bool,
+    /// The next deployment created ends in this state (consumed once):
+    /// `BLOCKED | CANCELED | DELETED | ERROR`.
+    pub next_deployment_state: Option<String>,
+}
+
+impl Default for VercelOptions {
+    fn default() -> Self {
+        Self { alias_lag_ms: None, env_page_size: 20, string_targets: true, next_deployment_state: None }
+    }
+}
+
+/// States a deployment may be told to end in.
+const END_STATES: [&str; 4] = ["BLOCKED", "CANCELED", "DELETED", "ERROR"];
 
 /// Every Vercel object of the emulator.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -74,6 +127,7 @@ pub struct VercelWorld {
     pub projects: BTreeMap<String, Project>,
     pub envs: BTreeMap<String, EnvVar>,
     pub deployments: BTreeMap<String, Deployment>,
+    pub options: VercelOptions,
 }
 
 impl VercelWorld {
@@ -106,6 +160,39 @@ pub(super) fn router() -> Router<Shared> {
         .route("/v12/now/deployments", post(create_deployment))
         .route("/v13/deployments/{id}", get(get_deployment).delete(delete_deployment))
         .route("/v6/deployments", get(list_deployments))
+        .route("/_emulator/options", get(get_options).put(set_options))
+}
+
+async fn get_options(State(emu): State<Shared>) -> Response {
+    emu.read(|w| Json(json!(w.vercel.options)).into_response())
+}
+
+/// Merges the given fields into the options; unknown fields or values are a 400.
+async fn set_options(State(emu): State<Shared>, Json(patch): Json<Value>) -> Response {
+    emu.touch(|w| {
+        let mut merged = json!(w.vercel.options);
+        if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        let parsed = serde_json::from_value::<VercelOptions>(merged).map_err(|e| e.to_string()).and_then(|o| {
+            match o.next_deployment_state.as_deref() {
+                Some(s) if !END_STATES.contains(&s) => {
+                    Err(format!("nextDeploymentState must be one of {END_STATES:?}"))
+                }
+                _ if o.env_page_size == 0 => Err("envPageSize must be positive".into()),
+                _ => Ok(o),
+            }
+        });
+        match parsed {
+            Ok(o) => {
+                w.vercel.options = o;
+                Json(json!(w.vercel.options)).into_response()
+            }
+            Err(e) => err(400, "bad_request", &e),
+        }
+    })
 }
 
 /// `teamId` / `slug` and the other query parameters Vercel endpoints take.
@@ -119,6 +206,7 @@ pub(super) struct Scope {
     project_id: Option<String>,
     limit: Option<usize>,
     target: Option<String>,
+    until: Option<String>,
 }
 
 impl Scope {
@@ -143,7 +231,7 @@ fn project_json(p: &Project) -> Value {
         "nodeVersion": "22.x", "live": false, "latestDeployments": [], "targets": {}})
 }
 
-fn env_json(e: &EnvVar, decrypt: bool) -> Value {
+fn env_json(e: &EnvVar, decrypt: bool, string_targets: bool) -> Value {
     // Encrypted values come back as ciphertext unless decrypted; sensitive ones never.
     let value = match e.kind.as_str() {
         "plain" => e.value.clone(),
@@ -151,37 +239,82 @@ fn env_json(e: &EnvVar, decrypt: bool) -> Value {
         "sensitive" => String::new(),
         _ => format!("enc:{}", random_string(24, ALNUM_LOWER)),
     };
-    json!({"id": e.id, "key": e.key, "value": value, "type": e.kind, "target": e.target, "comment": e.comment,
+    let target = match e.target.as_slice() {
+        [one] if string_targets => json!(one),
+        many => json!(many),
+    };
+    json!({"id": e.id, "key": e.key, "value": value, "type": e.kind, "target": target, "comment": e.comment,
         "configurationId": null, "gitBranch": null, "createdAt": e.created_ms, "updatedAt": e.updated_ms,
         "createdBy": "emulator", "decrypted": decrypt && e.kind == "encrypted"})
 }
 
 fn ready_state(emu: &Emulator, d: &Deployment) -> &'static str {
-    if !emu.elapsed(d.created_ms, 0.2) {
+    if !emu.elapsed(d.created_ms, 0.1) {
         "QUEUED"
+    } else if !emu.elapsed(d.created_ms, 0.2) {
+        "INITIALIZING"
     } else if !emu.elapsed(d.created_ms, 1.0) {
         "BUILDING"
     } else if d.fail {
         "ERROR"
+    } else if let Some(end) = d.end_state.as_deref() {
+        END_STATES.iter().find(|s| **s == end).copied().unwrap_or("ERROR")
     } else {
         "READY"
     }
 }
 
-fn deployment_json(emu: &Emulator, d: &Deployment) -> Value {
+/// When a READY deployment gets its alias: the configured lag after READY.
+fn alias_assigned(emu: &Emulator, options: &VercelOptions, d: &Deployment) -> bool {
+    let delay = emu.config.async_delay_ms;
+    let lag = options.alias_lag_ms.unwrap_or(delay / 4);
+    ready_state(emu, d) == "READY" && now_ms() - d.created_ms >= (delay + lag) as i64
+}
+
+/// The fields a deployment has in both shapes.
+fn deployment_common(emu: &Emulator, options: &VercelOptions, d: &Deployment) -> (&'static str, bool, Value) {
     let state = ready_state(emu, d);
     let ready = state == "READY";
-    let failed = state == "ERROR";
+    let assigned = alias_assigned(emu, options, d);
     let ready_at = d.created_ms + emu.config.async_delay_ms as i64;
-    json!({"id": d.id, "uid": d.id, "url": d.url, "name": d.name, "projectId": d.project_id,
-        "readyState": state, "status": state, "state": state, "target": d.target,
-        "alias": if ready { vec![d.alias.clone()] } else { Vec::new() }, "aliasAssigned": ready,
-        "aliasError": null, "errorCode": if failed { json!("BUILD_FAILED") } else { Value::Null },
-        "errorMessage": if failed { json!("The build failed (injected by the emulator)") } else { Value::Null },
+    let common = json!({"url": d.url, "name": d.name, "readyState": state, "state": state, "target": d.target,
+        "aliasAssigned": assigned, "aliasError": null,
         "checksConclusion": if ready { json!("succeeded") } else { Value::Null },
         "createdAt": d.created_ms, "buildingAt": d.created_ms, "ready": if ready { json!(ready_at) } else { Value::Null },
-        "meta": d.meta, "gitSource": d.git_source, "creator": {"uid": "emulator", "username": "emulator"},
-        "type": "LAMBDAS", "public": false, "version": 2})
+        "meta": d.meta, "creator": {"uid": "emulator", "username": "emulator"}, "type": "LAMBDAS"});
+    (state, assigned, common)
+}
+
+/// `GET /v13/deployments/{id}`: the full object, aliases included.
+fn deployment_json(emu: &Emulator, options: &VercelOptions, d: &Deployment) -> Value {
+    let (state, assigned, mut v) = deployment_common(emu, options, d);
+    let failed = state == "ERROR";
+    let error = match state {
+        "ERROR" => Some(("BUILD_FAILED", "The build failed (injected by the emulator)")),
+        "BLOCKED" => Some(("DEPLOYMENT_BLOCKED", "The deployment was blocked (set by the emulator)")),
+        "CANCELED" => Some(("DEPLOYMENT_CANCELED", "The deployment was canceled (set by the emulator)")),
+        "DELETED" => Some(("DEPLOYMENT_DELETED", "The deployment was deleted (set by the emulator)")),
+        _ => None,
+    };
+    let extra = json!({"id": d.id, "uid": d.id, "projectId": d.project_id, "status": state,
+        "alias": if assigned { vec![d.alias.clone()] } else { Vec::new() },
+        "errorCode": error.map(|e| e.0), "errorMessage": error.map(|e| e.1),
+        "gitSource": d.git_source, "public": false, "version": 2, "readyStateReason": if failed { json!("build") } else { Value::Null }});
+    if let (Some(m), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+        m.extend(x.clone());
+    }
+    v
+}
+
+/// A `GET /v6/deployments` item (`operations.Deployments`): `uid`, no `id`, no `alias`.
+fn deployment_list_item(emu: &Emulator, options: &VercelOptions, d: &Deployment) -> Value {
+    let (_, _, mut v) = deployment_common(emu, options, d);
+    let extra = json!({"uid": d.id, "created": d.created_ms, "source": "git",
+        "inspectorUrl": format!("https://vercel.com/emulator/{}/{}", d.name, d.id.trim_start_matches("dpl_"))});
+    if let (Some(m), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+        m.extend(x.clone());
+    }
+    v
 }
 
 async fn create_project(
@@ -334,12 +467,12 @@ async fn create_env(
                 match existing {
                     Some(e) if upsert => {
                         (e.value, e.kind, e.target, e.comment, e.updated_ms) = (value, kind, target, comment, now);
-                        created.push(env_json(e, false));
+                        created.push(env_json(e, false, false));
                     }
                     Some(_) => failed.push(json!({"error": {"code": "ENV_CONFLICT", "message": format!("A variable with the name `{key}` already exists for the target."), "key": key, "envVarKey": key, "target": target}})),
                     None => {
                         let e = EnvVar { id: random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"), project_id: pid.clone(), key, value, kind, target, comment, created_ms: now, updated_ms: now };
-                        created.push(env_json(&e, false));
+                        created.push(env_json(&e, false, false));
                         w.vercel.envs.insert(e.id.clone(), e);
                     }
                 }
@@ -367,14 +500,29 @@ async fn list_env(
         let decrypt = q.decrypt.as_deref() == Some("true");
         emu.read(|w| {
             let Some(p) = w.vercel.project(q.team(), &id) else { return err(404, "not_found", "Project not found") };
-            let envs: Vec<Value> = w
+            let mut envs: Vec<&EnvVar> = w
                 .vercel
                 .envs
                 .values()
                 .filter(|e| e.project_id == p.id && q.target.as_deref().is_none_or(|t| e.target.iter().any(|x| x == t)))
-                .map(|e| env_json(e, decrypt))
                 .collect();
-            Json(json!({"envs": envs, "pagination": {"count": envs.len(), "next": null, "prev": null}})).into_response()
+            envs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+            // `until` is the position `pagination.next` handed out.
+            let start = match q.until.as_deref().map(str::parse::<usize>) {
+                None => 0,
+                Some(Ok(n)) => n,
+                Some(Err(_)) => return err(400, "bad_request", "Invalid request: `until` must be a number."),
+            };
+            let size = w.vercel.options.env_page_size.max(1);
+            let page: Vec<Value> = envs
+                .iter()
+                .skip(start)
+                .take(size)
+                .map(|e| env_json(e, decrypt, w.vercel.options.string_targets))
+                .collect();
+            let next = (start + size < envs.len()).then_some(start + size);
+            let prev = (start > 0).then(|| start.saturating_sub(size));
+            Json(json!({"envs": page, "pagination": {"count": page.len(), "next": next, "prev": prev}})).into_response()
         })
     })
     .await
@@ -425,10 +573,11 @@ async fn create_deployment(
                 git_source: git.clone().unwrap_or(Value::Null),
                 meta: body.get("meta").cloned().unwrap_or_else(|| json!({})),
                 fail,
+                end_state: w.vercel.options.next_deployment_state.take(),
                 created_ms: now_ms(),
             };
             w.vercel.deployments.insert(d.id.clone(), d.clone());
-            Ok(deployment_json(&emu, &d))
+            Ok(deployment_json(&emu, &w.vercel.options, &d))
         });
         out.map_or_else(|r| r, |v| Json(v).into_response())
     })
@@ -448,7 +597,7 @@ async fn get_deployment(
                     && w.vercel.projects.get(&d.project_id).is_some_and(|p| p.team.as_deref() == q.team())
             });
             match found {
-                Some(d) => Json(deployment_json(&emu, d)).into_response(),
+                Some(d) => Json(deployment_json(&emu, &w.vercel.options, d)).into_response(),
                 None => err(404, "not_found", "The deployment could not be found."),
             }
         })
@@ -469,7 +618,8 @@ async fn list_deployments(State(emu): State<Shared>, headers: HeaderMap, Query(q
                 .collect();
             ds.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
             let limit = q.limit.unwrap_or(20).clamp(1, 100);
-            let page: Vec<Value> = ds.iter().take(limit).map(|d| deployment_json(&emu, d)).collect();
+            let page: Vec<Value> =
+                ds.iter().take(limit).map(|d| deployment_list_item(&emu, &w.vercel.options, d)).collect();
             Json(json!({"deployments": page, "pagination": {"count": page.len(), "next": null, "prev": null}}))
                 .into_response()
         })

@@ -11,8 +11,23 @@
 //! `Ready` carries the project, the deployment and the public URL (its
 //! first alias); `up_to_date: false` (env or git source changed) ->
 //! `update` (env upsert, then one new deployment) -> `Failed` (build error,
-//! canceled, alias error): `update` redeploys. `delete` removes the project
-//! with its env and deployments.
+//! canceled, blocked, deleted, alias error): `update` redeploys. `delete`
+//! removes the project with its env and deployments.
+//!
+//! # Wire facts this client relies on (Vercel SDK models, `@vercel/sdk`)
+//! - `GET /v6/deployments` items (`operations.Deployments`) carry `uid`,
+//!   `state` / `readyState` and `aliasAssigned` but **no `alias`**: the
+//!   frontend URL is read from `GET /v13/deployments/{id}` only
+//!   ([`VercelClient::latest_deployment`] lists, then reads the one found).
+//! - List states (`GetDeploymentsState`): `BUILDING | ERROR | INITIALIZING |
+//!   QUEUED | READY | CANCELED | DELETED`; `BLOCKED` is reported too (a
+//!   deployment refused before building, e.g. by git author protection).
+//! - `GET /v9/projects/{id}/env` answers `{envs, pagination: {count, next,
+//!   prev}}` (`FilterProjectEnvsResponseBody2`); the next page is asked with
+//!   `until=<pagination.next>`, the last page has `next: null`. Each
+//!   variable's `target` is an array **or a single string**
+//!   (`FilterProjectEnvsTarget1` is one of `production | preview |
+//!   development`).
 pub mod resources;
 
 use reqwest::Method;
@@ -44,11 +59,32 @@ pub struct VercelEnv {
     pub key: String,
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
+    /// Vercel answers an array or, for one target, a single string
+    /// (`FilterProjectEnvsTarget1`); both decode to a list.
+    #[serde(default, deserialize_with = "string_or_list")]
     pub target: Vec<String>,
     #[serde(default)]
     pub comment: Option<String>,
 }
+
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+        None(()),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(ts) => ts,
+        OneOrMany::None(()) => Vec::new(),
+    })
+}
+
+/// The most env pages read in one listing (a loop guard: Vercel's cursor
+/// always moves, a broken one must not spin forever).
+const MAX_ENV_PAGES: usize = 200;
 
 /// One variable to write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -88,7 +124,8 @@ pub struct GitSource {
 pub struct VercelDeployment {
     pub id: String,
     pub url: String,
-    /// `QUEUED | BUILDING | ERROR | INITIALIZING | READY | CANCELED`.
+    /// `QUEUED | INITIALIZING | BUILDING | READY` on the way, `ERROR |
+    /// CANCELED | BLOCKED | DELETED` when it ended without serving.
     pub ready_state: String,
     #[serde(default)]
     pub alias: Vec<String>,
@@ -111,14 +148,22 @@ pub struct VercelDeployment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeploymentPhase {
     InProgress,
-    /// READY with the alias assigned and no alias error.
+    /// READY with the alias assigned and listed, and no alias error.
     Ready,
     Failed(String),
 }
 
+/// The `readyState` values a deployment ends in without serving: terminal,
+/// so a new deployment is needed. `BLOCKED` never builds, `CANCELED` was
+/// stopped, `DELETED` was removed (by hand or by retention).
+pub const FAILED_STATES: [&str; 4] = ["ERROR", "CANCELED", "BLOCKED", "DELETED"];
+
 impl VercelDeployment {
-    /// ERROR / CANCELED, failed checks and alias errors fail; done means
-    /// READY with `aliasAssigned` and no `aliasError`, not merely READY.
+    /// ERROR / CANCELED / BLOCKED / DELETED, failed checks and alias errors
+    /// fail; done means READY with `aliasAssigned`, no `aliasError` and the
+    /// alias listed (Vercel may report READY a moment before the alias is
+    /// assigned), not merely READY. QUEUED, INITIALIZING, BUILDING and any
+    /// state Vercel adds later are in progress.
     #[must_use]
     pub fn phase(&self) -> DeploymentPhase {
         let assigned = match &self.alias_assigned {
@@ -126,7 +171,7 @@ impl VercelDeployment {
             Value::Number(_) => true,
             _ => false,
         };
-        if matches!(self.ready_state.as_str(), "ERROR" | "CANCELED") {
+        if FAILED_STATES.contains(&self.ready_state.as_str()) {
             let why = self.error_message.clone().or_else(|| self.error_code.clone()).unwrap_or_default();
             return DeploymentPhase::Failed(format!("deployment {}: {why}", self.ready_state));
         }
@@ -139,7 +184,11 @@ impl VercelDeployment {
                 super::http::error_message(&json!({"error": e}))
             ));
         }
-        if self.ready_state == "READY" && assigned { DeploymentPhase::Ready } else { DeploymentPhase::InProgress }
+        if self.ready_state == "READY" && assigned && !self.alias.is_empty() {
+            DeploymentPhase::Ready
+        } else {
+            DeploymentPhase::InProgress
+        }
     }
 }
 
@@ -159,6 +208,10 @@ fn deployment_from(mut v: Value) -> Result<VercelDeployment, ProviderError> {
         {
             v[want] = x;
         }
+    }
+    // A deployment still uploading has no URL yet.
+    if v.get("url").is_some_and(Value::is_null) {
+        v["url"] = json!("");
     }
     decode(P, v, "deployment")
 }
@@ -255,13 +308,35 @@ impl VercelClient {
             .collect())
     }
 
-    /// `GET /v9/projects/{id}/env`.
+    /// `GET /v9/projects/{id}/env`, every page: follows `pagination.next`
+    /// (as `until`) until it is null, so a project with many variables is
+    /// seen whole.
     ///
     /// # Errors
-    /// Any [`ProviderError`].
+    /// Any [`ProviderError`]; `Decode` when the cursor never ends.
     pub async fn list_env(&self, project: &str) -> Result<Vec<VercelEnv>, ProviderError> {
         let path = format!("/v9/projects/{}/env", segment(project));
-        decode(P, self.call(Method::GET, &path, &[], None).await?.get("envs").cloned().unwrap_or(json!([])), "envs")
+        let mut all = Vec::new();
+        let mut until: Option<String> = None;
+        for _ in 0..MAX_ENV_PAGES {
+            let q: Vec<(&str, String)> = until.iter().map(|u| ("until", u.clone())).collect();
+            let body = self.call(Method::GET, &path, &q, None).await?;
+            let page: Vec<VercelEnv> = decode(P, body.get("envs").cloned().unwrap_or(json!([])), "envs")?;
+            all.extend(page);
+            let next = match body.pointer("/pagination/next") {
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            };
+            if next.is_none() || next == until {
+                return Ok(all);
+            }
+            until = next;
+        }
+        Err(ProviderError::Decode {
+            platform: P,
+            message: format!("env list of {project}: more than {MAX_ENV_PAGES} pages"),
+        })
     }
 
     /// `POST /v13/deployments` from `git` for `project` (`target` e.g.
@@ -290,7 +365,9 @@ impl VercelClient {
         not_found_to_none(async { deployment_from(self.call(Method::GET, &path, &[], None).await?) }.await)
     }
 
-    /// The newest deployment of `project_id` for `target`, if any.
+    /// The newest deployment of `project_id` for `target`, if any, as
+    /// `GET /v13/deployments/{id}` reports it: the `/v6/deployments` list
+    /// only names it (`uid`), its items carry no `alias`.
     ///
     /// # Errors
     /// Any [`ProviderError`].
@@ -302,7 +379,10 @@ impl VercelClient {
         let q = [("projectId", project_id.to_string()), ("target", target.to_string()), ("limit", "1".to_string())];
         let body = self.call(Method::GET, "/v6/deployments", &q, None).await?;
         let list: Vec<Value> = decode(P, body.get("deployments").cloned().unwrap_or(json!([])), "deployments")?;
-        list.into_iter().next().map(deployment_from).transpose()
+        let Some(item) = list.into_iter().next() else { return Ok(None) };
+        let listed = deployment_from(item)?;
+        // Gone between the two reads (deleted): report what the list said.
+        Ok(Some(self.get_deployment(&listed.id).await?.unwrap_or(listed)))
     }
 }
 
@@ -312,7 +392,7 @@ mod tests {
 
     fn d(state: &str, assigned: Value, alias_error: Value) -> VercelDeployment {
         serde_json::from_value(json!({"id": "dpl_1", "url": "u", "readyState": state, "aliasAssigned": assigned,
-            "aliasError": alias_error, "errorMessage": "boom"}))
+            "aliasError": alias_error, "errorMessage": "boom", "alias": ["site.vercel.app"]}))
         .unwrap()
     }
 
@@ -330,5 +410,52 @@ mod tests {
         assert!(
             matches!(d("READY", json!(true), alias_err).phase(), DeploymentPhase::Failed(m) if m.contains("no cert"))
         );
+    }
+
+    #[test]
+    fn every_readystate_has_its_phase() {
+        for (state, failed) in [
+            ("QUEUED", false),
+            ("INITIALIZING", false),
+            ("BUILDING", false),
+            ("ERROR", true),
+            ("CANCELED", true),
+            ("BLOCKED", true),
+            ("DELETED", true),
+        ] {
+            let phase = d(state, Value::Null, Value::Null).phase();
+            assert_eq!(matches!(phase, DeploymentPhase::Failed(ref m) if m.contains(state)), failed, "{state}");
+            assert_eq!(phase == DeploymentPhase::InProgress, !failed, "{state}");
+        }
+    }
+
+    #[test]
+    fn ready_without_its_alias_yet_is_in_progress() {
+        let mut ready = d("READY", json!(true), Value::Null);
+        ready.alias.clear();
+        assert_eq!(ready.phase(), DeploymentPhase::InProgress);
+    }
+
+    #[test]
+    fn list_items_decode_from_uid_and_state() {
+        let item = json!({"uid": "dpl_9", "name": "n", "url": null, "state": "BLOCKED", "type": "LAMBDAS",
+            "creator": {"uid": "u"}, "inspectorUrl": "https://vercel.com/x", "aliasAssigned": null});
+        let dep = deployment_from(item).unwrap();
+        assert_eq!((dep.id.as_str(), dep.ready_state.as_str(), dep.alias.len()), ("dpl_9", "BLOCKED", 0));
+    }
+
+    #[test]
+    fn env_target_is_a_list_or_one_string() {
+        let envs: Vec<VercelEnv> = serde_json::from_value(json!([
+            {"id": "1", "key": "A", "type": "plain", "target": ["production", "preview"]},
+            {"id": "2", "key": "B", "type": "plain", "target": "development"},
+            {"id": "3", "key": "C", "type": "plain", "target": null},
+            {"id": "4", "key": "D", "type": "plain"},
+        ]))
+        .unwrap();
+        let targets: Vec<&[String]> = envs.iter().map(|e| e.target.as_slice()).collect();
+        assert_eq!(targets[0], ["production", "preview"]);
+        assert_eq!(targets[1], ["development"]);
+        assert!(targets[2].is_empty() && targets[3].is_empty());
     }
 }
