@@ -70,9 +70,10 @@ impl VercelFrontendSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct VercelFrontendState {
     pub project: VercelProject,
-    /// The newest production deployment.
+    /// The newest production deployment, as `GET /v13/deployments/{id}`
+    /// reports it (list items carry no aliases).
     pub deployment: Option<VercelDeployment>,
-    /// `https://<first alias>` once READY with the alias assigned.
+    /// `https://<first alias>` once READY with the alias assigned and listed.
     pub url: Option<String>,
 }
 
