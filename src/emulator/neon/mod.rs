@@ -587,3 +587,20 @@ async fn delete_project_detached(emu: Shared, headers: HeaderMap, pid: String) -
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tokens_with_the_personal_prefix_are_personal_keys() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", v.parse().unwrap());
+            h
+        };
+        assert!(personal_key(&h(&format!("Bearer {PERSONAL_TOKEN_PREFIX}alice"))));
+        assert!(!personal_key(&h("Bearer winston-emulator")));
+        assert!(!personal_key(&HeaderMap::new()));
+    }
+}

@@ -336,3 +336,46 @@ impl NeonClient {
         Ok(ops.into_iter().find(|o| !o.is_terminal()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_finished_skipped_and_cancelled_operations_are_settled() {
+        let op = |status: &str| NeonOperation {
+            id: "op".into(),
+            project_id: "p".into(),
+            branch_id: None,
+            endpoint_id: None,
+            action: "create_timeline".into(),
+            status: status.into(),
+            error: None,
+            failures_count: 0,
+        };
+        for (status, terminal, succeeded) in [
+            ("scheduling", false, false),
+            ("running", false, false),
+            ("failed", false, false),
+            ("cancelling", false, false),
+            ("finished", true, true),
+            ("skipped", true, true),
+            ("cancelled", true, false),
+        ] {
+            assert_eq!((op(status).is_terminal(), op(status).succeeded()), (terminal, succeeded), "{status}");
+        }
+        let created = NeonCreated {
+            project: NeonProject {
+                id: "p".into(),
+                name: "n".into(),
+                region_id: "r".into(),
+                pg_version: 17,
+                store_passwords: true,
+                org_id: None,
+                connection_uri: None,
+            },
+            operations: vec![op("finished"), op("failed")],
+        };
+        assert_eq!(created.pending_operation().as_deref(), Some("op"), "a failed operation is still pending");
+    }
+}
