@@ -207,3 +207,129 @@ async fn wire_shapes_match_the_v2_spec() {
     let r = reqwest::Client::new().get(format!("{}{}", env.emu.base(), path("/projects"))).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// Issue 12, gap 1: a personal API key must name its organization on
+/// project list and create. Without `WINSTON_NEON_ORG_ID` the client finds
+/// the key's only organization; with it, it sends the configured one.
+/// (Failed before: the first observe answered 400 `org_id is required`.)
+#[tokio::test]
+async fn a_personal_key_names_its_organization() {
+    use winston::emulator::neon::{PERSONAL_ORG_ID, PERSONAL_TOKEN_PREFIX};
+    let personal = format!("{PERSONAL_TOKEN_PREFIX}alice");
+    let config = winston::emulator::EmulatorConfig {
+        tokens: vec![winston::emulator::DEFAULT_TOKEN.into(), personal.clone()],
+        postgres_url: Some(pg().url("postgres")),
+        ..Default::default()
+    };
+    let env = Env::with_config(config).await;
+    let mut cfg = env.config();
+    cfg.neon.token = winston::providers::Secret::new(personal.clone());
+    cfg.neon_org_id = None;
+    let neon = winston::providers::Providers::new(&cfg).unwrap().neon;
+    let res = NeonProjects(neon.clone());
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
+
+    assert_eq!(res.observe(&spec, None).await.unwrap(), Observation::Absent);
+    assert_eq!(neon.org_id().as_deref(), Some(PERSONAL_ORG_ID), "discovered once, then remembered");
+    let created = res.create(&spec).await.unwrap();
+    let Observation::Ready { observed, .. } = res.observe(&spec, None).await.unwrap() else { panic!("not ready") };
+    assert_eq!(observed.org_id.as_deref(), Some(PERSONAL_ORG_ID));
+
+    // Configured: sent as is, nothing discovered.
+    cfg.neon_org_id = Some(PERSONAL_ORG_ID.into());
+    let configured = NeonProjects(winston::providers::Providers::new(&cfg).unwrap().neon);
+    assert_eq!(configured.observe(&spec, None).await.unwrap().id(), Some(created.id.as_str()));
+
+    // The platform's own answer without it.
+    let r = reqwest::Client::new()
+        .get(format!("{}{}/projects", env.emu.base(), winston::emulator::NEON_PATH))
+        .bearer_auth(&personal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["message"], "org_id is required", "{e}");
+    res.delete(&created.id, &spec).await.unwrap();
+}
+
+/// Issue 12, gap 2: Neon answers a delete of something already gone with
+/// 204 and no body; the client reads that as gone and decodes nothing.
+/// (Failed before: the second delete reported a deletion.)
+#[tokio::test]
+async fn a_repeated_delete_answers_204_and_reads_as_gone() {
+    let env = Env::start(0).await;
+    let neon = env.providers().neon;
+    let created = neon.create_project(&Marker::new(&uid()).name(), &Default::default()).await.unwrap();
+    let id = created.project.id;
+    assert!(neon.delete_project(&id).await.unwrap(), "the first delete deletes");
+    assert!(!neon.delete_project(&id).await.unwrap(), "the second finds it gone");
+
+    let r = env
+        .raw(reqwest::Method::DELETE, &format!("{}/projects/{id}", winston::emulator::NEON_PATH))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.bytes().await.unwrap().is_empty(), "204 has no body");
+}
+
+/// Issue 12, gap 3: a `failed` operation is retried by Neon, so the client
+/// keeps waiting through it. (Failed before: create reported no pending
+/// operation and observe said Ready while the operations were failed.)
+#[tokio::test]
+async fn a_failed_operation_is_waited_through_until_neon_retries_it() {
+    let env = Env::start(800).await;
+    let neon = env.providers().neon;
+    let res = NeonProjects(neon.clone());
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
+    env.fault(serde_json::json!({"platform": "neon", "kind": "fail_deployment"})).await;
+
+    let created = res.create(&spec).await.unwrap();
+    let op_id = created.operation_id.clone().expect("a failed operation is still pending");
+    let op = neon.operation(&created.id, &op_id).await.unwrap();
+    assert_eq!((op.status.as_str(), op.is_terminal()), ("failed", false), "{op:?}");
+    assert!(matches!(res.observe(&spec, None).await.unwrap(), Observation::InProgress { .. }));
+
+    let statuses = std::sync::Mutex::new(Vec::new());
+    let done = poll(
+        || async {
+            let o = neon.operation(&created.id, &op_id).await.unwrap();
+            statuses.lock().unwrap().push(o.status.clone());
+            o
+        },
+        |o| o.is_terminal(),
+    )
+    .await;
+    assert!(done.succeeded() && done.failures_count == 1, "{done:?}");
+    assert!(statuses.lock().unwrap().iter().any(|s| s == "running"), "retried after failing");
+    assert!(matches!(res.observe(&spec, None).await.unwrap(), Observation::Ready { .. }));
+    res.delete(&created.id, &spec).await.unwrap();
+}
+
+/// Issue 12, Neon delete atomicity: a caller that gives up mid-request does
+/// not stop the delete; the real role is dropped and the delete counted.
+/// (Failed before: the dropped request future never deleted the project.)
+#[tokio::test]
+async fn a_delete_finishes_when_the_caller_disconnects() {
+    let env = Env::start(0).await;
+    let neon = env.providers().neon;
+    let res = NeonProjects(neon.clone());
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
+    let created = res.create(&spec).await.unwrap();
+    let uri = neon.connection_uri(&created.id, &spec.database_name, &spec.role_name).await.unwrap();
+    let user = query_user(uri.expose()).await;
+    let writes = env.mutations("neon").await;
+
+    let mut cfg = env.config();
+    cfg.neon.timeout_ms = 300;
+    let impatient = winston::providers::Providers::new(&cfg).unwrap().neon;
+    env.fault(serde_json::json!({"platform": "neon", "operation": "deleteProject", "kind": "delay", "delay_ms": 1000}))
+        .await;
+    let e = impatient.delete_project(&created.id).await.unwrap_err();
+    assert_eq!(e.category(), "timeout", "{e}");
+
+    poll(|| async { env.objects("neon", "project").await }, |n| *n == 0).await;
+    assert!(!pg_role_exists(&user).await, "role survived the abandoned delete");
+    assert_eq!(env.mutations("neon").await, writes + 1, "the delete was counted");
+}

@@ -8,6 +8,30 @@
 //! suffix (`<name>_<branch key>`) because one PostgreSQL server stands in
 //! for many Neon projects; the URI uses the real names. Deleting a project
 //! drops what it created.
+//!
+//! # As strict as Neon where Winston depends on it
+//! - **Personal API keys** (tokens starting with [`PERSONAL_TOKEN_PREFIX`])
+//!   must name `org_id` on `GET /projects` (query) and `POST /projects`
+//!   (body), else 400 `org_id is required`
+//!   (<https://neon.com/docs/cli/api>); `GET /users/me/organizations` lists
+//!   their one organization, [`PERSONAL_ORG_ID`]. Other tokens act as
+//!   organization keys and need no `org_id`.
+//! - **Failed operations are retried**: with a `fail_deployment` fault armed
+//!   for `neon`, every operation of the next project creation is `failed`
+//!   (`failures_count` 1, `error` and `retry_at` set) for `--async-delay-ms`,
+//!   then `running` for as long again, then `finished`; the branch stays busy
+//!   throughout (<https://schemas.apis.io/schemas/neon/neon-operation/>:
+//!   `failures_count` counts failures that were retried).
+//! - **Repeated deletes** of a project answer 204 with an empty body.
+//! - **Deletes are atomic like creates**: a delete finishes even when the
+//!   caller disconnects, and the real databases and roles are dropped before
+//!   the project is forgotten and before the answer is sent.
+//!
+//! # Known differences from Neon
+//! - Deleting a project is immediate (Neon keeps it restorable for a while
+//!   and runs `delete_tenant`).
+//! - No 423 on conflicting concurrent operations unless a `locked` fault is
+//!   armed; branches, roles and databases have no endpoints of their own.
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -26,6 +50,24 @@ use super::context::{ALNUM_LOWER, Emulator, error_response, now_ms, random_strin
 use crate::platform::Platform;
 
 const P: Platform = Platform::Neon;
+
+/// Bearer tokens starting with this act as Neon personal API keys.
+pub const PERSONAL_TOKEN_PREFIX: &str = "personal-";
+
+/// The one organization a personal key of the emulator belongs to.
+pub const PERSONAL_ORG_ID: &str = "org-emulator-12345678";
+
+fn personal_key(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.trim().strip_prefix("Bearer ").or_else(|| a.trim().strip_prefix("bearer ")))
+        .is_some_and(|t| t.starts_with(PERSONAL_TOKEN_PREFIX))
+}
+
+fn org_id_required(headers: &HeaderMap) -> Response {
+    error_response(P, 400, "", "org_id is required", headers)
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Project {
@@ -89,6 +131,9 @@ pub struct Operation {
     pub endpoint_id: Option<String>,
     pub action: String,
     pub created_ms: i64,
+    /// Fails once (for the async delay) before Neon's retry runs it.
+    #[serde(default)]
+    pub fails: bool,
 }
 
 /// Every Neon object of the emulator.
@@ -125,22 +170,56 @@ pub(super) fn router() -> Router<Shared> {
         .route("/projects/{pid}/connection_uri", get(operations::connection_uri))
         .route("/projects/{pid}/operations", get(operations::list_operations))
         .route("/projects/{pid}/operations/{oid}", get(operations::get_operation))
+        .route("/users/me/organizations", get(list_organizations))
+}
+
+/// `GET /users/me/organizations`: the organizations of the key's user.
+async fn list_organizations(State(emu): State<Shared>, headers: HeaderMap) -> Response {
+    emu.guard(P, "getCurrentUserOrganizations", &headers, || async {
+        Json(json!({"organizations": [{
+            "id": PERSONAL_ORG_ID, "name": "Emulator", "handle": "emulator", "plan": "scale",
+            "managed_by": "console", "created_at": rfc3339(0), "updated_at": rfc3339(0),
+        }]}))
+        .into_response()
+    })
+    .await
 }
 
 // ---------- wire shapes ----------
 
+/// Status now: a failing operation is `failed` for one delay, then retried
+/// (`running`) for another; every other one is `running` for one delay.
+fn op_status(emu: &Emulator, o: &Operation) -> &'static str {
+    let runs = if o.fails { 2.0 } else { 1.0 };
+    if emu.elapsed(o.created_ms, runs) {
+        "finished"
+    } else if o.fails && !emu.elapsed(o.created_ms, 1.0) {
+        "failed"
+    } else {
+        "running"
+    }
+}
+
 fn op_done(emu: &Emulator, o: &Operation) -> bool {
-    emu.elapsed(o.created_ms, 1.0)
+    op_status(emu, o) == "finished"
 }
 
 fn op_json(emu: &Emulator, o: &Operation) -> Value {
-    let done = op_done(emu, o);
-    json!({
+    let status = op_status(emu, o);
+    let delay = emu.config.async_delay_ms as i64;
+    let took = if o.fails { 2 * delay } else { delay };
+    let done = status == "finished";
+    let mut v = json!({
         "id": o.id, "project_id": o.project_id, "branch_id": o.branch_id, "endpoint_id": o.endpoint_id,
-        "action": o.action, "status": if done { "finished" } else { "running" }, "failures_count": 0,
-        "created_at": rfc3339(o.created_ms), "updated_at": rfc3339(if done { o.created_ms + emu.config.async_delay_ms as i64 } else { o.created_ms }),
-        "total_duration_ms": if done { emu.config.async_delay_ms } else { 0 },
-    })
+        "action": o.action, "status": status, "failures_count": u64::from(o.fails),
+        "created_at": rfc3339(o.created_ms), "updated_at": rfc3339(if done { o.created_ms + took } else { o.created_ms }),
+        "total_duration_ms": if done { took } else { 0 },
+    });
+    if status == "failed" {
+        v["error"] = json!("injected failure; the operation will be retried");
+        v["retry_at"] = json!(rfc3339(o.created_ms + delay));
+    }
+    v
 }
 
 fn busy(emu: &Emulator, w: &NeonWorld, branch_id: &str) -> bool {
@@ -209,8 +288,10 @@ fn new_op(
     branch_id: Option<&str>,
     endpoint_id: Option<&str>,
     action: &str,
+    fails: bool,
 ) -> Operation {
     let o = Operation {
+        fails,
         id: uuid::Uuid::new_v4().to_string(),
         project_id: project_id.into(),
         branch_id: branch_id.map(Into::into),
@@ -339,6 +420,9 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
         let Some(p) = body.get("project").filter(|p| p.is_object()) else {
             return error_response(P, 400, "", "request body must contain \"project\"", &headers);
         };
+        if personal_key(&headers) && p.get("org_id").and_then(Value::as_str).is_none() {
+            return org_id_required(&headers);
+        }
         let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
         let id = format!(
             "{}-{}-{}",
@@ -374,14 +458,15 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
             Ok(d) => d,
             Err(e) => return rollback_project(&emu, &project.id, &headers, e).await,
         };
+        let fails = emu.faults.take_failed_deployment(P);
         let out = emu.write(P, |w| {
             w.neon.next_database_id += 1;
             let db = Database { id: w.neon.next_database_id, ..db };
             w.neon.databases.push(db.clone());
             w.neon.endpoints.insert(endpoint.id.clone(), endpoint.clone());
             let ops = [
-                new_op(&mut w.neon, &project.id, Some(&branch.id), None, "create_timeline"),
-                new_op(&mut w.neon, &project.id, Some(&branch.id), Some(&endpoint.id), "start_compute"),
+                new_op(&mut w.neon, &project.id, Some(&branch.id), None, "create_timeline", fails),
+                new_op(&mut w.neon, &project.id, Some(&branch.id), Some(&endpoint.id), "start_compute", fails),
             ];
             Ok::<_, ()>(json!({
                 "project": project_json(&emu, &project),
@@ -411,35 +496,45 @@ async fn rollback_project(
     error_response(P, status, "", &message, headers)
 }
 
-/// Removes a project and everything in it, dropping the real roles/databases.
+/// Removes a project and everything in it. The real databases and roles are
+/// dropped first, so the project is only forgotten once nothing of it is
+/// left in PostgreSQL (a crash in between leaves a project to delete again,
+/// never an orphaned role).
 async fn remove_project(emu: &Emulator, project_id: &str) -> Option<Project> {
-    let (project, dbs, roles) = emu.touch(|w| {
-        let n = &mut w.neon;
-        let project = n.projects.remove(project_id);
-        n.branches.retain(|_, b| b.project_id != project_id);
-        n.endpoints.retain(|_, e| e.project_id != project_id);
+    let (dbs, roles) = emu.read(|w| {
+        let n = &w.neon;
         let dbs: Vec<String> =
             n.databases.iter().filter(|d| d.project_id == project_id).map(|d| d.real_name.clone()).collect();
         let roles: Vec<String> =
             n.roles.iter().filter(|r| r.project_id == project_id).map(|r| r.real_name.clone()).collect();
+        (dbs, roles)
+    });
+    pg_drop(emu, &dbs, &roles).await;
+    emu.touch(|w| {
+        let n = &mut w.neon;
+        let project = n.projects.remove(project_id);
+        n.branches.retain(|_, b| b.project_id != project_id);
+        n.endpoints.retain(|_, e| e.project_id != project_id);
         n.databases.retain(|d| d.project_id != project_id);
         n.roles.retain(|r| r.project_id != project_id);
         n.operations.retain(|_, o| o.project_id != project_id);
-        (project, dbs, roles)
-    });
-    pg_drop(emu, &dbs, &roles).await;
-    project
+        project
+    })
 }
 
 #[derive(Deserialize)]
 struct ListQuery {
     search: Option<String>,
+    org_id: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
 async fn list_projects(State(emu): State<Shared>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     emu.guard(P, "listProjects", &headers, || async {
+        if personal_key(&headers) && q.org_id.is_none() {
+            return org_id_required(&headers);
+        }
         let limit = q.limit.unwrap_or(10).clamp(1, 400);
         let body = emu.read(|w| {
             let mut all: Vec<&Project> = w.neon.projects.values().collect();
@@ -447,6 +542,7 @@ async fn list_projects(State(emu): State<Shared>, headers: HeaderMap, Query(q): 
             let page: Vec<&Project> = all
                 .into_iter()
                 .filter(|p| q.search.as_deref().is_none_or(|s| p.name.contains(s) || p.id.contains(s)))
+                .filter(|p| q.org_id.is_none() || p.org_id == q.org_id)
                 .skip_while(|p| q.cursor.as_deref().is_some_and(|c| c != p.id))
                 .skip(usize::from(q.cursor.is_some()))
                 .take(limit)
@@ -469,15 +565,42 @@ async fn get_project(State(emu): State<Shared>, headers: HeaderMap, Path(pid): P
     .await
 }
 
+/// `DELETE /projects/{id}`. Like a create, it finishes even when the caller
+/// disconnects mid-request, so it runs in its own task. A project already
+/// gone answers 204 with an empty body, as Neon does.
 async fn delete_project(State(emu): State<Shared>, headers: HeaderMap, Path(pid): Path<String>) -> Response {
+    let h = headers.clone();
+    tokio::spawn(delete_project_detached(emu, headers, pid))
+        .await
+        .unwrap_or_else(|_| error_response(P, 500, "", "internal error", &h))
+}
+
+async fn delete_project_detached(emu: Shared, headers: HeaderMap, pid: String) -> Response {
     emu.guard(P, "deleteProject", &headers, || async {
         match remove_project(&emu, &pid).await {
             Some(p) => {
                 emu.count_mutation(P);
                 Json(json!({"project": project_json(&emu, &p)})).into_response()
             }
-            None => not_found(&headers, "project"),
+            None => StatusCode::NO_CONTENT.into_response(),
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tokens_with_the_personal_prefix_are_personal_keys() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", v.parse().unwrap());
+            h
+        };
+        assert!(personal_key(&h(&format!("Bearer {PERSONAL_TOKEN_PREFIX}alice"))));
+        assert!(!personal_key(&h("Bearer winston-emulator")));
+        assert!(!personal_key(&HeaderMap::new()));
+    }
 }

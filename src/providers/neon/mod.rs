@@ -14,7 +14,26 @@
 //! `Ready`. A 423 (`Locked`) is always retryable. A `Ready` project carries
 //! `connection_uri` (a [`Secret`]) for the credentials Secret; the host is
 //! inside it. Delete is repeatable.
+//!
+//! # Facts from the platform this client relies on
+//! - A **personal** API key must name the organization on `GET /projects`
+//!   and `POST /projects` (`org_id` query / body field), otherwise Neon
+//!   answers `ERROR: org_id is required`; organization keys need not
+//!   (<https://neon.com/docs/cli/api>, "neon api /projects returns ERROR:
+//!   org_id is required unless you add -Q org_id=<org_id> or authenticate
+//!   with an organization API key"). The client sends the configured
+//!   `WINSTON_NEON_ORG_ID`; when none is configured and Neon asks for one,
+//!   it discovers the key's only organization (`GET
+//!   /users/me/organizations`) and refuses to guess among several.
+//! - A `failed` operation is retried by Neon (`failures_count` counts "the
+//!   times the operation has failed and been retried", `retry_at` says when;
+//!   <https://schemas.apis.io/schemas/neon/neon-operation/>): only
+//!   `finished`, `skipped` and `cancelled` are settled (issue 12).
+//! - A delete of something already gone may answer 204 with an empty body
+//!   (issue 12, Neon v2 OpenAPI): that is "gone", never a body to decode.
 pub mod resources;
+
+use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -63,10 +82,13 @@ pub struct NeonOperation {
 }
 
 impl NeonOperation {
-    /// Settled, well or badly.
+    /// Settled, well or badly: `finished`, `skipped` or `cancelled`. A
+    /// `failed` operation is not settled: Neon retries it (its
+    /// `failures_count` grows and `retry_at` says when), so callers keep
+    /// polling it like a running one.
     #[must_use]
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "finished" | "skipped" | "failed" | "error" | "cancelled")
+        matches!(self.status.as_str(), "finished" | "skipped" | "cancelled")
     }
 
     /// Settled well.
@@ -105,7 +127,8 @@ pub struct ProjectOptions {
 #[derive(Clone, Debug)]
 pub struct NeonClient {
     http: Http,
-    org_id: Option<String>,
+    /// Configured, or discovered once for a personal key with one organization.
+    org_id: Arc<Mutex<Option<String>>>,
 }
 
 fn field<T: serde::de::DeserializeOwned>(body: &Value, key: &str) -> Result<T, ProviderError> {
@@ -118,13 +141,63 @@ impl NeonClient {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(config: &PlatformConfig, org_id: Option<String>) -> Result<Self, ProviderError> {
-        Ok(Self { http: Http::new(P, config)?, org_id })
+        Ok(Self { http: Http::new(P, config)?, org_id: Arc::new(Mutex::new(org_id)) })
     }
 
     /// The HTTP layer (budget inspection).
     #[must_use]
     pub fn http(&self) -> &Http {
         &self.http
+    }
+
+    /// The organization sent on project list and create, if known.
+    #[must_use]
+    pub fn org_id(&self) -> Option<String> {
+        self.org_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Runs `call` with the known organization; when none is known and Neon
+    /// answers that `org_id` is required (a personal API key), discovers the
+    /// key's organization and runs `call` once more.
+    async fn with_org<T, F, Fut>(&self, call: F) -> Result<T, ProviderError>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let known = self.org_id();
+        match call(known.clone()).await {
+            Err(ProviderError::Invalid { message, .. }) if known.is_none() && message.contains("org_id") => {
+                let org = self.discover_org_id().await?;
+                call(Some(org)).await
+            }
+            other => other,
+        }
+    }
+
+    /// `GET /users/me/organizations`: the only organization of a personal
+    /// key, remembered for later calls.
+    ///
+    /// # Errors
+    /// [`ProviderError::Invalid`] when the key belongs to no or several
+    /// organizations (set `WINSTON_NEON_ORG_ID`); any other [`ProviderError`].
+    pub async fn discover_org_id(&self) -> Result<String, ProviderError> {
+        #[derive(Deserialize)]
+        struct Org {
+            id: String,
+        }
+        let orgs: Vec<Org> = field(&self.get("/users/me/organizations", &[]).await?, "organizations")?;
+        let [org] = orgs.as_slice() else {
+            return Err(ProviderError::Invalid {
+                platform: P,
+                status: 400,
+                message: format!(
+                    "the API key is personal and belongs to {} organizations; set WINSTON_NEON_ORG_ID",
+                    orgs.len()
+                ),
+            });
+        };
+        *self.org_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(org.id.clone());
+        Ok(org.id.clone())
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ProviderError> {
@@ -152,9 +225,6 @@ impl NeonClient {
         if let Some(v) = opts.pg_version {
             project["pg_version"] = json!(v);
         }
-        if let Some(o) = &self.org_id {
-            project["org_id"] = json!(o);
-        }
         let mut branch = serde_json::Map::new();
         for (k, v) in
             [("name", &opts.branch_name), ("role_name", &opts.role_name), ("database_name", &opts.database_name)]
@@ -166,7 +236,15 @@ impl NeonClient {
         if !branch.is_empty() {
             project["branch"] = Value::Object(branch);
         }
-        let body = self.send(Method::POST, "/projects", Some(&json!({"project": project}))).await?.body;
+        let body = self
+            .with_org(|org| {
+                let mut project = project.clone();
+                if let Some(o) = org {
+                    project["org_id"] = json!(o);
+                }
+                async move { Ok(self.send(Method::POST, "/projects", Some(&json!({"project": project}))).await?.body) }
+            })
+            .await?;
         Ok(NeonCreated { project: field(&body, "project")?, operations: field(&body, "operations")? })
     }
 
@@ -185,6 +263,10 @@ impl NeonClient {
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn find_projects(&self, name: &str) -> Result<Vec<NeonProject>, ProviderError> {
+        self.with_org(|org| self.find_projects_in(name, org)).await
+    }
+
+    async fn find_projects_in(&self, name: &str, org: Option<String>) -> Result<Vec<NeonProject>, ProviderError> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         // Cursor pagination, not a retry: each turn reads the next page and
@@ -195,7 +277,7 @@ impl NeonClient {
             if let Some(c) = &cursor {
                 q.push(("cursor", c.clone()));
             }
-            if let Some(o) = &self.org_id {
+            if let Some(o) = &org {
                 q.push(("org_id", o.clone()));
             }
             let body = self.get("/projects", &q).await?;
@@ -210,12 +292,14 @@ impl NeonClient {
         }
     }
 
-    /// `DELETE /projects/{id}`; false when it was already gone.
+    /// `DELETE /projects/{id}`; false when it was already gone: a 404, or a
+    /// 204 with an empty body (nothing in it is decoded).
     ///
     /// # Errors
     /// Any [`ProviderError`] but not-found.
     pub async fn delete_project(&self, id: &str) -> Result<bool, ProviderError> {
-        Ok(not_found_to_none(self.send(Method::DELETE, &format!("/projects/{}", segment(id)), None).await)?.is_some())
+        let reply = not_found_to_none(self.send(Method::DELETE, &format!("/projects/{}", segment(id)), None).await)?;
+        Ok(reply.is_some_and(|r| r.status != 204 && !r.body.is_null()))
     }
 
     /// `GET /projects/{project}/connection_uri` for `database` as `role` on
@@ -250,5 +334,48 @@ impl NeonClient {
             self.get(&format!("/projects/{}/operations", segment(project)), &[("limit", "100".to_string())]).await?;
         let ops: Vec<NeonOperation> = field(&body, "operations")?;
         Ok(ops.into_iter().find(|o| !o.is_terminal()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_finished_skipped_and_cancelled_operations_are_settled() {
+        let op = |status: &str| NeonOperation {
+            id: "op".into(),
+            project_id: "p".into(),
+            branch_id: None,
+            endpoint_id: None,
+            action: "create_timeline".into(),
+            status: status.into(),
+            error: None,
+            failures_count: 0,
+        };
+        for (status, terminal, succeeded) in [
+            ("scheduling", false, false),
+            ("running", false, false),
+            ("failed", false, false),
+            ("cancelling", false, false),
+            ("finished", true, true),
+            ("skipped", true, true),
+            ("cancelled", true, false),
+        ] {
+            assert_eq!((op(status).is_terminal(), op(status).succeeded()), (terminal, succeeded), "{status}");
+        }
+        let created = NeonCreated {
+            project: NeonProject {
+                id: "p".into(),
+                name: "n".into(),
+                region_id: "r".into(),
+                pg_version: 17,
+                store_passwords: true,
+                org_id: None,
+                connection_uri: None,
+            },
+            operations: vec![op("finished"), op("failed")],
+        };
+        assert_eq!(created.pending_operation().as_deref(), Some("op"), "a failed operation is still pending");
     }
 }
