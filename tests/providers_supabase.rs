@@ -1,6 +1,8 @@
 //! The Supabase client against the in-process emulator: a project polled
-//! from COMING_UP to ACTIVE_HEALTHY with its keys and health, both create
-//! body generations on the wire, adoption and every fault kind.
+//! from COMING_UP to ACTIVE_HEALTHY with its keys, health and a connectable
+//! pooler endpoint, only the current create body on the wire (the
+//! deprecated one refused), a null key in the list, adoption and every
+//! fault kind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod providers_common;
@@ -53,6 +55,15 @@ async fn project_comes_up_healthy_with_keys_is_adopted_and_deleted() {
     let health = client.health(&id, &["db", "auth", "rest"]).await.unwrap();
     assert!(health.iter().all(|h| h.status == "ACTIVE_HEALTHY"), "{health:?}");
 
+    // The pooler endpoint the platform reports opens the project's database
+    // with the password chosen at create.
+    let pooler = observed.pooler.clone().expect("a PRIMARY pooler endpoint");
+    assert_eq!(pooler.db_user, format!("postgres.{id}"));
+    let db = sqlx::PgPool::connect(&pooler.url(spec.db_pass.expose())).await.unwrap();
+    let (who,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&db).await.unwrap();
+    db.close().await;
+    assert_eq!(who, pooler.db_user);
+
     // Another organization's project with the same name is not ours.
     let mut other_org = spec.clone();
     other_org.organization = "someone-else".into();
@@ -66,34 +77,68 @@ async fn project_comes_up_healthy_with_keys_is_adopted_and_deleted() {
     assert_eq!(res.delete(&id, &spec).await.unwrap(), Applied::Done, "delete is repeatable");
     assert_eq!(res.observe(&spec, None).await.unwrap(), Observation::Absent);
     assert_eq!(env.objects("supabase", "project").await, 0);
+    assert!(!pg_role_exists(&pooler.db_user).await, "the project's role outlived it");
+}
+
+/// Fails on the old client: it sent `organization_id` and `region` beside
+/// the current fields, which the emulator refuses like deprecated fields.
+#[tokio::test]
+async fn create_sends_only_the_current_fields() {
+    let env = Env::start(0).await;
+    let res = SupabaseProjects(env.providers().supabase);
+    let spec = spec(&Marker::new(&uid()));
+    let created = res.create(&spec).await.unwrap();
+    let project = res.0.get_project(&created.id).await.unwrap().unwrap();
+    assert_eq!(
+        (project.organization_slug.as_deref(), project.region.as_str()),
+        (Some("acme-org"), "eu-central-1"),
+        "region_selection {{type: specific}} carries the region"
+    );
+}
+
+/// Fails on the old client: one key with `api_key: null` (a key a scoped
+/// token may not read) broke decoding of the whole list.
+#[tokio::test]
+async fn a_null_api_key_does_not_break_the_list() {
+    let env = Env::start(0).await;
+    let client = env.providers().supabase;
+    let p = client
+        .create_project(&format!("k-{}", uid()), "acme-org", "us-east-1", &Secret::new("pw"), None)
+        .await
+        .unwrap();
+    let keys = client.api_keys(&p.reference).await.unwrap();
+    let null: Vec<&str> = keys.iter().filter(|k| k.api_key.is_none()).map(|k| k.name.as_str()).collect();
+    assert_eq!(null, ["scoped"]);
+    assert!(keys.iter().find(|k| k.name == "anon").unwrap().api_key.as_ref().unwrap().expose().starts_with("eyJ"));
 }
 
 #[tokio::test]
-async fn both_create_bodies_and_the_wire_shapes() {
+async fn the_current_create_body_and_the_wire_shapes() {
     let env = Env::start(0).await;
     let post = |body: Value| env.raw(reqwest::Method::POST, &format!("{SUPABASE_PATH}/v1/projects")).json(&body).send();
 
-    // The older spec: organization_id + region (+ the now-ignored plan).
-    let r = post(
+    // The deprecated fields (organization_id, region, plan) are refused, and
+    // organization_slug is required (V1CreateProjectBody).
+    for old in [
         json!({"name": "old", "db_pass": "p", "organization_id": "org-old", "region": "us-west-1", "plan": "free"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
-    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["created_at", "id", "name", "organization_id", "organization_slug", "ref", "region", "status"]);
-    assert_eq!(
-        (v["status"].as_str(), v["region"].as_str(), v["id"] == v["ref"]),
-        (Some("ACTIVE_HEALTHY"), Some("us-west-1"), true)
-    );
+        json!({"name": "old", "db_pass": "p", "organization_slug": "o", "organization_id": "o"}),
+        json!({"name": "old", "db_pass": "p", "organization_slug": "o", "region": "us-west-1"}),
+        json!({"name": "old", "db_pass": "p", "organization_slug": "o", "surprise": 1}),
+    ] {
+        let r = post(old.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{old}");
+    }
 
     // The current spec: organization_slug + region_selection.
     let r = post(json!({"name": "new", "db_pass": "p", "organization_slug": "org-new",
         "region_selection": {"type": "smartGroup", "code": "emea"}, "desired_instance_size": "small"}))
     .await
     .unwrap();
+    assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["created_at", "id", "name", "organization_id", "organization_slug", "ref", "region", "status"]);
+    assert_eq!((v["status"].as_str(), v["id"] == v["ref"]), (Some("ACTIVE_HEALTHY"), true));
     assert_eq!((v["organization_slug"].as_str(), v["region"].as_str()), (Some("org-new"), Some("eu-central-1")));
     let reference = v["ref"].as_str().unwrap().to_string();
 
@@ -117,11 +162,33 @@ async fn both_create_bodies_and_the_wire_shapes() {
         masked.as_array().unwrap().iter().map(|k| (k["name"].as_str().unwrap(), k["type"].as_str().unwrap())).collect();
     assert_eq!(
         names,
-        [("anon", "legacy"), ("service_role", "legacy"), ("default", "publishable"), ("default", "secret")]
+        [
+            ("anon", "legacy"),
+            ("service_role", "legacy"),
+            ("default", "publishable"),
+            ("default", "secret"),
+            ("scoped", "secret")
+        ]
     );
     assert!(masked[3]["api_key"].as_str().unwrap().ends_with("····"), "secret key not masked without reveal");
+    assert!(masked[4]["api_key"].is_null(), "a key the token may not read is null");
     let revealed = env.providers().supabase.api_keys(&reference).await.unwrap();
-    assert!(revealed[3].api_key.expose().starts_with("sb_secret_") && !revealed[3].api_key.expose().contains('·'));
+    let secret = revealed[3].api_key.as_ref().unwrap().expose();
+    assert!(secret.starts_with("sb_secret_") && !secret.contains('·'));
+
+    let pooler: Value = env
+        .raw(reqwest::Method::GET, &format!("{SUPABASE_PATH}/v1/projects/{reference}/config/database/pooler"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pooler.as_array().unwrap().len(), 1);
+    for field in ["identifier", "database_type", "db_user", "db_host", "db_port", "db_name", "connection_string"] {
+        assert!(!pooler[0][field].is_null(), "{field} missing: {pooler}");
+    }
+    assert!(pooler[0]["connection_string"].as_str().unwrap().contains("[YOUR-PASSWORD]"));
 
     let r =
         env.raw(reqwest::Method::GET, &format!("{SUPABASE_PATH}/v1/projects/{reference}/health")).send().await.unwrap();
@@ -130,7 +197,7 @@ async fn both_create_bodies_and_the_wire_shapes() {
     for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
         assert!(r.headers().contains_key(h), "missing {h}");
     }
-    assert_eq!(r.json::<Value>().await.unwrap().as_array().unwrap().len(), 2);
+    assert_eq!(r.json::<Value>().await.unwrap().as_array().unwrap().len(), 1);
     let del: Value = env
         .raw(reqwest::Method::DELETE, &format!("{SUPABASE_PATH}/v1/projects/{reference}"))
         .send()

@@ -1,10 +1,31 @@
-//! The Supabase Management API emulator: `POST /v1/projects` accepting both
-//! the current body (`organization_slug`, `region` or `region_selection`,
-//! `desired_instance_size`) and the older one (`organization_id`, `region`,
-//! `plan`), project status moving COMING_UP -> ACTIVE_HEALTHY over
-//! `--async-delay-ms` (INIT_FAILED when a `fail_deployment` fault is armed),
-//! API keys (legacy `anon` / `service_role` plus publishable and secret
-//! keys, masked unless `reveal=true`), service health, list and delete.
+//! The Supabase Management API emulator: `POST /v1/projects` with the
+//! current body (`V1CreateProjectBody` in the Management API OpenAPI
+//! document: required `db_pass`, `name`, `organization_slug`; optional
+//! `region_selection`, `desired_instance_size`, `template_url`;
+//! `additionalProperties: false`), project status moving COMING_UP ->
+//! ACTIVE_HEALTHY over `--async-delay-ms` (INIT_FAILED when a
+//! `fail_deployment` fault is armed), API keys (legacy `anon` /
+//! `service_role`, publishable and secret keys masked unless `reveal=true`,
+//! and one key whose `api_key` is null, as the API answers for keys a scoped
+//! token may not read: `ApiKeyResponse.api_key` is nullable), service
+//! health, the Supavisor pooler configuration, list and delete.
+//!
+//! The project's database is real: each project gets a role
+//! `postgres.<ref>` (the user name Supavisor uses) with the `db_pass` sent
+//! at create and a database `postgres_<ref>` in the backing PostgreSQL, and
+//! `GET /v1/projects/{ref}/config/database/pooler` reports that server's host
+//! and port, so the connection a client builds from the pooler
+//! configuration works. Deleting a project drops both before the project is
+//! forgotten.
+//!
+//! Differences from the platform that remain:
+//! - deprecated create fields (`organization_id`, `region`, `plan`,
+//!   `kps_enabled`) are refused with 400 (the platform still accepts them):
+//!   a client that regresses to them fails a test instead of a deprecation
+//!   some day;
+//! - `database.host` is `db.<ref>.supabase.co` like on the platform, and
+//!   resolves nowhere: only the pooler endpoint is connectable;
+//! - no 120/min rate limit by default, no UNKNOWN/RESTARTING states.
 //!
 //! Errors are `{"message": "..."}` (the spec declares no body; believed shape).
 use std::collections::BTreeMap;
@@ -37,6 +58,11 @@ pub struct Project {
     pub fail: bool,
     pub keys: Vec<ApiKey>,
     pub created_ms: i64,
+    /// The real role and database in the backing PostgreSQL.
+    #[serde(default)]
+    pub db_user: String,
+    #[serde(default)]
+    pub db_name: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,7 +70,8 @@ pub struct ApiKey {
     pub id: String,
     pub name: String,
     pub kind: String,
-    pub key: String,
+    /// `None` for a key the caller's token may not read (answered as null).
+    pub key: Option<String>,
 }
 
 /// Every Supabase object of the emulator.
@@ -71,6 +98,7 @@ pub(super) fn router() -> Router<Shared> {
         .route("/v1/projects/{reference}", get(get_project).delete(delete_project))
         .route("/v1/projects/{reference}/api-keys", get(api_keys))
         .route("/v1/projects/{reference}/health", get(health))
+        .route("/v1/projects/{reference}/config/database/pooler", get(pooler))
 }
 
 fn err(status: u16, message: &str) -> Response {
@@ -108,74 +136,147 @@ fn new_keys(reference: &str) -> Vec<ApiKey> {
         )
     };
     vec![
-        ApiKey { id: "anon".into(), name: "anon".into(), kind: "legacy".into(), key: jwt("anon") },
+        ApiKey { id: "anon".into(), name: "anon".into(), kind: "legacy".into(), key: Some(jwt("anon")) },
         ApiKey {
             id: "service_role".into(),
             name: "service_role".into(),
             kind: "legacy".into(),
-            key: jwt("service_role"),
+            key: Some(jwt("service_role")),
         },
         ApiKey {
             id: uuid::Uuid::new_v4().to_string(),
             name: "default".into(),
             kind: "publishable".into(),
-            key: format!("sb_publishable_{}", random_string(31, b64)),
+            key: Some(format!("sb_publishable_{}", random_string(31, b64))),
         },
         ApiKey {
             id: uuid::Uuid::new_v4().to_string(),
             name: "default".into(),
             kind: "secret".into(),
-            key: format!("sb_secret_{}", random_string(31, b64)),
+            key: Some(format!("sb_secret_{}", random_string(31, b64))),
         },
+        // A key the token may not read: the platform answers `api_key: null`.
+        ApiKey { id: uuid::Uuid::new_v4().to_string(), name: "scoped".into(), kind: "secret".into(), key: None },
     ]
 }
 
+/// The fields of `V1CreateProjectBody` (`additionalProperties: false`).
+const CREATE_FIELDS: [&str; 10] = [
+    "db_pass",
+    "name",
+    "organization_slug",
+    "region_selection",
+    "desired_instance_size",
+    "template_url",
+    "organization_id",
+    "region",
+    "plan",
+    "kps_enabled",
+];
+/// Fields the OpenAPI document marks `deprecated: true`; refused here.
+const DEPRECATED_FIELDS: [&str; 4] = ["organization_id", "region", "plan", "kps_enabled"];
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+async fn pg_exec(emu: &Emulator, sql: String) -> Result<(), String> {
+    let Some(pool) = &emu.pg else { return Ok(()) };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Creates the project's role (with the caller's `db_pass`) and database.
+async fn pg_create(emu: &Emulator, user: &str, db: &str, password: &str) -> Result<(), String> {
+    let literal = password.replace('\'', "''");
+    pg_exec(emu, format!("CREATE ROLE {} LOGIN PASSWORD '{literal}'", quote_ident(user))).await?;
+    if let Err(e) = pg_exec(emu, format!("CREATE DATABASE {} OWNER {}", quote_ident(db), quote_ident(user))).await {
+        pg_drop(emu, None, user).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn pg_drop(emu: &Emulator, db: Option<&str>, user: &str) {
+    if let Some(db) = db
+        && let Err(e) = pg_exec(emu, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db))).await
+    {
+        tracing::warn!(error = %e, "failed to drop an emulated Supabase database");
+    }
+    if let Err(e) = pg_exec(emu, format!("DROP ROLE IF EXISTS {}", quote_ident(user))).await {
+        tracing::warn!(error = %e, "failed to drop an emulated Supabase role");
+    }
+}
+
+fn region_of(selection: Option<&Value>) -> Result<String, String> {
+    let Some(sel) = selection else { return Ok("us-east-1".into()) };
+    let code = sel.get("code").and_then(Value::as_str).ok_or("region_selection.code must be provided")?;
+    match (sel.get("type").and_then(Value::as_str), code) {
+        (Some("smartGroup"), "americas") => Ok("us-east-1".into()),
+        (Some("smartGroup"), "emea") => Ok("eu-central-1".into()),
+        (Some("smartGroup"), "apac") => Ok("ap-southeast-1".into()),
+        (Some("specific"), code) if !code.is_empty() => Ok(code.into()),
+        _ => Err(format!("region_selection must be {{type: specific|smartGroup, code}}, got {sel}")),
+    }
+}
+
+/// `POST /v1/projects`. Like Neon's, a create finishes even when the
+/// client goes away mid-request (the real role and database included).
 async fn create_project(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    tokio::spawn(create_project_detached(emu, headers, body))
+        .await
+        .unwrap_or_else(|_| err(500, "Failed to create project"))
+}
+
+async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -> Response {
     emu.guard(P, "createProject", &headers, || async {
+        let Some(fields) = body.as_object() else { return err(400, "body must be an object") };
+        if let Some(extra) = fields.keys().find(|k| !CREATE_FIELDS.contains(&k.as_str())) {
+            return err(400, &format!("property {extra} should not exist"));
+        }
+        if let Some(old) = fields.keys().find(|k| DEPRECATED_FIELDS.contains(&k.as_str())) {
+            return err(400, &format!("{old} is deprecated: use organization_slug and region_selection"));
+        }
         let s = |k: &str| body.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string);
         let Some(name) = s("name") else { return err(400, "name must be provided") };
-        if s("db_pass").is_none() {
-            return err(400, "db_pass must be provided");
-        }
-        // Current spec: organization_slug; older spec: organization_id. Either is accepted.
-        let Some(organization) = s("organization_slug").or_else(|| s("organization_id")) else {
+        let Some(db_pass) = s("db_pass") else { return err(400, "db_pass must be provided") };
+        let Some(organization) = s("organization_slug") else {
             return err(400, "organization_slug must be provided");
         };
-        let selection = body.get("region_selection").filter(|v| !v.is_null());
-        if s("region").is_some() && selection.is_some() {
-            return err(400, "region and region_selection cannot both be provided");
-        }
-        let region = match (s("region"), selection) {
-            (Some(r), _) => r,
-            (None, Some(sel)) => match sel.get("code").and_then(Value::as_str) {
-                Some("americas") | None => "us-east-1".into(),
-                Some("emea") => "eu-central-1".into(),
-                Some("apac") => "ap-southeast-1".into(),
-                Some(code) => code.into(),
-            },
-            (None, None) => "us-east-1".into(),
+        let region = match region_of(body.get("region_selection").filter(|v| !v.is_null())) {
+            Ok(r) => r,
+            Err(m) => return err(400, &m),
         };
+        let reference = random_string(20, b"abcdefghijklmnopqrstuvwxyz");
+        let (db_user, db_name) = (format!("postgres.{reference}"), format!("postgres_{reference}"));
+        if let Err(e) = pg_create(&emu, &db_user, &db_name, &db_pass).await {
+            tracing::warn!(error = %e, "failed to create an emulated Supabase database");
+            return err(500, "Failed to create project");
+        }
         let fail = emu.faults.take_failed_deployment(P);
         let out = emu.write(P, |w| {
             w.supabase.next_id += 1;
-            let reference = random_string(20, b"abcdefghijklmnopqrstuvwxyz");
             let p = Project {
                 id: w.supabase.next_id,
                 keys: new_keys(&reference),
-                reference,
+                reference: reference.clone(),
                 name,
                 organization,
                 region,
                 instance_size: s("desired_instance_size"),
                 fail,
                 created_ms: now_ms(),
+                db_user: db_user.clone(),
+                db_name: db_name.clone(),
             };
             w.supabase.projects.insert(p.reference.clone(), p.clone());
             Ok::<_, ()>(project_json(&emu, &p, false))
         });
         match out {
             Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-            Err(()) => err(500, "Failed to create project"),
+            Err(()) => {
+                pg_drop(&emu, Some(&db_name), &db_user).await;
+                err(500, "Failed to create project")
+            }
         }
     })
     .await
@@ -201,6 +302,16 @@ async fn get_project(State(emu): State<Shared>, headers: HeaderMap, Path(referen
 
 async fn delete_project(State(emu): State<Shared>, headers: HeaderMap, Path(reference): Path<String>) -> Response {
     emu.guard(P, "deleteProject", &headers, || async {
+        // The real database goes first: a client killed mid-request leaves
+        // the project listed (and the delete repeatable), never a role behind.
+        let Some((db, user)) =
+            emu.read(|w| w.supabase.projects.get(&reference).map(|p| (p.db_name.clone(), p.db_user.clone())))
+        else {
+            return err(404, "Project not found");
+        };
+        if !user.is_empty() {
+            pg_drop(&emu, Some(&db), &user).await;
+        }
         let out = emu.write(P, |w| w.supabase.projects.remove(&reference).ok_or(()));
         match out {
             Ok(p) => Json(json!({"id": p.id, "ref": p.reference, "name": p.name})).into_response(),
@@ -235,8 +346,15 @@ async fn api_keys(
                 .iter()
                 .map(|k| {
                     // New-style secret keys are masked unless revealed; legacy JWTs are always shown.
-                    let value = if k.kind == "secret" && !reveal { format!("{}····", &k.key[..14]) } else { k.key.clone() };
-                    let prefix = if k.kind == "legacy" { Value::Null } else { json!(&k.key[..k.key.len().min(18)]) };
+                    let value = match &k.key {
+                        Some(key) if k.kind == "secret" && !reveal => json!(format!("{}····", &key[..14])),
+                        Some(key) => json!(key),
+                        None => Value::Null,
+                    };
+                    let prefix = match &k.key {
+                        Some(key) if k.kind != "legacy" => json!(&key[..key.len().min(18)]),
+                        _ => Value::Null,
+                    };
                     json!({"name": k.name, "api_key": value, "id": k.id, "type": k.kind, "prefix": prefix,
                         "description": null, "hash": null, "inserted_at": ts, "updated_at": ts, "secret_jwt_template": null})
                 })
@@ -277,6 +395,29 @@ async fn health(
                 .map(|s| json!({"name": s, "healthy": state == "ACTIVE_HEALTHY", "status": state, "info": null}))
                 .collect();
             Json(out).into_response()
+        })
+    })
+    .await
+}
+
+/// `GET /v1/projects/{ref}/config/database/pooler`: one PRIMARY
+/// `SupavisorConfigResponse` (`identifier`, `database_type`,
+/// `is_using_scram_auth`, `db_user`, `db_host`, `db_port`, `db_name`,
+/// `connection_string` with a `[YOUR-PASSWORD]` placeholder,
+/// `default_pool_size`, `max_client_conn`, `pool_mode`), pointing at the
+/// backing PostgreSQL.
+async fn pooler(State(emu): State<Shared>, headers: HeaderMap, Path(reference): Path<String>) -> Response {
+    emu.guard(P, "poolerConfig", &headers, || async {
+        emu.read(|w| {
+            let Some(p) = w.supabase.projects.get(&reference) else { return err(404, "Project not found") };
+            let (host, port) = (&emu.pg_host, emu.pg_port);
+            Json(json!([{
+                "identifier": p.reference, "database_type": "PRIMARY", "is_using_scram_auth": true,
+                "db_user": p.db_user, "db_host": host, "db_port": port, "db_name": p.db_name,
+                "connection_string": format!("postgresql://{}:[YOUR-PASSWORD]@{host}:{port}/{}", p.db_user, p.db_name),
+                "default_pool_size": 15, "max_client_conn": 200, "pool_mode": "session",
+            }]))
+            .into_response()
         })
     })
     .await

@@ -47,7 +47,8 @@ pub enum EngineError {
     #[error("failed to apply the tenant migrations: {0}")]
     Migration(#[source] sqlx::migrate::MigrateError),
     /// A platform object is in a terminal failed state (e.g. a failed
-    /// deployment); `redeploying` when the pass asked the platform to try again.
+    /// deployment); `redeploying` when the pass asked the platform to try again
+    /// (retried), otherwise nothing will change it and the instance stalls.
     #[error("failed to bring up {} object {id}: {reason}{}", .step.as_str(), if *.redeploying { "; redeploying" } else { "" })]
     ObjectFailed { step: StepName, id: String, reason: String, redeploying: bool },
     /// More than one platform object carries the instance's marker.
@@ -100,6 +101,8 @@ impl EngineError {
             Self::TenantDatabase { .. } => ("TenantDatabaseUnavailable", Retry),
             Self::InvalidDatabaseUrl => ("InvalidDatabaseUrl", Stall),
             Self::Migration(_) => ("MigrationFailed", Stall),
+            // Terminal and nothing to retry (no redeploy asked): a human decides.
+            Self::ObjectFailed { redeploying: false, .. } => ("ObjectFailed", Stall),
             Self::ObjectFailed { .. } => ("ObjectFailed", Retry),
             Self::AmbiguousObjects { .. } => ("AmbiguousObjects", Stall),
             Self::NoTenantOwner { .. } => ("NoTenantOwner", Stall),
@@ -190,7 +193,7 @@ mod tests {
     #[test]
     fn categories_decide_stall_throttle_and_retry() {
         let mismatch = EngineError::PlanMismatch { instance: "a-0".into(), plan: "team".into(), why: "x".into() };
-        let rows: [(EngineError, &str, Disposition); 10] = [
+        let rows: [(EngineError, &str, Disposition); 11] = [
             (mismatch, "PlanMismatch", Disposition::Stall),
             (provider(401), "Unauthorized", Disposition::Stall),
             (provider(404), "NotFound", Disposition::Stall),
@@ -209,6 +212,16 @@ mod tests {
                 },
                 "ObjectFailed",
                 Disposition::Retry,
+            ),
+            (
+                EngineError::ObjectFailed {
+                    step: StepName::Database,
+                    id: "p".into(),
+                    reason: "project status INIT_FAILED".into(),
+                    redeploying: false,
+                },
+                "ObjectFailed",
+                Disposition::Stall,
             ),
         ];
         for (e, category, disposition) in rows {

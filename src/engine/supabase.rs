@@ -1,6 +1,9 @@
 //! The `database` step on Supabase (when `components.database.provider` is
 //! Supabase): one project per instance named after the marker, polled to
-//! ACTIVE_HEALTHY. Winston chooses the database password; it is stored in
+//! ACTIVE_HEALTHY, then reached through the PRIMARY Supavisor pooler
+//! endpoint the platform reports. A project in a terminal failed state
+//! (INIT_FAILED and the like) stalls the instance with the platform's status
+//! in the message: Winston never deletes a project on its own. Winston chooses the database password; it is stored in
 //! Secret `<instance>-database` BEFORE the project is created, so a crash
 //! between the two never loses the only copy.
 use std::collections::BTreeMap;
@@ -77,9 +80,19 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
     match pass.converge(&res, &spec, Object::SupabaseProject).await? {
         Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("supabase: {message}"))),
         Converged::Ready { id, observed } => {
-            let host =
-                observed.project.database.as_ref().map_or_else(|| format!("db.{id}.supabase.co"), |d| d.host.clone());
-            pass.database_url = Some(format!("postgresql://postgres:{pw}@{host}:5432/postgres"));
+            // The PRIMARY pooler endpoint the platform reports (IPv4, unlike
+            // the direct host); the direct host only when it reports none.
+            pass.database_url = Some(observed.pooler.as_ref().map_or_else(
+                || {
+                    let host = observed
+                        .project
+                        .database
+                        .as_ref()
+                        .map_or_else(|| format!("db.{id}.supabase.co"), |d| d.host.clone());
+                    format!("postgresql://postgres:{pw}@{host}:5432/postgres")
+                },
+                |p| p.url(&pw),
+            ));
             Ok(StepResult::Done(format!("Supabase project {id} ({})", observed.api_url)))
         }
     }

@@ -1,15 +1,32 @@
-//! Supabase Management API client: projects (created with both the current
-//! and the older required fields), status polling to ACTIVE_HEALTHY,
-//! service health, API keys, list and delete; plus the project behind the
-//! [`ExternalResource`] contract (the alternative database provider).
+//! Supabase Management API client: projects (created with the current
+//! body only), status polling to ACTIVE_HEALTHY, service health, API keys,
+//! the Supavisor pooler configuration, list and delete; plus the project
+//! behind the [`ExternalResource`] contract (the alternative database
+//! provider).
+//!
+//! Wire facts, from the Management API OpenAPI document
+//! (`supabase/supabase`, `apps/docs/spec/api_v1_openapi.json`):
+//! - `V1CreateProjectBody` requires `db_pass`, `name`, `organization_slug`;
+//!   `organization_id` ("Deprecated: Use `organization_slug` instead"),
+//!   `region` ("Use region_selection instead"), `plan` and `kps_enabled`
+//!   are deprecated; "only one of region or region_selection can be
+//!   specified"; `region_selection` is `{type: "specific", code}` or
+//!   `{type: "smartGroup", code: americas|emea|apac}`.
+//! - `ApiKeyResponse.api_key` is nullable (a key the token may not read).
+//! - `GET /v1/projects/{ref}/config/database/pooler` answers a list of
+//!   `SupavisorConfigResponse` (`database_type` PRIMARY | READ_REPLICA,
+//!   `db_user`, `db_host`, `db_port`, `db_name`, ...); the Supabase CLI
+//!   connects through the PRIMARY one. The direct host
+//!   `db.<ref>.supabase.co` (`database.host`) is IPv6-only on the platform.
 //!
 //! # Driving it (provisioning engine)
 //! [`SupabaseProjects`] with a [`SupabaseProjectSpec`] (marker, org slug,
 //! region, database password): observe -> create when `Absent` -> while
 //! `InProgress` (status COMING_UP and the like; the operation id is the
 //! project ref) requeue and observe again -> `Ready` carries the ref, the
-//! API URL, the database host and the `anon` / `service_role` keys ->
-//! `Failed` on INIT_FAILED and other failed states. `delete` removes it.
+//! API URL, the PRIMARY pooler endpoint and the `anon` / `service_role`
+//! keys -> `Failed` on INIT_FAILED and other failed states (terminal: the
+//! engine stalls). `delete` removes it.
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -79,7 +96,47 @@ pub struct ApiKey {
     /// `legacy | publishable | secret`.
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
-    pub api_key: Secret,
+    /// Null for a key the token may not read (`ApiKeyResponse.api_key` is
+    /// nullable in the OpenAPI document).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+}
+
+/// One Supavisor pooler endpoint (`SupavisorConfigResponse`; unknown fields ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PoolerConfig {
+    /// `PRIMARY | READ_REPLICA`.
+    pub database_type: String,
+    pub db_user: String,
+    pub db_host: String,
+    pub db_port: u16,
+    pub db_name: String,
+    /// `transaction | session`.
+    #[serde(default)]
+    pub pool_mode: Option<String>,
+}
+
+impl PoolerConfig {
+    /// The connection URL with `password` (percent-encoded) filled in.
+    #[must_use]
+    pub fn url(&self, password: &str) -> String {
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            enc(&self.db_user),
+            enc(password),
+            self.db_host,
+            self.db_port,
+            enc(&self.db_name)
+        )
+    }
 }
 
 /// One service's health.
@@ -115,9 +172,9 @@ impl SupabaseClient {
         Ok(self.http.send(Method::GET, path, query, None, &[]).await?.body)
     }
 
-    /// `POST /v1/projects`. The body satisfies both API generations: the
-    /// current one (`organization_slug`, optional `region`) and the older one
-    /// (required `organization_id` and `region`; Supabase org ids are slugs).
+    /// `POST /v1/projects` with the current fields only: `organization_slug`
+    /// and `region_selection: {type: "specific", code: region}` (never the
+    /// deprecated `organization_id` / `region`; see the module docs).
     ///
     /// # Errors
     /// Any [`ProviderError`].
@@ -130,7 +187,7 @@ impl SupabaseClient {
         instance_size: Option<&str>,
     ) -> Result<SupabaseProject, ProviderError> {
         let mut body = json!({"name": name, "db_pass": db_pass.expose(), "organization_slug": organization,
-            "organization_id": organization, "region": region});
+            "region_selection": {"type": "specific", "code": region}});
         if let Some(size) = instance_size {
             body["desired_instance_size"] = json!(size);
         }
@@ -172,6 +229,15 @@ impl SupabaseClient {
         decode(P, self.get(&path, &[("reveal", "true".into())]).await?, "api keys")
     }
 
+    /// `GET /v1/projects/{ref}/config/database/pooler`.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`].
+    pub async fn pooler_config(&self, reference: &str) -> Result<Vec<PoolerConfig>, ProviderError> {
+        let path = format!("/v1/projects/{}/config/database/pooler", segment(reference));
+        decode(P, self.get(&path, &[]).await?, "pooler config")
+    }
+
     /// `GET /v1/projects/{ref}/health?services=..` for `services` (e.g. `db`, `auth`, `rest`).
     ///
     /// # Errors
@@ -205,6 +271,8 @@ pub struct SupabaseProjectState {
     pub anon_key: Option<Secret>,
     /// The `service_role` key (legacy JWT), if the project has one.
     pub service_role_key: Option<Secret>,
+    /// The PRIMARY pooler endpoint, where the database is reached.
+    pub pooler: Option<PoolerConfig>,
 }
 
 /// [`ExternalResource`] for [`SupabaseProjectSpec`].
@@ -245,8 +313,10 @@ impl ExternalResource for SupabaseProjects {
             ProjectPhase::Healthy => {}
         }
         let keys = self.0.api_keys(&id).await?;
-        let key = |name: &str| keys.iter().find(|k| k.name == name).map(|k| k.api_key.clone());
+        let key = |name: &str| keys.iter().find(|k| k.name == name).and_then(|k| k.api_key.clone());
+        let pooler = self.0.pooler_config(&id).await?.into_iter().find(|p| p.database_type == "PRIMARY");
         let observed = SupabaseProjectState {
+            pooler,
             api_url: format!("https://{id}.supabase.co"),
             anon_key: key("anon"),
             service_role_key: key("service_role"),
