@@ -3,7 +3,9 @@
 //! it can be property-tested without a database.
 
 /// Credits for a request: `(input + output) × multiplier`, saturating.
-/// Negative token counts count as zero.
+/// Negative token counts count as zero. The reference the catalog's
+/// `Prices::cost` is tested against (a flat price must equal it).
+#[cfg(test)]
 #[must_use]
 pub fn cost(input_tokens: i64, output_tokens: i64, multiplier: i64) -> i64 {
     input_tokens.max(0).saturating_add(output_tokens.max(0)).saturating_mul(multiplier.max(0))

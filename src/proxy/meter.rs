@@ -71,14 +71,6 @@ impl Meter {
         }
     }
 
-    /// Input and output tokens, cache tokens counted as input (the shape
-    /// before [`Meter::tokens`]; kept for callers that bill one rate).
-    #[must_use]
-    pub fn billable(&self) -> (i64, i64) {
-        let t = self.tokens();
-        (t.total_input(), t.output)
-    }
-
     /// True when the output was estimated from relayed text because the
     /// upstream's final usage never arrived.
     #[must_use]
@@ -312,6 +304,12 @@ pub fn frame_end(buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Input (cache tokens included) and output, as one rate would bill them.
+    fn billable(m: &Meter) -> (i64, i64) {
+        let t = m.tokens();
+        (t.total_input(), t.output)
+    }
     use serde_json::json;
 
     fn tokens(input: i64, output: i64, cache_write: i64, cache_read: i64, tools: &[(&str, i64)]) -> Tokens {
@@ -333,7 +331,7 @@ mod tests {
         m.observe_frame(&frame(&json!({"type": "message_delta", "usage": {
             "input_tokens": 12, "output_tokens": 50, "server_tool_use": {"web_search_requests": 3}}})));
         assert_eq!(m.tokens(), tokens(12, 50, 200, 3000, &[("web_search", 3), ("web_fetch", 1)]));
-        assert_eq!(m.billable(), (3212, 50));
+        assert_eq!(billable(&m), (3212, 50));
         assert!(!m.estimated() && m.input_known());
 
         let mut body = Meter::new(UpstreamKind::Anthropic);
@@ -462,7 +460,7 @@ mod tests {
         let mut m = Meter::new(UpstreamKind::Anthropic);
         m.observe_frame(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n");
         m.observe_frame(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"abcdefgh\"}}\n\n");
-        assert_eq!(m.billable(), (15, 2), "cut short: estimated from relayed text");
+        assert_eq!(billable(&m), (15, 2), "cut short: estimated from relayed text");
         m.observe_frame(
             b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n",
         );
@@ -470,7 +468,7 @@ mod tests {
             b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n",
         );
         m.observe_frame(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
-        assert_eq!(m.billable(), (15, 9));
+        assert_eq!(billable(&m), (15, 9));
         assert!(m.complete && !m.upstream_error);
     }
 
@@ -482,7 +480,7 @@ mod tests {
         let k = m.observe_frame(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n\n");
         assert_eq!(k, FrameKind::UsageOnly);
         m.observe_frame(b"data: [DONE]\n\n");
-        assert_eq!(m.billable(), (3, 5));
+        assert_eq!(billable(&m), (3, 5));
         assert!(m.complete);
     }
 
