@@ -88,14 +88,8 @@ async fn wire_shapes_validation_and_faults() {
     }
     let v: Value = r.json().await.unwrap();
     assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
-    let got: Value = env
-        .raw(reqwest::Method::GET, &format!("{}/emails/{}", winston::emulator::RESEND_PATH, v["id"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value =
+        env.get_json(&format!("{}/emails/{}", winston::emulator::RESEND_PATH, v["id"].as_str().unwrap())).await;
     assert_eq!((got["object"].as_str(), got["to"].clone()), (Some("email"), json!(["b@acme.test"])));
     let r =
         env.raw(reqwest::Method::GET, &format!("{}/emails/nope", winston::emulator::RESEND_PATH)).send().await.unwrap();

@@ -150,14 +150,7 @@ async fn the_current_create_body_and_the_wire_shapes() {
     assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("region"));
     assert_eq!(post(json!({"name": "no-org", "db_pass": "p"})).await.unwrap().status(), 400);
 
-    let masked: Value = env
-        .raw(reqwest::Method::GET, &format!("{SUPABASE_PATH}/v1/projects/{reference}/api-keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let masked: Value = env.get_json(&format!("{SUPABASE_PATH}/v1/projects/{reference}/api-keys")).await;
     let names: Vec<(&str, &str)> =
         masked.as_array().unwrap().iter().map(|k| (k["name"].as_str().unwrap(), k["type"].as_str().unwrap())).collect();
     assert_eq!(
@@ -176,14 +169,7 @@ async fn the_current_create_body_and_the_wire_shapes() {
     let secret = revealed[3].api_key.as_ref().unwrap().expose();
     assert!(secret.starts_with("sb_secret_") && !secret.contains('·'));
 
-    let pooler: Value = env
-        .raw(reqwest::Method::GET, &format!("{SUPABASE_PATH}/v1/projects/{reference}/config/database/pooler"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pooler: Value = env.get_json(&format!("{SUPABASE_PATH}/v1/projects/{reference}/config/database/pooler")).await;
     assert_eq!(pooler.as_array().unwrap().len(), 1);
     for field in ["identifier", "database_type", "db_user", "db_host", "db_port", "db_name", "connection_string"] {
         assert!(!pooler[0][field].is_null(), "{field} missing: {pooler}");

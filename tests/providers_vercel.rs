@@ -230,17 +230,8 @@ async fn frontend_url_is_read_from_the_deployment_and_waits_for_the_alias() {
     assert!(matches!(res.observe(&spec, None).await.unwrap(), Observation::InProgress { .. }));
 
     // The list's real shape: `uid`, no `id` and no `alias`.
-    let list: Value = env
-        .raw(
-            reqwest::Method::GET,
-            &format!("{}/v6/deployments?projectId={}", winston::emulator::VERCEL_PATH, created.id),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value =
+        env.get_json(&format!("{}/v6/deployments?projectId={}", winston::emulator::VERCEL_PATH, created.id)).await;
     let item = &list["deployments"][0];
     assert_eq!(item["uid"], json!(dpl));
     assert!(item.get("id").is_none() && item.get("alias").is_none(), "{item}");
@@ -310,14 +301,7 @@ async fn env_list_reads_every_page() {
         spec.env.insert(format!("VAR_{i:02}"), format!("value-{i}"));
     }
     let created = res.create(&spec).await.unwrap();
-    let raw: Value = env
-        .raw(reqwest::Method::GET, &format!("{}/v9/projects/{}/env", winston::emulator::VERCEL_PATH, created.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raw: Value = env.get_json(&format!("{}/v9/projects/{}/env", winston::emulator::VERCEL_PATH, created.id)).await;
     assert_eq!(raw["envs"].as_array().unwrap().len(), 7);
     assert!(raw["pagination"]["next"].is_number(), "{raw}");
     assert_eq!(c.list_env(&created.id).await.unwrap().len(), 31, "every page read");
@@ -346,14 +330,7 @@ async fn one_string_target_does_not_break_the_env_list() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let raw: Value = env
-        .raw(reqwest::Method::GET, &format!("{}/v9/projects/{}/env", winston::emulator::VERCEL_PATH, created.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raw: Value = env.get_json(&format!("{}/v9/projects/{}/env", winston::emulator::VERCEL_PATH, created.id)).await;
     assert!(raw["envs"].as_array().unwrap().iter().any(|e| e["target"] == json!("development")), "{raw}");
 
     let listed = c.list_env(&created.id).await.unwrap();

@@ -86,6 +86,11 @@ impl Env {
         self.objects_json().await[platform]["mutations"].as_u64().unwrap()
     }
 
+    /// `GET path` with the emulator token, decoded as JSON (wire-shape checks).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.raw(reqwest::Method::GET, path).send().await.unwrap().json().await.unwrap()
+    }
+
     /// A raw request with the emulator token, for wire-shape checks.
     pub fn raw(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.emu.base())).bearer_auth(DEFAULT_TOKEN)
