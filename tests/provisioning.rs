@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kube::Api;
 use kube::api::DeleteParams;
-use provisioning_support::{Stack, apply_tenant, metric, ready, secret_value};
+use provisioning_support::{Stack, apply_tenant, metric, ready, role_and_tables, secret_value};
 use serde_json::json;
 use support::{TestNamespace, eventually};
 use winston::api::{StepState, Tenant, TenantInstance};
@@ -40,14 +40,7 @@ async fn a_tenant_goes_ready_steady_state_writes_nothing_and_deletion_cleans_up(
 
     // The Secret's DATABASE_URL opens the tenant's database with its tables.
     let url = secret_value(&ns, &secret, "DATABASE_URL").await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let tables: Vec<(String,)> =
-        sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
-    let tables: Vec<String> = tables.into_iter().map(|t| t.0).collect();
+    let (_, tables) = role_and_tables(&url).await;
     for t in ["conversations", "memories", "messages", "usage"] {
         assert!(tables.contains(&t.to_string()), "{t} missing in {tables:?}");
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kube::Api;
 use kube::api::DeleteParams;
-use provisioning_support::{Stack, apply_tenant, pg, ready, secret_value};
+use provisioning_support::{Stack, apply_tenant, pg, ready, role_and_tables, secret_value};
 use serde_json::json;
 use support::{TestNamespace, eventually};
 use winston::api::{Tenant, TenantInstance};
@@ -50,16 +50,8 @@ async fn a_supabase_tenant_goes_ready_and_deletion_drops_its_database() {
     let secret = ti.status.clone().unwrap().credentials_secret_ref.unwrap().name;
     let url = secret_value(&ns, &secret, "DATABASE_URL").await;
     assert!(!url.contains(".supabase.co"), "the direct host was used: {url}");
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let (who,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&pool).await.unwrap();
-    let tables: Vec<(String,)> =
-        sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
+    let (who, tables) = role_and_tables(&url).await;
     assert!(who.starts_with("postgres."), "{who}");
-    let tables: Vec<String> = tables.into_iter().map(|t| t.0).collect();
     for t in ["conversations", "memories", "messages", "usage"] {
         assert!(tables.contains(&t.to_string()), "{t} missing in {tables:?}");
     }

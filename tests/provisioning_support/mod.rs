@@ -202,3 +202,17 @@ pub async fn metric(addr: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Through `url`: the connected role and the tables of the `public` schema
+/// (sorted), to check a tenant database the engine migrated.
+pub async fn role_and_tables(url: &str) -> (String, Vec<String>) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let (who,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&pool).await.unwrap();
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    (who, tables.into_iter().map(|t| t.0).collect())
+}
