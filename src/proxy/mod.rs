@@ -42,6 +42,8 @@ use crate::ledger::{Ledger, LedgerError, ProxySession};
 
 /// How often the dead holds of other proxies are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often idempotency keys past their window are forgotten.
+const FORGET_KEYS_EVERY: Duration = Duration::from_secs(60);
 /// How often readiness is re-checked.
 const READINESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -325,6 +327,7 @@ impl Proxy {
 async fn sweep_reservations(ledger: Ledger) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_forget = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         match ledger.expire_reservations().await {
@@ -332,8 +335,13 @@ async fn sweep_reservations(ledger: Ledger) {
             Ok(n) => tracing::info!(released = n, "released the holds of dead or expired requests"),
             Err(e) => tracing::warn!(error = %e, "failed to release dead holds"),
         }
-        if let Err(e) = ledger.forget_expired_keys().await {
-            tracing::warn!(error = %e, "failed to forget expired idempotency keys");
+        // Keys live 24 h: forgetting them once a minute is plenty, and keeps
+        // a DELETE off the 2-second sweep.
+        if last_forget.elapsed() >= FORGET_KEYS_EVERY {
+            last_forget = tokio::time::Instant::now();
+            if let Err(e) = ledger.forget_expired_keys().await {
+                tracing::warn!(error = %e, "failed to forget expired idempotency keys");
+            }
         }
     }
 }
