@@ -24,6 +24,11 @@ use support::{TestNamespace, control_plane, eventually};
 use winston::api::{CreditLedger, Tenant, TenantInstance};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The tests of this binary share one control plane, and the first runs a
+/// cluster-wide controller that would serve the second's "elsewhere"
+/// namespace: they take turns.
+static ONE_CONTROLLER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const MOUNT_ROOT: &str = "/etc/winston/";
 
 /// Stands in for the kubelet: what one rendered container would see.
@@ -257,6 +262,7 @@ fn tenant(name: &str) -> Tenant {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() {
+    let _turn = ONE_CONTROLLER_AT_A_TIME.lock().await;
     let r = release("chart-run", &[], false).await;
     let tenants_ns = TestNamespace::new("chart-run-tenants").await;
     let (ns, release, dir, pg, docs, secrets) = (&r.ns, &r.name, &r.dir, &r.pg, &r.docs, &r.secrets);
@@ -307,6 +313,7 @@ async fn the_rendered_pods_run_and_the_controller_needs_no_more_than_its_rbac() 
 /// Tenant elsewhere is not its business and stays untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tenant_namespaces_the_controller_serves_them_with_roles_there_only() {
+    let _turn = ONE_CONTROLLER_AT_A_TIME.lock().await;
     let shop = TestNamespace::new("chart-run-shop").await;
     let clinic = TestNamespace::new("chart-run-clinic").await;
     let elsewhere = TestNamespace::new("chart-run-elsewhere").await;
