@@ -7,7 +7,8 @@
 //!
 //! - credits are integers (`i64`), never floating point;
 //! - the spendable balance never goes below zero, under any concurrency:
-//!   admission is one conditional `UPDATE` ([`Ledger::reserve`]);
+//!   admission is one SQL function call under the account's row lock
+//!   ([`Ledger::hold`]), alone or many in one commit ([`GroupCommit`]);
 //! - a grant id credits once, a period resets once, a request id is billed
 //!   once ([`Ledger::settle`] is idempotent per `(account, request id)`);
 //! - holds belong to a live proxy session ([`ProxySession`]): a dead
@@ -18,6 +19,7 @@
 //!   it), so no sequence of allotment changes mints credits.
 mod accounts;
 mod error;
+mod group;
 pub mod keys;
 mod migrate;
 pub mod money;
@@ -25,6 +27,7 @@ mod reserve;
 mod session;
 
 pub use error::LedgerError;
+pub use group::{DEFAULT_MAX_BATCH, GroupCommit};
 pub use keys::{ActiveKey, IssuedKey, hash_key};
 pub use migrate::{migrate, migrator};
 pub use money::HoldShape;

@@ -115,45 +115,38 @@ impl Settlement {
     }
 }
 
-/// `(outcome, amount, units, balance, available, allotment, pct, prior credits)`.
-type ReserveRow = (String, i64, i64, i64, i64, i64, i32, Option<i64>);
+/// `(outcome, amount, units, balance, available, allotment, pct, prior credits)`:
+/// one row of `winston_reserve`.
+pub(super) type ReserveRow = (String, i64, i64, i64, i64, i64, i32, Option<i64>);
 
-impl Ledger {
-    /// Holds credits for one request: refuses a key that completed or is in
-    /// flight with a live owner, lowers the output cap to what the balance
-    /// can pay, and takes the hold, atomically.
-    ///
-    /// # Errors
-    /// [`LedgerError::Insufficient`] when not even `min_units` fit;
-    /// [`LedgerError::AlreadyCompleted`] / [`LedgerError::InFlight`] for a
-    /// reused key; unknown account; database errors.
-    pub async fn hold(&self, req: &HoldRequest<'_>) -> Result<Reservation, LedgerError> {
-        let s = req.shape;
+/// `(debit, balance, reserved after, allotment, pct, inserted)`: one row of
+/// `winston_settle` (none when the account is unknown).
+pub(super) type SettleRow = (i64, i64, i64, i64, i32, i64);
+
+/// Milliseconds for SQL interval arithmetic (saturating).
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl HoldRequest<'_> {
+    /// Refuses a shape no hold can be taken for.
+    pub(super) fn validate(&self) -> Result<(), LedgerError> {
+        let s = self.shape;
         if s.fixed < 0 || s.per_unit_milli < 0 || s.max_units < s.min_units || s.min_units < 0 {
             return Err(LedgerError::InvalidAmount(s.fixed.min(s.per_unit_milli).min(s.min_units)));
         }
-        let id = Uuid::new_v4();
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let (outcome, amount, units, balance, available, allotment, low_threshold_pct, prior): ReserveRow =
-            sqlx::query_as("SELECT * FROM winston_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-                .bind(req.account)
-                .bind(id)
-                .bind(req.key)
-                .bind(req.owner)
-                .bind(s.fixed)
-                .bind(s.per_unit_milli)
-                .bind(s.max_units)
-                .bind(s.min_units)
-                .bind(ms(req.ttl))
-                .bind(ms(IDEMPOTENCY_WINDOW))
-                .fetch_one(&self.pool)
-                .await?;
-        let key = || req.key.unwrap_or_default().to_string();
+        Ok(())
+    }
+
+    /// What `winston_reserve` answered for this request, taken under `id`.
+    pub(super) fn outcome(&self, id: Uuid, row: ReserveRow) -> Result<Reservation, LedgerError> {
+        let (outcome, amount, units, balance, available, allotment, low_threshold_pct, prior) = row;
+        let key = || self.key.unwrap_or_default().to_string();
         match outcome.as_str() {
             "reserved" => Ok(Reservation {
                 id,
-                account: req.account.to_string(),
-                key: req.key.map(str::to_string),
+                account: self.account.to_string(),
+                key: self.key.map(str::to_string),
                 amount,
                 units,
                 balance,
@@ -168,8 +161,58 @@ impl Ledger {
             }),
             "completed" => Err(LedgerError::AlreadyCompleted { key: key(), credits: prior.unwrap_or(0) }),
             "in_flight" => Err(LedgerError::InFlight(key())),
-            _ => Err(LedgerError::UnknownAccount(req.account.to_string())),
+            _ => Err(LedgerError::UnknownAccount(self.account.to_string())),
         }
+    }
+}
+
+/// What `winston_settle` answered for settling `reservation` to `usage`.
+pub(super) fn settlement(
+    reservation: &Reservation,
+    usage: &Usage,
+    row: Option<SettleRow>,
+) -> Result<Settlement, LedgerError> {
+    let Some((credits, balance, reserved_after, allotment, low_threshold_pct, inserted)) = row else {
+        return Err(LedgerError::UnknownAccount(reservation.account.clone()));
+    };
+    Ok(Settlement {
+        credits,
+        cost: usage.cost.max(0),
+        already_billed: inserted == 0,
+        balance,
+        available: (balance - reserved_after).max(0),
+        allotment,
+        low_threshold_pct,
+    })
+}
+
+impl Ledger {
+    /// Holds credits for one request: refuses a key that completed or is in
+    /// flight with a live owner, lowers the output cap to what the balance
+    /// can pay, and takes the hold, atomically.
+    ///
+    /// # Errors
+    /// [`LedgerError::Insufficient`] when not even `min_units` fit;
+    /// [`LedgerError::AlreadyCompleted`] / [`LedgerError::InFlight`] for a
+    /// reused key; unknown account; database errors.
+    pub async fn hold(&self, req: &HoldRequest<'_>) -> Result<Reservation, LedgerError> {
+        req.validate()?;
+        let id = Uuid::new_v4();
+        let s = req.shape;
+        let row: ReserveRow = sqlx::query_as("SELECT * FROM winston_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(req.account)
+            .bind(id)
+            .bind(req.key)
+            .bind(req.owner)
+            .bind(s.fixed)
+            .bind(s.per_unit_milli)
+            .bind(s.max_units)
+            .bind(s.min_units)
+            .bind(millis(req.ttl))
+            .bind(millis(IDEMPOTENCY_WINDOW))
+            .fetch_one(&self.pool)
+            .await?;
+        req.outcome(id, row)
     }
 
     /// Holds exactly `amount` credits under the idempotency key `key` (a
@@ -190,93 +233,42 @@ impl Ledger {
         self.hold(&HoldRequest { account, key: Some(key), shape: HoldShape::fixed(amount), ttl, owner: None }).await
     }
 
-    /// Settles `reservation` to `usage` atomically: inserts the usage record
-    /// (unique per request), marks its idempotency key completed, drops the
-    /// hold and debits `usage.cost`, up to what the hold committed plus what
-    /// is free beyond other open holds ([`money::chargeable`]). The period
-    /// allotment is spent before granted credits; a hold stays a commitment
-    /// when the allotment is lowered under it meanwhile (the period is then
-    /// overspent, its remaining credits stay 0), so the balance never goes
-    /// below zero and a downgrade never turns held usage into free usage.
-    /// Idempotent: settling a request that was already billed debits
-    /// nothing and only drops the hold. Works even after the hold was
-    /// released (the debit is then limited to what is free).
+    /// Settles `reservation` to `usage` atomically (`winston_settle`):
+    /// inserts the usage record (unique per request), marks its idempotency
+    /// key completed, drops the hold and debits `usage.cost`, up to what the
+    /// hold committed plus what is free beyond other open holds
+    /// ([`money::chargeable`]). The period allotment is spent before granted
+    /// credits; a hold stays a commitment when the allotment is lowered
+    /// under it meanwhile (the period is then overspent, its remaining
+    /// credits stay 0), so the balance never goes below zero and a
+    /// downgrade never turns held usage into free usage. Idempotent:
+    /// settling a request that was already billed debits nothing and only
+    /// drops the hold. Works even after the hold was released (the debit is
+    /// then limited to what is free).
     ///
     /// One statement, so one round trip and the account row is locked only
-    /// while it runs: a busy account settles thousands of requests a second.
+    /// while it runs; [`super::GroupCommit`] settles many in one commit.
     ///
     /// # Errors
     /// Unknown account; database errors (nothing is changed then).
     pub async fn settle(&self, reservation: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
-        let row: Option<(i64, i64, i64, i64, i32, i64)> = sqlx::query_as(
-            "WITH r AS (
-                 DELETE FROM reservations WHERE id = $1 RETURNING amount
-             ), a AS (
-                 SELECT id, period_credits, granted_credits, allotment, low_threshold_pct,
-                        COALESCE((SELECT amount FROM r), 0) AS held,
-                        GREATEST(reserved - COALESCE((SELECT amount FROM r), 0), 0) AS reserved_after
-                 FROM accounts WHERE id = $2 FOR UPDATE
-             ), c AS (
-                 SELECT a.*, LEAST($6::bigint,
-                                   held + GREATEST(period_credits + granted_credits - reserved_after - held, 0))
-                             AS charge
-                 FROM a
-             ), ins AS (
-                 INSERT INTO usage_records
-                     (account_id, request_id, model, input_tokens, output_tokens, cost, credits, outcome,
-                      idempotency_key, cache_write_tokens, cache_read_tokens, tool_uses, estimated)
-                 SELECT $2, $1::text, $3, $4, $5, $6, charge, $7, $8, $9, $10, $11, $12 FROM c
-                 ON CONFLICT DO NOTHING
-                 RETURNING credits
-             ), k AS (
-                 UPDATE idempotency_keys SET completed_at = now(), credits = (SELECT credits FROM ins)
-                 WHERE account_id = $2 AND key = $8 AND reservation_id = $1 AND EXISTS (SELECT 1 FROM ins)
-                 RETURNING 1
-             ), d AS (
-                 SELECT c.*, COALESCE((SELECT credits FROM ins), 0) AS debit,
-                        (SELECT count(*) FROM ins) AS inserted
-                 FROM c
-             ), e AS (
-                 SELECT d.*, LEAST(GREATEST(d.debit - d.period_credits, 0), d.granted_credits) AS from_granted
-                 FROM d
-             )
-             UPDATE accounts acc SET
-                 period_spent = acc.period_spent + (e.debit - e.from_granted),
-                 granted_credits = acc.granted_credits - e.from_granted,
-                 reserved = e.reserved_after,
-                 used_this_period = acc.used_this_period + e.debit,
-                 updated_at = now()
-             FROM e WHERE acc.id = e.id
-             RETURNING e.debit,
-                       GREATEST(e.allotment - acc.period_spent, 0) + acc.granted_credits,
-                       e.reserved_after, e.allotment, e.low_threshold_pct, e.inserted",
-        )
-        .bind(reservation.id)
-        .bind(&reservation.account)
-        .bind(&usage.model)
-        .bind(usage.input_tokens.max(0))
-        .bind(usage.output_tokens.max(0))
-        .bind(usage.cost.max(0))
-        .bind(&usage.outcome)
-        .bind(reservation.key.as_deref())
-        .bind(usage.cache_write_tokens.max(0))
-        .bind(usage.cache_read_tokens.max(0))
-        .bind(usage.tool_uses.max(0))
-        .bind(usage.estimated)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((credits, balance, reserved_after, allotment, low_threshold_pct, inserted)) = row else {
-            return Err(LedgerError::UnknownAccount(reservation.account.clone()));
-        };
-        Ok(Settlement {
-            credits,
-            cost: usage.cost.max(0),
-            already_billed: inserted == 0,
-            balance,
-            available: (balance - reserved_after).max(0),
-            allotment,
-            low_threshold_pct,
-        })
+        let row: Option<SettleRow> =
+            sqlx::query_as("SELECT * FROM winston_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+                .bind(reservation.id)
+                .bind(&reservation.account)
+                .bind(&usage.model)
+                .bind(usage.input_tokens.max(0))
+                .bind(usage.output_tokens.max(0))
+                .bind(usage.cost.max(0))
+                .bind(&usage.outcome)
+                .bind(reservation.key.as_deref())
+                .bind(usage.cache_write_tokens.max(0))
+                .bind(usage.cache_read_tokens.max(0))
+                .bind(usage.tool_uses.max(0))
+                .bind(usage.estimated)
+                .fetch_optional(&self.pool)
+                .await?;
+        settlement(reservation, usage, row)
     }
 
     /// Drops the hold without charging (upstream error, refused request);

@@ -269,7 +269,7 @@ async fn hold(
         ttl: Duration::from_secs(st.settings.reservation_ttl_secs),
         owner: Some(st.session.owner()),
     };
-    st.ledger.hold(&req).await.map_err(|e| match e {
+    st.meter.hold(&req).await.map_err(|e| match e {
         LedgerError::Insufficient { needed, available, low } => Refused {
             credits: Some((available, low)),
             ..Refused::new(
@@ -446,7 +446,7 @@ pub(super) async fn release(st: &ProxyState, r: &Reservation) -> i64 {
 pub(super) async fn settle_durably(st: &ProxyState, r: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
     let retry =
         backon::ExponentialBuilder::default().with_min_delay(Duration::from_millis(20)).with_max_times(5).with_jitter();
-    let settled = backon::Retryable::retry(|| st.ledger.settle(r, usage), retry)
+    let settled = backon::Retryable::retry(|| st.meter.settle(r, usage), retry)
         .when(|e| matches!(e, LedgerError::Db(_)))
         .notify(|e, wait| tracing::warn!(error = %e, ?wait, "failed to settle; retrying"))
         .await?;

@@ -38,7 +38,7 @@ pub use auth::KeyCache;
 pub use catalog::{Catalog, CatalogError, Model, UpstreamKind};
 pub use errors::Api;
 
-use crate::ledger::{Ledger, LedgerError, ProxySession};
+use crate::ledger::{GroupCommit, Ledger, LedgerError, ProxySession};
 
 /// How often the dead holds of other proxies are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -119,6 +119,15 @@ pub struct Settings {
     /// Ledger database connections.
     #[arg(long, env = "WINSTON_PROXY_DB_CONNECTIONS", default_value_t = 32)]
     pub db_connections: u32,
+    /// Group-commit queues: holds and settlements that arrive while a
+    /// transaction runs share the next commit (one WAL flush for many
+    /// requests). Accounts are spread over the queues by hash; each queue
+    /// has at most one transaction open.
+    #[arg(long, env = "WINSTON_PROXY_COMMIT_QUEUES", default_value_t = 4)]
+    pub commit_queues: usize,
+    /// Most holds and settlements one commit takes.
+    #[arg(long, env = "WINSTON_PROXY_COMMIT_BATCH", default_value_t = crate::ledger::DEFAULT_MAX_BATCH)]
+    pub commit_batch: usize,
 }
 
 impl Default for Settings {
@@ -134,6 +143,8 @@ impl Default for Settings {
             shutdown_grace_secs: 300,
             upstream_timeout_secs: 600,
             db_connections: 32,
+            commit_queues: 4,
+            commit_batch: crate::ledger::DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -203,6 +214,8 @@ impl Drop for InFlightGuard {
 /// Everything a request handler needs.
 pub(crate) struct ProxyState {
     pub(crate) ledger: Ledger,
+    /// Holds and settlements, committed in groups.
+    pub(crate) meter: GroupCommit,
     /// The owner of every hold this process takes.
     pub(crate) session: ProxySession,
     /// Last result of the background readiness check.
@@ -239,7 +252,9 @@ impl Proxy {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(settings.upstream_timeout_secs))
             .build()?;
+        let meter = GroupCommit::start(&ledger, settings.commit_queues, settings.commit_batch);
         let state = ProxyState {
+            meter,
             ledger,
             session,
             ready: AtomicBool::new(false),
