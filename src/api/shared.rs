@@ -277,4 +277,12 @@ pub struct StackSpec {
     /// destroyed) or `Orphan` (they are left in place).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Seconds an instance may take from creation (or from losing `Ready`)
+    /// to `Ready` before it is reported `Stalled` with reason
+    /// `ProgressDeadlineExceeded` (it keeps retrying at the stalled
+    /// interval). 1 to 86400; the plan's `provisioningDeadlineSeconds`,
+    /// else Winston's `--provisioning-deadline-seconds` (1080) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub provisioning_deadline_seconds: Option<i64>,
 }
