@@ -207,6 +207,11 @@ impl<'a> Pass<'a> {
         let ids = self.railway_ids();
         ids.deployment_id = observed.deployment.as_ref().map(|d| d.id.clone());
         ids.domain.clone_from(&observed.domain);
+        // The URL is known from here on: the welcome email of this very pass
+        // carries it (a retried send must repeat the same payload).
+        if let Some(domain) = &observed.domain {
+            self.rec.status.urls.get_or_insert_default().service = Some(format!("https://{domain}"));
+        }
         self.service_url.clone_from(&observed.url);
         let url = observed.url.unwrap_or_default();
         StepResult::Done(format!("Railway service {id} deployed at {url}"))
