@@ -120,11 +120,27 @@ async fn instances_beyond_the_plan_and_unsupported_regions_are_refused() {
     })
     .await;
 
+    // A downgrade below the running instances deletes the surplus one.
+    apply(&ns, "two", "growth", "ops@two.example", "  instances: 2\n");
+    ready(&ns, "two-1", WITHIN).await;
+    assert_eq!(live(&stack, "railway", "service").await.len(), 3);
+    tenants.patch("two", &PatchParams::default(), &patch_plan("starter")).await.unwrap();
+    stalled_for(&ns, "two", "PlanLimitExceeded").await;
+    eventually("two-1 deleted with its service", WITHIN, || {
+        let (instances, stack) = (instances.clone(), &stack);
+        async move {
+            let gone = instances.get_opt("two-1").await.ok()?.is_none();
+            (gone && live(stack, "railway", "service").await.len() == 2).then_some(())
+        }
+    })
+    .await;
+    ready(&ns, "two-0", WITHIN).await;
+
     let region = "  components:\n    database: {}\n    compute: {region: europe-west4}\n";
     apply_tenant(&ns, "placed", region);
     let message = stalled_for(&ns, "placed", "RegionUnsupported").await;
     assert!(message.contains("europe-west4"), "{message}");
-    assert_eq!(live(&stack, "railway", "service").await.len(), 1, "nothing created for the refused region");
+    assert_eq!(live(&stack, "railway", "service").await.len(), 2, "nothing created for the refused region");
 }
 
 /// growth adds the frontend to a running stack without touching its
@@ -176,12 +192,36 @@ async fn an_upgrade_adds_the_frontend_and_a_downgrade_removes_it() {
     })
     .await;
     assert_eq!(live(&stack, "vercel", "project").await.len(), 0, "the Vercel project outlived the downgrade");
-    assert_eq!((ids(&shrunk).0, ids(&shrunk).1), (db, service), "the downgrade touched the database or service");
+    assert_eq!(
+        (ids(&shrunk).0, ids(&shrunk).1),
+        (db.clone(), service),
+        "the downgrade touched the database or service"
+    );
     assert_eq!(live(&stack, "railway", "service").await.len(), 1);
     assert_eq!(live(&stack, "neon", "project").await.len(), 1);
     let urls = shrunk.status.as_ref().and_then(|s| s.urls.clone()).unwrap_or_default();
     assert_eq!(urls.frontend, None);
     assert!(urls.service.is_some());
+
+    // Dropping compute from the spec deletes the Railway service and
+    // project; the database stays as it is.
+    let database_only = json!({"spec": {"components": {"compute": null, "frontend": null}}});
+    tenants.patch("shop", &PatchParams::default(), &Patch::Merge(database_only)).await.unwrap();
+    let lean = eventually("shop-0 Ready without its service", WITHIN, || {
+        let instances = instances.clone();
+        async move {
+            let ti = instances.get_opt("shop-0").await.ok()??;
+            let st = ti.status.as_ref()?;
+            let done = st.observed_generation == ti.metadata.generation && ids(&ti).1.is_none();
+            (done && conditions::is_true(&st.conditions, "Ready")).then_some(ti)
+        }
+    })
+    .await;
+    assert_eq!(live(&stack, "railway", "service").await.len(), 0, "{}", stack.objects().await);
+    assert_eq!(live(&stack, "railway", "project").await.len(), 0, "{}", stack.objects().await);
+    assert_eq!(ids(&lean).0, db, "the database was touched");
+    assert_eq!(live(&stack, "neon", "project").await.len(), 1);
+    assert_eq!(lean.status.as_ref().and_then(|s| s.urls.clone()), None);
 }
 
 /// An instance past its deadline is Stalled for `ProgressDeadlineExceeded`
