@@ -79,17 +79,23 @@ pub fn newly_exceeded(before: Option<&TenantInstanceStatus>) -> bool {
 /// operator (when configured) and, when the instance never sent its
 /// welcome email, the plan's failure email to the customer. Returns what
 /// could not be sent (for warning Events; never a secret).
+///
+/// # Guarantees
+/// Each email's content depends only on the instance, its plan, the
+/// deadline and `since`, so a retry after a crash or a failed status write
+/// repeats the same payload under the same key and Resend sends nothing
+/// twice.
 pub async fn notify(
     engine: &Engine,
     ti: &TenantInstance,
     status: &TenantInstanceStatus,
-    message: &str,
+    limit: Duration,
     since: Timestamp,
 ) -> Vec<String> {
     let mut failed = Vec::new();
     let uid = ti.uid().unwrap_or_default();
     if let Some(operator) = &engine.args.operator_email {
-        let email = operator_email(engine, ti, operator, message);
+        let email = operator_email(engine, ti, operator, limit, since);
         let key = format!("deadline-{uid}-{}", since.as_second());
         if let Err(e) = send(engine, &email, &key).await {
             failed.push(format!("failed to notify the operator: {e}"));
@@ -119,15 +125,18 @@ async fn send(engine: &Engine, email: &Email, key: &str) -> Result<String, Engin
     Ok(engine.providers.resend.send(email, key).await?)
 }
 
-/// The operator's notification: which instance, how long, what it waits on.
-fn operator_email(engine: &Engine, ti: &TenantInstance, to: &str, message: &str) -> Email {
+/// The operator's notification: which instance, which deadline, since
+/// when, and where to look (the step it waits on is in its status).
+fn operator_email(engine: &Engine, ti: &TenantInstance, to: &str, limit: Duration, since: Timestamp) -> Email {
     let (ns, name) = (ti.namespace().unwrap_or_default(), ti.name_any());
     let text = format!(
-        "TenantInstance {ns}/{name} (Tenant {tenant}, plan {plan}) is {reason}:\n\n{message}\n\n\
-         Winston keeps retrying every {retry}s. Inspect it with:\n  kubectl -n {ns} describe tenantinstance {name}\n",
+        "TenantInstance {ns}/{name} (Tenant {tenant}, plan {plan}) is {reason}: not Ready within {limit}s \
+         of {since}.\n\nWinston keeps retrying every {retry}s. What it waits on:\n  \
+         kubectl -n {ns} describe tenantinstance {name}\n",
         tenant = ti.spec.tenant_ref.name,
         plan = ti.spec.stack.plan,
         reason = reason::PROGRESS_DEADLINE_EXCEEDED,
+        limit = limit.as_secs(),
         retry = engine.args.stalled_retry_seconds,
     );
     Email {

@@ -370,7 +370,7 @@ async fn check_deadline(
     if super::deadline::newly_exceeded(ti.status.as_ref()) {
         let note = message.clone();
         notices.push(Notice { warning: true, reason: reason::PROGRESS_DEADLINE_EXCEEDED, action: "Provision", note });
-        for failure in super::deadline::notify(engine, ti, &rec.status, &message, since).await {
+        for failure in super::deadline::notify(engine, ti, &rec.status, limit, since).await {
             tracing::warn!(instance = %ti.name_any(), error = %failure, "deadline notification not sent");
             notices.push(Notice { warning: true, reason: "NotificationFailed", action: "Notify", note: failure });
         }
