@@ -58,7 +58,12 @@ async fn emails_to(stack: &Stack, to: &str) -> Vec<Value> {
 
 /// `GET /emails/{id}` on the emulated Resend, as the platform returns it.
 async fn email_body(stack: &Stack, id: &str) -> Value {
-    let url = format!("{}{}/emails/{id}", stack.emu.base(), winston::emulator::RESEND_PATH);
+    platform_get(stack, &format!("{}/emails/{id}", winston::emulator::RESEND_PATH)).await
+}
+
+/// `GET <path>` on the emulated platforms, with the emulator's token.
+async fn platform_get(stack: &Stack, path: &str) -> Value {
+    let url = format!("{}{path}", stack.emu.base());
     let r = reqwest::Client::new().get(url).bearer_auth(winston::emulator::DEFAULT_TOKEN).send().await.unwrap();
     r.json().await.unwrap()
 }
@@ -372,4 +377,27 @@ async fn a_second_tenant_with_the_same_contact_email_is_refused() {
     ready(&ns, "zzz-later-0", WITHIN).await;
     let (status, _, _) = tenant_condition(&ns, "zzz-later", "Stalled").await.unwrap();
     assert_eq!(status, "False");
+}
+
+/// `components.database.region` is honoured on both database platforms:
+/// the Neon and the Supabase project are created where the Tenant asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_regions_are_honoured_on_neon_and_supabase() {
+    let ns = TestNamespace::new("regions").await;
+    let stack = Stack::start(50).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    let neon = "  components:\n    database: {provider: Neon, region: aws-eu-central-1}\n    compute: {}\n";
+    let supabase = "  components:\n    database: {provider: Supabase, region: eu-central-1}\n    compute: {}\n";
+    apply(&ns, "on-neon", "starter", "ops@on-neon.example", neon);
+    apply(&ns, "on-supa", "starter", "ops@on-supa.example", supabase);
+    let neon_ti = ready(&ns, "on-neon-0", WITHIN).await;
+    let supa_ti = ready(&ns, "on-supa-0", WITHIN).await;
+    let ext = |ti: &TenantInstance| ti.status.as_ref().unwrap().external.clone().unwrap();
+    let project_id = ext(&neon_ti).neon.unwrap().project_id.unwrap();
+    let reference = ext(&supa_ti).supabase.unwrap().project_ref.unwrap();
+    let neon_project = platform_get(&stack, &format!("{}/projects/{project_id}", winston::emulator::NEON_PATH)).await;
+    assert_eq!(neon_project["project"]["region_id"], "aws-eu-central-1", "{neon_project}");
+    let path = format!("{}/v1/projects/{reference}", winston::emulator::SUPABASE_PATH);
+    let supa_project = platform_get(&stack, &path).await;
+    assert_eq!(supa_project["region"], "eu-central-1", "{supa_project}");
 }
