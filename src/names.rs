@@ -95,4 +95,14 @@ pub mod reason {
     pub const UNKNOWN_PLAN: &str = "UnknownPlan";
     /// CreditLedger: `spec.periodAnchor` lies in the future.
     pub const PERIOD_NOT_STARTED: &str = "PeriodNotStarted";
+    /// Tenant: `spec.instances` is more than the plan's `maxInstances`
+    /// (only the plan's number of instances exist).
+    pub const PLAN_LIMIT_EXCEEDED: &str = "PlanLimitExceeded";
+    /// Tenant: an earlier Tenant in the namespace has the same contact
+    /// email; this one is not provisioned.
+    pub const DUPLICATE_CONTACT_EMAIL: &str = "DuplicateContactEmail";
+    /// TenantInstance: not Ready within its provisioning deadline (still retried).
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// TenantInstance: the spec names a region the platform client cannot honour.
+    pub const REGION_UNSUPPORTED: &str = "RegionUnsupported";
 }

@@ -45,6 +45,12 @@ pub struct Plan {
     /// Skills available to the agent.
     #[serde(default)]
     pub skills: Vec<String>,
+    /// Seconds an instance on this plan may take to become Ready before it
+    /// is reported `ProgressDeadlineExceeded`; Winston's
+    /// `--provisioning-deadline-seconds` when omitted. A Tenant's
+    /// `spec.provisioningDeadlineSeconds` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_deadline_seconds: Option<u64>,
 }
 
 impl Plan {
@@ -79,6 +85,9 @@ impl PlanCatalog {
     pub fn parse(yaml: &str) -> Result<Self, PlanError> {
         let catalog: Self = serde_saphyr::from_str(yaml)?;
         for (name, p) in &catalog.plans {
+            if p.provisioning_deadline_seconds == Some(0) {
+                return Err(PlanError::Invalid(format!("plan {name}: provisioningDeadlineSeconds must be positive")));
+            }
             if p.credits_per_month < 0 || p.max_instances < 0 {
                 return Err(PlanError::Invalid(format!("plan {name}: credits and instances must not be negative")));
             }

@@ -57,6 +57,49 @@ fn default_plan_values_equal_the_builtin_plan_catalog() {
     assert_eq!(parsed.get("enterprise").map(|p| (p.credits_per_month, p.max_instances)), Some((9_000_000, 20)));
 }
 
+/// Per-plan email templates from values reach the controller as files in
+/// the directory its `WINSTON_EMAIL_TEMPLATES` names, in the format the
+/// controller loads; the operator's address and the deadline as variables.
+#[test]
+fn email_templates_render_into_a_mounted_directory_the_controller_loads() {
+    let rendered = render(
+        "winston",
+        &[
+            "--set-string=emails.templates.growth\\.welcome\\.subject=Growth {{agent_name}} is live",
+            "--set-string=emails.templates.welcome\\.txt=Open {{agent_url}}",
+            "emails.operatorEmail=oncall@example.com",
+            "emails.provisioningDeadlineSeconds=600",
+        ],
+    );
+    let docs = documents(&rendered);
+    let cm = docs.iter().find(|d| kind_name(d) == ("ConfigMap".into(), "winston-emails".into())).expect("ConfigMap");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in cm["data"].as_object().unwrap() {
+        std::fs::write(dir.path().join(name), text.as_str().unwrap()).unwrap();
+    }
+    let t = winston::engine::mail::Templates::load(Some(dir.path())).unwrap();
+    let mut v = winston::engine::mail::Values::default();
+    v.set("agent_name", "Ava").set("agent_url", "https://a.example");
+    use winston::engine::mail::Kind;
+    assert_eq!(t.render(Kind::Welcome, "growth", &v).subject, "Growth Ava is live");
+    assert_eq!(t.render(Kind::Welcome, "free", &v).text, "Open https://a.example");
+    let deploy = docs.iter().find(|d| kind_name(d) == ("Deployment".into(), "winston-controller".into())).unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let var = |n: &str| env.iter().find(|e| e["name"] == n).map(|e| e["value"].clone());
+    assert_eq!(var("WINSTON_EMAIL_TEMPLATES"), Some(Value::from("/etc/winston/email")));
+    assert_eq!(var("WINSTON_OPERATOR_EMAIL"), Some(Value::from("oncall@example.com")));
+    assert_eq!(var("WINSTON_PROVISIONING_DEADLINE_SECONDS"), Some(Value::from("600")));
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let mount = mounts.iter().find(|m| m["mountPath"] == "/etc/winston/email").expect("mounted");
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+    assert_eq!(volume["configMap"]["name"], "winston-emails");
+    // Without templates the directory is empty and the built-in ones apply.
+    let plain = documents(&render("winston", &[]));
+    let cm = plain.iter().find(|d| kind_name(d) == ("ConfigMap".into(), "winston-emails".into())).unwrap();
+    assert!(cm["data"].as_object().is_none_or(serde_json::Map::is_empty), "{cm}");
+}
+
 #[test]
 fn model_values_render_into_the_proxy_catalog_format() {
     let models = configmap_data(&render("winston", &[]), "winston-models", "models.yaml");

@@ -21,7 +21,7 @@ fn tenant(name: &str, plan: &str, instances: i32) -> Tenant {
         "apiVersion": "winston.dev/v1alpha1",
         "kind": "Tenant",
         "metadata": { "name": name },
-        "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": plan, "instances": instances }
+        "spec": { "displayName": "Acme", "contactEmail": format!("ops@{name}.example"), "plan": plan, "instances": instances }
     }))
     .unwrap()
 }

@@ -29,7 +29,7 @@ fn tenant(name: &str, plan: &str) -> Tenant {
         "apiVersion": "winston.dev/v1alpha1",
         "kind": "Tenant",
         "metadata": { "name": name },
-        "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": plan }
+        "spec": { "displayName": "Acme", "contactEmail": format!("ops@{name}.example"), "plan": plan }
     }))
     .unwrap()
 }

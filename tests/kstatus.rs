@@ -112,7 +112,7 @@ fn tenant(name: &str, persona: &str) -> Tenant {
         "apiVersion": "winston.dev/v1alpha1",
         "kind": "Tenant",
         "metadata": { "name": name },
-        "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": "starter",
+        "spec": { "displayName": "Acme", "contactEmail": format!("ops@{name}.example"), "plan": "starter",
                   "persona": { "name": persona } }
     }))
     .unwrap()

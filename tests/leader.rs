@@ -43,7 +43,7 @@ fn tenant(name: &str) -> Tenant {
         "apiVersion": "winston.dev/v1alpha1",
         "kind": "Tenant",
         "metadata": { "name": name },
-        "spec": { "displayName": "Acme", "contactEmail": "ops@acme.example", "plan": "starter", "instances": 1 }
+        "spec": { "displayName": "Acme", "contactEmail": format!("ops@{name}.example"), "plan": "starter", "instances": 1 }
     }))
     .unwrap()
 }

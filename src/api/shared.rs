@@ -120,8 +120,9 @@ pub struct DatabaseComponent {
     /// Database platform: `Neon` (default) or `Supabase`. Immutable.
     #[serde(default)]
     pub provider: DatabaseProvider,
-    /// Platform region id (for example `aws-us-east-2`); the platform default
-    /// when omitted. Immutable once the Tenant exists.
+    /// Platform region id (for example `aws-us-east-2` on Neon, `eu-central-1`
+    /// on Supabase), honoured on both; Winston's `--neon-region` or
+    /// `--supabase-region` when omitted. Immutable once the Tenant exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
     pub region: Option<String>,
@@ -151,7 +152,10 @@ pub struct ComputeComponent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$"))]
     pub image: Option<String>,
-    /// Platform region id; the platform default when omitted.
+    /// Platform region id. Not supported yet: Winston places Railway
+    /// services in the platform's default region, so an instance whose
+    /// Tenant sets it is not provisioned (Stalled, reason `RegionUnsupported`)
+    /// rather than placed elsewhere than asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
     pub region: Option<String>,
@@ -277,4 +281,12 @@ pub struct StackSpec {
     /// destroyed) or `Orphan` (they are left in place).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Seconds an instance may take from creation (or from losing `Ready`)
+    /// to `Ready` before it is reported `Stalled` with reason
+    /// `ProgressDeadlineExceeded` (it keeps retrying at the stalled
+    /// interval). 1 to 86400; the plan's `provisioningDeadlineSeconds`,
+    /// else Winston's `--provisioning-deadline-seconds` (1080) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub provisioning_deadline_seconds: Option<i64>,
 }

@@ -27,6 +27,8 @@ pub struct Context {
     /// reconcile, filled by the watches that also trigger it (a LIST per
     /// reconcile costs the API server O(instances) each time).
     pub caches: std::sync::OnceLock<ChildCaches>,
+    /// The plan catalog (instance limits); `None` judges no plan limit.
+    pub plans: Option<std::sync::Arc<crate::plans::PlanCatalog>>,
     recorder: Recorder,
     failures: Failures,
 }
@@ -36,6 +38,8 @@ pub struct Context {
 pub struct ChildCaches {
     pub instances: kube::runtime::reflector::Store<crate::api::TenantInstance>,
     pub ledgers: kube::runtime::reflector::Store<crate::api::CreditLedger>,
+    /// Every watched Tenant (contact emails must be unique per namespace).
+    pub tenants: kube::runtime::reflector::Store<crate::api::Tenant>,
 }
 
 impl Context {
@@ -50,6 +54,7 @@ impl Context {
             ledger: None,
             engine: None,
             caches: std::sync::OnceLock::new(),
+            plans: None,
             failures: Failures::default(),
         }
     }
@@ -58,6 +63,13 @@ impl Context {
     #[must_use]
     pub fn with_ledger(mut self, ledger: Option<Ledger>) -> Self {
         self.ledger = ledger;
+        self
+    }
+
+    /// The same context with the plan catalog.
+    #[must_use]
+    pub fn with_plans(mut self, plans: std::sync::Arc<crate::plans::PlanCatalog>) -> Self {
+        self.plans = Some(plans);
         self
     }
 

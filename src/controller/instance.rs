@@ -113,6 +113,14 @@ impl engine::Host for Context {
     fn reset_backoff(&self, ti: &TenantInstance) {
         self.succeeded(&backoff_key(ti));
     }
+
+    fn step_converged(&self, step: crate::api::StepName, seconds: f64) {
+        self.metrics.step_converged(step.as_str(), seconds);
+    }
+
+    fn became_ready(&self, seconds: f64) {
+        self.metrics.became_ready(seconds);
+    }
 }
 
 /// Failed reconciles: metric, warning log, per-object backoff.

@@ -22,6 +22,16 @@ struct ErrorLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: &'static str,
+}
+
+/// Buckets of provisioning durations: seconds to the 18-minute default
+/// deadline and beyond.
+const PROVISIONING_BUCKETS: [f64; 13] =
+    [0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1080.0, 1800.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabel {
     kind: &'static str,
     what: &'static str,
@@ -36,6 +46,8 @@ pub struct Metrics {
     duration: Family<KindLabel, Histogram>,
     writes: Family<WriteLabel, Counter>,
     leader: Gauge<i64, AtomicI64>,
+    step_duration: Family<StepLabel, Histogram>,
+    to_ready: Histogram,
 }
 
 impl Default for Metrics {
@@ -53,7 +65,20 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", duration.clone());
         registry.register("kube_writes", "Writes to the Kubernetes API, by kind and what was written", writes.clone());
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Self { registry: Arc::new(registry), reconciles, failures, duration, writes, leader }
+        let step_duration =
+            Family::<StepLabel, Histogram>::new_with_constructor(|| Histogram::new(PROVISIONING_BUCKETS));
+        let to_ready = Histogram::new(PROVISIONING_BUCKETS);
+        registry.register(
+            "provisioning_step_duration_seconds",
+            "Seconds from a provisioning step's start to Done, by step",
+            step_duration.clone(),
+        );
+        registry.register(
+            "provisioning_duration_seconds",
+            "Seconds from a TenantInstance's creation (or loss of Ready) to Ready",
+            to_ready.clone(),
+        );
+        Self { registry: Arc::new(registry), reconciles, failures, duration, writes, leader, step_duration, to_ready }
     }
 }
 
@@ -74,6 +99,16 @@ impl Metrics {
         self.writes.get_or_create(&WriteLabel { kind, what }).inc();
     }
 
+    /// Records a provisioning step that converged after `seconds`.
+    pub fn step_converged(&self, step: &'static str, seconds: f64) {
+        self.step_duration.get_or_create(&StepLabel { step }).observe(seconds);
+    }
+
+    /// Records an instance that became Ready after `seconds`.
+    pub fn became_ready(&self, seconds: f64) {
+        self.to_ready.observe(seconds);
+    }
+
     /// Sets whether this replica leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
@@ -86,5 +121,24 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provisioning_histograms_are_exported() {
+        let m = Metrics::default();
+        m.step_converged("database", 1.5);
+        m.became_ready(42.0);
+        let text = m.render();
+        assert!(
+            text.contains("winston_provisioning_step_duration_seconds_bucket{le=\"2.5\",step=\"database\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("winston_provisioning_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("winston_provisioning_duration_seconds_sum 42.0"), "{text}");
     }
 }

@@ -193,7 +193,8 @@ fn context(
     ledger: Option<crate::ledger::Ledger>,
     plans: &crate::plans::PlanCatalog,
 ) -> anyhow::Result<Context> {
-    let ctx = Context::new(client, metrics, Some(identity)).with_ledger(ledger.clone());
+    let ctx =
+        Context::new(client, metrics, Some(identity)).with_ledger(ledger.clone()).with_plans(Arc::new(plans.clone()));
     let Some(ledger) = ledger else {
         tracing::warn!("no --database-url: TenantInstances are not provisioned, only Tenants reconciled");
         return Ok(ctx);
@@ -225,6 +226,7 @@ fn build_engine(
         plans,
         args: args.engine.clone(),
         http,
+        mail: crate::engine::mail::Templates::load(args.engine.email_templates.as_deref())?,
         stalls_seen: Default::default(),
     })
 }
@@ -290,7 +292,11 @@ fn tenant_controller(
     let (tenant_store, tenant_writer) = reflector::store();
     let (instance_store, instance_writer) = reflector::store();
     let (ledger_store, ledger_writer) = reflector::store();
-    let _ = ctx.caches.set(context::ChildCaches { instances: instance_store, ledgers: ledger_store });
+    let _ = ctx.caches.set(context::ChildCaches {
+        instances: instance_store,
+        ledgers: ledger_store,
+        tenants: tenant_store.clone(),
+    });
     Controller::for_stream(cached(&apis.tenants, &wc, tenant_writer, &ctx), tenant_store)
         .with_config(config)
         .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx))

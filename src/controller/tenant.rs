@@ -27,6 +27,8 @@ use crate::names;
 const KIND: &str = "Tenant";
 /// Resync period of a converged Tenant (changes of children trigger at once).
 const RESYNC: Duration = Duration::from_secs(600);
+/// How often a refused Tenant is judged again (from the watch cache).
+const REFUSED_RECHECK: Duration = Duration::from_secs(30);
 /// How often deletion progress is re-checked while children disappear.
 const DELETE_POLL: Duration = Duration::from_secs(2);
 
@@ -59,15 +61,20 @@ pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Ac
 /// refused it) before the error policy retries it.
 async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let children = Children::of(tenant, ctx);
-    let desired = plan::desired_instances(tenant)?;
+    let plan_entry = ctx.plans.as_ref().and_then(|p| p.get(&tenant.spec.stack.plan));
+    let admission = plan::admission(tenant, plan_entry, &children.siblings(ctx).await?);
+    if !admission.provision {
+        return refuse(tenant, ctx, &children, admission.refusal.as_ref()).await;
+    }
+    let desired = plan::desired_instances_within(tenant, admission.granted)?;
     let (listed, existing) = children.observe_instances(ctx, &desired).await?;
     let changes = plan::instance_changes(desired, &existing, &children.uid);
     let mut instances = listed;
-    let written = children.write(ctx, changes, &mut instances).await;
+    let written = children.write(ctx, changes, admission.granted, &mut instances).await;
     instances.retain(|o| o.spec.ordinal < tenant.spec.instances);
     match written {
         Ok(ledger) => {
-            write_status(tenant, ctx, &instances, ledger.as_ref(), None).await?;
+            write_status(tenant, ctx, &instances, ledger.as_ref(), admission.refusal.as_ref()).await?;
             Ok(Action::requeue(jittered(RESYNC)))
         }
         Err(error) => {
@@ -82,6 +89,28 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
             Err(error)
         }
     }
+}
+
+/// A Tenant that is not provisioned (see [`plan::admission`]): its
+/// children, if it has any from before, are left as they are; its status
+/// says why, with one warning Event when it starts being refused. It is
+/// looked at again soon, as nothing else triggers it when the Tenant it
+/// clashes with goes away.
+async fn refuse(
+    tenant: &Tenant,
+    ctx: &Context,
+    children: &Children<'_>,
+    refusal: Option<&plan::ChildFailure>,
+) -> Result<Action> {
+    let (instances, _) = children.observe_instances(ctx, &[]).await?;
+    let ledger = children.observe_ledger(ctx).await?;
+    let before = tenant.status.as_ref().and_then(|s| crate::api::conditions::find(&s.conditions, names::COND_STALLED));
+    let newly = refusal.is_some_and(|r| before.is_none_or(|c| c.status != "True" || c.reason != r.reason));
+    write_status(tenant, ctx, &instances, ledger.as_ref(), refusal).await?;
+    if let Some(r) = refusal.filter(|_| newly) {
+        ctx.event(&children.reference, true, r.reason, "Admit", r.message.clone()).await;
+    }
+    Ok(Action::requeue(jittered(REFUSED_RECHECK)))
 }
 
 /// A deleted Tenant: delete its own children, wait until they are gone,
@@ -123,6 +152,25 @@ impl<'a> Children<'a> {
             ledgers: Api::namespaced(ctx.client.clone(), &ns),
             ns,
         }
+    }
+
+    /// The Tenants of the namespace, from the watch cache (else a LIST).
+    async fn siblings(&self, ctx: &Context) -> Result<Vec<Tenant>> {
+        Ok(match ctx.caches.get() {
+            Some(c) => c
+                .tenants
+                .state()
+                .iter()
+                .filter(|t| t.namespace().as_deref() == Some(self.ns.as_str()))
+                .map(|t| (**t).clone())
+                .collect(),
+            None => {
+                Api::<Tenant>::namespaced(self.instances.clone().into_client(), &self.ns)
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+            }
+        })
     }
 
     fn selector(&self) -> ListParams {
@@ -169,10 +217,11 @@ impl<'a> Children<'a> {
         &self,
         ctx: &Context,
         changes: Vec<InstanceChange>,
+        granted: i32,
         instances: &mut Vec<TenantInstance>,
     ) -> Result<Option<CreditLedger>> {
         self.apply_instances(ctx, changes, instances).await?;
-        self.delete_surplus(ctx, instances).await?;
+        self.delete_surplus(ctx, granted, instances).await?;
         self.sync_ledger(ctx).await
     }
 
@@ -204,8 +253,8 @@ impl<'a> Children<'a> {
     }
 
     /// Deletes the instances the Tenant no longer wants.
-    async fn delete_surplus(&self, ctx: &Context, observed: &[TenantInstance]) -> Result<()> {
-        for extra in plan::surplus_instances(self.tenant, observed) {
+    async fn delete_surplus(&self, ctx: &Context, granted: i32, observed: &[TenantInstance]) -> Result<()> {
+        for extra in plan::surplus_instances(self.tenant, granted, observed) {
             // The cache may still show an instance that is already gone.
             match self.instances.delete(&extra.name_any(), &DeleteParams::background()).await {
                 Err(kube::Error::Api(e)) if e.code == 404 => continue,

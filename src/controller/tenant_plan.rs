@@ -34,9 +34,18 @@ pub fn owner_ref(tenant: &Tenant) -> Result<OwnerReference, super::Error> {
 /// # Errors
 /// As [`owner_ref`].
 pub fn desired_instances(tenant: &Tenant) -> Result<Vec<TenantInstance>, super::Error> {
+    desired_instances_within(tenant, tenant.spec.instances)
+}
+
+/// The TenantInstances `tenant` gets when `granted` of them are allowed
+/// (see [`admission`]): ordinal 0..min(spec.instances, granted).
+///
+/// # Errors
+/// As [`owner_ref`].
+pub fn desired_instances_within(tenant: &Tenant, granted: i32) -> Result<Vec<TenantInstance>, super::Error> {
     let name = tenant.metadata.name.clone().ok_or(super::Error::InvalidObject("Tenant without name"))?;
     let owner = owner_ref(tenant)?;
-    Ok((0..tenant.spec.instances.max(1))
+    Ok((0..tenant.spec.instances.max(1).min(granted))
         .map(|ordinal| {
             let mut labels = child_labels(&name);
             labels.insert(names::LABEL_INSTANCE_ORDINAL.to_string(), ordinal.to_string());
@@ -167,16 +176,81 @@ pub fn instance_changes(
         .collect()
 }
 
-/// The instances of `observed` the Tenant no longer wants (ordinal beyond
-/// `spec.instances`) that are its own and not already being deleted.
+/// The instances of `observed` the Tenant no longer gets (ordinal at or
+/// beyond `granted`: `spec.instances` lowered, or a plan whose
+/// `maxInstances` is lower) that are its own and not already being deleted.
 pub fn surplus_instances<'a>(
     tenant: &Tenant,
+    granted: i32,
     observed: &'a [TenantInstance],
 ) -> impl Iterator<Item = &'a TenantInstance> {
-    let (wanted, uid) = (tenant.spec.instances, tenant.metadata.uid.clone().unwrap_or_default());
+    let (wanted, uid) = (tenant.spec.instances.min(granted), tenant.metadata.uid.clone().unwrap_or_default());
     observed.iter().filter(move |o| {
         o.spec.ordinal >= wanted && !controlled_by_other(&o.metadata, &uid) && o.metadata.deletion_timestamp.is_none()
     })
+}
+
+/// What the plan and the namespace allow a Tenant (pure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Whether the Tenant is provisioned at all (instances and ledger).
+    pub provision: bool,
+    /// How many instances it gets: `spec.instances`, or fewer when the
+    /// plan's `maxInstances` is lower.
+    pub granted: i32,
+    /// Why it gets less than it asks for, shown as `Stalled`.
+    pub refusal: Option<ChildFailure>,
+}
+
+/// Judges `tenant` by its plan (`None`: not in the catalog, judged by the
+/// instances) and the other Tenants of its namespace.
+///
+/// # Guarantees
+/// - Two Tenants with one contact email (compared without case): the one
+///   created first (then: the smaller name) is provisioned; the other is
+///   not, with reason `DuplicateContactEmail`. The message names the
+///   other Tenant, never the address.
+/// - `spec.instances` above the plan's `maxInstances`: only `maxInstances`
+///   instances exist (surplus ones are deleted), reason `PlanLimitExceeded`.
+#[must_use]
+pub fn admission(tenant: &Tenant, plan: Option<&crate::plans::Plan>, siblings: &[Tenant]) -> Admission {
+    if let Some(first) = earlier_with_same_email(tenant, siblings) {
+        let message = format!(
+            "contact email already used by Tenant {first} (created earlier): this Tenant is not provisioned; \
+             give it another contact email or delete one of them"
+        );
+        let refusal = ChildFailure { reason: reason::DUPLICATE_CONTACT_EMAIL, message, terminal: true };
+        return Admission { provision: false, granted: 0, refusal: Some(refusal) };
+    }
+    let asked = tenant.spec.instances.max(1);
+    match plan {
+        Some(p) if asked > p.max_instances => {
+            let (plan, max) = (&tenant.spec.stack.plan, p.max_instances);
+            let message = format!(
+                "spec.instances is {asked} but plan \"{plan}\" allows at most {max}: only {max} provisioned \
+                 (lower spec.instances or choose a larger plan)"
+            );
+            let refusal = ChildFailure { reason: reason::PLAN_LIMIT_EXCEEDED, message, terminal: true };
+            Admission { provision: true, granted: max, refusal: Some(refusal) }
+        }
+        _ => Admission { provision: true, granted: asked, refusal: None },
+    }
+}
+
+/// The name of the first Tenant in `siblings` (same namespace, not being
+/// deleted) with `tenant`'s contact email that precedes it by creation
+/// time, then by name.
+fn earlier_with_same_email(tenant: &Tenant, siblings: &[Tenant]) -> Option<String> {
+    let email = tenant.spec.profile.contact_email.trim().to_lowercase();
+    let key = |t: &Tenant| (t.metadata.creation_timestamp.clone().map(|c| c.0), t.metadata.name.clone());
+    siblings
+        .iter()
+        .filter(|o| o.metadata.namespace == tenant.metadata.namespace && o.metadata.uid != tenant.metadata.uid)
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .filter(|o| o.spec.profile.contact_email.trim().to_lowercase() == email)
+        .filter(|o| key(o) < key(tenant))
+        .min_by_key(|o| key(o))
+        .and_then(|o| o.metadata.name.clone())
 }
 
 /// What the Tenant controller does about its CreditLedger.
@@ -505,6 +579,65 @@ mod tests {
         ti
     }
 
+    fn created(mut t: Tenant, name: &str, uid: &str, at: i64, email: &str) -> Tenant {
+        t.metadata.name = Some(name.into());
+        t.metadata.uid = Some(uid.into());
+        t.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(at).expect("time")));
+        t.spec.profile.contact_email = email.into();
+        t
+    }
+
+    #[test]
+    fn the_later_tenant_with_one_contact_email_is_not_provisioned() {
+        let first = created(tenant(1), "first", "u1", 100, "Ops@Acme.test");
+        let later = created(tenant(1), "later", "u2", 200, "ops@acme.test");
+        let same_time = created(tenant(1), "aaa", "u3", 200, "ops@acme.test");
+        let other = created(tenant(1), "other", "u4", 50, "someone@else.test");
+        let all = [first.clone(), later.clone(), same_time.clone(), other.clone()];
+        let plan = crate::plans::PlanCatalog::builtin();
+        let starter = plan.get("starter");
+        assert_eq!(admission(&first, starter, &all), Admission { provision: true, granted: 1, refusal: None });
+        let refused = admission(&later, starter, &all);
+        assert!(!refused.provision && refused.granted == 0);
+        let r = refused.refusal.expect("refusal");
+        assert_eq!((r.reason, r.terminal), (reason::DUPLICATE_CONTACT_EMAIL, true));
+        assert!(r.message.contains("Tenant first"), "{}", r.message);
+        assert!(!r.message.to_lowercase().contains("acme.test"), "the address stays out: {}", r.message);
+        // Same creation second: the smaller name goes first.
+        assert!(!admission(&same_time, starter, &all).provision);
+        let only_later = [later.clone(), same_time.clone()];
+        assert!(admission(&same_time, starter, &only_later).provision, "aaa < later");
+        assert!(!admission(&later, starter, &only_later).provision);
+        // A Tenant being deleted no longer holds the address.
+        let mut leaving = first;
+        leaving.metadata.deletion_timestamp = Some(now());
+        assert!(admission(&later, starter, &[leaving, later.clone()]).provision);
+        assert!(admission(&other, starter, &all).provision);
+    }
+
+    #[test]
+    fn instances_beyond_the_plan_limit_are_refused_and_surplus() {
+        let catalog = crate::plans::PlanCatalog::builtin();
+        let t = tenant(3);
+        let a = admission(&t, catalog.get("starter"), &[]);
+        assert!(a.provision);
+        assert_eq!(a.granted, 1);
+        let r = a.refusal.clone().expect("refusal");
+        assert_eq!(r.reason, reason::PLAN_LIMIT_EXCEEDED);
+        assert!(r.message.contains("spec.instances is 3") && r.message.contains("at most 1"), "{}", r.message);
+        let d = desired_instances_within(&t, a.granted).expect("desired");
+        assert_eq!(d.len(), 1, "nothing beyond the limit");
+        let three = desired_instances(&t).expect("desired");
+        let surplus: Vec<_> =
+            surplus_instances(&t, a.granted, &three).filter_map(|o| o.metadata.name.clone()).collect();
+        assert_eq!(surplus, ["acme-1", "acme-2"], "a downgrade removes the instances the plan no longer allows");
+        let s = status(&t, &d, None, a.refusal.as_ref(), &now());
+        assert_eq!(condition(&s, names::COND_STALLED).1, reason::PLAN_LIMIT_EXCEEDED);
+        assert_eq!(condition(&s, names::COND_READY).0, "False");
+        assert_eq!(admission(&t, catalog.get("growth"), &[]), Admission { provision: true, granted: 3, refusal: None });
+        assert_eq!(admission(&t, None, &[]).granted, 3, "an unknown plan is judged by the instances");
+    }
+
     #[test]
     fn wants_one_owned_instance_per_ordinal_with_labels() {
         let t = tenant(2);
@@ -609,9 +742,9 @@ mod tests {
         deleting.metadata.deletion_timestamp = Some(now());
         let foreign = owned_by(three[1].clone(), "uid-9");
         let observed = [three[0].clone(), three[1].clone(), deleting.clone(), foreign];
-        let names: Vec<_> = surplus_instances(&t, &observed).filter_map(|o| o.metadata.name.clone()).collect();
+        let names: Vec<_> = surplus_instances(&t, 1, &observed).filter_map(|o| o.metadata.name.clone()).collect();
         assert_eq!(names, ["acme-1"]);
-        assert_eq!(surplus_instances(&t, &[three[0].clone(), deleting]).count(), 0);
+        assert_eq!(surplus_instances(&t, 1, &[three[0].clone(), deleting]).count(), 0);
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //! returned outcome and the [`Host`] hooks. The engine never imports the
 //! controller. Platform detail is `providers`'.
 pub mod credentials;
+pub mod deadline;
+pub mod downgrade;
 pub mod error;
 pub mod external;
 pub mod frontend;
+pub mod mail;
 pub mod progress;
 pub mod record;
 pub mod run;
@@ -75,6 +78,19 @@ pub struct EngineArgs {
     /// Seconds between polls of a running platform operation.
     #[arg(long, env = "WINSTON_POLL_MILLIS", default_value_t = 2000)]
     pub poll_millis: u64,
+    /// Seconds an instance may take to become Ready before it is reported
+    /// `ProgressDeadlineExceeded`, when neither its Tenant nor its plan
+    /// sets one.
+    #[arg(long, env = "WINSTON_PROVISIONING_DEADLINE_SECONDS", default_value_t = 1080)]
+    pub provisioning_deadline_seconds: u64,
+    /// Where a notification goes when an instance passes its provisioning
+    /// deadline (none when unset).
+    #[arg(long, env = "WINSTON_OPERATOR_EMAIL")]
+    pub operator_email: Option<String>,
+    /// Directory of email templates (`[<plan>.]<welcome|failure>.<subject|txt|html>`);
+    /// the built-in ones when unset or for files it lacks.
+    #[arg(long, env = "WINSTON_EMAIL_TEMPLATES")]
+    pub email_templates: Option<std::path::PathBuf>,
 }
 
 impl EngineArgs {
@@ -99,6 +115,8 @@ pub struct Engine {
     pub plans: Arc<PlanCatalog>,
     pub args: EngineArgs,
     pub http: reqwest::Client,
+    /// The email templates (welcome, failure), loaded at start-up.
+    pub mail: mail::Templates,
     /// Stalls this process recorded (`uid/generation`): only those wait for
     /// `--stalled-retry-seconds`; a restarted controller (e.g. with a fixed
     /// token) retries every stalled instance once at once.
@@ -145,6 +163,10 @@ pub trait Host: Send + Sync {
     fn backoff_after_failure(&self, ti: &TenantInstance) -> Duration;
     /// Forgets the failures of `ti` after a pass in which no step failed.
     fn reset_backoff(&self, ti: &TenantInstance);
+    /// A step converged (`Done`) `seconds` after it started.
+    fn step_converged(&self, step: crate::api::StepName, seconds: f64);
+    /// An instance became Ready `seconds` after it was created or lost `Ready`.
+    fn became_ready(&self, seconds: f64);
 }
 
 /// Exactly what one call of the engine works with: the shared [`Engine`],
@@ -154,4 +176,34 @@ pub struct Deps<'a> {
     pub engine: &'a Engine,
     pub client: kube::Client,
     pub host: &'a dyn Host,
+}
+
+/// The template values every email of `ti` may name, from its spec and
+/// status (never a secret: the API key is added by the welcome email alone).
+#[must_use]
+pub fn mail_values(
+    ti: &TenantInstance,
+    plan: &str,
+    proxy_url: &str,
+    status: &crate::api::TenantInstanceStatus,
+) -> mail::Values {
+    use kube::ResourceExt;
+    let p = &ti.spec.profile;
+    let urls = status.urls.clone().unwrap_or_default();
+    let mut v = mail::Values::default();
+    v.set("display_name", p.display_name.clone())
+        .set("agent_name", p.persona.as_ref().map_or_else(|| "Winston".to_string(), |x| x.name.clone()))
+        .set("plan", plan)
+        .set("proxy_url", proxy_url)
+        .set("instance", ti.name_any());
+    if let Some(u) = urls.frontend.clone().or_else(|| urls.service.clone()) {
+        v.set("agent_url", u);
+    }
+    if let Some(u) = urls.service {
+        v.set("service_url", u);
+    }
+    if let Some(u) = urls.frontend {
+        v.set("frontend_url", u);
+    }
+    v
 }

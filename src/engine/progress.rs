@@ -169,6 +169,12 @@ impl<'s> Standing<'s> {
     }
 }
 
+/// Whether every step that gates readiness is done or skipped.
+#[must_use]
+pub fn converged(steps: &[StepStatus]) -> bool {
+    Standing::of(steps).all_done
+}
+
 /// Recomputes phase, current step and conditions from `status.steps` and `facts`.
 pub fn summarize(status: &mut TenantInstanceStatus, facts: &Facts, now: &Time) {
     let standing = Standing::of(&status.steps);

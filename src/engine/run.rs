@@ -77,7 +77,7 @@ pub async fn apply(deps: &Deps<'_>, ti: &TenantInstance) -> Result<PassOutcome, 
     };
     let mut pass = Pass::new(deps, ti, plan, rec);
     let walk = act(deps, &mut pass).await?;
-    record(deps, ti, pass.rec, walk).await
+    record(deps, ti, plan, pass.rec, walk).await
 }
 
 /// Whether a pass runs the steps.
@@ -113,6 +113,9 @@ async fn gate<'p>(deps: &Deps<'p>, ti: &TenantInstance) -> Result<Gate<'p>, Engi
         );
         return Ok(Gate::Idle(Facts { stalled: Some((reason::UNKNOWN_PLAN, message)), ..facts }));
     };
+    if let Some(message) = wanted::unsupported(&ti.spec) {
+        return Ok(Gate::Idle(Facts { stalled: Some((reason::REGION_UNSUPPORTED, message)), ..facts }));
+    }
     if let Some(wait) = stall_hold(engine, ti) {
         return Ok(Gate::Hold(wait));
     }
@@ -228,11 +231,21 @@ async fn act(deps: &Deps<'_>, pass: &mut Pass<'_>) -> Result<Walk, EngineError> 
     let started = Utc::now();
     let mut walk = Walk { transitions: Vec::new(), next: jittered(resync(engine)), failed: None, stalled: None };
     for (step, on) in wanted::steps(&pass.ti.spec, pass.plan) {
-        if !on {
-            walk.transitions.extend(progress::record(&mut pass.rec.status.steps, step, &Report::Skipped, started));
-            continue;
-        }
-        let result = if drift { budget::background(pass.run(step)).await } else { pass.run(step).await };
+        let result = if on {
+            if drift { budget::background(pass.run(step)).await } else { pass.run(step).await }
+        } else {
+            // A component the plan or spec no longer includes goes through
+            // the teardown path; the step is Skipped once it is gone.
+            match super::downgrade::remove(engine, &mut pass.rec, pass.ti, step).await {
+                Ok(None) => {
+                    let skipped = progress::record(&mut pass.rec.status.steps, step, &Report::Skipped, started);
+                    walk.transitions.extend(skipped);
+                    continue;
+                }
+                Ok(Some(message)) => Ok(StepResult::Waiting(message)),
+                Err(e) => Err(e),
+            }
+        };
         let Some(report) = walk.judge(deps, pass, step, result, drift)? else { break };
         let blocking = !matches!(report, Report::Done(_)) && progress::gates_ready(step);
         walk.transitions.extend(progress::record(&mut pass.rec.status.steps, step, &report, started));
@@ -308,8 +321,9 @@ fn was_waiting(pass: &Pass<'_>, step: StepName, message: &str) -> bool {
 async fn record(
     deps: &Deps<'_>,
     ti: &TenantInstance,
+    plan: &Plan,
     mut rec: Recorder<'_>,
-    walk: Walk,
+    mut walk: Walk,
 ) -> Result<PassOutcome, EngineError> {
     if walk.failed.is_none() {
         deps.host.reset_backoff(ti);
@@ -318,11 +332,77 @@ async fn record(
         rec.status.urls.get_or_insert_default().service = Some(format!("https://{url}"));
     }
     let serving = walk.stalled.is_none() && still_serving(ti.status.as_ref(), &rec.status);
+    let since = super::deadline::started(ti);
+    let mut notices: Vec<Notice> = walk.transitions.iter().map(notice).collect();
+    if !serving && walk.stalled.is_none() && !progress::converged(&rec.status.steps) {
+        notices.extend(check_deadline(deps, ti, plan, &rec, since, &mut walk).await);
+    }
     let facts = Facts { generation: ti.metadata.generation, stalled: walk.stalled, serving, ..Facts::default() };
     progress::summarize(&mut rec.status, &facts, &now());
     rec.flush().await?;
-    let notices = walk.transitions.iter().map(notice).collect();
+    observe_durations(deps, ti, &rec.status, &walk.transitions, since);
     Ok(PassOutcome { action: Action::requeue(walk.next), failed: walk.failed, notices })
+}
+
+/// Past its deadline, a pass that is not Ready stalls the instance with
+/// `ProgressDeadlineExceeded` and looks again at the stalled interval; the
+/// first time, with a warning Event and the notifications (see
+/// [`super::deadline`]).
+async fn check_deadline(
+    deps: &Deps<'_>,
+    ti: &TenantInstance,
+    plan: &Plan,
+    rec: &Recorder<'_>,
+    since: Option<k8s_openapi::jiff::Timestamp>,
+    walk: &mut Walk,
+) -> Vec<Notice> {
+    let engine = deps.engine;
+    let Some(since) = since else { return Vec::new() };
+    let limit = super::deadline::limit(engine, ti, plan);
+    let current = rec.status.steps.iter().find(|s| !matches!(s.state, StepState::Done | StepState::Skipped));
+    let waiting_on = current
+        .map_or_else(String::new, |s| format!("step {}: {}", s.name.as_str(), s.message.clone().unwrap_or_default()));
+    let elapsed = super::deadline::elapsed(since, k8s_openapi::jiff::Timestamp::now());
+    let Some(message) = super::deadline::overdue(limit, elapsed, &waiting_on) else { return Vec::new() };
+    engine.remember_stall(ti);
+    walk.next = Duration::from_secs(engine.args.stalled_retry_seconds);
+    let mut notices = Vec::new();
+    if super::deadline::newly_exceeded(ti.status.as_ref()) {
+        let note = message.clone();
+        notices.push(Notice { warning: true, reason: reason::PROGRESS_DEADLINE_EXCEEDED, action: "Provision", note });
+        for failure in super::deadline::notify(engine, ti, &rec.status, limit, since).await {
+            tracing::warn!(instance = %ti.name_any(), error = %failure, "deadline notification not sent");
+            notices.push(Notice { warning: true, reason: "NotificationFailed", action: "Notify", note: failure });
+        }
+    }
+    walk.stalled = Some((reason::PROGRESS_DEADLINE_EXCEEDED, message));
+    notices
+}
+
+/// Feeds the provisioning histograms: each step that converged in this
+/// pass, and the whole instance when it became Ready.
+fn observe_durations(
+    deps: &Deps<'_>,
+    ti: &TenantInstance,
+    status: &TenantInstanceStatus,
+    transitions: &[Transition],
+    since: Option<k8s_openapi::jiff::Timestamp>,
+) {
+    for (step, _, to, _) in transitions {
+        let Some(s) = status.steps.iter().find(|s| s.name == *step && *to == StepState::Done) else { continue };
+        if let (Some(start), Some(end)) = (s.started_at, s.finished_at) {
+            deps.host.step_converged(*step, (end - start).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+    }
+    let was_ready = ti.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, names::COND_READY));
+    if !was_ready
+        && conditions::is_true(&status.conditions, names::COND_READY)
+        && let Some(since) = since
+    {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ms = now.as_millisecond() - since.as_millisecond();
+        deps.host.became_ready(ms.max(0) as f64 / 1000.0);
+    }
 }
 
 /// The objects an instance serves from.

@@ -9,6 +9,7 @@ use kube::{Api, ResourceExt};
 
 use super::credentials::{self, Credentials};
 use super::external::{self, Converged, Object};
+use super::mail::Kind;
 use super::record::Recorder;
 use super::workspace::{self, Workspace};
 use super::{Deps, Engine, EngineError, schema};
@@ -206,6 +207,11 @@ impl<'a> Pass<'a> {
         let ids = self.railway_ids();
         ids.deployment_id = observed.deployment.as_ref().map(|d| d.id.clone());
         ids.domain.clone_from(&observed.domain);
+        // The URL is known from here on: the welcome email of this very pass
+        // carries it (a retried send must repeat the same payload).
+        if let Some(domain) = &observed.domain {
+            self.rec.status.urls.get_or_insert_default().service = Some(format!("https://{domain}"));
+        }
         self.service_url.clone_from(&observed.url);
         let url = observed.url.unwrap_or_default();
         StepResult::Done(format!("Railway service {id} deployed at {url}"))
@@ -260,23 +266,26 @@ impl<'a> Pass<'a> {
         Ok(StepResult::Done(format!("welcome email {id} sent")))
     }
 
+    /// The welcome email from the plan's template. The API key is read
+    /// (from the credentials the credentials step took from the Secret)
+    /// only when the template asks for it.
     fn welcome_email(&self) -> WelcomeEmail {
-        let p = &self.ti.spec.profile;
-        let url = self.rec.status.urls.as_ref().and_then(|u| u.frontend.clone().or_else(|| u.service.clone()));
-        let text = format!(
-            "Hello {},\n\nyour Winston agent is ready{}.\nCredentials are in the Secret {}.\n",
-            p.display_name,
-            url.map(|u| format!(" at {u}")).unwrap_or_default(),
-            credentials::secret_name(&self.ti.name_any())
-        );
+        let mail = &self.engine.mail;
+        let mut values = super::mail_values(self.ti, self.plan_name, &self.engine.args.proxy_url, &self.rec.status);
+        if let Some(c) = &self.credentials
+            && mail.asks_for(Kind::Welcome, self.plan_name, "api_key")
+        {
+            values.set("api_key", c.api_key.clone());
+        }
+        let message = mail.render(Kind::Welcome, self.plan_name, &values);
         WelcomeEmail {
             marker: self.marker.clone(),
             email: Email {
                 from: self.engine.args.welcome_from.clone(),
-                to: vec![p.contact_email.clone()],
-                subject: format!("Your Winston agent for {} is ready", p.display_name),
-                html: None,
-                text: Some(text),
+                to: vec![self.ti.spec.profile.contact_email.clone()],
+                subject: message.subject,
+                html: Some(message.html).filter(|h| !h.trim().is_empty()),
+                text: Some(message.text).filter(|t| !t.trim().is_empty()),
                 tags: Vec::new(),
             },
         }

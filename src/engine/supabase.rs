@@ -58,12 +58,14 @@ async fn password(pass: &Pass<'_>) -> Result<String, EngineError> {
     }
 }
 
-fn spec(engine: &Engine, marker: &Marker, pw: &str) -> Result<SupabaseProjectSpec, EngineError> {
+/// The project spec; `region` is the Tenant's `components.database.region`
+/// (honoured, never ignored), else `--supabase-region`.
+fn spec(engine: &Engine, marker: &Marker, pw: &str, region: Option<&str>) -> Result<SupabaseProjectSpec, EngineError> {
     let organization = engine.args.supabase_organization.clone().ok_or(EngineError::SupabaseNotConfigured)?;
     Ok(SupabaseProjectSpec {
         marker: marker.clone(),
         organization,
-        region: engine.args.supabase_region.clone(),
+        region: region.map_or_else(|| engine.args.supabase_region.clone(), str::to_string),
         db_pass: Secret::new(pw),
         instance_size: None,
     })
@@ -75,7 +77,8 @@ fn spec(engine: &Engine, marker: &Marker, pw: &str) -> Result<SupabaseProjectSpe
 /// See [`EngineError`].
 pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
     let pw = password(pass).await?;
-    let spec = spec(pass.engine, &pass.marker, &pw)?;
+    let region = pass.ti.spec.stack.components.database.as_ref().and_then(|d| d.region.as_deref());
+    let spec = spec(pass.engine, &pass.marker, &pw, region)?;
     let res = SupabaseProjects(pass.engine.providers.supabase.clone());
     match pass.converge(&res, &spec, Object::SupabaseProject).await? {
         Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("supabase: {message}"))),
@@ -103,7 +106,9 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
 /// # Errors
 /// Platform failures.
 pub async fn remove(engine: &Engine, marker: &Marker, ids: Option<&SupabaseIds>) -> Result<bool, EngineError> {
-    let Ok(spec) = spec(engine, marker, "") else { return Ok(ids.and_then(|i| i.project_ref.as_ref()).is_none()) };
+    let Ok(spec) = spec(engine, marker, "", None) else {
+        return Ok(ids.and_then(|i| i.project_ref.as_ref()).is_none());
+    };
     let res = SupabaseProjects(engine.providers.supabase.clone());
     let known = ids.and_then(|s| s.project_ref.as_deref());
     super::teardown::remove(&res, &spec, known, true).await

@@ -161,7 +161,7 @@ async fn forget(rec: &mut Recorder<'_>, take: impl FnOnce(&mut ExternalIds) -> b
 }
 
 /// The Railway service, then its project; `true` when both are gone.
-async fn delete_service(
+pub(super) async fn delete_service(
     engine: &Engine,
     marker: &Marker,
     ids: &RailwayIds,

@@ -41,6 +41,20 @@ pub fn excluded_by_plan(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<&'static 
     out
 }
 
+/// What the spec asks for that no platform client of Winston's can honour,
+/// as the message of a `RegionUnsupported` stall: Winston's Railway client
+/// creates services in the platform's default region and sets no region,
+/// so `components.compute.region` is refused rather than silently ignored.
+/// (`components.database.region` is honoured on Neon and Supabase.)
+#[must_use]
+pub fn unsupported(spec: &TenantInstanceSpec) -> Option<String> {
+    let region = spec.stack.components.compute.as_ref()?.region.as_ref()?;
+    Some(format!(
+        "components.compute.region \"{region}\" cannot be honoured: Winston creates Railway services in the \
+         platform's default region; remove components.compute.region to provision"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +91,16 @@ mod tests {
         let none = steps(&spec(false), cat.get("growth").unwrap());
         assert!(none.contains(&(StepName::Frontend, false)));
         assert_eq!(none.len(), 8);
+    }
+
+    #[test]
+    fn a_compute_region_is_refused_and_a_database_region_is_not() {
+        let mut s = spec(false);
+        assert_eq!(unsupported(&s), None);
+        s.stack.components.database.as_mut().unwrap().region = Some("aws-eu-central-1".into());
+        assert_eq!(unsupported(&s), None, "database regions are honoured");
+        s.stack.components.compute.as_mut().unwrap().region = Some("europe-west4".into());
+        let m = unsupported(&s).expect("refused");
+        assert!(m.contains("europe-west4") && m.contains("remove components.compute.region"), "{m}");
     }
 }
