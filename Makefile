@@ -72,6 +72,8 @@ helm-lint: helm ## helm lint --strict the chart (values.schema.json included), d
 	  --set proxy.autoscaling.enabled=true --set serviceMonitor.enabled=true --set platforms.baseUrls.neon=http://emulator:8081 \
 	  --set platforms.vercelTeamId=team_1
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set 'controller.tenantNamespaces={shop-a,shop-b}'
+	@"$$(scripts/helm-path)" lint --strict charts/winston --set intake.enabled=true --set intake.prices.price_1=starter \
+	  --set intake.namespace=shop --set intake.onCancel=Pause
 
 .PHONY: manifests
 manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and crds/
