@@ -86,6 +86,10 @@ manifests-check: helm ## Fail when manifests/ or charts/winston/crds/ differ fro
 demo: ## The whole system locally: control plane, PostgreSQL, emulator, controller, proxy, a Tenant to Ready (DEMO_EXIT=1 to exit after the summary)
 	@scripts/demo
 
+.PHONY: demo-checkout
+demo-checkout: ## A customer's life from a Stripe checkout: emulated checkout -> Tenant -> Ready -> welcome email -> upgrade -> cancellation (DEMO_EXIT=1 to exit)
+	@scripts/demo-checkout
+
 .PHONY: bench
 bench: controlplane ## Benchmarks (release build, not tests): proxy latency/throughput/RSS; provisioning of 1/100/1,000 tenants
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench proxy
