@@ -37,7 +37,9 @@ fn intake_is_off_by_default_and_renders_hardened_with_referenced_secrets_when_on
     let want: BTreeSet<String> =
         ["ConfigMap", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"].map(String::from).into();
     assert_eq!(kinds, want);
-    assert!(docs.iter().all(|d| !d["kind"].as_str().unwrap().starts_with("Cluster") || !kind_name(d).1.contains("intake")));
+    assert!(
+        docs.iter().all(|d| !d["kind"].as_str().unwrap().starts_with("Cluster") || !kind_name(d).1.contains("intake"))
+    );
 
     let deployment = mine.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
@@ -52,11 +54,19 @@ fn intake_is_off_by_default_and_renders_hardened_with_referenced_secrets_when_on
     let env: BTreeMap<String, Value> =
         c["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e.clone())).collect();
     assert_eq!(env["WINSTON_INTAKE_NAMESPACE"]["value"], "shop");
-    for var in ["WINSTON_DATABASE_URL", "WINSTON_STRIPE_WEBHOOK_SECRET", "WINSTON_STRIPE_WEBHOOK_SECRET_PREVIOUS", "WINSTON_STRIPE_API_KEY"] {
+    for var in [
+        "WINSTON_DATABASE_URL",
+        "WINSTON_STRIPE_WEBHOOK_SECRET",
+        "WINSTON_STRIPE_WEBHOOK_SECRET_PREVIOUS",
+        "WINSTON_STRIPE_API_KEY",
+    ] {
         assert!(env[var]["value"].is_null(), "{var} must come from a secretKeyRef");
         assert!(env[var]["valueFrom"]["secretKeyRef"]["name"].is_string(), "{var}");
     }
-    assert_eq!(env["WINSTON_STRIPE_WEBHOOK_SECRET_PREVIOUS"]["valueFrom"]["secretKeyRef"]["optional"], Value::Bool(true));
+    assert_eq!(
+        env["WINSTON_STRIPE_WEBHOOK_SECRET_PREVIOUS"]["valueFrom"]["secretKeyRef"]["optional"],
+        Value::Bool(true)
+    );
     assert_eq!(c["args"][0], "intake");
 
     // The ConfigMap is what intake parses, with the values' map and policy.
@@ -127,7 +137,8 @@ async fn the_intake_service_account_can_write_tenants_in_its_namespace_and_nothi
     let sa = (ns.name.as_str(), sa_name.as_str());
 
     let want: BTreeMap<String, BTreeSet<String>> =
-        [("tenants.winston.dev".to_string(), ["create", "delete", "get", "list", "patch"].map(String::from).into())].into();
+        [("tenants.winston.dev".to_string(), ["create", "delete", "get", "list", "patch"].map(String::from).into())]
+            .into();
     assert_eq!(rules(sa, &tenants.name), want, "intake's rules where Tenants live");
     assert!(rules(sa, &ns.name).is_empty(), "intake may do nothing in the release namespace");
     assert!(rules(sa, &elsewhere.name).is_empty(), "intake may do nothing in another namespace");
@@ -136,7 +147,8 @@ async fn the_intake_service_account_can_write_tenants_in_its_namespace_and_nothi
     let user = format!("--as=system:serviceaccount:{}:{}", sa.0, sa.1);
     let tenant = json!({"apiVersion": "winston.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "cus-a-1"},
         "spec": {"displayName": "A", "contactEmail": "a@example.com", "plan": "starter"}});
-    let (ok, out) = run_with_stdin(tenants.kubectl(&["create", "--dry-run=server", &user, "-f", "-"]), &tenant.to_string());
+    let (ok, out) =
+        run_with_stdin(tenants.kubectl(&["create", "--dry-run=server", &user, "-f", "-"]), &tenant.to_string());
     assert!(ok, "intake should create Tenants: {out}");
     // ... but no Secret read, no other kind written, nothing elsewhere.
     for (args, what) in [
@@ -153,10 +165,12 @@ async fn the_intake_service_account_can_write_tenants_in_its_namespace_and_nothi
         assert!(!ok && out.contains("Forbidden"), "intake must not {what}: {out}");
     }
     let tenant_elsewhere = tenant.to_string();
-    let (ok, out) = run_with_stdin(elsewhere.kubectl(&["create", "--dry-run=server", &user, "-f", "-"]), &tenant_elsewhere);
+    let (ok, out) =
+        run_with_stdin(elsewhere.kubectl(&["create", "--dry-run=server", &user, "-f", "-"]), &tenant_elsewhere);
     assert!(!ok && out.contains("Forbidden"), "intake must not create Tenants elsewhere: {out}");
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "stringData": {"a": "b"}});
-    let (ok, out) = run_with_stdin(tenants.kubectl(&["create", "--dry-run=server", &user, "-f", "-"]), &secret.to_string());
+    let (ok, out) =
+        run_with_stdin(tenants.kubectl(&["create", "--dry-run=server", &user, "-f", "-"]), &secret.to_string());
     assert!(!ok && out.contains("Forbidden"), "intake must not create Secrets: {out}");
 
     // With Tenants in the release namespace (the default), the rendering is accepted as it is.

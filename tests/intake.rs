@@ -227,7 +227,6 @@ async fn a_refused_write_is_answered_500_and_stripe_retries_until_it_succeeds() 
     })
     .await;
     assert!(env.tenants().await.is_empty());
-    assert_eq!(env.store.processed_events().await.unwrap() >= 1, true);
     let sql = env.sql().await;
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE event_id = $1")
         .bind(&id)
@@ -399,4 +398,72 @@ async fn cancellation_with_delete_policy_removes_the_tenant_at_once() {
         env.metric("winston_intake_events_total{type=\"customer.subscription.updated\",outcome=\"stale\"}").await,
         1
     );
+}
+
+#[tokio::test]
+async fn a_customer_who_buys_again_within_the_grace_period_keeps_the_tenant() {
+    let config = format!("{CONFIG}onCancel: Pause\ngracePeriodSeconds: 5\n");
+    let mut env = Env::new("intake-return", &config, 100).await;
+    env.start_intake(false).await;
+    let starter = env.price("starter-monthly").await;
+    let growth = env.price("growth-monthly").await;
+    let first = env.checkout(&starter, "back@example.com", "Back Co").await;
+    let name = tenant_of(&first);
+    let uid = eventually("the Tenant", MINUTE, || env.tenant(&name)).await.metadata.uid;
+    let old_sub = first["subscription"].as_str().unwrap();
+    env.api(reqwest::Method::DELETE, &format!("/v1/subscriptions/{old_sub}"), &[]).await;
+    let due = eventually("the deletion scheduled", MINUTE, || async {
+        env.store.subscription(old_sub).await.unwrap().and_then(|r| r.delete_due_at)
+    })
+    .await;
+
+    let again = env.checkout_as(&growth, "back@example.com", "Back Co", first["customer"].as_str()).await;
+    assert_eq!(tenant_of(&again), name);
+    eventually("resumed on growth", MINUTE, || async {
+        env.tenant(&name).await.filter(|t| !t.spec.stack.paused && t.spec.stack.plan == "growth").map(|_| ())
+    })
+    .await;
+    assert!(env.store.subscription(old_sub).await.unwrap().unwrap().delete_due_at.is_none(), "deletion still pending");
+    // Past the old due time and two sweeps: the tenant is the same object, still there.
+    let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(2500);
+    tokio::time::sleep(wait).await;
+    let tenant = env.tenant(&name).await.expect("the returning customer's tenant was deleted");
+    assert_eq!(tenant.metadata.uid, uid);
+}
+
+#[tokio::test]
+async fn buying_again_while_the_old_tenant_is_still_deleting_waits_for_it() {
+    let mut env = Env::new("intake-redo", CONFIG, 200).await;
+    env.start_intake(false).await;
+    let starter = env.price("starter-monthly").await;
+    let first = env.checkout(&starter, "redo@example.com", "Redo Co").await;
+    let name = tenant_of(&first);
+    let old_uid = eventually("the Tenant", MINUTE, || env.tenant(&name)).await.metadata.uid;
+    // A finalizer (the controller's teardown, here held by the test) keeps the deleted Tenant around.
+    let (ok, out) = run_with_stdin(
+        env.ns.kubectl(&["patch", "tenant", &name, "--type=merge", "--patch-file=/dev/stdin"]),
+        r#"{"metadata":{"finalizers":["test.winston.dev/hold"]}}"#,
+    );
+    assert!(ok, "{out}");
+    let sub = first["subscription"].as_str().unwrap();
+    env.api(reqwest::Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[]).await;
+    eventually("the Tenant deleting", MINUTE, || async {
+        env.tenant(&name).await.filter(|t| t.metadata.deletion_timestamp.is_some()).map(|_| ())
+    })
+    .await;
+
+    env.checkout_as(&starter, "redo@example.com", "Redo Co", first["customer"].as_str()).await;
+    let event = env.last_event("checkout.session.completed").await;
+    let id = event["id"].as_str().unwrap().to_string();
+    eventually("a refused attempt", MINUTE, || async { env.attempts(&id).await.contains(&Some(500)).then_some(()) })
+        .await;
+    env.ns
+        .kubectl(&["patch", "tenant", &name, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#])
+        .output()
+        .unwrap();
+    env.acknowledged(&id, 1).await;
+    let tenant = env.tenant(&name).await.expect("the new Tenant");
+    assert_ne!(tenant.metadata.uid, old_uid, "a new customer life is a new Tenant (and a new ledger account)");
+    assert!(tenant.metadata.deletion_timestamp.is_none());
+    assert!(env.metric("winston_intake_failures_total{reason=\"kube\"}").await >= 1);
 }

@@ -5,7 +5,8 @@
 //! and webhook endpoints that receive signed events (see [`stripe_delivery`]).
 //!
 //! API (bearer key = one of the emulator's tokens):
-//! `POST /v1/prices`, `GET /v1/prices/{id}`, `POST /v1/checkout/sessions`,
+//! `POST /v1/prices`, `GET /v1/prices/{id}`, `POST /v1/checkout/sessions`
+//! (`mode`, `line_items[0][price]`, optional `customer`, `metadata[..]`, `custom_fields[n][..]`),
 //! `GET /v1/checkout/sessions/{id}`, `GET /v1/customers/{id}`,
 //! `GET|POST|DELETE /v1/subscriptions/{id}` (POST `items[0][price]` changes
 //! the price, DELETE cancels), `GET /v1/events/{id}`,
@@ -186,12 +187,13 @@ fn missing(what: &str, id: &str) -> Response {
     stripe_error(StatusCode::NOT_FOUND, "invalid_request_error", &format!("No such {what}: '{id}'"))
 }
 
-fn authorized(stripe: &StripeEmulator, headers: &HeaderMap) -> Result<(), Response> {
+/// The 401 Stripe answers without a valid bearer key; `None` when authorized.
+fn refusal(stripe: &StripeEmulator, headers: &HeaderMap) -> Option<Response> {
     let key = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match key {
-        Some(k) if stripe.tokens.iter().any(|t| t == k) => Ok(()),
-        Some(_) => Err(stripe_error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided.")),
-        None => Err(stripe_error(
+        Some(k) if stripe.tokens.iter().any(|t| t == k) => None,
+        Some(_) => Some(stripe_error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided.")),
+        None => Some(stripe_error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "You did not provide an API key. Provide it in the Authorization header (Bearer auth).",
@@ -224,7 +226,7 @@ enum Kind {
 }
 
 async fn get_object(State(stripe): State<Shared>, headers: HeaderMap, Path(id): Path<String>, kind: Kind) -> Response {
-    if let Err(r) = authorized(&stripe, &headers) {
+    if let Some(r) = refusal(&stripe, &headers) {
         return r;
     }
     let w = stripe.lock();
@@ -243,7 +245,7 @@ async fn create_price(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = authorized(&stripe, &headers) {
+    if let Some(r) = refusal(&stripe, &headers) {
         return r;
     }
     let f = fields(form);
@@ -282,7 +284,7 @@ async fn create_session(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = authorized(&stripe, &headers) {
+    if let Some(r) = refusal(&stripe, &headers) {
         return r;
     }
     let f = fields(form);
@@ -294,6 +296,13 @@ async fn create_session(
     let Some(price) = f.get("line_items[0][price]").and_then(|p| w.prices.get(p)).cloned() else {
         return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "line_items[0][price] names no price.");
     };
+    // An existing customer buying again (`customer=cus_...`).
+    let customer = f.get("customer").cloned();
+    if let Some(c) = &customer
+        && !w.customers.contains_key(c)
+    {
+        return missing("customer", c);
+    }
     let custom_fields: Vec<Value> = (0..3)
         .filter_map(|i| {
             let key = f.get(&format!("custom_fields[{i}][key]"))?;
@@ -309,7 +318,7 @@ async fn create_session(
         "id": id, "object": "checkout.session", "mode": mode, "status": "open", "payment_status": "unpaid",
         "created": created, "expires_at": created + 24 * 3600, "livemode": false,
         "currency": price["currency"], "amount_total": price["unit_amount"],
-        "customer": null, "customer_email": f.get("customer_email"), "customer_details": null,
+        "customer": customer, "customer_email": f.get("customer_email"), "customer_details": null,
         "subscription": null, "metadata": map_of(&f, "metadata"), "custom_fields": custom_fields,
         "success_url": f.get("success_url"), "url": format!("https://checkout.stripe.com/c/pay/{id}"),
         "line_items_price": price["id"],
@@ -356,11 +365,18 @@ async fn complete_session(State(stripe): State<Shared>, Path(id): Path<String>, 
         }
         let price = w.prices.get(session["line_items_price"].as_str().unwrap_or_default()).cloned().unwrap_or_default();
         let created = w.created();
-        let customer_id = new_id("cus");
-        let customer = json!({"id": customer_id, "object": "customer", "created": created, "email": c.email,
-            "name": c.name, "livemode": false, "metadata": {}});
-        w.customers.insert(customer_id.clone(), customer.clone());
-        let mut events = vec![w.event("customer.created", customer, None)];
+        let mut events = Vec::new();
+        let customer_id = match session["customer"].as_str() {
+            Some(existing) => existing.to_string(),
+            None => {
+                let id = new_id("cus");
+                let customer = json!({"id": id, "object": "customer", "created": created, "email": c.email,
+                    "name": c.name, "livemode": false, "metadata": {}});
+                w.customers.insert(id.clone(), customer.clone());
+                events.push(w.event("customer.created", customer, None));
+                id
+            }
+        };
         if session["mode"] == "subscription" {
             let sub_id = new_id("sub");
             let sub = json!({"id": sub_id, "object": "subscription", "customer": customer_id, "status": "active",
@@ -396,7 +412,7 @@ async fn update_subscription(
     Path(id): Path<String>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = authorized(&stripe, &headers) {
+    if let Some(r) = refusal(&stripe, &headers) {
         return r;
     }
     let f = fields(form);
@@ -428,7 +444,7 @@ async fn update_subscription(
 }
 
 async fn cancel_subscription(State(stripe): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorized(&stripe, &headers) {
+    if let Some(r) = refusal(&stripe, &headers) {
         return r;
     }
     let (event, sub) = {
@@ -480,7 +496,7 @@ async fn create_endpoint(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = authorized(&stripe, &headers) {
+    if let Some(r) = refusal(&stripe, &headers) {
         return r;
     }
     let f = fields(form);

@@ -183,6 +183,12 @@ impl Processor {
             }
             Err(e) => return Err(e.into()),
         };
+        if created == Created::AlreadyThere {
+            // A retry after a crash, or a returning customer whose earlier
+            // subscription was cancelled: the new subscription decides.
+            self.tenants.set(&row.tenant, Some(&plan), paused).await?;
+            tx.cancel_other_deletions(&row.tenant, &subscription).await?;
+        }
         row.plan = Some(plan);
         row.last_event_created = row.last_event_created.max(event.created);
         tx.save_subscription(&row).await?;

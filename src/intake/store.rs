@@ -247,6 +247,24 @@ impl EventTx {
         Ok(())
     }
 
+    /// Drops the pending grace-period deletion of every other subscription
+    /// of `tenant`: the customer subscribed again before it was due.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn cancel_other_deletions(&mut self, tenant: &str, subscription_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE stripe_subscriptions SET delete_due_at = NULL, updated_at = now() \
+             WHERE tenant = $1 AND subscription_id <> $2 AND delete_due_at IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(subscription_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db("cancel a pending deletion"))?;
+        Ok(())
+    }
+
     /// Records what was done and commits: from now on the event id is processed.
     ///
     /// # Errors

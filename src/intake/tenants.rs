@@ -26,6 +26,10 @@ pub enum TenantError {
     /// Anything else (unreachable, 5xx, forbidden, conflict): Stripe retries.
     #[error("failed to write the Tenant: {0}")]
     Kube(#[source] kube::Error),
+    /// A Tenant of that name is still being deleted (a customer who
+    /// cancelled and bought again within seconds): Stripe retries until it is gone.
+    #[error("the Tenant {0} is still being deleted")]
+    StillDeleting(String),
 }
 
 fn classify(e: kube::Error) -> TenantError {
@@ -104,7 +108,12 @@ impl Tenants {
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
         match self.api.create(&params, &tenant).await {
             Ok(_) => Ok(Created::Created),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Created::AlreadyThere),
+            Err(kube::Error::Api(s)) if s.code == 409 => match self.api.get_opt(name).await.map_err(classify)? {
+                Some(t) if t.metadata.deletion_timestamp.is_some() => Err(TenantError::StillDeleting(name.to_string())),
+                // Gone between the two calls: the same as still deleting, retried.
+                None => Err(TenantError::StillDeleting(name.to_string())),
+                Some(_) => Ok(Created::AlreadyThere),
+            },
             Err(e) => Err(classify(e)),
         }
     }

@@ -174,22 +174,25 @@ impl Env {
     /// A customer pays a subscription checkout for `price`; returns the
     /// completed session (its `customer` and `subscription`).
     pub async fn checkout(&self, price: &str, email: &str, name: &str) -> Value {
-        let session = self
-            .api(
-                reqwest::Method::POST,
-                "/v1/checkout/sessions",
-                &[
-                    ("mode", "subscription"),
-                    ("line_items[0][price]", price),
-                    ("line_items[0][quantity]", "1"),
-                    ("success_url", "https://example.com/thanks"),
-                    ("metadata[industry]", "Dental clinic"),
-                    ("custom_fields[0][key]", "website"),
-                    ("custom_fields[0][type]", "text"),
-                    ("custom_fields[0][label][custom]", "Your website"),
-                ],
-            )
-            .await;
+        self.checkout_as(price, email, name, None).await
+    }
+
+    /// As [`Env::checkout`], by the existing `customer` when given.
+    pub async fn checkout_as(&self, price: &str, email: &str, name: &str, customer: Option<&str>) -> Value {
+        let mut form = vec![("mode", "subscription")];
+        if let Some(c) = customer {
+            form.push(("customer", c));
+        }
+        form.extend([
+            ("line_items[0][price]", price),
+            ("line_items[0][quantity]", "1"),
+            ("success_url", "https://example.com/thanks"),
+            ("metadata[industry]", "Dental clinic"),
+            ("custom_fields[0][key]", "website"),
+            ("custom_fields[0][type]", "text"),
+            ("custom_fields[0][label][custom]", "Your website"),
+        ]);
+        let session = self.api(reqwest::Method::POST, "/v1/checkout/sessions", &form).await;
         let id = session["id"].as_str().unwrap();
         self.control(
             &format!("/checkout/sessions/{id}/complete"),
