@@ -72,6 +72,8 @@ helm-lint: helm ## helm lint --strict the chart (values.schema.json included), d
 	  --set proxy.autoscaling.enabled=true --set serviceMonitor.enabled=true --set platforms.baseUrls.neon=http://emulator:8081 \
 	  --set platforms.vercelTeamId=team_1
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set 'controller.tenantNamespaces={shop-a,shop-b}'
+	@"$$(scripts/helm-path)" lint --strict charts/winston --set intake.enabled=true --set intake.prices.price_1=starter \
+	  --set intake.namespace=shop --set intake.onCancel=Pause
 
 .PHONY: manifests
 manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and crds/
@@ -83,6 +85,10 @@ manifests-check: helm ## Fail when manifests/ or charts/winston/crds/ differ fro
 .PHONY: demo
 demo: ## The whole system locally: control plane, PostgreSQL, emulator, controller, proxy, a Tenant to Ready (DEMO_EXIT=1 to exit after the summary)
 	@scripts/demo
+
+.PHONY: demo-checkout
+demo-checkout: ## A customer's life from a Stripe checkout: emulated checkout -> Tenant -> Ready -> welcome email -> upgrade -> cancellation (DEMO_EXIT=1 to exit)
+	@scripts/demo-checkout
 
 .PHONY: bench
 bench: controlplane ## Benchmarks (release build, not tests): proxy latency/throughput/RSS; provisioning of 1/100/1,000 tenants

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod devenv;
 pub mod emulator;
 pub mod engine;
+pub mod intake;
 pub mod ledger;
 pub mod names;
 pub mod plans;

@@ -28,6 +28,8 @@ enum Command {
         #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
         database_url: winston::ledger::DatabaseUrl,
     },
+    /// Receive Stripe webhooks: a paid checkout becomes a Tenant.
+    Intake(Box<winston::intake::IntakeArgs>),
     /// Run the metered LLM proxy.
     Proxy(winston::proxy::ProxyArgs),
     /// Serve local emulators of Railway, Neon, Vercel, Supabase, Resend and
@@ -51,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds { out_dir: Some(dir) } => winston::api::write_crds(&dir)?,
         Command::Controller(args) => runtime()?.block_on(winston::controller::run(*args))?,
         Command::Migrate { database_url } => runtime()?.block_on(winston::ledger::migrate(database_url.expose()))?,
+        Command::Intake(args) => runtime()?.block_on(winston::intake::run(*args))?,
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,

@@ -36,6 +36,8 @@ pub struct EmulatorConfig {
     pub rate_limit_per_minute: u32,
     /// Behaviour of the mock LLM upstreams.
     pub llm: super::llm::LlmMockConfig,
+    /// The Stripe emulator's webhook endpoint and delivery retries.
+    pub stripe: super::stripe::StripeConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -47,6 +49,7 @@ impl Default for EmulatorConfig {
             state_file: None,
             rate_limit_per_minute: 100_000,
             llm: super::llm::LlmMockConfig::default(),
+            stripe: super::stripe::StripeConfig::default(),
         }
     }
 }

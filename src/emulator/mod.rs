@@ -17,6 +17,8 @@ pub mod llm;
 pub mod neon;
 pub mod railway;
 pub mod resend;
+pub mod stripe;
+pub mod stripe_delivery;
 pub mod supabase;
 pub mod vercel;
 
@@ -77,6 +79,10 @@ pub fn router_with_llm_stats(emu: Shared) -> (Router, Arc<llm::MockStats>) {
         .nest(VERCEL_PATH, vercel::router())
         .nest(RESEND_PATH, resend::router())
         .nest(SUPABASE_PATH, supabase::router())
+        .nest(
+            stripe::STRIPE_PATH,
+            stripe::router(stripe::StripeEmulator::new(&emu.config.stripe, emu.config.tokens.clone())),
+        )
         .route("/_emulator/objects", get(objects))
         .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), get(apps::app))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
@@ -98,6 +104,7 @@ pub fn base_urls(addr: SocketAddr) -> Value {
         "resend": format!("{base}{RESEND_PATH}"),
         "anthropic": format!("{base}{ANTHROPIC_PATH}"),
         "openai": format!("{base}{OPENAI_PATH}"),
+        "stripe": format!("{base}{}", stripe::STRIPE_PATH),
         "llm_stats": format!("{base}{}", llm::STATS_PATH),
         "objects": format!("{base}/_emulator/objects"),
         "faults": format!("{base}/_emulator/faults"),
@@ -199,6 +206,19 @@ pub struct EmulatorArgs {
     /// Key the mock LLM upstreams require (`x-api-key` or bearer); any key when unset.
     #[arg(long, env = "WINSTON_EMULATOR_LLM_API_KEY", hide_env_values = true)]
     pub llm_api_key: Option<String>,
+    /// Webhook endpoint the Stripe emulator delivers events to (more can be
+    /// added with `POST /stripe/v1/webhook_endpoints`).
+    #[arg(long, env = "WINSTON_EMULATOR_STRIPE_WEBHOOK_URL", requires = "stripe_webhook_secret")]
+    pub stripe_webhook_url: Option<String>,
+    /// Signing secret of that endpoint (`whsec_...`).
+    #[arg(long, env = "WINSTON_EMULATOR_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+    /// Wait before a failed Stripe delivery is retried, doubled each time, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub stripe_retry_base_ms: u64,
+    /// Attempts per Stripe event and endpoint, the first included.
+    #[arg(long, default_value_t = 8)]
+    pub stripe_max_attempts: u32,
 }
 
 impl EmulatorArgs {
@@ -217,6 +237,13 @@ impl EmulatorArgs {
                 default_output_tokens: self.llm_output_tokens,
                 api_key: self.llm_api_key.clone(),
                 ..llm::LlmMockConfig::default()
+            },
+            stripe: stripe::StripeConfig {
+                webhook: self.stripe_webhook_url.clone().zip(self.stripe_webhook_secret.clone()),
+                delivery: stripe_delivery::DeliveryConfig {
+                    retry_base: std::time::Duration::from_millis(self.stripe_retry_base_ms),
+                    max_attempts: self.stripe_max_attempts,
+                },
             },
         }
     }
@@ -239,6 +266,7 @@ pub fn banner(addr: SocketAddr) -> String {
         };
         out.push_str(&format!("{name}={url}\n"));
     }
+    out.push_str(&format!("WINSTON_STRIPE_API_BASE={}\n", urls["stripe"].as_str().unwrap_or_default()));
     out.push_str(&format!("# winston emulator ready on http://{addr}\n"));
     out
 }

@@ -44,6 +44,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-proxy" (include "winston.fullname" .) }}
 {{- end }}
 
+{{- define "winston.intakeName" -}}
+{{- printf "%s-intake" (include "winston.fullname" .) }}
+{{- end }}
+
+{{- define "winston.intakeServiceAccount" -}}
+{{- default (include "winston.intakeName" .) .Values.intake.serviceAccount.name }}
+{{- end }}
+
+{{- define "winston.intakeNamespace" -}}
+{{- default .Release.Namespace .Values.intake.namespace }}
+{{- end }}
+
 {{- define "winston.controllerServiceAccount" -}}
 {{- default (include "winston.controllerName" .) .Values.controller.serviceAccount.name }}
 {{- end }}
