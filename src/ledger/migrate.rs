@@ -16,6 +16,7 @@ pub fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         migration(1, "ledger", include_str!("../../migrations/control/0001_ledger.sql")),
         migration(2, "meter integrity", include_str!("../../migrations/control/0002_meter_integrity.sql")),
+        migration(4, "transcripts", include_str!("../../migrations/control/0004_transcripts.sql")),
     ])
 }
 
