@@ -36,6 +36,8 @@ pub struct EmulatorConfig {
     pub rate_limit_per_minute: u32,
     /// Behaviour of the mock LLM upstreams.
     pub llm: super::llm::LlmMockConfig,
+    /// Real agent runtimes behind reference-image services (off by default).
+    pub runtimes: super::runtimes::RuntimeConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -47,6 +49,7 @@ impl Default for EmulatorConfig {
             state_file: None,
             rate_limit_per_minute: 100_000,
             llm: super::llm::LlmMockConfig::default(),
+            runtimes: super::runtimes::RuntimeConfig::default(),
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct Emulator {
     /// Host and port the Neon connection URIs point at.
     pub pg_host: String,
     pub pg_port: u16,
+    /// The agent runtimes it runs (see [`super::runtimes`]).
+    pub runtimes: super::runtimes::Runtimes,
 }
 
 impl Emulator {
@@ -123,6 +128,7 @@ impl Emulator {
             None => (None, "127.0.0.1".into(), 5432),
         };
         Ok(Self {
+            runtimes: super::runtimes::Runtimes::new(config.runtimes.clone()),
             config,
             world: Mutex::new(world),
             faults: FaultBook::default(),
