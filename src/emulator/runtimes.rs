@@ -175,7 +175,10 @@ impl Runtimes {
             if st.running.contains_key(&w.service_id) {
                 continue;
             }
-            let waiting = st.exited.get(&w.service_id).is_some_and(|(d, at)| *d == w.deployment_id && at.elapsed() < RESTART_AFTER);
+            let waiting = st
+                .exited
+                .get(&w.service_id)
+                .is_some_and(|(d, at)| *d == w.deployment_id && at.elapsed() < RESTART_AFTER);
             if waiting {
                 continue;
             }
@@ -235,12 +238,8 @@ impl Drop for Runtimes {
 /// The services that should run a runtime now, oldest first.
 fn wanted(emu: &Emulator, w: &World) -> Vec<Wanted> {
     let cfg = &emu.runtimes.config;
-    let mut services: Vec<_> = w
-        .railway
-        .services
-        .values()
-        .filter(|s| s.image.as_deref().is_some_and(|i| cfg.is_reference(i)))
-        .collect();
+    let mut services: Vec<_> =
+        w.railway.services.values().filter(|s| s.image.as_deref().is_some_and(|i| cfg.is_reference(i))).collect();
     services.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
     services
         .into_iter()
@@ -255,7 +254,9 @@ fn wanted(emu: &Emulator, w: &World) -> Vec<Wanted> {
                 return None;
             }
             let mut env = w.railway.variables.get(&format!("{}/", newest.environment_id)).cloned().unwrap_or_default();
-            env.extend(w.railway.variables.get(&format!("{}/{}", newest.environment_id, s.id)).cloned().unwrap_or_default());
+            env.extend(
+                w.railway.variables.get(&format!("{}/{}", newest.environment_id, s.id)).cloned().unwrap_or_default(),
+            );
             Some(Wanted { service_id: s.id.clone(), deployment_id: newest.id.clone(), env })
         })
         .collect()
@@ -321,7 +322,11 @@ mod tests {
     #[test]
     fn the_reference_image_matches_with_any_tag_or_digest() {
         let c = RuntimeConfig::default();
-        for yes in ["ghcr.io/winston-dev/winston", "ghcr.io/winston-dev/winston:0.1.0", "ghcr.io/winston-dev/winston@sha256:ab"] {
+        for yes in [
+            "ghcr.io/winston-dev/winston",
+            "ghcr.io/winston-dev/winston:0.1.0",
+            "ghcr.io/winston-dev/winston@sha256:ab",
+        ] {
             assert!(c.is_reference(yes), "{yes}");
         }
         for no in ["ghcr.io/winston-dev/agent:1.4.0", "ghcr.io/winston-dev/winston-agent", "localhost:5000/x"] {
