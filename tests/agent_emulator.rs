@@ -96,7 +96,9 @@ async fn the_emulator_starts_and_stops_one_runtime_per_service() {
     let (a, a_domain) = rw.service("acme", "ghcr.io/winston-dev/winston:0.1.0", &vars(&tenant_db(&h))).await;
     let (b, b_domain) = rw.service("bella", "ghcr.io/winston-dev/winston:0.1.0", &vars(&tenant_db(&h))).await;
     let (_c, c_domain) = rw.service("other", "ghcr.io/acme/agent:1", &vars(&tenant_db(&h))).await;
-    let runtimes = || async { http.get(format!("{}{RUNTIMES_PATH}", emu.base())).send().await.unwrap().json::<Value>().await.unwrap() };
+    let runtimes = || async {
+        http.get(format!("{}{RUNTIMES_PATH}", emu.base())).send().await.unwrap().json::<Value>().await.unwrap()
+    };
     let app = |domain: &str, path: &str| format!("{}/_emulator/apps/{domain}{path}", emu.base());
 
     // Both reference services run a real agent; the other image gets the stand-in.
@@ -147,7 +149,11 @@ async fn at_most_max_runtimes_run_and_the_rest_get_the_stand_in() {
     let h = harness(1000, test_settings()).await;
     let emu = winston::emulator::spawn(EmulatorConfig {
         postgres_url: Some(h.db.pg.url("postgres")),
-        runtimes: RuntimeConfig { agent_bin: Some(env!("CARGO_BIN_EXE_winston").into()), max: 1, ..RuntimeConfig::default() },
+        runtimes: RuntimeConfig {
+            agent_bin: Some(env!("CARGO_BIN_EXE_winston").into()),
+            max: 1,
+            ..RuntimeConfig::default()
+        },
         ..EmulatorConfig::default()
     })
     .await
@@ -162,17 +168,28 @@ async fn at_most_max_runtimes_run_and_the_rest_get_the_stand_in() {
     ]);
     let (first, _) = rw.service("one", "ghcr.io/winston-dev/winston", &vars).await;
     let (_, second_domain) = rw.service("two", "ghcr.io/winston-dev/winston", &vars).await;
-    let report = || async { http.get(format!("{}{RUNTIMES_PATH}", emu.base())).send().await.unwrap().json::<Value>().await.unwrap() };
+    let report = || async {
+        http.get(format!("{}{RUNTIMES_PATH}", emu.base())).send().await.unwrap().json::<Value>().await.unwrap()
+    };
     assert!(eventually(60, || async { report().await["running"].get(&first).is_some() }).await);
     // Give the supervisor several ticks: still one.
     let mut ticks = 0;
-    assert!(!eventually(1, || {
-        ticks += 1;
-        async { report().await["running"].as_object().unwrap().len() > 1 }
-    })
-    .await);
+    assert!(
+        !eventually(1, || {
+            ticks += 1;
+            async { report().await["running"].as_object().unwrap().len() > 1 }
+        })
+        .await
+    );
     assert!(ticks > 1);
-    let r: Value = http.get(format!("{}/_emulator/apps/{second_domain}/health", emu.base())).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .get(format!("{}/_emulator/apps/{second_domain}/health", emu.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "ok");
     assert!(r.get("channels").is_none());
 }

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::context::{Emulator, World};
-use super::railway::deployment_status;
+use super::railway::{Deployment, Service, deployment_status};
 
 /// How often the supervisor looks at the world.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -235,10 +235,11 @@ impl Drop for Runtimes {
     }
 }
 
-/// The services that should run a runtime now, oldest first.
-fn wanted(emu: &Emulator, w: &World) -> Vec<Wanted> {
+/// The reference-image services whose newest deployment succeeded, oldest
+/// first, with that deployment.
+fn candidates<'w>(emu: &Emulator, w: &'w World) -> Vec<(&'w Service, &'w Deployment)> {
     let cfg = &emu.runtimes.config;
-    let mut services: Vec<_> =
+    let mut services: Vec<&Service> =
         w.railway.services.values().filter(|s| s.image.as_deref().is_some_and(|i| cfg.is_reference(i))).collect();
     services.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
     services
@@ -250,16 +251,56 @@ fn wanted(emu: &Emulator, w: &World) -> Vec<Wanted> {
                 .values()
                 .filter(|d| d.service_id == s.id && !d.removed)
                 .max_by_key(|d| (d.created_ms, d.id.clone()))?;
-            if deployment_status(emu, newest) != "SUCCESS" {
-                return None;
-            }
-            let mut env = w.railway.variables.get(&format!("{}/", newest.environment_id)).cloned().unwrap_or_default();
-            env.extend(
-                w.railway.variables.get(&format!("{}/{}", newest.environment_id, s.id)).cloned().unwrap_or_default(),
-            );
-            Some(Wanted { service_id: s.id.clone(), deployment_id: newest.id.clone(), env })
+            (deployment_status(emu, newest) == "SUCCESS").then_some((s, newest))
         })
         .collect()
+}
+
+/// The services that should run a runtime now, oldest first, with the
+/// environment they run with (shared variables, then the service's own).
+fn wanted(emu: &Emulator, w: &World) -> Vec<Wanted> {
+    candidates(emu, w)
+        .into_iter()
+        .map(|(s, d)| {
+            let vars = |key: String| w.railway.variables.get(&key).cloned().unwrap_or_default();
+            let mut env = vars(format!("{}/", d.environment_id));
+            env.extend(vars(format!("{}/{}", d.environment_id, s.id)));
+            Wanted { service_id: s.id.clone(), deployment_id: d.id.clone(), env }
+        })
+        .collect()
+}
+
+/// Who answers a request for an app's domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The real runtime on this loopback port.
+    Runtime(u16),
+    /// A runtime is due but not started yet: 503, so a health check waits
+    /// for the real agent instead of passing on the stand-in.
+    Starting,
+    /// Today's stand-in answer (not the reference image, over the bound,
+    /// or runtimes off).
+    StandIn,
+}
+
+/// Who answers for `domain`.
+#[must_use]
+pub fn route(emu: &Emulator, domain: &str) -> Route {
+    if emu.runtimes.config.agent_bin.is_none() {
+        return Route::StandIn;
+    }
+    let (service, due) = emu.read(|w| {
+        let service = service_of(w, domain);
+        let due: Vec<String> =
+            candidates(emu, w).into_iter().take(emu.runtimes.config.max).map(|(s, _)| s.id.clone()).collect();
+        (service, due)
+    });
+    let Some(service) = service else { return Route::StandIn };
+    match emu.runtimes.port_for(&service) {
+        Some(port) => Route::Runtime(port),
+        None if due.contains(&service) => Route::Starting,
+        None => Route::StandIn,
+    }
 }
 
 /// Starts the supervisor when runtimes are on; it ends with the emulator.
@@ -311,8 +352,14 @@ pub async fn forward(rt: &Runtimes, port: u16, path: &str, req: Request) -> Resp
             }
             b.body(Body::from_stream(resp.bytes_stream())).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "starting"}))).into_response(),
+        Err(_) => starting(),
     }
+}
+
+/// The answer while a runtime is due or starting.
+#[must_use]
+pub fn starting() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "starting"}))).into_response()
 }
 
 #[cfg(test)]
