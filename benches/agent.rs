@@ -85,9 +85,10 @@ async fn run() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
     let mock = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(serve(listener, LlmMockConfig { default_output_tokens: 16, ..LlmMockConfig::default() }));
-    let catalog =
-        Catalog::parse(&format!("models:\n  {MODEL}:\n    kind: anthropic\n    base_url: {mock}/anthropic\n    multiplier: 5\n"))
-            .expect("catalog");
+    let catalog = Catalog::parse(&format!(
+        "models:\n  {MODEL}:\n    kind: anthropic\n    base_url: {mock}/anthropic\n    multiplier: 5\n"
+    ))
+    .expect("catalog");
     let proxy = Proxy::new(
         Ledger::connect(&url, 16).await.expect("connect"),
         ProxySession::open(&url).await.expect("session"),
@@ -167,13 +168,15 @@ async fn run() {
     );
 
     // Transcript ingest.
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM session_transcripts").fetch_one(ledger.pool()).await.expect("count");
+    let before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM session_transcripts").fetch_one(ledger.pool()).await.expect("count");
     let stored = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..SENDERS {
-        let (http, url, key, stored, sent) = (http.clone(), proxy_url.clone(), key.clone(), stored.clone(), sent.clone());
+        let (http, url, key, stored, sent) =
+            (http.clone(), proxy_url.clone(), key.clone(), stored.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while started.elapsed() < INGEST_PHASE {
@@ -200,7 +203,8 @@ async fn run() {
         t.await.expect("sender");
     }
     let secs = started.elapsed().as_secs_f64();
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM session_transcripts").fetch_one(ledger.pool()).await.expect("count");
+    let after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM session_transcripts").fetch_one(ledger.pool()).await.expect("count");
     let stored = stored.load(Ordering::Relaxed);
     println!();
     println!("transcript ingest: batches of {BATCH} events, {SENDERS} senders, {secs:.1} s");

@@ -200,3 +200,17 @@ async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
     assert_eq!(h.upstream.total().requests, 0);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_it_cannot_open_fails_the_start_without_quoting_the_url() {
+    let spool = tempfile::tempdir().unwrap();
+    for url in ["postgres://owner:hunter2@127.0.0.1:1/tenant", "postgres://owner:hunter2@127.0.0.1:notaport/x"] {
+        let args = agent_args("http://127.0.0.1:1", "wsk_secret_key", url, spool.path());
+        let err = winston::agent::Agent::start(args).await.err().expect("no database, no start");
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("tenant database"), "{shown}");
+        for secret in ["hunter2", "wsk_secret_key", GATEWAY] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+}

@@ -39,8 +39,9 @@ const UNKNOWN: i64 = i64::MIN;
 /// Errors starting or running the runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("failed to open the tenant database (check DATABASE_URL)")]
-    Database(#[source] sqlx::Error),
+    /// Only the kind of failure: a driver message could quote the URL.
+    #[error("failed to open the tenant database (check DATABASE_URL): {0}")]
+    Database(&'static str),
     #[error("failed to apply the tenant migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("failed to read the workspace: {0}")]
@@ -117,7 +118,9 @@ impl Agent {
     pub async fn start(args: AgentArgs) -> Result<Self, AgentError> {
         crate::telemetry::install_crypto_provider();
         let workspace = workspace::Workspace::decode(args.workspace.as_deref())?;
-        let pool = store::connect(args.database_url.expose(), 8).await.map_err(AgentError::Database)?;
+        let pool = store::connect(args.database_url.expose(), 8)
+            .await
+            .map_err(|e| AgentError::Database(connect_failure(&e)))?;
         store::migrator().run(&pool).await?;
         let spool =
             spool::Spool::open(&args.spool_path(), args.batch_lines.clamp(1, 1000)).map_err(AgentError::Spool)?;
@@ -206,6 +209,17 @@ impl Agent {
         }
         served?;
         Ok(())
+    }
+}
+
+/// What kind of connection failure `e` is, in words that quote nothing.
+fn connect_failure(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Configuration(_) => "the URL is not a valid PostgreSQL URL",
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => "the server is not reachable",
+        sqlx::Error::Tls(_) => "the TLS handshake failed",
+        sqlx::Error::Database(_) => "the server refused the connection (role, password or database)",
+        _ => "the connection failed",
     }
 }
 
