@@ -239,3 +239,38 @@ async fn export_gives_a_tenants_lines_back_oldest_first() {
     let since = "2026-12-01T10:00:01Z".parse().unwrap();
     assert_eq!(winston::proxy::transcripts::export(other, "shop/acme", Some(since), &mut out).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_batch_over_the_proxys_byte_limit_is_split_and_delivered_whole() {
+    let h = harness(1_000_000_000, winston::proxy::Settings { body_limit: 1 << 20, ..test_settings() }).await;
+    let db = tenant_db(&h);
+    let spool = tempfile::tempdir().unwrap();
+    // No push while the turns happen: they pile up in one current file.
+    let mut args = agent_args(&h.url, &h.key, &db, spool.path());
+    args.push_millis = 600_000;
+    args.batch_lines = 1000;
+    args.body_limit = 300_000;
+    let agent = start_agent(args).await;
+    let big = "word ".repeat(50_000); // 250,000 bytes, under the proxy's 256 KiB per line
+    for _ in 0..20 {
+        agent.chat(&big).await;
+    }
+    // Stopping pushes once: one 5 MB batch, answered 413, split in two.
+    agent.stop().await;
+    assert_eq!(transcript_rows(&h).await, (0, 0));
+    assert_eq!(spooled_lines(spool.path()), 40);
+    let batches = std::fs::read_dir(spool.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("batch-"));
+    assert_eq!(batches.count(), 2);
+    // The next start delivers both halves; nothing was set aside.
+    let agent = start_agent(agent_args(&h.url, &h.key, &db, spool.path())).await;
+    let h2 = &h;
+    assert!(
+        eventually(30, || async { transcript_rows(h2).await == (40, 40) }).await,
+        "{:?}",
+        transcript_rows(h2).await
+    );
+    assert!(!spool.path().join("rejected.jsonl").exists());
+    agent.stop().await;
+}
