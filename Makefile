@@ -91,9 +91,10 @@ demo-checkout: ## A customer's life from a Stripe checkout: emulated checkout ->
 	@scripts/demo-checkout
 
 .PHONY: bench
-bench: controlplane ## Benchmarks (release build, not tests): proxy latency/throughput/RSS; provisioning of 1/100/1,000 tenants
+bench: controlplane ## Benchmarks (release build, not tests): proxy latency/throughput/RSS; provisioning of 1/100/1,000 tenants; agent chat round trip and transcript ingest
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench proxy
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench provisioning
+	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench agent
 
 .PHONY: test
 test: prereqs fmt-check deps-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, unused crates, clippy, CRD drift, chart lint, manifests drift, all tests

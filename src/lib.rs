@@ -4,6 +4,7 @@
 //! The library holds every part; the `winston` binary only wires them to a
 //! command line. `ledger` and `proxy` never import `kube`: money stays out of
 //! Kubernetes, and only the controllers bridge the two halves.
+pub mod agent;
 pub mod api;
 pub mod controller;
 pub mod devenv;

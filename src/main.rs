@@ -37,6 +37,10 @@ enum Command {
     Emulator(winston::emulator::EmulatorArgs),
     /// Show tenants, their provisioning steps, URLs and credits (`-w` to follow).
     Status(winston::status::StatusArgs),
+    /// Run the reference agent runtime (what a tenant's service runs).
+    Agent(Box<winston::agent::AgentArgs>),
+    /// Export or prune the transcripts the agents pushed.
+    Transcripts(winston::proxy::transcripts::TranscriptsArgs),
     /// Run a throwaway local PostgreSQL until stopped (used by `make demo`).
     DevPostgres(winston::devenv::DevPostgresArgs),
 }
@@ -57,6 +61,8 @@ fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,
+        Command::Agent(args) => runtime()?.block_on(winston::agent::run(*args))?,
+        Command::Transcripts(args) => runtime()?.block_on(winston::proxy::transcripts::run(args))?,
         Command::DevPostgres(args) => runtime()?.block_on(winston::devenv::dev_postgres(args))?,
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `make demo` as CI runs it (`DEMO_EXIT=1`): the whole system comes up,
-//! the example Tenant goes Ready, one LLM call is metered, and the script
+//! the example Tenant goes Ready, one LLM call is metered, a chat with the
+//! tenant's real agent is answered, metered and transcribed, and the script
 //! exits 0 after stopping everything it started.
 #![allow(clippy::unwrap_used)]
 
@@ -22,4 +23,12 @@ fn the_demo_reaches_ready_meters_a_call_and_exits_cleanly() {
     let nums: Vec<i64> = credits.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     assert_eq!(nums.len(), 2, "{credits}");
     assert!(nums[1] < nums[0], "credits did not go down: {credits}");
+    // The customer's exchange with the real agent, metered and transcribed.
+    let reply = stdout.lines().find(|l| l.trim_start().starts_with("Agent reply:")).unwrap();
+    assert!(reply.contains("round trip"), "{reply}");
+    let agent = stdout.lines().find(|l| l.trim_start().starts_with("Agent credits:")).unwrap();
+    let nums: Vec<i64> = agent.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(nums.len() == 2 && nums[1] < nums[0], "the agent's call was not metered: {agent}");
+    assert!(stdout.lines().any(|l| l.trim_start().starts_with("user ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.trim_start().starts_with("assistant ")), "{stdout}");
 }

@@ -4,8 +4,10 @@
 //! while it builds or after it failed, 404 for an unknown domain. Winston's
 //! health step is pointed here with `WINSTON_HEALTH_BASE_URL` because
 //! `*.up.railway.app` does not resolve on a machine without the platform.
+//! A service deployed from the reference agent image is answered by its
+//! real `winston agent` process instead ([`super::runtimes`]).
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -16,8 +18,16 @@ use super::railway::deployment_status;
 /// Path prefix of the emulated agent services.
 pub const APPS_PATH: &str = "/_emulator/apps";
 
-/// `GET /_emulator/apps/{host}/{*path}`.
-pub async fn app(State(emu): State<Shared>, Path((host, path)): Path<(String, String)>) -> Response {
+/// `/_emulator/apps/{host}/{*path}`, any method: the service's real agent
+/// runtime when one runs ([`super::runtimes`]), else the stand-in answer.
+pub async fn app(State(emu): State<Shared>, Path((host, path)): Path<(String, String)>, req: Request) -> Response {
+    match super::runtimes::route(&emu, &host) {
+        super::runtimes::Route::Runtime(port) => {
+            return super::runtimes::forward(&emu.runtimes, port, &path, req).await;
+        }
+        super::runtimes::Route::Starting => return super::runtimes::starting(),
+        super::runtimes::Route::StandIn => {}
+    }
     let status = emu.read(|w| {
         let domain = w.railway.domains.values().find(|d| d.domain == host)?;
         let newest = w

@@ -38,6 +38,8 @@ pub struct EmulatorConfig {
     pub llm: super::llm::LlmMockConfig,
     /// The Stripe emulator's webhook endpoint and delivery retries.
     pub stripe: super::stripe::StripeConfig,
+    /// Real agent runtimes behind reference-image services (off by default).
+    pub runtimes: super::runtimes::RuntimeConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -50,6 +52,7 @@ impl Default for EmulatorConfig {
             rate_limit_per_minute: 100_000,
             llm: super::llm::LlmMockConfig::default(),
             stripe: super::stripe::StripeConfig::default(),
+            runtimes: super::runtimes::RuntimeConfig::default(),
         }
     }
 }
@@ -95,6 +98,8 @@ pub struct Emulator {
     /// Host and port the Neon connection URIs point at.
     pub pg_host: String,
     pub pg_port: u16,
+    /// The agent runtimes it runs (see [`super::runtimes`]).
+    pub runtimes: super::runtimes::Runtimes,
 }
 
 impl Emulator {
@@ -126,6 +131,7 @@ impl Emulator {
             None => (None, "127.0.0.1".into(), 5432),
         };
         Ok(Self {
+            runtimes: super::runtimes::Runtimes::new(config.runtimes.clone()),
             config,
             world: Mutex::new(world),
             faults: FaultBook::default(),

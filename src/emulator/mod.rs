@@ -17,6 +17,7 @@ pub mod llm;
 pub mod neon;
 pub mod railway;
 pub mod resend;
+pub mod runtimes;
 pub mod stripe;
 pub mod stripe_delivery;
 pub mod supabase;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 
 use crate::platform::Platform;
@@ -47,6 +48,8 @@ pub const NEON_PATH: &str = "/neon/api/v2";
 pub const VERCEL_PATH: &str = "/vercel";
 /// Base path of the Supabase Management API on the emulator.
 pub const SUPABASE_PATH: &str = "/supabase";
+/// The running agent runtimes: `{"running": {service id: port}, "started", "max"}`.
+pub const RUNTIMES_PATH: &str = "/_emulator/runtimes";
 /// Base path of the Resend API on the emulator.
 pub const RESEND_PATH: &str = "/resend";
 
@@ -84,7 +87,8 @@ pub fn router_with_llm_stats(emu: Shared) -> (Router, Arc<llm::MockStats>) {
             stripe::router(stripe::StripeEmulator::new(&emu.config.stripe, emu.config.tokens.clone())),
         )
         .route("/_emulator/objects", get(objects))
-        .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), get(apps::app))
+        .route(RUNTIMES_PATH, get(|State(emu): State<Shared>| async move { Json(emu.runtimes.report()) }))
+        .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), any(apps::app))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu)
         .merge(llm);
@@ -118,6 +122,7 @@ pub fn base_urls(addr: SocketAddr) -> Value {
 /// When the state file or backing PostgreSQL cannot be opened, or serving fails.
 pub async fn serve(listener: tokio::net::TcpListener, config: EmulatorConfig) -> Result<(), EmulatorError> {
     let emu = Arc::new(Emulator::new(config).await?);
+    runtimes::supervise(&emu);
     axum::serve(listener, router(emu)).await?;
     Ok(())
 }
@@ -161,6 +166,7 @@ pub async fn spawn(config: EmulatorConfig) -> Result<Running, EmulatorError> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let emulator = Arc::new(Emulator::new(config).await?);
+    runtimes::supervise(&emulator);
     let (app, llm_stats) = router_with_llm_stats(emulator.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -219,6 +225,12 @@ pub struct EmulatorArgs {
     /// Attempts per Stripe event and endpoint, the first included.
     #[arg(long, default_value_t = 8)]
     pub stripe_max_attempts: u32,
+    /// Most real agent runtimes (`winston agent` processes) at once; 0 = none.
+    #[arg(long, env = "WINSTON_EMULATOR_AGENT_RUNTIMES", default_value_t = 8)]
+    pub agent_runtimes: usize,
+    /// Image repositories run as the reference agent (comma-separated).
+    #[arg(long = "agent-image", env = "WINSTON_EMULATOR_AGENT_IMAGES", value_delimiter = ',', default_value = runtimes::REFERENCE_IMAGE)]
+    pub agent_images: Vec<String>,
 }
 
 impl EmulatorArgs {
@@ -244,6 +256,12 @@ impl EmulatorArgs {
                     retry_base: std::time::Duration::from_millis(self.stripe_retry_base_ms),
                     max_attempts: self.stripe_max_attempts,
                 },
+            },
+            runtimes: runtimes::RuntimeConfig {
+                agent_bin: (self.agent_runtimes > 0).then(std::env::current_exe).and_then(Result::ok),
+                images: self.agent_images.clone(),
+                max: self.agent_runtimes,
+                ..runtimes::RuntimeConfig::default()
             },
         }
     }
@@ -279,12 +297,14 @@ pub fn banner(addr: SocketAddr) -> String {
 pub async fn run(args: EmulatorArgs) -> Result<(), EmulatorError> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let emu = Arc::new(Emulator::new(args.config()).await?);
+    runtimes::supervise(&emu);
     print!("{}", banner(listener.local_addr()?));
     {
         use std::io::Write;
         std::io::stdout().flush()?;
     }
-    axum::serve(listener, router(emu)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router(emu.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    emu.runtimes.stop_all();
     tracing::info!("emulator stopped");
     Ok(())
 }

@@ -17,6 +17,7 @@ pub fn migrator() -> Migrator {
         migration(1, "ledger", include_str!("../../migrations/control/0001_ledger.sql")),
         migration(2, "meter integrity", include_str!("../../migrations/control/0002_meter_integrity.sql")),
         migration(3, "stripe events", include_str!("../../migrations/control/0003_stripe_events.sql")),
+        migration(4, "transcripts", include_str!("../../migrations/control/0004_transcripts.sql")),
         migration(5, "group commit", include_str!("../../migrations/control/0005_group_commit.sql")),
     ])
 }

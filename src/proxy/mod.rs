@@ -19,6 +19,7 @@ mod metrics;
 pub mod pricing;
 pub mod request;
 mod stream;
+pub mod transcripts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,10 @@ use crate::ledger::{GroupCommit, Ledger, LedgerError, ProxySession};
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often idempotency keys past their window are forgotten.
 const FORGET_KEYS_EVERY: Duration = Duration::from_secs(60);
+/// Expired transcript rows deleted per statement, and statements per
+/// minute: bounded so a backlog never holds long locks.
+const PRUNE_BATCH: i64 = 1000;
+const PRUNE_BATCHES: usize = 20;
 /// How often readiness is re-checked.
 const READINESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -128,6 +133,9 @@ pub struct Settings {
     /// Most holds and settlements one commit takes.
     #[arg(long, env = "WINSTON_PROXY_COMMIT_BATCH", default_value_t = crate::ledger::DEFAULT_MAX_BATCH)]
     pub commit_batch: usize,
+    /// Days a pushed transcript event is kept before the sweep deletes it.
+    #[arg(long, env = "WINSTON_TRANSCRIPT_RETENTION_DAYS", default_value_t = transcripts::DEFAULT_RETENTION_DAYS)]
+    pub transcript_retention_days: u32,
 }
 
 impl Default for Settings {
@@ -145,6 +153,7 @@ impl Default for Settings {
             db_connections: 32,
             commit_queues: 4,
             commit_batch: crate::ledger::DEFAULT_MAX_BATCH,
+            transcript_retention_days: transcripts::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -275,6 +284,7 @@ impl Proxy {
             .route("/v1/messages", post(forward::anthropic))
             .route("/v1/chat/completions", post(forward::openai))
             .route("/v1/models", get(forward::models))
+            .route(transcripts::TRANSCRIPTS_PATH, post(transcripts::ingest))
             .route("/healthz", get(|| async { "ok" }))
             .with_state(Arc::clone(&self.state))
     }
@@ -338,7 +348,7 @@ impl Proxy {
 }
 
 /// Releases the holds of proxies that died (their session lock is gone)
-/// and forgets idempotency keys past their window.
+/// and forgets idempotency keys past their window and expired transcripts.
 async fn sweep_reservations(ledger: Ledger) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -356,6 +366,11 @@ async fn sweep_reservations(ledger: Ledger) {
             last_forget = tokio::time::Instant::now();
             if let Err(e) = ledger.forget_expired_keys().await {
                 tracing::warn!(error = %e, "failed to forget expired idempotency keys");
+            }
+            match transcripts::prune(ledger.pool(), PRUNE_BATCH, PRUNE_BATCHES).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "deleted expired transcripts"),
+                Err(e) => tracing::warn!(error = %e, "failed to delete expired transcripts"),
             }
         }
     }

@@ -72,6 +72,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end }}
 
+{{/* The image tenant agent services run by default: the reference runtime. */}}
+{{- define "winston.agentImage" -}}
+{{ default .Values.image.repository .Values.agentImage.repository }}:{{ default (printf "%s-agent" (default .Chart.AppVersion .Values.image.tag)) .Values.agentImage.tag }}
+{{- end }}
+
 {{/* The Secrets named by the model catalog, deduplicated and sorted. */}}
 {{- define "winston.upstreamSecrets" -}}
 {{- $names := dict }}

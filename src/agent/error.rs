@@ -1,0 +1,110 @@
+//! Every refusal and failure of the runtime's HTTP API as one JSON shape:
+//! `{"error": {"type": "<stable type>", "message": "<for a person>"}}`.
+//! Messages are written here, never copied from a database or a proxy
+//! error, so no secret and no internal detail reaches a caller.
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid gateway token is required (Authorization: Bearer <GATEWAY_TOKEN>)")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "this agent has used all of its credits, so it cannot answer right now; please top up the account or try again next period"
+    )]
+    OutOfCredits,
+    #[error("the language model is not available right now; please try again shortly")]
+    LlmUnavailable,
+    #[error("the agent's database is not available right now; please try again shortly")]
+    Database,
+    #[error("the agent could not record the conversation; please try again")]
+    Spool,
+}
+
+impl ApiError {
+    /// The stable `type` of the error body.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::BadRequest(_) => "invalid_request",
+            Self::TooLarge(_) => "request_too_large",
+            Self::NotFound(_) => "not_found",
+            Self::OutOfCredits => "out_of_credits",
+            Self::LlmUnavailable => "llm_unavailable",
+            Self::Database => "database_unavailable",
+            Self::Spool => "transcript_unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::OutOfCredits => StatusCode::PAYMENT_REQUIRED,
+            Self::LlmUnavailable => StatusCode::BAD_GATEWAY,
+            Self::Database | Self::Spool => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON body.
+    #[must_use]
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"type": self.kind(), "message": self.to_string()}})
+    }
+
+    /// From a body that could not be read (too large, broken).
+    #[must_use]
+    pub fn from_body(r: &BytesRejection, limit: usize) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge(limit)
+        } else {
+            Self::BadRequest("the request body could not be read".into())
+        }
+    }
+
+    /// Logs a database failure (without its detail, which may name the
+    /// server) and turns it into [`ApiError::Database`].
+    pub fn db(e: &sqlx::Error) -> Self {
+        tracing::warn!(kind = db_kind(e), "tenant database call failed");
+        Self::Database
+    }
+}
+
+fn db_kind(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Database(_) => "database",
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => "pool",
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "io",
+        _ => "other",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+/// Parses a JSON body into `T`, with a clear message when it does not fit.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming what was wrong (serde's message names
+/// the field and position, never a value).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
+}
