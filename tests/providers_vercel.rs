@@ -83,7 +83,7 @@ async fn frontend_converges_to_ready_with_alias_adopts_drifts_and_deletes() {
 async fn bulk_env_partial_failure_is_reported_per_variable() {
     let env = Env::start(0).await;
     let c = client(&env, None);
-    let p = c.create_project("partial", None, None).await.unwrap();
+    let p = c.create_project("partial", None, None, &[]).await.unwrap();
     let input = |k: &str| EnvInput {
         key: k.into(),
         value: "v".into(),

@@ -146,6 +146,7 @@ fn provider_class(e: &ProviderError) -> (&'static str, Disposition) {
     match e {
         ProviderError::Unauthorized { .. } => ("Unauthorized", Stall),
         ProviderError::NotFound { .. } => ("NotFound", Stall),
+        ProviderError::Forbidden { .. } => ("Forbidden", Stall),
         ProviderError::Invalid { .. } => ("Rejected", Stall),
         ProviderError::RateLimited { .. } | ProviderError::Locked { .. } | ProviderError::CircuitOpen { .. } => {
             ("Throttled", Throttle)
