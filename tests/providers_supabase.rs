@@ -217,7 +217,10 @@ async fn faults_are_classified_and_recovered() {
     assert!(res.create(&spec).await.unwrap_err().is_retryable());
     let Observation::Ready { id, .. } = settle(&res, &spec).await else { panic!() };
     assert_eq!(env.objects("supabase", "project").await, 1);
-    client.create_project(&spec.marker.name(), &spec.organization, "us-east-1", &spec.db_pass, None).await.unwrap();
+    client
+        .create_project(&spec.marker.labelled_name(), &spec.organization, "us-east-1", &spec.db_pass, None)
+        .await
+        .unwrap();
     let Observation::Ambiguous { ids } = res.observe(&spec, None).await.unwrap() else { panic!() };
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&id));
@@ -238,4 +241,36 @@ async fn faults_are_classified_and_recovered() {
     let e = Providers::new(&bad).unwrap().supabase.get_project(&id).await.unwrap_err();
     assert_eq!((e.category(), e.is_retryable()), ("unauthorized", false), "{e}");
     assert!(!format!("{e} {e:?}").contains("wrong-token"));
+}
+
+/// Two instances whose UIDs share the first 12 hex digits share the short
+/// name; the project name carries the full marker, which alone tells them
+/// apart. A project named by hand with the short name only is never adopted.
+#[tokio::test]
+async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
+    let env = Env::start(0).await;
+    let client = env.providers().supabase;
+    let res = SupabaseProjects(client.clone());
+    let a = spec(&Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"));
+    let b = spec(&Marker::new("3f2504e0-4f89-41d3-8a0c-0305e82c3302"));
+    let by_hand =
+        client.create_project(&a.marker.name(), &a.organization, "us-east-1", &a.db_pass, None).await.unwrap().reference;
+    assert_eq!(res.observe(&a, None).await.unwrap(), Observation::Absent, "an unmarked project was adopted");
+    let ida = res.create(&a).await.unwrap().id;
+    assert_eq!(res.observe(&b, None).await.unwrap(), Observation::Absent, "b adopted a's project");
+    let idb = res.create(&b).await.unwrap().id;
+    for (spec, want) in [(&a, &ida), (&b, &idb)] {
+        let got = settle(&res, spec).await;
+        assert_eq!(got.id(), Some(want.as_str()), "{got:?}");
+    }
+    // Teardown deletes what the search finds: only b's project goes.
+    let found = res.observe(&b, None).await.unwrap();
+    res.delete(found.id().unwrap(), &b).await.unwrap();
+    let left: Vec<String> = env.objects_json().await["supabase"]["objects"]["project"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(left.contains(&ida) && left.contains(&by_hand) && !left.contains(&idb), "{left:?}");
 }
