@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod engine;
 pub mod ledger;
 pub mod names;
+pub mod outbound;
 pub mod plans;
 pub mod platform;
 pub mod providers;

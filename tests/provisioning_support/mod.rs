@@ -55,6 +55,9 @@ impl Stack {
             ("WINSTON_POLL_MILLIS".to_string(), "200".to_string()),
             ("WINSTON_STALLED_RETRY_SECONDS".to_string(), "300".to_string()),
             ("WINSTON_SUPABASE_ORGANIZATION".to_string(), "winston-emulator".to_string()),
+            // The emulated agents answer on loopback; frontends build from `storm/*`.
+            ("WINSTON_OUTBOUND_ALLOW_CIDRS".to_string(), "127.0.0.0/8,::1/128".to_string()),
+            ("WINSTON_FRONTEND_GITHUB_ORGS".to_string(), "storm".to_string()),
         ];
         for (p, path) in [
             ("RAILWAY", winston::emulator::RAILWAY_PATH),
@@ -111,7 +114,11 @@ impl Stack {
     /// Live objects of `kind` on `platform` whose name is `name`.
     pub async fn count(&self, platform: &str, kind: &str, name: &str) -> usize {
         let v = self.objects().await;
-        v[platform]["objects"][kind].as_array().map(|a| a.iter().filter(|o| o["name"] == name).count()).unwrap_or(0)
+        // Neon and Supabase names are `<marker> winston:<uid>` (labelled).
+        let named = |o: &&Value| {
+            o["name"].as_str().is_some_and(|n| n == name || n.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+        };
+        v[platform]["objects"][kind].as_array().map(|a| a.iter().filter(named).count()).unwrap_or(0)
     }
 
     /// Every live object on every platform (for "nothing left"); sent
