@@ -47,8 +47,11 @@ async fn a_frontend_of_an_organisation_not_allowed_stalls_and_creates_nothing_on
 async fn without_an_allowed_network_the_health_check_refuses_loopback() {
     let ns = TestNamespace::new("outbound").await;
     let stack = Stack::start(0).await;
-    let env: Vec<(String, String)> =
-        stack.env(winston::emulator::DEFAULT_TOKEN).into_iter().filter(|(k, _)| k != "WINSTON_OUTBOUND_ALLOW_CIDRS").collect();
+    let env: Vec<(String, String)> = stack
+        .env(winston::emulator::DEFAULT_TOKEN)
+        .into_iter()
+        .filter(|(k, _)| k != "WINSTON_OUTBOUND_ALLOW_CIDRS")
+        .collect();
     let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
     apply_tenant(&ns, "local", "");
 

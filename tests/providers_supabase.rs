@@ -253,8 +253,11 @@ async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
     let res = SupabaseProjects(client.clone());
     let a = spec(&Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"));
     let b = spec(&Marker::new("3f2504e0-4f89-41d3-8a0c-0305e82c3302"));
-    let by_hand =
-        client.create_project(&a.marker.name(), &a.organization, "us-east-1", &a.db_pass, None).await.unwrap().reference;
+    let by_hand = client
+        .create_project(&a.marker.name(), &a.organization, "us-east-1", &a.db_pass, None)
+        .await
+        .unwrap()
+        .reference;
     assert_eq!(res.observe(&a, None).await.unwrap(), Observation::Absent, "an unmarked project was adopted");
     let ida = res.create(&a).await.unwrap().id;
     assert_eq!(res.observe(&b, None).await.unwrap(), Observation::Absent, "b adopted a's project");

@@ -199,6 +199,12 @@ pub struct EmulatorArgs {
     /// Key the mock LLM upstreams require (`x-api-key` or bearer); any key when unset.
     #[arg(long, env = "WINSTON_EMULATOR_LLM_API_KEY", hide_env_values = true)]
     pub llm_api_key: Option<String>,
+    /// Resend requests per second per team (Resend's published default: 2).
+    #[arg(long, default_value_t = 2)]
+    pub resend_per_second: u32,
+    /// Emails a Resend team may send per UTC day (none by default).
+    #[arg(long)]
+    pub resend_daily_quota: Option<u32>,
 }
 
 impl EmulatorArgs {
@@ -218,6 +224,9 @@ impl EmulatorArgs {
                 api_key: self.llm_api_key.clone(),
                 ..llm::LlmMockConfig::default()
             },
+            resend_per_second: self.resend_per_second,
+            resend_daily_quota: self.resend_daily_quota,
+            resend_send_ms: 0,
         }
     }
 }

@@ -106,7 +106,8 @@ pub const EMULATOR_WORKSPACE: &str = "ws-emulator";
 /// The workspace of the caller's token: `None` when it presents none we know.
 fn caller_workspace(emu: &Emulator, headers: &HeaderMap) -> Option<String> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let bearer = header("authorization").map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a));
+    let bearer =
+        header("authorization").map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a));
     let presented = [bearer, header("project-access-token"), header("team-access-token")];
     let index = presented.into_iter().flatten().find_map(|p| emu.config.tokens.iter().position(|t| t == p))?;
     Some(if index == 0 { EMULATOR_WORKSPACE.to_string() } else { format!("{EMULATOR_WORKSPACE}-{index}") })
@@ -192,8 +193,7 @@ pub(super) async fn graphql(State(emu): State<Shared>, headers: HeaderMap, Json(
         let mut data = serde_json::Map::new();
         for field in &op.fields {
             let args = field.arguments(&vars);
-            let result =
-                if op.mutation { mutate(&emu, &ws, field, &args) } else { query(&emu, &ws, field, &args) };
+            let result = if op.mutation { mutate(&emu, &ws, field, &args) } else { query(&emu, &ws, field, &args) };
             match result {
                 Ok(v) => {
                     data.insert(field.key().to_string(), graphql::project(&v, &field.selection));
@@ -603,7 +603,10 @@ fn guard_mutation(w: &World, caller: &str, f: &Field, a: &Value, input: &Value) 
         },
         "projectUpdate" | "projectDelete" => reachable(w, &req(a, "id")?, caller).map(|_| ()),
         "serviceDelete" => reachable_service(w, &req(a, "id")?, caller),
-        "serviceInstanceUpdate" | "serviceInstanceDeployV2" | "serviceInstanceDeploy" | "serviceInstanceRedeploy"
+        "serviceInstanceUpdate"
+        | "serviceInstanceDeployV2"
+        | "serviceInstanceDeploy"
+        | "serviceInstanceRedeploy"
         | "serviceDomainCreate" => match arg("serviceId") {
             Some(sid) => reachable_service(w, &sid, caller),
             None => Ok(()),

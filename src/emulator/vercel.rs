@@ -360,7 +360,17 @@ async fn create_project(
             let now = now_ms();
             for NewEnv { key, value, kind, target, comment } in envs {
                 let id = random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
-                let e = EnvVar { id, project_id: p.id.clone(), key, value, kind, target, comment, created_ms: now, updated_ms: now };
+                let e = EnvVar {
+                    id,
+                    project_id: p.id.clone(),
+                    key,
+                    value,
+                    kind,
+                    target,
+                    comment,
+                    created_ms: now,
+                    updated_ms: now,
+                };
                 w.vercel.envs.insert(e.id.clone(), e);
             }
             w.vercel.projects.insert(p.id.clone(), p.clone());

@@ -68,8 +68,10 @@ impl Stack {
         ] {
             env.push((format!("WINSTON_{p}_BASE_URL"), format!("{base}{path}")));
             env.push((format!("WINSTON_{p}_TOKEN"), token.to_string()));
-            env.push((format!("WINSTON_{p}_RATE_PER_MINUTE"), "100000".to_string()));
-            env.push((format!("WINSTON_{p}_BURST"), "1000".to_string()));
+            // Resend's emulated team limit is its published 2/s: so is the client's budget.
+            let (rate, burst) = if p == "RESEND" { ("120", "2") } else { ("100000", "1000") };
+            env.push((format!("WINSTON_{p}_RATE_PER_MINUTE"), rate.to_string()));
+            env.push((format!("WINSTON_{p}_BURST"), burst.to_string()));
         }
         env
     }

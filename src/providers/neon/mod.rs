@@ -285,7 +285,8 @@ impl NeonClient {
             let page: Vec<NeonProject> = field(&body, "projects")?;
             let next = body.pointer("/pagination/cursor").and_then(Value::as_str).map(str::to_string);
             let done = page.is_empty() || next.is_none() || next == cursor;
-            let named = |p: &NeonProject| p.name == name || p.name.strip_prefix(name).is_some_and(|r| r.starts_with(' '));
+            let named =
+                |p: &NeonProject| p.name == name || p.name.strip_prefix(name).is_some_and(|r| r.starts_with(' '));
             out.extend(page.into_iter().filter(named));
             if done {
                 return Ok(out);

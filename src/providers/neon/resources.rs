@@ -5,8 +5,8 @@
 //! project found by the short name is adopted or deleted only when its name
 //! carries the full marker.
 use super::{NeonClient, NeonProject, ProjectOptions};
-use crate::providers::error::not_found_to_none;
 use crate::platform::Platform;
+use crate::providers::error::not_found_to_none;
 use crate::providers::{
     Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker, only_marked,
 };

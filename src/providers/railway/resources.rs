@@ -24,8 +24,7 @@ pub const FIRST_DEPLOY_GRACE: std::time::Duration = std::time::Duration::from_se
 /// Whether `service` was created less than [`FIRST_DEPLOY_GRACE`] ago
 /// (an unreadable `createdAt` counts as old).
 fn awaits_first_deploy(service: &RailwayService) -> bool {
-    let Some(created) = service.created_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    else {
+    let Some(created) = service.created_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return false;
     };
     let age = chrono::Utc::now().signed_duration_since(created);
