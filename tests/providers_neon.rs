@@ -367,3 +367,25 @@ async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
         .collect();
     assert!(left.contains(&ida) && left.contains(&by_hand) && !left.contains(&idb), "{left:?}");
 }
+
+/// Neon's project list may lag a moment behind a create (eventual
+/// consistency): a create whose answer was lost is not found by marker at
+/// once, and is adopted (not duplicated) once the list shows it.
+#[tokio::test]
+async fn a_lost_create_is_adopted_once_the_list_catches_up() {
+    let config = winston::emulator::EmulatorConfig {
+        list_lag_ms: 600,
+        postgres_url: Some(pg().url("postgres")),
+        ..winston::emulator::EmulatorConfig::default()
+    };
+    let env = Env::with_config(config).await;
+    let res = NeonProjects(env.providers().neon);
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
+    env.fault(serde_json::json!({"platform": "neon", "operation": "createProject", "kind": "drop_response"})).await;
+    assert!(res.create(&spec).await.is_err());
+    assert_eq!(res.observe(&spec, None).await.unwrap(), Observation::Absent, "listed before the lag passed");
+    let settled = |o: &Observation<_>| matches!(o, Observation::Ready { .. });
+    let adopted = poll(|| async { res.observe(&spec, None).await.unwrap() }, settled).await;
+    assert!(adopted.id().is_some());
+    assert_eq!(env.objects("neon", "project").await, 1);
+}

@@ -138,7 +138,7 @@ async fn the_current_create_body_and_the_wire_shapes() {
     let v: Value = r.json().await.unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["created_at", "id", "name", "organization_id", "organization_slug", "ref", "region", "status"]);
-    assert_eq!((v["status"].as_str(), v["id"] == v["ref"]), (Some("ACTIVE_HEALTHY"), true));
+    assert_eq!((v["status"].as_str(), v["id"] == v["ref"]), (Some("COMING_UP"), true), "ready at once");
     assert_eq!((v["organization_slug"].as_str(), v["region"].as_str()), (Some("org-new"), Some("eu-central-1")));
     let reference = v["ref"].as_str().unwrap().to_string();
 
@@ -229,7 +229,9 @@ async fn faults_are_classified_and_recovered() {
     let broken = self::spec(&Marker::new(&uid()));
     env.fault(json!({"platform": "supabase", "kind": "fail_deployment"})).await;
     let created = res.create(&broken).await.unwrap();
-    let Observation::Failed { reason, .. } = res.observe(&broken, Some(&created.id)).await.unwrap() else { panic!() };
+    let settled = |o: &Observation<_>| !matches!(o, Observation::InProgress { .. });
+    let observed = poll(|| async { res.observe(&broken, Some(&created.id)).await.unwrap() }, settled).await;
+    let Observation::Failed { reason, .. } = observed else { panic!("{observed:?}") };
     assert!(reason.contains("INIT_FAILED"), "{reason}");
 
     let mut cfg = env.config();

@@ -44,6 +44,13 @@ pub struct EmulatorConfig {
     /// How long sending one email takes: meanwhile another request with the
     /// same `Idempotency-Key` answers 409 `concurrent_idempotent_requests`.
     pub resend_send_ms: u64,
+    /// Eventual consistency: a project created less than this ago is not
+    /// yet listed (Neon and Supabase project lists, Railway `projects`),
+    /// though it can be read by id. 0 = listed at once.
+    pub list_lag_ms: u64,
+    /// How long a new Supabase project stays COMING_UP; `None` = the async
+    /// delay (the real platform takes minutes).
+    pub supabase_coming_up_ms: Option<u64>,
 }
 
 impl Default for EmulatorConfig {
@@ -58,6 +65,8 @@ impl Default for EmulatorConfig {
             resend_per_second: 2,
             resend_daily_quota: None,
             resend_send_ms: 0,
+            list_lag_ms: 0,
+            supabase_coming_up_ms: None,
         }
     }
 }
@@ -196,6 +205,13 @@ impl Emulator {
         if let Err(e) = result {
             tracing::warn!(error = %e, path = %path.display(), "failed to persist emulator state");
         }
+    }
+
+    /// Whether an object created at `created_ms` is listed yet (see
+    /// [`EmulatorConfig::list_lag_ms`]).
+    #[must_use]
+    pub fn listed(&self, created_ms: i64) -> bool {
+        now_ms() - created_ms >= self.config.list_lag_ms as i64
     }
 
     /// True once an asynchronous lifecycle started at `started_ms` has

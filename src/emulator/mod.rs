@@ -205,6 +205,10 @@ pub struct EmulatorArgs {
     /// Emails a Resend team may send per UTC day (none by default).
     #[arg(long)]
     pub resend_daily_quota: Option<u32>,
+    /// Milliseconds before a new project shows in project lists (eventual
+    /// consistency; it can be read by id at once).
+    #[arg(long, default_value_t = 0)]
+    pub list_lag_ms: u64,
 }
 
 impl EmulatorArgs {
@@ -227,6 +231,8 @@ impl EmulatorArgs {
             resend_per_second: self.resend_per_second,
             resend_daily_quota: self.resend_daily_quota,
             resend_send_ms: 0,
+            list_lag_ms: self.list_lag_ms,
+            supabase_coming_up_ms: None,
         }
     }
 }

@@ -336,7 +336,8 @@ fn query(emu: &Emulator, caller: &str, f: &Field, a: &Value) -> Result<Value, St
                 if ws.as_deref().is_some_and(|ws| ws != caller) {
                     return Err(NOT_AUTHORIZED.into());
                 }
-                let mut ps: Vec<&Project> = r.projects.values().filter(|p| p.workspace_id == ws).collect();
+                let mut ps: Vec<&Project> =
+                    r.projects.values().filter(|p| p.workspace_id == ws && emu.listed(p.created_ms)).collect();
                 ps.sort_by(|x, y| (x.created_ms, &x.id).cmp(&(y.created_ms, &y.id)));
                 Ok(page(ps.into_iter().map(|p| project_json(w, p)).collect(), a))
             }

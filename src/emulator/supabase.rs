@@ -25,7 +25,9 @@
 //!   some day;
 //! - `database.host` is `db.<ref>.supabase.co` like on the platform, and
 //!   resolves nowhere: only the pooler endpoint is connectable;
-//! - no 120/min rate limit by default, no UNKNOWN/RESTARTING states.
+//! - no 120/min rate limit by default, no UNKNOWN/RESTARTING states;
+//! - COMING_UP lasts `supabase_coming_up_ms` (default: the async delay),
+//!   not the minutes it takes on the platform.
 //!
 //! Errors are `{"message": "..."}` (the spec declares no body; believed shape).
 use std::collections::BTreeMap;
@@ -106,7 +108,8 @@ fn err(status: u16, message: &str) -> Response {
 }
 
 fn status(emu: &Emulator, p: &Project) -> &'static str {
-    if !emu.elapsed(p.created_ms, 1.0) {
+    let coming_up = emu.config.supabase_coming_up_ms.unwrap_or(emu.config.async_delay_ms) as i64;
+    if now_ms() - p.created_ms < coming_up {
         "COMING_UP"
     } else if p.fail {
         "INIT_FAILED"
@@ -284,7 +287,10 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
 
 async fn list_projects(State(emu): State<Shared>, headers: HeaderMap) -> Response {
     emu.guard(P, "listProjects", &headers, || async {
-        let all = emu.read(|w| w.supabase.projects.values().map(|p| project_json(&emu, p, true)).collect::<Vec<_>>());
+        let all = emu.read(|w| {
+            let listed = w.supabase.projects.values().filter(|p| emu.listed(p.created_ms));
+            listed.map(|p| project_json(&emu, p, true)).collect::<Vec<_>>()
+        });
         Json(all).into_response()
     })
     .await

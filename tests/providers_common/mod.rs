@@ -45,6 +45,8 @@ impl Env {
             async_delay_ms,
             postgres_url: Some(url),
             resend_per_second: 1_000,
+            // A Supabase project is never ready at once, as on the platform.
+            supabase_coming_up_ms: Some(300),
             ..EmulatorConfig::default()
         };
         Self::with_config(config).await
