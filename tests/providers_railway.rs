@@ -360,3 +360,38 @@ async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
     assert_eq!(env.objects("railway", "project").await, 2);
     assert!(client.get_project(&ida).await.unwrap().is_some());
 }
+
+/// Railway's own deployment states: a CRASHED deployment is a failure that
+/// `update` redeploys, a SLEEPING one succeeded; while a new deployment
+/// builds, the previous one stays live (listed and serving) until the new
+/// one succeeds.
+#[tokio::test]
+async fn crashed_and_sleeping_deployments_and_the_previous_one_stays_live() {
+    let env = Env::start(600).await;
+    let client = env.providers().railway;
+    let marker = Marker::new(&uid());
+    let (pid, env_id) = project(&client, &marker).await;
+    let services = RailwayServices(client.clone());
+    let spec = service_spec(&pid, &env_id, &marker);
+
+    env.fault(json!({"platform": "railway", "kind": "fail_deployment", "state": "CRASHED"})).await;
+    let id = services.create(&spec).await.unwrap().id;
+    let Observation::Failed { reason, .. } = settle(&services, &spec).await else { panic!("CRASHED is a failure") };
+    assert!(reason.contains("CRASHED"), "{reason}");
+
+    env.fault(json!({"platform": "railway", "kind": "fail_deployment", "state": "SLEEPING"})).await;
+    let Applied::InProgress { operation_id: sleeping } = services.update(&id, &spec).await.unwrap() else { panic!() };
+    let Observation::Ready { up_to_date: true, observed, .. } = settle(&services, &spec).await else {
+        panic!("SLEEPING succeeded")
+    };
+    assert_eq!(observed.deployment.map(|d| (d.id, d.status)), Some((sleeping.clone(), "SLEEPING".into())));
+
+    // A redeploy: the sleeping one stays listed as live while the new one builds.
+    let new = client.deploy(&id, &env_id).await.unwrap();
+    let old = client.deployment(&sleeping).await.unwrap().unwrap();
+    assert_eq!(old.status, "SLEEPING", "the previous deployment was taken down before the new one is live");
+    let building = client.deployment(&new).await.unwrap().unwrap();
+    assert_eq!(building.phase(), DeploymentPhase::InProgress, "{building:?}");
+    poll(|| async { client.deployment(&new).await.unwrap().unwrap().status }, |s| s == "SUCCESS").await;
+    assert_eq!(client.deployment(&sleeping).await.unwrap().unwrap().status, "REMOVED");
+}

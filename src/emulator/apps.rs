@@ -29,7 +29,7 @@ pub async fn app(State(emu): State<Shared>, Path((host, path)): Path<(String, St
             .map(|d| (d.created_ms, deployment_status(&emu, w, d)))
             .collect();
         // The live deployment serves while a newer one builds.
-        if statuses.iter().any(|(_, s)| *s == "SUCCESS") {
+        if statuses.iter().any(|(_, s)| matches!(*s, "SUCCESS" | "SLEEPING")) {
             return Some("SUCCESS");
         }
         statuses.into_iter().max_by_key(|(created, _)| *created).map(|(_, s)| s)

@@ -21,14 +21,16 @@
 //!   mutation under it, answers "Not Authorized", the message a rejected
 //!   token gets too.
 //! - Deployments go QUEUED -> INITIALIZING -> BUILDING -> DEPLOYING ->
-//!   SUCCESS (or FAILED when a `fail_deployment` fault is armed) over
-//!   `--async-delay-ms`; the previous deployment of the instance stays
-//!   SUCCESS (live) until the new one succeeds, and is REMOVED then.
+//!   SUCCESS over `--async-delay-ms` (FAILED when a `fail_deployment`
+//!   fault is armed, CRASHED or SLEEPING when it names that state); the
+//!   previous deployment of the instance stays live (SUCCESS) until the new
+//!   one succeeds, and is REMOVED then.
 //!
 //! # Differences that remain
 //! - Queries are parsed but not validated against the public schema:
 //!   an unknown field answers null instead of a GraphQL error.
-//! - No WAITING, CRASHED or SLEEPING deployment, no NEEDS_APPROVAL.
+//! - No WAITING or NEEDS_APPROVAL deployment; CRASHED comes at the end of
+//!   the build, not after the service ran a while.
 //! - One per-minute request window, not Railway's per-plan hourly and
 //!   per-second limits.
 use std::collections::BTreeMap;
@@ -91,6 +93,9 @@ pub struct Deployment {
     /// once it succeeds.
     #[serde(default)]
     pub superseded_by: Option<String>,
+    /// The state it ends in instead of SUCCESS / FAILED (CRASHED, SLEEPING).
+    #[serde(default)]
+    pub end_state: Option<String>,
 }
 
 impl Deployment {
@@ -279,11 +284,19 @@ fn lifecycle_status(emu: &Emulator, d: &Deployment) -> &'static str {
         "BUILDING"
     } else if !emu.elapsed(start, 1.0) {
         "DEPLOYING"
-    } else if d.fail {
-        "FAILED"
     } else {
-        "SUCCESS"
+        match d.end_state.as_deref() {
+            Some("CRASHED") => "CRASHED",
+            Some("SLEEPING") => "SLEEPING",
+            _ if d.fail => "FAILED",
+            _ => "SUCCESS",
+        }
     }
+}
+
+/// A deployment that succeeded (SLEEPING: succeeded, then slept).
+fn succeeded(status: &str) -> bool {
+    matches!(status, "SUCCESS" | "SLEEPING")
 }
 
 /// The status Railway reports: a deployment stays live (its own status)
@@ -298,7 +311,7 @@ fn replaced(emu: &Emulator, w: &World, d: &Deployment) -> bool {
     d.superseded_by
         .as_ref()
         .and_then(|n| w.railway.deployments.get(n))
-        .is_some_and(|n| lifecycle_status(emu, n) == "SUCCESS" || replaced(emu, w, n))
+        .is_some_and(|n| succeeded(lifecycle_status(emu, n)) || replaced(emu, w, n))
 }
 
 /// Whether Railway already lists the deployment.
@@ -401,12 +414,14 @@ fn new_deployment(
 ) -> Result<String, String> {
     let svc = w.railway.services.get(service_id).ok_or("Service not found")?;
     let now = now_ms();
+    let end = emu.faults.take_deployment_end(P);
     let d = Deployment {
         id: id(),
         project_id: svc.project_id.clone(),
         service_id: service_id.into(),
         environment_id: environment_id.into(),
-        fail: emu.faults.take_failed_deployment(P),
+        fail: end.as_deref() == Some("FAILED"),
+        end_state: end.filter(|s| s != "FAILED"),
         removed: false,
         created_ms: now,
         visible_ms: now + lag_ms,
