@@ -172,6 +172,7 @@ async fn twenty_tenants_converge_without_duplicates_through_ten_sigkills() {
     }
     let emails = stack.objects().await["resend"]["objects"]["email"].as_array().unwrap().len();
     assert_eq!(emails, TENANTS, "one welcome email per tenant");
+    eprintln!("requests per tenant to Ready through ten SIGKILLs: {}", stack.requests_per_tenant(TENANTS).await);
 
     let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
     for i in 0..TENANTS {
@@ -315,6 +316,7 @@ async fn a_storm_of_platform_faults_converges_without_duplicates() {
     assert_eq!(stack.count("vercel", "project", &marker).await, 1, "{}", stack.objects().await);
     let emails = stack.objects().await["resend"]["objects"]["email"].as_array().unwrap().len();
     assert_eq!(emails, 3, "exactly one welcome email per tenant");
+    eprintln!("requests per tenant to Ready through the fault storm: {}", stack.requests_per_tenant(3).await);
 }
 
 /// Drift checks of Ready instances draw on a platform's budget at background

@@ -7,6 +7,14 @@
 //! configured, so it survives an emulator restart. Asynchronous lifecycles
 //! are computed from creation timestamps, so they also advance across
 //! restarts without background tasks.
+//!
+//! Every 429 (window run out, Resend's per-team bucket, an injected fault)
+//! carries the platform's rate-limit headers with nothing remaining and
+//! `Retry-After`: Railway and Vercel `x-ratelimit-*` (reset in epoch
+//! seconds), Supabase `x-ratelimit-*` (reset in seconds), Resend the IETF
+//! draft `ratelimit-*`, Neon none (it documents none). The window is one
+//! per platform and minute, not Railway's per-plan hourly and per-second
+//! limits, Vercel's per-endpoint ones or Supabase's 120/min.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -24,6 +24,11 @@
 //!   target lists it as a string (`FilterProjectEnvsTarget1`) unless
 //!   [`VercelOptions::string_targets`] is off.
 //!
+//! - `environmentVariables` in the project create body are created with
+//!   the project, all or none (an invalid one refuses the create).
+//! - Every 429 carries `x-ratelimit-limit`, `-remaining` (0) and `-reset`
+//!   (epoch seconds) with `Retry-After`.
+//!
 //! Options are read and changed (JSON merge) at `GET`/`PUT
 //! /vercel/_emulator/options`; this endpoint needs no token.
 //!

@@ -123,6 +123,17 @@ impl Stack {
         v[platform]["objects"][kind].as_array().map(|a| a.iter().filter(named).count()).unwrap_or(0)
     }
 
+    /// Authorized requests each platform received, divided by `tenants`
+    /// (printed by the crash and storm tests: what one tenant costs).
+    pub async fn requests_per_tenant(&self, tenants: usize) -> String {
+        let v = self.objects().await;
+        ["railway", "neon", "vercel", "supabase", "resend"]
+            .iter()
+            .map(|p| format!("{p} {:.1}", v[p]["requests"].as_f64().unwrap_or(0.0) / tenants as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Every live object on every platform (for "nothing left"); sent
     /// emails are history, not objects to delete, so Resend is left out.
     pub async fn total_objects(&self) -> usize {

@@ -5,7 +5,10 @@
 //!
 //! Railway answers resolver, validation and auth failures as HTTP 200 with
 //! GraphQL `errors[]`; [`RailwayClient::gql`] turns those into the same
-//! typed [`ProviderError`]s the REST platforms produce. A 429 with a
+//! typed [`ProviderError`]s the REST platforms produce ("Not Authorized"
+//! with a working token is `Forbidden`: another workspace's object).
+//! Projects are created in and searched from one workspace
+//! ([`RailwayClient::workspace`]). A 429 with a
 //! non-JSON body (Railway's edge) is tolerated by the HTTP layer.
 //!
 //! # Driving it (provisioning engine)
@@ -15,8 +18,9 @@
 //! 2. [`resources::RailwayServices`] with a [`resources::RailwayServiceSpec`]
 //!    (project + environment ids from step 1, marker, image, variables,
 //!    port): observe -> create when `Absent` (creates the service with every
-//!    variable, deploys once, generates the domain) -> while `InProgress`
-//!    requeue and observe again (the operation id is the deployment id) ->
+//!    variable and generates the domain; Railway deploys it by itself) ->
+//!    while `InProgress` requeue and observe again (the operation id is the
+//!    deployment id, or the wait for Railway's first deployment) ->
 //!    `Ready` carries the service id, the deployment and the public URL;
 //!    `up_to_date: false` -> `update` (variables with `skipDeploys`, image,
 //!    missing domain, then one redeploy) -> `Failed` with the deployment's
