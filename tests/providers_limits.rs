@@ -12,8 +12,10 @@ use providers_common::*;
 use serde_json::json;
 use winston::emulator::{EmulatorConfig, NEON_PATH, RAILWAY_PATH, RESEND_PATH, SUPABASE_PATH, VERCEL_PATH};
 
-/// (platform, method, path, body, the headers its 429 carries).
-fn requests() -> Vec<(&'static str, reqwest::Method, String, Option<serde_json::Value>, &'static [&'static str])> {
+/// One request per platform: (platform, method, path, body, the headers its 429 carries).
+type Probe = (&'static str, reqwest::Method, String, Option<serde_json::Value>, &'static [&'static str]);
+
+fn requests() -> Vec<Probe> {
     let x = &["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"][..];
     vec![
         ("railway", reqwest::Method::POST, RAILWAY_PATH.into(), Some(json!({"query": "query { me { id } }"})), x),
