@@ -395,3 +395,29 @@ async fn crashed_and_sleeping_deployments_and_the_previous_one_stays_live() {
     poll(|| async { client.deployment(&new).await.unwrap().unwrap().status }, |s| s == "SUCCESS").await;
     assert_eq!(client.deployment(&sleeping).await.unwrap().unwrap().status, "REMOVED");
 }
+
+/// The emulator validates every operation against Railway's public schema:
+/// a field or argument the schema lacks is a GraphQL error, not `null`, so
+/// a client that drifts from the schema fails here first.
+#[tokio::test]
+async fn unknown_fields_and_arguments_are_graphql_errors() {
+    let env = Env::start(0).await;
+    let raw = |q: &str| {
+        env.raw(reqwest::Method::POST, winston::emulator::RAILWAY_PATH).json(&json!({"query": q, "variables": {}}))
+    };
+    let r: serde_json::Value = raw("query { projects(workspaceId: \"ws-emulator\") { edges { node { id owner } } } }")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"].is_null(), "{r}");
+    assert_eq!(r["errors"][0]["message"], "Cannot query field \"owner\" on type \"Project\".");
+    assert_eq!(r["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    let client = env.providers().railway;
+    let e = client.gql("query { projects(search: \"wn-\") { edges { node { id } } } }", json!({})).await.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("invalid", false), "{e}");
+    assert!(e.to_string().contains("Unknown argument \"search\""), "{e}");
+    assert_eq!(env.mutations("railway").await, 0);
+}

@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod llm;
 pub mod neon;
 pub mod railway;
+pub mod railway_schema;
 pub mod resend;
 pub mod supabase;
 pub mod vercel;

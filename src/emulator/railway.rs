@@ -26,9 +26,13 @@
 //!   previous deployment of the instance stays live (SUCCESS) until the new
 //!   one succeeds, and is REMOVED then.
 //!
+//! - Every query and mutation is validated against the part of the public
+//!   schema the emulator serves ([`super::railway_schema`]): an unknown
+//!   field or argument is a `GRAPHQL_VALIDATION_FAILED` error, not `null`.
+//!
 //! # Differences that remain
-//! - Queries are parsed but not validated against the public schema:
-//!   an unknown field answers null instead of a GraphQL error.
+//! - Only that part of the schema is known: a real field the emulator does
+//!   not serve is refused too. Argument and variable types are not checked.
 //! - No WAITING or NEEDS_APPROVAL deployment; CRASHED comes at the end of
 //!   the build, not after the service ran a while.
 //! - One per-minute request window, not Railway's per-plan hourly and
@@ -193,6 +197,10 @@ pub(super) async fn graphql(State(emu): State<Shared>, headers: HeaderMap, Json(
             Ok(op) => op,
             Err(e) => return gql_error(&format!("Syntax Error: {e}"), "GRAPHQL_PARSE_FAILED"),
         };
+        let root = if op.mutation { "Mutation" } else { "Query" };
+        if let Err(message) = super::railway_schema::validate(root, &op.fields) {
+            return gql_error(&message, "GRAPHQL_VALIDATION_FAILED");
+        }
         let vars = req.variables.unwrap_or(Value::Null);
         let ws = caller_workspace(&emu, &headers).unwrap_or_default();
         let mut data = serde_json::Map::new();
