@@ -211,7 +211,14 @@ impl RailwayClient {
         if let Some(w) = self.workspace_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
             return Ok(w);
         }
-        let data = self.gql("query me { me { workspaces { id name } } }", json!({})).await?;
+        let data = match self.gql("query me { me { workspaces { id name } } }", json!({})).await {
+            // A workspace token cannot read `me`: it must be told its workspace.
+            Err(ProviderError::Unauthorized { status, message, .. }) => {
+                let message = format!("{message} (a workspace token needs WINSTON_RAILWAY_WORKSPACE_ID)");
+                return Err(ProviderError::Unauthorized { platform: P, status, message });
+            }
+            other => other?,
+        };
         let ids: Vec<&str> = data
             .pointer("/me/workspaces")
             .and_then(Value::as_array)
