@@ -36,11 +36,16 @@ pub struct Stack {
 impl Stack {
     /// An emulator whose lifecycles take `async_delay_ms`, and a fresh control database.
     pub async fn start(async_delay_ms: u64) -> Self {
+        Self::start_with(EmulatorConfig { async_delay_ms, ..EmulatorConfig::default() }).await
+    }
+
+    /// An emulator with `config` (its backing PostgreSQL is the shared
+    /// one), and a fresh control database.
+    pub async fn start_with(config: EmulatorConfig) -> Self {
         let pg = pg();
         let db = format!("ctl_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         pg.create_database(&db).unwrap();
-        let config =
-            EmulatorConfig { async_delay_ms, postgres_url: Some(pg.url("postgres")), ..EmulatorConfig::default() };
+        let config = EmulatorConfig { postgres_url: Some(pg.url("postgres")), ..config };
         let emu = winston::emulator::spawn(config).await.expect("start emulator");
         Self { emu, control_db: pg.url(&db), http: reqwest::Client::new() }
     }
