@@ -279,3 +279,30 @@ async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
         .collect();
     assert!(left.contains(&ida) && left.contains(&by_hand) && !left.contains(&idb), "{left:?}");
 }
+
+/// A project passing through RESTARTING (or UNKNOWN) after COMING_UP is
+/// still coming up: observed InProgress, never Failed, then Ready.
+#[tokio::test]
+async fn restarting_and_unknown_are_waited_through() {
+    let env = Env::with_config(winston::emulator::EmulatorConfig {
+        supabase_coming_up_ms: Some(800),
+        postgres_url: Some(pg().url("postgres")),
+        ..winston::emulator::EmulatorConfig::default()
+    })
+    .await;
+    let res = SupabaseProjects(env.providers().supabase);
+    for state in ["RESTARTING", "UNKNOWN"] {
+        let spec = spec(&Marker::new(&uid()));
+        env.fault(json!({"platform": "supabase", "kind": "fail_deployment", "state": state})).await;
+        let id = res.create(&spec).await.unwrap().id;
+        let seen = poll(
+            || async { env.get_json(&format!("{SUPABASE_PATH}/v1/projects/{id}")).await["status"].clone() },
+            |s| s != "COMING_UP",
+        )
+        .await;
+        assert_eq!(seen, state);
+        let o = res.observe(&spec, Some(&id)).await.unwrap();
+        assert!(matches!(o, Observation::InProgress { .. }), "{state}: {o:?}");
+        let Observation::Ready { .. } = settle(&res, &spec).await else { panic!("{state} never became ready") };
+    }
+}
