@@ -70,7 +70,8 @@ helm-lint: helm ## helm lint --strict the chart (values.schema.json included), d
 	@"$$(scripts/helm-path)" lint --strict charts/winston
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set controller.watchNamespace=tenants \
 	  --set proxy.autoscaling.enabled=true --set serviceMonitor.enabled=true --set platforms.baseUrls.neon=http://emulator:8081 \
-	  --set platforms.vercelTeamId=team_1
+	  --set platforms.vercelTeamId=team_1 --set 'controller.frontendGithubOrgs={acme,bella-bistro}' \
+	  --set 'controller.outboundAllowCidrs={127.0.0.0/8}'
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set 'controller.tenantNamespaces={shop-a,shop-b}'
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set intake.enabled=true --set intake.prices.price_1=starter \
 	  --set intake.namespace=shop --set intake.onCancel=Pause

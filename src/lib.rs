@@ -13,6 +13,7 @@ pub mod engine;
 pub mod intake;
 pub mod ledger;
 pub mod names;
+pub mod outbound;
 pub mod plans;
 pub mod platform;
 pub mod providers;

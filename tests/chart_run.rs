@@ -171,8 +171,11 @@ struct Release {
 /// serves, and the platforms' request budgets are the emulator's, not the
 /// real platforms' (Railway's 16 a minute would make the test take minutes).
 fn to_ready_env(base: &str) -> Vec<String> {
-    let mut env =
-        vec![("WINSTON_HEALTH_BASE_URL".to_string(), format!("{base}{}", winston::emulator::apps::APPS_PATH))];
+    let mut env = vec![
+        ("WINSTON_HEALTH_BASE_URL".to_string(), format!("{base}{}", winston::emulator::apps::APPS_PATH)),
+        // The emulated agents answer on loopback, which health checks refuse otherwise.
+        ("WINSTON_OUTBOUND_ALLOW_CIDRS".to_string(), "127.0.0.0/8".to_string()),
+    ];
     for p in ["RAILWAY", "NEON", "VERCEL", "SUPABASE", "RESEND"] {
         env.push((format!("WINSTON_{p}_RATE_PER_MINUTE"), "100000".into()));
         env.push((format!("WINSTON_{p}_BURST"), "1000".into()));

@@ -25,7 +25,7 @@ async fn project_is_created_observed_adopted_used_and_deleted() {
     };
     assert_eq!(
         (id.as_str(), observed.name.as_str(), up_to_date),
-        (created.id.as_str(), spec.marker.name().as_str(), true)
+        (created.id.as_str(), spec.marker.labelled_name().as_str(), true)
     );
 
     // A restarted controller without the id adopts the same project.
@@ -113,7 +113,7 @@ async fn faults_are_classified_and_a_lost_answer_is_recovered_by_adoption() {
     assert_eq!(env.objects("neon", "project").await, 1);
 
     // Two projects under one marker: never guessed, reported as ambiguous.
-    neon.create_project(&spec.marker.name(), &Default::default()).await.unwrap();
+    neon.create_project(&spec.marker.labelled_name(), &Default::default()).await.unwrap();
     let Observation::Ambiguous { ids } = res.observe(&spec, None).await.unwrap() else { panic!("not ambiguous") };
     assert_eq!(ids.len(), 2);
     for id in ids {
@@ -332,4 +332,60 @@ async fn a_delete_finishes_when_the_caller_disconnects() {
     poll(|| async { env.objects("neon", "project").await }, |n| *n == 0).await;
     assert!(!pg_role_exists(&user).await, "role survived the abandoned delete");
     assert_eq!(env.mutations("neon").await, writes + 1, "the delete was counted");
+}
+
+/// Two instances whose UIDs share the first 12 hex digits share the short
+/// name; the name carries the full marker, which alone tells their projects
+/// apart. A project named by hand with the short name only is never
+/// adopted nor deleted.
+#[tokio::test]
+async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
+    let env = Env::start(0).await;
+    let neon = env.providers().neon;
+    let res = NeonProjects(neon.clone());
+    let a = NeonProjectSpec::new(Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"), "aws-us-east-2", 17);
+    let b = NeonProjectSpec::new(Marker::new("3f2504e0-4f89-41d3-8a0c-0305e82c3302"), "aws-us-east-2", 17);
+    assert_eq!(a.marker.name(), b.marker.name());
+    let by_hand = neon.create_project(&a.marker.name(), &Default::default()).await.unwrap().project.id;
+    assert_eq!(res.observe(&a, None).await.unwrap(), Observation::Absent, "an unmarked project was adopted");
+    let ida = res.create(&a).await.unwrap().id;
+    assert_eq!(res.observe(&b, None).await.unwrap(), Observation::Absent, "b adopted a's project");
+    let idb = res.create(&b).await.unwrap().id;
+    for (spec, want) in [(&a, &ida), (&b, &idb)] {
+        let settled = |o: &Observation<_>| !matches!(o, Observation::InProgress { .. });
+        let got = poll(|| async { res.observe(spec, None).await.unwrap() }, settled).await;
+        assert_eq!(got.id(), Some(want.as_str()), "{got:?}");
+    }
+    // Teardown deletes what the search finds: only b's project goes.
+    let found = res.observe(&b, None).await.unwrap();
+    res.delete(found.id().unwrap(), &b).await.unwrap();
+    let left: Vec<String> = env.objects_json().await["neon"]["objects"]["project"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(left.contains(&ida) && left.contains(&by_hand) && !left.contains(&idb), "{left:?}");
+}
+
+/// Neon's project list may lag a moment behind a create (eventual
+/// consistency): a create whose answer was lost is not found by marker at
+/// once, and is adopted (not duplicated) once the list shows it.
+#[tokio::test]
+async fn a_lost_create_is_adopted_once_the_list_catches_up() {
+    let config = winston::emulator::EmulatorConfig {
+        list_lag_ms: 600,
+        postgres_url: Some(pg().url("postgres")),
+        ..winston::emulator::EmulatorConfig::default()
+    };
+    let env = Env::with_config(config).await;
+    let res = NeonProjects(env.providers().neon);
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
+    env.fault(serde_json::json!({"platform": "neon", "operation": "createProject", "kind": "drop_response"})).await;
+    assert!(res.create(&spec).await.is_err());
+    assert_eq!(res.observe(&spec, None).await.unwrap(), Observation::Absent, "listed before the lag passed");
+    let settled = |o: &Observation<_>| matches!(o, Observation::Ready { .. });
+    let adopted = poll(|| async { res.observe(&spec, None).await.unwrap() }, settled).await;
+    assert!(adopted.id().is_some());
+    assert_eq!(env.objects("neon", "project").await, 1);
 }

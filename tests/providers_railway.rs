@@ -58,21 +58,16 @@ async fn project_and_service_converge_adopt_drift_and_delete() {
     let spec = service_spec(&pid, &env_id, &marker);
     assert_eq!(services.observe(&spec, None).await.unwrap(), Observation::Absent);
     let created = services.create(&spec).await.unwrap();
-    let deployment = created.operation_id.clone().expect("a deployment to poll");
+    assert_eq!(created.operation_id, None, "Railway deploys a new service by itself");
     match services.observe(&spec, Some(&created.id)).await.unwrap() {
-        Observation::InProgress { id, operation_id } => {
-            assert_eq!((id, operation_id), (created.id.clone(), deployment.clone()))
-        }
+        Observation::InProgress { id, .. } => assert_eq!(id, created.id),
         other => panic!("expected InProgress, got {other:?}"),
     }
-    let d = poll(
-        || async { client.deployment(&deployment).await.unwrap().unwrap() },
-        |d| d.phase() != DeploymentPhase::InProgress,
-    )
-    .await;
-    assert_eq!(d.status, "SUCCESS");
     let Observation::Ready { id, observed, up_to_date: true } = settle(&services, &spec).await else { panic!() };
     assert_eq!(id, created.id, "adopted by marker");
+    let deployment = observed.deployment.clone().expect("the first deployment").id;
+    let d = client.deployment(&deployment).await.unwrap().unwrap();
+    assert_eq!((d.status.as_str(), d.phase()), ("SUCCESS", DeploymentPhase::Succeeded));
     let url = observed.url.unwrap();
     assert!(url.starts_with("https://") && url.ends_with(".up.railway.app"), "{url}");
     assert_eq!(client.variables(&pid, &env_id, &id).await.unwrap(), spec.variables);
@@ -170,7 +165,7 @@ async fn graphql_wire_shape_matches_the_schema() {
 
     // Relay pagination: first/after with the cursor of the last edge.
     raw("mutation { projectCreate(input: {name: \"second\"}) { id } }", json!({})).send().await.unwrap();
-    let q = "query p($after: String) { projects(first: 1, after: $after) { edges { cursor node { name } } pageInfo { hasNextPage endCursor } } }";
+    let q = "query p($after: String) { projects(workspaceId: \"ws-emulator\", first: 1, after: $after) { edges { cursor node { name } } pageInfo { hasNextPage endCursor } } }";
     let r: serde_json::Value = raw(q, json!({"after": null})).send().await.unwrap().json().await.unwrap();
     // Creation times may tie, so the order of the two is not asserted.
     let conn = &r["data"]["projects"];
@@ -265,4 +260,164 @@ async fn faults_are_classified_and_recovered() {
     let e = winston::providers::Providers::new(&bad).unwrap().railway.get_project(&pid).await.unwrap_err();
     assert_eq!((e.category(), e.is_retryable()), ("unauthorized", false), "{e}");
     assert!(!format!("{e} {e:?}").contains("wrong-token"));
+}
+
+/// Railway starts the first deployment of a service created with a source
+/// by itself, a moment after `serviceCreate` answers. The old client listed
+/// deployments right away, saw none, and deployed a second time.
+#[tokio::test]
+async fn a_new_service_is_built_once() {
+    let env = Env::start(1_000).await;
+    let client = env.providers().railway;
+    let marker = Marker::new(&uid());
+    let (pid, env_id) = project(&client, &marker).await;
+    let services = RailwayServices(client.clone());
+    let spec = service_spec(&pid, &env_id, &marker);
+    let id = services.create(&spec).await.unwrap().id;
+    let Observation::InProgress { .. } = services.observe(&spec, Some(&id)).await.unwrap() else {
+        panic!("a new service without a listed deployment is waited on, not redeployed")
+    };
+    let Observation::Ready { up_to_date: true, .. } = settle(&services, &spec).await else { panic!() };
+    assert_eq!(env.objects("railway", "deployment_started").await, 1, "Railway built the service more than once");
+}
+
+/// `projects` without `workspaceId` lists personal projects only, while a
+/// project created without one lands in the token's workspace: the old
+/// client, with no workspace configured, never found its own project by
+/// marker (a lost create answer then duplicated it).
+#[tokio::test]
+async fn projects_are_created_and_searched_in_the_same_workspace() {
+    let env = Env::start(0).await;
+    let client = env.providers().railway;
+    let marker = Marker::new(&uid());
+    let projects = RailwayProjects(client.clone());
+    let spec = RailwayProjectSpec { marker: marker.clone() };
+    env.fault(json!({"platform": "railway", "operation": "projectCreate", "kind": "drop_response"})).await;
+    assert!(projects.create(&spec).await.is_err(), "the answer was dropped");
+    let Observation::Ready { id, .. } = projects.observe(&spec, None).await.unwrap() else {
+        panic!("the project created without its answer was not found by marker")
+    };
+    assert_eq!(client.workspace().await.unwrap(), winston::emulator::railway::EMULATOR_WORKSPACE);
+    assert_eq!(env.objects("railway", "project").await, 1);
+    let raw = env.raw(reqwest::Method::POST, winston::emulator::RAILWAY_PATH);
+    let q = "query { projects { edges { node { id } } } }";
+    let r: serde_json::Value = raw.json(&json!({"query": q})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["data"]["projects"]["edges"], json!([]), "personal listing shows workspace project {id}");
+}
+
+/// Railway answers "Not Authorized" to a valid token asking for another
+/// workspace's project, as it does to a rejected token. The old client read
+/// both as rejected credentials.
+#[tokio::test]
+async fn another_workspaces_project_is_forbidden_not_unauthorized() {
+    let mut config = winston::emulator::EmulatorConfig::default();
+    config.tokens.push("token-of-another-workspace".into());
+    let env = Env::with_config(config).await;
+    let mine = env.providers().railway;
+    let mut other = env.config();
+    other.railway.token = winston::providers::Secret::new("token-of-another-workspace");
+    let theirs = winston::providers::Providers::new(&other).unwrap().railway;
+    let their_project = theirs.create_project("theirs", "winston:someone-else").await.unwrap();
+    assert_ne!(theirs.workspace().await.unwrap(), mine.workspace().await.unwrap());
+
+    let e = mine.get_project(&their_project.id).await.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("forbidden", false), "{e}");
+    let e = mine.delete_project(&their_project.id).await.unwrap_err();
+    assert_eq!(e.category(), "forbidden", "{e}");
+    assert_eq!(env.objects("railway", "project").await, 1, "another workspace's project was deleted");
+
+    let mut bad = env.config();
+    bad.railway.token = winston::providers::Secret::new("rw-wrong-token-value");
+    let e = winston::providers::Providers::new(&bad).unwrap().railway.get_project(&their_project.id).await.unwrap_err();
+    assert_eq!(e.category(), "unauthorized", "{e}");
+}
+
+/// Two instances whose UIDs share the first 12 hex digits share the short
+/// name; only the full marker in the description tells their projects
+/// apart. A project named by hand without the marker is never adopted.
+#[tokio::test]
+async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
+    let env = Env::start(0).await;
+    let client = env.providers().railway;
+    let projects = RailwayProjects(client.clone());
+    let a = Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301");
+    let b = Marker::new("3f2504e0-4f89-41d3-8a0c-0305e82c3302");
+    let (sa, sb) = (RailwayProjectSpec { marker: a.clone() }, RailwayProjectSpec { marker: b.clone() });
+    client.create_project(&a.name(), "made by hand").await.unwrap();
+    assert_eq!(projects.observe(&sa, None).await.unwrap(), Observation::Absent, "an unmarked project was adopted");
+    let ida = projects.create(&sa).await.unwrap().id;
+    assert_eq!(projects.observe(&sb, None).await.unwrap(), Observation::Absent, "b adopted a's project");
+    let idb = projects.create(&sb).await.unwrap().id;
+    for (spec, want) in [(&sa, &ida), (&sb, &idb)] {
+        match projects.observe(spec, None).await.unwrap() {
+            Observation::Ready { id, .. } => assert_eq!(&id, want),
+            other => panic!("expected one project, got {other:?}"),
+        }
+    }
+    // Teardown deletes what the search finds: only b's project goes.
+    let Observation::Ready { id, .. } = projects.observe(&sb, None).await.unwrap() else { panic!() };
+    projects.delete(&id, &sb).await.unwrap();
+    assert_eq!(env.objects("railway", "project").await, 2);
+    assert!(client.get_project(&ida).await.unwrap().is_some());
+}
+
+/// Railway's own deployment states: a CRASHED deployment is a failure that
+/// `update` redeploys, a SLEEPING one succeeded; while a new deployment
+/// builds, the previous one stays live (listed and serving) until the new
+/// one succeeds.
+#[tokio::test]
+async fn crashed_and_sleeping_deployments_and_the_previous_one_stays_live() {
+    let env = Env::start(600).await;
+    let client = env.providers().railway;
+    let marker = Marker::new(&uid());
+    let (pid, env_id) = project(&client, &marker).await;
+    let services = RailwayServices(client.clone());
+    let spec = service_spec(&pid, &env_id, &marker);
+
+    env.fault(json!({"platform": "railway", "kind": "fail_deployment", "state": "CRASHED"})).await;
+    let id = services.create(&spec).await.unwrap().id;
+    let Observation::Failed { reason, .. } = settle(&services, &spec).await else { panic!("CRASHED is a failure") };
+    assert!(reason.contains("CRASHED"), "{reason}");
+
+    env.fault(json!({"platform": "railway", "kind": "fail_deployment", "state": "SLEEPING"})).await;
+    let Applied::InProgress { operation_id: sleeping } = services.update(&id, &spec).await.unwrap() else { panic!() };
+    let Observation::Ready { up_to_date: true, observed, .. } = settle(&services, &spec).await else {
+        panic!("SLEEPING succeeded")
+    };
+    assert_eq!(observed.deployment.map(|d| (d.id, d.status)), Some((sleeping.clone(), "SLEEPING".into())));
+
+    // A redeploy: the sleeping one stays listed as live while the new one builds.
+    let new = client.deploy(&id, &env_id).await.unwrap();
+    let old = client.deployment(&sleeping).await.unwrap().unwrap();
+    assert_eq!(old.status, "SLEEPING", "the previous deployment was taken down before the new one is live");
+    let building = client.deployment(&new).await.unwrap().unwrap();
+    assert_eq!(building.phase(), DeploymentPhase::InProgress, "{building:?}");
+    poll(|| async { client.deployment(&new).await.unwrap().unwrap().status }, |s| s == "SUCCESS").await;
+    assert_eq!(client.deployment(&sleeping).await.unwrap().unwrap().status, "REMOVED");
+}
+
+/// The emulator validates every operation against Railway's public schema:
+/// a field or argument the schema lacks is a GraphQL error, not `null`, so
+/// a client that drifts from the schema fails here first.
+#[tokio::test]
+async fn unknown_fields_and_arguments_are_graphql_errors() {
+    let env = Env::start(0).await;
+    let raw = |q: &str| {
+        env.raw(reqwest::Method::POST, winston::emulator::RAILWAY_PATH).json(&json!({"query": q, "variables": {}}))
+    };
+    let r: serde_json::Value = raw("query { projects(workspaceId: \"ws-emulator\") { edges { node { id owner } } } }")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"].is_null(), "{r}");
+    assert_eq!(r["errors"][0]["message"], "Cannot query field \"owner\" on type \"Project\".");
+    assert_eq!(r["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    let client = env.providers().railway;
+    let e = client.gql("query { projects(search: \"wn-\") { edges { node { id } } } }", json!({})).await.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("invalid", false), "{e}");
+    assert!(e.to_string().contains("Unknown argument \"search\""), "{e}");
+    assert_eq!(env.mutations("railway").await, 0);
 }

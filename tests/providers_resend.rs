@@ -147,3 +147,105 @@ async fn the_emulator_enforces_its_rate_limit_window_with_headers() {
     }
     assert!(statuses.iter().filter(|s| **s == 429).count() >= 4, "{statuses:?}");
 }
+
+/// An emulator as strict as Resend's published limits: 2 requests a second
+/// per team, `limit` emails a day.
+async fn strict(daily_quota: Option<u32>, send_ms: u64) -> Env {
+    Env::with_config(winston::emulator::EmulatorConfig {
+        resend_daily_quota: daily_quota,
+        resend_send_ms: send_ms,
+        ..winston::emulator::EmulatorConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_team_gets_two_requests_a_second_and_the_429_says_so() {
+    let env = strict(None, 0).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = env
+            .raw(reqwest::Method::GET, &format!("{}/emails/x", winston::emulator::RESEND_PATH))
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers().clone();
+        let status = r.status().as_u16();
+        assert_eq!(h["ratelimit-limit"], "2", "{h:?}");
+        if status == 429 {
+            assert_eq!(h["ratelimit-remaining"], "0");
+            assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["name"], "rate_limit_exceeded");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..2], [404, 404], "{statuses:?}");
+    assert!(statuses.contains(&429), "five requests at once passed a 2/s limit: {statuses:?}");
+
+    // A client paced by Resend's published budget is never refused.
+    let mut cfg = env.config();
+    cfg.resend.budget = Some(winston::providers::budget::BudgetConfig::published(winston::platform::Platform::Resend));
+    let client = Providers::new(&cfg).unwrap().resend;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..5 {
+        let spec = welcome(&Marker::new(&uid()));
+        client.send(&spec.email, spec.key()).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
+    }
+    assert_eq!(env.objects("resend", "email").await, 5);
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_403_invalid_api_key_and_no_key_401() {
+    let env = strict(None, 0).await;
+    let url = format!("{}{}/emails/x", env.emu.base(), winston::emulator::RESEND_PATH);
+    let r = reqwest::Client::new().get(&url).bearer_auth("re_unknown").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "invalid_api_key");
+    let r = reqwest::Client::new().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "missing_api_key");
+}
+
+/// A second send with the key of one still in progress is 409
+/// `concurrent_idempotent_requests`; the old client read it as a rejected
+/// request (stall) instead of a retry that answers the same email.
+#[tokio::test]
+async fn a_concurrent_send_with_the_same_key_is_locked_and_its_retry_answers_the_same_email() {
+    let env = strict(None, 400).await;
+    let client = env.providers().resend;
+    let spec = welcome(&Marker::new(&uid()));
+    let (a, b) = tokio::join!(client.send(&spec.email, spec.key()), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.send(&spec.email, spec.key()).await
+    });
+    let id = a.unwrap();
+    let e = b.unwrap_err();
+    assert_eq!((e.category(), e.is_retryable()), ("locked", true), "{e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(client.send(&spec.email, spec.key()).await.unwrap(), id);
+    assert_eq!(env.objects("resend", "email").await, 1);
+}
+
+#[tokio::test]
+async fn past_the_daily_quota_sends_are_refused_until_midnight() {
+    let env = strict(Some(2), 0).await;
+    let mut cfg = env.config();
+    cfg.resend.budget = Some(winston::providers::budget::BudgetConfig::published(winston::platform::Platform::Resend));
+    let client = Providers::new(&cfg).unwrap().resend;
+    let first = welcome(&Marker::new(&uid()));
+    let id = client.send(&first.email, first.key()).await.unwrap();
+    let second = welcome(&Marker::new(&uid()));
+    client.send(&second.email, second.key()).await.unwrap();
+    let third = welcome(&Marker::new(&uid()));
+    let e = client.send(&third.email, third.key()).await.unwrap_err();
+    assert_eq!(e.category(), "rate_limited", "{e}");
+    assert!(e.to_string().contains("daily_quota_exceeded"), "{e}");
+    assert!(e.retry_after().is_some_and(|d| d >= Duration::from_secs(1)), "{e:?}");
+    // A replay of a key already sent is no new email: it still answers (a
+    // fresh client: the 429 paused this one's budget until the reset).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let fresh = Providers::new(&cfg).unwrap().resend;
+    assert_eq!(fresh.send(&first.email, first.key()).await.unwrap(), id);
+    assert_eq!(env.objects("resend", "email").await, 2);
+}

@@ -138,7 +138,7 @@ async fn the_current_create_body_and_the_wire_shapes() {
     let v: Value = r.json().await.unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["created_at", "id", "name", "organization_id", "organization_slug", "ref", "region", "status"]);
-    assert_eq!((v["status"].as_str(), v["id"] == v["ref"]), (Some("ACTIVE_HEALTHY"), true));
+    assert_eq!((v["status"].as_str(), v["id"] == v["ref"]), (Some("COMING_UP"), true), "ready at once");
     assert_eq!((v["organization_slug"].as_str(), v["region"].as_str()), (Some("org-new"), Some("eu-central-1")));
     let reference = v["ref"].as_str().unwrap().to_string();
 
@@ -217,7 +217,10 @@ async fn faults_are_classified_and_recovered() {
     assert!(res.create(&spec).await.unwrap_err().is_retryable());
     let Observation::Ready { id, .. } = settle(&res, &spec).await else { panic!() };
     assert_eq!(env.objects("supabase", "project").await, 1);
-    client.create_project(&spec.marker.name(), &spec.organization, "us-east-1", &spec.db_pass, None).await.unwrap();
+    client
+        .create_project(&spec.marker.labelled_name(), &spec.organization, "us-east-1", &spec.db_pass, None)
+        .await
+        .unwrap();
     let Observation::Ambiguous { ids } = res.observe(&spec, None).await.unwrap() else { panic!() };
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&id));
@@ -226,7 +229,9 @@ async fn faults_are_classified_and_recovered() {
     let broken = self::spec(&Marker::new(&uid()));
     env.fault(json!({"platform": "supabase", "kind": "fail_deployment"})).await;
     let created = res.create(&broken).await.unwrap();
-    let Observation::Failed { reason, .. } = res.observe(&broken, Some(&created.id)).await.unwrap() else { panic!() };
+    let settled = |o: &Observation<_>| !matches!(o, Observation::InProgress { .. });
+    let observed = poll(|| async { res.observe(&broken, Some(&created.id)).await.unwrap() }, settled).await;
+    let Observation::Failed { reason, .. } = observed else { panic!("{observed:?}") };
     assert!(reason.contains("INIT_FAILED"), "{reason}");
 
     let mut cfg = env.config();
@@ -238,4 +243,66 @@ async fn faults_are_classified_and_recovered() {
     let e = Providers::new(&bad).unwrap().supabase.get_project(&id).await.unwrap_err();
     assert_eq!((e.category(), e.is_retryable()), ("unauthorized", false), "{e}");
     assert!(!format!("{e} {e:?}").contains("wrong-token"));
+}
+
+/// Two instances whose UIDs share the first 12 hex digits share the short
+/// name; the project name carries the full marker, which alone tells them
+/// apart. A project named by hand with the short name only is never adopted.
+#[tokio::test]
+async fn colliding_short_names_adopt_and_delete_only_the_marked_project() {
+    let env = Env::start(0).await;
+    let client = env.providers().supabase;
+    let res = SupabaseProjects(client.clone());
+    let a = spec(&Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"));
+    let b = spec(&Marker::new("3f2504e0-4f89-41d3-8a0c-0305e82c3302"));
+    let by_hand = client
+        .create_project(&a.marker.name(), &a.organization, "us-east-1", &a.db_pass, None)
+        .await
+        .unwrap()
+        .reference;
+    assert_eq!(res.observe(&a, None).await.unwrap(), Observation::Absent, "an unmarked project was adopted");
+    let ida = res.create(&a).await.unwrap().id;
+    assert_eq!(res.observe(&b, None).await.unwrap(), Observation::Absent, "b adopted a's project");
+    let idb = res.create(&b).await.unwrap().id;
+    for (spec, want) in [(&a, &ida), (&b, &idb)] {
+        let got = settle(&res, spec).await;
+        assert_eq!(got.id(), Some(want.as_str()), "{got:?}");
+    }
+    // Teardown deletes what the search finds: only b's project goes.
+    let found = res.observe(&b, None).await.unwrap();
+    res.delete(found.id().unwrap(), &b).await.unwrap();
+    let left: Vec<String> = env.objects_json().await["supabase"]["objects"]["project"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(left.contains(&ida) && left.contains(&by_hand) && !left.contains(&idb), "{left:?}");
+}
+
+/// A project passing through RESTARTING (or UNKNOWN) after COMING_UP is
+/// still coming up: observed InProgress, never Failed, then Ready.
+#[tokio::test]
+async fn restarting_and_unknown_are_waited_through() {
+    let env = Env::with_config(winston::emulator::EmulatorConfig {
+        supabase_coming_up_ms: Some(800),
+        postgres_url: Some(pg().url("postgres")),
+        ..winston::emulator::EmulatorConfig::default()
+    })
+    .await;
+    let res = SupabaseProjects(env.providers().supabase);
+    for state in ["RESTARTING", "UNKNOWN"] {
+        let spec = spec(&Marker::new(&uid()));
+        env.fault(json!({"platform": "supabase", "kind": "fail_deployment", "state": state})).await;
+        let id = res.create(&spec).await.unwrap().id;
+        let seen = poll(
+            || async { env.get_json(&format!("{SUPABASE_PATH}/v1/projects/{id}")).await["status"].clone() },
+            |s| s != "COMING_UP",
+        )
+        .await;
+        assert_eq!(seen, state);
+        let o = res.observe(&spec, Some(&id)).await.unwrap();
+        assert!(matches!(o, Observation::InProgress { .. }), "{state}: {o:?}");
+        let Observation::Ready { .. } = settle(&res, &spec).await else { panic!("{state} never became ready") };
+    }
 }

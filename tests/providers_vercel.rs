@@ -68,7 +68,7 @@ async fn frontend_converges_to_ready_with_alias_adopts_drifts_and_deletes() {
     assert_ne!(operation_id, dpl);
     assert!(matches!(settle(&res, &changed).await, Observation::Ready { up_to_date: true, .. }));
     assert_eq!(res.update(&id, &changed).await.unwrap(), Applied::Done, "a converged update writes nothing");
-    assert_eq!(env.objects("vercel", "env").await, 1, "upsert replaced the variable");
+    assert_eq!(env.objects("vercel", "env").await, 2, "upsert replaced the variable (the other is the marker)");
 
     assert_eq!(res.delete(&id, &spec).await.unwrap(), Applied::Done);
     assert_eq!(res.delete(&id, &spec).await.unwrap(), Applied::Done, "delete is repeatable");
@@ -83,7 +83,7 @@ async fn frontend_converges_to_ready_with_alias_adopts_drifts_and_deletes() {
 async fn bulk_env_partial_failure_is_reported_per_variable() {
     let env = Env::start(0).await;
     let c = client(&env, None);
-    let p = c.create_project("partial", None, None).await.unwrap();
+    let p = c.create_project("partial", None, None, &[]).await.unwrap();
     let input = |k: &str| EnvInput {
         key: k.into(),
         value: "v".into(),
@@ -304,7 +304,7 @@ async fn env_list_reads_every_page() {
     let raw: Value = env.get_json(&format!("{}/v9/projects/{}/env", winston::emulator::VERCEL_PATH, created.id)).await;
     assert_eq!(raw["envs"].as_array().unwrap().len(), 7);
     assert!(raw["pagination"]["next"].is_number(), "{raw}");
-    assert_eq!(c.list_env(&created.id).await.unwrap().len(), 31, "every page read");
+    assert_eq!(c.list_env(&created.id).await.unwrap().len(), 32, "every page read (30, the agent URL and the marker)");
 
     let Observation::Ready { id, up_to_date, .. } = settle(&res, &spec).await else { panic!() };
     assert!(up_to_date, "variables past the first page were missed");
@@ -336,4 +336,30 @@ async fn one_string_target_does_not_break_the_env_list() {
     let listed = c.list_env(&created.id).await.unwrap();
     assert_eq!(listed.iter().find(|e| e.key == "HAND_MADE").unwrap().target, ["development"]);
     assert!(matches!(settle(&res, &spec).await, Observation::Ready { up_to_date: true, .. }));
+}
+
+/// Vercel project names are unique per scope and only 48 bits of the UID:
+/// another instance with the same short name, or a project named by hand,
+/// holds the name without this instance's marker. It is never adopted nor
+/// deleted; creating under the taken name fails with Vercel's conflict.
+#[tokio::test]
+async fn a_project_holding_the_name_without_the_marker_is_neither_adopted_nor_deleted() {
+    let env = Env::start(0).await;
+    let c = client(&env, None);
+    let res = VercelFrontends(c.clone());
+    let a = spec(&Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"));
+    let b = spec(&Marker::new("3f2504e0-4f89-41d3-8a0c-0305e82c3302"));
+    let ida = res.create(&a).await.unwrap().id;
+    let Observation::Ready { id, .. } = settle(&res, &a).await else { panic!("a's own project not adopted") };
+    assert_eq!(id, ida);
+    assert_eq!(res.observe(&b, None).await.unwrap(), Observation::Absent, "b adopted a's project");
+    let e = res.create(&b).await.unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    // b's teardown finds nothing of its own: a's project stays.
+    assert_eq!(res.observe(&b, None).await.unwrap(), Observation::Absent);
+    assert_eq!(env.objects("vercel", "project").await, 1);
+
+    res.delete(&ida, &a).await.unwrap();
+    c.create_project(&a.marker.name(), None, None, &[]).await.unwrap();
+    assert_eq!(res.observe(&a, None).await.unwrap(), Observation::Absent, "a project named by hand was adopted");
 }

@@ -78,6 +78,10 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: hostname plus a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Private networks health checks may reach besides public addresses
+    /// (repeat or comma-separate; e.g. `127.0.0.0/8` for the emulator).
+    #[arg(long, env = "WINSTON_OUTBOUND_ALLOW_CIDRS", value_delimiter = ',')]
+    pub outbound_allow_cidr: Vec<ipnet::IpNet>,
     #[command(flatten)]
     pub ledger: credit_ledger::LedgerArgs,
     #[command(flatten)]
@@ -219,7 +223,8 @@ fn build_engine(
     plans: Arc<crate::plans::PlanCatalog>,
 ) -> anyhow::Result<crate::engine::Engine> {
     let providers = crate::providers::Providers::new(&crate::providers::ProvidersConfig::from_env())?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let policy = crate::outbound::OutboundPolicy::new(args.outbound_allow_cidr.clone());
+    let http = crate::outbound::OutboundClient::new(policy, Duration::from_secs(10))?;
     Ok(crate::engine::Engine {
         providers,
         ledger,

@@ -1,7 +1,8 @@
 //! The agent services themselves, as the emulator runs them: a request to
 //! `/_emulator/apps/<railway domain>/<path>` reaches the service that owns
-//! the domain and answers 200 once its newest deployment succeeded, 503
-//! while it builds or after it failed, 404 for an unknown domain. Winston's
+//! the domain and answers 200 while a deployment of it is live (SUCCESS;
+//! the previous one stays live while a newer one builds), 503 before the
+//! first succeeds or after it failed, 404 for an unknown domain. Winston's
 //! health step is pointed here with `WINSTON_HEALTH_BASE_URL` because
 //! `*.up.railway.app` does not resolve on a machine without the platform.
 //! A service deployed from the reference agent image is answered by its
@@ -30,13 +31,18 @@ pub async fn app(State(emu): State<Shared>, Path((host, path)): Path<(String, St
     }
     let status = emu.read(|w| {
         let domain = w.railway.domains.values().find(|d| d.domain == host)?;
-        let newest = w
+        let statuses: Vec<(i64, &'static str)> = w
             .railway
             .deployments
             .values()
             .filter(|d| d.service_id == domain.service_id && d.environment_id == domain.environment_id && !d.removed)
-            .max_by_key(|d| (d.created_ms, d.id.clone()))?;
-        Some(deployment_status(&emu, newest))
+            .map(|d| (d.created_ms, deployment_status(&emu, w, d)))
+            .collect();
+        // The live deployment serves while a newer one builds.
+        if statuses.iter().any(|(_, s)| matches!(*s, "SUCCESS" | "SLEEPING")) {
+            return Some("SUCCESS");
+        }
+        statuses.into_iter().max_by_key(|(created, _)| *created).map(|(_, s)| s)
     });
     match status {
         None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no service serves {host}")}))).into_response(),

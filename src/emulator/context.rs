@@ -7,6 +7,14 @@
 //! configured, so it survives an emulator restart. Asynchronous lifecycles
 //! are computed from creation timestamps, so they also advance across
 //! restarts without background tasks.
+//!
+//! Every 429 (window run out, Resend's per-team bucket, an injected fault)
+//! carries the platform's rate-limit headers with nothing remaining and
+//! `Retry-After`: Railway and Vercel `x-ratelimit-*` (reset in epoch
+//! seconds), Supabase `x-ratelimit-*` (reset in seconds), Resend the IETF
+//! draft `ratelimit-*`, Neon none (it documents none). The window is one
+//! per platform and minute, not Railway's per-plan hourly and per-second
+//! limits, Vercel's per-endpoint ones or Supabase's 120/min.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -40,6 +48,21 @@ pub struct EmulatorConfig {
     pub stripe: super::stripe::StripeConfig,
     /// Real agent runtimes behind reference-image services (off by default).
     pub runtimes: super::runtimes::RuntimeConfig,
+    /// Resend requests per second per team (token), as a bucket refilled
+    /// continuously; Resend's published default is 2.
+    pub resend_per_second: u32,
+    /// Emails one Resend team may send per UTC day; `None` = no quota.
+    pub resend_daily_quota: Option<u32>,
+    /// How long sending one email takes: meanwhile another request with the
+    /// same `Idempotency-Key` answers 409 `concurrent_idempotent_requests`.
+    pub resend_send_ms: u64,
+    /// Eventual consistency: a project created less than this ago is not
+    /// yet listed (Neon and Supabase project lists, Railway `projects`),
+    /// though it can be read by id. 0 = listed at once.
+    pub list_lag_ms: u64,
+    /// How long a new Supabase project stays COMING_UP; `None` = the async
+    /// delay (the real platform takes minutes).
+    pub supabase_coming_up_ms: Option<u64>,
 }
 
 impl Default for EmulatorConfig {
@@ -53,6 +76,11 @@ impl Default for EmulatorConfig {
             llm: super::llm::LlmMockConfig::default(),
             stripe: super::stripe::StripeConfig::default(),
             runtimes: super::runtimes::RuntimeConfig::default(),
+            resend_per_second: 2,
+            resend_daily_quota: None,
+            resend_send_ms: 0,
+            list_lag_ms: 0,
+            supabase_coming_up_ms: None,
         }
     }
 }
@@ -100,6 +128,8 @@ pub struct Emulator {
     pub pg_port: u16,
     /// The agent runtimes it runs (see [`super::runtimes`]).
     pub runtimes: super::runtimes::Runtimes,
+    /// Resend's per-team request buckets, daily counts and sends in flight.
+    pub resend_teams: super::resend::TeamLimits,
 }
 
 impl Emulator {
@@ -139,6 +169,7 @@ impl Emulator {
             pg,
             pg_host,
             pg_port,
+            resend_teams: super::resend::TeamLimits::default(),
         })
     }
 
@@ -193,6 +224,13 @@ impl Emulator {
         }
     }
 
+    /// Whether an object created at `created_ms` is listed yet (see
+    /// [`EmulatorConfig::list_lag_ms`]).
+    #[must_use]
+    pub fn listed(&self, created_ms: i64) -> bool {
+        now_ms() - created_ms >= self.config.list_lag_ms as i64
+    }
+
     /// True once an asynchronous lifecycle started at `started_ms` has
     /// taken `fraction` of the configured delay.
     #[must_use]
@@ -214,12 +252,32 @@ impl Emulator {
         let (limit, remaining, reset_s) = self.count_request(platform);
         let mut drop_response = false;
         if remaining < 0 {
-            return rate_limited(platform, headers, reset_s.max(1));
+            let mut resp = rate_limited(platform, headers, reset_s.max(1));
+            add_rate_headers(platform, resp.headers_mut(), limit, 0, reset_s.max(1));
+            return resp;
         }
+        // Resend limits each team (token) per second, and says so in its headers.
+        let (limit, remaining, reset_s) = if platform == Platform::Resend {
+            let per_second = self.config.resend_per_second;
+            match self.resend_teams.admit(&bearer(headers), per_second) {
+                Ok(left) => (per_second, i64::from(left), 1),
+                Err(wait_s) => {
+                    let mut resp = rate_limited(platform, headers, wait_s);
+                    add_rate_headers(platform, resp.headers_mut(), per_second, 0, wait_s);
+                    return resp;
+                }
+            }
+        } else {
+            (limit, remaining, reset_s)
+        };
         if let Some(fault) = self.faults.take_request(platform, operation) {
             tracing::info!(%platform, operation, kind = ?fault.kind, "injecting fault");
             match fault.kind {
-                FaultKind::RateLimit => return rate_limited(platform, headers, fault.retry_after_secs),
+                FaultKind::RateLimit => {
+                    let mut resp = rate_limited(platform, headers, fault.retry_after_secs);
+                    add_rate_headers(platform, resp.headers_mut(), limit, 0, fault.retry_after_secs);
+                    return resp;
+                }
                 FaultKind::ServerError => {
                     let status = fault.status.unwrap_or(500);
                     return error_response(platform, status, "internal_server_error", "injected server error", headers);
@@ -249,7 +307,8 @@ impl Emulator {
         resp
     }
 
-    fn authorized(&self, platform: Platform, headers: &HeaderMap) -> bool {
+    /// Whether the request presents one of the configured tokens.
+    pub fn authorized(&self, platform: Platform, headers: &HeaderMap) -> bool {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let mut presented = Vec::new();
         if let Some(a) = header("authorization") {
@@ -329,6 +388,12 @@ fn add_rate_headers(platform: Platform, h: &mut HeaderMap, limit: u32, remaining
     }
 }
 
+/// The bearer token of a request (Resend's team), empty without one.
+pub fn bearer(headers: &HeaderMap) -> String {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
+    auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).unwrap_or(auth).to_string()
+}
+
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
@@ -360,6 +425,10 @@ fn unauthorized(platform: Platform, headers: &HeaderMap) -> Response {
         Platform::Neon => error_response(platform, 401, "", "authorization failed", headers),
         Platform::Vercel => error_response(platform, 403, "forbidden", "Not authorized", headers),
         Platform::Supabase => error_response(platform, 401, "", "Unauthorized", headers),
+        // A key that is presented but unknown is 403 `invalid_api_key`.
+        Platform::Resend if headers.contains_key("authorization") => {
+            error_response(platform, 403, "invalid_api_key", "API key is invalid", headers)
+        }
         Platform::Resend => error_response(platform, 401, "missing_api_key", "Missing API key in the authorization header", headers),
     }
 }

@@ -15,7 +15,8 @@
 //!
 //! `*` matches every operation of the platform. `fail_deployment` is not
 //! tied to a request: the next Railway or Vercel deployment ends FAILED /
-//! ERROR, the next Supabase project ends INIT_FAILED.
+//! ERROR (on Railway, `"state": "CRASHED"` or `"SLEEPING"` ends it so
+//! instead), the next Supabase project ends INIT_FAILED.
 use std::sync::Mutex;
 
 use crate::platform::Platform;
@@ -53,6 +54,10 @@ pub struct Fault {
     pub status: Option<u16>,
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// With `fail_deployment` on Railway: the state the deployment ends in
+    /// instead of FAILED (`CRASHED`, or `SLEEPING`, which succeeded).
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 fn any_operation() -> String {
@@ -104,7 +109,14 @@ impl FaultBook {
 
     /// Consumes one armed `FailDeployment` for `platform`.
     pub fn take_failed_deployment(&self, platform: Platform) -> bool {
-        self.take(|f| f.platform == platform && f.kind == FaultKind::FailDeployment).is_some()
+        self.take_deployment_end(platform).is_some()
+    }
+
+    /// Consumes one armed `FailDeployment` for `platform`: the state the
+    /// deployment ends in (`FAILED` unless the fault names another).
+    pub fn take_deployment_end(&self, platform: Platform) -> Option<String> {
+        let fault = self.take(|f| f.platform == platform && f.kind == FaultKind::FailDeployment)?;
+        Some(fault.state.unwrap_or_else(|| "FAILED".into()))
     }
 
     fn take(&self, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
@@ -145,6 +157,7 @@ mod tests {
             retry_after_secs: 1,
             status: None,
             delay_ms: None,
+            state: None,
         });
         assert!(book.take_request(Platform::Railway, "deployment").is_none());
         assert!(book.take_failed_deployment(Platform::Railway));

@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod llm;
 pub mod neon;
 pub mod railway;
+pub mod railway_schema;
 pub mod resend;
 pub mod runtimes;
 pub mod stripe;
@@ -231,6 +232,16 @@ pub struct EmulatorArgs {
     /// Image repositories run as the reference agent (comma-separated).
     #[arg(long = "agent-image", env = "WINSTON_EMULATOR_AGENT_IMAGES", value_delimiter = ',', default_value = runtimes::REFERENCE_IMAGE)]
     pub agent_images: Vec<String>,
+    /// Resend requests per second per team (Resend's published default: 2).
+    #[arg(long, default_value_t = 2)]
+    pub resend_per_second: u32,
+    /// Emails a Resend team may send per UTC day (none by default).
+    #[arg(long)]
+    pub resend_daily_quota: Option<u32>,
+    /// Milliseconds before a new project shows in project lists (eventual
+    /// consistency; it can be read by id at once).
+    #[arg(long, default_value_t = 0)]
+    pub list_lag_ms: u64,
 }
 
 impl EmulatorArgs {
@@ -263,6 +274,11 @@ impl EmulatorArgs {
                 max: self.agent_runtimes,
                 ..runtimes::RuntimeConfig::default()
             },
+            resend_per_second: self.resend_per_second,
+            resend_daily_quota: self.resend_daily_quota,
+            resend_send_ms: 0,
+            list_lag_ms: self.list_lag_ms,
+            supabase_coming_up_ms: None,
         }
     }
 }

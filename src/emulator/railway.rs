@@ -6,7 +6,37 @@
 //! `--async-delay-ms`, service domains, and deletes.
 //!
 //! Resolver failures answer HTTP 200 with `errors[]`, as Railway does.
-//! Creating a service with a source deploys it at once, as Railway does.
+//!
+//! # As strict as Railway
+//! - Creating a service with a source deploys it by itself, as Railway
+//!   does, and that first deployment is listed only after a quarter of
+//!   `--async-delay-ms` (Railway starts it a moment after `serviceCreate`
+//!   answers): a client that deploys because none is listed yet builds twice.
+//! - Every token belongs to one workspace: the first configured token to
+//!   [`EMULATOR_WORKSPACE`], the n-th (n > 0) to `<EMULATOR_WORKSPACE>-<n>`;
+//!   `me { workspaces }` lists it. `projectCreate` without `workspaceId`
+//!   creates in that workspace, while `projects` without `workspaceId`
+//!   lists personal projects only (projects of no workspace).
+//! - A project of another workspace, and every service, deployment or
+//!   mutation under it, answers "Not Authorized", the message a rejected
+//!   token gets too.
+//! - Deployments go QUEUED -> INITIALIZING -> BUILDING -> DEPLOYING ->
+//!   SUCCESS over `--async-delay-ms` (FAILED when a `fail_deployment`
+//!   fault is armed, CRASHED or SLEEPING when it names that state); the
+//!   previous deployment of the instance stays live (SUCCESS) until the new
+//!   one succeeds, and is REMOVED then.
+//!
+//! - Every query and mutation is validated against the part of the public
+//!   schema the emulator serves ([`super::railway_schema`]): an unknown
+//!   field or argument is a `GRAPHQL_VALIDATION_FAILED` error, not `null`.
+//!
+//! # Differences that remain
+//! - Only that part of the schema is known: a real field the emulator does
+//!   not serve is refused too. Argument and variable types are not checked.
+//! - No WAITING or NEEDS_APPROVAL deployment; CRASHED comes at the end of
+//!   the build, not after the service ran a while.
+//! - One per-minute request window, not Railway's per-plan hourly and
+//!   per-second limits.
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -59,6 +89,54 @@ pub struct Deployment {
     pub fail: bool,
     pub removed: bool,
     pub created_ms: i64,
+    /// When the deployment starts and is listed (later than `created_ms`
+    /// for the one Railway starts by itself after `serviceCreate`).
+    #[serde(default)]
+    pub visible_ms: i64,
+    /// The newer deployment of the same instance that replaces this one
+    /// once it succeeds.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
+    /// The state it ends in instead of SUCCESS / FAILED (CRASHED, SLEEPING).
+    #[serde(default)]
+    pub end_state: Option<String>,
+}
+
+impl Deployment {
+    /// When its lifecycle started.
+    fn start_ms(&self) -> i64 {
+        self.visible_ms.max(self.created_ms)
+    }
+}
+
+/// The workspace of the first configured token (see the module docs).
+pub const EMULATOR_WORKSPACE: &str = "ws-emulator";
+
+/// The workspace of the caller's token: `None` when it presents none we know.
+fn caller_workspace(emu: &Emulator, headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let bearer =
+        header("authorization").map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a));
+    let presented = [bearer, header("project-access-token"), header("team-access-token")];
+    let index = presented.into_iter().flatten().find_map(|p| emu.config.tokens.iter().position(|t| t == p))?;
+    Some(if index == 0 { EMULATOR_WORKSPACE.to_string() } else { format!("{EMULATOR_WORKSPACE}-{index}") })
+}
+
+const NOT_AUTHORIZED: &str = "Not Authorized";
+
+/// A project the caller may reach: its own workspace's, or a personal one.
+fn reachable<'w>(w: &'w World, pid: &str, ws: &str) -> Result<&'w Project, String> {
+    let p = w.railway.projects.get(pid).ok_or("Project not found")?;
+    match p.workspace_id.as_deref() {
+        Some(other) if other != ws => Err(NOT_AUTHORIZED.into()),
+        _ => Ok(p),
+    }
+}
+
+/// The project of a service the caller may reach.
+fn reachable_service(w: &World, sid: &str, ws: &str) -> Result<(), String> {
+    let svc = w.railway.services.get(sid).ok_or("Service not found")?;
+    reachable(w, &svc.project_id, ws).map(|_| ())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,7 +170,9 @@ impl RailwayWorld {
             "project": self.projects.values().map(|p| json!({"id": p.id, "name": p.name})).collect::<Vec<_>>(),
             "environment": self.environments.values().map(|e| json!({"id": e.id, "name": e.name, "project_id": e.project_id})).collect::<Vec<_>>(),
             "service": self.services.values().map(|s| json!({"id": s.id, "name": s.name, "project_id": s.project_id})).collect::<Vec<_>>(),
-            "deployment": self.deployments.values().filter(|d| !d.removed).map(|d| json!({"id": d.id, "service_id": d.service_id})).collect::<Vec<_>>(),
+            "deployment": self.deployments.values().filter(|d| !d.removed && d.superseded_by.is_none()).map(|d| json!({"id": d.id, "service_id": d.service_id})).collect::<Vec<_>>(),
+            // Every deployment ever started, replaced ones included: what Railway built.
+            "deployment_started": self.deployments.values().map(|d| json!({"id": d.id, "service_id": d.service_id})).collect::<Vec<_>>(),
             "domain": self.domains.values().map(|d| json!({"id": d.id, "domain": d.domain, "service_id": d.service_id})).collect::<Vec<_>>(),
         })
     }
@@ -117,11 +197,16 @@ pub(super) async fn graphql(State(emu): State<Shared>, headers: HeaderMap, Json(
             Ok(op) => op,
             Err(e) => return gql_error(&format!("Syntax Error: {e}"), "GRAPHQL_PARSE_FAILED"),
         };
+        let root = if op.mutation { "Mutation" } else { "Query" };
+        if let Err(message) = super::railway_schema::validate(root, &op.fields) {
+            return gql_error(&message, "GRAPHQL_VALIDATION_FAILED");
+        }
         let vars = req.variables.unwrap_or(Value::Null);
+        let ws = caller_workspace(&emu, &headers).unwrap_or_default();
         let mut data = serde_json::Map::new();
         for field in &op.fields {
             let args = field.arguments(&vars);
-            let result = if op.mutation { mutate(&emu, field, &args) } else { query(&emu, field, &args) };
+            let result = if op.mutation { mutate(&emu, &ws, field, &args) } else { query(&emu, &ws, field, &args) };
             match result {
                 Ok(v) => {
                     data.insert(field.key().to_string(), graphql::project(&v, &field.selection));
@@ -194,22 +279,56 @@ fn project_json(w: &World, p: &Project) -> Value {
         "volumes": connection(Vec::new())})
 }
 
-pub(crate) fn deployment_status(emu: &Emulator, d: &Deployment) -> &'static str {
+/// The deployment's own lifecycle, ignoring what replaced it.
+fn lifecycle_status(emu: &Emulator, d: &Deployment) -> &'static str {
+    let start = d.start_ms();
     if d.removed {
         "REMOVED"
-    } else if !emu.elapsed(d.created_ms, 0.34) {
+    } else if !emu.elapsed(start, 0.1) {
+        "QUEUED"
+    } else if !emu.elapsed(start, 0.2) {
+        "INITIALIZING"
+    } else if !emu.elapsed(start, 0.5) {
         "BUILDING"
-    } else if !emu.elapsed(d.created_ms, 1.0) {
+    } else if !emu.elapsed(start, 1.0) {
         "DEPLOYING"
-    } else if d.fail {
-        "FAILED"
     } else {
-        "SUCCESS"
+        match d.end_state.as_deref() {
+            Some("CRASHED") => "CRASHED",
+            Some("SLEEPING") => "SLEEPING",
+            _ if d.fail => "FAILED",
+            _ => "SUCCESS",
+        }
     }
 }
 
+/// A deployment that succeeded (SLEEPING: succeeded, then slept).
+fn succeeded(status: &str) -> bool {
+    matches!(status, "SUCCESS" | "SLEEPING")
+}
+
+/// The status Railway reports: a deployment stays live (its own status)
+/// until the one that replaced it succeeds, then it is REMOVED.
+pub(crate) fn deployment_status(emu: &Emulator, w: &World, d: &Deployment) -> &'static str {
+    if replaced(emu, w, d) { "REMOVED" } else { lifecycle_status(emu, d) }
+}
+
+/// Whether a newer deployment of the instance succeeded (itself, or one
+/// that replaced it in turn).
+fn replaced(emu: &Emulator, w: &World, d: &Deployment) -> bool {
+    d.superseded_by
+        .as_ref()
+        .and_then(|n| w.railway.deployments.get(n))
+        .is_some_and(|n| succeeded(lifecycle_status(emu, n)) || replaced(emu, w, n))
+}
+
+/// Whether Railway already lists the deployment.
+fn listed(d: &Deployment) -> bool {
+    d.visible_ms <= now_ms()
+}
+
 fn deployment_json(emu: &Emulator, w: &World, d: &Deployment) -> Value {
-    let status = deployment_status(emu, d);
+    let status = deployment_status(emu, w, d);
     let domain =
         w.railway.domains.values().find(|x| x.service_id == d.service_id && x.environment_id == d.environment_id);
     let url = domain.map(|x| x.domain.clone());
@@ -225,17 +344,21 @@ fn domain_json(d: &Domain) -> Value {
         "createdAt": rfc3339(d.created_ms), "updatedAt": rfc3339(d.created_ms), "deletedAt": null})
 }
 
-fn query(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
+fn query(emu: &Emulator, caller: &str, f: &Field, a: &Value) -> Result<Value, String> {
     emu.read(|w| {
         let r = &w.railway;
         match f.name.as_str() {
-            "project" => {
-                r.projects.get(&req(a, "id")?).map(|p| project_json(w, p)).ok_or_else(|| "Project not found".into())
-            }
+            "me" => Ok(json!({"id": format!("user-{caller}"), "name": "Emulator", "email": "emulator@example.com",
+                "workspaces": [{"id": caller, "name": caller}]})),
+            "project" => reachable(w, &req(a, "id")?, caller).map(|p| project_json(w, p)),
             "projects" => {
+                // Without a workspace: personal projects only.
                 let ws = s(a, "workspaceId").or_else(|| s(a, "teamId"));
+                if ws.as_deref().is_some_and(|ws| ws != caller) {
+                    return Err(NOT_AUTHORIZED.into());
+                }
                 let mut ps: Vec<&Project> =
-                    r.projects.values().filter(|p| ws.is_none() || p.workspace_id == ws).collect();
+                    r.projects.values().filter(|p| p.workspace_id == ws && emu.listed(p.created_ms)).collect();
                 ps.sort_by(|x, y| (x.created_ms, &x.id).cmp(&(y.created_ms, &y.id)));
                 Ok(page(ps.into_iter().map(|p| project_json(w, p)).collect(), a))
             }
@@ -244,17 +367,19 @@ fn query(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
                 Ok(page(r.environments.values().filter(|e| e.project_id == pid).map(env_json).collect(), a))
             }
             "service" => {
-                r.services.get(&req(a, "id")?).map(|s| service_json(w, s)).ok_or_else(|| "Service not found".into())
+                let sid = req(a, "id")?;
+                reachable_service(w, &sid, caller)?;
+                r.services.get(&sid).map(|s| service_json(w, s)).ok_or_else(|| "Service not found".into())
             }
             "variables" => {
                 let key = format!("{}/{}", req(a, "environmentId")?, s(a, "serviceId").unwrap_or_default());
                 Ok(json!(r.variables.get(&key).cloned().unwrap_or_default()))
             }
-            "deployment" => r
-                .deployments
-                .get(&req(a, "id")?)
-                .map(|d| deployment_json(emu, w, d))
-                .ok_or_else(|| "Deployment not found".into()),
+            "deployment" => {
+                let d = r.deployments.get(&req(a, "id")?).filter(|d| listed(d)).ok_or("Deployment not found")?;
+                reachable(w, &d.project_id, caller)?;
+                Ok(deployment_json(emu, w, d))
+            }
             "deployments" => {
                 let input = a.get("input").cloned().unwrap_or(Value::Null);
                 let m = |k: &str, v: &str| s(&input, k).is_none_or(|x| x == v);
@@ -267,7 +392,7 @@ fn query(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
                             && m("serviceId", &d.service_id)
                             && m("environmentId", &d.environment_id)
                     })
-                    .filter(|d| include_deleted || !d.removed)
+                    .filter(|d| listed(d) && (include_deleted || deployment_status(emu, w, d) != "REMOVED"))
                     .collect();
                 ds.sort_by(|x, y| (y.created_ms, &y.id).cmp(&(x.created_ms, &x.id)));
                 Ok(page(ds.into_iter().map(|d| deployment_json(emu, w, d)).collect(), a))
@@ -287,21 +412,34 @@ fn query(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
     })
 }
 
-fn new_deployment(emu: &Emulator, w: &mut World, service_id: &str, environment_id: &str) -> Result<String, String> {
+/// Starts a deployment of the instance, listed after `lag_ms`.
+fn new_deployment(
+    emu: &Emulator,
+    w: &mut World,
+    service_id: &str,
+    environment_id: &str,
+    lag_ms: i64,
+) -> Result<String, String> {
     let svc = w.railway.services.get(service_id).ok_or("Service not found")?;
+    let now = now_ms();
+    let end = emu.faults.take_deployment_end(P);
     let d = Deployment {
         id: id(),
         project_id: svc.project_id.clone(),
         service_id: service_id.into(),
         environment_id: environment_id.into(),
-        fail: emu.faults.take_failed_deployment(P),
+        fail: end.as_deref() == Some("FAILED"),
+        end_state: end.filter(|s| s != "FAILED"),
         removed: false,
-        created_ms: now_ms(),
+        created_ms: now,
+        visible_ms: now + lag_ms,
+        superseded_by: None,
     };
-    // A new deployment replaces the previous ones of the same instance.
+    // The new deployment replaces the previous ones of the same instance
+    // once it succeeds; until then they stay live.
     for old in w.railway.deployments.values_mut() {
-        if old.service_id == service_id && old.environment_id == environment_id {
-            old.removed = true;
+        if old.service_id == service_id && old.environment_id == environment_id && old.superseded_by.is_none() {
+            old.superseded_by = Some(d.id.clone());
         }
     }
     let id = d.id.clone();
@@ -309,10 +447,11 @@ fn new_deployment(emu: &Emulator, w: &mut World, service_id: &str, environment_i
     Ok(id)
 }
 
-fn mutate(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
+fn mutate(emu: &Emulator, caller: &str, f: &Field, a: &Value) -> Result<Value, String> {
     let input = a.get("input").cloned().unwrap_or(Value::Null);
     emu.write(P, |w| {
         let now = now_ms();
+        guard_mutation(w, caller, f, a, &input)?;
         match f.name.as_str() {
             "projectCreate" => {
                 let p = Project {
@@ -320,7 +459,7 @@ fn mutate(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
                     name: s(&input, "name")
                         .unwrap_or_else(|| format!("project-{}", random_string(6, super::context::ALNUM_LOWER))),
                     description: s(&input, "description"),
-                    workspace_id: s(&input, "workspaceId").or_else(|| s(&input, "teamId")),
+                    workspace_id: Some(caller.to_string()),
                     created_ms: now,
                 };
                 let env_name = s(&input, "defaultEnvironmentName").unwrap_or_else(|| "production".into());
@@ -396,7 +535,8 @@ fn mutate(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
                     }
                 }
                 if let (Some(env), true) = (env, svc.image.is_some() || svc.repo.is_some()) {
-                    new_deployment(emu, w, &svc.id, &env)?;
+                    let lag = (emu.config.async_delay_ms / 4) as i64;
+                    new_deployment(emu, w, &svc.id, &env, lag)?;
                 }
                 Ok(service_json(w, &svc))
             }
@@ -439,12 +579,12 @@ fn mutate(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
                 map.extend(vars);
                 let skip = input.get("skipDeploys").and_then(Value::as_bool).unwrap_or(false);
                 if let (false, Some(sid)) = (skip, sid) {
-                    new_deployment(emu, w, &sid, &env)?;
+                    new_deployment(emu, w, &sid, &env, 0)?;
                 }
                 Ok(json!(true))
             }
             "serviceInstanceDeployV2" | "serviceInstanceDeploy" | "serviceInstanceRedeploy" => {
-                let id = new_deployment(emu, w, &req(a, "serviceId")?, &req(a, "environmentId")?)?;
+                let id = new_deployment(emu, w, &req(a, "serviceId")?, &req(a, "environmentId")?, 0)?;
                 Ok(if f.name == "serviceInstanceDeployV2" { json!(id) } else { json!(true) })
             }
             "deploymentRemove" => {
@@ -474,6 +614,32 @@ fn mutate(emu: &Emulator, f: &Field, a: &Value) -> Result<Value, String> {
             other => Err(format!("Cannot query field \"{other}\" on type \"Mutation\".")),
         }
     })
+}
+
+/// Refuses a mutation on another workspace's objects with "Not
+/// Authorized", as Railway does.
+fn guard_mutation(w: &World, caller: &str, f: &Field, a: &Value, input: &Value) -> Result<(), String> {
+    let arg = |k: &str| s(a, k).or_else(|| s(input, k));
+    match f.name.as_str() {
+        "projectCreate" => match s(input, "workspaceId").or_else(|| s(input, "teamId")) {
+            Some(ws) if ws != caller => Err(NOT_AUTHORIZED.into()),
+            _ => Ok(()),
+        },
+        "projectUpdate" | "projectDelete" => reachable(w, &req(a, "id")?, caller).map(|_| ()),
+        "serviceDelete" => reachable_service(w, &req(a, "id")?, caller),
+        "serviceInstanceUpdate"
+        | "serviceInstanceDeployV2"
+        | "serviceInstanceDeploy"
+        | "serviceInstanceRedeploy"
+        | "serviceDomainCreate" => match arg("serviceId") {
+            Some(sid) => reachable_service(w, &sid, caller),
+            None => Ok(()),
+        },
+        _ => match arg("projectId") {
+            Some(pid) if w.railway.projects.contains_key(&pid) => reachable(w, &pid, caller).map(|_| ()),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// A Relay connection over `nodes` honouring `first` and `after` (the

@@ -3,7 +3,22 @@
 //! original id without sending again; the same key with another payload is
 //! 409 `invalid_idempotent_request`) and `GET /emails/{id}`. Nothing is
 //! delivered: sent emails are listed in `/_emulator/objects`.
-use std::collections::BTreeMap;
+//!
+//! # As strict as Resend (its errors and usage-limits pages)
+//! - Every request of a team (its API key) draws on a bucket of
+//!   `resend_per_second` requests (default 2), refilled continuously; past
+//!   it, 429 `rate_limit_exceeded` with `ratelimit-*` and `retry-after`.
+//! - An unknown key is 403 `invalid_api_key`; no key is 401 `missing_api_key`.
+//! - While a send with an `Idempotency-Key` is in progress
+//!   (`resend_send_ms`), another with the same key is 409
+//!   `concurrent_idempotent_requests`.
+//! - Past `resend_daily_quota` emails in a UTC day, 429 `daily_quota_exceeded`.
+//!
+//! # Differences that remain
+//! - No monthly quota, no `restricted_api_key`, no test-mode recipient rule.
+//! - A team is one token (Resend groups several keys under one team).
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use axum::Json;
 use axum::Router;
@@ -49,6 +64,96 @@ impl ResendWorld {
     }
 }
 
+/// One Resend team's request bucket and today's sent emails.
+#[derive(Debug)]
+struct Team {
+    tokens: f64,
+    at: std::time::Instant,
+    day: i64,
+    sent_today: u32,
+}
+
+impl Team {
+    fn new(tokens: f64) -> Self {
+        Self { tokens, at: std::time::Instant::now(), day: now_ms() / DAY_MS, sent_today: 0 }
+    }
+}
+
+/// Refill a request may arrive early by (timer and clock granularity): a
+/// client paced by the same bucket is never refused for a millisecond.
+const EARLY_S: f64 = 0.01;
+
+/// Per-team limits (transient, never persisted): request buckets, daily
+/// email counts and the idempotency keys of sends in progress.
+#[derive(Debug, Default)]
+pub struct TeamLimits {
+    teams: Mutex<BTreeMap<String, Team>>,
+    in_flight: Mutex<BTreeSet<String>>,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+impl TeamLimits {
+    fn teams(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Team>> {
+        self.teams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes one request from `team`'s bucket of `per_second`: the whole
+    /// requests left, or the seconds to wait.
+    ///
+    /// # Errors
+    /// The seconds until a request is admitted again.
+    pub fn admit(&self, team: &str, per_second: u32) -> Result<u32, u64> {
+        let now = std::time::Instant::now();
+        let rate = f64::from(per_second.max(1));
+        let mut teams = self.teams();
+        let t = teams.entry(team.to_string()).or_insert_with(|| Team::new(rate));
+        t.tokens = (t.tokens + now.saturating_duration_since(t.at).as_secs_f64() * rate).min(rate);
+        t.at = now;
+        if t.tokens + EARLY_S * rate < 1.0 {
+            return Err(((1.0 - t.tokens) / rate).ceil().max(1.0) as u64);
+        }
+        t.tokens = (t.tokens - 1.0).max(0.0);
+        Ok(t.tokens.floor() as u32)
+    }
+
+    /// Counts one email `team` sends today; `false` once `quota` is reached.
+    fn take_quota(&self, team: &str, quota: Option<u32>) -> bool {
+        let now = now_ms();
+        let mut teams = self.teams();
+        let t = teams.entry(team.to_string()).or_insert_with(|| Team::new(0.0));
+        if t.day != now / DAY_MS {
+            (t.day, t.sent_today) = (now / DAY_MS, 0);
+        }
+        if quota.is_some_and(|q| t.sent_today >= q) {
+            return false;
+        }
+        t.sent_today += 1;
+        true
+    }
+
+    /// Marks a send with `key` in progress; `None` when one already is.
+    fn begin(&self, key: &str) -> Option<InFlight<'_>> {
+        self.keys().insert(key.to_string()).then(|| InFlight { limits: self, key: key.to_string() })
+    }
+}
+
+/// A send in progress: its key is released when it ends, however it ends.
+struct InFlight<'a> {
+    limits: &'a TeamLimits,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.limits.keys().remove(&self.key);
+    }
+}
+
 pub(super) fn router() -> Router<Shared> {
     Router::new().route("/emails", post(send)).route("/emails/{id}", get(get_email))
 }
@@ -90,6 +195,12 @@ fn validate(body: &Value) -> Result<(), (u16, &'static str, String)> {
     Ok(())
 }
 
+/// Why a send was refused after validation.
+enum Refusal {
+    KeyReused,
+    Quota,
+}
+
 async fn send(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     emu.guard(P, "sendEmail", &headers, || async {
         let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -99,8 +210,26 @@ async fn send(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Va
         if let Err((status, code, message)) = validate(&body) {
             return error_response(P, status, code, &message, &headers);
         }
+        let team = super::context::bearer(&headers);
+        let _in_flight = match key.as_deref().map(|k| emu.resend_teams.begin(&format!("{team}\n{k}"))) {
+            Some(None) => {
+                return error_response(
+                    P,
+                    409,
+                    "concurrent_idempotent_requests",
+                    "Same idempotency key used while original request is still in progress.",
+                    &headers,
+                );
+            }
+            Some(Some(guard)) => Some(guard),
+            None => None,
+        };
+        if emu.config.resend_send_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(emu.config.resend_send_ms)).await;
+        }
         let hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));
         let now = now_ms();
+        let quota = emu.config.resend_daily_quota;
         // Look-up and insert under one lock, so two sends with one key cannot both deliver.
         let outcome = emu.touch(|w| {
             let previous = key.as_ref().and_then(|k| {
@@ -111,7 +240,8 @@ async fn send(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Va
             });
             match previous {
                 Some(e) if e.payload_hash == hash => Ok((e.id.clone(), false)),
-                Some(_) => Err(()),
+                Some(_) => Err(Refusal::KeyReused),
+                None if !emu.resend_teams.take_quota(&team, quota) => Err(Refusal::Quota),
                 None => {
                     let email = Email {
                         id: uuid::Uuid::new_v4().to_string(),
@@ -133,7 +263,7 @@ async fn send(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Va
                 }
                 id
             }
-            Err(()) => {
+            Err(Refusal::KeyReused) => {
                 return error_response(
                     P,
                     409,
@@ -141,6 +271,20 @@ async fn send(State(emu): State<Shared>, headers: HeaderMap, Json(body): Json<Va
                     "Same idempotency key used with a different request payload. Change your idempotency key or payload.",
                     &headers,
                 );
+            }
+            Err(Refusal::Quota) => {
+                let mut resp = error_response(
+                    P,
+                    429,
+                    "daily_quota_exceeded",
+                    "You have reached your daily email sending quota.",
+                    &headers,
+                );
+                let to_midnight = (DAY_MS - now.rem_euclid(DAY_MS)) / 1000;
+                if let Ok(v) = axum::http::HeaderValue::from_str(&to_midnight.max(1).to_string()) {
+                    resp.headers_mut().insert("retry-after", v);
+                }
+                return resp;
             }
         };
         Json(json!({"id": id})).into_response()

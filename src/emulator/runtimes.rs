@@ -251,7 +251,7 @@ fn candidates<'w>(emu: &Emulator, w: &'w World) -> Vec<(&'w Service, &'w Deploym
                 .values()
                 .filter(|d| d.service_id == s.id && !d.removed)
                 .max_by_key(|d| (d.created_ms, d.id.clone()))?;
-            (deployment_status(emu, newest) == "SUCCESS").then_some((s, newest))
+            (deployment_status(emu, w, newest) == "SUCCESS").then_some((s, newest))
         })
         .collect()
 }

@@ -25,7 +25,10 @@
 //!   some day;
 //! - `database.host` is `db.<ref>.supabase.co` like on the platform, and
 //!   resolves nowhere: only the pooler endpoint is connectable;
-//! - no 120/min rate limit by default, no UNKNOWN/RESTARTING states.
+//! - UNKNOWN and RESTARTING only after COMING_UP, when a `fail_deployment`
+//!   fault names them (then ACTIVE_HEALTHY); no 120/min rate limit by default;
+//! - COMING_UP lasts `supabase_coming_up_ms` (default: the async delay),
+//!   not the minutes it takes on the platform.
 //!
 //! Errors are `{"message": "..."}` (the spec declares no body; believed shape).
 use std::collections::BTreeMap;
@@ -56,6 +59,10 @@ pub struct Project {
     pub region: String,
     pub instance_size: Option<String>,
     pub fail: bool,
+    /// A state the project passes through after COMING_UP, for as long
+    /// again, before ACTIVE_HEALTHY (`UNKNOWN`, `RESTARTING`).
+    #[serde(default)]
+    pub detour: Option<String>,
     pub keys: Vec<ApiKey>,
     pub created_ms: i64,
     /// The real role and database in the backing PostgreSQL.
@@ -106,12 +113,16 @@ fn err(status: u16, message: &str) -> Response {
 }
 
 fn status(emu: &Emulator, p: &Project) -> &'static str {
-    if !emu.elapsed(p.created_ms, 1.0) {
-        "COMING_UP"
-    } else if p.fail {
-        "INIT_FAILED"
-    } else {
-        "ACTIVE_HEALTHY"
+    let coming_up = emu.config.supabase_coming_up_ms.unwrap_or(emu.config.async_delay_ms) as i64;
+    let age = now_ms() - p.created_ms;
+    if age < coming_up {
+        return "COMING_UP";
+    }
+    match p.detour.as_deref() {
+        Some("UNKNOWN") if age < 2 * coming_up => "UNKNOWN",
+        Some("RESTARTING") if age < 2 * coming_up => "RESTARTING",
+        _ if p.fail => "INIT_FAILED",
+        _ => "ACTIVE_HEALTHY",
     }
 }
 
@@ -252,7 +263,11 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
             tracing::warn!(error = %e, "failed to create an emulated Supabase database");
             return err(500, "Failed to create project");
         }
-        let fail = emu.faults.take_failed_deployment(P);
+        // `fail_deployment` ends the project INIT_FAILED, or with a state
+        // (UNKNOWN, RESTARTING) sends it through that state first.
+        let end = emu.faults.take_deployment_end(P);
+        let detour = end.clone().filter(|s| s == "UNKNOWN" || s == "RESTARTING");
+        let fail = end.is_some() && detour.is_none();
         let out = emu.write(P, |w| {
             w.supabase.next_id += 1;
             let p = Project {
@@ -264,6 +279,7 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
                 region,
                 instance_size: s("desired_instance_size"),
                 fail,
+                detour,
                 created_ms: now_ms(),
                 db_user: db_user.clone(),
                 db_name: db_name.clone(),
@@ -284,7 +300,10 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
 
 async fn list_projects(State(emu): State<Shared>, headers: HeaderMap) -> Response {
     emu.guard(P, "listProjects", &headers, || async {
-        let all = emu.read(|w| w.supabase.projects.values().map(|p| project_json(&emu, p, true)).collect::<Vec<_>>());
+        let all = emu.read(|w| {
+            let listed = w.supabase.projects.values().filter(|p| emu.listed(p.created_ms));
+            listed.map(|p| project_json(&emu, p, true)).collect::<Vec<_>>()
+        });
         Json(all).into_response()
     })
     .await

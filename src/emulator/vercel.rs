@@ -24,6 +24,11 @@
 //!   target lists it as a string (`FilterProjectEnvsTarget1`) unless
 //!   [`VercelOptions::string_targets`] is off.
 //!
+//! - `environmentVariables` in the project create body are created with
+//!   the project, all or none (an invalid one refuses the create).
+//! - Every 429 carries `x-ratelimit-limit`, `-remaining` (0) and `-reset`
+//!   (epoch seconds) with `Retry-After`.
+//!
 //! Options are read and changed (JSON merge) at `GET`/`PUT
 //! /vercel/_emulator/options`; this endpoint needs no token.
 //!
@@ -331,6 +336,17 @@ async fn create_project(
                 "Invalid request: `name` must be 1-100 lowercase letters, digits, '.', '_' or '-'",
             );
         };
+        // `environmentVariables` are created with the project, all or none.
+        let mut envs = Vec::new();
+        for item in body.get("environmentVariables").and_then(Value::as_array).into_iter().flatten() {
+            match check_env(item) {
+                Ok(e) => envs.push(e),
+                Err(e) => {
+                    let message = e.get("message").and_then(Value::as_str).unwrap_or("invalid variable");
+                    return err(400, "bad_request", message);
+                }
+            }
+        }
         let out = emu.write(P, |w| {
             if w.vercel.project(q.team(), name).is_some() {
                 return Err(err(409, "conflict", "A project with this name already exists."));
@@ -346,6 +362,22 @@ async fn create_project(
                 git_repository: body.get("gitRepository").filter(|g| g.is_object()).cloned(),
                 created_ms: now_ms(),
             };
+            let now = now_ms();
+            for NewEnv { key, value, kind, target, comment } in envs {
+                let id = random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
+                let e = EnvVar {
+                    id,
+                    project_id: p.id.clone(),
+                    key,
+                    value,
+                    kind,
+                    target,
+                    comment,
+                    created_ms: now,
+                    updated_ms: now,
+                };
+                w.vercel.envs.insert(e.id.clone(), e);
+            }
             w.vercel.projects.insert(p.id.clone(), p.clone());
             Ok(project_json(&p))
         });

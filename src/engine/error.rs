@@ -81,6 +81,13 @@ pub enum EngineError {
     /// The Supabase database path is asked for but not configured.
     #[error("failed to use the Supabase database provider: it needs WINSTON_SUPABASE_ORGANIZATION on the controller")]
     SupabaseNotConfigured,
+    /// The frontend's repository belongs to an organisation the operator
+    /// did not allow (`--frontend-github-org`).
+    #[error(
+        "failed to accept frontend repository {repo}: organisation {org} is not on the controller's \
+         --frontend-github-org list (WINSTON_FRONTEND_GITHUB_ORGS); nothing was created on Vercel"
+    )]
+    RepositoryNotAllowed { repo: String, org: String },
     /// The spec asks for something that cannot be built as written.
     #[error("failed to read the spec: {0}")]
     InvalidSpec(&'static str),
@@ -110,6 +117,7 @@ impl EngineError {
             Self::SecretConflict { .. } => ("SecretConflict", Stall),
             Self::MalformedSecret { .. } => ("MalformedSecret", Retry),
             Self::SupabaseNotConfigured => ("SupabaseNotConfigured", Stall),
+            Self::RepositoryNotAllowed { .. } => ("RepositoryNotAllowed", Stall),
             Self::InvalidSpec(_) => ("InvalidSpec", Retry),
             Self::MissingInput(_) => ("MissingInput", Retry),
         }
@@ -146,6 +154,7 @@ fn provider_class(e: &ProviderError) -> (&'static str, Disposition) {
     match e {
         ProviderError::Unauthorized { .. } => ("Unauthorized", Stall),
         ProviderError::NotFound { .. } => ("NotFound", Stall),
+        ProviderError::Forbidden { .. } => ("Forbidden", Stall),
         ProviderError::Invalid { .. } => ("Rejected", Stall),
         ProviderError::RateLimited { .. } | ProviderError::Locked { .. } | ProviderError::CircuitOpen { .. } => {
             ("Throttled", Throttle)

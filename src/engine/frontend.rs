@@ -16,6 +16,9 @@ fn spec(pass: &Pass<'_>) -> Result<VercelFrontendSpec, EngineError> {
         pass.ti.spec.stack.components.frontend.as_ref().ok_or(EngineError::InvalidSpec("no frontend in the spec"))?;
     let (org, repo) =
         f.git_repository.repo.split_once('/').ok_or(EngineError::InvalidSpec("frontend repo is not org/repo"))?;
+    if !org_allowed(&pass.engine.args.frontend_github_orgs, org) {
+        return Err(EngineError::RepositoryNotAllowed { repo: f.git_repository.repo.clone(), org: org.into() });
+    }
     let creds = pass.credentials.as_ref().ok_or(EngineError::MissingInput("credentials step did not run"))?;
     let mut env = BTreeMap::new();
     if let Some(url) = &pass.service_url {
@@ -35,7 +38,14 @@ fn spec(pass: &Pass<'_>) -> Result<VercelFrontendSpec, EngineError> {
     })
 }
 
-/// Converges the frontend; a failed deployment is redeployed.
+/// Whether `org` is on the operator's list (GitHub names are case-insensitive).
+fn org_allowed(allowed: &[String], org: &str) -> bool {
+    allowed.iter().any(|a| a.trim().eq_ignore_ascii_case(org))
+}
+
+/// Converges the frontend; a failed deployment is redeployed. A repository
+/// of an organisation not on `--frontend-github-org` is refused before any
+/// Vercel call.
 ///
 /// # Errors
 /// See [`EngineError`].
@@ -67,4 +77,17 @@ pub async fn remove(engine: &Engine, marker: &Marker, ids: Option<&VercelIds>) -
     };
     let known = ids.and_then(|v| v.project_id.as_deref());
     super::teardown::remove(&res, &spec, known, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_organisations_are_allowed() {
+        let allowed = vec!["Bella-Bistro".to_string(), " storm ".to_string()];
+        assert!(org_allowed(&allowed, "bella-bistro") && org_allowed(&allowed, "storm"));
+        assert!(!org_allowed(&allowed, "operator-private") && !org_allowed(&allowed, "bella"));
+        assert!(!org_allowed(&[], "bella-bistro"), "an empty list refuses every repository");
+    }
 }

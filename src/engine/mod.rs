@@ -60,6 +60,12 @@ pub struct EngineArgs {
     /// services there; leave unset with real platforms).
     #[arg(long, env = "WINSTON_HEALTH_BASE_URL")]
     pub health_base_url: Option<String>,
+    /// GitHub organisations (or users) a Tenant's frontend repository may
+    /// belong to; repeat or comma-separate. Empty refuses every frontend
+    /// repository: Vercel builds whatever its GitHub integration can reach,
+    /// the operator's private repositories included.
+    #[arg(long = "frontend-github-org", env = "WINSTON_FRONTEND_GITHUB_ORGS", value_delimiter = ',')]
+    pub frontend_github_orgs: Vec<String>,
     /// Sender of the welcome email.
     #[arg(long, env = "WINSTON_WELCOME_FROM", default_value = "Winston <welcome@winston.dev>")]
     pub welcome_from: String,
@@ -114,7 +120,8 @@ pub struct Engine {
     pub ledger: Ledger,
     pub plans: Arc<PlanCatalog>,
     pub args: EngineArgs,
-    pub http: reqwest::Client,
+    /// Health checks: public addresses only, no redirects (see [`crate::outbound`]).
+    pub http: crate::outbound::OutboundClient,
     /// The email templates (welcome, failure), loaded at start-up.
     pub mail: mail::Templates,
     /// Stalls this process recorded (`uid/generation`): only those wait for

@@ -16,6 +16,7 @@ use super::{Deps, Engine, EngineError, schema};
 use crate::api::shared::DatabaseProvider;
 use crate::api::tenant_instance::{NeonIds, RailwayIds, SchemaRecord, SecretRef};
 use crate::api::{StepName, TenantInstance};
+use crate::outbound::OutboundError;
 use crate::plans::Plan;
 use crate::providers::neon::resources::{NeonProjectSpec, NeonProjects};
 use crate::providers::railway::resources::{
@@ -245,10 +246,13 @@ impl<'a> Pass<'a> {
             Some(base) => format!("{}/{host}{path}", base.trim_end_matches('/')),
             None => format!("https://{host}{path}"),
         };
-        match self.engine.http.get(&url).send().await {
+        match self.engine.http.get(&url).await {
             Ok(r) if r.status().is_success() => Ok(StepResult::Done(format!("{host}{path} answered {}", r.status()))),
             Ok(r) => Ok(StepResult::Waiting(format!("{host}{path} answered {}", r.status()))),
-            Err(e) if e.is_timeout() => Ok(StepResult::Waiting(format!("{host}{path} timed out"))),
+            Err(OutboundError::Timeout { .. }) => Ok(StepResult::Waiting(format!("{host}{path} timed out"))),
+            Err(e @ (OutboundError::Refused { .. } | OutboundError::Unsupported { .. })) => {
+                Ok(StepResult::Waiting(e.to_string()))
+            }
             Err(_) => Ok(StepResult::Waiting(format!("{host}{path} is not reachable yet"))),
         }
     }

@@ -32,6 +32,11 @@ pub enum ProviderError {
     Unauthorized { platform: Platform, status: u16, message: String },
     #[error("failed on {platform}: not found: {message}")]
     NotFound { platform: Platform, message: String },
+    /// The credentials work, but not for this object (Railway's "Not
+    /// Authorized" on another workspace's project): neither a rejected
+    /// token nor an absent object, so nothing is recreated.
+    #[error("failed on {platform}: the credentials may not reach this object: {message}")]
+    Forbidden { platform: Platform, message: String },
     #[error("failed on {platform}: request rejected ({status}): {message}")]
     Invalid { platform: Platform, status: u16, message: String },
     #[error("failed to read the answer of {platform}: {message}")]
@@ -51,6 +56,7 @@ impl ProviderError {
             Self::CircuitOpen { .. } => "circuit_open",
             Self::Unauthorized { .. } => "unauthorized",
             Self::NotFound { .. } => "not_found",
+            Self::Forbidden { .. } => "forbidden",
             Self::Invalid { .. } => "invalid",
             Self::Decode { .. } => "decode",
         }
@@ -67,7 +73,7 @@ impl ProviderError {
             | Self::RateLimited { .. }
             | Self::CircuitOpen { .. }
             | Self::Decode { .. } => true,
-            Self::Unauthorized { .. } | Self::NotFound { .. } | Self::Invalid { .. } => false,
+            Self::Unauthorized { .. } | Self::NotFound { .. } | Self::Forbidden { .. } | Self::Invalid { .. } => false,
         }
     }
 
@@ -93,6 +99,7 @@ impl ProviderError {
             | Self::CircuitOpen { platform, .. }
             | Self::Unauthorized { platform, .. }
             | Self::NotFound { platform, .. }
+            | Self::Forbidden { platform, .. }
             | Self::Invalid { platform, .. }
             | Self::Decode { platform, .. } => *platform,
         }

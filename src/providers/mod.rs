@@ -69,6 +69,58 @@ impl Marker {
     pub fn value(&self) -> String {
         format!("winston:{}", self.uid)
     }
+
+    /// The object name on platforms that keep no description or metadata
+    /// (Neon, Supabase): [`Marker::name`], a space, then [`Marker::value`].
+    /// A search by the short name still finds it, and the full marker can
+    /// be verified before the object is adopted or deleted.
+    #[must_use]
+    pub fn labelled_name(&self) -> String {
+        format!("{} {}", self.name(), self.value())
+    }
+
+    /// Whether `name` is [`Marker::name`], alone or followed by more words
+    /// (a [`Marker::labelled_name`], ours or another instance's).
+    #[must_use]
+    pub fn names(&self, name: &str) -> bool {
+        let short = self.name();
+        name == short || name.strip_prefix(&short).is_some_and(|rest| rest.starts_with(' '))
+    }
+
+    /// Whether `text` (a description, a variable, a labelled name) carries
+    /// exactly this marker: one of its whitespace-separated words is
+    /// [`Marker::value`]. Another instance whose UID shares the first 12
+    /// hex digits has the same [`Marker::name`] but never this value.
+    #[must_use]
+    pub fn is_in(&self, text: &str) -> bool {
+        let value = self.value();
+        text.split_whitespace().any(|word| word.eq_ignore_ascii_case(&value))
+    }
+}
+
+/// The objects a search by [`Marker::name`] found that carry the full
+/// marker (`carries`). The others share the 48-bit short name with another
+/// instance, or carry no marker at all (made by hand): they are never
+/// adopted nor deleted, only reported in a warning with their ids.
+pub fn only_marked<T>(
+    platform: crate::platform::Platform,
+    marker: &Marker,
+    found: Vec<T>,
+    id_of: impl Fn(&T) -> &str,
+    carries: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let (ours, foreign): (Vec<T>, Vec<T>) = found.into_iter().partition(|o| carries(o));
+    if !foreign.is_empty() {
+        let ids: Vec<&str> = foreign.iter().map(&id_of).collect();
+        tracing::warn!(
+            %platform,
+            name = %marker.name(),
+            ?ids,
+            "objects share this instance's name but not its marker {}: neither adopted nor deleted",
+            marker.value()
+        );
+    }
+    ours
 }
 
 /// What `observe` found for one external object.
@@ -243,6 +295,25 @@ mod tests {
         assert_eq!(m.ident(), "wn_3f2504e04f89");
         assert_eq!(m.value(), "winston:3f2504e0-4f89-11d3-9a0c-0305e82c3301");
         assert_eq!(Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301"), m);
+        assert_eq!(m.labelled_name(), "wn-3f2504e04f89 winston:3f2504e0-4f89-11d3-9a0c-0305e82c3301");
+    }
+
+    /// Two UIDs sharing their first 12 hex digits share the short name;
+    /// only the full marker tells them apart.
+    #[test]
+    fn the_full_marker_tells_colliding_short_names_apart() {
+        let a = Marker::new("3f2504e0-4f89-11d3-9a0c-0305e82c3301");
+        let b = Marker::new("3f2504e0-4f89-41d3-8a0c-0305e82c3302");
+        assert_eq!(a.name(), b.name());
+        assert!(a.names(&b.labelled_name()) && a.names(&a.name()));
+        assert!(!a.names("wn-3f2504e04f891") && !a.names("xwn-3f2504e04f89"));
+        assert!(a.is_in(&a.labelled_name()) && a.is_in(&a.value()));
+        assert!(!a.is_in(&b.labelled_name()) && !a.is_in(&b.value()));
+        assert!(!a.is_in(&a.name()), "the short name alone is not the marker");
+        assert!(!a.is_in(&format!("{}0", a.value())), "a longer word is not the marker");
+        let found = vec![a.labelled_name(), b.labelled_name(), a.name()];
+        let ours = only_marked(Platform::Neon, &a, found, String::as_str, |n| a.is_in(n));
+        assert_eq!(ours, vec![a.labelled_name()]);
     }
 
     #[test]

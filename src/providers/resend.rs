@@ -82,12 +82,19 @@ impl ResendClient {
     ///
     /// # Errors
     /// Any [`ProviderError`]; a key reused with another payload is
-    /// `Invalid` (409 `invalid_idempotent_request`).
+    /// `Invalid` (409 `invalid_idempotent_request`); a send with the same
+    /// key still in progress (409 `concurrent_idempotent_requests`) is
+    /// `Locked`: retrying later answers the id of that send.
     pub async fn send(&self, email: &Email, key: &str) -> Result<String, ProviderError> {
         let body = serde_json::to_value(email)
             .map_err(|e| ProviderError::Decode { platform: P, message: format!("email body: {e}") })?;
-        let reply =
-            self.http.send(Method::POST, "/emails", &[], Some(&body), &[("Idempotency-Key", key.to_string())]).await?;
+        let headers = [("Idempotency-Key", key.to_string())];
+        let reply = match self.http.send(Method::POST, "/emails", &[], Some(&body), &headers).await {
+            Err(ProviderError::Invalid { status: 409, message, .. }) if message.contains("in progress") => {
+                return Err(ProviderError::Locked { platform: P, message });
+            }
+            other => other?,
+        };
         reply.body.get("id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| ProviderError::Decode {
             platform: P,
             message: format!("send answer (status {}) without id", reply.status),

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use super::config::{PlatformConfig, Secret};
 use super::error::{ProviderError, not_found_to_none};
 use super::http::{Http, decode, segment};
-use super::{Applied, Created, ExternalResource, Marker, Observation, find_by_id_or_marker};
+use super::{Applied, Created, ExternalResource, Marker, Observation, find_by_id_or_marker, only_marked};
 use crate::platform::Platform;
 
 const P: Platform = Platform::Supabase;
@@ -248,7 +248,9 @@ impl SupabaseClient {
     }
 }
 
-/// A Supabase project named after the marker.
+/// A Supabase project named [`Marker::labelled_name`]: Supabase projects
+/// have no description or metadata, so the name carries the full marker,
+/// verified before a project found by name is adopted or deleted.
 #[derive(Clone, Debug)]
 pub struct SupabaseProjectSpec {
     pub marker: Marker,
@@ -290,14 +292,14 @@ impl ExternalResource for SupabaseProjects {
     ) -> Result<Observation<SupabaseProjectState>, ProviderError> {
         let by_id = |id| self.0.get_project(id);
         let by_marker = async {
-            let name = spec.marker.name();
-            let mine = self.0.list_projects().await?.into_iter().filter(|p| {
-                p.name == name
+            let named = self.0.list_projects().await?.into_iter().filter(|p| {
+                spec.marker.names(&p.name)
                     && [&p.organization_slug, &p.organization_id]
                         .iter()
                         .any(|o| o.as_deref() == Some(&spec.organization))
             });
-            Ok(mine.collect())
+            let carries = |p: &SupabaseProject| spec.marker.is_in(&p.name);
+            Ok(only_marked(P, &spec.marker, named.collect(), |p| &p.reference, carries))
         };
         let found = find_by_id_or_marker(known_id, by_id, by_marker, |p: &SupabaseProject| &p.reference).await?;
         let project = match found {
@@ -331,7 +333,7 @@ impl ExternalResource for SupabaseProjects {
         let p = self
             .0
             .create_project(
-                &spec.marker.name(),
+                &spec.marker.labelled_name(),
                 &spec.organization,
                 &spec.region,
                 &spec.db_pass,

@@ -39,7 +39,16 @@ impl Env {
     /// An emulator whose lifecycles take `async_delay_ms`, with Neon backed by the shared PostgreSQL.
     pub async fn start(async_delay_ms: u64) -> Self {
         let url = pg().url("postgres");
-        let config = EmulatorConfig { async_delay_ms, postgres_url: Some(url), ..EmulatorConfig::default() };
+        // One client per test drives the emulator as fast as it answers;
+        // Resend's per-team limit (2/s by default) has tests of its own.
+        let config = EmulatorConfig {
+            async_delay_ms,
+            postgres_url: Some(url),
+            resend_per_second: 1_000,
+            // A Supabase project is never ready at once, as on the platform.
+            supabase_coming_up_ms: Some(300),
+            ..EmulatorConfig::default()
+        };
         Self::with_config(config).await
     }
 

@@ -36,11 +36,16 @@ pub struct Stack {
 impl Stack {
     /// An emulator whose lifecycles take `async_delay_ms`, and a fresh control database.
     pub async fn start(async_delay_ms: u64) -> Self {
+        Self::start_with(EmulatorConfig { async_delay_ms, ..EmulatorConfig::default() }).await
+    }
+
+    /// An emulator with `config` (its backing PostgreSQL is the shared
+    /// one), and a fresh control database.
+    pub async fn start_with(config: EmulatorConfig) -> Self {
         let pg = pg();
         let db = format!("ctl_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         pg.create_database(&db).unwrap();
-        let config =
-            EmulatorConfig { async_delay_ms, postgres_url: Some(pg.url("postgres")), ..EmulatorConfig::default() };
+        let config = EmulatorConfig { postgres_url: Some(pg.url("postgres")), ..config };
         let emu = winston::emulator::spawn(config).await.expect("start emulator");
         Self { emu, control_db: pg.url(&db), http: reqwest::Client::new() }
     }
@@ -55,6 +60,9 @@ impl Stack {
             ("WINSTON_POLL_MILLIS".to_string(), "200".to_string()),
             ("WINSTON_STALLED_RETRY_SECONDS".to_string(), "300".to_string()),
             ("WINSTON_SUPABASE_ORGANIZATION".to_string(), "winston-emulator".to_string()),
+            // The emulated agents answer on loopback; frontends build from `storm/*`.
+            ("WINSTON_OUTBOUND_ALLOW_CIDRS".to_string(), "127.0.0.0/8,::1/128".to_string()),
+            ("WINSTON_FRONTEND_GITHUB_ORGS".to_string(), "storm".to_string()),
         ];
         for (p, path) in [
             ("RAILWAY", winston::emulator::RAILWAY_PATH),
@@ -65,8 +73,10 @@ impl Stack {
         ] {
             env.push((format!("WINSTON_{p}_BASE_URL"), format!("{base}{path}")));
             env.push((format!("WINSTON_{p}_TOKEN"), token.to_string()));
-            env.push((format!("WINSTON_{p}_RATE_PER_MINUTE"), "100000".to_string()));
-            env.push((format!("WINSTON_{p}_BURST"), "1000".to_string()));
+            // Resend's emulated team limit is its published 2/s: so is the client's budget.
+            let (rate, burst) = if p == "RESEND" { ("120", "2") } else { ("100000", "1000") };
+            env.push((format!("WINSTON_{p}_RATE_PER_MINUTE"), rate.to_string()));
+            env.push((format!("WINSTON_{p}_BURST"), burst.to_string()));
         }
         env
     }
@@ -111,7 +121,22 @@ impl Stack {
     /// Live objects of `kind` on `platform` whose name is `name`.
     pub async fn count(&self, platform: &str, kind: &str, name: &str) -> usize {
         let v = self.objects().await;
-        v[platform]["objects"][kind].as_array().map(|a| a.iter().filter(|o| o["name"] == name).count()).unwrap_or(0)
+        // Neon and Supabase names are `<marker> winston:<uid>` (labelled).
+        let named = |o: &&Value| {
+            o["name"].as_str().is_some_and(|n| n == name || n.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+        };
+        v[platform]["objects"][kind].as_array().map(|a| a.iter().filter(named).count()).unwrap_or(0)
+    }
+
+    /// Authorized requests each platform received, divided by `tenants`
+    /// (printed by the crash and storm tests: what one tenant costs).
+    pub async fn requests_per_tenant(&self, tenants: usize) -> String {
+        let v = self.objects().await;
+        ["railway", "neon", "vercel", "supabase", "resend"]
+            .iter()
+            .map(|p| format!("{p} {:.1}", v[p]["requests"].as_f64().unwrap_or(0.0) / tenants as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Every live object on every platform (for "nothing left"); sent

@@ -31,7 +31,10 @@
 //! - Deleting a project is immediate (Neon keeps it restorable for a while
 //!   and runs `delete_tenant`).
 //! - No 423 on conflicting concurrent operations unless a `locked` fault is
-//!   armed; branches, roles and databases have no endpoints of their own.
+//!   armed; branches, roles and databases have no endpoints of their own
+//!   (so no branch inherits roles and databases), and `limit` is clamped
+//!   to 1..=400 instead of refused.
+//! - A list-after-create lag only when `list_lag_ms` is set.
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -543,6 +546,7 @@ async fn list_projects(State(emu): State<Shared>, headers: HeaderMap, Query(q): 
                 .into_iter()
                 .filter(|p| q.search.as_deref().is_none_or(|s| p.name.contains(s) || p.id.contains(s)))
                 .filter(|p| q.org_id.is_none() || p.org_id == q.org_id)
+                .filter(|p| emu.listed(p.created_ms))
                 .skip_while(|p| q.cursor.as_deref().is_some_and(|c| c != p.id))
                 .skip(usize::from(q.cursor.is_some()))
                 .take(limit)

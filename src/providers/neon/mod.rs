@@ -258,7 +258,8 @@ impl NeonClient {
         )
     }
 
-    /// Every project named exactly `name` (all pages of `GET /projects?search=`).
+    /// Every project named `name`, alone or followed by a space and more
+    /// words (a labelled name), over all pages of `GET /projects?search=`.
     ///
     /// # Errors
     /// Any [`ProviderError`].
@@ -284,7 +285,9 @@ impl NeonClient {
             let page: Vec<NeonProject> = field(&body, "projects")?;
             let next = body.pointer("/pagination/cursor").and_then(Value::as_str).map(str::to_string);
             let done = page.is_empty() || next.is_none() || next == cursor;
-            out.extend(page.into_iter().filter(|p| p.name == name));
+            let named =
+                |p: &NeonProject| p.name == name || p.name.strip_prefix(name).is_some_and(|r| r.starts_with(' '));
+            out.extend(page.into_iter().filter(named));
             if done {
                 return Ok(out);
             }

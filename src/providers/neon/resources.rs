@@ -1,10 +1,15 @@
 //! The Neon project of one instance behind the [`ExternalResource`]
 //! contract, with the role and database its default branch is created
-//! with. The name comes from the instance [`Marker`]; Neon has no labels,
-//! so the name is the marker.
+//! with. Neon projects have no labels or description, so the name carries
+//! the marker: [`Marker::labelled_name`] (`wn-<hex> winston:<uid>`), and a
+//! project found by the short name is adopted or deleted only when its name
+//! carries the full marker.
 use super::{NeonClient, NeonProject, ProjectOptions};
+use crate::platform::Platform;
 use crate::providers::error::not_found_to_none;
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker};
+use crate::providers::{
+    Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker, only_marked,
+};
 
 /// A Neon project named after the marker, created with its default branch,
 /// read_write endpoint, role and database.
@@ -42,7 +47,11 @@ impl ExternalResource for NeonProjects {
     ) -> Result<Observation<NeonProject>, ProviderError> {
         let name = spec.marker.name();
         let by_id = |id| self.0.get_project(id);
-        let by_marker = self.0.find_projects(&name);
+        let by_marker = async {
+            let found = self.0.find_projects(&name).await?;
+            let carries = |p: &NeonProject| spec.marker.is_in(&p.name);
+            Ok(only_marked(Platform::Neon, &spec.marker, found, |p| &p.id, carries))
+        };
         let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &NeonProject| &p.id).await? {
             Ok(project) => project,
             Err(settled) => return Ok(settled),
@@ -66,14 +75,14 @@ impl ExternalResource for NeonProjects {
             role_name: Some(spec.role_name.clone()),
             database_name: Some(spec.database_name.clone()),
         };
-        let created = self.0.create_project(&spec.marker.name(), &opts).await?;
+        let created = self.0.create_project(&spec.marker.labelled_name(), &opts).await?;
         Ok(Created { operation_id: created.pending_operation(), id: created.project.id })
     }
 
     /// Region and PostgreSQL version cannot change on an existing project.
     async fn update(&self, id: &str, spec: &NeonProjectSpec) -> Result<Applied, ProviderError> {
         Err(ProviderError::Invalid {
-            platform: crate::platform::Platform::Neon,
+            platform: Platform::Neon,
             status: 400,
             message: format!(
                 "project {id} cannot move to region {} / PostgreSQL {}; delete and recreate it",

@@ -5,7 +5,10 @@
 //!
 //! Railway answers resolver, validation and auth failures as HTTP 200 with
 //! GraphQL `errors[]`; [`RailwayClient::gql`] turns those into the same
-//! typed [`ProviderError`]s the REST platforms produce. A 429 with a
+//! typed [`ProviderError`]s the REST platforms produce ("Not Authorized"
+//! with a working token is `Forbidden`: another workspace's object).
+//! Projects are created in and searched from one workspace
+//! ([`RailwayClient::workspace`]). A 429 with a
 //! non-JSON body (Railway's edge) is tolerated by the HTTP layer.
 //!
 //! # Driving it (provisioning engine)
@@ -15,8 +18,9 @@
 //! 2. [`resources::RailwayServices`] with a [`resources::RailwayServiceSpec`]
 //!    (project + environment ids from step 1, marker, image, variables,
 //!    port): observe -> create when `Absent` (creates the service with every
-//!    variable, deploys once, generates the domain) -> while `InProgress`
-//!    requeue and observe again (the operation id is the deployment id) ->
+//!    variable and generates the domain; Railway deploys it by itself) ->
+//!    while `InProgress` requeue and observe again (the operation id is the
+//!    deployment id, or the wait for Railway's first deployment) ->
 //!    `Ready` carries the service id, the deployment and the public URL;
 //!    `up_to_date: false` -> `update` (variables with `skipDeploys`, image,
 //!    missing domain, then one redeploy) -> `Failed` with the deployment's
@@ -25,6 +29,7 @@
 pub mod resources;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -60,6 +65,10 @@ pub struct RailwayService {
     pub id: String,
     pub name: String,
     pub project_id: String,
+    /// RFC 3339; read by the snapshot (a new service's first deployment
+    /// is Railway's own, see [`resources::FIRST_DEPLOY_GRACE`]).
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// A deployment as `deployment(id)` reports it.
@@ -121,11 +130,13 @@ pub struct ServiceSnapshot {
     pub variables: BTreeMap<String, String>,
 }
 
-/// The Railway client. Cloning shares the connection pool and budget.
+/// The Railway client. Cloning shares the connection pool, the budget and
+/// the workspace once discovered.
 #[derive(Clone, Debug)]
 pub struct RailwayClient {
     http: Http,
-    workspace_id: Option<String>,
+    /// Where projects are created and listed: configured, or discovered.
+    workspace_id: Arc<Mutex<Option<String>>>,
 }
 
 fn nodes(connection: &Value) -> Vec<Value> {
@@ -183,7 +194,49 @@ impl RailwayClient {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(config: &PlatformConfig, workspace_id: Option<String>) -> Result<Self, ProviderError> {
-        Ok(Self { http: Http::new(P, config)?, workspace_id })
+        Ok(Self { http: Http::new(P, config)?, workspace_id: Arc::new(Mutex::new(workspace_id)) })
+    }
+
+    /// The workspace projects are created in and listed from: the
+    /// configured one, else the only workspace of the token's user
+    /// (`me { workspaces { id } }`), remembered. Both calls need it: a
+    /// project created without `workspaceId` lands in a workspace, while
+    /// `projects` without it lists personal projects only, so a search by
+    /// marker would miss a project whose creation answer was lost.
+    ///
+    /// # Errors
+    /// [`ProviderError::Invalid`] when the user has no or several
+    /// workspaces (set `WINSTON_RAILWAY_WORKSPACE_ID`); any other error.
+    pub async fn workspace(&self) -> Result<String, ProviderError> {
+        if let Some(w) = self.workspace_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            return Ok(w);
+        }
+        let data = match self.gql("query me { me { workspaces { id name } } }", json!({})).await {
+            // A workspace token cannot read `me`: it must be told its workspace.
+            Err(ProviderError::Unauthorized { status, message, .. }) => {
+                let message = format!("{message} (a workspace token needs WINSTON_RAILWAY_WORKSPACE_ID)");
+                return Err(ProviderError::Unauthorized { platform: P, status, message });
+            }
+            other => other?,
+        };
+        let ids: Vec<&str> = data
+            .pointer("/me/workspaces")
+            .and_then(Value::as_array)
+            .map(|ws| ws.iter().filter_map(|w| w["id"].as_str()).collect())
+            .unwrap_or_default();
+        let [id] = ids.as_slice() else {
+            return Err(ProviderError::Invalid {
+                platform: P,
+                status: 400,
+                message: format!(
+                    "the token's user belongs to {} workspaces; set WINSTON_RAILWAY_WORKSPACE_ID",
+                    ids.len()
+                ),
+            });
+        };
+        let id = (*id).to_string();
+        *self.workspace_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id.clone());
+        Ok(id)
     }
 
     /// The HTTP layer (budget inspection).
@@ -198,6 +251,16 @@ impl RailwayClient {
     /// HTTP-level failures as usual; GraphQL `errors[]` classified by
     /// [`classify_graphql_error`]; `data: null` without errors is `Decode`.
     pub async fn gql(&self, query: &str, variables: Value) -> Result<Value, ProviderError> {
+        match self.gql_once(query, variables).await {
+            Err(ProviderError::Unauthorized { message, .. }) if self.token_works().await => {
+                Err(ProviderError::Forbidden { platform: P, message })
+            }
+            other => other,
+        }
+    }
+
+    /// One GraphQL request, errors classified by [`classify_graphql_error`].
+    async fn gql_once(&self, query: &str, variables: Value) -> Result<Value, ProviderError> {
         let body = json!({"query": query, "variables": variables});
         let reply = self.http.send(Method::POST, "", &[], Some(&body), &[]).await?.body;
         if let Some(first) = reply.get("errors").and_then(Value::as_array).and_then(|e| e.first()) {
@@ -210,6 +273,22 @@ impl RailwayClient {
         }
     }
 
+    /// Railway answers "Not Authorized" both to a rejected token and to a
+    /// valid one asking for a resource outside its reach (another
+    /// workspace's project). One probe tells them apart: the token can list
+    /// its own workspace (or, with none known yet, read `me`).
+    async fn token_works(&self) -> bool {
+        let known = self.workspace_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let probe = match known {
+            Some(w) => {
+                let q = "query probe($workspaceId: String) { projects(workspaceId: $workspaceId, first: 1) { edges { node { id } } } }";
+                self.gql_once(q, json!({"workspaceId": w})).await
+            }
+            None => self.gql_once("query probe { me { id } }", json!({})).await,
+        };
+        probe.is_ok()
+    }
+
     /// `projectCreate`: a project with its default `production` environment.
     ///
     /// # Errors
@@ -218,10 +297,8 @@ impl RailwayClient {
         let q = format!(
             "mutation projectCreate($input: ProjectCreateInput!) {{ projectCreate(input: $input) {{ {PROJECT_FIELDS} }} }}"
         );
-        let mut input = json!({"name": name, "description": description, "defaultEnvironmentName": "production"});
-        if let Some(w) = &self.workspace_id {
-            input["workspaceId"] = json!(w);
-        }
+        let input = json!({"name": name, "description": description, "defaultEnvironmentName": "production",
+            "workspaceId": self.workspace().await?});
         let mut data = self.gql(&q, json!({"input": input})).await?;
         project_from(data["projectCreate"].take())
     }
@@ -235,11 +312,13 @@ impl RailwayClient {
         not_found_to_none(async { project_from(self.gql(&q, json!({"id": id})).await?["project"].take()) }.await)
     }
 
-    /// Every project named exactly `name` (all pages of `projects`).
+    /// Every project of the [`RailwayClient::workspace`] named exactly
+    /// `name` (all pages of `projects(workspaceId:)`).
     ///
     /// # Errors
     /// Any [`ProviderError`].
     pub async fn find_projects(&self, name: &str) -> Result<Vec<RailwayProject>, ProviderError> {
+        let workspace = self.workspace().await?;
         let q = format!(
             "query projects($workspaceId: String, $after: String) {{ projects(workspaceId: $workspaceId, first: 100, after: $after) {{ edges {{ node {{ {PROJECT_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
         );
@@ -249,7 +328,7 @@ impl RailwayClient {
         // the loop ends on the last one; a failed page fails the whole call
         // (retrying is the caller's requeue).
         loop {
-            let data = self.gql(&q, json!({"workspaceId": self.workspace_id, "after": after})).await?;
+            let data = self.gql(&q, json!({"workspaceId": workspace, "after": after})).await?;
             let conn = &data["projects"];
             for node in nodes(conn) {
                 let p = project_from(node)?;
@@ -367,7 +446,7 @@ impl RailwayClient {
         service: &str,
     ) -> Result<Option<ServiceSnapshot>, ProviderError> {
         let q = "query snapshot($id: String!, $projectId: String!, $environmentId: String!, $input: DeploymentListInput!) { \
-            service(id: $id) { id name projectId serviceInstances { edges { node { environmentId source { image } } } } } \
+            service(id: $id) { id name projectId createdAt serviceInstances { edges { node { environmentId source { image } } } } } \
             deployments(input: $input, first: 1) { edges { node { id status url serviceId environmentId } } } \
             domains(projectId: $projectId, environmentId: $environmentId, serviceId: $id) { serviceDomains { id domain targetPort } } \
             variables(projectId: $projectId, environmentId: $environmentId, serviceId: $id) }";

@@ -1,15 +1,35 @@
 //! Railway objects behind the [`ExternalResource`] contract: a project per
 //! instance (named after the [`Marker`], its description carrying the
-//! marker value) and the agent service inside it (named after the marker).
-//! Railway has no labels, so names are the markers.
+//! marker value, verified before a project found by name is adopted or
+//! deleted) and the agent service inside it (named after the marker, found
+//! only inside that verified project).
 use std::collections::BTreeMap;
 
 use super::{DeploymentPhase, RailwayClient, RailwayDeployment, RailwayProject, RailwayService, ServiceSnapshot};
 use crate::platform::Platform;
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker};
+use crate::providers::{
+    Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker, only_marked,
+};
 
 /// The environment every Winston service runs in.
 pub const ENVIRONMENT: &str = "production";
+
+/// How long a new service without any deployment is waited on: Railway
+/// starts the first deployment of a service created with a source by
+/// itself, a moment after `serviceCreate` answers. Deploying because none
+/// is listed yet would build twice; after this grace a service still
+/// without one is deployed by `update`.
+pub const FIRST_DEPLOY_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Whether `service` was created less than [`FIRST_DEPLOY_GRACE`] ago
+/// (an unreadable `createdAt` counts as old).
+fn awaits_first_deploy(service: &RailwayService) -> bool {
+    let Some(created) = service.created_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return false;
+    };
+    let age = chrono::Utc::now().signed_duration_since(created);
+    age.to_std().map_or(true, |age| age < FIRST_DEPLOY_GRACE)
+}
 
 /// A project per instance.
 #[derive(Clone, Debug)]
@@ -40,7 +60,11 @@ impl ExternalResource for RailwayProjects {
     ) -> Result<Observation<RailwayProjectState>, ProviderError> {
         let name = spec.marker.name();
         let by_id = |id| self.0.get_project(id);
-        let by_marker = self.0.find_projects(&name);
+        let by_marker = async {
+            let found = self.0.find_projects(&name).await?;
+            let carries = |p: &RailwayProject| p.description.as_deref().is_some_and(|d| spec.marker.is_in(d));
+            Ok(only_marked(Platform::Railway, &spec.marker, found, |p| &p.id, carries))
+        };
         let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &RailwayProject| &p.id).await? {
             Ok(project) => project,
             Err(settled) => return Ok(settled),
@@ -144,6 +168,10 @@ impl ExternalResource for RailwayServices {
                 let status = snap.deployment.map(|d| d.status).unwrap_or_default();
                 return Ok(Observation::Failed { id, reason: format!("deployment ended {status}") });
             }
+            None if awaits_first_deploy(&snap.service) => {
+                let operation_id = format!("first deployment of service {id}");
+                return Ok(Observation::InProgress { id, operation_id });
+            }
             Some(DeploymentPhase::Succeeded) | None => {}
         }
         let (vars_differ, image_differs) = differs(&snap, spec);
@@ -158,21 +186,18 @@ impl ExternalResource for RailwayServices {
         Ok(Observation::Ready { id, observed, up_to_date })
     }
 
-    /// Creates the service with every variable, makes sure one deployment
-    /// runs (Railway deploys a service created with a source by itself;
-    /// otherwise `serviceInstanceDeployV2`), and generates its domain. The
-    /// operation id is the deployment to poll.
+    /// Creates the service from its image with every variable, and
+    /// generates its domain. Railway deploys a service created with a
+    /// source by itself, a moment later: nothing is deployed here, and
+    /// `observe` waits for that deployment ([`FIRST_DEPLOY_GRACE`]), which
+    /// a listing right after the create may not show yet.
     async fn create(&self, spec: &RailwayServiceSpec) -> Result<Created, ProviderError> {
         let c = &self.0;
         let svc = c
             .create_service(&spec.project_id, &spec.environment_id, &spec.marker.name(), &spec.image, &spec.variables)
             .await?;
-        let deployment = match c.latest_deployment(&spec.project_id, &spec.environment_id, &svc.id).await? {
-            Some(d) => d.id,
-            None => c.deploy(&svc.id, &spec.environment_id).await?,
-        };
         c.create_domain(&svc.id, &spec.environment_id, spec.target_port).await?;
-        Ok(Created { id: svc.id, operation_id: Some(deployment) })
+        Ok(Created { id: svc.id, operation_id: None })
     }
 
     /// Writes changed variables with `skipDeploys`, switches the image,

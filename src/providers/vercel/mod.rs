@@ -65,6 +65,9 @@ pub struct VercelEnv {
     pub target: Vec<String>,
     #[serde(default)]
     pub comment: Option<String>,
+    /// In clear for `plain` variables only (ciphertext or empty otherwise).
+    #[serde(default)]
+    pub value: Option<String>,
 }
 
 fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -246,7 +249,9 @@ impl VercelClient {
         Ok(self.http.send(method, path, &q, body, &[]).await?.body)
     }
 
-    /// `POST /v11/projects`.
+    /// `POST /v11/projects`, with `environment` created in the same call
+    /// (`environmentVariables`: key, value, type and target; Vercel's create
+    /// body has no comment), so a project never exists without them.
     ///
     /// # Errors
     /// Any [`ProviderError`] (a taken name is `Invalid` with status 409).
@@ -255,10 +260,18 @@ impl VercelClient {
         name: &str,
         framework: Option<&str>,
         git: Option<&GitSource>,
+        environment: &[EnvInput],
     ) -> Result<VercelProject, ProviderError> {
         let mut body = json!({"name": name, "framework": framework});
         if let Some(g) = git {
             body["gitRepository"] = json!({"type": g.provider, "repo": format!("{}/{}", g.org, g.repo)});
+        }
+        if !environment.is_empty() {
+            let vars: Vec<Value> = environment
+                .iter()
+                .map(|e| json!({"key": e.key, "value": e.value, "type": e.kind, "target": e.target}))
+                .collect();
+            body["environmentVariables"] = Value::Array(vars);
         }
         decode(P, self.call(Method::POST, "/v11/projects", &[], Some(&body)).await?, "project")
     }

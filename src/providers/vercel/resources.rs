@@ -3,6 +3,12 @@
 //! scope, so the name is the marker and lookups are never ambiguous), its
 //! environment variables and its production deployment.
 //!
+//! Vercel projects have no description or metadata: the full marker lives
+//! in the plain variable [`MARKER_ENV`], created with the project in one
+//! call, and a project found by name is adopted or deleted only when that
+//! variable holds this instance's marker (the short name is 48 bits of the
+//! UID, and a project named by hand carries no marker at all).
+//!
 //! Env values are write-only in practice (encrypted), so each variable's
 //! `comment` carries `winston:sha256:<hash of the value>` and drift is found
 //! by comparing hashes. Each deployment's `meta.winstonSpec` carries the hash
@@ -14,10 +20,15 @@ use sha2::{Digest, Sha256};
 
 use super::{DeploymentPhase, EnvInput, GitSource, VercelClient, VercelDeployment, VercelProject};
 use crate::platform::Platform;
-use crate::providers::{Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker};
+use crate::providers::{
+    Applied, Created, ExternalResource, Marker, Observation, ProviderError, find_by_id_or_marker, only_marked,
+};
 
 /// The deployment target Winston deploys to.
 pub const TARGET: &str = "production";
+
+/// The plain variable holding the instance's full marker (`winston:<uid>`).
+pub const MARKER_ENV: &str = "WINSTON_MARKER";
 
 /// The frontend of one instance.
 #[derive(Clone, Debug)]
@@ -50,6 +61,17 @@ impl VercelFrontendSpec {
             h.update([0]);
         }
         hex::encode(h.finalize())
+    }
+
+    /// [`MARKER_ENV`]: plain, so its value is listed back and verified.
+    fn marker_input(&self) -> EnvInput {
+        EnvInput {
+            key: MARKER_ENV.into(),
+            value: self.marker.value(),
+            kind: "plain".into(),
+            target: vec!["production".into(), "preview".into()],
+            comment: None,
+        }
     }
 
     fn env_inputs(&self) -> Vec<EnvInput> {
@@ -90,6 +112,12 @@ impl VercelFrontends {
         }))
     }
 
+    /// Whether the project's [`MARKER_ENV`] holds exactly `marker`.
+    async fn carries_marker(&self, project_id: &str, marker: &Marker) -> Result<bool, ProviderError> {
+        let listed = self.0.list_env(project_id).await?;
+        Ok(listed.iter().any(|e| e.key == MARKER_ENV && e.value.as_deref().is_some_and(|v| marker.is_in(v))))
+    }
+
     async fn write_env(&self, project_id: &str, spec: &VercelFrontendSpec) -> Result<(), ProviderError> {
         let failed = self.0.upsert_env(project_id, &spec.env_inputs()).await?;
         if failed.is_empty() {
@@ -118,9 +146,14 @@ impl ExternalResource for VercelFrontends {
         spec: &VercelFrontendSpec,
         known_id: Option<&str>,
     ) -> Result<Observation<VercelFrontendState>, ProviderError> {
-        // Vercel names are unique per scope: the marker lookup is one read by name.
+        // Vercel names are unique per scope: the marker lookup is one read
+        // by name, and one env listing to verify the full marker.
         let by_id = |id| self.0.get_project(id);
-        let by_marker = async { Ok(self.0.get_project(&spec.marker.name()).await?.into_iter().collect()) };
+        let by_marker = async {
+            let Some(named) = self.0.get_project(&spec.marker.name()).await? else { return Ok(Vec::new()) };
+            let marked = self.carries_marker(&named.id, &spec.marker).await?;
+            Ok(only_marked(Platform::Vercel, &spec.marker, vec![named], |p| &p.id, |_| marked))
+        };
         let project = match find_by_id_or_marker(known_id, by_id, by_marker, |p: &VercelProject| &p.id).await? {
             Ok(project) => project,
             Err(settled) => return Ok(settled),
@@ -148,7 +181,9 @@ impl ExternalResource for VercelFrontends {
     /// (the operation id). Refused variables fail the call with their
     /// messages; the project then exists and `update` finishes it.
     async fn create(&self, spec: &VercelFrontendSpec) -> Result<Created, ProviderError> {
-        let project = self.0.create_project(&spec.marker.name(), spec.framework.as_deref(), Some(&spec.git)).await?;
+        let marker = [spec.marker_input()];
+        let project =
+            self.0.create_project(&spec.marker.name(), spec.framework.as_deref(), Some(&spec.git), &marker).await?;
         self.write_env(&project.id, spec).await?;
         let deployment = self.deploy(&project, spec).await?;
         Ok(Created { id: project.id, operation_id: Some(deployment) })
