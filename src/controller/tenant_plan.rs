@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::api::conditions::{self, Desired};
 use crate::api::shared::Phase;
-use crate::api::tenant::{CreditsSummary, InstanceSummary};
+use crate::api::tenant::{ApprovalRecord, CreditsSummary, InstanceSummary};
 use crate::api::{CreditLedger, Tenant, TenantInstance, TenantInstanceSpec, TenantRef, TenantStatus};
 use crate::names::{self, reason};
 
@@ -214,6 +214,11 @@ pub struct Admission {
 ///   instances exist (surplus ones are deleted), reason `PlanLimitExceeded`.
 #[must_use]
 pub fn admission(tenant: &Tenant, plan: Option<&crate::plans::Plan>, siblings: &[Tenant]) -> Admission {
+    if tenant.spec.awaiting_approval() {
+        // Nothing at all until approved: no instance, no ledger, no
+        // platform call. The status says so (see `Facts::awaiting`).
+        return Admission { provision: false, granted: 0, refusal: None };
+    }
     if let Some(first) = earlier_with_same_email(tenant, siblings) {
         let message = format!(
             "contact email already used by Tenant {first} (created earlier): this Tenant is not provisioned; \
@@ -355,7 +360,35 @@ pub fn status(
         url: summaries.iter().find(|s| s.ready).and_then(|s| s.url.clone()),
         credits: ledger.map(credits_summary),
         instances: summaries,
+        approval: approval(tenant, now),
     }
+}
+
+/// Who approved `tenant` and when, once `spec.approved` is true: the
+/// annotations `winston approve` writes, else the field manager that set
+/// `spec.approved` and the time of its write (a GitOps controller's
+/// apply); a record seen before is kept as it was.
+#[must_use]
+pub fn approval(tenant: &Tenant, now: &Time) -> Option<ApprovalRecord> {
+    if tenant.spec.approved != Some(true) {
+        return None;
+    }
+    let annotations = tenant.metadata.annotations.as_ref();
+    let annotated = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
+    let previous = tenant.status.as_ref().and_then(|s| s.approval.clone());
+    let manager =
+        tenant.metadata.managed_fields.iter().flatten().find(|m| {
+            m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:approved")).is_some())
+        });
+    let approved_by = annotated(names::ANNOTATION_APPROVED_BY)
+        .or_else(|| previous.as_ref().map(|p| p.approved_by.clone()))
+        .or_else(|| manager.and_then(|m| m.manager.clone()))
+        .unwrap_or_else(|| "unknown".into());
+    let approved_at = annotated(names::ANNOTATION_APPROVED_AT)
+        .or_else(|| previous.as_ref().map(|p| p.approved_at.clone()))
+        .or_else(|| manager.and_then(|m| m.time.as_ref()).map(|t| t.0.to_string()))
+        .unwrap_or_else(|| now.0.to_string());
+    Some(ApprovalRecord { approved_by, approved_at })
 }
 
 /// One summary per wanted instance, by name.
@@ -399,6 +432,10 @@ fn converging(instance: &TenantInstance) -> bool {
     unobserved || conditions::is_true(&st.conditions, names::COND_RECONCILING)
 }
 
+/// What a Tenant awaiting approval says in its conditions.
+const AWAITING_MESSAGE: &str = "spec.approved is false: nothing is provisioned until an administrator approves \
+     (set spec.approved to true, or run `winston approve <tenant>`)";
+
 /// What blocks the Tenant until something outside changes.
 struct Blocker {
     reason: String,
@@ -407,6 +444,8 @@ struct Blocker {
 
 /// What the Tenant's status is computed from.
 struct Facts {
+    /// `spec.approved` is false: nothing is provisioned.
+    awaiting: bool,
     wanted: i32,
     ready: usize,
     all_ready: bool,
@@ -445,6 +484,7 @@ impl Facts {
         });
         let is_ready = |name: &str| summaries.iter().any(|s| s.ready && s.name == name);
         Self {
+            awaiting: tenant.spec.awaiting_approval(),
             wanted,
             ready,
             all_ready: i32::try_from(ready).unwrap_or(i32::MAX) >= wanted,
@@ -464,6 +504,8 @@ impl Facts {
     fn phase(&self, summaries: &[InstanceSummary]) -> Phase {
         if self.deleting {
             Phase::Deleting
+        } else if self.awaiting {
+            Phase::AwaitingApproval
         } else if self.all_ready {
             Phase::Ready
         } else if !self.blockers.is_empty() {
@@ -509,6 +551,8 @@ impl Facts {
         let first_blocker = self.blockers.first();
         let ready = if self.deleting {
             Desired::new(names::COND_READY, false, reason::DELETING, "tenant is being deleted")
+        } else if self.awaiting {
+            Desired::new(names::COND_READY, false, reason::AWAITING_APPROVAL, AWAITING_MESSAGE)
         } else if self.all_ready {
             Desired::new(
                 names::COND_READY,
@@ -523,6 +567,8 @@ impl Facts {
         };
         let reconciling = if self.deleting {
             Desired::new(names::COND_RECONCILING, true, reason::DELETING, "tearing down instances and ledger")
+        } else if self.awaiting {
+            Desired::new(names::COND_RECONCILING, false, reason::AWAITING_APPROVAL, AWAITING_MESSAGE)
         } else if paused {
             Desired::new(names::COND_RECONCILING, false, reason::PAUSED, "spec.paused is true")
         } else if let (None, Some(m)) = (first_blocker, self.progress_message()) {

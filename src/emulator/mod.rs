@@ -18,6 +18,7 @@ pub mod neon;
 pub mod railway;
 pub mod resend;
 pub mod supabase;
+pub mod supabase_auth;
 pub mod vercel;
 
 use std::net::SocketAddr;
@@ -45,6 +46,9 @@ pub const NEON_PATH: &str = "/neon/api/v2";
 pub const VERCEL_PATH: &str = "/vercel";
 /// Base path of the Supabase Management API on the emulator.
 pub const SUPABASE_PATH: &str = "/supabase";
+/// Base path under which each Supabase project's own APIs (Auth) are
+/// served, as `{base}/<ref>/auth/v1/...` (the stand-in for `https://<ref>.supabase.co`).
+pub const SUPABASE_PROJECTS_PATH: &str = "/supabase-projects";
 /// Base path of the Resend API on the emulator.
 pub const RESEND_PATH: &str = "/resend";
 
@@ -77,6 +81,7 @@ pub fn router_with_llm_stats(emu: Shared) -> (Router, Arc<llm::MockStats>) {
         .nest(VERCEL_PATH, vercel::router())
         .nest(RESEND_PATH, resend::router())
         .nest(SUPABASE_PATH, supabase::router())
+        .nest(SUPABASE_PROJECTS_PATH, supabase_auth::router())
         .route("/_emulator/objects", get(objects))
         .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), get(apps::app))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
@@ -95,6 +100,7 @@ pub fn base_urls(addr: SocketAddr) -> Value {
         "neon": format!("{base}{NEON_PATH}"),
         "vercel": format!("{base}{VERCEL_PATH}"),
         "supabase": format!("{base}{SUPABASE_PATH}"),
+        "supabase_projects": format!("{base}{SUPABASE_PROJECTS_PATH}"),
         "resend": format!("{base}{RESEND_PATH}"),
         "anthropic": format!("{base}{ANTHROPIC_PATH}"),
         "openai": format!("{base}{OPENAI_PATH}"),
@@ -287,6 +293,7 @@ async fn objects(State(emu): State<Shared>) -> Json<Value> {
             "vercel": {"objects": w.vercel.objects(), "mutations": count(P::Vercel), "requests": req(P::Vercel)},
             "resend": {"objects": w.resend.objects(), "mutations": count(P::Resend), "requests": req(P::Resend)},
             "supabase": {"objects": w.supabase.objects(), "mutations": count(P::Supabase), "requests": req(P::Supabase)},
+            "supabase_auth": {"objects": w.supabase_auth.objects()},
         })
     });
     Json(body)
