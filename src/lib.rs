@@ -5,6 +5,7 @@
 //! command line. `ledger` and `proxy` never import `kube`: money stays out of
 //! Kubernetes, and only the controllers bridge the two halves.
 pub mod api;
+pub mod approve;
 pub mod controller;
 pub mod devenv;
 pub mod emulator;

@@ -35,6 +35,8 @@ enum Command {
     Emulator(winston::emulator::EmulatorArgs),
     /// Show tenants, their provisioning steps, URLs and credits (`-w` to follow).
     Status(winston::status::StatusArgs),
+    /// Approve a Tenant declared with `spec.approved: false` (records who and when).
+    Approve(winston::approve::ApproveArgs),
     /// Run a throwaway local PostgreSQL until stopped (used by `make demo`).
     DevPostgres(winston::devenv::DevPostgresArgs),
 }
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => runtime()?.block_on(winston::proxy::run(args))?,
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,
+        Command::Approve(args) => runtime()?.block_on(winston::approve::run(args))?,
         Command::DevPostgres(args) => runtime()?.block_on(winston::devenv::dev_postgres(args))?,
     }
     Ok(())

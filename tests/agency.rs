@@ -136,6 +136,13 @@ async fn admission_allows_a_frontend_on_supabase_and_refuses_it_on_neon_alone() 
     assert!(ok, "{out}");
     let (ok, out) = apply(&ns, &agency_yaml("plain", Some(false)));
     assert!(!ok && out.contains("approval cannot be withdrawn"), "an existing Tenant cannot start waiting: {out}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_winston"))
+        .args(["approve", "plain", "-n", &ns.name])
+        .env("KUBECONFIG", &support::control_plane().kubeconfig)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nothing to approve");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not wait for approval"), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,10 +171,18 @@ async fn an_agency_stack_waits_for_approval_then_goes_ready_once() {
     assert_eq!(stack.total_objects().await, 0, "{}", stack.objects().await);
     assert_eq!(stack.mutations().await, 0, "no platform write while awaiting");
 
-    // One field approves it (as `winston approve` does, with the annotations).
-    let patch = json!({"metadata": {"annotations": {"winston.dev/approved-by": "alice@example.com",
-        "winston.dev/approved-at": "2026-12-02T15:00:00Z"}}, "spec": {"approved": true}});
-    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    // `winston approve` flips the one field and records who and when.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_winston"))
+        .args(["approve", "acme", "-n", &ns.name])
+        .env("KUBECONFIG", &support::control_plane().kubeconfig)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && printed.contains("approved by"), "{printed}");
+    let approved = tenants.get("acme").await.unwrap();
+    let by = approved.metadata.annotations.clone().unwrap()["winston.dev/approved-by"].clone();
+    assert!(!by.is_empty() && by != "unknown", "the API server's user: {by}");
+    assert_eq!(approved.spec.approved, Some(true));
     let ti = ready(&ns, "acme-0", WITHIN).await;
     let st = ti.status.clone().unwrap();
     let step = |n: &str| st.steps.iter().find(|s| s.name.as_str() == n).map(|s| format!("{:?}", s.state)).unwrap();
@@ -177,10 +192,10 @@ async fn an_agency_stack_waits_for_approval_then_goes_ready_once() {
     );
     assert!(objects(&stack, "railway", "project").await.is_empty(), "no agent service");
     eventually("the approval recorded", WITHIN, || {
-        let tenants = tenants.clone();
+        let (tenants, by) = (tenants.clone(), by.clone());
         async move {
             let a = tenants.get("acme").await.ok()?.status?.approval?;
-            (a.approved_by == "alice@example.com" && a.approved_at == "2026-12-02T15:00:00Z").then_some(())
+            (a.approved_by == by && a.approved_at.starts_with("20")).then_some(())
         }
     })
     .await;

@@ -607,6 +607,7 @@ mod tests {
                 stack: StackSpec { plan: "starter".into(), ..StackSpec::default() },
                 instances,
                 credits: None,
+                approved: None,
             },
         );
         t.metadata.namespace = Some("ns".into());
@@ -943,5 +944,46 @@ mod tests {
         // An instance that reports no observedGeneration is not judged by it.
         let s = status(&t, &[ready(d[0].clone(), "https://a")], None, None, &now());
         assert_eq!(condition(&s, names::COND_RECONCILING).0, "False");
+    }
+
+    #[test]
+    fn a_tenant_awaiting_approval_gets_nothing_and_says_so() {
+        let mut t = tenant(1);
+        t.spec.approved = Some(false);
+        let a = admission(&t, None, &[]);
+        assert_eq!((a.provision, a.granted, a.refusal.is_none()), (false, 0, true));
+        let s = status(&t, &[], None, None, &now());
+        assert_eq!(s.phase, Some(Phase::AwaitingApproval));
+        assert_eq!(condition(&s, "Ready").0, "False");
+        assert_eq!(condition(&s, "Ready").1, reason::AWAITING_APPROVAL);
+        assert_eq!(condition(&s, "Reconciling").0, "False", "kstatus: not in progress, nothing to do");
+        assert_eq!(condition(&s, "Stalled").0, "False", "waiting for a person is not a failure");
+        assert_eq!(s.approval, None);
+
+        t.spec.approved = Some(true);
+        assert!(admission(&t, None, &[]).provision);
+        let mut annotated = t.clone();
+        annotated.metadata.annotations = Some(BTreeMap::from([
+            (names::ANNOTATION_APPROVED_BY.to_string(), "alice".to_string()),
+            (names::ANNOTATION_APPROVED_AT.to_string(), "2026-12-02T15:00:00Z".to_string()),
+        ]));
+        let rec = approval(&annotated, &now()).unwrap();
+        assert_eq!((rec.approved_by.as_str(), rec.approved_at.as_str()), ("alice", "2026-12-02T15:00:00Z"));
+        // A flip in Git: the field manager that set spec.approved, at its write time.
+        let mut gitops = t.clone();
+        gitops.metadata.managed_fields = Some(vec![
+            serde_json::from_value(json!({
+                "manager": "argocd-controller", "operation": "Apply", "time": "2026-12-02T14:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:approved": {}}}
+            }))
+            .unwrap(),
+        ]);
+        let rec = approval(&gitops, &now()).unwrap();
+        assert_eq!(rec.approved_by, "argocd-controller");
+        assert_eq!(rec.approved_at, "2026-12-02T14:00:00Z");
+        // Once recorded it stays as it was.
+        gitops.status = Some(TenantStatus { approval: Some(rec.clone()), ..TenantStatus::default() });
+        gitops.metadata.managed_fields = None;
+        assert_eq!(approval(&gitops, &now()), Some(rec));
     }
 }

@@ -77,6 +77,7 @@ mod tests {
                 provider: Default::default(),
                 git_repository: GitSource { repo: "a/b".into(), git_ref: None },
                 framework: None,
+                env: Vec::new(),
             });
         }
         TenantInstanceSpec {
