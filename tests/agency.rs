@@ -349,6 +349,18 @@ async fn the_admin_user_is_created_once_across_a_sigkill_between_create_and_reco
     .await;
     assert_eq!(emails.len(), 1, "one welcome email");
     assert_eq!(emails[0]["text"].as_str().unwrap().matches(password.as_str()).count(), 1, "the same password");
+
+    // Deleting the Tenant leaves nothing: project (with its users), frontend, Secrets.
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    tenants.delete("kill", &Default::default()).await.unwrap();
+    eventually("the instance gone", WITHIN, || {
+        let tis = tis.clone();
+        async move { tis.get_opt("kill-0").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    assert_eq!(stack.total_objects().await, 0, "left behind: {}", stack.objects().await);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ns.client.clone(), &ns.name);
+    assert!(secrets.get_opt("kill-0-admin").await.unwrap().is_none(), "the password Secret outlived the instance");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
