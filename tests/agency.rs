@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use provisioning_support::{Stack, pg, ready, secret_value};
 use serde_json::{Value, json};
 use support::{TestNamespace, Winston, eventually};
@@ -57,10 +57,25 @@ async fn inputs(ns: &TestNamespace, name: &str) {
 
 /// The controller with the projects' APIs on the emulator.
 fn controller(stack: &Stack, ns: &TestNamespace, identity: &str) -> Winston {
+    controller_at(stack, ns, identity).0
+}
+
+/// [`controller`] and its metrics address.
+fn controller_at(stack: &Stack, ns: &TestNamespace, identity: &str) -> (Winston, String) {
     let mut env = stack.env(DEFAULT_TOKEN);
     let projects = format!("{}{}", stack.emu.base(), winston::emulator::SUPABASE_PROJECTS_PATH);
     env.push(("WINSTON_SUPABASE_PROJECT_BASE_URL".into(), projects));
-    stack.controller_with(&ns.name, identity, &[], &env).0
+    stack.controller_with(&ns.name, identity, &[], &env)
+}
+
+/// TenantInstance reconciles the controller at `addr` finished.
+async fn instance_passes(addr: &str) -> f64 {
+    let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await else { return 0.0 };
+    let body = r.text().await.unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with("winston_reconciles_total{kind=\"TenantInstance\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn objects(stack: &Stack, platform: &str, kind: &str) -> Vec<Value> {
@@ -265,12 +280,14 @@ async fn an_agency_stack_waits_for_approval_then_goes_ready_once() {
 
     // Repeated passes (a restart re-runs every step) change nothing.
     ctl.kill();
-    let ctl = controller(&stack, &ns, "b");
+    let (ctl, addr) = controller_at(&stack, &ns, "b");
     let generation = tis.get("acme-0").await.unwrap().metadata.generation;
-    let poke = json!({"metadata": {"annotations": {"test/poke": "1"}}});
-    tis.patch("acme-0", &PatchParams::default(), &Patch::Merge(poke)).await.unwrap();
+    eventually("a full pass of the restarted controller", WITHIN, || {
+        let addr = addr.clone();
+        async move { (instance_passes(&addr).await >= 1.0).then_some(()) }
+    })
+    .await;
     ready(&ns, "acme-0", WITHIN).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let the restarted controller's passes run (counted below)
     assert_eq!(tis.get("acme-0").await.unwrap().metadata.generation, generation);
     assert_eq!(count(&url, "SELECT count(*) FROM winston_app_migrations").await, 2);
     assert_eq!(count(&url, "SELECT count(*) FROM trips").await, 1, "seed data once");

@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::budget::BudgetConfig;
 use super::config::{PlatformConfig, Secret};
 use super::error::ProviderError;
 use super::http::{Http, decode};
@@ -28,6 +29,15 @@ const P: Platform = Platform::Supabase;
 const PER_PAGE: usize = 100;
 /// A loop guard: at most this many pages are read in one search.
 const MAX_PAGES: usize = 200;
+
+/// Winston's own bound on one project's Auth admin calls.
+pub const AUTH_BUDGET: BudgetConfig = BudgetConfig {
+    per_minute: 600,
+    burst: 20,
+    breaker_threshold: 5,
+    breaker_cooldown_ms: 30_000,
+    max_wait_ms: 2_000,
+};
 
 /// One Auth user (unknown fields ignored).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -47,8 +57,10 @@ struct UserPage {
     users: Vec<AuthUser>,
 }
 
-/// The admin client of one project. Each project has its own Auth server
-/// and limits, so each client has its own request budget.
+/// The admin client of one project. Each project has its own Auth server,
+/// so each client has its own request budget; the admin endpoints (service
+/// role) publish no limit, and Winston bounds itself to [`AUTH_BUDGET`]
+/// rather than the Management API's 120 requests per minute.
 #[derive(Clone, Debug)]
 pub struct SupabaseAuthClient {
     http: Http,
@@ -66,7 +78,7 @@ impl SupabaseAuthClient {
             base_url: format!("{}/auth/v1", project_url.trim_end_matches('/')),
             token: service_role_key.clone(),
             timeout_ms,
-            budget: None,
+            budget: Some(AUTH_BUDGET),
         };
         Ok(Self { http: Http::new(P, &config)?, service_role_key })
     }
