@@ -31,13 +31,8 @@ const PER_PAGE: usize = 100;
 const MAX_PAGES: usize = 200;
 
 /// Winston's own bound on one project's Auth admin calls.
-pub const AUTH_BUDGET: BudgetConfig = BudgetConfig {
-    per_minute: 600,
-    burst: 20,
-    breaker_threshold: 5,
-    breaker_cooldown_ms: 30_000,
-    max_wait_ms: 2_000,
-};
+pub const AUTH_BUDGET: BudgetConfig =
+    BudgetConfig { per_minute: 600, burst: 20, breaker_threshold: 5, breaker_cooldown_ms: 30_000, max_wait_ms: 2_000 };
 
 /// One Auth user (unknown fields ignored).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
