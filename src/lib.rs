@@ -6,6 +6,7 @@
 //! Kubernetes, and only the controllers bridge the two halves.
 pub mod agent;
 pub mod api;
+pub mod approve;
 pub mod controller;
 pub mod devenv;
 pub mod emulator;

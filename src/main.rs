@@ -41,6 +41,8 @@ enum Command {
     Agent(Box<winston::agent::AgentArgs>),
     /// Export or prune the transcripts the agents pushed.
     Transcripts(winston::proxy::transcripts::TranscriptsArgs),
+    /// Approve a Tenant declared with `spec.approved: false` (records who and when).
+    Approve(winston::approve::ApproveArgs),
     /// Run a throwaway local PostgreSQL until stopped (used by `make demo`).
     DevPostgres(winston::devenv::DevPostgresArgs),
 }
@@ -63,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,
         Command::Agent(args) => runtime()?.block_on(winston::agent::run(*args))?,
         Command::Transcripts(args) => runtime()?.block_on(winston::proxy::transcripts::run(args))?,
+        Command::Approve(args) => runtime()?.block_on(winston::approve::run(args))?,
         Command::DevPostgres(args) => runtime()?.block_on(winston::devenv::dev_postgres(args))?,
     }
     Ok(())

@@ -41,6 +41,10 @@ pub const MANAGED_BY: &str = "winston";
 pub const LABEL_TENANT: &str = "winston.dev/tenant";
 /// Label carrying the ordinal of a TenantInstance within its Tenant.
 pub const LABEL_INSTANCE_ORDINAL: &str = "winston.dev/instance-ordinal";
+/// Annotation `winston approve` sets on a Tenant: who approved it.
+pub const ANNOTATION_APPROVED_BY: &str = "winston.dev/approved-by";
+/// Annotation `winston approve` sets on a Tenant: when (RFC 3339).
+pub const ANNOTATION_APPROVED_AT: &str = "winston.dev/approved-at";
 
 /// kstatus condition: the resource is fully converged.
 pub const COND_READY: &str = "Ready";
@@ -105,4 +109,6 @@ pub mod reason {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// TenantInstance: the spec names a region the platform client cannot honour.
     pub const REGION_UNSUPPORTED: &str = "RegionUnsupported";
+    /// A Tenant declared with `spec.approved: false` waits for approval.
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
 }

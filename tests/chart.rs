@@ -296,6 +296,7 @@ fn designed_controller_rules() -> Rules {
         r.insert(format!("{kind}/finalizers"), verbs("update"));
     }
     r.insert("secrets".into(), verbs("get list watch create patch delete"));
+    r.insert("configmaps".into(), verbs("get"));
     r.insert("events".into(), verbs("create patch"));
     r.insert("events.events.k8s.io".into(), verbs("create patch"));
     r
@@ -403,7 +404,8 @@ async fn helm_install_creates_every_object_with_least_privilege_rbac() {
         ("get", "leases.coordination.k8s.io", other),
         ("delete", "leases.coordination.k8s.io", ns.name.as_str()),
         ("list", "leases.coordination.k8s.io", ns.name.as_str()),
-        ("get", "configmaps", other),
+        ("list", "configmaps", other),
+        ("patch", "configmaps", other),
         ("list", "pods", other),
         ("create", "deployments.apps", other),
         ("create", "rolebindings.rbac.authorization.k8s.io", other),

@@ -131,12 +131,12 @@ async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
             &["spec.credits.lowBalancePercent"],
         ),
         (
-            "frontend without compute",
+            "frontend on a Neon database alone (no compute, no Supabase)",
             tenant(
                 "a",
                 &format!("{TENANT_OK}  components: {{database: {{}}, frontend: {{gitRepository: {{repo: a/b}}}}}}\n"),
             ),
-            &["spec.components", "requires components.compute"],
+            &["spec.components", "components.frontend needs a backend it can call"],
         ),
         (
             "database provider enum",

@@ -20,6 +20,7 @@ fn spec(marker: &Marker) -> VercelFrontendSpec {
         framework: Some("nextjs".into()),
         git: GitSource { provider: "github".into(), org: "acme".into(), repo: "site".into(), git_ref: "main".into() },
         env: BTreeMap::from([("NEXT_PUBLIC_AGENT_URL".into(), "https://a.up.railway.app".into())]),
+        kinds: BTreeMap::new(),
     }
 }
 

@@ -43,6 +43,9 @@ pub enum Phase {
     Failed,
     /// Being torn down.
     Deleting,
+    /// Declared with `spec.approved: false`: nothing is provisioned until
+    /// the field is set to true.
+    AwaitingApproval,
 }
 
 impl Phase {
@@ -56,6 +59,7 @@ impl Phase {
             Self::Degraded => "Degraded",
             Self::Failed => "Failed",
             Self::Deleting => "Deleting",
+            Self::AwaitingApproval => "AwaitingApproval",
         }
     }
 }
@@ -115,6 +119,7 @@ pub enum DatabaseProvider {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.provider == oldSelf.provider").message("components.database.provider is immutable: changing it would strand the tenant's data; create a new Tenant instead"))]
 #[x_kube(validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("components.database.region is immutable: a database cannot move region; create a new Tenant in the new region and move the data"))]
+#[x_kube(validation = Rule::new("!has(self.adminUser) || (has(self.provider) && self.provider == 'Supabase')").message("components.database.adminUser needs provider Supabase: the admin user is created through Supabase Auth"))]
 #[x_kube(validation = Rule::new("has(self.postgresVersion) == has(oldSelf.postgresVersion) && (!has(self.postgresVersion) || self.postgresVersion == oldSelf.postgresVersion)").message("components.database.postgresVersion is immutable: a database's major version cannot change in place (a downgrade never can); create a new Tenant with the version and move the data"))]
 pub struct DatabaseComponent {
     /// Database platform: `Neon` (default) or `Supabase`. Immutable.
@@ -131,6 +136,47 @@ pub struct DatabaseComponent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 14, max = 17))]
     pub postgres_version: Option<i32>,
+    /// The application's own SQL migrations and seed data, applied in order
+    /// (after Winston's tenant schema) and recorded in the tenant database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<AppMigrations>,
+    /// An initial admin user of the application, created through the
+    /// Supabase Auth admin API with a temporary password that the welcome
+    /// email delivers once. Supabase only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user: Option<AdminUser>,
+}
+
+/// Where the application's migrations come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppMigrations {
+    /// A ConfigMap in the Tenant's namespace: each key is one SQL file
+    /// (for example `001_schema.sql`, `900_seed.sql`), applied in the keys'
+    /// byte order, each once, in its own transaction. A file that was
+    /// applied must not change (its checksum is recorded); add a new key
+    /// instead.
+    pub config_map_ref: LocalObjectRef,
+}
+
+/// A reference to an object in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectRef {
+    /// Its name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// The application's first administrator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminUser {
+    /// The admin's sign-in email; the Tenant's `contactEmail` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
+    #[x_kube(validation = Rule::new(r#"self.matches("^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:[.][A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")"#).message("must be an email address such as admin@example.com"))]
+    pub email: Option<String>,
 }
 
 /// Which platform runs the agent service.
@@ -197,13 +243,52 @@ pub struct FrontendComponent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
     pub framework: Option<String>,
+    /// Extra environment variables of the frontend, beside the ones Winston
+    /// sets (the Supabase URL and keys, `AGENCY_NAME`, the agent's URL):
+    /// each a literal `value` (a plain variable) or a `valueFrom` Secret key
+    /// (a sensitive variable). At most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(validation = Rule::new("self.all(e, !(e.name in ['NEXT_PUBLIC_SUPABASE_URL', 'NEXT_PUBLIC_SUPABASE_ANON_KEY', 'SUPABASE_SERVICE_ROLE_KEY', 'AGENCY_NAME', 'NEXT_PUBLIC_AGENT_URL', 'AGENT_GATEWAY_TOKEN']))").message("components.frontend.env must not set NEXT_PUBLIC_SUPABASE_URL, NEXT_PUBLIC_SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY, AGENCY_NAME, NEXT_PUBLIC_AGENT_URL or AGENT_GATEWAY_TOKEN: Winston sets them"))]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.name == e.name))").message("components.frontend.env names must be unique"))]
+    pub env: Vec<FrontendEnvVar>,
+}
+
+/// One extra frontend variable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("set exactly one of value and valueFrom"))]
+pub struct FrontendEnvVar {
+    /// Variable name: letters, digits and `_`, not starting with a digit.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// A literal value, written as a plain (readable) variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+    /// A key of a Secret in the Tenant's namespace, written as a sensitive
+    /// (write-only) variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub secret: String,
+    /// The key in it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// Which components a tenant wants. An omitted component is not provisioned;
 /// when `components` itself is omitted the tenant gets a database and a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.frontend) || has(self.compute)").message("components.frontend requires components.compute: the frontend talks to the agent service"))]
+#[x_kube(validation = Rule::new("!has(self.frontend) || has(self.compute) || (has(self.database) && has(self.database.provider) && self.database.provider == 'Supabase')").message("components.frontend needs a backend it can call: components.compute (the agent service) or a database with provider Supabase (its API serves the browser); a Neon database alone has no API a browser may call, so add compute or use Supabase"))]
 #[x_kube(validation = Rule::new("has(self.database) || has(self.compute) || has(self.frontend)").message("components must name at least one of database, compute and frontend; omit components for a database and an agent service"))]
 pub struct Components {
     /// The tenant's Postgres database.

@@ -29,6 +29,7 @@ use super::shared::{AgentProfile, Phase, StackSpec};
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: Tenant names are at most 40 characters (Winston derives child and external names from it)"),
+    validation = Rule::new("!has(self.spec.approved) || self.spec.approved || (has(oldSelf.spec.approved) && !oldSelf.spec.approved)").message("spec.approved cannot become false once the Tenant exists without it or approved: an approval cannot be withdrawn (set spec.paused to stop acting on it, or delete the Tenant)"),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message(Message::Expression("'metadata.name: ' + self.metadata.name + ' is not a DNS label (lowercase letters, digits and -, no dots): its instances are named <tenant>-<n>'".into())),
 )]
 #[serde(rename_all = "camelCase")]
@@ -47,6 +48,22 @@ pub struct TenantSpec {
     /// Credit settings that override the plan's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditOverrides>,
+    /// Approval gate: `false` declares the Tenant awaiting an
+    /// administrator's approval (status `AwaitingApproval`; nothing is
+    /// created, no instance, no ledger, no platform call); setting it to
+    /// `true` (one field in Git, or `winston approve <tenant>`) starts
+    /// provisioning. Omitted: no approval needed. Once true (or omitted on
+    /// an existing Tenant) it cannot become false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<bool>,
+}
+
+impl TenantSpec {
+    /// Whether the Tenant waits for an administrator's approval.
+    #[must_use]
+    pub fn awaiting_approval(&self) -> bool {
+        self.approved == Some(false)
+    }
 }
 
 fn one() -> i32 {
@@ -94,6 +111,23 @@ pub struct TenantStatus {
     /// The tenant's credits, mirrored from its CreditLedger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditsSummary>,
+    /// Who approved the Tenant and when (for Tenants declared with
+    /// `spec.approved: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+}
+
+/// An approval as the controller saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    /// Who approved: the user `winston approve` recorded in the annotation
+    /// `winston.dev/approved-by`, else the field manager that set
+    /// `spec.approved` (for example a GitOps controller).
+    pub approved_by: String,
+    /// When: the annotation `winston.dev/approved-at`, else when the
+    /// controller first saw the approval.
+    pub approved_at: String,
 }
 
 /// A TenantInstance as seen from its Tenant.

@@ -56,10 +56,14 @@ pub enum StepName {
     Database,
     /// Tenant migrations applied to that database.
     Schema,
+    /// The application's own migrations and seed data.
+    Migrations,
     /// The credentials Secret.
     Credentials,
     /// The agent's workspace files.
     Workspace,
+    /// The application's admin user (Supabase Auth).
+    AdminUser,
     /// The agent service (Railway).
     Service,
     /// The web frontend (Vercel).
@@ -72,11 +76,13 @@ pub enum StepName {
 
 impl StepName {
     /// Every step in execution order.
-    pub const ALL: [StepName; 8] = [
+    pub const ALL: [StepName; 10] = [
         Self::Database,
         Self::Schema,
+        Self::Migrations,
         Self::Credentials,
         Self::Workspace,
+        Self::AdminUser,
         Self::Service,
         Self::Frontend,
         Self::Health,
@@ -89,6 +95,8 @@ impl StepName {
         match self {
             Self::Database => "database",
             Self::Schema => "schema",
+            Self::Migrations => "migrations",
+            Self::AdminUser => "adminUser",
             Self::Credentials => "credentials",
             Self::Workspace => "workspace",
             Self::Service => "service",
@@ -188,6 +196,9 @@ pub struct VercelIds {
 pub struct SupabaseIds {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_ref: Option<String>,
+    /// The Supabase Auth id of the application's admin user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user_id: Option<String>,
 }
 
 /// Ids of everything Winston created outside Kubernetes. Written right after
@@ -281,6 +292,22 @@ pub struct TenantInstanceStatus {
     /// wake a scaled-to-zero Neon compute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaRecord>,
+    /// The application migrations applied (count and checksum of the set)
+    /// and to which database, so a steady-state pass does not open it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_migrations: Option<AppMigrationsRecord>,
+}
+
+/// Which application migrations were applied to which database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppMigrationsRecord {
+    /// How many files the set had.
+    pub count: i64,
+    /// `sha256:` over the names and checksums of the set.
+    pub checksum: String,
+    /// `sha256:` of the database's host, port and name (no credentials).
+    pub database: String,
 }
 
 /// Which tenant schema version was applied to which database.

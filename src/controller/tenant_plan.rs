@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::api::conditions::{self, Desired};
 use crate::api::shared::Phase;
-use crate::api::tenant::{CreditsSummary, InstanceSummary};
+use crate::api::tenant::{ApprovalRecord, CreditsSummary, InstanceSummary};
 use crate::api::{CreditLedger, Tenant, TenantInstance, TenantInstanceSpec, TenantRef, TenantStatus};
 use crate::names::{self, reason};
 
@@ -214,6 +214,11 @@ pub struct Admission {
 ///   instances exist (surplus ones are deleted), reason `PlanLimitExceeded`.
 #[must_use]
 pub fn admission(tenant: &Tenant, plan: Option<&crate::plans::Plan>, siblings: &[Tenant]) -> Admission {
+    if tenant.spec.awaiting_approval() {
+        // Nothing at all until approved: no instance, no ledger, no
+        // platform call. The status says so (see `Facts::awaiting`).
+        return Admission { provision: false, granted: 0, refusal: None };
+    }
     if let Some(first) = earlier_with_same_email(tenant, siblings) {
         let message = format!(
             "contact email already used by Tenant {first} (created earlier): this Tenant is not provisioned; \
@@ -355,7 +360,35 @@ pub fn status(
         url: summaries.iter().find(|s| s.ready).and_then(|s| s.url.clone()),
         credits: ledger.map(credits_summary),
         instances: summaries,
+        approval: approval(tenant, now),
     }
+}
+
+/// Who approved `tenant` and when, once `spec.approved` is true: the
+/// annotations `winston approve` writes, else the field manager that set
+/// `spec.approved` and the time of its write (a GitOps controller's
+/// apply); a record seen before is kept as it was.
+#[must_use]
+pub fn approval(tenant: &Tenant, now: &Time) -> Option<ApprovalRecord> {
+    if tenant.spec.approved != Some(true) {
+        return None;
+    }
+    let annotations = tenant.metadata.annotations.as_ref();
+    let annotated = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
+    let previous = tenant.status.as_ref().and_then(|s| s.approval.clone());
+    let manager =
+        tenant.metadata.managed_fields.iter().flatten().find(|m| {
+            m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:approved")).is_some())
+        });
+    let approved_by = annotated(names::ANNOTATION_APPROVED_BY)
+        .or_else(|| previous.as_ref().map(|p| p.approved_by.clone()))
+        .or_else(|| manager.and_then(|m| m.manager.clone()))
+        .unwrap_or_else(|| "unknown".into());
+    let approved_at = annotated(names::ANNOTATION_APPROVED_AT)
+        .or_else(|| previous.as_ref().map(|p| p.approved_at.clone()))
+        .or_else(|| manager.and_then(|m| m.time.as_ref()).map(|t| t.0.to_string()))
+        .unwrap_or_else(|| now.0.to_string());
+    Some(ApprovalRecord { approved_by, approved_at })
 }
 
 /// One summary per wanted instance, by name.
@@ -399,6 +432,10 @@ fn converging(instance: &TenantInstance) -> bool {
     unobserved || conditions::is_true(&st.conditions, names::COND_RECONCILING)
 }
 
+/// What a Tenant awaiting approval says in its conditions.
+const AWAITING_MESSAGE: &str = "spec.approved is false: nothing is provisioned until an administrator approves \
+     (set spec.approved to true, or run `winston approve <tenant>`)";
+
 /// What blocks the Tenant until something outside changes.
 struct Blocker {
     reason: String,
@@ -407,6 +444,8 @@ struct Blocker {
 
 /// What the Tenant's status is computed from.
 struct Facts {
+    /// `spec.approved` is false: nothing is provisioned.
+    awaiting: bool,
     wanted: i32,
     ready: usize,
     all_ready: bool,
@@ -445,6 +484,7 @@ impl Facts {
         });
         let is_ready = |name: &str| summaries.iter().any(|s| s.ready && s.name == name);
         Self {
+            awaiting: tenant.spec.awaiting_approval(),
             wanted,
             ready,
             all_ready: i32::try_from(ready).unwrap_or(i32::MAX) >= wanted,
@@ -464,6 +504,8 @@ impl Facts {
     fn phase(&self, summaries: &[InstanceSummary]) -> Phase {
         if self.deleting {
             Phase::Deleting
+        } else if self.awaiting {
+            Phase::AwaitingApproval
         } else if self.all_ready {
             Phase::Ready
         } else if !self.blockers.is_empty() {
@@ -509,6 +551,8 @@ impl Facts {
         let first_blocker = self.blockers.first();
         let ready = if self.deleting {
             Desired::new(names::COND_READY, false, reason::DELETING, "tenant is being deleted")
+        } else if self.awaiting {
+            Desired::new(names::COND_READY, false, reason::AWAITING_APPROVAL, AWAITING_MESSAGE)
         } else if self.all_ready {
             Desired::new(
                 names::COND_READY,
@@ -523,6 +567,8 @@ impl Facts {
         };
         let reconciling = if self.deleting {
             Desired::new(names::COND_RECONCILING, true, reason::DELETING, "tearing down instances and ledger")
+        } else if self.awaiting {
+            Desired::new(names::COND_RECONCILING, false, reason::AWAITING_APPROVAL, AWAITING_MESSAGE)
         } else if paused {
             Desired::new(names::COND_RECONCILING, false, reason::PAUSED, "spec.paused is true")
         } else if let (None, Some(m)) = (first_blocker, self.progress_message()) {
@@ -561,6 +607,7 @@ mod tests {
                 stack: StackSpec { plan: "starter".into(), ..StackSpec::default() },
                 instances,
                 credits: None,
+                approved: None,
             },
         );
         t.metadata.namespace = Some("ns".into());
@@ -897,5 +944,46 @@ mod tests {
         // An instance that reports no observedGeneration is not judged by it.
         let s = status(&t, &[ready(d[0].clone(), "https://a")], None, None, &now());
         assert_eq!(condition(&s, names::COND_RECONCILING).0, "False");
+    }
+
+    #[test]
+    fn a_tenant_awaiting_approval_gets_nothing_and_says_so() {
+        let mut t = tenant(1);
+        t.spec.approved = Some(false);
+        let a = admission(&t, None, &[]);
+        assert_eq!((a.provision, a.granted, a.refusal.is_none()), (false, 0, true));
+        let s = status(&t, &[], None, None, &now());
+        assert_eq!(s.phase, Some(Phase::AwaitingApproval));
+        assert_eq!(condition(&s, "Ready").0, "False");
+        assert_eq!(condition(&s, "Ready").1, reason::AWAITING_APPROVAL);
+        assert_eq!(condition(&s, "Reconciling").0, "False", "kstatus: not in progress, nothing to do");
+        assert_eq!(condition(&s, "Stalled").0, "False", "waiting for a person is not a failure");
+        assert_eq!(s.approval, None);
+
+        t.spec.approved = Some(true);
+        assert!(admission(&t, None, &[]).provision);
+        let mut annotated = t.clone();
+        annotated.metadata.annotations = Some(BTreeMap::from([
+            (names::ANNOTATION_APPROVED_BY.to_string(), "alice".to_string()),
+            (names::ANNOTATION_APPROVED_AT.to_string(), "2026-12-02T15:00:00Z".to_string()),
+        ]));
+        let rec = approval(&annotated, &now()).unwrap();
+        assert_eq!((rec.approved_by.as_str(), rec.approved_at.as_str()), ("alice", "2026-12-02T15:00:00Z"));
+        // A flip in Git: the field manager that set spec.approved, at its write time.
+        let mut gitops = t.clone();
+        gitops.metadata.managed_fields = Some(vec![
+            serde_json::from_value(json!({
+                "manager": "argocd-controller", "operation": "Apply", "time": "2026-12-02T14:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:approved": {}}}
+            }))
+            .unwrap(),
+        ]);
+        let rec = approval(&gitops, &now()).unwrap();
+        assert_eq!(rec.approved_by, "argocd-controller");
+        assert_eq!(rec.approved_at, "2026-12-02T14:00:00Z");
+        // Once recorded it stays as it was.
+        gitops.status = Some(TenantStatus { approval: Some(rec.clone()), ..TenantStatus::default() });
+        gitops.metadata.managed_fields = None;
+        assert_eq!(approval(&gitops, &now()), Some(rec));
     }
 }

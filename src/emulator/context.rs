@@ -97,6 +97,9 @@ pub struct World {
     pub vercel: super::vercel::VercelWorld,
     pub resend: super::resend::ResendWorld,
     pub supabase: super::supabase::SupabaseWorld,
+    /// The Auth users of each Supabase project.
+    #[serde(default)]
+    pub supabase_auth: super::supabase_auth::AuthWorld,
     /// Successful writes per platform (`neon`, `railway`, ...).
     pub mutations: BTreeMap<Platform, u64>,
 }

@@ -22,6 +22,7 @@ pub mod runtimes;
 pub mod stripe;
 pub mod stripe_delivery;
 pub mod supabase;
+pub mod supabase_auth;
 pub mod vercel;
 
 use std::net::SocketAddr;
@@ -51,6 +52,9 @@ pub const VERCEL_PATH: &str = "/vercel";
 pub const SUPABASE_PATH: &str = "/supabase";
 /// The running agent runtimes: `{"running": {service id: port}, "started", "max"}`.
 pub const RUNTIMES_PATH: &str = "/_emulator/runtimes";
+/// Base path under which each Supabase project's own APIs (Auth) are
+/// served, as `{base}/<ref>/auth/v1/...` (the stand-in for `https://<ref>.supabase.co`).
+pub const SUPABASE_PROJECTS_PATH: &str = "/supabase-projects";
 /// Base path of the Resend API on the emulator.
 pub const RESEND_PATH: &str = "/resend";
 
@@ -87,6 +91,7 @@ pub fn router_with_llm_stats(emu: Shared) -> (Router, Arc<llm::MockStats>) {
             stripe::STRIPE_PATH,
             stripe::router(stripe::StripeEmulator::new(&emu.config.stripe, emu.config.tokens.clone())),
         )
+        .nest(SUPABASE_PROJECTS_PATH, supabase_auth::router())
         .route("/_emulator/objects", get(objects))
         .route(RUNTIMES_PATH, get(|State(emu): State<Shared>| async move { Json(emu.runtimes.report()) }))
         .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), any(apps::app))
@@ -106,6 +111,7 @@ pub fn base_urls(addr: SocketAddr) -> Value {
         "neon": format!("{base}{NEON_PATH}"),
         "vercel": format!("{base}{VERCEL_PATH}"),
         "supabase": format!("{base}{SUPABASE_PATH}"),
+        "supabase_projects": format!("{base}{SUPABASE_PROJECTS_PATH}"),
         "resend": format!("{base}{RESEND_PATH}"),
         "anthropic": format!("{base}{ANTHROPIC_PATH}"),
         "openai": format!("{base}{OPENAI_PATH}"),
@@ -351,6 +357,7 @@ async fn objects(State(emu): State<Shared>) -> Json<Value> {
             "vercel": {"objects": w.vercel.objects(), "mutations": count(P::Vercel), "requests": req(P::Vercel)},
             "resend": {"objects": w.resend.objects(), "mutations": count(P::Resend), "requests": req(P::Resend)},
             "supabase": {"objects": w.supabase.objects(), "mutations": count(P::Supabase), "requests": req(P::Supabase)},
+            "supabase_auth": {"objects": w.supabase_auth.objects()},
         })
     });
     Json(body)

@@ -331,7 +331,10 @@ async fn delete_project(State(emu): State<Shared>, headers: HeaderMap, Path(refe
         if !user.is_empty() {
             pg_drop(&emu, Some(&db), &user).await;
         }
-        let out = emu.write(P, |w| w.supabase.projects.remove(&reference).ok_or(()));
+        let out = emu.write(P, |w| {
+            w.supabase_auth.forget(&reference);
+            w.supabase.projects.remove(&reference).ok_or(())
+        });
         match out {
             Ok(p) => Json(json!({"id": p.id, "ref": p.reference, "name": p.name})).into_response(),
             Err(()) => err(404, "Project not found"),

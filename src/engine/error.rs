@@ -94,6 +94,27 @@ pub enum EngineError {
     /// A step ran without the result of a step before it.
     #[error("failed to run the step: {0}")]
     MissingInput(&'static str),
+    /// The application migrations' ConfigMap is missing or unusable.
+    #[error("failed to read the application migrations from ConfigMap {name}: {why}")]
+    MigrationsSource { name: String, why: String },
+    /// An application migration failed in the database; `position` is the
+    /// 1-based character in the file where PostgreSQL located the error.
+    #[error(
+        "failed to apply application migration {file}{}: {message}; fix the file (or add a new one) and the step retries",
+        .position.map(|p| format!(" at character {p} (line {})", .line.unwrap_or(0))).unwrap_or_default()
+    )]
+    AppMigration { file: String, position: Option<usize>, line: Option<usize>, message: String },
+    /// An application migration that was applied has changed since.
+    #[error(
+        "failed to accept application migration {file}: it was applied with checksum {applied} and now has {now};          applied migrations never change: restore it and add the change as a new key"
+    )]
+    AppMigrationChanged { file: String, applied: String, now: String },
+    /// A frontend variable names a Secret key that does not exist.
+    #[error("failed to read frontend variable {variable}: Secret {secret} has no key {key} in the Tenant's namespace")]
+    EnvSecretMissing { variable: String, secret: String, key: String },
+    /// The Supabase project did not report a key a step needs.
+    #[error("failed to read the Supabase project's {0} key (the Management API token may not reveal it)")]
+    SupabaseKeyMissing(&'static str),
 }
 
 impl EngineError {
@@ -120,6 +141,11 @@ impl EngineError {
             Self::RepositoryNotAllowed { .. } => ("RepositoryNotAllowed", Stall),
             Self::InvalidSpec(_) => ("InvalidSpec", Retry),
             Self::MissingInput(_) => ("MissingInput", Retry),
+            Self::MigrationsSource { .. } => ("MigrationsSourceMissing", Retry),
+            Self::AppMigration { .. } => ("MigrationFailed", Stall),
+            Self::AppMigrationChanged { .. } => ("MigrationChanged", Stall),
+            Self::SupabaseKeyMissing(_) => ("SupabaseKeyMissing", Retry),
+            Self::EnvSecretMissing { .. } => ("EnvSecretMissing", Retry),
         }
     }
 

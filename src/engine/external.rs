@@ -10,7 +10,7 @@
 use super::EngineError;
 use super::record::Recorder;
 use crate::api::StepName;
-use crate::api::tenant_instance::{ExternalIds, SupabaseIds};
+use crate::api::tenant_instance::ExternalIds;
 use crate::providers::{Applied, ExternalResource, Observation};
 
 /// Where the object stands after one pass.
@@ -33,6 +33,8 @@ pub enum Object {
     RailwayService,
     VercelProject,
     WelcomeEmail,
+    /// The application's admin user in Supabase Auth.
+    AdminUser,
 }
 
 impl Object {
@@ -44,6 +46,7 @@ impl Object {
             Self::RailwayProject | Self::RailwayService => StepName::Service,
             Self::VercelProject => StepName::Frontend,
             Self::WelcomeEmail => StepName::Notify,
+            Self::AdminUser => StepName::AdminUser,
         }
     }
 
@@ -65,6 +68,7 @@ impl Object {
             Self::RailwayService => ext.railway.as_ref()?.service_id.as_ref(),
             Self::VercelProject => ext.vercel.as_ref()?.project_id.as_ref(),
             Self::WelcomeEmail => ext.welcome_email_id.as_ref(),
+            Self::AdminUser => ext.supabase.as_ref()?.admin_user_id.as_ref(),
         };
         id.cloned()
     }
@@ -75,7 +79,7 @@ impl Object {
     pub fn set(self, ext: &mut ExternalIds, id: Option<&str>) {
         match self {
             Self::NeonProject => renew(&mut ext.neon, id, |n| &mut n.project_id),
-            Self::SupabaseProject => ext.supabase = id.map(|i| SupabaseIds { project_ref: Some(i.to_string()) }),
+            Self::SupabaseProject => renew(&mut ext.supabase, id, |s| &mut s.project_ref),
             Self::RailwayProject => renew(&mut ext.railway, id, |r| &mut r.project_id),
             Self::RailwayService => {
                 let ids = ext.railway.get_or_insert_default();
@@ -87,6 +91,7 @@ impl Object {
             }
             Self::VercelProject => renew(&mut ext.vercel, id, |v| &mut v.project_id),
             Self::WelcomeEmail => ext.welcome_email_id = id.map(str::to_string),
+            Self::AdminUser => ext.supabase.get_or_insert_default().admin_user_id = id.map(str::to_string),
         }
     }
 }
@@ -240,6 +245,7 @@ mod tests {
             Object::RailwayService,
             Object::VercelProject,
             Object::WelcomeEmail,
+            Object::AdminUser,
         ] {
             let mut ext = ExternalIds::default();
             assert_eq!(object.known(None), None);

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The values a template may name.
-pub const PLACEHOLDERS: [&str; 9] = [
+pub const PLACEHOLDERS: [&str; 11] = [
     "display_name",
     "agent_name",
     "plan",
@@ -27,7 +27,12 @@ pub const PLACEHOLDERS: [&str; 9] = [
     "proxy_url",
     "instance",
     "api_key",
+    "temporary_password",
+    "admin_email",
 ];
+
+/// Placeholders only a welcome email may name: secrets delivered once.
+const WELCOME_ONLY: [&str; 3] = ["api_key", "temporary_password", "admin_email"];
 
 /// Which email.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +41,9 @@ pub enum Kind {
     Welcome,
     /// Sent once when an instance that was never Ready passes its deadline.
     Failure,
+    /// The welcome of a stack with an application admin user (the agency
+    /// stack): it carries the admin's email and temporary password.
+    AdminWelcome,
 }
 
 impl Kind {
@@ -43,6 +51,7 @@ impl Kind {
         match self {
             Self::Welcome => "welcome",
             Self::Failure => "failure",
+            Self::AdminWelcome => "admin-welcome",
         }
     }
 }
@@ -91,13 +100,16 @@ pub struct Templates {
     files: BTreeMap<String, String>,
 }
 
-const BUILTIN: [(&str, &str); 6] = [
+const BUILTIN: [(&str, &str); 9] = [
     ("welcome.subject", include_str!("../../config/email/welcome.subject")),
     ("welcome.txt", include_str!("../../config/email/welcome.txt")),
     ("welcome.html", include_str!("../../config/email/welcome.html")),
     ("failure.subject", include_str!("../../config/email/failure.subject")),
     ("failure.txt", include_str!("../../config/email/failure.txt")),
     ("failure.html", include_str!("../../config/email/failure.html")),
+    ("admin-welcome.subject", include_str!("../../config/email/admin-welcome.subject")),
+    ("admin-welcome.txt", include_str!("../../config/email/admin-welcome.txt")),
+    ("admin-welcome.html", include_str!("../../config/email/admin-welcome.html")),
 ];
 
 impl Templates {
@@ -166,8 +178,8 @@ fn validate(name: &str, text: &str) -> Result<(), MailError> {
         [kind, part] | [_, kind, part] => (*kind, *part),
         _ => return Err(invalid("the name must be [<plan>.]<welcome|failure>.<subject|txt|html>".into())),
     };
-    if !matches!(kind, "welcome" | "failure") || !PARTS.contains(&part) {
-        return Err(invalid("the name must be [<plan>.]<welcome|failure>.<subject|txt|html>".into()));
+    if !matches!(kind, "welcome" | "failure" | "admin-welcome") || !PARTS.contains(&part) {
+        return Err(invalid("the name must be [<plan>.]<welcome|admin-welcome|failure>.<subject|txt|html>".into()));
     }
     if text.matches("{{").count() != text.matches("}}").count() {
         return Err(invalid("unbalanced {{ }}".into()));
@@ -176,8 +188,8 @@ fn validate(name: &str, text: &str) -> Result<(), MailError> {
         if !PLACEHOLDERS.contains(&p.as_str()) {
             return Err(invalid(format!("unknown placeholder {{{{{p}}}}} (known: {})", PLACEHOLDERS.join(", "))));
         }
-        if p == "api_key" && kind == "failure" {
-            return Err(invalid("{{api_key}} is delivered by the welcome email only".into()));
+        if WELCOME_ONLY.contains(&p.as_str()) && kind == "failure" {
+            return Err(invalid(format!("{{{{{p}}}}} is delivered by the welcome email only")));
         }
     }
     Ok(())
@@ -267,6 +279,23 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_welcome_carries_the_temporary_password_once_per_part() {
+        let t = Templates::builtin();
+        let mut v = values();
+        v.set("temporary_password", "Tmp-<pw>&1").set("admin_email", "boss@acme.example");
+        v.set("agent_url", "https://wn-abc.vercel.app");
+        let m = t.render(Kind::AdminWelcome, "growth", &v);
+        assert_eq!(m.text.matches("Tmp-<pw>&1").count(), 1, "{}", m.text);
+        assert_eq!(m.html.matches("Tmp-&lt;pw&gt;&amp;1").count(), 1, "{}", m.html);
+        for part in [&m.text, &m.html] {
+            assert!(part.contains("boss@acme.example") && part.contains("https://wn-abc.vercel.app"), "{part}");
+        }
+        assert!(t.asks_for(Kind::AdminWelcome, "growth", "temporary_password"));
+        assert!(!t.asks_for(Kind::Welcome, "growth", "temporary_password"));
+        assert!(!format!("{m:?}").contains("Tmp-"), "Debug must not show the body");
+    }
+
+    #[test]
     fn a_plan_file_overrides_the_generic_one_part_by_part() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("growth.welcome.txt"), "Growth! {{agent_url}}").unwrap();
@@ -286,6 +315,8 @@ mod tests {
     fn bad_templates_fail_at_load() {
         let rows = [
             ("welcome.txt", "{{ apikey }}", "unknown placeholder"),
+            ("failure.html", "{{temporary_password}}", "welcome email only"),
+            ("growth.failure.txt", "{{ admin_email }}", "welcome email only"),
             ("failure.txt", "{{api_key}}", "welcome email only"),
             ("welcome.md", "x", "the name must be"),
             ("a.b.welcome.txt", "x", "the name must be"),

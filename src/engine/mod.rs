@@ -10,6 +10,7 @@
 //! calls the engine with [`Deps`] and learns what happened from the
 //! returned outcome and the [`Host`] hooks. The engine never imports the
 //! controller. Platform detail is `providers`'.
+pub mod admin_user;
 pub mod credentials;
 pub mod deadline;
 pub mod downgrade;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod external;
 pub mod frontend;
 pub mod mail;
+pub mod migrations;
 pub mod progress;
 pub mod record;
 pub mod run;
@@ -72,6 +74,12 @@ pub struct EngineArgs {
     /// Supabase organization slug for tenants on the Supabase database path.
     #[arg(long, env = "WINSTON_SUPABASE_ORGANIZATION")]
     pub supabase_organization: Option<String>,
+    /// Reach project `<ref>`'s own APIs (Auth admin, and the URL the
+    /// frontend is given) at `<this>/<ref>` instead of
+    /// `https://<ref>.supabase.co` (the emulator serves them there; leave
+    /// unset with the real platform).
+    #[arg(long, env = "WINSTON_SUPABASE_PROJECT_BASE_URL")]
+    pub supabase_project_base_url: Option<String>,
     /// Supabase region for new projects.
     #[arg(long, env = "WINSTON_SUPABASE_REGION", default_value = "us-east-1")]
     pub supabase_region: String,

@@ -117,6 +117,8 @@ pub fn step_condition(name: StepName) -> &'static str {
     match name {
         StepName::Database => "DatabaseReady",
         StepName::Schema => "SchemaReady",
+        StepName::Migrations => "MigrationsReady",
+        StepName::AdminUser => "AdminUserReady",
         StepName::Credentials => "CredentialsReady",
         StepName::Workspace => "WorkspaceReady",
         StepName::Service => "ServiceReady",

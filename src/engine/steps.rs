@@ -12,7 +12,7 @@ use super::external::{self, Converged, Object};
 use super::mail::Kind;
 use super::record::Recorder;
 use super::workspace::{self, Workspace};
-use super::{Deps, Engine, EngineError, schema};
+use super::{Deps, Engine, EngineError, schema, wanted};
 use crate::api::shared::DatabaseProvider;
 use crate::api::tenant_instance::{NeonIds, RailwayIds, SchemaRecord, SecretRef};
 use crate::api::{StepName, TenantInstance};
@@ -45,6 +45,8 @@ pub struct Pass<'a> {
     pub credentials: Option<Credentials>,
     pub workspace: Option<Workspace>,
     pub service_url: Option<String>,
+    /// The Supabase project's API, once the database step found it Ready.
+    pub supabase: Option<super::supabase::ProjectApi>,
 }
 
 impl<'a> Pass<'a> {
@@ -63,6 +65,7 @@ impl<'a> Pass<'a> {
             credentials: None,
             workspace: None,
             service_url: None,
+            supabase: None,
         }
     }
 
@@ -74,6 +77,8 @@ impl<'a> Pass<'a> {
         match step {
             StepName::Database => self.database().await,
             StepName::Schema => self.schema().await,
+            StepName::Migrations => super::migrations::run(self).await,
+            StepName::AdminUser => super::admin_user::run(self).await,
             StepName::Credentials => self.credentials().await,
             StepName::Workspace => Ok(self.workspace()),
             StepName::Service => self.service().await,
@@ -263,26 +268,35 @@ impl<'a> Pass<'a> {
         if let Some(id) = self.known(Object::WelcomeEmail) {
             return Ok(StepResult::Done(format!("welcome email {id} sent")));
         }
-        let spec = self.welcome_email();
+        let spec = self.welcome_email().await?;
         let res = ResendEmails(self.engine.providers.resend.clone());
         let (Converged::Ready { id, .. } | Converged::Waiting { id, .. }) =
             self.converge(&res, &spec, Object::WelcomeEmail).await?;
         Ok(StepResult::Done(format!("welcome email {id} sent")))
     }
 
-    /// The welcome email from the plan's template. The API key is read
-    /// (from the credentials the credentials step took from the Secret)
-    /// only when the template asks for it.
-    fn welcome_email(&self) -> WelcomeEmail {
+    /// The welcome email from the plan's template: `admin-welcome` when the
+    /// stack has an application admin user, else `welcome`. Secrets (the
+    /// API key from the credentials step, the admin's temporary password
+    /// from its Secret) are read only when the template asks for them.
+    async fn welcome_email(&self) -> Result<WelcomeEmail, EngineError> {
         let mail = &self.engine.mail;
+        let admin = wanted::steps(&self.ti.spec, self.plan).contains(&(StepName::AdminUser, true));
+        let kind = if admin { Kind::AdminWelcome } else { Kind::Welcome };
         let mut values = super::mail_values(self.ti, self.plan_name, &self.engine.args.proxy_url, &self.rec.status);
         if let Some(c) = &self.credentials
-            && mail.asks_for(Kind::Welcome, self.plan_name, "api_key")
+            && mail.asks_for(kind, self.plan_name, "api_key")
         {
             values.set("api_key", c.api_key.clone());
         }
-        let message = mail.render(Kind::Welcome, self.plan_name, &values);
-        WelcomeEmail {
+        if admin {
+            values.set("admin_email", super::admin_user::admin_email(self));
+            if mail.asks_for(kind, self.plan_name, "temporary_password") {
+                values.set("temporary_password", super::admin_user::password(self).await?);
+            }
+        }
+        let message = mail.render(kind, self.plan_name, &values);
+        Ok(WelcomeEmail {
             marker: self.marker.clone(),
             email: Email {
                 from: self.engine.args.welcome_from.clone(),
@@ -292,7 +306,7 @@ impl<'a> Pass<'a> {
                 text: Some(message.text).filter(|t| !t.trim().is_empty()),
                 tags: Vec::new(),
             },
-        }
+        })
     }
 }
 

@@ -25,6 +25,26 @@ use crate::providers::{Marker, Secret};
 
 const PASSWORD_KEY: &str = "POSTGRES_PASSWORD";
 
+/// What the later steps need of a Ready project: where its APIs answer and
+/// its keys (the anon key is public by design; the service-role key is a
+/// secret and only ever leaves as a sensitive variable or an auth header).
+#[derive(Clone, Debug)]
+pub struct ProjectApi {
+    /// `https://<ref>.supabase.co` (or the emulator's stand-in).
+    pub url: String,
+    pub anon_key: Option<Secret>,
+    pub service_role_key: Option<Secret>,
+}
+
+/// Where project `reference` serves its APIs.
+#[must_use]
+pub fn project_url(engine: &Engine, reference: &str, reported: &str) -> String {
+    match &engine.args.supabase_project_base_url {
+        Some(base) => format!("{}/{reference}", base.trim_end_matches('/')),
+        None => reported.to_string(),
+    }
+}
+
 /// The name of the Secret holding the database password of `instance`.
 #[must_use]
 pub fn password_secret_name(instance: &str) -> String {
@@ -33,29 +53,52 @@ pub fn password_secret_name(instance: &str) -> String {
 
 async fn password(pass: &Pass<'_>) -> Result<String, EngineError> {
     let name = password_secret_name(&pass.ti.name_any());
-    if let Some(s) = pass.secrets.get_opt(&name).await? {
-        let v = s.data.as_ref().and_then(|d| d.get(PASSWORD_KEY)).map(|b| String::from_utf8_lossy(&b.0).to_string());
-        return v.ok_or(EngineError::MalformedSecret { name, missing: PASSWORD_KEY });
+    stored_once(pass, &name, PASSWORD_KEY, || {
+        let mut raw = [0u8; 24];
+        rand::rng().fill_bytes(&mut raw);
+        hex::encode(raw)
+    })
+    .await
+}
+
+/// The value under `key` of the instance's Secret `name`, generated once:
+/// a new value is written to the Secret (owned by the instance) before
+/// anyone uses it, and a Secret created meanwhile by another writer wins,
+/// so every caller uses one value for the Secret's lifetime.
+///
+/// # Errors
+/// Kubernetes failures; `MalformedSecret` when the Secret lacks `key`.
+pub(super) async fn stored_once(
+    pass: &Pass<'_>,
+    name: &str,
+    key: &'static str,
+    generate: impl Fn() -> String,
+) -> Result<String, EngineError> {
+    for _ in 0..2 {
+        if let Some(s) = pass.secrets.get_opt(name).await? {
+            let v = s.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).to_string());
+            return v.ok_or(EngineError::MalformedSecret { name: name.to_string(), missing: key });
+        }
+        let value = generate();
+        let secret = KubeSecret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: pass.ti.namespace(),
+                labels: Some(BTreeMap::from([(names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string())])),
+                owner_references: pass.ti.controller_owner_ref(&()).map(|o| vec![o]),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(key.to_string(), ByteString(value.clone().into_bytes()))])),
+            ..KubeSecret::default()
+        };
+        match pass.secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(value),
+            // Created meanwhile: read the winner's value.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    let mut raw = [0u8; 24];
-    rand::rng().fill_bytes(&mut raw);
-    let pw = hex::encode(raw);
-    let secret = KubeSecret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: pass.ti.namespace(),
-            labels: Some(BTreeMap::from([(names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string())])),
-            owner_references: pass.ti.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(PASSWORD_KEY.to_string(), ByteString(pw.clone().into_bytes()))])),
-        ..KubeSecret::default()
-    };
-    match pass.secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(pw),
-        Err(kube::Error::Api(s)) if s.code == 409 => Box::pin(password(pass)).await,
-        Err(e) => Err(e.into()),
-    }
+    Err(EngineError::MalformedSecret { name: name.to_string(), missing: key })
 }
 
 /// The project spec; `region` is the Tenant's `components.database.region`
@@ -96,7 +139,13 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
                 },
                 |p| p.url(&pw),
             ));
-            Ok(StepResult::Done(format!("Supabase project {id} ({})", observed.api_url)))
+            let url = project_url(pass.engine, &id, &observed.api_url);
+            pass.supabase = Some(ProjectApi {
+                url: url.clone(),
+                anon_key: observed.anon_key.clone(),
+                service_role_key: observed.service_role_key.clone(),
+            });
+            Ok(StepResult::Done(format!("Supabase project {id} ({url})")))
         }
     }
 }

@@ -144,8 +144,11 @@ pub async fn delete_all(engine: &Engine, rec: &mut Recorder<'_>, ti: &TenantInst
 pub async fn delete_secrets(deps: &Deps<'_>, ti: &TenantInstance) -> Result<bool, EngineError> {
     let secrets: Api<Secret> = Api::namespaced(deps.client.clone(), &ti.namespace().unwrap_or_default());
     let mut gone = true;
-    for name in [super::credentials::secret_name(&ti.name_any()), super::supabase::password_secret_name(&ti.name_any())]
-    {
+    for name in [
+        super::credentials::secret_name(&ti.name_any()),
+        super::supabase::password_secret_name(&ti.name_any()),
+        super::admin_user::secret_name(&ti.name_any()),
+    ] {
         gone &= super::credentials::delete_owned(&secrets, &name, ti).await?;
     }
     Ok(gone)

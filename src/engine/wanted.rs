@@ -1,5 +1,6 @@
 //! Which steps an instance runs: the spec's components limited by what its
 //! plan includes (`features` in the plan catalog). Pure.
+use crate::api::shared::DatabaseProvider;
 use crate::api::{StepName, TenantInstanceSpec};
 use crate::plans::Plan;
 
@@ -9,12 +10,19 @@ pub fn steps(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<(StepName, bool)> {
     let c = &spec.stack.components;
     let database = c.database.is_some() && plan.allows("database");
     let service = c.compute.is_some() && plan.allows("compute");
-    let frontend = service && c.frontend.is_some() && plan.allows("frontend");
+    let supabase = database && c.database.as_ref().is_some_and(|d| d.provider == DatabaseProvider::Supabase);
+    // A frontend needs a backend it can call: the agent service, or the
+    // Supabase API of the tenant's own project (admission says the same).
+    let frontend = (service || supabase) && c.frontend.is_some() && plan.allows("frontend");
+    let migrations = database && c.database.as_ref().is_some_and(|d| d.migrations.is_some());
+    let admin_user = supabase && c.database.as_ref().is_some_and(|d| d.admin_user.is_some());
     StepName::ALL
         .into_iter()
         .map(|s| {
             let on = match s {
                 StepName::Database | StepName::Schema => database,
+                StepName::Migrations => migrations,
+                StepName::AdminUser => admin_user,
                 StepName::Credentials | StepName::Workspace | StepName::Notify => true,
                 StepName::Service | StepName::Health => service,
                 StepName::Frontend => frontend,
@@ -69,6 +77,7 @@ mod tests {
                 provider: Default::default(),
                 git_repository: GitSource { repo: "a/b".into(), git_ref: None },
                 framework: None,
+                env: Vec::new(),
             });
         }
         TenantInstanceSpec {
@@ -90,7 +99,22 @@ mod tests {
         assert!(growth.contains(&(StepName::Frontend, true)));
         let none = steps(&spec(false), cat.get("growth").unwrap());
         assert!(none.contains(&(StepName::Frontend, false)));
-        assert_eq!(none.len(), 8);
+        assert_eq!(none.len(), 10);
+    }
+
+    #[test]
+    fn a_supabase_frontend_runs_without_compute_and_a_neon_one_does_not() {
+        let growth = PlanCatalog::builtin();
+        let growth = growth.get("growth").unwrap();
+        let mut s = spec(true);
+        s.stack.components.compute = None;
+        let on = |s: &TenantInstanceSpec, step| steps(s, growth).contains(&(step, true));
+        assert!(!on(&s, StepName::Frontend), "Neon alone is no backend for a frontend");
+        let db = s.stack.components.database.as_mut().unwrap();
+        db.provider = DatabaseProvider::Supabase;
+        db.admin_user = Some(crate::api::shared::AdminUser::default());
+        assert!(on(&s, StepName::Frontend) && on(&s, StepName::AdminUser));
+        assert!(!on(&s, StepName::Service) && !on(&s, StepName::Health) && !on(&s, StepName::Migrations));
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl Tenants {
                 stack: StackSpec { plan: plan.to_string(), paused, ..StackSpec::default() },
                 instances: 1,
                 credits: None,
+                approved: None,
             },
         );
         tenant.metadata.annotations = Some(

@@ -17,6 +17,7 @@ pub mod neon;
 pub mod railway;
 pub mod resend;
 pub mod supabase;
+pub mod supabase_auth;
 pub mod vercel;
 
 use std::future::Future;

@@ -225,7 +225,7 @@ fn tenant_phase(v: &TenantView) -> (String, Tone) {
 fn phase_tone(p: Phase) -> Tone {
     match p {
         Phase::Ready => Tone::Good,
-        Phase::Provisioning | Phase::Pending | Phase::Deleting => Tone::Busy,
+        Phase::Provisioning | Phase::Pending | Phase::Deleting | Phase::AwaitingApproval => Tone::Busy,
         Phase::Degraded | Phase::Failed => Tone::Bad,
     }
 }

@@ -113,8 +113,9 @@ Tenants, TenantInstances and CreditLedgers: read, watch and change; it
 creates and deletes only the two children (Tenants belong to users). Their
 status and finalizers subresources. The Secrets of the tenants' instances
 (credentials, database password): read, created, applied (patch), watched by
-metadata for changes, and deleted by teardown; never `update`. Events (core and
-events.k8s.io), created and aggregated by patch.
+metadata for changes, and deleted by teardown; never `update`. ConfigMaps: `get`
+only (a Tenant's application migrations, `components.database.migrations`).
+Events (core and events.k8s.io), created and aggregated by patch.
 */}}
 {{- define "winston.controllerRules" -}}
 - apiGroups: [winston.dev]
@@ -132,6 +133,9 @@ events.k8s.io), created and aggregated by patch.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

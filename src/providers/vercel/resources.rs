@@ -39,11 +39,30 @@ pub struct VercelFrontendSpec {
     pub git: GitSource,
     /// Variables for the production and preview targets.
     pub env: BTreeMap<String, String>,
+    /// The Vercel type of a variable of `env`: `plain` (readable, e.g. a
+    /// public URL) or `sensitive` (write-only, never readable again);
+    /// `encrypted` for a variable not listed.
+    pub kinds: BTreeMap<String, &'static str>,
 }
 
 impl VercelFrontendSpec {
     fn value_hash(value: &str) -> String {
         format!("winston:sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
+    }
+
+    /// The type of variable `key`.
+    fn kind(&self, key: &str) -> &'static str {
+        self.kinds.get(key).copied().unwrap_or("encrypted")
+    }
+
+    /// The comment that identifies what was written: the value's hash, and
+    /// for a type other than `encrypted` the type too, so a changed type
+    /// is rewritten like a changed value.
+    fn comment(&self, key: &str, value: &str) -> String {
+        match self.kind(key) {
+            "encrypted" => Self::value_hash(value),
+            kind => Self::value_hash(&format!("{kind}:{value}")),
+        }
     }
 
     /// The hash of everything a deployment is built from.
@@ -80,9 +99,9 @@ impl VercelFrontendSpec {
             .map(|(k, v)| EnvInput {
                 key: k.clone(),
                 value: v.clone(),
-                kind: "encrypted".into(),
+                kind: self.kind(k).into(),
                 target: vec!["production".into(), "preview".into()],
-                comment: Some(Self::value_hash(v)),
+                comment: Some(self.comment(k, v)),
             })
             .collect()
     }
@@ -107,7 +126,7 @@ impl VercelFrontends {
     async fn env_current(&self, project_id: &str, spec: &VercelFrontendSpec) -> Result<bool, ProviderError> {
         let listed = self.0.list_env(project_id).await?;
         Ok(spec.env.iter().all(|(k, v)| {
-            let want = VercelFrontendSpec::value_hash(v);
+            let want = spec.comment(k, v);
             listed.iter().any(|e| &e.key == k && e.comment.as_deref() == Some(want.as_str()))
         }))
     }
