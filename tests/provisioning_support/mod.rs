@@ -60,9 +60,9 @@ impl Stack {
             ("WINSTON_POLL_MILLIS".to_string(), "200".to_string()),
             ("WINSTON_STALLED_RETRY_SECONDS".to_string(), "300".to_string()),
             ("WINSTON_SUPABASE_ORGANIZATION".to_string(), "winston-emulator".to_string()),
-            // The emulated agents answer on loopback; frontends build from `storm/*`.
+            // The emulated agents answer on loopback; frontends build from `storm/*` and `acme/*`.
             ("WINSTON_OUTBOUND_ALLOW_CIDRS".to_string(), "127.0.0.0/8,::1/128".to_string()),
-            ("WINSTON_FRONTEND_GITHUB_ORGS".to_string(), "storm".to_string()),
+            ("WINSTON_FRONTEND_GITHUB_ORGS".to_string(), "storm,acme".to_string()),
         ];
         for (p, path) in [
             ("RAILWAY", winston::emulator::RAILWAY_PATH),
