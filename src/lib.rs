@@ -4,6 +4,7 @@
 //! The library holds every part; the `winston` binary only wires them to a
 //! command line. `ledger` and `proxy` never import `kube`: money stays out of
 //! Kubernetes, and only the controllers bridge the two halves.
+pub mod analyzer;
 pub mod api;
 pub mod controller;
 pub mod devenv;
@@ -11,6 +12,7 @@ pub mod emulator;
 pub mod engine;
 pub mod ledger;
 pub mod names;
+pub mod outbound;
 pub mod plans;
 pub mod platform;
 pub mod providers;

@@ -37,6 +37,8 @@ enum Command {
     Status(winston::status::StatusArgs),
     /// Run a throwaway local PostgreSQL until stopped (used by `make demo`).
     DevPostgres(winston::devenv::DevPostgresArgs),
+    /// Analyse a website through the proxy and print the proposed profile as JSON.
+    Analyze(winston::analyzer::cli::AnalyzeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Emulator(args) => runtime()?.block_on(winston::emulator::run(args))?,
         Command::Status(args) => runtime()?.block_on(winston::status::run(args))?,
         Command::DevPostgres(args) => runtime()?.block_on(winston::devenv::dev_postgres(args))?,
+        Command::Analyze(args) => runtime()?.block_on(winston::analyzer::cli::run(args))?,
     }
     Ok(())
 }
