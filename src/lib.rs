@@ -17,5 +17,6 @@ pub mod plans;
 pub mod platform;
 pub mod providers;
 pub mod proxy;
+pub mod skills;
 pub mod status;
 pub mod telemetry;

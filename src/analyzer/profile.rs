@@ -236,7 +236,7 @@ mod tests {
             ("brand_color", json!("green"), "brand_color"),
             ("brand_color", json!("#12345"), "brand_color"),
             ("brand_color", json!("#gggggg"), "brand_color"),
-            ("tone", json!("sarcastic"), "tone"),
+            ("tone", json!("sarcastic"), "sarcastic"),
             ("business_name", json!(""), "business_name"),
             ("business_name", json!("x".repeat(101)), "business_name"),
             ("business_name", json!("Line one\nLine two"), "business_name"),
