@@ -88,6 +88,7 @@ demo: ## The whole system locally: control plane, PostgreSQL, emulator, controll
 bench: controlplane ## Benchmarks (release build, not tests): proxy latency/throughput/RSS; provisioning of 1/100/1,000 tenants
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench proxy
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench provisioning
+	$(CARGO) bench --bench analyzer
 
 .PHONY: test
 test: prereqs fmt-check deps-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, unused crates, clippy, CRD drift, chart lint, manifests drift, all tests
