@@ -151,7 +151,10 @@ fn meta_property(doc: &Html, property: &str) -> Option<String> {
 fn headings(doc: &Html) -> Vec<String> {
     let Some(sel) = selector("h1, h2, h3") else { return Vec::new() };
     let mut out: Vec<String> = Vec::new();
-    for h in doc.select(&sel).filter(|e| !hidden_or_noise(e)) {
+    let seen = |e: &ElementRef<'_>| {
+        !hidden_or_noise(e) && !e.ancestors().filter_map(ElementRef::wrap).any(|a| hidden_or_noise(&a))
+    };
+    for h in doc.select(&sel).filter(seen) {
         let t = truncate(&collapse(&h.text().collect::<String>()), MAX_LINE);
         if !t.is_empty() && !out.contains(&t) {
             out.push(t);
@@ -469,7 +472,7 @@ mod tests {
          "address":{"@type":"PostalAddress","streetAddress":"12 Main St","addressLocality":"Portland","addressRegion":"OR","postalCode":"97201","addressCountry":"US"},
          "openingHoursSpecification":[{"dayOfWeek":["https://schema.org/Monday","Tuesday"],"opens":"08:00","closes":"17:00"}]}]}</script>
       </head><body>
-      <nav><a href="/">Home</a><a href="/x">Menu item</a></nav>
+      <nav><a href="/">Home</a><a href="/x">Menu item</a><h2>Nav heading</h2></nav>
       <h1>Gentle care</h1><p>We   clean
         teeth.</p><div hidden>hidden offer</div><p style="display: none">invisible</p>
       <p aria-hidden="true">decor</p><noscript>enable js</noscript>
