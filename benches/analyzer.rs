@@ -6,8 +6,8 @@
 //! Printed next to the seeds' 5.8 s (measured with the real model) and
 //! their 10 s target, which the model's own time dominates.
 //!
-//! Sequential analyses first (latency per analysis, p50/p99, split into
-//! fetch + extraction and model call), then 16 at once (throughput).
+//! Sequential analyses first (latency per analysis, p50/p99), then 16 at
+//! once (throughput).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -43,14 +43,10 @@ async fn run() {
     }
 
     let mut total = Vec::with_capacity(SEQUENTIAL);
-    let mut fetch = Vec::with_capacity(SEQUENTIAL);
-    let mut model = Vec::with_capacity(SEQUENTIAL);
     for i in 0..SEQUENTIAL {
         let started = Instant::now();
-        let r = analyzer.analyze(&urls[i % urls.len()]).await.unwrap();
+        analyzer.analyze(&urls[i % urls.len()]).await.unwrap();
         total.push(started.elapsed());
-        fetch.push(Duration::from_millis(r.fetch_ms));
-        model.push(Duration::from_millis(r.model_ms));
     }
 
     let started = Instant::now();
@@ -74,13 +70,6 @@ async fn run() {
         ms(pct(&total, 50)),
         ms(pct(&total, 99)),
         ms(pct(&total, 100))
-    );
-    println!(
-        "    of which fetch + extraction p50 {} / p99 {} (ms resolution), model call p50 {} / p99 {}",
-        ms(pct(&fetch, 50)),
-        ms(pct(&fetch, 99)),
-        ms(pct(&model, 50)),
-        ms(pct(&model, 99))
     );
     println!(
         "  {CONCURRENT} at once, {CONCURRENT_TOTAL} analyses: {:.0} analyses/s ({:.2} s wall)",
