@@ -96,6 +96,7 @@ bench: controlplane ## Benchmarks (release build, not tests): proxy latency/thro
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench proxy
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench provisioning
 	WINSTON_PG_DURABLE=1 $(CARGO) bench --bench agent
+	$(CARGO) bench --bench analyzer
 
 .PHONY: test
 test: prereqs fmt-check deps-check clippy crds-check helm-lint manifests-check controlplane ## Every check CI runs: fmt, unused crates, clippy, CRD drift, chart lint, manifests drift, all tests

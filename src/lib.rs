@@ -5,6 +5,7 @@
 //! command line. `ledger` and `proxy` never import `kube`: money stays out of
 //! Kubernetes, and only the controllers bridge the two halves.
 pub mod agent;
+pub mod analyzer;
 pub mod api;
 pub mod approve;
 pub mod controller;
@@ -19,5 +20,7 @@ pub mod plans;
 pub mod platform;
 pub mod providers;
 pub mod proxy;
+pub mod skills;
 pub mod status;
 pub mod telemetry;
+pub mod tenant_schema;

@@ -45,6 +45,8 @@ enum Command {
     Approve(winston::approve::ApproveArgs),
     /// Run a throwaway local PostgreSQL until stopped (used by `make demo`).
     DevPostgres(winston::devenv::DevPostgresArgs),
+    /// Analyse a website through the proxy and print the proposed profile as JSON.
+    Analyze(winston::analyzer::cli::AnalyzeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Command::Transcripts(args) => runtime()?.block_on(winston::proxy::transcripts::run(args))?,
         Command::Approve(args) => runtime()?.block_on(winston::approve::run(args))?,
         Command::DevPostgres(args) => runtime()?.block_on(winston::devenv::dev_postgres(args))?,
+        Command::Analyze(args) => runtime()?.block_on(winston::analyzer::cli::run(args))?,
     }
     Ok(())
 }

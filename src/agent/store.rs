@@ -2,28 +2,20 @@
 //! messages, memories (with PostgreSQL full-text search and a daily log),
 //! skill switches and the LLM usage it saw. Every query is parameterised;
 //! nothing here knows HTTP.
-use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, SqlSafeStr};
 use uuid::Uuid;
 
 /// Scope of the daily memory log (one row per UTC day, key `YYYY-MM-DD`).
 pub const DAILY_SCOPE: &str = "daily";
 
-/// The tenant migrations the runtime needs, in version order. 0001 is the
-/// file Winston's schema step applies; re-running it is a checksum check.
+/// The tenant migrations ([`crate::tenant_schema`], shared with the
+/// engine's schema step).
 #[must_use]
-pub fn migrator() -> Migrator {
-    let m = |version, name, sql: &'static str| {
-        Migration::new(version, Cow::Borrowed(name), MigrationType::Simple, sql.into_sql_str(), false)
-    };
-    Migrator::with_migrations(vec![
-        m(1, "agent", include_str!("../../migrations/tenant/0001_agent.sql")),
-        m(2, "agent runtime", include_str!("../../migrations/tenant/0002_agent_runtime.sql")),
-    ])
+pub fn migrator() -> sqlx::migrate::Migrator {
+    crate::tenant_schema::migrator()
 }
 
 /// Opens the tenant database (at most `max` connections).

@@ -23,6 +23,11 @@
 //! | `x-mock-latency-ms`                    | `mock.latency_ms`                  | delay before the response starts |
 //! | `x-mock-token-delay-ms`                | `mock.token_delay_ms`              | delay between streamed tokens |
 //! | `x-mock-error`                         | `mock.error`                       | `429` (with `retry-after`), `529`, `500`, `midstream` (an `error` event after half the tokens), `cut` (the response just ends after half the tokens or half the body) |
+//! | `x-mock-analyzer-malformed`            | `mock.analyzer_malformed`          | `true`: an analyzer request gets a malformed profile |
+//!
+//! A non-streamed request from Winston's website analyzer (its system prompt
+//! carries [`ANALYZER_MARKER`]) is answered with a business profile derived
+//! from the page text it carries (see `llm/analyzer.rs`).
 //!
 //! Requests are checked as strictly as the real APIs check them: an output
 //! cap (`max_tokens`, OpenAI also `max_completion_tokens`) must be an
@@ -31,6 +36,7 @@
 //! choices, each up to the cap.
 //!
 //! Mounting it inside `winston emulator` is left to the emulator module.
+mod analyzer;
 mod stats;
 
 use std::convert::Infallible;
@@ -47,6 +53,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+pub use analyzer::ANALYZER_MARKER;
 pub use stats::{Generated, MAX_TOKENS_KEPT, MockStats, StatsReport};
 use stats::{Meter, Start};
 
@@ -66,6 +73,9 @@ pub struct LlmMockConfig {
     pub api_key: Option<String>,
     /// Model ids listed by `GET /v1/models` (any model id is accepted).
     pub models: Vec<String>,
+    /// How many analyzer requests get a malformed profile before the mock
+    /// answers them well (tests of the analyzer's retry).
+    pub analyzer_malformed: u64,
 }
 
 impl Default for LlmMockConfig {
@@ -76,6 +86,7 @@ impl Default for LlmMockConfig {
             default_output_tokens: 16,
             api_key: None,
             models: vec!["claude-sonnet-4-5".into(), "claude-opus-4-1".into(), "kimi-k2.6".into()],
+            analyzer_malformed: 0,
         }
     }
 }
@@ -90,6 +101,8 @@ struct Mock {
     config: LlmMockConfig,
     next_id: AtomicU64,
     stats: Arc<MockStats>,
+    /// Analyzer requests still to answer malformed.
+    analyzer_malformed: AtomicU64,
 }
 
 /// The mock's routes: `POST /anthropic/v1/messages`, `POST
@@ -102,7 +115,8 @@ pub fn router(config: LlmMockConfig) -> Router {
 /// [`router`], and the counters its handlers write.
 pub fn router_with_stats(config: LlmMockConfig) -> (Router, Arc<MockStats>) {
     let stats = Arc::new(MockStats::default());
-    let mock = Arc::new(Mock { config, next_id: AtomicU64::new(1), stats: stats.clone() });
+    let analyzer_malformed = AtomicU64::new(config.analyzer_malformed);
+    let mock = Arc::new(Mock { config, next_id: AtomicU64::new(1), stats: stats.clone(), analyzer_malformed });
     let router = Router::new()
         .route("/anthropic/v1/messages", post(anthropic_messages))
         .route("/openai/v1/chat/completions", post(openai_chat))
@@ -458,6 +472,9 @@ async fn generate(mock: &Mock, api: Api, headers: &HeaderMap, raw: &Bytes) -> Re
             let model = body.get("model").cloned().unwrap_or(Value::Null);
             meter.started(plan.start);
             match (api, plan.stream) {
+                (_, false) if analyzer::is_request(&body) => {
+                    analyzer_reply(mock, api, headers, &plan, &body, seq, &meter)
+                }
                 (Api::Anthropic, false) => {
                     let (json, texts) = anthropic_message(&plan, &format!("msg_mock{seq:016}"), &model);
                     json_response(&json, &texts, plan.broken == Some(Fault::Cut), &meter)
@@ -483,6 +500,42 @@ async fn generate(mock: &Mock, api: Api, headers: &HeaderMap, raw: &Bytes) -> Re
         resp.headers_mut().insert(name, v);
     }
     resp
+}
+
+/// A profile for Winston's website analyzer (see `llm/analyzer.rs`).
+fn analyzer_reply(
+    mock: &Mock,
+    api: Api,
+    headers: &HeaderMap,
+    plan: &Plan,
+    body: &Value,
+    seq: u64,
+    meter: &Meter,
+) -> Response {
+    let asked =
+        directive(headers, body, "x-mock-analyzer-malformed", "analyzer_malformed").is_some_and(|v| v == "true");
+    let queued =
+        mock.analyzer_malformed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+    let cap = ["max_tokens", "max_completion_tokens"].iter().find_map(|f| body.get(*f).and_then(Value::as_u64));
+    let (text, tokens, capped) = analyzer::answer(body, asked || queued, cap);
+    meter.output(tokens);
+    let model = body.get("model").cloned().unwrap_or(Value::Null);
+    let json = match api {
+        Api::Anthropic => json!({
+            "id": format!("msg_mock{seq:016}"), "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": if capped { "max_tokens" } else { "end_turn" }, "stop_sequence": null,
+            "usage": anthropic_usage(plan, tokens),
+        }),
+        Api::OpenAi => json!({
+            "id": format!("chatcmpl-mock{seq:016}"), "object": "chat.completion",
+            "created": chrono::Utc::now().timestamp(), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": if capped { "length" } else { "stop" }}],
+            "usage": openai_usage(plan, tokens),
+        }),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
 fn anthropic_usage(plan: &Plan, output_tokens: u64) -> Value {

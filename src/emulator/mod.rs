@@ -8,7 +8,8 @@
 //! `/_emulator/faults` (see [`faults`]). State is in memory and optionally
 //! persisted to a JSON file. The mock LLM upstreams ([`llm`]: Anthropic
 //! under `/anthropic`, OpenAI-compatible under `/openai`, what they generated
-//! at `GET /_mock/stats`) are served by the same router.
+//! at `GET /_mock/stats`) are served by the same router, and so are sample
+//! business websites for the analyzer ([`sites`], under `/sites`).
 pub mod apps;
 pub mod context;
 pub mod faults;
@@ -19,6 +20,7 @@ pub mod railway;
 pub mod railway_schema;
 pub mod resend;
 pub mod runtimes;
+pub mod sites;
 pub mod stripe;
 pub mod stripe_delivery;
 pub mod supabase;
@@ -97,7 +99,8 @@ pub fn router_with_llm_stats(emu: Shared) -> (Router, Arc<llm::MockStats>) {
         .route(&format!("{}/{{host}}/{{*path}}", apps::APPS_PATH), any(apps::app))
         .route("/_emulator/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .with_state(emu)
-        .merge(llm);
+        .merge(llm)
+        .merge(sites::router());
     (router, llm_stats)
 }
 
@@ -120,6 +123,7 @@ pub fn base_urls(addr: SocketAddr) -> Value {
         "objects": format!("{base}/_emulator/objects"),
         "faults": format!("{base}/_emulator/faults"),
         "apps": format!("{base}{}", apps::APPS_PATH),
+        "sites": format!("{base}{}", sites::SITES_PATH),
     })
 }
 

@@ -11,27 +11,18 @@
 //! loopback (the emulator's) keeps its plain connection; a loopback URL that
 //! asks for TLS gets it verified too. Trust anchors come from the operator,
 //! never from the URL (`sslrootcert` in it is dropped).
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use sqlx::SqlSafeStr;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use super::EngineError;
 use super::error::Redacted;
 
-/// The embedded tenant migrations, in version order.
+/// The tenant migrations ([`crate::tenant_schema`], shared with the agent runtime).
 #[must_use]
-pub fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("agent"),
-        MigrationType::Simple,
-        include_str!("../../migrations/tenant/0001_agent.sql").into_sql_str(),
-        false,
-    )])
+pub fn migrator() -> sqlx::migrate::Migrator {
+    crate::tenant_schema::migrator()
 }
 
 /// Identifies the database behind `database_url` without its credentials:

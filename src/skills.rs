@@ -1,0 +1,459 @@
+//! The skill catalog: skills are data, one `skills/<name>/SKILL.md` each
+//! (YAML front matter, then the instructions the agent reads), built into
+//! the binary. This module parses and validates them and decides which a
+//! tenant gets: by plan, by industry, and by the connectors it has.
+//!
+//! Selection, for one tenant:
+//! - **plan**: a skill is offered when the plan catalog's `skills` list for
+//!   the plan names it (configuration, `config/plans.yaml` / Helm values), or
+//!   when the skill's own `plans` lists the plan (industry packs, which the
+//!   plan catalog does not name);
+//! - **industry**: a skill with `industries` is offered only when the
+//!   tenant's industry or sub-industry (from the spec, else the website
+//!   profile) matches one of them; a skill without is for every industry.
+//!   While the industry is unknown, the plan catalog's skills are offered
+//!   as they are and industry packs are not;
+//! - **connectors**: a skill that `requires` connectors is installed only
+//!   when the tenant has each of them; otherwise it waits, and the result
+//!   says on which connectors.
+//!
+//! Pure: no IO beyond reading a directory in [`SkillCatalog::load_dir`],
+//! nothing of Winston's above it. Installing the files and reporting the
+//! waiting skills in status are the engine's and the controller's.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The skills shipped with Winston, as (directory name, SKILL.md).
+const BUILTIN: &[(&str, &str)] = &[
+    ("analytics", include_str!("../skills/analytics/SKILL.md")),
+    ("booking", include_str!("../skills/booking/SKILL.md")),
+    ("crm", include_str!("../skills/crm/SKILL.md")),
+    ("faq", include_str!("../skills/faq/SKILL.md")),
+    ("inventory-lookup", include_str!("../skills/inventory-lookup/SKILL.md")),
+    ("menu-qa", include_str!("../skills/menu-qa/SKILL.md")),
+    ("reservations", include_str!("../skills/reservations/SKILL.md")),
+    ("sales-summary", include_str!("../skills/sales-summary/SKILL.md")),
+    ("social-media", include_str!("../skills/social-media/SKILL.md")),
+];
+
+/// Longest description, in characters.
+const MAX_DESCRIPTION: usize = 300;
+/// Shortest instructions, in characters: a skill is more than a title.
+const MIN_INSTRUCTIONS: usize = 200;
+
+/// A skill file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SkillError {
+    #[error("failed to read the skill {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("failed to parse the skill {name}: {message}")]
+    Parse { name: String, message: String },
+    #[error("failed to validate the skill {name}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+/// Who a skill serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    /// The business's own people (sales figures, customer records).
+    Staff,
+    /// The business's customers.
+    Customers,
+}
+
+/// A skill's front matter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkillMeta {
+    /// The skill's name: its directory's name, DNS-label-like.
+    pub name: String,
+    /// One line saying what it does.
+    pub description: String,
+    /// Industry slugs it is for; empty: every industry.
+    #[serde(default)]
+    pub industries: Vec<String>,
+    /// Plans that offer it by default (besides the plan catalog's list).
+    #[serde(default)]
+    pub plans: Vec<String>,
+    /// Connector types it needs (for example `pos`).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Who it serves.
+    pub audience: Vec<Audience>,
+}
+
+/// A skill: its front matter and the whole file as the agent receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skill {
+    pub meta: SkillMeta,
+    /// The SKILL.md text, front matter included.
+    pub file: String,
+}
+
+impl Skill {
+    /// Parses and validates one SKILL.md whose directory is `dir_name`.
+    ///
+    /// # Errors
+    /// [`SkillError::Parse`] without a `---` front matter or with invalid
+    /// YAML or unknown keys; [`SkillError::Invalid`] when a rule is broken.
+    pub fn parse(dir_name: &str, file: &str) -> Result<Self, SkillError> {
+        let parse_err = |message: String| SkillError::Parse { name: dir_name.to_string(), message };
+        let rest = file
+            .strip_prefix("---\n")
+            .ok_or_else(|| parse_err("no front matter: the file must start with ---".into()))?;
+        let end = rest.find("\n---\n").ok_or_else(|| parse_err("the front matter has no closing ---".into()))?;
+        let meta: SkillMeta = serde_saphyr::from_str(&rest[..end]).map_err(|e| parse_err(e.to_string()))?;
+        let instructions = &rest[end + 5..];
+        validate(dir_name, &meta, instructions)?;
+        Ok(Self { meta, file: file.to_string() })
+    }
+
+    /// The instructions after the front matter.
+    #[must_use]
+    pub fn instructions(&self) -> &str {
+        self.file.strip_prefix("---\n").and_then(|r| r.find("\n---\n").map(|e| &r[e + 5..])).unwrap_or("")
+    }
+}
+
+fn validate(dir_name: &str, meta: &SkillMeta, instructions: &str) -> Result<(), SkillError> {
+    let invalid = |message: String| SkillError::Invalid { name: dir_name.to_string(), message };
+    if meta.name != dir_name || !is_slug(&meta.name) {
+        return Err(invalid(format!("name {:?} must equal its directory name and be a lowercase slug", meta.name)));
+    }
+    let d = meta.description.trim();
+    if d.is_empty() || d.chars().count() > MAX_DESCRIPTION || d.contains('\n') {
+        return Err(invalid(format!("description must be one line of 1 to {MAX_DESCRIPTION} characters")));
+    }
+    for (field, values) in [("industries", &meta.industries), ("plans", &meta.plans), ("requires", &meta.requires)] {
+        if let Some(bad) = values.iter().find(|v| !is_slug(v)) {
+            return Err(invalid(format!("{field} entry {bad:?} must be a lowercase slug")));
+        }
+    }
+    if meta.audience.is_empty() {
+        return Err(invalid("audience must name staff, customers or both".into()));
+    }
+    if instructions.trim().chars().count() < MIN_INSTRUCTIONS || !instructions.trim_start().starts_with("# ") {
+        return Err(invalid(format!(
+            "instructions must start with a # title and hold at least {MIN_INSTRUCTIONS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `a-z0-9` and inner `-`, 1 to 63 characters.
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Free text ("Cannabis Dispensary", "dental clinic") as a slug.
+#[must_use]
+pub fn slug(text: &str) -> String {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    words.join("-")
+}
+
+/// Who a tenant is, for selecting skills.
+#[derive(Clone, Debug, Default)]
+pub struct Selection<'a> {
+    /// The tenant's plan name.
+    pub plan: &'a str,
+    /// The skills the plan catalog lists for that plan.
+    pub plan_skills: &'a [String],
+    /// The tenant's industry and sub-industry as free text (spec first,
+    /// else the website profile); empty when unknown.
+    pub industries: &'a [&'a str],
+    /// Connector types the tenant has (for example `pos`).
+    pub connectors: &'a [&'a str],
+}
+
+/// A skill waiting for connectors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    pub skill: String,
+    /// Connector types still missing.
+    pub connectors: Vec<String>,
+}
+
+/// Which skills a tenant gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selected<'c> {
+    /// To install, by name.
+    pub installed: Vec<&'c Skill>,
+    /// Offered but waiting for connectors.
+    pub waiting: Vec<Waiting>,
+    /// Names the plan catalog lists that no skill file defines.
+    pub unknown: Vec<String>,
+}
+
+impl Selected<'_> {
+    /// Names of the installed skills.
+    #[must_use]
+    pub fn installed_names(&self) -> Vec<&str> {
+        self.installed.iter().map(|s| s.meta.name.as_str()).collect()
+    }
+}
+
+/// Every known skill by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkillCatalog {
+    skills: BTreeMap<String, Skill>,
+}
+
+impl SkillCatalog {
+    /// The skills built into the binary (`skills/`).
+    ///
+    /// # Errors
+    /// When a built-in file is invalid (a unit test keeps them valid).
+    pub fn builtin() -> Result<Self, SkillError> {
+        Self::from_files(BUILTIN.iter().map(|(dir, file)| ((*dir).to_string(), (*file).to_string())))
+    }
+
+    /// The skills of a directory laid out as `skills/` is (one
+    /// `<name>/SKILL.md` per skill).
+    ///
+    /// # Errors
+    /// When the directory or a file cannot be read or a file is invalid.
+    pub fn load_dir(dir: &Path) -> Result<Self, SkillError> {
+        let read_err = |path: &Path, source| SkillError::Read { path: path.display().to_string(), source };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| read_err(dir, e))? {
+            let entry = entry.map_err(|e| read_err(dir, e))?;
+            let path = entry.path().join("SKILL.md");
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
+            files.push((entry.file_name().to_string_lossy().into_owned(), text));
+        }
+        Self::from_files(files)
+    }
+
+    fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Result<Self, SkillError> {
+        let mut skills = BTreeMap::new();
+        for (dir, file) in files {
+            let skill = Skill::parse(&dir, &file)?;
+            skills.insert(skill.meta.name.clone(), skill);
+        }
+        Ok(Self { skills })
+    }
+
+    /// The skill called `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Skill> {
+        self.skills.get(name)
+    }
+
+    /// Every skill, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Skill> {
+        self.skills.values()
+    }
+
+    /// The skills a tenant gets (see the module's rules), in name order.
+    #[must_use]
+    pub fn select(&self, who: &Selection<'_>) -> Selected<'_> {
+        let tenant: Vec<String> = who.industries.iter().map(|i| slug(i)).filter(|s| !s.is_empty()).collect();
+        let mut out = Selected {
+            unknown: who.plan_skills.iter().filter(|n| !self.skills.contains_key(*n)).cloned().collect(),
+            ..Selected::default()
+        };
+        for skill in self.skills.values() {
+            let m = &skill.meta;
+            let offered = who.plan_skills.contains(&m.name) || m.plans.iter().any(|p| p == who.plan);
+            let suits = if tenant.is_empty() {
+                m.industries.is_empty() || who.plan_skills.contains(&m.name)
+            } else {
+                industry_matches(&m.industries, &tenant)
+            };
+            if !offered || !suits {
+                continue;
+            }
+            let missing: Vec<String> =
+                m.requires.iter().filter(|c| !who.connectors.contains(&c.as_str())).cloned().collect();
+            if missing.is_empty() {
+                out.installed.push(skill);
+            } else {
+                out.waiting.push(Waiting { skill: m.name.clone(), connectors: missing });
+            }
+        }
+        out
+    }
+}
+
+/// Whether a skill for `skill_industries` suits a tenant whose industry
+/// slugs are `tenant`: a skill industry equals a tenant slug or is one of its
+/// words ("dispensary" suits "cannabis-dispensary").
+fn industry_matches(skill_industries: &[String], tenant: &[String]) -> bool {
+    skill_industries.is_empty()
+        || tenant.iter().any(|t| {
+            let words = format!("-{t}-");
+            skill_industries.iter().any(|s| t == s || words.contains(&format!("-{s}-")))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plans::PlanCatalog;
+
+    fn catalog() -> SkillCatalog {
+        SkillCatalog::builtin().unwrap()
+    }
+
+    fn plan_skills(plan: &str) -> Vec<String> {
+        PlanCatalog::builtin().get(plan).unwrap().skills.clone()
+    }
+
+    #[test]
+    fn every_skill_directory_is_built_in_and_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("skills");
+        let from_disk = SkillCatalog::load_dir(&dir).unwrap();
+        assert_eq!(from_disk, catalog(), "skills/ and the built-in list differ");
+        assert_eq!(catalog().iter().count(), BUILTIN.len());
+    }
+
+    #[test]
+    fn every_skill_the_plan_catalog_names_has_a_file() {
+        let plans = PlanCatalog::builtin();
+        for (plan, p) in &plans.plans {
+            for skill in &p.skills {
+                assert!(
+                    catalog().get(skill).is_some(),
+                    "plan {plan} names skill {skill} without skills/{skill}/SKILL.md"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn general_skills_list_exactly_the_plans_that_name_them() {
+        let plans = PlanCatalog::builtin();
+        for skill in catalog().iter().filter(|s| s.meta.industries.is_empty()) {
+            let naming: Vec<&String> =
+                plans.plans.iter().filter(|(_, p)| p.skills.contains(&skill.meta.name)).map(|(n, _)| n).collect();
+            let mut listed: Vec<&String> = skill.meta.plans.iter().collect();
+            listed.sort();
+            assert_eq!(listed, naming, "skills/{}/SKILL.md plans disagree with config/plans.yaml", skill.meta.name);
+        }
+    }
+
+    #[test]
+    fn the_dispensary_pack_is_selected_by_industry_plan_and_connectors() {
+        let c = catalog();
+        let growth = plan_skills("growth");
+        let who =
+            Selection { plan: "growth", plan_skills: &growth, industries: &["Cannabis Dispensary"], connectors: &[] };
+        let s = c.select(&who);
+        assert!(s.installed_names().contains(&"social-media"), "{:?}", s.installed_names());
+        assert!(!s.installed_names().contains(&"inventory-lookup"));
+        assert_eq!(
+            s.waiting,
+            vec![
+                Waiting { skill: "inventory-lookup".into(), connectors: vec!["pos".into()] },
+                Waiting { skill: "sales-summary".into(), connectors: vec!["pos".into()] },
+            ]
+        );
+        // Restaurant skills the plan names stay out of a dispensary.
+        assert!(!s.installed_names().contains(&"reservations") && !s.installed_names().contains(&"menu-qa"));
+        assert!(s.installed_names().contains(&"faq") && s.installed_names().contains(&"crm"));
+        assert!(s.unknown.is_empty());
+
+        let with_pos = Selection { connectors: &["pos"], ..who.clone() };
+        let s = c.select(&with_pos);
+        assert!(s.waiting.is_empty());
+        for name in ["inventory-lookup", "sales-summary", "social-media"] {
+            assert!(s.installed_names().contains(&name), "{name}");
+        }
+
+        // On starter only inventory-lookup of the pack is offered.
+        let starter = plan_skills("starter");
+        let s = c.select(&Selection {
+            plan: "starter",
+            plan_skills: &starter,
+            industries: &["dispensary"],
+            connectors: &["pos"],
+        });
+        assert_eq!(s.installed_names(), vec!["booking", "faq", "inventory-lookup"]);
+    }
+
+    #[test]
+    fn other_industries_do_not_get_the_pack() {
+        let c = catalog();
+        let team = plan_skills("team");
+        for industry in ["dental clinic", "restaurant", ""] {
+            let s = c.select(&Selection {
+                plan: "team",
+                plan_skills: &team,
+                industries: &[industry],
+                connectors: &["pos"],
+            });
+            for name in ["inventory-lookup", "sales-summary", "social-media"] {
+                assert!(!s.installed_names().contains(&name), "{industry}: {name}");
+            }
+        }
+        let s = c.select(&Selection {
+            plan: "team",
+            plan_skills: &team,
+            industries: &["restaurant", "italian restaurant"],
+            connectors: &[],
+        });
+        assert_eq!(s.installed_names(), vec!["analytics", "booking", "crm", "faq", "menu-qa", "reservations"]);
+        let free = plan_skills("free");
+        let s = c.select(&Selection { plan: "free", plan_skills: &free, industries: &["restaurant"], connectors: &[] });
+        assert_eq!(s.installed_names(), vec!["faq"]);
+    }
+
+    #[test]
+    fn without_an_industry_the_plan_catalog_decides() {
+        let growth = plan_skills("growth");
+        let c = catalog();
+        let s = c.select(&Selection { plan: "growth", plan_skills: &growth, industries: &[], connectors: &["pos"] });
+        assert_eq!(s.installed_names(), vec!["booking", "crm", "faq", "menu-qa", "reservations"]);
+    }
+
+    #[test]
+    fn unknown_plan_skills_are_reported() {
+        let names = vec!["faq".to_string(), "teleport".to_string()];
+        let c = catalog();
+        let s = c.select(&Selection { plan: "custom", plan_skills: &names, industries: &[], connectors: &[] });
+        assert_eq!(s.unknown, vec!["teleport"]);
+        assert_eq!(s.installed_names(), vec!["faq"]);
+    }
+
+    #[test]
+    fn bad_skill_files_are_refused() {
+        let body = format!("# Title\n{}", "instructions ".repeat(20));
+        let good = format!("---\nname: x\ndescription: d\naudience: [staff]\n---\n{body}");
+        assert!(Skill::parse("x", &good).is_ok());
+        let cases = [
+            ("y", good.clone()),
+            ("x", good.replace("---\nname", "name")),
+            ("x", good.replace("audience: [staff]\n---", "audience: [staff]\n")),
+            ("x", good.replace("audience: [staff]", "audience: []")),
+            ("x", good.replace("audience: [staff]", "audience: [robots]")),
+            ("x", good.replace("description: d", "description: d\nsecret: 1")),
+            ("x", good.replace("description: d", "description: d\nrequires: [Point Of Sale]")),
+            ("x", good.replace(&body, "# Title\nshort")),
+            ("x", good.replace("name: x", "name: X")),
+        ];
+        for (dir, file) in cases {
+            assert!(Skill::parse(dir, &file).is_err(), "accepted: {file}");
+        }
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("Cannabis Dispensary"), "cannabis-dispensary");
+        assert_eq!(slug("  Food & Drink "), "food-drink");
+        assert!(industry_matches(&["dispensary".into()], &["cannabis-dispensary".into()]));
+        assert!(!industry_matches(&["dispens".into()], &["cannabis-dispensary".into()]));
+        assert!(!industry_matches(&["bar".into()], &["barber-shop".into()]));
+    }
+}
