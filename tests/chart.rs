@@ -202,6 +202,23 @@ fn renderings_hold_no_secret_and_harden_every_pod() {
     }
 }
 
+/// The proxy address every instance receives (`WINSTON_PROXY_URL`): the
+/// release's own proxy Service by default, the public URL when agents run
+/// outside the cluster.
+#[test]
+fn instances_are_pointed_at_this_releases_proxy() {
+    let proxy_url = |sets: &[&str]| {
+        let docs = documents(&chart_support::render_release("acme", "sys", sets));
+        let deploy =
+            docs.iter().find(|d| kind_name(d) == ("Deployment".into(), "acme-winston-controller".into())).unwrap();
+        let env = deploy["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().clone();
+        env.iter().find(|e| e["name"] == "WINSTON_PROXY_URL").map(|e| e["value"].clone())
+    };
+    assert_eq!(proxy_url(&[]), Some(Value::from("http://acme-winston-proxy.sys:80")));
+    assert_eq!(proxy_url(&["proxy.service.port=8088"]), Some(Value::from("http://acme-winston-proxy.sys:8088")));
+    assert_eq!(proxy_url(&["proxy.publicUrl=https://llm.example.com"]), Some(Value::from("https://llm.example.com")));
+}
+
 #[test]
 fn values_schema_refuses_mistakes() {
     for (sets, says) in [
@@ -219,6 +236,7 @@ fn values_schema_refuses_mistakes() {
         // The release namespace ("default" here) holds the proxy's upstream keys.
         (&["controller.tenantNamespaces={shop,default}"][..], "must not include the release namespace \"default\""),
         (&["controller.watchNamespace=default"][..], "must not include the release namespace \"default\""),
+        (&["proxy.publicUrl=llm.example.com"][..], "/proxy/publicUrl"),
     ] {
         let mut args = vec!["template", "winston", "charts/winston"];
         for s in sets {
