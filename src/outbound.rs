@@ -161,6 +161,7 @@ impl OutboundClient {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(policy: OutboundPolicy, timeout: Duration) -> Result<Self, OutboundError> {
+        crate::telemetry::install_crypto_provider();
         let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
             .timeout(timeout)

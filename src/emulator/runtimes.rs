@@ -114,6 +114,8 @@ impl Runtimes {
     #[must_use]
     pub fn new(config: RuntimeConfig) -> Self {
         let root = std::env::temp_dir().join(format!("winston-emulator-runtimes-{}", uuid::Uuid::new_v4().simple()));
+        // Its client checks the runtimes' health: TLS needs a crypto provider.
+        crate::telemetry::install_crypto_provider();
         Self { config, root, state: Mutex::new(State::default()), http: reqwest::Client::new() }
     }
 
