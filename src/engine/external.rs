@@ -18,7 +18,9 @@ use crate::providers::{Applied, ExternalResource, Observation};
 pub enum Converged<O> {
     /// Exists and matches the spec.
     Ready { id: String, observed: O },
-    /// Exists (or is being created) and a platform operation runs.
+    /// Exists (or is being created) and a platform operation runs. The id
+    /// is empty while an announced create is not listed yet (see
+    /// [`Object::listed_late`]).
     Waiting { id: String, message: String },
 }
 
@@ -55,6 +57,15 @@ impl Object {
     #[must_use]
     pub fn redeploys(self) -> bool {
         matches!(self, Self::RailwayService | Self::VercelProject)
+    }
+
+    /// Whether the platform's list (which the search by marker reads) may
+    /// lag behind a create: the projects and services of Neon, Supabase,
+    /// Railway and Vercel. The welcome email and the admin user are found
+    /// by an idempotency key or an exact address, not by a lagging list.
+    #[must_use]
+    pub fn listed_late(self) -> bool {
+        !matches!(self, Self::WelcomeEmail | Self::AdminUser)
     }
 
     /// The id recorded in `ext` (a status's `external`).
@@ -124,7 +135,12 @@ pub async fn converge<R: ExternalResource>(
     let known = object.known(rec.status.external.as_ref());
     let known = known.as_deref();
     match observe(resource, spec, object, known, rec).await? {
-        Observation::Absent => create(resource, spec, object, marker, known, rec).await,
+        Observation::Absent => {
+            if let Some(message) = unlisted(object, known, rec) {
+                return Ok(Converged::Waiting { id: String::new(), message });
+            }
+            create(resource, spec, object, marker, known, rec).await
+        }
         Observation::Ambiguous { ids } => {
             Err(EngineError::AmbiguousObjects { step: object.step(), marker: marker.to_string(), ids })
         }
@@ -164,6 +180,32 @@ async fn observe<R: ExternalResource>(
         return Ok(Observation::Absent);
     }
     Ok(resource.observe(spec, known).await?)
+}
+
+/// Why nothing is created yet although the search found nothing: a create
+/// of the object was announced less than the settle window ago, so its
+/// object may exist and not be listed yet (a lost answer, a controller killed
+/// after the create). Creating again would duplicate it; the search runs
+/// again at the next poll. `None` lets the create go ahead: no announced
+/// create, a window passed, or a known id whose object was deleted out of
+/// band (then a pending marker belongs to the step's next object: the
+/// Railway service beside its known project).
+fn unlisted(object: Object, known: Option<&str>, rec: &Recorder<'_>) -> Option<String> {
+    if known.is_some() || !object.listed_late() {
+        return None;
+    }
+    let pending = rec.pending(object.step())?;
+    let window = rec.list_settle();
+    let elapsed = (chrono::Utc::now() - pending.since).to_std().unwrap_or_default();
+    (elapsed < window).then(|| {
+        format!(
+            "a create of {} announced {}s ago is not listed yet; searching again before creating \
+             (list settle window {}s)",
+            pending.marker,
+            elapsed.as_secs(),
+            window.as_secs()
+        )
+    })
 }
 
 /// Announces, creates and records a new object (forgetting a known id whose
