@@ -36,7 +36,10 @@ pub struct Stack {
 impl Stack {
     /// An emulator whose lifecycles take `async_delay_ms`, and a fresh control database.
     pub async fn start(async_delay_ms: u64) -> Self {
-        Self::start_with(EmulatorConfig { async_delay_ms, ..EmulatorConfig::default() }).await
+        // Twenty tenants polling every 200 ms exceed the platforms' published
+        // limits; tests/providers_limits.rs tests those.
+        let limits = winston::emulator::limits::PlatformLimits::none();
+        Self::start_with(EmulatorConfig { async_delay_ms, limits, ..EmulatorConfig::default() }).await
     }
 
     /// An emulator with `config` (its backing PostgreSQL is the shared
