@@ -127,11 +127,14 @@ pub struct Standing {
     pub reset_s: u64,
 }
 
-/// The fixed-window counters: (platform, counter, token, window length) ->
-/// (window start in seconds, requests admitted in it).
+/// One counter: platform, limit name, token, window length in seconds.
+type CounterKey = (Platform, &'static str, String, u64);
+
+/// The fixed-window counters: per [`CounterKey`], the window start in
+/// seconds and the requests admitted in it.
 #[derive(Debug, Default)]
 pub struct Counters {
-    windows: Mutex<BTreeMap<(Platform, &'static str, String, u64), (u64, u32)>>,
+    windows: Mutex<BTreeMap<CounterKey, (u64, u32)>>,
 }
 
 impl Counters {
