@@ -197,8 +197,9 @@ async fn railway_hobby_plan_refuses_a_burst_past_ten_per_second() {
     if one_window {
         assert_eq!(refusals(&statuses), 5, "{statuses:?}");
     }
-    // Across a second boundary at most 20 pass; 15 in two seconds still
-    // meets a refusal only in one window, so require the headers when seen.
+    // Split across two seconds, all 15 may pass (at most 20 could); a
+    // refusal, whenever one came, carries the per-second limit's headers.
+    assert!(statuses.len() - refusals(&statuses) <= 20, "{statuses:?}");
     if let Some(h) = refused {
         assert_eq!((header(&h, "x-ratelimit-limit"), header(&h, "x-ratelimit-remaining")), (10, 0));
         assert_eq!(header(&h, "retry-after"), 1);
