@@ -9,8 +9,8 @@
 //! Where each object's id lives in the status is said once, by [`Object`].
 use super::EngineError;
 use super::record::Recorder;
-use crate::api::StepName;
 use crate::api::tenant_instance::ExternalIds;
+use crate::api::{PendingCreate, StepName};
 use crate::providers::{Applied, ExternalResource, Observation};
 
 /// Where the object stands after one pass.
@@ -191,12 +191,23 @@ async fn observe<R: ExternalResource>(
 /// band (then a pending marker belongs to the step's next object: the
 /// Railway service beside its known project).
 fn unlisted(object: Object, known: Option<&str>, rec: &Recorder<'_>) -> Option<String> {
+    settling(object, known, rec.pending(object.step()), rec.list_settle(), chrono::Utc::now())
+}
+
+/// [`unlisted`] at `now`, for the step's `pending` create and a settle `window`.
+fn settling(
+    object: Object,
+    known: Option<&str>,
+    pending: Option<&PendingCreate>,
+    window: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
     if known.is_some() || !object.listed_late() {
         return None;
     }
-    let pending = rec.pending(object.step())?;
-    let window = rec.list_settle();
-    let elapsed = (chrono::Utc::now() - pending.since).to_std().unwrap_or_default();
+    let pending = pending?;
+    // A clock that went back counts as no time elapsed: still settling.
+    let elapsed = (now - pending.since).to_std().unwrap_or_default();
     (elapsed < window).then(|| {
         format!(
             "a create of {} announced {}s ago is not listed yet; searching again before creating \
@@ -276,6 +287,26 @@ mod tests {
             }),
             ..ExternalIds::default()
         }
+    }
+
+    #[test]
+    fn an_unlisted_announced_create_waits_out_the_settle_window_only() {
+        let since = chrono::Utc::now();
+        let pending = PendingCreate { step: StepName::Service, marker: "wn-abc".into(), since };
+        let window = std::time::Duration::from_secs(30);
+        let at = |s| since + chrono::TimeDelta::seconds(s);
+        let wait = settling(Object::RailwayProject, None, Some(&pending), window, at(5)).unwrap();
+        assert!(wait.contains("wn-abc") && wait.contains("not listed yet"), "{wait}");
+        assert!(settling(Object::RailwayProject, None, Some(&pending), window, at(30)).is_none(), "window passed");
+        assert!(settling(Object::RailwayProject, None, None, window, at(1)).is_none(), "nothing announced");
+        // Beside a known project, the pending marker is the service's: a
+        // project deleted out of band is recreated at once.
+        assert!(settling(Object::RailwayProject, Some("p"), Some(&pending), window, at(1)).is_none());
+        assert!(settling(Object::RailwayService, None, Some(&pending), window, at(1)).is_some());
+        let email = PendingCreate { step: StepName::Notify, ..pending.clone() };
+        assert!(settling(Object::WelcomeEmail, None, Some(&email), window, at(1)).is_none(), "not a lagging list");
+        assert!(settling(Object::NeonProject, None, Some(&pending), std::time::Duration::ZERO, at(0)).is_none());
+        assert!(settling(Object::NeonProject, None, Some(&pending), window, at(-3)).is_some(), "clock went back");
     }
 
     #[test]
