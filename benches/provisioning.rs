@@ -277,7 +277,11 @@ async fn round(client: &kube::Client, n: usize) -> Round {
     let ns = namespace(client, "bench").await;
     // Resend's 2 requests a second per team would time the welcome emails,
     // not Winston: lifted here like every other platform budget.
-    let lifted = winston::emulator::EmulatorConfig { resend_per_second: 100_000, ..Default::default() };
+    let lifted = winston::emulator::EmulatorConfig {
+        resend_per_second: 100_000,
+        limits: winston::emulator::limits::PlatformLimits::none(),
+        ..Default::default()
+    };
     let stack = Stack::start_with(lifted).await;
     let before = apiserver_requests(client).await;
     let cpu_before = cpu_by_process();

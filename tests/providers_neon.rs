@@ -389,3 +389,24 @@ async fn a_lost_create_is_adopted_once_the_list_catches_up() {
     assert!(adopted.id().is_some());
     assert_eq!(env.objects("neon", "project").await, 1);
 }
+
+/// Issue 12, Neon 423: a mutation of a project while one of its operations
+/// still runs is refused with 423 Locked (no fault armed), classified as
+/// retryable, and the caller's retry deletes the project once the creation
+/// finished. (Failed before: the emulator deleted a project mid-creation.)
+#[tokio::test]
+async fn a_delete_beside_a_running_operation_is_locked_then_converges() {
+    let env = Env::start(1500).await;
+    let neon = env.providers().neon;
+    let res = NeonProjects(neon.clone());
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
+    let created = res.create(&spec).await.unwrap();
+    let e = res.delete(&created.id, &spec).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Locked { .. }) && e.is_retryable(), "{e:?}");
+    assert_eq!(env.objects("neon", "project").await, 1, "the locked delete deleted");
+    let deleted =
+        poll(|| async { res.delete(&created.id, &spec).await }, |r| !matches!(r, Err(ProviderError::Locked { .. })))
+            .await;
+    assert_eq!(deleted.unwrap(), Applied::Done);
+    assert_eq!(env.objects("neon", "project").await, 0, "the retried delete deleted");
+}

@@ -12,9 +12,10 @@
 //! carries the platform's rate-limit headers with nothing remaining and
 //! `Retry-After`: Railway and Vercel `x-ratelimit-*` (reset in epoch
 //! seconds), Supabase `x-ratelimit-*` (reset in seconds), Resend the IETF
-//! draft `ratelimit-*`, Neon none (it documents none). The window is one
-//! per platform and minute, not Railway's per-plan hourly and per-second
-//! limits, Vercel's per-endpoint ones or Supabase's 120/min.
+//! draft `ratelimit-*`, Neon none (it documents none). Besides the global
+//! window (one per platform and minute), the published limits of
+//! [`super::limits`] apply: Supabase's 120/min per token, Vercel's
+//! per-endpoint ones and Railway's per-plan hourly and per-second ones.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -63,6 +64,9 @@ pub struct EmulatorConfig {
     /// How long a new Supabase project stays COMING_UP; `None` = the async
     /// delay (the real platform takes minutes).
     pub supabase_coming_up_ms: Option<u64>,
+    /// The platforms' published limits (Supabase per token, Vercel per
+    /// endpoint, Railway per plan); see [`super::limits`].
+    pub limits: super::limits::PlatformLimits,
 }
 
 impl Default for EmulatorConfig {
@@ -81,6 +85,7 @@ impl Default for EmulatorConfig {
             resend_send_ms: 0,
             list_lag_ms: 0,
             supabase_coming_up_ms: None,
+            limits: super::limits::PlatformLimits::default(),
         }
     }
 }
@@ -133,6 +138,8 @@ pub struct Emulator {
     pub runtimes: super::runtimes::Runtimes,
     /// Resend's per-team request buckets, daily counts and sends in flight.
     pub resend_teams: super::resend::TeamLimits,
+    /// The counters of the published limits ([`EmulatorConfig::limits`]).
+    published: super::limits::Counters,
 }
 
 impl Emulator {
@@ -173,6 +180,7 @@ impl Emulator {
             pg_host,
             pg_port,
             resend_teams: super::resend::TeamLimits::default(),
+            published: super::limits::Counters::default(),
         })
     }
 
@@ -259,6 +267,16 @@ impl Emulator {
             add_rate_headers(platform, resp.headers_mut(), limit, 0, reset_s.max(1));
             return resp;
         }
+        let (limit, remaining, reset_s) =
+            match self.published.admit(&self.config.limits, platform, operation, &bearer(headers)) {
+                Ok(Some(s)) => (s.limit, i64::from(s.remaining), s.reset_s),
+                Ok(None) => (limit, remaining, reset_s),
+                Err(s) => {
+                    let mut resp = rate_limited(platform, headers, s.reset_s);
+                    add_rate_headers(platform, resp.headers_mut(), s.limit, 0, s.reset_s);
+                    return resp;
+                }
+            };
         // Resend limits each team (token) per second, and says so in its headers.
         let (limit, remaining, reset_s) = if platform == Platform::Resend {
             let per_second = self.config.resend_per_second;

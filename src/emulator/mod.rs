@@ -14,6 +14,7 @@ pub mod apps;
 pub mod context;
 pub mod faults;
 pub mod graphql;
+pub mod limits;
 pub mod llm;
 pub mod neon;
 pub mod railway;
@@ -252,6 +253,18 @@ pub struct EmulatorArgs {
     /// consistency; it can be read by id at once).
     #[arg(long, default_value_t = 0)]
     pub list_lag_ms: u64,
+    /// Railway plan whose published limits every token gets.
+    #[arg(long, value_enum, default_value_t = limits::RailwayPlan::Pro)]
+    pub railway_plan: limits::RailwayPlan,
+    /// Supabase Management API requests per minute per token (Supabase: 120); 0 = no limit.
+    #[arg(long, default_value_t = 120)]
+    pub supabase_per_minute: u32,
+    /// Vercel project creations per minute per token; 0 = no limit.
+    #[arg(long, default_value_t = 100)]
+    pub vercel_project_creates_per_minute: u32,
+    /// Vercel deployment creations per minute per token; 0 = no limit.
+    #[arg(long, default_value_t = 60)]
+    pub vercel_deployment_creates_per_minute: u32,
 }
 
 impl EmulatorArgs {
@@ -289,8 +302,19 @@ impl EmulatorArgs {
             resend_send_ms: 0,
             list_lag_ms: self.list_lag_ms,
             supabase_coming_up_ms: None,
+            limits: limits::PlatformLimits {
+                supabase: per_minute(self.supabase_per_minute),
+                railway_plan: self.railway_plan,
+                vercel_project_creates: per_minute(self.vercel_project_creates_per_minute),
+                vercel_deployment_creates: per_minute(self.vercel_deployment_creates_per_minute),
+            },
         }
     }
+}
+
+/// A per-minute limit; 0 = none.
+fn per_minute(requests: u32) -> Option<limits::Limit> {
+    (requests > 0).then(|| limits::Limit::per_minute(requests))
 }
 
 /// The start banner: one `WINSTON_<PLATFORM>_BASE_URL=<url>` line per

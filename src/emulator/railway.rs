@@ -35,8 +35,9 @@
 //!   not serve is refused too. Argument and variable types are not checked.
 //! - No WAITING or NEEDS_APPROVAL deployment; CRASHED comes at the end of
 //!   the build, not after the service ran a while.
-//! - One per-minute request window, not Railway's per-plan hourly and
-//!   per-second limits.
+//! - Railway's per-plan limits ([`super::limits`], Pro by default: 10000
+//!   requests an hour and 50 a second per token) are fixed windows; whether
+//!   Railway's are fixed or sliding is not published.
 use std::collections::BTreeMap;
 
 use axum::Json;

@@ -26,7 +26,10 @@
 //! - `database.host` is `db.<ref>.supabase.co` like on the platform, and
 //!   resolves nowhere: only the pooler endpoint is connectable;
 //! - UNKNOWN and RESTARTING only after COMING_UP, when a `fail_deployment`
-//!   fault names them (then ACTIVE_HEALTHY); no 120/min rate limit by default;
+//!   fault names them (then ACTIVE_HEALTHY);
+//! - the 120 requests/min per token ([`super::limits`], on by default)
+//!   counts every request of the emulated Management API in one window,
+//!   without the platform's separate limits for some endpoints;
 //! - COMING_UP lasts `supabase_coming_up_ms` (default: the async delay),
 //!   not the minutes it takes on the platform.
 //!

@@ -34,7 +34,10 @@
 //!
 //! # Differences that remain
 //! - `pagination.next` is an opaque position, not a timestamp.
-//! - No per-endpoint rate limits (one window for every Vercel call).
+//! - Per-endpoint limits only on project creation and deployment creation
+//!   ([`super::limits`]; per-minute defaults are configurable, not read from
+//!   Vercel), and none per day (Vercel: 100 deployments a day on Hobby, 6000
+//!   on Pro); every other call shares the emulator's global window.
 //! - No `PATCH /v12/deployments/{id}/cancel`; canceled deployments come
 //!   from the option only.
 

@@ -9,8 +9,8 @@
 //! Where each object's id lives in the status is said once, by [`Object`].
 use super::EngineError;
 use super::record::Recorder;
-use crate::api::StepName;
 use crate::api::tenant_instance::ExternalIds;
+use crate::api::{PendingCreate, StepName};
 use crate::providers::{Applied, ExternalResource, Observation};
 
 /// Where the object stands after one pass.
@@ -18,7 +18,9 @@ use crate::providers::{Applied, ExternalResource, Observation};
 pub enum Converged<O> {
     /// Exists and matches the spec.
     Ready { id: String, observed: O },
-    /// Exists (or is being created) and a platform operation runs.
+    /// Exists (or is being created) and a platform operation runs. The id
+    /// is empty while an announced create is not listed yet (see
+    /// [`Object::listed_late`]).
     Waiting { id: String, message: String },
 }
 
@@ -55,6 +57,15 @@ impl Object {
     #[must_use]
     pub fn redeploys(self) -> bool {
         matches!(self, Self::RailwayService | Self::VercelProject)
+    }
+
+    /// Whether the platform's list (which the search by marker reads) may
+    /// lag behind a create: the projects and services of Neon, Supabase,
+    /// Railway and Vercel. The welcome email and the admin user are found
+    /// by an idempotency key or an exact address, not by a lagging list.
+    #[must_use]
+    pub fn listed_late(self) -> bool {
+        !matches!(self, Self::WelcomeEmail | Self::AdminUser)
     }
 
     /// The id recorded in `ext` (a status's `external`).
@@ -124,7 +135,12 @@ pub async fn converge<R: ExternalResource>(
     let known = object.known(rec.status.external.as_ref());
     let known = known.as_deref();
     match observe(resource, spec, object, known, rec).await? {
-        Observation::Absent => create(resource, spec, object, marker, known, rec).await,
+        Observation::Absent => {
+            if let Some(message) = unlisted(object, known, rec) {
+                return Ok(Converged::Waiting { id: String::new(), message });
+            }
+            create(resource, spec, object, marker, known, rec).await
+        }
         Observation::Ambiguous { ids } => {
             Err(EngineError::AmbiguousObjects { step: object.step(), marker: marker.to_string(), ids })
         }
@@ -164,6 +180,43 @@ async fn observe<R: ExternalResource>(
         return Ok(Observation::Absent);
     }
     Ok(resource.observe(spec, known).await?)
+}
+
+/// Why nothing is created yet although the search found nothing: a create
+/// of the object was announced less than the settle window ago, so its
+/// object may exist and not be listed yet (a lost answer, a controller killed
+/// after the create). Creating again would duplicate it; the search runs
+/// again at the next poll. `None` lets the create go ahead: no announced
+/// create, a window passed, or a known id whose object was deleted out of
+/// band (then a pending marker belongs to the step's next object: the
+/// Railway service beside its known project).
+fn unlisted(object: Object, known: Option<&str>, rec: &Recorder<'_>) -> Option<String> {
+    settling(object, known, rec.pending(object.step()), rec.list_settle(), chrono::Utc::now())
+}
+
+/// [`unlisted`] at `now`, for the step's `pending` create and a settle `window`.
+fn settling(
+    object: Object,
+    known: Option<&str>,
+    pending: Option<&PendingCreate>,
+    window: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    if known.is_some() || !object.listed_late() {
+        return None;
+    }
+    let pending = pending?;
+    // A clock that went back counts as no time elapsed: still settling.
+    let elapsed = (now - pending.since).to_std().unwrap_or_default();
+    (elapsed < window).then(|| {
+        format!(
+            "a create of {} announced {}s ago is not listed yet; searching again before creating \
+             (list settle window {}s)",
+            pending.marker,
+            elapsed.as_secs(),
+            window.as_secs()
+        )
+    })
 }
 
 /// Announces, creates and records a new object (forgetting a known id whose
@@ -234,6 +287,26 @@ mod tests {
             }),
             ..ExternalIds::default()
         }
+    }
+
+    #[test]
+    fn an_unlisted_announced_create_waits_out_the_settle_window_only() {
+        let since = chrono::Utc::now();
+        let pending = PendingCreate { step: StepName::Service, marker: "wn-abc".into(), since };
+        let window = std::time::Duration::from_secs(30);
+        let at = |s| since + chrono::TimeDelta::seconds(s);
+        let wait = settling(Object::RailwayProject, None, Some(&pending), window, at(5)).unwrap();
+        assert!(wait.contains("wn-abc") && wait.contains("not listed yet"), "{wait}");
+        assert!(settling(Object::RailwayProject, None, Some(&pending), window, at(30)).is_none(), "window passed");
+        assert!(settling(Object::RailwayProject, None, None, window, at(1)).is_none(), "nothing announced");
+        // Beside a known project, the pending marker is the service's: a
+        // project deleted out of band is recreated at once.
+        assert!(settling(Object::RailwayProject, Some("p"), Some(&pending), window, at(1)).is_none());
+        assert!(settling(Object::RailwayService, None, Some(&pending), window, at(1)).is_some());
+        let email = PendingCreate { step: StepName::Notify, ..pending.clone() };
+        assert!(settling(Object::WelcomeEmail, None, Some(&email), window, at(1)).is_none(), "not a lagging list");
+        assert!(settling(Object::NeonProject, None, Some(&pending), std::time::Duration::ZERO, at(0)).is_none());
+        assert!(settling(Object::NeonProject, None, Some(&pending), window, at(-3)).is_some(), "clock went back");
     }
 
     #[test]

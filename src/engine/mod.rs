@@ -83,6 +83,13 @@ pub struct EngineArgs {
     /// Supabase region for new projects.
     #[arg(long, env = "WINSTON_SUPABASE_REGION", default_value = "us-east-1")]
     pub supabase_region: String,
+    /// Seconds after an announced create during which a search by marker
+    /// that finds nothing is not taken as "never created": project lists
+    /// are eventually consistent, so a create whose answer was lost may not
+    /// be listed yet, and creating again would duplicate it. The platforms
+    /// publish no bound; 30 s is well above the lags seen in practice.
+    #[arg(long, env = "WINSTON_LIST_SETTLE_SECONDS", default_value_t = 30)]
+    pub list_settle_seconds: u64,
     /// Seconds between re-observations of a Ready instance (jittered +-10 %).
     #[arg(long, env = "WINSTON_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,

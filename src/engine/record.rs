@@ -26,6 +26,9 @@ pub struct Recorder<'a> {
     pub status: TenantInstanceStatus,
     host: &'a dyn Host,
     writes: u32,
+    /// How long an announced create may stay unlisted before it counts as
+    /// never performed (`--list-settle-seconds`).
+    list_settle: std::time::Duration,
 }
 
 impl<'a> Recorder<'a> {
@@ -42,6 +45,7 @@ impl<'a> Recorder<'a> {
             status,
             host: deps.host,
             writes: 0,
+            list_settle: std::time::Duration::from_secs(deps.engine.args.list_settle_seconds),
         }
     }
 
@@ -49,6 +53,13 @@ impl<'a> Recorder<'a> {
     #[must_use]
     pub fn writes(&self) -> u32 {
         self.writes
+    }
+
+    /// How long an announced create may stay unlisted before a search that
+    /// finds nothing means it was never performed.
+    #[must_use]
+    pub fn list_settle(&self) -> std::time::Duration {
+        self.list_settle
     }
 
     /// Whether `step` has an announced create that was not recorded yet.

@@ -47,6 +47,9 @@ impl Env {
             resend_per_second: 1_000,
             // A Supabase project is never ready at once, as on the platform.
             supabase_coming_up_ms: Some(300),
+            // Polling every 50 ms exceeds Supabase's 120/min; the published
+            // limits have tests of their own (providers_limits).
+            limits: winston::emulator::limits::PlatformLimits::none(),
             ..EmulatorConfig::default()
         };
         Self::with_config(config).await

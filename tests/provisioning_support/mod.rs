@@ -36,7 +36,10 @@ pub struct Stack {
 impl Stack {
     /// An emulator whose lifecycles take `async_delay_ms`, and a fresh control database.
     pub async fn start(async_delay_ms: u64) -> Self {
-        Self::start_with(EmulatorConfig { async_delay_ms, ..EmulatorConfig::default() }).await
+        // Twenty tenants polling every 200 ms exceed the platforms' published
+        // limits; tests/providers_limits.rs tests those.
+        let limits = winston::emulator::limits::PlatformLimits::none();
+        Self::start_with(EmulatorConfig { async_delay_ms, limits, ..EmulatorConfig::default() }).await
     }
 
     /// An emulator with `config` (its backing PostgreSQL is the shared
@@ -63,6 +66,9 @@ impl Stack {
             // The emulated agents answer on loopback; frontends build from `storm/*` and `acme/*`.
             ("WINSTON_OUTBOUND_ALLOW_CIDRS".to_string(), "127.0.0.0/8,::1/128".to_string()),
             ("WINSTON_FRONTEND_GITHUB_ORGS".to_string(), "storm,acme".to_string()),
+            // The emulated lists do not lag unless a test sets `list_lag_ms`:
+            // a failed create is searched for again after 1 s, not 30.
+            ("WINSTON_LIST_SETTLE_SECONDS".to_string(), "1".to_string()),
         ];
         for (p, path) in [
             ("RAILWAY", winston::emulator::RAILWAY_PATH),
@@ -159,6 +165,13 @@ impl Stack {
     pub async fn mutations(&self) -> u64 {
         let v = self.objects().await;
         v.as_object().unwrap().values().filter_map(|p| p["mutations"].as_u64()).sum()
+    }
+
+    /// How many emulator faults are still armed (unconsumed).
+    pub async fn fault_count(&self) -> usize {
+        let r = self.http.get(format!("{}/_emulator/faults", self.emu.base())).send().await.unwrap();
+        let v: Value = r.json().await.unwrap();
+        v["faults"].as_array().expect("a fault list").len()
     }
 
     /// Arms an emulator fault.

@@ -23,6 +23,10 @@
 //!   throughout (<https://schemas.apis.io/schemas/neon/neon-operation/>:
 //!   `failures_count` counts failures that were retried).
 //! - **Repeated deletes** of a project answer 204 with an empty body.
+//! - **423 Locked on a conflicting operation**: deleting a project while one
+//!   of its operations has not finished (its creation's, for
+//!   `--async-delay-ms`) answers 423 with Neon's message, as Neon refuses to
+//!   schedule an operation beside a running one; the caller retries.
 //! - **Deletes are atomic like creates**: a delete finishes even when the
 //!   caller disconnects, and the real databases and roles are dropped before
 //!   the project is forgotten and before the answer is sent.
@@ -30,10 +34,11 @@
 //! # Known differences from Neon
 //! - Deleting a project is immediate (Neon keeps it restorable for a while
 //!   and runs `delete_tenant`).
-//! - No 423 on conflicting concurrent operations unless a `locked` fault is
-//!   armed; branches, roles and databases have no endpoints of their own
-//!   (so no branch inherits roles and databases), and `limit` is clamped
-//!   to 1..=400 instead of refused.
+//! - Project deletion is the only mutation of an existing project, so it is
+//!   the only request that can meet a 423 without an armed `locked` fault
+//!   (which answers 423 on any operation); branches, roles and databases
+//!   have no endpoints of their own (so no branch inherits roles and
+//!   databases), and `limit` is clamped to 1..=400 instead of refused.
 //! - A list-after-create lag only when `list_lag_ms` is set.
 use std::collections::BTreeMap;
 
@@ -223,6 +228,16 @@ fn op_json(emu: &Emulator, o: &Operation) -> Value {
         v["retry_at"] = json!(rfc3339(o.created_ms + delay));
     }
     v
+}
+
+/// Neon's answer to a mutation on a project while one of its operations
+/// has not finished (423 Locked; the caller retries).
+const LOCKED_MESSAGE: &str = "project already has running conflicting operations, scheduling of new ones is prohibited";
+
+/// Whether an operation of `project_id` has not finished (running, or failed
+/// and waiting for its retry).
+fn project_busy(emu: &Emulator, w: &NeonWorld, project_id: &str) -> bool {
+    w.operations.values().any(|o| o.project_id == project_id && !op_done(emu, o))
 }
 
 fn busy(emu: &Emulator, w: &NeonWorld, branch_id: &str) -> bool {
@@ -581,6 +596,9 @@ async fn delete_project(State(emu): State<Shared>, headers: HeaderMap, Path(pid)
 
 async fn delete_project_detached(emu: Shared, headers: HeaderMap, pid: String) -> Response {
     emu.guard(P, "deleteProject", &headers, || async {
+        if emu.read(|w| project_busy(&emu, &w.neon, &pid)) {
+            return error_response(P, 423, "", LOCKED_MESSAGE, &headers);
+        }
         match remove_project(&emu, &pid).await {
             Some(p) => {
                 emu.count_mutation(P);
