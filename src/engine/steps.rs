@@ -170,6 +170,7 @@ impl<'a> Pass<'a> {
         let hash = w.hash();
         let files = w.files.len();
         self.rec.status.workspace_hash = Some(hash.clone());
+        self.rec.status.skills = Some(w.skills.clone());
         self.workspace = Some(w);
         StepResult::Done(format!("{files} files rendered ({})", &hash[..19.min(hash.len())]))
     }
