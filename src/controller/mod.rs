@@ -220,8 +220,16 @@ async fn context(
         args.analyzer_model.trim(),
         args.outbound_allow_cidr.clone(),
     )
-    .await?;
-    Ok(ctx.with_analysis(Arc::new(analysis)))
+    .await;
+    match analysis {
+        Ok(a) => Ok(ctx.with_analysis(Arc::new(a))),
+        // A plan catalog of its own without `system`: websites are not analysed.
+        Err(e @ website::SetupError::NoSystemPlan) => {
+            tracing::warn!(error = %e, "websites are not analysed");
+            Ok(ctx)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// After the controllers stopped on shutdown: gives the lease up so a

@@ -105,6 +105,10 @@ pub struct WebsiteAnalysis {
     ledger: Ledger,
     allotment: i64,
     failures: Mutex<HashMap<String, Failed>>,
+    /// The last analysis of each Tenant (by uid), for a pass that reads a
+    /// Tenant from a watch cache which has not seen its status yet: that
+    /// pass reuses it instead of asking the model again.
+    done: Mutex<HashMap<String, ProfileStatus>>,
 }
 
 /// Errors setting the analysis up.
@@ -139,7 +143,13 @@ impl WebsiteAnalysis {
         let mut config = AnalyzerConfig::new(proxy_url, ApiKey::new(key), model);
         config.fetch = FetchPolicy::allowing(allow)?;
         config.model_timeout = MODEL_BOUND;
-        Ok(Self { analyzer: Analyzer::new(config)?, ledger, allotment, failures: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            analyzer: Analyzer::new(config)?,
+            ledger,
+            allotment,
+            failures: Mutex::new(HashMap::new()),
+            done: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The profile and condition `tenant` should show after this pass,
@@ -151,8 +161,12 @@ impl WebsiteAnalysis {
             Due::Current => return current(tenant, existing),
             Due::Analyze { url, token } => (url, token),
         };
-        let key =
-            format!("{}|{url}|{}", tenant.metadata.uid.as_deref().unwrap_or_default(), token.as_deref().unwrap_or(""));
+        let uid = tenant.metadata.uid.clone().unwrap_or_default();
+        if let Some(p) = self.recent(&uid, &url, token.as_deref()) {
+            let message = format!("analysed by {} in {} ms", p.model, p.elapsed_ms);
+            return Outcome { profile: Some(p), condition: Some((true, "Analyzed", message)), retry_in: None };
+        }
+        let key = format!("{uid}|{url}|{}", token.as_deref().unwrap_or(""));
         if let Some(f) = self.held(&key) {
             let retry_in = f.not_before.map(|t| t.saturating_duration_since(Instant::now()));
             return Outcome { profile: existing, condition: Some((false, f.reason, f.message)), retry_in };
@@ -164,11 +178,9 @@ impl WebsiteAnalysis {
             Ok(a) => {
                 self.forget(&key);
                 let message = format!("analysed by {} in {} ms", a.model, a.elapsed_ms);
-                Outcome {
-                    profile: Some(status_of(a, token)),
-                    condition: Some((true, "Analyzed", message)),
-                    retry_in: None,
-                }
+                let profile = status_of(a, token);
+                self.done.lock().unwrap_or_else(PoisonError::into_inner).insert(uid, profile.clone());
+                Outcome { profile: Some(profile), condition: Some((true, "Analyzed", message)), retry_in: None }
             }
             Err(e) => {
                 let f = self.failed(&key, &e);
@@ -193,6 +205,13 @@ impl WebsiteAnalysis {
         let f = Failed { count, not_before, reason: error.reason(), message: error.to_string() };
         map.insert(key.to_string(), f.clone());
         f
+    }
+
+    /// This process's last analysis of the Tenant `uid` when it answers
+    /// the same website and annotation.
+    fn recent(&self, uid: &str, url: &str, token: Option<&str>) -> Option<ProfileStatus> {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        done.get(uid).filter(|p| p.source_url == url && p.reanalyze_token.as_deref() == token).cloned()
     }
 
     fn forget(&self, key: &str) {
