@@ -160,3 +160,29 @@ async fn a_tenant_with_a_website_goes_ready_with_its_profile_skills_and_the_syst
     let billed = i64::try_from(total.input_tokens + total.output_tokens).unwrap() * KIMI_X;
     assert_eq!(ledger.snapshot("system").await.unwrap().balance, SYSTEM_CREDITS - billed);
 }
+
+/// A website the policy refuses (a private address) is a condition with the
+/// analyzer's reason, never a model call, and provisioning goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_website_is_a_condition_and_the_tenant_still_goes_ready() {
+    let ns = TestNamespace::new("siteno").await;
+    let stack = Stack::start(100).await;
+    winston::ledger::migrate(&stack.control_db).await.unwrap();
+    let (proxy_url, generated, _dir) = proxy(&stack.control_db).await;
+    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+    env.push(("WINSTON_PROXY_URL".into(), proxy_url));
+    env.push(("WINSTON_ANALYZER_MODEL".into(), KIMI.into()));
+    let (_ctl, _addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
+
+    apply_tenant(&ns, "closed", "  website: http://10.1.2.3/\n");
+    let ti = ready(&ns, "closed-0", READY_WITHIN).await;
+    assert_eq!(ti.spec.website_profile, None);
+    let st = tenant(&ns, "closed").await.status.unwrap();
+    assert_eq!(st.profile, None);
+    let c = conditions::find(&st.conditions, "WebsiteAnalyzed").expect("the condition").clone();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", winston::analyzer::reasons::WEBSITE_REFUSED));
+    assert!(conditions::is_true(&st.conditions, "Ready"), "{:?}", st.conditions);
+    assert_eq!(generated.report().total.generations, 0);
+    let files = deployed_workspace(&stack, &ti).await;
+    assert!(files["USER.md"].as_str().unwrap().contains("\"location\": null"));
+}
