@@ -186,3 +186,54 @@ async fn a_refused_website_is_a_condition_and_the_tenant_still_goes_ready() {
     let files = deployed_workspace(&stack, &ti).await;
     assert!(files["USER.md"].as_str().unwrap().contains("\"location\": null"));
 }
+
+/// `spec.connectors[]`: the POS skills are installed once `pos` is given,
+/// the Secret's keys reach the service as variables, and the value is
+/// nowhere else: not in status, events or the workspace files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_installs_its_skills_and_its_value_reaches_only_the_service() {
+    use k8s_openapi::api::core::v1::{Event, Secret};
+    let ns = TestNamespace::new("conn").await;
+    let stack = Stack::start(100).await;
+    winston::ledger::migrate(&stack.control_db).await.unwrap();
+    let (proxy_url, _generated, _dir) = proxy(&stack.control_db).await;
+    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+    env.push(("WINSTON_PROXY_URL".into(), proxy_url));
+    env.push(("WINSTON_ANALYZER_MODEL".into(), KIMI.into()));
+    let (_ctl, _addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
+
+    const VALUE: &str = "pos-secret-7c1f9e2a";
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "green-pos"},
+        "stringData": {"api-key": VALUE},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name).create(&Default::default(), &secret).await.unwrap();
+    let site = format!("{}{}/green-leaf/", stack.emu.base(), winston::emulator::sites::SITES_PATH);
+    let extra = format!("  website: {site}\n  connectors:\n  - type: pos\n    secretRef: {{name: green-pos}}\n");
+    apply_tenant(&ns, "shop", &extra);
+    let ti = ready(&ns, "shop-0", READY_WITHIN).await;
+
+    let skills = ti.status.as_ref().unwrap().skills.clone().unwrap();
+    assert!(skills.installed.contains(&"inventory-lookup".to_string()), "{skills:?}");
+    assert!(skills.waiting.iter().all(|w| w.skill != "inventory-lookup"), "{skills:?}");
+    let files = deployed_workspace(&stack, &ti).await;
+    assert!(files.contains_key("skills/inventory-lookup/SKILL.md"));
+    assert!(files["TOOLS.md"].as_str().unwrap().contains("`WINSTON_CONNECTOR_POS_*`"));
+    assert!(!serde_json::to_string(&files).unwrap().contains(VALUE), "the value in the workspace");
+
+    let ids = ti.status.as_ref().unwrap().external.as_ref().unwrap().railway.clone().unwrap();
+    let q =
+        "query v($p: String!, $e: String!, $s: String) { variables(projectId: $p, environmentId: $e, serviceId: $s) }";
+    let vars = stack.railway(q, json!({"p": ids.project_id, "e": ids.environment_id, "s": ids.service_id})).await;
+    assert_eq!(vars["data"]["variables"]["WINSTON_CONNECTOR_POS_API_KEY"], VALUE);
+
+    let t = serde_json::to_string(&tenant(&ns, "shop").await).unwrap();
+    let i = serde_json::to_string(&ti).unwrap();
+    let events = Api::<Event>::namespaced(ns.client.clone(), &ns.name).list(&Default::default()).await.unwrap();
+    let events = serde_json::to_string(&events).unwrap();
+    for (what, text) in [("the Tenant", &t), ("the TenantInstance", &i), ("the events", &events)] {
+        assert!(!text.contains(VALUE), "the connector's value in {what}");
+    }
+    assert!(events.contains("shop"), "events were listed");
+}

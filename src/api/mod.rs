@@ -13,7 +13,7 @@ pub mod time;
 
 pub use ledger::{CreditLedger, CreditLedgerSpec, CreditLedgerStatus};
 pub use profile::{ProfileStatus, WebsiteProfile};
-pub use shared::{AgentProfile, Components, DeletionPolicy, Persona, Phase, StackSpec, TenantRef, Tone};
+pub use shared::{AgentProfile, Components, Connector, DeletionPolicy, Persona, Phase, StackSpec, TenantRef, Tone};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use tenant_instance::{
     ExternalIds, PendingCreate, StepName, StepState, StepStatus, TenantInstance, TenantInstanceSpec,

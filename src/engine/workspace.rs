@@ -123,7 +123,7 @@ impl<'a> Agent<'a> {
 
 /// The skills the catalog selects for the plan, the industry (the spec's,
 /// else the website profile's industry and sub-industry) and the connectors
-/// present (none are declared yet, so skills requiring one wait), limited to
+/// `spec.connectors` declares (a skill requiring a missing one waits), limited to
 /// the persona's own choice when it names skills (the spec wins).
 fn select_skills<'a>(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) -> (Vec<&'a Skill>, Vec<WaitingSkill>) {
     let Some(catalog) = CATALOG.as_ref() else { return (Vec::new(), Vec::new()) };
@@ -134,11 +134,12 @@ fn select_skills<'a>(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) ->
             .map(|s| [Some(s.industry.as_str()), s.sub_industry.as_deref()].into_iter().flatten().collect())
             .unwrap_or_default(),
     };
+    let connectors: Vec<&str> = spec.stack.connectors.iter().map(|c| c.type_.as_str()).collect();
     let selected = catalog.select(&Selection {
         plan: plan_name,
         plan_skills: &plan.skills,
         industries: &industries,
-        connectors: &[],
+        connectors: &connectors,
     });
     let chosen = spec.profile.persona.as_ref().map(|p| p.skills.as_slice()).filter(|s| !s.is_empty());
     let wanted = |name: &str| chosen.is_none_or(|c| c.iter().any(|s| s == name));
@@ -271,6 +272,14 @@ fn tools(a: &Agent<'_>) -> String {
     }
     if a.skills.is_empty() {
         tools.push_str("No skills are enabled on this plan.\n");
+    }
+    for c in &a.spec.stack.connectors {
+        let _ = writeln!(
+            tools,
+            "- connector `{}`: its credentials are in the variables `{}*` (never written here)",
+            c.type_,
+            super::connectors::variable_prefix(&c.type_)
+        );
     }
     for w in &a.waiting {
         let _ = writeln!(
