@@ -126,6 +126,9 @@ async fn cleanup(api: &Api<Tenant>, tenant: &Tenant, ctx: &Context) -> Result<Ac
         return Ok(Action::requeue(DELETE_POLL));
     }
     finalizer::remove(api, tenant, &ctx.metrics, KIND).await?;
+    if let (Some(analysis), Some(uid)) = (&ctx.analysis, tenant.metadata.uid.as_deref()) {
+        analysis.forget_tenant(uid);
+    }
     ctx.event(&tenant.object_ref(&()), false, "Deleted", "Cleanup", "All instances and the ledger are gone".into())
         .await;
     Ok(Action::await_change())

@@ -214,6 +214,13 @@ impl WebsiteAnalysis {
         done.get(uid).filter(|p| p.source_url == url && p.reanalyze_token.as_deref() == token).cloned()
     }
 
+    /// Drops what this process remembers of the Tenant `uid` (it is gone).
+    pub fn forget_tenant(&self, uid: &str) {
+        self.done.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
+        let prefix = format!("{uid}|");
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).retain(|k, _| !k.starts_with(&prefix));
+    }
+
     fn forget(&self, key: &str) {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
