@@ -5,13 +5,15 @@
 //! `crate::controller`.
 pub mod conditions;
 pub mod ledger;
+pub mod profile;
 pub mod shared;
 pub mod tenant;
 pub mod tenant_instance;
 pub mod time;
 
 pub use ledger::{CreditLedger, CreditLedgerSpec, CreditLedgerStatus};
-pub use shared::{AgentProfile, Components, DeletionPolicy, Persona, Phase, StackSpec, TenantRef, Tone};
+pub use profile::{ProfileStatus, WebsiteProfile};
+pub use shared::{AgentProfile, Components, Connector, DeletionPolicy, Persona, Phase, StackSpec, TenantRef, Tone};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use tenant_instance::{
     ExternalIds, PendingCreate, StepName, StepState, StepStatus, TenantInstance, TenantInstanceSpec,

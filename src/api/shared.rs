@@ -374,4 +374,26 @@ pub struct StackSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub provisioning_deadline_seconds: Option<i64>,
+    /// Connectors to the business's own systems (for example its
+    /// point-of-sale system), each a type and a Secret of this namespace
+    /// holding its credentials. The instance receives the Secret's keys as
+    /// variables `WINSTON_CONNECTOR_<TYPE>_<KEY>`; skills that require a
+    /// connector type are installed only when it is listed. Values never
+    /// appear in status, events or the workspace files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub connectors: Vec<Connector>,
+}
+
+/// One connector: its type and the Secret holding its credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Connector {
+    /// The connector type skills name in `requires`, for example `pos`.
+    #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
+    pub type_: String,
+    /// The Secret (same namespace) whose keys become the variables.
+    pub secret_ref: super::tenant_instance::SecretRef,
 }

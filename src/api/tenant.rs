@@ -115,6 +115,10 @@ pub struct TenantStatus {
     /// `spec.approved: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,
+    /// What the website analyzer proposed from `spec.website` (see the
+    /// `WebsiteAnalyzed` condition for a failed or pending analysis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<super::profile::ProfileStatus>,
 }
 
 /// An approval as the controller saw it.

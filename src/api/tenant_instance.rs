@@ -46,6 +46,11 @@ pub struct TenantInstanceSpec {
     /// The Tenant's plan, components, `paused` and deletion policy.
     #[serde(flatten)]
     pub stack: StackSpec,
+    /// What the website analyzer proposed (the Tenant's `status.profile`),
+    /// set by the Tenant controller; the workspace uses it wherever
+    /// `profile` says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website_profile: Option<super::profile::WebsiteProfile>,
 }
 
 /// The provisioning steps, in order.
@@ -287,6 +292,10 @@ pub struct TenantInstanceStatus {
     /// Hash of the rendered workspace files currently deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_hash: Option<String>,
+    /// The skills the deployed workspace installs, and those waiting on a
+    /// connector the Tenant has not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skills: Option<SkillsStatus>,
     /// The tenant schema version applied, and to which database, so a
     /// steady-state pass does not open the tenant's database (which would
     /// wake a scaled-to-zero Neon compute).
@@ -318,4 +327,25 @@ pub struct SchemaRecord {
     pub version: i64,
     /// `sha256:` of the database's host, port and name (no credentials).
     pub database: String,
+}
+
+/// The skills of the deployed workspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkillsStatus {
+    /// Installed skills, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installed: Vec<String>,
+    /// Skills selected for the plan and industry that wait on connectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<WaitingSkill>,
+}
+
+/// A skill that is installed once its connectors are present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingSkill {
+    pub skill: String,
+    /// Connector types it still needs, for example `pos`.
+    pub connectors: Vec<String>,
 }

@@ -29,6 +29,9 @@ pub struct Context {
     pub caches: std::sync::OnceLock<ChildCaches>,
     /// The plan catalog (instance limits); `None` judges no plan limit.
     pub plans: Option<std::sync::Arc<crate::plans::PlanCatalog>>,
+    /// The website analyzer and the system account (absent without a
+    /// control database or with an empty `--analyzer-model`).
+    pub analysis: Option<std::sync::Arc<super::website::WebsiteAnalysis>>,
     recorder: Recorder,
     failures: Failures,
 }
@@ -55,6 +58,7 @@ impl Context {
             engine: None,
             caches: std::sync::OnceLock::new(),
             plans: None,
+            analysis: None,
             failures: Failures::default(),
         }
     }
@@ -77,6 +81,13 @@ impl Context {
     #[must_use]
     pub fn with_engine(mut self, engine: std::sync::Arc<crate::engine::Engine>) -> Self {
         self.engine = Some(engine);
+        self
+    }
+
+    /// The same context with the website analyzer.
+    #[must_use]
+    pub fn with_analysis(mut self, analysis: std::sync::Arc<super::website::WebsiteAnalysis>) -> Self {
+        self.analysis = Some(analysis);
         self
     }
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod scope;
 pub mod tenant;
 pub mod tenant_plan;
+pub mod website;
 pub mod write;
 
 pub use error::{Error, Result};
@@ -82,6 +83,11 @@ pub struct ControllerArgs {
     /// (repeat or comma-separate; e.g. `127.0.0.0/8` for the emulator).
     #[arg(long, env = "WINSTON_OUTBOUND_ALLOW_CIDRS", value_delimiter = ',')]
     pub outbound_allow_cidr: Vec<ipnet::IpNet>,
+    /// Model the website analyzer asks through Winston's proxy
+    /// (`--proxy-url`) on the `system` account; empty turns analysis off.
+    /// Needs `--database-url` (the system account lives in the ledger).
+    #[arg(long, env = "WINSTON_ANALYZER_MODEL", default_value = "kimi-k2.6")]
+    pub analyzer_model: String,
     #[command(flatten)]
     pub ledger: credit_ledger::LedgerArgs,
     #[command(flatten)]
@@ -121,7 +127,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let Some(mut lost) = lead(elector.as_ref(), &identity, &mut shutdown).await else { return Ok(()) };
     metrics.set_leader(true);
 
-    let ctx = Arc::new(context(&args, client.clone(), metrics.clone(), identity, ledger, &plans)?);
+    let ctx = Arc::new(context(&args, client.clone(), metrics.clone(), identity, ledger, &plans).await?);
     let ledger_ctl = credit_ledger::LedgerController::new(&args.ledger, ctx.clone(), plans);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut controllers = tokio::spawn(run_controllers(client, args.clone(), ctx, ledger_ctl, stop_rx));
@@ -189,7 +195,7 @@ async fn lead(
 
 /// The reconcile context: the ledger when a database is configured, and
 /// then the provisioning engine too.
-fn context(
+async fn context(
     args: &ControllerArgs,
     client: Client,
     metrics: metrics::Metrics,
@@ -203,7 +209,27 @@ fn context(
         tracing::warn!("no --database-url: TenantInstances are not provisioned, only Tenants reconciled");
         return Ok(ctx);
     };
-    Ok(ctx.with_engine(Arc::new(build_engine(args, ledger, Arc::new(plans.clone()))?)))
+    let ctx = ctx.with_engine(Arc::new(build_engine(args, ledger.clone(), Arc::new(plans.clone()))?));
+    if args.analyzer_model.trim().is_empty() {
+        return Ok(ctx);
+    }
+    let analysis = website::WebsiteAnalysis::start(
+        ledger,
+        plans,
+        &args.engine.proxy_url,
+        args.analyzer_model.trim(),
+        args.outbound_allow_cidr.clone(),
+    )
+    .await;
+    match analysis {
+        Ok(a) => Ok(ctx.with_analysis(Arc::new(a))),
+        // A plan catalog of its own without `system`: websites are not analysed.
+        Err(e @ website::SetupError::NoSystemPlan) => {
+            tracing::warn!(error = %e, "websites are not analysed");
+            Ok(ctx)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// After the controllers stopped on shutdown: gives the lease up so a

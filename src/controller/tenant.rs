@@ -20,6 +20,7 @@ use super::error::{Error, Result};
 use super::failure;
 use super::finalizer::{self, Finalized};
 use super::tenant_plan::{self as plan, InstanceChange, LedgerChange};
+use super::website;
 use super::write;
 use crate::api::{CreditLedger, Tenant, TenantInstance};
 use crate::names;
@@ -66,7 +67,8 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     if !admission.provision {
         return refuse(tenant, ctx, &children, admission.refusal.as_ref()).await;
     }
-    let desired = plan::desired_instances_within(tenant, admission.granted)?;
+    let site = analyse_website(tenant, ctx).await;
+    let desired = plan::desired_instances_within(tenant, admission.granted, site.fields())?;
     let (listed, existing) = children.observe_instances(ctx, &desired).await?;
     let changes = plan::instance_changes(desired, &existing, &children.uid);
     let mut instances = listed;
@@ -74,13 +76,14 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     instances.retain(|o| o.spec.ordinal < tenant.spec.instances);
     match written {
         Ok(ledger) => {
-            write_status(tenant, ctx, &instances, ledger.as_ref(), admission.refusal.as_ref()).await?;
-            Ok(Action::requeue(jittered(RESYNC)))
+            write_status(tenant, ctx, &instances, ledger.as_ref(), admission.refusal.as_ref(), Some(&site)).await?;
+            let again = site.retry_in.map_or(jittered(RESYNC), |r| r.max(Duration::from_secs(1)).min(RESYNC));
+            Ok(Action::requeue(again))
         }
         Err(error) => {
             let failure = plan::ChildFailure::of(&error);
             let shown = match children.observe_ledger(ctx).await {
-                Ok(ledger) => write_status(tenant, ctx, &instances, ledger.as_ref(), Some(&failure)).await,
+                Ok(ledger) => write_status(tenant, ctx, &instances, ledger.as_ref(), Some(&failure), Some(&site)).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = shown {
@@ -106,7 +109,7 @@ async fn refuse(
     let ledger = children.observe_ledger(ctx).await?;
     let before = tenant.status.as_ref().and_then(|s| crate::api::conditions::find(&s.conditions, names::COND_STALLED));
     let newly = refusal.is_some_and(|r| before.is_none_or(|c| c.status != "True" || c.reason != r.reason));
-    write_status(tenant, ctx, &instances, ledger.as_ref(), refusal).await?;
+    write_status(tenant, ctx, &instances, ledger.as_ref(), refusal, None).await?;
     if let Some(r) = refusal.filter(|_| newly) {
         ctx.event(&children.reference, true, r.reason, "Admit", r.message.clone()).await;
     }
@@ -119,10 +122,13 @@ async fn cleanup(api: &Api<Tenant>, tenant: &Tenant, ctx: &Context) -> Result<Ac
     let children = Children::of(tenant, ctx);
     let (instances, ledger) = children.delete_all(ctx).await?;
     if !instances.is_empty() || ledger.is_some() {
-        write_status(tenant, ctx, &instances, ledger.as_ref(), None).await?;
+        write_status(tenant, ctx, &instances, ledger.as_ref(), None, None).await?;
         return Ok(Action::requeue(DELETE_POLL));
     }
     finalizer::remove(api, tenant, &ctx.metrics, KIND).await?;
+    if let (Some(analysis), Some(uid)) = (&ctx.analysis, tenant.metadata.uid.as_deref()) {
+        analysis.forget_tenant(uid);
+    }
     ctx.event(&tenant.object_ref(&()), false, "Deleted", "Cleanup", "All instances and the ledger are gone".into())
         .await;
     Ok(Action::await_change())
@@ -337,15 +343,47 @@ impl<'a> Children<'a> {
     }
 }
 
-/// Writes the aggregated status when it changed, with an Event when `Ready` flips.
+/// The website's profile for this pass (see [`website`]): analysed when
+/// due and the controller has an analyzer, else as status shows it.
+async fn analyse_website(tenant: &Tenant, ctx: &Context) -> website::Outcome {
+    match (&ctx.analysis, website::due(tenant)) {
+        (_, website::Due::NoWebsite) => website::Outcome::default(),
+        (Some(analysis), _) => analysis.pass(tenant).await,
+        (None, _) => website::Outcome {
+            profile: tenant.status.as_ref().and_then(|s| s.profile.clone()),
+            ..website::Outcome::default()
+        },
+    }
+}
+
+/// Writes the aggregated status when it changed, with an Event when `Ready`
+/// flips. `site` sets the profile and the `WebsiteAnalyzed` condition; without
+/// it (a refused or deleted Tenant) both stay as status shows them.
 async fn write_status(
     tenant: &Tenant,
     ctx: &Context,
     instances: &[TenantInstance],
     ledger: Option<&CreditLedger>,
     failure: Option<&plan::ChildFailure>,
+    site: Option<&website::Outcome>,
 ) -> Result<()> {
-    let status = plan::status(tenant, instances, ledger, failure, &crate::api::time::now());
+    let now = crate::api::time::now();
+    let mut status = plan::status(tenant, instances, ledger, failure, &now);
+    let existing = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    match site {
+        Some(site) => {
+            status.profile.clone_from(&site.profile);
+            if let Some(d) = site.desired() {
+                status.conditions.extend(crate::api::conditions::merge(
+                    existing,
+                    &[d],
+                    tenant.metadata.generation,
+                    &now,
+                ));
+            }
+        }
+        None => status.conditions.extend(crate::api::conditions::find(existing, website::CONDITION).cloned()),
+    }
     if write::status(ctx, KIND, tenant, tenant.status.as_ref(), &status).await?
         && let Some((reason, message)) = plan::readiness_change(tenant.status.as_ref(), &status)
     {

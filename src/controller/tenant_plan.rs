@@ -34,7 +34,8 @@ pub fn owner_ref(tenant: &Tenant) -> Result<OwnerReference, super::Error> {
 /// # Errors
 /// As [`owner_ref`].
 pub fn desired_instances(tenant: &Tenant) -> Result<Vec<TenantInstance>, super::Error> {
-    desired_instances_within(tenant, tenant.spec.instances)
+    let site = tenant.status.as_ref().and_then(|s| s.profile.as_ref()).map(|p| &p.fields);
+    desired_instances_within(tenant, tenant.spec.instances, site)
 }
 
 /// The TenantInstances `tenant` gets when `granted` of them are allowed
@@ -42,7 +43,11 @@ pub fn desired_instances(tenant: &Tenant) -> Result<Vec<TenantInstance>, super::
 ///
 /// # Errors
 /// As [`owner_ref`].
-pub fn desired_instances_within(tenant: &Tenant, granted: i32) -> Result<Vec<TenantInstance>, super::Error> {
+pub fn desired_instances_within(
+    tenant: &Tenant,
+    granted: i32,
+    site: Option<&crate::api::WebsiteProfile>,
+) -> Result<Vec<TenantInstance>, super::Error> {
     let name = tenant.metadata.name.clone().ok_or(super::Error::InvalidObject("Tenant without name"))?;
     let owner = owner_ref(tenant)?;
     Ok((0..tenant.spec.instances.max(1).min(granted))
@@ -56,6 +61,7 @@ pub fn desired_instances_within(tenant: &Tenant, granted: i32) -> Result<Vec<Ten
                     ordinal,
                     profile: tenant.spec.profile.clone(),
                     stack: tenant.spec.stack.clone(),
+                    website_profile: site.cloned(),
                 },
             );
             ti.metadata = ObjectMeta {
@@ -361,6 +367,7 @@ pub fn status(
         credits: ledger.map(credits_summary),
         instances: summaries,
         approval: approval(tenant, now),
+        profile: tenant.status.as_ref().and_then(|s| s.profile.clone()),
     }
 }
 
@@ -672,7 +679,7 @@ mod tests {
         let r = a.refusal.clone().expect("refusal");
         assert_eq!(r.reason, reason::PLAN_LIMIT_EXCEEDED);
         assert!(r.message.contains("spec.instances is 3") && r.message.contains("at most 1"), "{}", r.message);
-        let d = desired_instances_within(&t, a.granted).expect("desired");
+        let d = desired_instances_within(&t, a.granted, None).expect("desired");
         assert_eq!(d.len(), 1, "nothing beyond the limit");
         let three = desired_instances(&t).expect("desired");
         let surplus: Vec<_> =

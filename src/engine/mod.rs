@@ -11,6 +11,7 @@
 //! returned outcome and the [`Host`] hooks. The engine never imports the
 //! controller. Platform detail is `providers`'.
 pub mod admin_user;
+pub mod connectors;
 pub mod credentials;
 pub mod deadline;
 pub mod downgrade;

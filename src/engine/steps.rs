@@ -170,18 +170,23 @@ impl<'a> Pass<'a> {
         let hash = w.hash();
         let files = w.files.len();
         self.rec.status.workspace_hash = Some(hash.clone());
+        self.rec.status.skills = Some(w.skills.clone());
         self.workspace = Some(w);
         StepResult::Done(format!("{files} files rendered ({})", &hash[..19.min(hash.len())]))
     }
 
     /// The agent service: its Railway project first, then the service in it.
     async fn service(&mut self) -> Result<StepResult, EngineError> {
+        let connectors = match super::connectors::variables(&self.secrets, &self.ti.spec.stack.connectors).await? {
+            Ok(v) => v,
+            Err(waiting) => return Ok(StepResult::Waiting(waiting)),
+        };
         let (project_id, environment_id) = match self.railway_project().await? {
             Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(format!("project: {message}"))),
             Converged::Ready { id, observed } => (id, observed.environment_id),
         };
         self.railway_ids().environment_id = Some(environment_id.clone());
-        let spec = self.service_spec(project_id, environment_id)?;
+        let spec = self.service_spec(project_id, environment_id, connectors)?;
         let services = RailwayServices(self.engine.providers.railway.clone());
         match self.converge(&services, &spec, Object::RailwayService).await? {
             Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("service: {message}"))),
@@ -195,7 +200,12 @@ impl<'a> Pass<'a> {
         self.converge(&projects, &spec, Object::RailwayProject).await
     }
 
-    fn service_spec(&self, project_id: String, environment_id: String) -> Result<RailwayServiceSpec, EngineError> {
+    fn service_spec(
+        &self,
+        project_id: String,
+        environment_id: String,
+        connectors: BTreeMap<String, String>,
+    ) -> Result<RailwayServiceSpec, EngineError> {
         let compute = self.ti.spec.stack.components.compute.as_ref();
         let image = compute.and_then(|c| c.image.clone()).unwrap_or_else(|| self.engine.args.agent_image.clone());
         Ok(RailwayServiceSpec {
@@ -203,7 +213,7 @@ impl<'a> Pass<'a> {
             environment_id,
             marker: self.marker.clone(),
             image,
-            variables: self.service_variables()?,
+            variables: self.service_variables(connectors)?,
             target_port: Some(AGENT_PORT),
         })
     }
@@ -225,11 +235,13 @@ impl<'a> Pass<'a> {
 
     /// The variables the agent service runs with: credentials, the
     /// workspace bundle and its hash (a workspace change is a variable change,
-    /// which redeploys), plan resources.
-    fn service_variables(&self) -> Result<BTreeMap<String, String>, EngineError> {
+    /// which redeploys), plan resources, and the connectors' variables (see
+    /// [`super::connectors`]).
+    fn service_variables(&self, connectors: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, EngineError> {
         let creds = self.credentials.as_ref().ok_or(EngineError::MissingInput("credentials step did not run"))?;
         let ws = self.workspace.as_ref().ok_or(EngineError::MissingInput("workspace step did not run"))?;
-        let mut v = creds.variables();
+        let mut v = connectors;
+        v.extend(creds.variables());
         v.insert("WINSTON_WORKSPACE".into(), ws.bundle());
         v.insert("WINSTON_WORKSPACE_HASH".into(), ws.hash());
         v.insert("WINSTON_INSTANCE".into(), self.ti.name_any());

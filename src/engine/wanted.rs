@@ -81,6 +81,7 @@ mod tests {
             });
         }
         TenantInstanceSpec {
+            website_profile: None,
             tenant_ref: TenantRef { name: "t".into() },
             ordinal: 0,
             profile: AgentProfile::default(),

@@ -16,13 +16,24 @@ use base64::Engine as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::api::{TenantInstanceSpec, Tone};
+use crate::api::tenant_instance::{SkillsStatus, WaitingSkill};
+use crate::api::{TenantInstanceSpec, Tone, WebsiteProfile};
 use crate::plans::Plan;
+use crate::skills::{Selection, Skill, SkillCatalog};
+
+/// The skills built into the binary (`skills/`); a unit test keeps every
+/// file valid, so `None` (logged) means a broken build, not a bad tenant.
+static CATALOG: std::sync::LazyLock<Option<SkillCatalog>> = std::sync::LazyLock::new(|| {
+    SkillCatalog::builtin().map_err(|e| tracing::error!(error = %e, "the built-in skill catalog is invalid")).ok()
+});
 
 /// Rendered files by relative path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
     pub files: BTreeMap<String, String>,
+    /// The skills installed, and those waiting on connectors (for the
+    /// instance's status; not part of the files or the hash).
+    pub skills: SkillsStatus,
 }
 
 impl Workspace {
@@ -60,37 +71,86 @@ fn tone_words(t: Tone) -> &'static str {
 }
 
 /// What the files say about the agent, read once from the spec and plan.
+///
+/// The spec wins: the website profile (`spec.websiteProfile`) fills only
+/// what the spec leaves out (persona name, tone, capabilities, industry).
 struct Agent<'a> {
     instance: &'a str,
     spec: &'a TenantInstanceSpec,
+    site: Option<&'a WebsiteProfile>,
     plan_name: &'a str,
     plan: &'a Plan,
     persona_name: &'a str,
     tone: Tone,
-    /// The persona's choice of skills limited to what the plan includes, or
-    /// every plan skill when the persona names none.
-    skills: Vec<&'a str>,
+    /// The selected skills to install (see [`select_skills`]).
+    skills: Vec<&'a Skill>,
+    waiting: Vec<WaitingSkill>,
     capabilities: Vec<&'a str>,
+    industry: Option<&'a str>,
 }
 
 impl<'a> Agent<'a> {
     fn of(instance: &'a str, spec: &'a TenantInstanceSpec, plan_name: &'a str, plan: &'a Plan) -> Self {
         let persona = spec.profile.persona.as_ref();
-        let skills = match persona.filter(|x| !x.skills.is_empty()) {
-            Some(x) => x.skills.iter().map(String::as_str).filter(|s| plan.skills.iter().any(|k| k == s)).collect(),
-            None => plan.skills.iter().map(String::as_str).collect(),
+        let site = spec.website_profile.as_ref();
+        let capabilities: Vec<&str> = match persona.filter(|x| !x.capabilities.is_empty()) {
+            Some(x) => x.capabilities.iter().map(String::as_str).collect(),
+            None => site.map(|s| s.suggested_capabilities.iter().map(String::as_str).collect()).unwrap_or_default(),
         };
+        let (skills, waiting) = select_skills(spec, plan_name, plan);
         Self {
             instance,
             spec,
+            site,
             plan_name,
             plan,
-            persona_name: persona.map_or("Winston", |x| x.name.as_str()),
-            tone: persona.map_or(Tone::Friendly, |x| x.tone),
+            persona_name: persona
+                .map(|x| x.name.as_str())
+                .or_else(|| site.map(|s| s.suggested_agent_name.as_str()))
+                .unwrap_or("Winston"),
+            tone: persona.map(|x| x.tone).or_else(|| site.map(|s| s.tone)).unwrap_or(Tone::Friendly),
             skills,
-            capabilities: persona.map(|x| x.capabilities.iter().map(String::as_str).collect()).unwrap_or_default(),
+            waiting,
+            capabilities,
+            industry: spec.profile.industry.as_deref().or_else(|| site.map(|s| s.industry.as_str())),
         }
     }
+
+    fn skill_names(&self) -> Vec<&'a str> {
+        self.skills.iter().map(|s| s.meta.name.as_str()).collect()
+    }
+}
+
+/// The skills the catalog selects for the plan, the industry (the spec's,
+/// else the website profile's industry and sub-industry) and the connectors
+/// `spec.connectors` declares (a skill requiring a missing one waits), limited to
+/// the persona's own choice when it names skills (the spec wins).
+fn select_skills<'a>(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) -> (Vec<&'a Skill>, Vec<WaitingSkill>) {
+    let Some(catalog) = CATALOG.as_ref() else { return (Vec::new(), Vec::new()) };
+    let site = spec.website_profile.as_ref();
+    let industries: Vec<&str> = match spec.profile.industry.as_deref() {
+        Some(i) => vec![i],
+        None => site
+            .map(|s| [Some(s.industry.as_str()), s.sub_industry.as_deref()].into_iter().flatten().collect())
+            .unwrap_or_default(),
+    };
+    let connectors: Vec<&str> = spec.stack.connectors.iter().map(|c| c.type_.as_str()).collect();
+    let selected = catalog.select(&Selection {
+        plan: plan_name,
+        plan_skills: &plan.skills,
+        industries: &industries,
+        connectors: &connectors,
+    });
+    let chosen = spec.profile.persona.as_ref().map(|p| p.skills.as_slice()).filter(|s| !s.is_empty());
+    let wanted = |name: &str| chosen.is_none_or(|c| c.iter().any(|s| s == name));
+    let installed = selected.installed.into_iter().filter(|s| wanted(&s.meta.name)).collect();
+    let waiting = selected
+        .waiting
+        .into_iter()
+        .filter(|w| wanted(&w.skill))
+        .map(|w| WaitingSkill { skill: w.skill, connectors: w.connectors })
+        .collect();
+    (installed, waiting)
 }
 
 const AGENTS_MD: &str = "# Operating rules\n\n1. Read SOUL.md and USER.md at the start of every session.\n\
@@ -146,12 +206,13 @@ pub fn render(name: &str, spec: &TenantInstanceSpec, plan_name: &str, plan: &Pla
         ("openclaw.json".to_string(), openclaw(&a)),
     ]);
     for s in &a.skills {
-        files.insert(
-            format!("skills/{s}/SKILL.md"),
-            format!("# Skill: {s}\n\nEnabled by the {plan_name} plan for the business described in USER.md.\n"),
-        );
+        files.insert(format!("skills/{}/SKILL.md", s.meta.name), s.file.clone());
     }
-    Workspace { files }
+    let skills = SkillsStatus {
+        installed: a.skill_names().into_iter().map(str::to_string).collect(),
+        waiting: a.waiting.clone(),
+    };
+    Workspace { files, skills }
 }
 
 fn soul(a: &Agent<'_>) -> String {
@@ -167,44 +228,74 @@ fn soul(a: &Agent<'_>) -> String {
         "name": a.persona_name,
         "business": a.spec.profile.display_name,
         "capabilities": a.capabilities,
+        "brandColor": a.site.and_then(|s| s.brand_color.as_deref()),
     })));
     soul
 }
 
 fn user(a: &Agent<'_>) -> String {
     let p = &a.spec.profile;
+    let site = a.site;
     let mut user = String::from(
-        "# User\n\nThe business you work for: its name (`displayName`), industry, website and contact \
-         address are in the facts below. A value of `null` is unknown: say so rather than guess.\n\n",
+        "# User\n\nThe business you work for: its name (`displayName`), industry, website, contact \
+         address and what its website says about it (location, hours, description) are in the facts \
+         below. A value of `null` is unknown: say so rather than guess.\n\n",
     );
     user.push_str(&facts_section(&json!({
         "displayName": p.display_name,
-        "industry": p.industry,
+        "industry": a.industry,
+        "subIndustry": site.and_then(|s| s.sub_industry.as_deref()),
         "website": p.website,
         "contactEmail": p.contact_email,
+        "location": site.and_then(|s| s.location.as_deref()),
+        "hours": site.and_then(|s| s.hours.as_deref()),
+        "description": site.map(|s| s.description.as_str()),
     })));
     user
 }
 
 fn identity(a: &Agent<'_>) -> String {
     let mut identity = String::from("# Identity\n\nWho you are and where you run: see the facts below.\n\n");
-    identity.push_str(&facts_section(&json!({ "name": a.persona_name, "instance": a.instance, "plan": a.plan_name })));
+    identity.push_str(&facts_section(&json!({
+        "name": a.persona_name,
+        "instance": a.instance,
+        "plan": a.plan_name,
+        "businessNameOnWebsite": a.site.map(|s| s.business_name.as_str()),
+    })));
     identity
 }
 
 fn tools(a: &Agent<'_>) -> String {
     let mut tools = String::from("# Tools\n\n");
-    for s in &a.skills {
+    for s in a.skill_names() {
         let _ = writeln!(tools, "- `{s}`: see skills/{s}/SKILL.md");
     }
     if a.skills.is_empty() {
         tools.push_str("No skills are enabled on this plan.\n");
     }
+    for c in &a.spec.stack.connectors {
+        let _ = writeln!(
+            tools,
+            "- connector `{}`: its credentials are in the variables `{}*` (never written here)",
+            c.type_,
+            super::connectors::variable_prefix(&c.type_)
+        );
+    }
+    for w in &a.waiting {
+        let _ = writeln!(
+            tools,
+            "- `{}` is not installed: it waits on the connector(s) {}",
+            w.skill,
+            w.connectors.join(", ")
+        );
+    }
     tools
 }
 
 fn state(a: &Agent<'_>) -> String {
-    pretty(&json!({ "instance": a.instance, "ordinal": a.spec.ordinal, "plan": a.plan_name, "skills": a.skills }))
+    pretty(
+        &json!({ "instance": a.instance, "ordinal": a.spec.ordinal, "plan": a.plan_name, "skills": a.skill_names() }),
+    )
 }
 
 fn openclaw(a: &Agent<'_>) -> String {
@@ -214,7 +305,7 @@ fn openclaw(a: &Agent<'_>) -> String {
         "database": { "urlEnv": "DATABASE_URL" },
         "gateway": { "tokenEnv": "GATEWAY_TOKEN" },
         "resources": { "cpu": a.plan.resources.cpu, "memory": a.plan.resources.memory },
-        "skills": a.skills,
+        "skills": a.skill_names(),
     }))
 }
 
@@ -247,6 +338,7 @@ mod tests {
 
     fn spec(skills: &[&str]) -> TenantInstanceSpec {
         TenantInstanceSpec {
+            website_profile: None,
             tenant_ref: TenantRef { name: "bella".into() },
             ordinal: 0,
             stack: StackSpec { plan: "growth".into(), ..StackSpec::default() },
@@ -254,7 +346,7 @@ mod tests {
                 display_name: "Bella Bistro".into(),
                 contact_email: "owner@bella.example".into(),
                 website: Some("https://bella.example".into()),
-                industry: Some("Restaurants".into()),
+                industry: Some("Restaurant".into()),
                 persona: Some(Persona {
                     name: "Giulia".into(),
                     tone: Tone::Friendly,
@@ -400,10 +492,16 @@ mod tests {
     fn free_text_is_rendered_as_data_in_every_file() {
         let cat = PlanCatalog::builtin();
         let plan = cat.get("growth").unwrap();
-        let benign = render("bella-0", &spec(&["reservations"]), "growth", plan);
-        let benign_parts = structure(&benign);
         for (field, set, targets) in FIELDS {
             for value in hostile() {
+                // The industry selects skill packs: the baseline has a benign
+                // value of the same field that selects the same skills (an
+                // industry without words counts as unknown), so only the
+                // value's text differs.
+                let mut b = spec(&["reservations"]);
+                set(&mut b, if crate::skills::slug(&value).is_empty() { String::new() } else { "Acme".into() });
+                let benign = render("bella-0", &b, "growth", plan);
+                let benign_parts = structure(&benign);
                 let mut s = spec(&["reservations"]);
                 set(&mut s, value.clone());
                 let w = render("bella-0", &s, "growth", plan);
@@ -440,11 +538,11 @@ mod tests {
             let w = render("bella-0", &s, "growth", plan);
             let openclaw: serde_json::Value = serde_json::from_str(&w.files["openclaw.json"]).unwrap();
             assert_eq!(openclaw["agent"]["name"], value.as_str());
-            assert_eq!(openclaw["skills"], json!(["reservations", "menu-qa"]));
+            assert_eq!(openclaw["skills"], json!(["menu-qa", "reservations"]), "catalog (name) order");
             let state: serde_json::Value = serde_json::from_str(&w.files["STATE.json"]).unwrap();
             assert_eq!(
                 state,
-                json!({ "instance": "bella-0", "ordinal": 0, "plan": "growth", "skills": ["reservations", "menu-qa"] })
+                json!({ "instance": "bella-0", "ordinal": 0, "plan": "growth", "skills": ["menu-qa", "reservations"] })
             );
         }
     }
@@ -478,5 +576,75 @@ mod tests {
             assert_eq!(blocks.len(), 1, "{path}");
             assert!(w.files[path].contains(&format!("{FACTS_HEADING}\n\n{FACTS_PREAMBLE}\n\n```json\n")), "{path}");
         }
+    }
+
+    fn green_leaf() -> WebsiteProfile {
+        WebsiteProfile {
+            business_name: "Green Leaf Dispensary".into(),
+            industry: "cannabis dispensary".into(),
+            sub_industry: Some("dispensary".into()),
+            location: Some("12 Main St, Portland".into()),
+            hours: Some("Mon-Sun 9-21".into()),
+            description: "A licensed dispensary.".into(),
+            brand_color: Some("#2e7d32".into()),
+            suggested_capabilities: vec!["answer stock questions".into()],
+            suggested_agent_name: "Sage".into(),
+            tone: Tone::Professional,
+        }
+    }
+
+    fn facts(file: &str) -> serde_json::Value {
+        let block = file.split("```json\n").nth(1).and_then(|b| b.split("```").next()).expect("a facts block");
+        serde_json::from_str(block).expect("facts parse")
+    }
+
+    #[test]
+    fn the_website_profile_fills_what_the_spec_leaves_out() {
+        let cat = PlanCatalog::builtin();
+        let plan = cat.get("growth").unwrap();
+        let mut s = spec(&[]);
+        s.profile.persona = None;
+        s.profile.industry = None;
+        s.website_profile = Some(green_leaf());
+        let w = render("green-0", &s, "growth", plan);
+        let user = facts(&w.files["USER.md"]);
+        assert_eq!(user["industry"], "cannabis dispensary");
+        assert_eq!(user["location"], "12 Main St, Portland");
+        assert_eq!(user["hours"], "Mon-Sun 9-21");
+        assert_eq!(user["description"], "A licensed dispensary.");
+        assert_eq!(facts(&w.files["SOUL.md"])["name"], "Sage");
+        assert_eq!(facts(&w.files["SOUL.md"])["capabilities"], json!(["answer stock questions"]));
+        assert_eq!(facts(&w.files["IDENTITY.md"])["name"], "Sage");
+        assert!(w.files["SOUL.md"].contains(tone_words(Tone::Professional)));
+        // The dispensary pack: social-media installed, the POS skills wait.
+        assert!(w.files.contains_key("skills/social-media/SKILL.md"));
+        assert!(w.files["skills/social-media/SKILL.md"].starts_with("---\n"), "the real SKILL.md file");
+        assert!(!w.files.contains_key("skills/inventory-lookup/SKILL.md"));
+        assert!(!w.files.contains_key("skills/menu-qa/SKILL.md"), "not a restaurant");
+        let waiting: Vec<&str> = w.skills.waiting.iter().map(|x| x.skill.as_str()).collect();
+        assert_eq!(waiting, ["inventory-lookup", "sales-summary"]);
+        assert!(w.skills.waiting.iter().all(|x| x.connectors == ["pos"]));
+        assert!(w.files["TOOLS.md"].contains("`inventory-lookup` is not installed: it waits on the connector(s) pos"));
+        // A new profile changes the hash (one redeploy); the same one does not.
+        assert_eq!(w.hash(), render("green-0", &s, "growth", plan).hash());
+        let mut later = s.clone();
+        later.website_profile.as_mut().unwrap().hours = Some("Mon-Sun 10-20".into());
+        assert_ne!(w.hash(), render("green-0", &later, "growth", plan).hash());
+    }
+
+    #[test]
+    fn the_spec_wins_over_the_website_profile() {
+        let cat = PlanCatalog::builtin();
+        let plan = cat.get("growth").unwrap();
+        let mut s = spec(&[]);
+        s.website_profile = Some(green_leaf());
+        let w = render("bella-0", &s, "growth", plan);
+        assert_eq!(facts(&w.files["USER.md"])["industry"], "Restaurant");
+        assert_eq!(facts(&w.files["SOUL.md"])["name"], "Giulia");
+        assert_eq!(facts(&w.files["SOUL.md"])["capabilities"], json!(["take reservations"]));
+        assert!(w.files["SOUL.md"].contains(tone_words(Tone::Friendly)));
+        assert!(w.files.contains_key("skills/menu-qa/SKILL.md"), "the spec's industry selects");
+        assert!(!w.files.contains_key("skills/social-media/SKILL.md"));
+        assert!(w.skills.waiting.is_empty());
     }
 }
