@@ -253,6 +253,10 @@ pub struct EmulatorArgs {
     /// consistency; it can be read by id at once).
     #[arg(long, default_value_t = 0)]
     pub list_lag_ms: u64,
+    /// Milliseconds a new Supabase project stays COMING_UP (default: the
+    /// async delay; the real platform takes minutes: `make demo` scales it).
+    #[arg(long, env = "WINSTON_EMULATOR_SUPABASE_COMING_UP_MS")]
+    pub supabase_coming_up_ms: Option<u64>,
     /// Railway plan whose published limits every token gets.
     #[arg(long, value_enum, default_value_t = limits::RailwayPlan::Pro)]
     pub railway_plan: limits::RailwayPlan,
@@ -301,7 +305,7 @@ impl EmulatorArgs {
             resend_daily_quota: self.resend_daily_quota,
             resend_send_ms: 0,
             list_lag_ms: self.list_lag_ms,
-            supabase_coming_up_ms: None,
+            supabase_coming_up_ms: self.supabase_coming_up_ms,
             limits: limits::PlatformLimits {
                 supabase: per_minute(self.supabase_per_minute),
                 railway_plan: self.railway_plan,
