@@ -62,6 +62,28 @@ async fn deployed_workspace(stack: &Stack, ti: &winston::api::TenantInstance) ->
     serde_json::from_slice(&raw).unwrap()
 }
 
+/// A stack whose controller analyses websites through a real proxy on the
+/// stack's control database, with the mock upstream's counts.
+struct Analyzing {
+    stack: Stack,
+    generated: std::sync::Arc<winston::emulator::llm::MockStats>,
+    _dir: tempfile::TempDir,
+    _controller: support::Winston,
+}
+
+impl Analyzing {
+    async fn start(ns: &TestNamespace) -> Self {
+        let stack = Stack::start(100).await;
+        winston::ledger::migrate(&stack.control_db).await.unwrap();
+        let (proxy_url, generated, _dir) = proxy(&stack.control_db).await;
+        let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+        env.push(("WINSTON_PROXY_URL".into(), proxy_url));
+        env.push(("WINSTON_ANALYZER_MODEL".into(), KIMI.into()));
+        let (controller, _addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
+        Self { stack, generated, _dir, _controller: controller }
+    }
+}
+
 fn facts(file: &str) -> Value {
     serde_json::from_str(file.split("```json\n").nth(1).unwrap().split("```").next().unwrap()).unwrap()
 }
@@ -69,13 +91,8 @@ fn facts(file: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_with_a_website_goes_ready_with_its_profile_skills_and_the_system_account_charged() {
     let ns = TestNamespace::new("site").await;
-    let stack = Stack::start(100).await;
-    winston::ledger::migrate(&stack.control_db).await.unwrap();
-    let (proxy_url, generated, _dir) = proxy(&stack.control_db).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    env.push(("WINSTON_PROXY_URL".into(), proxy_url));
-    env.push(("WINSTON_ANALYZER_MODEL".into(), KIMI.into()));
-    let (_ctl, _addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
+    let analyzing = Analyzing::start(&ns).await;
+    let (stack, generated) = (&analyzing.stack, &analyzing.generated);
 
     let site = format!("{}{}/green-leaf/", stack.emu.base(), winston::emulator::sites::SITES_PATH);
     apply_tenant(&ns, "green", &format!("  website: {site}\n"));
@@ -109,7 +126,7 @@ async fn a_tenant_with_a_website_goes_ready_with_its_profile_skills_and_the_syst
     let inventory = skills.waiting.iter().find(|w| w.skill == "inventory-lookup").expect("inventory-lookup waits");
     assert_eq!(inventory.connectors, ["pos"]);
     assert!(!skills.installed.contains(&"inventory-lookup".to_string()));
-    let files = deployed_workspace(&stack, &ti).await;
+    let files = deployed_workspace(stack, &ti).await;
     let user = facts(files["USER.md"].as_str().unwrap());
     assert_eq!(user["industry"], "cannabis");
     assert_eq!(user["description"], profile.fields.description.as_str());
@@ -166,13 +183,8 @@ async fn a_tenant_with_a_website_goes_ready_with_its_profile_skills_and_the_syst
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_website_is_a_condition_and_the_tenant_still_goes_ready() {
     let ns = TestNamespace::new("siteno").await;
-    let stack = Stack::start(100).await;
-    winston::ledger::migrate(&stack.control_db).await.unwrap();
-    let (proxy_url, generated, _dir) = proxy(&stack.control_db).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    env.push(("WINSTON_PROXY_URL".into(), proxy_url));
-    env.push(("WINSTON_ANALYZER_MODEL".into(), KIMI.into()));
-    let (_ctl, _addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
+    let analyzing = Analyzing::start(&ns).await;
+    let (stack, generated) = (&analyzing.stack, &analyzing.generated);
 
     apply_tenant(&ns, "closed", "  website: http://10.1.2.3/\n");
     let ti = ready(&ns, "closed-0", READY_WITHIN).await;
@@ -183,7 +195,7 @@ async fn a_refused_website_is_a_condition_and_the_tenant_still_goes_ready() {
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", winston::analyzer::reasons::WEBSITE_REFUSED));
     assert!(conditions::is_true(&st.conditions, "Ready"), "{:?}", st.conditions);
     assert_eq!(generated.report().total.generations, 0);
-    let files = deployed_workspace(&stack, &ti).await;
+    let files = deployed_workspace(stack, &ti).await;
     assert!(files["USER.md"].as_str().unwrap().contains("\"location\": null"));
 }
 
@@ -194,13 +206,8 @@ async fn a_refused_website_is_a_condition_and_the_tenant_still_goes_ready() {
 async fn a_connector_installs_its_skills_and_its_value_reaches_only_the_service() {
     use k8s_openapi::api::core::v1::{Event, Secret};
     let ns = TestNamespace::new("conn").await;
-    let stack = Stack::start(100).await;
-    winston::ledger::migrate(&stack.control_db).await.unwrap();
-    let (proxy_url, _generated, _dir) = proxy(&stack.control_db).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    env.push(("WINSTON_PROXY_URL".into(), proxy_url));
-    env.push(("WINSTON_ANALYZER_MODEL".into(), KIMI.into()));
-    let (_ctl, _addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
+    let analyzing = Analyzing::start(&ns).await;
+    let stack = &analyzing.stack;
 
     const VALUE: &str = "pos-secret-7c1f9e2a";
     let secret: Secret = serde_json::from_value(json!({
@@ -217,7 +224,7 @@ async fn a_connector_installs_its_skills_and_its_value_reaches_only_the_service(
     let skills = ti.status.as_ref().unwrap().skills.clone().unwrap();
     assert!(skills.installed.contains(&"inventory-lookup".to_string()), "{skills:?}");
     assert!(skills.waiting.iter().all(|w| w.skill != "inventory-lookup"), "{skills:?}");
-    let files = deployed_workspace(&stack, &ti).await;
+    let files = deployed_workspace(stack, &ti).await;
     assert!(files.contains_key("skills/inventory-lookup/SKILL.md"));
     assert!(files["TOOLS.md"].as_str().unwrap().contains("`WINSTON_CONNECTOR_POS_*`"));
     assert!(!serde_json::to_string(&files).unwrap().contains(VALUE), "the value in the workspace");
