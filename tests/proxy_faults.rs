@@ -6,6 +6,7 @@ mod proxy_support;
 
 use proxy_support::*;
 use serde_json::json;
+use winston::proxy::Settings;
 use winston::emulator::llm::count_input_tokens;
 
 #[tokio::test]
@@ -108,6 +109,43 @@ async fn revoked_keys_stop_and_new_keys_start_working_within_seconds() {
         })
         .await
     );
+}
+
+/// A key issued after the cache's last refresh works on its very first
+/// request (an agent calls as soon as its key exists), while keys nobody
+/// issued stay refused and cost at most one ledger lookup per hash per
+/// second however often they are presented.
+#[tokio::test]
+async fn a_key_issued_after_the_last_refresh_works_at_once_and_unknown_keys_cost_bounded_lookups() {
+    let h = harness(100_000, Settings { key_refresh_ms: 600_000, ..test_settings() }).await;
+    let body = json!({"model": KIMI, "messages": [{"role": "user", "content": "hi"}], "mock": {"output_tokens": 1}});
+    let url = format!("{}/v1/chat/completions", h.url);
+    assert_eq!(h.openai(&body).send().await.unwrap().status(), 200);
+
+    let fresh = h.db.ledger.issue_key(ACCOUNT, "late").await.unwrap();
+    let r = h.http.post(&url).bearer_auth(&fresh.plaintext).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let lookups = h.metric("winston_proxy_key_lookups_total").await;
+    assert_eq!(lookups, 1.0, "one lookup for the new key");
+    // Now cached: no further lookup.
+    assert_eq!(h.http.post(&url).bearer_auth(&fresh.plaintext).json(&body).send().await.unwrap().status(), 200);
+    assert_eq!(h.metric("winston_proxy_key_lookups_total").await, 1.0);
+
+    // One unknown key presented 50 times: 401 each time, one lookup.
+    let forged = winston::ledger::keys::generate_key();
+    for _ in 0..50 {
+        let r = h.http.post(&url).bearer_auth(&forged).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].as_str().unwrap().contains("invalid API key"), "{e}");
+    }
+    assert_eq!(h.metric("winston_proxy_key_lookups_total").await, 2.0, "a forged key is looked up once");
+    // An absurdly long key is not looked up at all.
+    let long = "k".repeat(10_000);
+    assert_eq!(h.http.post(&url).bearer_auth(&long).json(&body).send().await.unwrap().status(), 401);
+    assert_eq!(h.metric("winston_proxy_key_lookups_total").await, 2.0);
+    // Only the two real calls with real keys reached the upstream (three with the first).
+    assert_eq!(h.upstream.report().total.generations, 3);
 }
 
 #[tokio::test]

@@ -226,6 +226,18 @@ impl Ledger {
         Ok(true)
     }
 
+    /// The account an unrevoked key (by hash) belongs to: the proxy's
+    /// lookup for a key its cache has not loaded yet.
+    ///
+    /// # Errors
+    /// Fails on a database error.
+    pub async fn account_for_key(&self, hash: &[u8; 32]) -> Result<Option<String>, LedgerError> {
+        Ok(sqlx::query_scalar("SELECT account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Every unrevoked key (for the proxy's in-memory cache).
     ///
     /// # Errors

@@ -47,7 +47,7 @@ pub(super) async fn openai(State(st): State<Arc<ProxyState>>, headers: HeaderMap
 /// `anthropic-version`, else in OpenAI shape.
 pub(super) async fn models(State(st): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     let api = if headers.contains_key("anthropic-version") { Api::Anthropic } else { Api::Openai };
-    if st.keys.account_for(&headers).is_none() {
+    if st.keys.resolve(&st.ledger, &headers).await.is_none() {
         return Refusal::InvalidKey.response(api, "invalid or missing API key");
     }
     let ids: Vec<&String> = st.catalog.models.keys().collect();
@@ -154,7 +154,7 @@ async fn handle(st: Arc<ProxyState>, api: Api, headers: HeaderMap, body: Body) -
 /// Phase 1: everything that can refuse the request before it costs anything.
 async fn admit(st: &ProxyState, api: Api, headers: &HeaderMap, body: Body) -> Result<Admitted, Refused> {
     let started = Instant::now();
-    let account = authenticate(st, headers)?;
+    let account = authenticate(st, headers).await?;
     let mut request = read_json(st, body).await?;
     let model = route(st, api, &request)?.clone();
     let analyzed = request::analyze(api, headers, &request, &model, st.settings.default_max_tokens)
@@ -182,8 +182,8 @@ async fn admit(st: &ProxyState, api: Api, headers: &HeaderMap, body: Body) -> Re
     })
 }
 
-fn authenticate(st: &ProxyState, headers: &HeaderMap) -> Result<Arc<str>, Refused> {
-    st.keys.account_for(headers).ok_or_else(|| {
+async fn authenticate(st: &ProxyState, headers: &HeaderMap) -> Result<Arc<str>, Refused> {
+    st.keys.resolve(&st.ledger, headers).await.ok_or_else(|| {
         if !headers.contains_key("x-api-key") && !headers.contains_key(header::AUTHORIZATION) {
             Refused::new(Refusal::MissingKey, "missing API key: send `x-api-key` or `Authorization: Bearer`")
         } else {

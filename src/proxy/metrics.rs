@@ -26,6 +26,8 @@ pub struct Metrics {
     pub open_streams: Gauge,
     /// Time from request arrival to upstream response headers, seconds.
     pub upstream_seconds: Histogram,
+    /// Ledger lookups of presented keys the key cache did not hold.
+    pub key_lookups: Counter,
 }
 
 impl Default for Metrics {
@@ -47,7 +49,9 @@ impl Default for Metrics {
         registry.register("estimated_usage", "Settled requests whose usage was estimated", estimated.clone());
         registry.register("open_streams", "Upstream streams being read", open_streams.clone());
         registry.register("upstream_seconds", "Time to upstream response headers", upstream_seconds.clone());
-        Self { registry, requests, credits, unbilled, estimated, open_streams, upstream_seconds }
+        let key_lookups = Counter::default();
+        registry.register("key_lookups", "Ledger lookups of API keys missing from the cache", key_lookups.clone());
+        Self { registry, requests, credits, unbilled, estimated, open_streams, upstream_seconds, key_lookups }
     }
 }
 

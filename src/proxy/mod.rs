@@ -262,16 +262,17 @@ impl Proxy {
             .timeout(Duration::from_secs(settings.upstream_timeout_secs))
             .build()?;
         let meter = GroupCommit::start(&ledger, settings.commit_queues, settings.commit_batch);
+        let metrics = metrics::Metrics::default();
         let state = ProxyState {
             meter,
             ledger,
             session,
             ready: AtomicBool::new(false),
             catalog,
-            keys: Arc::new(KeyCache::default()),
+            keys: Arc::new(KeyCache::counting(metrics.key_lookups.clone())),
             client,
             settings,
-            metrics: metrics::Metrics::default(),
+            metrics,
             in_flight: Arc::new(InFlight::default()),
         };
         Ok(Self { state: Arc::new(state) })

@@ -92,7 +92,7 @@ fn refuse(status: StatusCode, kind: &str, message: &str) -> Response {
 
 /// `POST /v1/transcripts`.
 pub(super) async fn ingest(State(st): State<Arc<ProxyState>>, headers: HeaderMap, body: Body) -> Response {
-    let Some(account) = st.keys.account_for(&headers) else {
+    let Some(account) = st.keys.resolve(&st.ledger, &headers).await else {
         return refuse(StatusCode::UNAUTHORIZED, "authentication_error", "a valid tenant API key is required");
     };
     let Ok(raw) = axum::body::to_bytes(body, MAX_BATCH_BYTES).await else {
