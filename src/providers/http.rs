@@ -143,7 +143,8 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .map(Duration::from_secs_f64)
+            .or_else(|| reset_header_wait(resp.headers(), chrono::Utc::now().timestamp_millis()));
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -164,6 +165,14 @@ impl Http {
                 None => Err(ProviderError::Decode { platform, message: format!("non-JSON body with status {status}") }),
             };
         }
+        if let Some(wait) =
+            json.as_ref().and_then(|v| quota_reset_wait(status, v, chrono::Utc::now().timestamp_millis()))
+        {
+            // A spent daily quota (Vercel's 402 `api-deployments-free-per-day`):
+            // throttled until its reset, without pausing the platform's other calls.
+            let message = json.as_ref().map(error_message).unwrap_or_default();
+            return Err(ProviderError::RateLimited { platform, retry_after: Some(wait), message });
+        }
         let message = match &json {
             Some(v) => error_message(v),
             // Non-JSON error bodies (e.g. a CDN's HTML page on 429) are tolerated.
@@ -180,6 +189,44 @@ impl Http {
             ProviderError::Network { platform: self.platform, message: error_chain(e) }
         }
     }
+}
+
+/// The wait a 429 without `Retry-After` announces in its reset header:
+/// `x-ratelimit-reset` (Railway and Vercel: epoch seconds; Supabase:
+/// seconds to wait) or `ratelimit-reset` (Resend: seconds). A value above
+/// 10^9 is read as epoch seconds, above 10^12 as epoch milliseconds.
+#[must_use]
+pub fn reset_header_wait(headers: &reqwest::header::HeaderMap, now_ms: i64) -> Option<Duration> {
+    let value = ["x-ratelimit-reset", "ratelimit-reset"]
+        .iter()
+        .find_map(|k| headers.get(*k)?.to_str().ok()?.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)?;
+    let now = now_ms as f64;
+    let wait_ms = if value > 1e12 {
+        value - now
+    } else if value > 1e9 {
+        value * 1000.0 - now
+    } else {
+        value * 1000.0
+    };
+    Some(Duration::from_millis(wait_ms.max(1000.0) as u64))
+}
+
+/// The wait until a spent quota resets, from an answer that is not a 429
+/// but says so: a 402 whose error carries `limit: {remaining: 0, reset}`
+/// (`reset` in epoch milliseconds), as Vercel answers a spent daily
+/// deployment budget. `None` for any other answer.
+#[must_use]
+pub fn quota_reset_wait(status: u16, body: &Value, now_ms: i64) -> Option<Duration> {
+    if status != 402 {
+        return None;
+    }
+    let limit = body.pointer("/error/limit")?;
+    if limit.get("remaining").and_then(Value::as_u64) != Some(0) {
+        return None;
+    }
+    let reset_ms = limit.get("reset").and_then(Value::as_i64)?;
+    Some(Duration::from_millis(u64::try_from(reset_ms.saturating_sub(now_ms)).unwrap_or(0).max(1000)))
 }
 
 /// `v` as a `T`, or a `Decode` error of `platform` naming `what` was read.
@@ -245,6 +292,31 @@ mod tests {
         );
         assert_eq!(error_message(&json!({"message": "x"})), "x");
         assert_eq!(error_message(&json!({"data": null, "errors": [{"message": "Not Authorized"}]})), "Not Authorized");
+    }
+
+    #[test]
+    fn a_reset_header_is_read_as_epoch_seconds_epoch_ms_or_seconds() {
+        let now = 1_800_000_000_000_i64;
+        let h = |k: &'static str, v: &str| {
+            let mut m = reqwest::header::HeaderMap::new();
+            m.insert(k, v.parse().unwrap());
+            m
+        };
+        assert_eq!(reset_header_wait(&h("x-ratelimit-reset", "1800000030"), now), Some(Duration::from_secs(30)));
+        assert_eq!(reset_header_wait(&h("x-ratelimit-reset", "1800000045000"), now), Some(Duration::from_secs(45)));
+        assert_eq!(reset_header_wait(&h("x-ratelimit-reset", "12"), now), Some(Duration::from_secs(12)));
+        assert_eq!(reset_header_wait(&h("ratelimit-reset", "0"), now), Some(Duration::from_secs(1)), "at least 1 s");
+        assert_eq!(reset_header_wait(&reqwest::header::HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn a_spent_daily_quota_waits_for_its_reset() {
+        let now = 1_800_000_000_000_i64;
+        let body = json!({"error": {"code": "api-deployments-free-per-day", "message": "Resource is limited",
+            "limit": {"total": 100, "remaining": 0, "reset": now + 86_400_000}}});
+        assert_eq!(quota_reset_wait(402, &body, now), Some(Duration::from_secs(86_400)));
+        assert_eq!(quota_reset_wait(400, &body, now), None, "only a 402");
+        assert_eq!(quota_reset_wait(402, &json!({"error": {"code": "payment_required"}}), now), None);
     }
 
     #[test]
