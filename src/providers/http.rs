@@ -6,8 +6,9 @@
 //! The token lives only inside the request headers; `Debug` shows the base
 //! URL and platform and never the token. Platform specifics (paths, bodies,
 //! GraphQL) stay in the per-platform modules.
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -34,6 +35,9 @@ pub struct Http {
     client: reqwest::Client,
     budget: Arc<Budget>,
     timeout_ms: u64,
+    /// Spent quotas per `METHOD path` (see [`quota_reset_wait`]): until
+    /// their reset, a request to that endpoint is refused without being sent.
+    quotas: Arc<Mutex<BTreeMap<String, Instant>>>,
 }
 
 impl std::fmt::Debug for Http {
@@ -83,6 +87,7 @@ impl Http {
             client,
             budget,
             timeout_ms: config.timeout_ms,
+            quotas: Arc::default(),
         })
     }
 
@@ -103,7 +108,10 @@ impl Http {
     /// # Errors
     /// Any [`ProviderError`]: budget refusals before sending, network and
     /// timeout failures, and non-2xx answers with the platform's message. A
-    /// 429 also pauses the shared budget for the platform's `Retry-After`.
+    /// 429 also pauses the shared budget for the platform's `Retry-After`
+    /// (or its reset header); a spent quota (Vercel's 402 with `limit.reset`)
+    /// is `RateLimited` until its reset, and requests to the same endpoint
+    /// are refused without being sent until then.
     pub async fn send(
         &self,
         method: Method,
@@ -112,8 +120,16 @@ impl Http {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<Reply, ProviderError> {
-        self.budget.acquire().await?;
         let platform = self.platform;
+        let endpoint = format!("{method} {path}");
+        if let Some(wait) = self.quota_wait(&endpoint) {
+            return Err(ProviderError::RateLimited {
+                platform,
+                retry_after: Some(wait),
+                message: format!("the quota of {endpoint} is spent until its reset (not sent)"),
+            });
+        }
+        self.budget.acquire().await?;
         let mut url = reqwest::Url::parse(&format!("{}{}", self.base, path)).map_err(|e| ProviderError::Invalid {
             platform,
             status: 0,
@@ -171,6 +187,10 @@ impl Http {
             // A spent daily quota (Vercel's 402 `api-deployments-free-per-day`):
             // throttled until its reset, without pausing the platform's other calls.
             let message = json.as_ref().map(error_message).unwrap_or_default();
+            self.quotas
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(endpoint, Instant::now() + wait);
             return Err(ProviderError::RateLimited { platform, retry_after: Some(wait), message });
         }
         let message = match &json {
@@ -179,6 +199,17 @@ impl Http {
             None => String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string(),
         };
         Err(ProviderError::from_status(platform, status, message, retry_after))
+    }
+
+    /// How long the quota of `endpoint` stays spent, if it is.
+    fn quota_wait(&self, endpoint: &str) -> Option<Duration> {
+        let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = *quotas.get(endpoint)?;
+        let left = until.checked_duration_since(Instant::now());
+        if left.is_none() {
+            quotas.remove(endpoint);
+        }
+        left
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
