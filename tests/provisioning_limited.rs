@@ -90,8 +90,9 @@ async fn per_tenant(stack: &Stack, tenants: usize) -> Vec<(&'static str, f64)> {
 }
 
 /// Twelve tenants (four with a Vercel frontend) under the published limits
-/// and lagging lists, with creates whose answers are lost and five SIGKILLs
-/// of the controller: each converges to exactly one object of each kind,
+/// and lagging lists, with the fault storm's faults (creates whose answers
+/// are lost, 5xx, Neon 423, answers outlasting the client timeout, failed
+/// deployments) and five SIGKILLs of the controller: each converges to exactly one object of each kind,
 /// the platforms' 429s are honoured (no request inside a window already
 /// refused, beyond one per fresh process), and teardown leaves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,10 +106,22 @@ async fn a_crash_and_fault_storm_under_published_limits_and_lagging_lists_conver
         json!({"platform": "railway", "operation": "serviceCreate", "kind": "drop_response"}),
         json!({"platform": "neon", "operation": "createProject", "kind": "drop_response", "count": 2}),
         json!({"platform": "vercel", "operation": "createProject", "kind": "drop_response"}),
+        json!({"platform": "railway", "operation": "serviceCreate", "kind": "server_error", "status": 503}),
+        json!({"platform": "railway", "operation": "serviceInstanceDeployV2", "kind": "delay", "delay_ms": 2500}),
+        json!({"platform": "railway", "kind": "fail_deployment"}),
+        json!({"platform": "neon", "operation": "getConnectionUri", "kind": "locked", "count": 3}),
+        json!({"platform": "neon", "operation": "getProject", "kind": "delay", "delay_ms": 2500}),
+        json!({"platform": "vercel", "operation": "createEnv", "kind": "server_error", "status": 500}),
+        json!({"platform": "vercel", "kind": "fail_deployment"}),
+        json!({"platform": "resend", "operation": "sendEmail", "kind": "drop_response"}),
     ] {
         stack.fault(f).await;
     }
-    let env = lagging_env(&stack);
+    let mut env = lagging_env(&stack);
+    // Short client timeouts so the delayed answers count as timeouts.
+    for p in ["RAILWAY", "NEON", "VERCEL"] {
+        env.push((format!("WINSTON_{p}_TIMEOUT_MS"), "1500".into()));
+    }
     let (mut ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
     let frontend = |i: usize| i % 3 == 0;
     for i in 0..TENANTS {
