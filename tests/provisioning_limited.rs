@@ -123,7 +123,7 @@ async fn a_crash_and_fault_storm_under_published_limits_and_lagging_lists_conver
         env.push((format!("WINSTON_{p}_TIMEOUT_MS"), "1500".into()));
     }
     let (mut ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
-    let frontend = |i: usize| i % 3 == 0;
+    let frontend = |i: usize| i.is_multiple_of(3);
     for i in 0..TENANTS {
         apply_tenant(&ns, &format!("l{i}"), if frontend(i) { FRONTEND } else { "" });
     }

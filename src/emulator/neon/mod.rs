@@ -95,22 +95,22 @@ pub const OPERATIONS_LIMIT: (usize, usize, usize) = (1, 1000, 10);
 
 /// `limit` checked against `(min, max, default)`: Neon validates query
 /// parameters against its OpenAPI document and refuses a value out of
-/// bounds with 400 rather than clamping it.
+/// bounds with 400 rather than clamping it (the `Err` is that answer).
 pub(super) fn page_limit(
     limit: Option<usize>,
     (min, max, default): (usize, usize, usize),
     headers: &HeaderMap,
-) -> Result<usize, Response> {
+) -> Result<usize, Box<Response>> {
     match limit {
         None => Ok(default),
         Some(l) if (min..=max).contains(&l) => Ok(l),
-        Some(l) => Err(error_response(
+        Some(l) => Err(Box::new(error_response(
             P,
             400,
             "",
             &format!("request validation failed: limit {l} is out of range [{min}, {max}]"),
             headers,
-        )),
+        ))),
     }
 }
 
@@ -592,7 +592,7 @@ async fn list_projects(State(emu): State<Shared>, headers: HeaderMap, Query(q): 
         }
         let limit = match page_limit(q.limit, PROJECTS_LIMIT, &headers) {
             Ok(l) => l,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let body = emu.read(|w| {
             let mut all: Vec<&Project> = w.neon.projects.values().collect();

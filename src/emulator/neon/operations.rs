@@ -62,7 +62,7 @@ pub(super) async fn list_operations(
     emu.guard(P, "listProjectOperations", &headers, || async {
         let limit = match super::page_limit(q.limit, super::OPERATIONS_LIMIT, &headers) {
             Ok(l) => l,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         emu.read(|w| {
             if !w.neon.projects.contains_key(&pid) {
