@@ -271,7 +271,11 @@ impl Emulator {
             match self.published.admit(&self.config.limits, platform, operation, &bearer(headers)) {
                 Ok(Some(s)) => (s.limit, i64::from(s.remaining), s.reset_s),
                 Ok(None) => (limit, remaining, reset_s),
-                Err(s) => {
+                Err(refusal) if refusal.counter == super::limits::VERCEL_DAILY_DEPLOYMENTS => {
+                    let code = self.config.limits.vercel_daily().map_or("api-deployments-per-day", |d| d.1);
+                    return super::vercel::daily_limit_refusal(refusal.standing, code);
+                }
+                Err(super::limits::Refusal { standing: s, .. }) => {
                     let mut resp = rate_limited(platform, headers, s.reset_s);
                     add_rate_headers(platform, resp.headers_mut(), s.limit, 0, s.reset_s);
                     return resp;
@@ -326,6 +330,13 @@ impl Emulator {
         }
         add_rate_headers(platform, resp.headers_mut(), limit, remaining.max(0) as u32, reset_s);
         resp
+    }
+
+    /// Requests refused by the published limits (and how many of them were
+    /// sent early), per platform and limit name.
+    #[must_use]
+    pub fn refusals(&self) -> BTreeMap<(Platform, &'static str), super::limits::RefusalCount> {
+        self.published.refusals()
     }
 
     /// Whether the request presents one of the configured tokens.

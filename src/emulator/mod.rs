@@ -266,6 +266,9 @@ pub struct EmulatorArgs {
     /// Vercel project creations per minute per token; 0 = no limit.
     #[arg(long, default_value_t = 100)]
     pub vercel_project_creates_per_minute: u32,
+    /// Vercel plan whose deployments per day every token gets (Hobby 100, Pro 6000).
+    #[arg(long, value_enum, default_value_t = limits::VercelPlan::Pro)]
+    pub vercel_plan: limits::VercelPlan,
     /// Vercel deployment creations per minute per token; 0 = no limit.
     #[arg(long, default_value_t = 60)]
     pub vercel_deployment_creates_per_minute: u32,
@@ -311,6 +314,8 @@ impl EmulatorArgs {
                 railway_plan: self.railway_plan,
                 vercel_project_creates: per_minute(self.vercel_project_creates_per_minute),
                 vercel_deployment_creates: per_minute(self.vercel_deployment_creates_per_minute),
+                vercel_plan: self.vercel_plan,
+                ..limits::PlatformLimits::default()
             },
         }
     }
@@ -380,7 +385,7 @@ async fn shutdown_signal() {
 
 async fn objects(State(emu): State<Shared>) -> Json<Value> {
     use Platform as P;
-    let body = emu.read(|w| {
+    let mut body = emu.read(|w| {
         let count = |p| w.mutations.get(&p).copied().unwrap_or(0);
         let req = |p| emu.requests(p);
         json!({
@@ -392,6 +397,10 @@ async fn objects(State(emu): State<Shared>) -> Json<Value> {
             "supabase_auth": {"objects": w.supabase_auth.objects()},
         })
     });
+    // Refusals by the published limits: `limits.<platform>.<limit>.{refused, early}`.
+    for ((platform, counter), count) in emu.refusals() {
+        body["limits"][platform.to_string()][counter] = json!(count);
+    }
     Json(body)
 }
 

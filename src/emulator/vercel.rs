@@ -36,8 +36,12 @@
 //! - `pagination.next` is an opaque position, not a timestamp.
 //! - Per-endpoint limits only on project creation and deployment creation
 //!   ([`super::limits`]; per-minute defaults are configurable, not read from
-//!   Vercel), and none per day (Vercel: 100 deployments a day on Hobby, 6000
-//!   on Pro); every other call shares the emulator's global window.
+//!   Vercel); every other call shares the emulator's global window.
+//! - Deployments per day ([`super::limits::VercelPlan`]: Hobby 100, Pro
+//!   6000) answer 402 with the plan's code and a `limit.reset` at the end of
+//!   a fixed day window; Vercel was seen to answer "now + 24 h" on every
+//!   refused call instead. Project count limits (Hobby: 200 projects) are
+//!   not emulated.
 //! - No `PATCH /v12/deployments/{id}/cancel`; canceled deployments come
 //!   from the option only.
 
@@ -617,6 +621,19 @@ async fn create_deployment(
         out.map_or_else(|r| r, |v| Json(v).into_response())
     })
     .await
+}
+
+/// Vercel's answer when the day's deployments are spent: 402 with the
+/// plan's code, the message Vercel's CLI prints, and the `limit` object
+/// whose `reset` is epoch milliseconds (see [`super::limits`]). No
+/// `Retry-After`: it is not a 429.
+pub fn daily_limit_refusal(standing: super::limits::Standing, code: &str) -> Response {
+    let reset_ms = now_ms() + standing.reset_s as i64 * 1000;
+    let message =
+        format!("Resource is limited - try again in 24 hours (more than {}, code: \"{code}\")", standing.limit);
+    let body = json!({"error": {"code": code, "message": message,
+        "limit": {"total": standing.limit, "remaining": 0, "reset": reset_ms}}});
+    (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response()
 }
 
 async fn get_deployment(

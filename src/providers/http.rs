@@ -6,8 +6,9 @@
 //! The token lives only inside the request headers; `Debug` shows the base
 //! URL and platform and never the token. Platform specifics (paths, bodies,
 //! GraphQL) stay in the per-platform modules.
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -34,6 +35,9 @@ pub struct Http {
     client: reqwest::Client,
     budget: Arc<Budget>,
     timeout_ms: u64,
+    /// Spent quotas per `METHOD path` (see [`quota_reset_wait`]): until
+    /// their reset, a request to that endpoint is refused without being sent.
+    quotas: Arc<Mutex<BTreeMap<String, Instant>>>,
 }
 
 impl std::fmt::Debug for Http {
@@ -83,6 +87,7 @@ impl Http {
             client,
             budget,
             timeout_ms: config.timeout_ms,
+            quotas: Arc::default(),
         })
     }
 
@@ -103,7 +108,10 @@ impl Http {
     /// # Errors
     /// Any [`ProviderError`]: budget refusals before sending, network and
     /// timeout failures, and non-2xx answers with the platform's message. A
-    /// 429 also pauses the shared budget for the platform's `Retry-After`.
+    /// 429 also pauses the shared budget for the platform's `Retry-After`
+    /// (or its reset header); a spent quota (Vercel's 402 with `limit.reset`)
+    /// is `RateLimited` until its reset, and requests to the same endpoint
+    /// are refused without being sent until then.
     pub async fn send(
         &self,
         method: Method,
@@ -112,8 +120,16 @@ impl Http {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<Reply, ProviderError> {
-        self.budget.acquire().await?;
         let platform = self.platform;
+        let endpoint = format!("{method} {path}");
+        if let Some(wait) = self.quota_wait(&endpoint) {
+            return Err(ProviderError::RateLimited {
+                platform,
+                retry_after: Some(wait),
+                message: format!("the quota of {endpoint} is spent until its reset (not sent)"),
+            });
+        }
+        self.budget.acquire().await?;
         let mut url = reqwest::Url::parse(&format!("{}{}", self.base, path)).map_err(|e| ProviderError::Invalid {
             platform,
             status: 0,
@@ -143,7 +159,8 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .map(Duration::from_secs_f64)
+            .or_else(|| reset_header_wait(resp.headers(), chrono::Utc::now().timestamp_millis()));
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -164,12 +181,35 @@ impl Http {
                 None => Err(ProviderError::Decode { platform, message: format!("non-JSON body with status {status}") }),
             };
         }
+        if let Some(wait) =
+            json.as_ref().and_then(|v| quota_reset_wait(status, v, chrono::Utc::now().timestamp_millis()))
+        {
+            // A spent daily quota (Vercel's 402 `api-deployments-free-per-day`):
+            // throttled until its reset, without pausing the platform's other calls.
+            let message = json.as_ref().map(error_message).unwrap_or_default();
+            self.quotas
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(endpoint, Instant::now() + wait);
+            return Err(ProviderError::RateLimited { platform, retry_after: Some(wait), message });
+        }
         let message = match &json {
             Some(v) => error_message(v),
             // Non-JSON error bodies (e.g. a CDN's HTML page on 429) are tolerated.
             None => String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string(),
         };
         Err(ProviderError::from_status(platform, status, message, retry_after))
+    }
+
+    /// How long the quota of `endpoint` stays spent, if it is.
+    fn quota_wait(&self, endpoint: &str) -> Option<Duration> {
+        let mut quotas = self.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = *quotas.get(endpoint)?;
+        let left = until.checked_duration_since(Instant::now());
+        if left.is_none() {
+            quotas.remove(endpoint);
+        }
+        left
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ProviderError {
@@ -180,6 +220,44 @@ impl Http {
             ProviderError::Network { platform: self.platform, message: error_chain(e) }
         }
     }
+}
+
+/// The wait a 429 without `Retry-After` announces in its reset header:
+/// `x-ratelimit-reset` (Railway and Vercel: epoch seconds; Supabase:
+/// seconds to wait) or `ratelimit-reset` (Resend: seconds). A value above
+/// 10^9 is read as epoch seconds, above 10^12 as epoch milliseconds.
+#[must_use]
+pub fn reset_header_wait(headers: &reqwest::header::HeaderMap, now_ms: i64) -> Option<Duration> {
+    let value = ["x-ratelimit-reset", "ratelimit-reset"]
+        .iter()
+        .find_map(|k| headers.get(*k)?.to_str().ok()?.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)?;
+    let now = now_ms as f64;
+    let wait_ms = if value > 1e12 {
+        value - now
+    } else if value > 1e9 {
+        value * 1000.0 - now
+    } else {
+        value * 1000.0
+    };
+    Some(Duration::from_millis(wait_ms.max(1000.0) as u64))
+}
+
+/// The wait until a spent quota resets, from an answer that is not a 429
+/// but says so: a 402 whose error carries `limit: {remaining: 0, reset}`
+/// (`reset` in epoch milliseconds), as Vercel answers a spent daily
+/// deployment budget. `None` for any other answer.
+#[must_use]
+pub fn quota_reset_wait(status: u16, body: &Value, now_ms: i64) -> Option<Duration> {
+    if status != 402 {
+        return None;
+    }
+    let limit = body.pointer("/error/limit")?;
+    if limit.get("remaining").and_then(Value::as_u64) != Some(0) {
+        return None;
+    }
+    let reset_ms = limit.get("reset").and_then(Value::as_i64)?;
+    Some(Duration::from_millis(u64::try_from(reset_ms.saturating_sub(now_ms)).unwrap_or(0).max(1000)))
 }
 
 /// `v` as a `T`, or a `Decode` error of `platform` naming `what` was read.
@@ -245,6 +323,31 @@ mod tests {
         );
         assert_eq!(error_message(&json!({"message": "x"})), "x");
         assert_eq!(error_message(&json!({"data": null, "errors": [{"message": "Not Authorized"}]})), "Not Authorized");
+    }
+
+    #[test]
+    fn a_reset_header_is_read_as_epoch_seconds_epoch_ms_or_seconds() {
+        let now = 1_800_000_000_000_i64;
+        let h = |k: &'static str, v: &str| {
+            let mut m = reqwest::header::HeaderMap::new();
+            m.insert(k, v.parse().unwrap());
+            m
+        };
+        assert_eq!(reset_header_wait(&h("x-ratelimit-reset", "1800000030"), now), Some(Duration::from_secs(30)));
+        assert_eq!(reset_header_wait(&h("x-ratelimit-reset", "1800000045000"), now), Some(Duration::from_secs(45)));
+        assert_eq!(reset_header_wait(&h("x-ratelimit-reset", "12"), now), Some(Duration::from_secs(12)));
+        assert_eq!(reset_header_wait(&h("ratelimit-reset", "0"), now), Some(Duration::from_secs(1)), "at least 1 s");
+        assert_eq!(reset_header_wait(&reqwest::header::HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn a_spent_daily_quota_waits_for_its_reset() {
+        let now = 1_800_000_000_000_i64;
+        let body = json!({"error": {"code": "api-deployments-free-per-day", "message": "Resource is limited",
+            "limit": {"total": 100, "remaining": 0, "reset": now + 86_400_000}}});
+        assert_eq!(quota_reset_wait(402, &body, now), Some(Duration::from_secs(86_400)));
+        assert_eq!(quota_reset_wait(400, &body, now), None, "only a 402");
+        assert_eq!(quota_reset_wait(402, &json!({"error": {"code": "payment_required"}}), now), None);
     }
 
     #[test]

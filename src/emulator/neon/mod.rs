@@ -23,6 +23,11 @@
 //!   throughout (<https://schemas.apis.io/schemas/neon/neon-operation/>:
 //!   `failures_count` counts failures that were retried).
 //! - **Repeated deletes** of a project answer 204 with an empty body.
+//! - **`limit` bounds** of list endpoints as Neon's v2 OpenAPI declares
+//!   them (`GET /projects`: 1..=400, default 10; `GET
+//!   /projects/{id}/operations`: 1..=1000, default 10): out of bounds is a
+//!   400, not clamped, and a page holds at most `limit` items, the rest
+//!   behind `pagination.cursor`.
 //! - **423 Locked on a conflicting operation**: deleting a project while one
 //!   of its operations has not finished (its creation's, for
 //!   `--async-delay-ms`) answers 423 with Neon's message, as Neon refuses to
@@ -38,7 +43,10 @@
 //!   the only request that can meet a 423 without an armed `locked` fault
 //!   (which answers 423 on any operation); branches, roles and databases
 //!   have no endpoints of their own (so no branch inherits roles and
-//!   databases), and `limit` is clamped to 1..=400 instead of refused.
+//!   databases: Winston uses only the default branch a project is created
+//!   with, and its role and database).
+//! - An out-of-bounds `limit` answers 400 with a message of the emulator's
+//!   own; Neon's exact validation message was not confirmed.
 //! - A list-after-create lag only when `list_lag_ms` is set.
 use std::collections::BTreeMap;
 
@@ -75,6 +83,35 @@ fn personal_key(headers: &HeaderMap) -> bool {
 
 fn org_id_required(headers: &HeaderMap) -> Response {
     error_response(P, 400, "", "org_id is required", headers)
+}
+
+/// The bounds of `limit` on `GET /projects` (Neon's v2 OpenAPI: minimum 1,
+/// maximum 400, default 10).
+pub const PROJECTS_LIMIT: (usize, usize, usize) = (1, 400, 10);
+
+/// The bounds of `limit` on `GET /projects/{id}/operations` (minimum 1,
+/// maximum 1000, default 10).
+pub const OPERATIONS_LIMIT: (usize, usize, usize) = (1, 1000, 10);
+
+/// `limit` checked against `(min, max, default)`: Neon validates query
+/// parameters against its OpenAPI document and refuses a value out of
+/// bounds with 400 rather than clamping it (the `Err` is that answer).
+pub(super) fn page_limit(
+    limit: Option<usize>,
+    (min, max, default): (usize, usize, usize),
+    headers: &HeaderMap,
+) -> Result<usize, Box<Response>> {
+    match limit {
+        None => Ok(default),
+        Some(l) if (min..=max).contains(&l) => Ok(l),
+        Some(l) => Err(Box::new(error_response(
+            P,
+            400,
+            "",
+            &format!("request validation failed: limit {l} is out of range [{min}, {max}]"),
+            headers,
+        ))),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -553,7 +590,10 @@ async fn list_projects(State(emu): State<Shared>, headers: HeaderMap, Query(q): 
         if personal_key(&headers) && q.org_id.is_none() {
             return org_id_required(&headers);
         }
-        let limit = q.limit.unwrap_or(10).clamp(1, 400);
+        let limit = match page_limit(q.limit, PROJECTS_LIMIT, &headers) {
+            Ok(l) => l,
+            Err(refused) => return *refused,
+        };
         let body = emu.read(|w| {
             let mut all: Vec<&Project> = w.neon.projects.values().collect();
             all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));

@@ -60,7 +60,10 @@ pub(super) async fn list_operations(
     Query(q): Query<ListQuery>,
 ) -> Response {
     emu.guard(P, "listProjectOperations", &headers, || async {
-        let limit = q.limit.unwrap_or(10).clamp(1, 1000);
+        let limit = match super::page_limit(q.limit, super::OPERATIONS_LIMIT, &headers) {
+            Ok(l) => l,
+            Err(refused) => return *refused,
+        };
         emu.read(|w| {
             if !w.neon.projects.contains_key(&pid) {
                 return not_found(&headers, "project");

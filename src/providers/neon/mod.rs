@@ -46,6 +46,10 @@ use crate::platform::Platform;
 
 const P: Platform = Platform::Neon;
 
+/// Projects asked per page: the largest `limit` Neon's v2 OpenAPI allows on
+/// `GET /projects` (1..=400); more matches are read page by page.
+const PROJECTS_PAGE: u32 = 400;
+
 /// A Neon project as the API reports it (unknown fields ignored).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct NeonProject {
@@ -274,7 +278,7 @@ impl NeonClient {
         // the loop ends on the last one; a failed page fails the whole call
         // (retrying is the caller's requeue).
         loop {
-            let mut q = vec![("search", name.to_string()), ("limit", "400".to_string())];
+            let mut q = vec![("search", name.to_string()), ("limit", PROJECTS_PAGE.to_string())];
             if let Some(c) = &cursor {
                 q.push(("cursor", c.clone()));
             }
