@@ -123,3 +123,49 @@ async fn every_applied_workspace_version_is_kept_once_and_forgotten_on_teardown(
     .await;
     assert!(kept(&ledger, &uid).await.is_empty());
 }
+
+/// The control database refusing the record (here: its table renamed away)
+/// fails the service step after the platform already runs the new version;
+/// the step is retried and, once the table is back, that version is kept
+/// exactly once: a failed record loses nothing and duplicates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_record_is_retried_until_the_applied_version_is_kept() {
+    let ns = TestNamespace::new("histfail").await;
+    let stack = Stack::start(100).await;
+    winston::ledger::migrate(&stack.control_db).await.unwrap();
+    let ledger = Ledger::connect(&stack.control_db, 2).await.unwrap();
+    let (_controller, _addr) = stack.controller(&ns.name, "a", &["--resync-seconds", "1"]);
+
+    apply_tenant(&ns, "bolt", "");
+    let ti = ready(&ns, "bolt-0", READY_WITHIN).await;
+    let uid = ti.metadata.uid.clone().unwrap();
+    assert_eq!(kept(&ledger, &uid).await.len(), 1);
+
+    sqlx::query("ALTER TABLE config_snapshots RENAME TO config_snapshots_away").execute(ledger.pool()).await.unwrap();
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    let patch = Patch::Merge(json!({"spec": {"displayName": "Bolt Bikes"}}));
+    tenants.patch("bolt", &PatchParams::default(), &patch).await.unwrap();
+    let instances: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    // The platform runs the new workspace while its record keeps failing.
+    let (new_hash, failed) = eventually("the new version deployed and its record failing", READY_WITHIN, || async {
+        let ti = instances.get("bolt-0").await.ok()?;
+        let st = ti.status.as_ref()?;
+        let service = st.steps.iter().find(|s| s.name == winston::api::StepName::Service)?;
+        let failing = service.state == winston::api::StepState::Failed;
+        let hash = st.workspace_hash.clone()?;
+        (ti.spec.profile.display_name == "Bolt Bikes" && failing && deployed_hash(&stack, &ti).await == hash)
+            .then_some((hash, service.message.clone().unwrap_or_default()))
+    })
+    .await;
+    assert!(!failed.contains(&stack.control_db), "no connection string in status: {failed}");
+
+    sqlx::query("ALTER TABLE config_snapshots_away RENAME TO config_snapshots").execute(ledger.pool()).await.unwrap();
+    let g = instances.get("bolt-0").await.unwrap().metadata.generation.unwrap();
+    reconciled(&instances, "bolt-0", g).await;
+    eventually("the applied version kept", READY_WITHIN, || async {
+        (kept(&ledger, &uid).await.len() == 2).then_some(())
+    })
+    .await;
+    let rows = kept(&ledger, &uid).await;
+    assert_eq!(rows[1], (g, new_hash), "{rows:?}");
+}
