@@ -42,10 +42,10 @@ pub enum WorkspaceCommand {
     Diff {
         /// The tenant.
         tenant: String,
-        /// The older version: an index from `winston status TENANT --history`
+        /// The version to compare from: an index from `winston status TENANT --history`
         /// (1 = oldest kept) or a hash prefix (at least 6 hex digits).
         from: Option<String>,
-        /// The newer version (default: the newest).
+        /// The version to compare to (default: the newest).
         to: Option<String>,
         #[command(flatten)]
         target: Target,
