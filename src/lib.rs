@@ -12,6 +12,7 @@ pub mod controller;
 pub mod devenv;
 pub mod emulator;
 pub mod engine;
+pub mod history;
 pub mod intake;
 pub mod ledger;
 pub mod names;

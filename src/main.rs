@@ -47,6 +47,8 @@ enum Command {
     DevPostgres(winston::devenv::DevPostgresArgs),
     /// Analyse a website through the proxy and print the proposed profile as JSON.
     Analyze(winston::analyzer::cli::AnalyzeArgs),
+    /// Compare the workspace versions kept for a tenant's instance (`diff`).
+    Workspace(winston::history::WorkspaceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Approve(args) => runtime()?.block_on(winston::approve::run(args))?,
         Command::DevPostgres(args) => runtime()?.block_on(winston::devenv::dev_postgres(args))?,
         Command::Analyze(args) => runtime()?.block_on(winston::analyzer::cli::run(args))?,
+        Command::Workspace(args) => runtime()?.block_on(winston::history::run(args))?,
     }
     Ok(())
 }

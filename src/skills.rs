@@ -11,6 +11,9 @@
 //! - **industry**: a skill with `industries` is offered only when the
 //!   tenant's industry or sub-industry (from the spec, else the website
 //!   profile) matches one of them; a skill without is for every industry.
+//!   Matching ignores case, separators and plurals, and knows other names
+//!   of an industry from `skills/industries.yaml` ([`Industries`]):
+//!   "Dispensaries" and "cannabis retail" select what "cannabis" does;
 //!   While the industry is unknown, the plan catalog's skills are offered
 //!   as they are and industry packs are not;
 //! - **connectors**: a skill that `requires` connectors is installed only
@@ -37,6 +40,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ("sales-summary", include_str!("../skills/sales-summary/SKILL.md")),
     ("social-media", include_str!("../skills/social-media/SKILL.md")),
 ];
+
+/// The industry aliases kept beside the skills (`skills/industries.yaml`).
+const BUILTIN_INDUSTRIES: &str = include_str!("../skills/industries.yaml");
+/// The alias table's file name inside a skills directory.
+const INDUSTRIES_FILE: &str = "industries.yaml";
 
 /// Longest description, in characters.
 const MAX_DESCRIPTION: usize = 300;
@@ -201,10 +209,11 @@ impl Selected<'_> {
     }
 }
 
-/// Every known skill by name.
+/// Every known skill by name, and the industry aliases they are selected with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkillCatalog {
     skills: BTreeMap<String, Skill>,
+    industries: Industries,
 }
 
 impl SkillCatalog {
@@ -213,11 +222,13 @@ impl SkillCatalog {
     /// # Errors
     /// When a built-in file is invalid (a unit test keeps them valid).
     pub fn builtin() -> Result<Self, SkillError> {
-        Self::from_files(BUILTIN.iter().map(|(dir, file)| ((*dir).to_string(), (*file).to_string())))
+        let industries = Industries::parse(BUILTIN_INDUSTRIES)?;
+        Self::from_files(BUILTIN.iter().map(|(dir, file)| ((*dir).to_string(), (*file).to_string())), industries)
     }
 
     /// The skills of a directory laid out as `skills/` is (one
-    /// `<name>/SKILL.md` per skill).
+    /// `<name>/SKILL.md` per skill, and the aliases in `industries.yaml`
+    /// when it exists).
     ///
     /// # Errors
     /// When the directory or a file cannot be read or a file is invalid.
@@ -233,16 +244,25 @@ impl SkillCatalog {
             let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
             files.push((entry.file_name().to_string_lossy().into_owned(), text));
         }
-        Self::from_files(files)
+        let aliases = dir.join(INDUSTRIES_FILE);
+        let industries = match std::fs::read_to_string(&aliases) {
+            Ok(text) => Industries::parse(&text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Industries::default(),
+            Err(e) => return Err(read_err(&aliases, e)),
+        };
+        Self::from_files(files, industries)
     }
 
-    fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Result<Self, SkillError> {
+    fn from_files(
+        files: impl IntoIterator<Item = (String, String)>,
+        industries: Industries,
+    ) -> Result<Self, SkillError> {
         let mut skills = BTreeMap::new();
         for (dir, file) in files {
             let skill = Skill::parse(&dir, &file)?;
             skills.insert(skill.meta.name.clone(), skill);
         }
-        Ok(Self { skills })
+        Ok(Self { skills, industries })
     }
 
     /// The skill called `name`.
@@ -259,7 +279,7 @@ impl SkillCatalog {
     /// The skills a tenant gets (see the module's rules), in name order.
     #[must_use]
     pub fn select(&self, who: &Selection<'_>) -> Selected<'_> {
-        let tenant: Vec<String> = who.industries.iter().map(|i| slug(i)).filter(|s| !s.is_empty()).collect();
+        let tenant: Vec<Vec<String>> = who.industries.iter().map(|i| words(i)).filter(|w| !w.is_empty()).collect();
         let mut out = Selected {
             unknown: who.plan_skills.iter().filter(|n| !self.skills.contains_key(*n)).cloned().collect(),
             ..Selected::default()
@@ -270,7 +290,7 @@ impl SkillCatalog {
             let suits = if tenant.is_empty() {
                 m.industries.is_empty() || who.plan_skills.contains(&m.name)
             } else {
-                industry_matches(&m.industries, &tenant)
+                self.industries.suits(&m.industries, &tenant)
             };
             if !offered || !suits {
                 continue;
@@ -287,15 +307,97 @@ impl SkillCatalog {
     }
 }
 
-/// Whether a skill for `skill_industries` suits a tenant whose industry
-/// slugs are `tenant`: a skill industry equals a tenant slug or is one of its
-/// words ("dispensary" suits "cannabis-dispensary").
-fn industry_matches(skill_industries: &[String], tenant: &[String]) -> bool {
-    skill_industries.is_empty()
-        || tenant.iter().any(|t| {
-            let words = format!("-{t}-");
-            skill_industries.iter().any(|s| t == s || words.contains(&format!("-{s}-")))
-        })
+/// Other names of the industries skills are for (`skills/industries.yaml`):
+/// each phrase, normalised by [`words`], and the industry slug it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Industries {
+    phrases: Vec<(Vec<String>, String)>,
+}
+
+impl Industries {
+    /// Parses the alias table: industry slug -> phrases.
+    ///
+    /// # Errors
+    /// [`SkillError::Parse`] on invalid YAML, [`SkillError::Invalid`] on a
+    /// key that is not a slug or a phrase without a word.
+    pub fn parse(yaml: &str) -> Result<Self, SkillError> {
+        let name = INDUSTRIES_FILE.to_string();
+        let table: BTreeMap<String, Vec<String>> = serde_saphyr::from_str(yaml)
+            .map_err(|e| SkillError::Parse { name: name.clone(), message: e.to_string() })?;
+        let mut phrases = Vec::new();
+        for (industry, names) in table {
+            let invalid = |message: String| SkillError::Invalid { name: name.clone(), message };
+            if !is_slug(&industry) {
+                return Err(invalid(format!("industry {industry:?} must be a lowercase slug")));
+            }
+            for phrase in names {
+                let w = words(&phrase);
+                if w.is_empty() {
+                    return Err(invalid(format!("{industry}: phrase {phrase:?} has no word")));
+                }
+                phrases.push((w, industry.clone()));
+            }
+        }
+        Ok(Self { phrases })
+    }
+
+    /// The industries `text` (normalised by [`words`]) names: those with a
+    /// phrase occurring in it as whole words.
+    fn named_by<'a>(&'a self, text: &'a [String]) -> impl Iterator<Item = &'a str> + 'a {
+        self.phrases.iter().filter(|(p, _)| contains_words(text, p)).map(|(_, industry)| industry.as_str())
+    }
+
+    /// Whether a skill for `skill_industries` suits a tenant whose industry
+    /// texts are `tenant` (each normalised by [`words`]): a skill industry's
+    /// own words occur in a tenant text ("dispensary" in "cannabis
+    /// dispensaries"), or the two name a common industry through the alias
+    /// table ("marijuana store" and "cannabis").
+    fn suits(&self, skill_industries: &[String], tenant: &[Vec<String>]) -> bool {
+        skill_industries.is_empty()
+            || tenant.iter().any(|t| {
+                skill_industries.iter().any(|s| {
+                    let s = words(s);
+                    contains_words(t, &s) || self.named_by(&s).any(|i| self.named_by(t).any(|j| i == j))
+                })
+            })
+    }
+}
+
+/// Free text as the words industries are compared by: lower case, split at
+/// anything that is not a letter or digit, each word in the singular
+/// ("Cannabis Dispensaries" -> `["cannabis", "dispensary"]`).
+#[must_use]
+pub fn words(text: &str) -> Vec<String> {
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(singular).collect()
+}
+
+/// An English plural made singular by its regular endings (a final "ie"
+/// written "y", see below); words of three letters or fewer, and those ending in -ss, -us or -is ("business",
+/// "campus", "cannabis"), are left as they are.
+fn singular(word: &str) -> String {
+    let keep = word.chars().count() <= 3 || ["ss", "us", "is"].iter().any(|e| word.ends_with(e));
+    if keep {
+        return word.to_string();
+    }
+    if let Some(stem) = word.strip_suffix("ies") {
+        return format!("{stem}y");
+    }
+    let one = if ["sses", "shes", "ches", "xes", "zes"].iter().any(|e| word.ends_with(e)) {
+        &word[..word.len() - 2]
+    } else {
+        word.strip_suffix('s').unwrap_or(word)
+    };
+    // "-ies" is the plural of both "-y" and "-ie" ("bakeries", "patisseries"):
+    // both singulars end in "y" here, so either spelling compares equal.
+    match one.strip_suffix("ie") {
+        Some(stem) => format!("{stem}y"),
+        None => one.to_string(),
+    }
+}
+
+/// Whether `needle` occurs in `hay` as consecutive whole words.
+fn contains_words(hay: &[String], needle: &[String]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -452,8 +554,91 @@ mod tests {
     fn slugs() {
         assert_eq!(slug("Cannabis Dispensary"), "cannabis-dispensary");
         assert_eq!(slug("  Food & Drink "), "food-drink");
-        assert!(industry_matches(&["dispensary".into()], &["cannabis-dispensary".into()]));
-        assert!(!industry_matches(&["dispens".into()], &["cannabis-dispensary".into()]));
-        assert!(!industry_matches(&["bar".into()], &["barber-shop".into()]));
+    }
+
+    #[test]
+    fn words_ignore_case_separators_and_plurals() {
+        assert_eq!(words("Cannabis Dispensaries"), ["cannabis", "dispensary"]);
+        assert_eq!(words("cannabis-retail/CAFES & bars"), ["cannabis", "retail", "cafe", "bar"]);
+        assert_eq!(words("Fitness business, churches, boxes"), ["fitness", "business", "church", "box"]);
+        assert_eq!(words("  --  "), Vec::<String>::new());
+        assert_eq!(words("Café"), ["café"]);
+    }
+
+    /// Names of the pack's industries in many spellings select it; what
+    /// merely looks alike does not.
+    #[test]
+    fn industry_variants_select_the_dispensary_pack_and_look_alikes_do_not() {
+        let c = catalog();
+        let growth = plan_skills("growth");
+        let pack = |industry: &str| {
+            let s = c.select(&Selection {
+                plan: "growth",
+                plan_skills: &growth,
+                industries: &[industry],
+                connectors: &["pos"],
+            });
+            s.installed_names().contains(&"inventory-lookup")
+        };
+        for yes in [
+            "cannabis",
+            "dispensary",
+            "Dispensaries",
+            "DISPENSARY",
+            "Cannabis Dispensary",
+            "cannabis dispensaries",
+            "cannabis_dispensary",
+            "cannabis-retail",
+            "Cannabis Retail",
+            "Marijuana",
+            "marijuana store",
+            "Recreational Marijuana Dispensaries",
+            "weed shops",
+            "Pot Shop",
+            "retail / cannabis",
+        ] {
+            assert!(pack(yes), "{yes:?} must select the dispensary pack");
+        }
+        for no in [
+            "retail",
+            "grocery store",
+            "dispensing optician",
+            "dispens",
+            "cannabi",
+            "pharmacy",
+            "coffee shop",
+            "shop",
+            "weedkiller supplier",
+            "potshop",
+            "",
+        ] {
+            assert!(!pack(no), "{no:?} must not select the dispensary pack");
+        }
+    }
+
+    #[test]
+    fn food_industries_match_by_alias_and_plural_but_not_by_prefix() {
+        let c = catalog();
+        let growth = plan_skills("growth");
+        let menu = |industry: &str| {
+            let s =
+                c.select(&Selection { plan: "growth", plan_skills: &growth, industries: &[industry], connectors: &[] });
+            s.installed_names().contains(&"menu-qa") || s.waiting.iter().any(|w| w.skill == "menu-qa")
+        };
+        for yes in ["Restaurants", "Pizzeria", "coffee shops", "Café", "wine bars", "Patisseries", "food trucks"] {
+            assert!(menu(yes), "{yes:?}");
+        }
+        for no in ["barber shop", "Barbers", "bartending school", "cafeteria equipment", "dental clinic"] {
+            assert!(!menu(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_alias_table_is_refused() {
+        assert!(matches!(Industries::parse("Cannabis Shop: [weed]"), Err(SkillError::Invalid { .. })));
+        assert!(matches!(Industries::parse("cannabis: ['--']"), Err(SkillError::Invalid { .. })));
+        assert!(matches!(Industries::parse("cannabis: 3"), Err(SkillError::Parse { .. })));
+        let table = Industries::parse(BUILTIN_INDUSTRIES).unwrap();
+        assert!(table.phrases.len() > 20);
     }
 }

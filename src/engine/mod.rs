@@ -18,6 +18,7 @@ pub mod downgrade;
 pub mod error;
 pub mod external;
 pub mod frontend;
+pub mod history;
 pub mod mail;
 pub mod migrations;
 pub mod progress;
@@ -109,6 +110,12 @@ pub struct EngineArgs {
     /// deadline (none when unset).
     #[arg(long, env = "WINSTON_OPERATOR_EMAIL")]
     pub operator_email: Option<String>,
+    /// Workspace versions kept per instance in the control database
+    /// (`winston status --history`, `winston workspace diff`); older ones
+    /// are pruned as new ones are recorded.
+    #[arg(long, env = "WINSTON_CONFIG_HISTORY", default_value_t = crate::ledger::snapshots::DEFAULT_KEEP,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub config_history: u32,
     /// Directory of email templates (`[<plan>.]<welcome|failure>.<subject|txt|html>`);
     /// the built-in ones when unset or for files it lacks.
     #[arg(long, env = "WINSTON_EMAIL_TEMPLATES")]

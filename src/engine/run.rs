@@ -464,6 +464,7 @@ pub async fn teardown(deps: &Deps<'_>, ti: &TenantInstance) -> Result<TeardownOu
     let blocked = match result {
         Ok(true) => {
             super::credentials::revoke(&engine.ledger, ti).await?;
+            super::history::forget(&engine.ledger, ti).await?;
             let notices = if orphan { vec![orphaned()] } else { Vec::new() };
             return Ok(TeardownOutcome { gone: true, action: Action::await_change(), notices });
         }

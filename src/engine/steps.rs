@@ -190,7 +190,13 @@ impl<'a> Pass<'a> {
         let services = RailwayServices(self.engine.providers.railway.clone());
         match self.converge(&services, &spec, Object::RailwayService).await? {
             Converged::Waiting { message, .. } => Ok(StepResult::Waiting(format!("service: {message}"))),
-            Converged::Ready { id, observed } => Ok(self.service_deployed(&id, observed)),
+            Converged::Ready { id, observed } => {
+                // The platform runs this workspace now: keep it in the history
+                // before the step is Done (see `history`).
+                let ws = self.workspace.as_ref().ok_or(EngineError::MissingInput("workspace step did not run"))?;
+                super::history::record(&self.engine.ledger, self.ti, ws, self.engine.args.config_history).await?;
+                Ok(self.service_deployed(&id, observed))
+            }
         }
     }
 

@@ -27,6 +27,8 @@ pub enum LedgerError {
     KeyUnusable,
     #[error("failed to accept amount {0}: credits must not be negative")]
     InvalidAmount(i64),
+    #[error("failed to read or write a configuration snapshot's files: {0}")]
+    Snapshot(#[source] serde_json::Error),
 }
 
 impl LedgerError {
@@ -43,6 +45,7 @@ impl LedgerError {
             Self::AlreadyCompleted { .. } => "already_completed",
             Self::InvalidAmount(_) => "invalid_amount",
             Self::KeyUnusable => "key_unusable",
+            Self::Snapshot(_) => "snapshot",
         }
     }
 }

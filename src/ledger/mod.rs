@@ -25,6 +25,7 @@ mod migrate;
 pub mod money;
 mod reserve;
 mod session;
+pub mod snapshots;
 
 pub use error::LedgerError;
 pub use group::{DEFAULT_MAX_BATCH, GroupCommit};

@@ -2,7 +2,8 @@
 //! their instances' provisioning steps (state, attempts, durations), URLs,
 //! credentials Secret names and credits, once or live. Also the kubectl
 //! plugin `kubectl winston status` (the binary installed or linked as
-//! `kubectl-winston`).
+//! `kubectl-winston`). With `--history`, the configuration history of one
+//! instance instead (see [`crate::history`]).
 //!
 //! Reads only (get/list/watch of the three kinds); writes nothing anywhere.
 //! [`model`] gathers, [`render`] draws (pure), `fetch` talks to the API server.
@@ -31,6 +32,16 @@ pub struct StatusArgs {
     /// With -w: exit 0 as soon as every tenant shown is Ready (for scripts and demos).
     #[arg(long, requires = "watch")]
     pub until_ready: bool,
+    /// List the workspace versions kept for one of the tenant's instances
+    /// (generation, time, hash, files changed), from Winston's database.
+    #[arg(long, requires = "tenant", conflicts_with = "watch")]
+    pub history: bool,
+    /// With --history: the instance's ordinal (instance `<tenant>-<N>`).
+    #[arg(long, requires = "history", default_value_t = 0)]
+    pub instance: i32,
+    /// With --history: PostgreSQL URL of Winston's own database.
+    #[arg(long, env = "WINSTON_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<crate::ledger::DatabaseUrl>,
 }
 
 /// Errors of `winston status`.
@@ -48,6 +59,8 @@ pub enum StatusError {
     NotFound { namespace: String, name: String },
     #[error("failed to write the view: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
 }
 
 impl StatusError {
@@ -60,6 +73,7 @@ impl StatusError {
             Self::NotInstalled => "not_installed",
             Self::NotFound { .. } => "not_found",
             Self::Output(_) => "output",
+            Self::History(e) => e.category(),
         }
     }
 }
@@ -81,6 +95,14 @@ pub enum Scope {
 /// When the API server cannot be reached or read, a named tenant does not
 /// exist (one-shot mode only: `-w` waits for it), or stdout fails.
 pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
+    if let (true, Some(tenant)) = (args.history, &args.tenant) {
+        let target = crate::history::Target {
+            namespace: args.namespace,
+            instance: args.instance,
+            database_url: args.database_url,
+        };
+        return Ok(crate::history::list(tenant, target).await?);
+    }
     let client = kube::Client::try_default().await.map_err(StatusError::Connect)?;
     let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
     let scope = match (args.all_namespaces, args.tenant) {
