@@ -145,18 +145,18 @@ pub async fn converge<R: ExternalResource>(
             Err(EngineError::AmbiguousObjects { step: object.step(), marker: marker.to_string(), ids })
         }
         Observation::Failed { id, reason } => {
-            remember(rec, object, &id, known).await?;
+            remember(rec, object, &id, known);
             if object.redeploys() {
                 resource.update(&id, spec).await?;
             }
             Err(EngineError::ObjectFailed { step: object.step(), id, reason, redeploying: object.redeploys() })
         }
         Observation::InProgress { id, operation_id } => {
-            remember(rec, object, &id, known).await?;
+            remember(rec, object, &id, known);
             Ok(Converged::Waiting { id, message: format!("waiting for operation {operation_id}") })
         }
         Observation::Ready { id, observed, up_to_date } => {
-            remember(rec, object, &id, known).await?;
+            remember(rec, object, &id, known);
             if up_to_date {
                 return Ok(Converged::Ready { id, observed });
             }
@@ -234,9 +234,11 @@ async fn create<R: ExternalResource>(
     }
     rec.announce(object.step(), marker).await?;
     let created = resource.create(spec).await?;
+    // The id joins the next status write of this pass (the next announce
+    // or the pass's last write), not a write of its own: until then the
+    // announced marker, already stored, finds the object after a crash.
     object.set(rec.status.external.get_or_insert_default(), Some(&created.id));
     rec.settle(object.step());
-    rec.flush().await?;
     let message = match created.operation_id {
         Some(op) => format!("created {}; waiting for operation {op}", created.id),
         None => format!("created {}", created.id),
@@ -258,17 +260,16 @@ async fn update<R: ExternalResource>(
 }
 
 /// Records an id that observe found (an adoption, or a new id) and clears
-/// the step's pending marker; persists at once. A confirmed known id
+/// the step's pending marker, both stored by the pass's next status write
+/// (until then the stored marker still finds the object). A confirmed known id
 /// changes nothing: a pending marker beside it belongs to the step's next
 /// object (the Railway service after its project) and must survive until
 /// that object is found or created.
-async fn remember(rec: &mut Recorder<'_>, object: Object, id: &str, known: Option<&str>) -> Result<(), EngineError> {
+fn remember(rec: &mut Recorder<'_>, object: Object, id: &str, known: Option<&str>) {
     if known != Some(id) {
         object.set(rec.status.external.get_or_insert_default(), Some(id));
         rec.settle(object.step());
-        rec.flush().await?;
     }
-    Ok(())
 }
 
 #[cfg(test)]
