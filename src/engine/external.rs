@@ -139,7 +139,8 @@ pub async fn converge<R: ExternalResource>(
             if let Some(message) = unlisted(object, known, rec) {
                 return Ok(Converged::Waiting { id: String::new(), message });
             }
-            create(resource, spec, object, marker, known, rec).await
+            let created = create(resource, spec, object, marker, known, rec).await?;
+            Ok(second_look(resource, spec, created).await)
         }
         Observation::Ambiguous { ids } => {
             Err(EngineError::AmbiguousObjects { step: object.step(), marker: marker.to_string(), ids })
@@ -244,6 +245,26 @@ async fn create<R: ExternalResource>(
         None => format!("created {}", created.id),
     };
     Ok(Converged::Waiting { id: created.id, message })
+}
+
+/// Many creates finish at once (or within a round trip): one more look in
+/// the same pass lets it go on to the next step instead of ending with a
+/// status write and coming back later. The look only reads: anything but
+/// an up-to-date Ready object (still working, not found yet, an error)
+/// keeps the create's own `Waiting`, and the next pass judges it as usual;
+/// it never creates or updates.
+async fn second_look<R: ExternalResource>(
+    resource: &R,
+    spec: &R::Spec,
+    created: Converged<R::Observed>,
+) -> Converged<R::Observed> {
+    let Converged::Waiting { id, message } = created else { return created };
+    match resource.observe(spec, Some(&id)).await {
+        Ok(Observation::Ready { id: seen, observed, up_to_date: true }) if seen == id => {
+            Converged::Ready { id, observed }
+        }
+        _ => Converged::Waiting { id, message },
+    }
 }
 
 /// Brings a drifted object back to the spec.
