@@ -30,10 +30,10 @@
 
 #[path = "../tests/provisioning_support/mod.rs"]
 mod provisioning_support;
-#[path = "../tests/support/mod.rs"]
-mod support;
 #[path = "support/summary.rs"]
 mod summary;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -142,11 +142,15 @@ async fn run(rounds: &[usize]) {
         println!("  {n:>5} tenants: {}", parts.join(", "));
     }
     println!();
-    println!("steady state: a controller restarted on the Ready tenants re-lists and passes over each once (a resync):");
+    println!(
+        "steady state: a controller restarted on the Ready tenants re-lists and passes over each once (a resync):"
+    );
     for (n, r, _) in &details {
         match r.steady_writes {
             Some(w) => println!("  {n:>5} tenants: {:.2} kube writes per tenant per resync", w as f64 / *n as f64),
-            None => println!("  {n:>5} tenants: not measured (the restarted controller did not pass over every tenant)"),
+            None => {
+                println!("  {n:>5} tenants: not measured (the restarted controller did not pass over every tenant)")
+            }
         }
     }
     println!();
@@ -161,8 +165,8 @@ fn record_summary(details: &[(usize, Round, Duration)]) {
     let per = |v: u64| Some(v as f64 / *n as f64);
     let cpu = |name: &str| r.cpu.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let thousand = *n == 1_000;
-    let all_ready = thousand.then(|| r.all_ready.as_secs_f64());
-    let baseline_s = thousand.then(|| baseline.as_secs_f64());
+    let all_ready = thousand.then_some(r.all_ready.as_secs_f64());
+    let baseline_s = thousand.then_some(baseline.as_secs_f64());
     let figures = [
         ("provisioning_1000_all_ready_s", all_ready),
         ("provisioning_1000_baseline_all_seen_s", baseline_s),
@@ -184,7 +188,10 @@ fn record_summary(details: &[(usize, Round, Duration)]) {
         notes.push(("provisioning_1000_baseline_all_seen_s", "no 1,000-tenant round in BENCH_TENANTS"));
     }
     if r.steady_writes.is_none() {
-        notes.push(("provisioning_steady_writes_per_tenant_per_resync", "the restarted controller did not pass over every tenant in time"));
+        notes.push((
+            "provisioning_steady_writes_per_tenant_per_resync",
+            "the restarted controller did not pass over every tenant in time",
+        ));
     }
     summary::record_notes(&figures, &notes);
 }

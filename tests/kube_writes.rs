@@ -29,8 +29,7 @@ async fn a_burst_provisions_within_sixteen_writes_per_tenant_and_resyncs_write_n
     let client = control_plane().client().await;
     let stack = Stack::start(0).await;
     let before = writes_by_resource(&client).await;
-    let (_ctl, addr) =
-        stack.controller(&ns.name, "a", &["--resync-seconds", "1", "--max-concurrent-reconciles", "2"]);
+    let (_ctl, addr) = stack.controller(&ns.name, "a", &["--resync-seconds", "1", "--max-concurrent-reconciles", "2"]);
     for i in 0..TENANTS {
         apply_tenant(&ns, &format!("w{i}"), "");
     }
@@ -85,7 +84,8 @@ async fn settled(ns: &TestNamespace) {
             let tenants_ready = t.len() == TENANTS
                 && t.iter().all(|t| {
                     t.status.as_ref().is_some_and(|s| {
-                        conditions::is_true(&s.conditions, "Ready") && s.credits.as_ref().is_some_and(|c| c.balance.unwrap_or(0) > 0)
+                        conditions::is_true(&s.conditions, "Ready")
+                            && s.credits.as_ref().is_some_and(|c| c.balance.unwrap_or(0) > 0)
                     })
                 });
             let steps_done = i.len() == TENANTS
@@ -94,7 +94,8 @@ async fn settled(ns: &TestNamespace) {
                         s.steps.iter().all(|s| matches!(s.state, StepState::Done | StepState::Skipped))
                     })
                 });
-            let mirrored = l.len() == TENANTS && l.iter().all(|l| l.status.as_ref().is_some_and(|s| s.balance.unwrap_or(0) > 0));
+            let mirrored =
+                l.len() == TENANTS && l.iter().all(|l| l.status.as_ref().is_some_and(|s| s.balance.unwrap_or(0) > 0));
             (tenants_ready && steps_done && mirrored).then_some(())
         }
     })

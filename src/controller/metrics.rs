@@ -85,7 +85,17 @@ impl Default for Metrics {
             "Objects due for a reconcile and waiting for a free slot, by kind (oldest run first)",
             queue_depth.clone(),
         );
-        Self { registry: Arc::new(registry), reconciles, failures, duration, writes, leader, step_duration, to_ready, queue_depth }
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            failures,
+            duration,
+            writes,
+            leader,
+            step_duration,
+            to_ready,
+            queue_depth,
+        }
     }
 }
 

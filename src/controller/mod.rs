@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use kube::Client;
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
-use kube::Client;
 use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::Secret;

@@ -447,7 +447,8 @@ fn still_serving(before: Option<&TenantInstanceStatus>, after: &TenantInstanceSt
 /// to the API server (pure).
 fn pass_notices(before: &[StepStatus], after: &[StepStatus], transitions: &[Transition]) -> Vec<Notice> {
     let mut notices: Vec<Notice> = transitions.iter().filter(|t| t.2 == StepState::Failed).map(notice).collect();
-    let busy = |steps: &[StepStatus]| steps.iter().any(|s| matches!(s.state, StepState::InProgress | StepState::Failed));
+    let busy =
+        |steps: &[StepStatus]| steps.iter().any(|s| matches!(s.state, StepState::InProgress | StepState::Failed));
     let worked = transitions.iter().any(|t| matches!(t.2, StepState::InProgress | StepState::Done));
     if progress::converged(after) && !progress::converged(before) {
         notices.push(Notice { warning: false, reason: "Converged", action: "Provision", note: converged_note(after) });
@@ -475,9 +476,9 @@ fn converged_note(steps: &[StepStatus]) -> String {
         (Some(a), Some(b)) => format!(" in {:.1}s", seconds(a, b)),
         _ => String::new(),
     };
-    let mut note = format!("every step converged{total}: {}", done.iter().map(|s| took(s)).collect::<Vec<_>>().join(", "));
-    let skipped: Vec<&str> =
-        steps.iter().filter(|s| s.state == StepState::Skipped).map(|s| s.name.as_str()).collect();
+    let mut note =
+        format!("every step converged{total}: {}", done.iter().map(|s| took(s)).collect::<Vec<_>>().join(", "));
+    let skipped: Vec<&str> = steps.iter().filter(|s| s.state == StepState::Skipped).map(|s| s.name.as_str()).collect();
     if !skipped.is_empty() {
         note.push_str(&format!("; skipped: {}", skipped.join(", ")));
     }
@@ -648,7 +649,11 @@ mod tests {
         let n = pass_notices(&failed, &done, &[tr(StepName::Schema, StepState::Failed, StepState::Done)]);
         assert_eq!(reasons(&n), ["Converged"]);
         assert!(n[0].note.starts_with("every step converged in "), "{}", n[0].note);
-        assert!(n[0].note.contains("database 0.0s, schema ") && n[0].note.ends_with("; skipped: frontend"), "{}", n[0].note);
+        assert!(
+            n[0].note.contains("database 0.0s, schema ") && n[0].note.ends_with("; skipped: frontend"),
+            "{}",
+            n[0].note
+        );
         // All in one pass (an instant platform): one Event. At rest: none.
         assert_eq!(reasons(&pass_notices(&fresh, &done, &moved)), ["Converged"]);
         assert!(pass_notices(&done, &done, &[]).is_empty());
