@@ -47,6 +47,9 @@ async fn a_burst_provisions_within_sixteen_writes_per_tenant_and_resyncs_write_n
     let total: u64 = spent.values().sum();
     let per_tenant = total as f64 / TENANTS as f64;
     eprintln!("kube writes per tenant: {per_tenant:.1} ({spent:?})");
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    eprintln!("as Winston counts them:");
+    text.lines().filter(|l| l.starts_with("winston_kube_writes_total")).for_each(|l| eprintln!("  {l}"));
     assert!(per_tenant <= WRITES_PER_TENANT, "{per_tenant:.1} writes per tenant at the API server: {spent:?}");
     assert!(metric(&addr, "winston_queue_depth").await == 0.0, "the queue drained");
 
@@ -102,7 +105,8 @@ async fn settled(ns: &TestNamespace) {
     .await;
 }
 
-/// `apiserver_request_total` of the writing verbs, by resource.
+/// `apiserver_request_total` of the writing verbs, by resource (with
+/// `WRITES_BY_CODE` set: by verb, resource and code, to see where they go).
 async fn writes_by_resource(client: &kube::Client) -> BTreeMap<String, u64> {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(req).await.unwrap();
@@ -118,7 +122,11 @@ async fn writes_by_resource(client: &kube::Client) -> BTreeMap<String, u64> {
             continue;
         }
         let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        *out.entry(resource).or_insert(0) += value as u64;
+        let key = match (std::env::var_os("WRITES_BY_CODE"), label("code")) {
+            (Some(_), Some(code)) if resource != "tenants" => format!("{verb} {resource} {code}"),
+            _ => resource,
+        };
+        *out.entry(key).or_insert(0) += value as u64;
     }
     out
 }

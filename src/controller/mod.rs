@@ -315,6 +315,14 @@ async fn run_controllers(
     }
 }
 
+/// How long a Tenant's triggers gather before its reconcile runs: an
+/// instance's pass writes its status a few times in quick succession (a
+/// pending marker per create, then the pass's end), and the Tenant's own
+/// writes come back as watch events. Gathered, they cost one reconcile that
+/// sees the latest of everything instead of several, each of which could
+/// rewrite the Tenant's status from a cache that had not caught up.
+const TENANT_DEBOUNCE: Duration = Duration::from_millis(500);
+
 /// The Tenant controller. Its child watches also feed the stores it reads
 /// instead of listing children on every reconcile.
 fn tenant_controller(
@@ -345,7 +353,7 @@ fn tenant_controller(
         }
     };
     Controller::for_stream(cached(&apis.tenants, &wc, tenant_writer, &ctx, strip), tenant_store)
-        .with_config(config)
+        .with_config(config.debounce(TENANT_DEBOUNCE))
         .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx, summary_of_instance))
         .owns_stream(cached(&apis.ledgers, &wc, ledger_writer, &ctx, strip))
         .graceful_shutdown_on(stopped(stop))

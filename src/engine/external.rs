@@ -68,6 +68,15 @@ impl Object {
         !matches!(self, Self::WelcomeEmail | Self::AdminUser)
     }
 
+    /// Whether a create is announced (a pending marker written first). The
+    /// welcome email is not: Resend cannot be searched, so a marker would
+    /// find nothing after a crash; its create is idempotent by key instead
+    /// (the instance UID), and a repeat returns the same id.
+    #[must_use]
+    pub fn announced(self) -> bool {
+        !matches!(self, Self::WelcomeEmail)
+    }
+
     /// The id recorded in `ext` (a status's `external`).
     #[must_use]
     pub fn known(self, ext: Option<&ExternalIds>) -> Option<String> {
@@ -233,7 +242,9 @@ async fn create<R: ExternalResource>(
     if known.is_some() {
         object.set(rec.status.external.get_or_insert_default(), None);
     }
-    rec.announce(object.step(), marker).await?;
+    if object.announced() {
+        rec.announce(object.step(), marker).await?;
+    }
     let created = resource.create(spec).await?;
     // The id joins the next status write of this pass (the next announce
     // or the pass's last write), not a write of its own: until then the
