@@ -30,9 +30,6 @@ const KIND: &str = "Tenant";
 const RESYNC: Duration = Duration::from_secs(600);
 /// How often a refused Tenant is judged again (from the watch cache).
 const REFUSED_RECHECK: Duration = Duration::from_secs(30);
-/// When a Tenant that just created children writes its status at the
-/// latest, should no event of theirs start a pass sooner.
-const CHILDREN_REPORT: Duration = Duration::from_secs(5);
 /// How often deletion progress is re-checked while children disappear.
 const DELETE_POLL: Duration = Duration::from_secs(2);
 
@@ -78,15 +75,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let written = children.write(ctx, changes, admission.granted, &mut instances).await;
     instances.retain(|o| o.spec.ordinal < tenant.spec.instances);
     match written {
-        Ok((_, true)) if site.desired().is_none() && site.profile == stored_profile(tenant) => {
-            // The children just created report within moments, and their
-            // watch events start the next pass (gathered by the debounce):
-            // that pass writes a status that says something about them,
-            // instead of this one writing "not created yet" first. The
-            // requeue only covers a lost event.
-            Ok(Action::requeue(CHILDREN_REPORT))
-        }
-        Ok((ledger, _)) => {
+        Ok(ledger) => {
             write_status(tenant, ctx, &instances, ledger.as_ref(), admission.refusal.as_ref(), Some(&site)).await?;
             let again = site.retry_in.map_or(jittered(RESYNC), |r| r.max(Duration::from_secs(1)).min(RESYNC));
             Ok(Action::requeue(again))
@@ -227,8 +216,8 @@ impl<'a> Children<'a> {
     }
 
     /// The writes of a live Tenant, in order: its instances' changes, the
-    /// surplus deleted, its ledger synced; with whether a child was created.
-    /// Stops at the first write that fails. `instances` (as listed) ends with each applied instance in
+    /// surplus deleted, its ledger synced. Stops at the first write that
+    /// fails. `instances` (as listed) ends with each applied instance in
     /// place of what was listed under its name.
     async fn write(
         &self,
@@ -236,7 +225,7 @@ impl<'a> Children<'a> {
         changes: Vec<InstanceChange>,
         granted: i32,
         instances: &mut Vec<TenantInstance>,
-    ) -> Result<(Option<CreditLedger>, bool)> {
+    ) -> Result<Option<CreditLedger>> {
         let mut done = Vec::new();
         let result = async {
             self.apply_instances(ctx, changes, instances, &mut done).await?;
@@ -244,9 +233,8 @@ impl<'a> Children<'a> {
             self.sync_ledger(ctx, &mut done).await
         }
         .await;
-        let created = done.iter().any(|(reason, _)| *reason == "Created");
         self.announce(ctx, done).await;
-        result.map(|ledger| (ledger, created))
+        result
     }
 
     /// One Event per kind of change (`Created`, `Updated`) naming every
@@ -422,11 +410,6 @@ async fn write_status(
         ctx.event(&tenant.object_ref(&()), false, reason, "Aggregate", message).await;
     }
     Ok(())
-}
-
-/// The website profile as the Tenant's status holds it.
-fn stored_profile(tenant: &Tenant) -> Option<crate::api::profile::ProfileStatus> {
-    tenant.status.as_ref().and_then(|s| s.profile.clone())
 }
 
 fn jittered(d: Duration) -> Duration {
