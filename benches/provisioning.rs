@@ -30,6 +30,8 @@
 
 #[path = "../tests/provisioning_support/mod.rs"]
 mod provisioning_support;
+#[path = "support/summary.rs"]
+mod summary;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -140,7 +142,58 @@ async fn run(rounds: &[usize]) {
         println!("  {n:>5} tenants: {}", parts.join(", "));
     }
     println!();
+    println!(
+        "steady state: a controller restarted on the Ready tenants re-lists and passes over each once (a resync):"
+    );
+    for (n, r, _) in &details {
+        match r.steady_writes {
+            Some(w) => println!("  {n:>5} tenants: {:.2} kube writes per tenant per resync", w as f64 / *n as f64),
+            None => {
+                println!("  {n:>5} tenants: not measured (the restarted controller did not pass over every tenant)")
+            }
+        }
+    }
+    println!();
+    record_summary(&details);
     println!("provisioning benchmark done in {}", secs(started.elapsed()));
+}
+
+/// Merges the largest round's figures into `target/bench/summary.json`
+/// (the 1,000-tenant keys only from a 1,000-tenant round).
+fn record_summary(details: &[(usize, Round, Duration)]) {
+    let Some((n, r, baseline)) = details.iter().max_by_key(|(n, _, _)| *n) else { return };
+    let per = |v: u64| Some(v as f64 / *n as f64);
+    let cpu = |name: &str| r.cpu.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let thousand = *n == 1_000;
+    let all_ready = thousand.then_some(r.all_ready.as_secs_f64());
+    let baseline_s = thousand.then_some(baseline.as_secs_f64());
+    let figures = [
+        ("provisioning_1000_all_ready_s", all_ready),
+        ("provisioning_1000_baseline_all_seen_s", baseline_s),
+        ("provisioning_kube_writes_per_tenant", per(r.kube_writes)),
+        ("provisioning_steady_writes_per_tenant_per_resync", r.steady_writes.and_then(per)),
+        ("provisioning_p99_over_p50", Some(r.latency.p99.as_secs_f64() / r.latency.p50.as_secs_f64().max(1e-6))),
+        ("provisioning_p50_s", Some(r.latency.p50.as_secs_f64())),
+        ("provisioning_p99_s", Some(r.latency.p99.as_secs_f64())),
+        ("controller_peak_rss_mib", Some(r.peak_rss_kib as f64 / 1024.0)),
+        ("provisioning_tenants", Some(*n as f64)),
+        ("provisioning_cpu_s_apiserver", cpu("kube-apiserver")),
+        ("provisioning_cpu_s_etcd", cpu("etcd")),
+        ("provisioning_cpu_s_controller", cpu("winston controller")),
+        ("provisioning_cpu_s_postgres", cpu("postgres")),
+    ];
+    let mut notes = Vec::new();
+    if !thousand {
+        notes.push(("provisioning_1000_all_ready_s", "no 1,000-tenant round in BENCH_TENANTS"));
+        notes.push(("provisioning_1000_baseline_all_seen_s", "no 1,000-tenant round in BENCH_TENANTS"));
+    }
+    if r.steady_writes.is_none() {
+        notes.push((
+            "provisioning_steady_writes_per_tenant_per_resync",
+            "the restarted controller did not pass over every tenant in time",
+        ));
+    }
+    summary::record_notes(&figures, &notes);
 }
 
 /// One round's figures.
@@ -160,6 +213,9 @@ struct Round {
     cpu: Vec<(&'static str, f64)>,
     /// Median time per step (first start to finish), in step order.
     steps: Vec<(String, Duration)>,
+    /// API writes (the Lease aside) while a restarted controller passed
+    /// over every Ready tenant once; `None` when it did not in time.
+    steady_writes: Option<u64>,
 }
 
 struct Percentiles {
@@ -304,6 +360,7 @@ async fn round(client: &kube::Client, n: usize) -> Round {
     let peak_rss_kib = ctl.status_kib("VmHWM:");
     ctl.stop();
     let after = apiserver_requests(client).await;
+    let steady_writes = steady_state(client, &stack, &ns, n).await;
 
     let mut writes_by_resource: BTreeMap<String, u64> = BTreeMap::new();
     let mut reads_by_resource: BTreeMap<String, u64> = BTreeMap::new();
@@ -352,7 +409,39 @@ async fn round(client: &kube::Client, n: usize) -> Round {
         peak_rss_kib,
         cpu,
         steps,
+        steady_writes,
     }
+}
+
+/// Restarts the controller on the Ready tenants of `ns`: its re-list passes
+/// over every Tenant and instance once, as a resync would. Returns the API
+/// writes meanwhile (the leader's Lease aside), once every instance had its
+/// pass and the Tenants theirs.
+async fn steady_state(client: &kube::Client, stack: &Stack, ns: &str, n: usize) -> Option<u64> {
+    let before = apiserver_requests(client).await;
+    let mut ctl = Controller::start(stack, ns);
+    let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 5);
+    let mut passed = false;
+    while Instant::now() < deadline {
+        let reconciles = ctl.reconciles().await;
+        if ["Tenant", "TenantInstance"].iter().all(|k| reconciles.get(*k).copied().unwrap_or(0.0) >= n as f64) {
+            passed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ctl.stop();
+    let after = apiserver_requests(client).await;
+    passed.then(|| {
+        after
+            .iter()
+            .filter(|((verb, resource), _)| {
+                resource != "leases"
+                    && matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION")
+            })
+            .map(|(key, count)| count - before.get(key).copied().unwrap_or(0))
+            .sum()
+    })
 }
 
 /// CPU seconds (user + system, including reaped children) of a process;
@@ -420,6 +509,7 @@ async fn apiserver_requests(client: &kube::Client) -> HashMap<(String, String), 
 /// The release `winston controller` under measurement.
 struct Controller {
     child: Child,
+    metrics: String,
 }
 
 impl Controller {
@@ -444,7 +534,20 @@ impl Controller {
             .stderr(file)
             .spawn()
             .expect("start winston controller");
-        Self { child }
+        Self { child, metrics: format!("http://127.0.0.1:{port}/metrics") }
+    }
+
+    /// `winston_reconciles_total` by kind (empty while it does not answer yet).
+    async fn reconciles(&self) -> HashMap<String, f64> {
+        let Ok(resp) = reqwest::get(&self.metrics).await else { return HashMap::new() };
+        let text = resp.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("winston_reconciles_total{"))
+            .filter_map(|l| {
+                let kind = l.split("kind=\"").nth(1)?.split('"').next()?.to_string();
+                Some((kind, l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect()
     }
 
     fn proc_file(&self, name: &str) -> String {

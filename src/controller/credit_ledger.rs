@@ -169,7 +169,7 @@ pub async fn run(
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(
-            super::cached(&tenants, &wc, tenant_writer, &state.base)
+            super::cached(&tenants, &wc, tenant_writer, &state.base, super::strip)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
             |t| Some(ObjectRef::new(&t.name_any()).within(&t.namespace().unwrap_or_default())),
         )

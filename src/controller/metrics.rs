@@ -48,6 +48,7 @@ pub struct Metrics {
     leader: Gauge<i64, AtomicI64>,
     step_duration: Family<StepLabel, Histogram>,
     to_ready: Histogram,
+    queue_depth: Family<KindLabel, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -78,7 +79,23 @@ impl Default for Metrics {
             "Seconds from a TenantInstance's creation (or loss of Ready) to Ready",
             to_ready.clone(),
         );
-        Self { registry: Arc::new(registry), reconciles, failures, duration, writes, leader, step_duration, to_ready }
+        let queue_depth = Family::<KindLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "queue_depth",
+            "Objects due for a reconcile and waiting for a free slot, by kind (oldest run first)",
+            queue_depth.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            failures,
+            duration,
+            writes,
+            leader,
+            step_duration,
+            to_ready,
+            queue_depth,
+        }
     }
 }
 
@@ -112,6 +129,11 @@ impl Metrics {
     /// Sets whether this replica leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Sets how many objects of `kind` wait for a reconcile slot.
+    pub fn set_queue_depth(&self, kind: &'static str, waiting: usize) {
+        self.queue_depth.get_or_create(&KindLabel { kind }).set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The registry in the OpenMetrics text format.

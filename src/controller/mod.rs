@@ -11,6 +11,7 @@ pub mod http;
 pub mod instance;
 pub mod leader;
 pub mod metrics;
+pub mod queue;
 pub mod scope;
 pub mod tenant;
 pub mod tenant_plan;
@@ -26,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use kube::Client;
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -295,14 +296,17 @@ async fn run_controllers(
     stop: watch::Receiver<bool>,
 ) {
     let apis = Apis::new(&client, &args);
-    let config = RuntimeConfig::default().concurrency(args.max_concurrent_reconciles);
+    // kube-runtime's runner runs whatever is due at once; each kind's
+    // `FairQueue` bounds how many run and picks the oldest next.
+    let config = RuntimeConfig::default().concurrency(0);
+    let width = args.max_concurrent_reconciles;
     let credit_ledgers = ledger_ctl.map(|state| {
         let (ledgers, tenants) = (apis.ledgers.clone(), apis.tenants.clone());
         tokio::spawn(credit_ledger::run(state, ledgers, tenants, args.max_concurrent_reconciles, stop.clone()))
     });
-    let tenants = tenant_controller(&apis, config.clone(), ctx.clone(), stop.clone());
+    let tenants = tenant_controller(&apis, config.clone(), width, ctx.clone(), stop.clone());
     if ctx.engine.is_some() {
-        tokio::join!(tenants, instance_controller(&apis, config, ctx, stop));
+        tokio::join!(tenants, instance_controller(&apis, config, width, ctx, stop));
     } else {
         tenants.await;
     }
@@ -311,11 +315,20 @@ async fn run_controllers(
     }
 }
 
+/// How long a Tenant's triggers gather before its reconcile runs: an
+/// instance's pass writes its status a few times in quick succession (a
+/// pending marker per create, then the pass's end), and the Tenant's own
+/// writes come back as watch events. Gathered, they cost one reconcile that
+/// sees the latest of everything instead of several, each of which could
+/// rewrite the Tenant's status from a cache that had not caught up.
+const TENANT_DEBOUNCE: Duration = Duration::from_millis(500);
+
 /// The Tenant controller. Its child watches also feed the stores it reads
 /// instead of listing children on every reconcile.
 fn tenant_controller(
     apis: &Apis,
     config: RuntimeConfig,
+    width: u16,
     ctx: Arc<Context>,
     stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
@@ -328,12 +341,23 @@ fn tenant_controller(
         ledgers: ledger_store,
         tenants: tenant_store.clone(),
     });
-    Controller::for_stream(cached(&apis.tenants, &wc, tenant_writer, &ctx), tenant_store)
-        .with_config(config)
-        .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx))
-        .owns_stream(cached(&apis.ledgers, &wc, ledger_writer, &ctx))
+    let queue = queue::FairQueue::new("Tenant", width, ctx.metrics.clone());
+    let fresh = tenant_store.clone();
+    let reconcile = move |tenant: Arc<Tenant>, ctx: Arc<Context>| {
+        let (queue, fresh) = (queue.clone(), fresh.clone());
+        async move {
+            let _permit = queue.admit(&*tenant).await;
+            // It may have waited: act on the latest the watch has seen.
+            let tenant = fresh.get(&reflector::ObjectRef::from_obj(&*tenant)).unwrap_or(tenant);
+            Box::pin(tenant::reconcile(tenant, ctx)).await
+        }
+    };
+    Controller::for_stream(cached(&apis.tenants, &wc, tenant_writer, &ctx, strip), tenant_store)
+        .with_config(config.debounce(TENANT_DEBOUNCE))
+        .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx, summary_of_instance))
+        .owns_stream(cached(&apis.ledgers, &wc, ledger_writer, &ctx, strip))
         .graceful_shutdown_on(stopped(stop))
-        .run(tenant::reconcile, tenant::error_policy, ctx)
+        .run(reconcile, tenant::error_policy, ctx)
         .for_each(log_result)
 }
 
@@ -344,21 +368,39 @@ fn tenant_controller(
 fn instance_controller(
     apis: &Apis,
     config: RuntimeConfig,
+    width: u16,
     ctx: Arc<Context>,
     stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
     let (store, writer) = reflector::store();
     let deleting = |ti: &TenantInstance| ti.metadata.deletion_timestamp.as_ref().map(|_| 1);
-    let changes = cached(&apis.instances, &watch_config(), writer, &ctx).predicate_filter(
+    // A pass reads its instance fresh from the API server: the store keeps
+    // what triggers and orders passes (metadata and spec), not the status.
+    let changes = cached(&apis.instances, &watch_config(), writer, &ctx, |ti| {
+        strip(ti);
+        ti.status = None;
+    })
+    .predicate_filter(
         predicates::generation.combine(predicates::annotations).combine(deleting),
         PredicateConfig::default(),
     );
     let managed = format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY);
+    let queue = queue::FairQueue::new("TenantInstance", width, ctx.metrics.clone());
     Controller::for_stream(changes, store)
         .with_config(config)
         .owns_stream(apis.secrets.metadata_touched(&watcher::Config::default().labels(&managed)))
         .graceful_shutdown_on(stopped(stop))
-        .run(instance::reconcile, instance::error_policy, ctx)
+        .run(
+            move |ti: Arc<TenantInstance>, ctx: Arc<Context>| {
+                let queue = queue.clone();
+                async move {
+                    let _permit = queue.admit(&*ti).await;
+                    Box::pin(instance::reconcile(ti, ctx)).await
+                }
+            },
+            instance::error_policy,
+            ctx,
+        )
         .for_each(log_result)
 }
 
@@ -371,15 +413,37 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Drops what no controller reads from a cached object: managedFields
+/// (with server-side apply a large share of every object).
+pub(crate) fn strip<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// What the Tenant controller reads of an instance: its spec (to compare
+/// with the wanted one) and the summary of its status (phase, URL, current
+/// step, the Ready / Reconciling / Stalled conditions). Its steps, external
+/// ids and per-step conditions are the instance controller's business; at
+/// 1,000 tenants they were most of this cache.
+fn summary_of_instance(ti: &mut TenantInstance) {
+    strip(ti);
+    if let Some(st) = ti.status.as_mut() {
+        st.steps = Vec::new();
+        st.pending = Vec::new();
+        st.external = None;
+        let kept = [names::COND_READY, names::COND_RECONCILING, names::COND_STALLED];
+        st.conditions.retain(|c| kept.contains(&c.type_.as_str()));
+    }
+}
+
 /// The objects of `watched` for a controller, cached in `writer`'s store
-/// without managedFields (never read; with server-side apply they are a
-/// large share of every object). The failures of an object the watch sees
-/// deleted are forgotten.
+/// as `modify` leaves them (see [`strip`]). The failures of an object the
+/// watch sees deleted are forgotten.
 pub(crate) fn cached<K>(
     watched: &Watched<K>,
     wc: &watcher::Config,
     writer: reflector::store::Writer<K>,
     ctx: &Arc<Context>,
+    modify: fn(&mut K),
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -394,7 +458,7 @@ where
     let ctx = ctx.clone();
     // Touched, not applied: a deleted child must trigger its owner.
     watched
-        .reflect(wc, writer, |o| o.managed_fields_mut().clear())
+        .reflect(wc, writer, modify)
         .inspect_ok(move |event| failure::forget_deleted(ctx.failures(), event))
         .touched_objects()
 }

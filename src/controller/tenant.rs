@@ -226,20 +226,41 @@ impl<'a> Children<'a> {
         granted: i32,
         instances: &mut Vec<TenantInstance>,
     ) -> Result<Option<CreditLedger>> {
-        self.apply_instances(ctx, changes, instances).await?;
-        self.delete_surplus(ctx, granted, instances).await?;
-        self.sync_ledger(ctx).await
+        let mut done = Vec::new();
+        let result = async {
+            self.apply_instances(ctx, changes, instances, &mut done).await?;
+            self.delete_surplus(ctx, granted, instances).await?;
+            self.sync_ledger(ctx, &mut done).await
+        }
+        .await;
+        self.announce(ctx, done).await;
+        result
     }
 
-    /// Applies `changes` in order, replacing each applied instance in `listed`.
+    /// One Event per kind of change (`Created`, `Updated`) naming every
+    /// child it touched in this pass, as Kubernetes aggregates similar
+    /// Events: a new Tenant's instance and ledger are one Event, not two.
+    async fn announce(&self, ctx: &Context, done: Vec<(&'static str, String)>) {
+        for reason in ["Created", "Updated"] {
+            let children: Vec<&str> = done.iter().filter(|(r, _)| *r == reason).map(|(_, c)| c.as_str()).collect();
+            if !children.is_empty() {
+                let note = format!("{reason} {}", children.join(", "));
+                ctx.event(&self.reference, false, reason, "ApplyChildren", note).await;
+            }
+        }
+    }
+
+    /// Applies `changes` in order, replacing each applied instance in
+    /// `listed` and noting it in `done`.
     async fn apply_instances(
         &self,
         ctx: &Context,
         changes: Vec<InstanceChange>,
         listed: &mut Vec<TenantInstance>,
+        done: &mut Vec<(&'static str, String)>,
     ) -> Result<()> {
         for change in changes {
-            let (want, verb, done) = match change {
+            let (want, verb, reason) = match change {
                 InstanceChange::Create(want) => (want, "create", "Created"),
                 InstanceChange::Update(want) => (want, "update", "Updated"),
                 InstanceChange::Refuse(name) => return Err(Error::Conflict { kind: "TenantInstance", name }),
@@ -251,7 +272,7 @@ impl<'a> Children<'a> {
                 .await
                 .map_err(|source| Error::Child { verb, kind: "TenantInstance", name: child.clone(), source })?;
             ctx.metrics.wrote("TenantInstance", "spec");
-            ctx.event(&self.reference, false, done, "ApplyInstance", format!("{done} TenantInstance {child}")).await;
+            done.push((reason, format!("TenantInstance {child}")));
             listed.retain(|o| o.name_any() != child);
             listed.push(applied);
         }
@@ -291,8 +312,8 @@ impl<'a> Children<'a> {
     }
 
     /// Brings the ledger to what the Tenant manages (and nothing more) and
-    /// returns it as it now is.
-    async fn sync_ledger(&self, ctx: &Context) -> Result<Option<CreditLedger>> {
+    /// returns it as it now is; a created ledger is noted in `done`.
+    async fn sync_ledger(&self, ctx: &Context, done: &mut Vec<(&'static str, String)>) -> Result<Option<CreditLedger>> {
         let observed = self.observe_ledger(ctx).await?;
         let body = match plan::ledger_change(self.tenant, observed.as_ref())? {
             LedgerChange::UpToDate => return Ok(observed),
@@ -307,8 +328,7 @@ impl<'a> Children<'a> {
             .map_err(|source| Error::Child { verb, kind: "CreditLedger", name: self.name.clone(), source })?;
         ctx.metrics.wrote("CreditLedger", "spec");
         if observed.is_none() {
-            let note = format!("Created CreditLedger {}", self.name);
-            ctx.event(&self.reference, false, "Created", "ApplyLedger", note).await;
+            done.push(("Created", format!("CreditLedger {}", self.name)));
         }
         Ok(Some(applied))
     }

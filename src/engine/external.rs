@@ -68,6 +68,15 @@ impl Object {
         !matches!(self, Self::WelcomeEmail | Self::AdminUser)
     }
 
+    /// Whether a create is announced (a pending marker written first). The
+    /// welcome email is not: Resend cannot be searched, so a marker would
+    /// find nothing after a crash; its create is idempotent by key instead
+    /// (the instance UID), and a repeat returns the same id.
+    #[must_use]
+    pub fn announced(self) -> bool {
+        !matches!(self, Self::WelcomeEmail)
+    }
+
     /// The id recorded in `ext` (a status's `external`).
     #[must_use]
     pub fn known(self, ext: Option<&ExternalIds>) -> Option<String> {
@@ -139,24 +148,25 @@ pub async fn converge<R: ExternalResource>(
             if let Some(message) = unlisted(object, known, rec) {
                 return Ok(Converged::Waiting { id: String::new(), message });
             }
-            create(resource, spec, object, marker, known, rec).await
+            let created = create(resource, spec, object, marker, known, rec).await?;
+            Ok(second_look(resource, spec, created).await)
         }
         Observation::Ambiguous { ids } => {
             Err(EngineError::AmbiguousObjects { step: object.step(), marker: marker.to_string(), ids })
         }
         Observation::Failed { id, reason } => {
-            remember(rec, object, &id, known).await?;
+            remember(rec, object, &id, known);
             if object.redeploys() {
                 resource.update(&id, spec).await?;
             }
             Err(EngineError::ObjectFailed { step: object.step(), id, reason, redeploying: object.redeploys() })
         }
         Observation::InProgress { id, operation_id } => {
-            remember(rec, object, &id, known).await?;
+            remember(rec, object, &id, known);
             Ok(Converged::Waiting { id, message: format!("waiting for operation {operation_id}") })
         }
         Observation::Ready { id, observed, up_to_date } => {
-            remember(rec, object, &id, known).await?;
+            remember(rec, object, &id, known);
             if up_to_date {
                 return Ok(Converged::Ready { id, observed });
             }
@@ -232,16 +242,40 @@ async fn create<R: ExternalResource>(
     if known.is_some() {
         object.set(rec.status.external.get_or_insert_default(), None);
     }
-    rec.announce(object.step(), marker).await?;
+    if object.announced() {
+        rec.announce(object.step(), marker).await?;
+    }
     let created = resource.create(spec).await?;
+    // The id joins the next status write of this pass (the next announce
+    // or the pass's last write), not a write of its own: until then the
+    // announced marker, already stored, finds the object after a crash.
     object.set(rec.status.external.get_or_insert_default(), Some(&created.id));
     rec.settle(object.step());
-    rec.flush().await?;
     let message = match created.operation_id {
         Some(op) => format!("created {}; waiting for operation {op}", created.id),
         None => format!("created {}", created.id),
     };
     Ok(Converged::Waiting { id: created.id, message })
+}
+
+/// Many creates finish at once (or within a round trip): one more look in
+/// the same pass lets it go on to the next step instead of ending with a
+/// status write and coming back later. The look only reads: anything but
+/// an up-to-date Ready object (still working, not found yet, an error)
+/// keeps the create's own `Waiting`, and the next pass judges it as usual;
+/// it never creates or updates.
+async fn second_look<R: ExternalResource>(
+    resource: &R,
+    spec: &R::Spec,
+    created: Converged<R::Observed>,
+) -> Converged<R::Observed> {
+    let Converged::Waiting { id, message } = created else { return created };
+    match resource.observe(spec, Some(&id)).await {
+        Ok(Observation::Ready { id: seen, observed, up_to_date: true }) if seen == id => {
+            Converged::Ready { id, observed }
+        }
+        _ => Converged::Waiting { id, message },
+    }
 }
 
 /// Brings a drifted object back to the spec.
@@ -258,17 +292,16 @@ async fn update<R: ExternalResource>(
 }
 
 /// Records an id that observe found (an adoption, or a new id) and clears
-/// the step's pending marker; persists at once. A confirmed known id
+/// the step's pending marker, both stored by the pass's next status write
+/// (until then the stored marker still finds the object). A confirmed known id
 /// changes nothing: a pending marker beside it belongs to the step's next
 /// object (the Railway service after its project) and must survive until
 /// that object is found or created.
-async fn remember(rec: &mut Recorder<'_>, object: Object, id: &str, known: Option<&str>) -> Result<(), EngineError> {
+fn remember(rec: &mut Recorder<'_>, object: Object, id: &str, known: Option<&str>) {
     if known != Some(id) {
         object.set(rec.status.external.get_or_insert_default(), Some(id));
         rec.settle(object.step());
-        rec.flush().await?;
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! concurrent writer gets 409 and retries instead of erasing an id.
 //!
 //! Crash-safety protocol for creates (DESIGN.md 4): [`Recorder::announce`]
-//! writes a pending marker before the create; the caller writes the new id
-//! with [`Recorder::flush`] right after it. A controller killed in between
+//! writes a pending marker before the create; the new id is stored by the
+//! pass's next write (the next announce, or the one [`Recorder::flush`] at
+//! the end of the pass), so a pass writes once per create plus once at its
+//! end, not once per step. A controller killed before the id is stored
 //! finds the pending marker and looks the object up by its marker before
-//! creating anything.
+//! creating anything: the marker, not the id, is the checkpoint.
 use chrono::Utc;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};

@@ -15,7 +15,7 @@ use super::workspace::{self, Workspace};
 use super::{Deps, Engine, EngineError, schema, wanted};
 use crate::api::shared::DatabaseProvider;
 use crate::api::tenant_instance::{NeonIds, RailwayIds, SchemaRecord, SecretRef};
-use crate::api::{StepName, TenantInstance};
+use crate::api::{StepName, StepState, TenantInstance};
 use crate::outbound::OutboundError;
 use crate::plans::Plan;
 use crate::providers::neon::resources::{NeonProjectSpec, NeonProjects};
@@ -162,6 +162,13 @@ impl<'a> Pass<'a> {
         self.credentials = Some(creds);
         let name = credentials::secret_name(&self.ti.name_any());
         self.rec.status.credentials_secret_ref = Some(SecretRef { name: name.clone() });
+        // A pass that changed nothing keeps the step's message ("created",
+        // "rotated"): rewording it would be a status write at rest (the
+        // Secret's own creation starts such a pass).
+        let kept = self.rec.status.steps.iter().find(|s| s.name == StepName::Credentials && s.state == StepState::Done);
+        if let (credentials::Outcome::Unchanged, Some(message)) = (&outcome, kept.and_then(|s| s.message.clone())) {
+            return Ok(StepResult::Done(message));
+        }
         Ok(StepResult::Done(format!("Secret {name} {}", outcome.verb())))
     }
 
