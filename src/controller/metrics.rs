@@ -48,6 +48,8 @@ pub struct Metrics {
     leader: Gauge<i64, AtomicI64>,
     step_duration: Family<StepLabel, Histogram>,
     to_ready: Histogram,
+    /// Instances by state, ledger mirror age and credits per tenant, computed per scrape.
+    gauges: super::gauges::Gauges,
 }
 
 impl Default for Metrics {
@@ -78,7 +80,19 @@ impl Default for Metrics {
             "Seconds from a TenantInstance's creation (or loss of Ready) to Ready",
             to_ready.clone(),
         );
-        Self { registry: Arc::new(registry), reconciles, failures, duration, writes, leader, step_duration, to_ready }
+        let gauges = super::gauges::Gauges::default();
+        registry.register_collector(Box::new(gauges.clone()));
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            failures,
+            duration,
+            writes,
+            leader,
+            step_duration,
+            to_ready,
+            gauges,
+        }
     }
 }
 
@@ -112,6 +126,12 @@ impl Metrics {
     /// Sets whether this replica leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// The gauges computed from the leader's caches at each scrape.
+    #[must_use]
+    pub fn gauges(&self) -> &super::gauges::Gauges {
+        &self.gauges
     }
 
     /// The registry in the OpenMetrics text format.

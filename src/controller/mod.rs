@@ -7,6 +7,7 @@ pub mod credit_ledger_plan;
 pub mod error;
 pub mod failure;
 pub mod finalizer;
+pub mod gauges;
 pub mod http;
 pub mod instance;
 pub mod leader;
@@ -328,6 +329,9 @@ fn tenant_controller(
         ledgers: ledger_store,
         tenants: tenant_store.clone(),
     });
+    if let Some(caches) = ctx.caches.get() {
+        ctx.metrics.gauges().watch_instances(caches.instances.clone());
+    }
     Controller::for_stream(cached(&apis.tenants, &wc, tenant_writer, &ctx), tenant_store)
         .with_config(config)
         .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx))
