@@ -124,3 +124,23 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_added_time_phases_are_exported_before_any_request() {
+        let m = Metrics::default();
+        let text = m.render();
+        for phase in PHASES {
+            assert!(text.contains(&format!("winston_proxy_added_seconds_count{{phase=\"{phase}\"}} 0\n")), "{text}");
+        }
+        m.admitted(std::time::Duration::from_micros(300));
+        m.settlement_took(std::time::Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("winston_proxy_added_seconds_bucket{le=\"0.0004\",phase=\"admission\"} 1\n"), "{text}");
+        assert!(text.contains("winston_proxy_added_seconds_bucket{le=\"0.0016\",phase=\"settlement\"} 0\n"), "{text}");
+        assert!(text.contains("winston_proxy_added_seconds_bucket{le=\"0.0032\",phase=\"settlement\"} 1\n"), "{text}");
+    }
+}
