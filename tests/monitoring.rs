@@ -231,6 +231,17 @@ fn monitoring_is_off_by_default_and_every_alert_is_valid_and_documented() {
     assert!(expr.contains("{job=\"winston-proxy\"}") && expr.ends_with("> 0.005"), "{expr}");
     assert_eq!(latency["labels"]["team"], "platform");
     parser::parse(expr).unwrap();
+    // The schema refuses values that would render a broken rule.
+    for (bad, says) in [
+        (r#"monitoring.prometheusRule.stalledFor="soon""#, "/monitoring/prometheusRule/stalledFor"),
+        (r#"monitoring.prometheusRule.selector="{job=\"x\"}""#, "/monitoring/prometheusRule/selector"),
+        ("monitoring.prometheusRule.ledgerMirrorLagSeconds=0", "/monitoring/prometheusRule/ledgerMirrorLagSeconds"),
+        ("monitoring.grafanaDashboard.enable=true", "enable"),
+    ] {
+        let args = ["template", "winston", "charts/winston", "--set", ON[0], "--set-json", bad];
+        let (ok, out) = chart_support::run(chart_support::helm(&args), None);
+        assert!(!ok && out.contains(says), "{bad} must be refused naming {says}:\n{out}");
+    }
 }
 
 const READY_WITHIN: Duration = Duration::from_secs(120);
