@@ -75,6 +75,8 @@ helm-lint: helm ## helm lint --strict the chart (values.schema.json included), d
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set 'controller.tenantNamespaces={shop-a,shop-b}'
 	@"$$(scripts/helm-path)" lint --strict charts/winston --set intake.enabled=true --set intake.prices.price_1=starter \
 	  --set intake.namespace=shop --set intake.onCancel=Pause
+	@"$$(scripts/helm-path)" lint --strict charts/winston --set serviceMonitor.enabled=true \
+	  --set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true
 
 .PHONY: manifests
 manifests: ## Regenerate manifests/ and charts/winston/crds/ from the chart and crds/

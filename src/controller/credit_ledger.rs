@@ -164,8 +164,9 @@ pub async fn run(
     let wc = watcher::Config::default().any_semantic();
     let (tenant_store, tenant_writer) = reflector::store();
     let _ = state.tenants.set(tenant_store);
-    ledgers
-        .controller(&wc)
+    let controller = ledgers.controller(&wc);
+    state.base.metrics.gauges().watch_ledgers(controller.store());
+    controller
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(
@@ -261,6 +262,7 @@ async fn sync(cl: &CreditLedger, ns: &str, state: &LedgerController) -> Result<A
         Ok(bound) => bound,
         Err(blocked) => {
             write_status(cl, state, &Observed::Unbound(blocked)).await?;
+            state.base.metrics.gauges().mirrored(cl);
             return Ok(Action::requeue(state.resync));
         }
     };
@@ -277,6 +279,7 @@ async fn sync(cl: &CreditLedger, ns: &str, state: &LedgerController) -> Result<A
     let flags = Flags::of(&balance);
     let next = term.requeue_after(&balance, now, state.resync);
     write_status(cl, state, &term.observed(account.clone(), balance)).await?;
+    state.base.metrics.gauges().mirrored(cl);
     state.remember(account, ObjectRef::from_obj(cl), flags);
     Ok(Action::requeue(next))
 }

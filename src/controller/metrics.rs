@@ -49,6 +49,8 @@ pub struct Metrics {
     step_duration: Family<StepLabel, Histogram>,
     to_ready: Histogram,
     queue_depth: Family<KindLabel, Gauge<i64, AtomicI64>>,
+    /// Instances by state, ledger mirror age and credits per tenant, computed per scrape.
+    gauges: super::gauges::Gauges,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,8 @@ impl Default for Metrics {
             "Objects due for a reconcile and waiting for a free slot, by kind (oldest run first)",
             queue_depth.clone(),
         );
+        let gauges = super::gauges::Gauges::default();
+        registry.register_collector(Box::new(gauges.clone()));
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -95,6 +99,7 @@ impl Default for Metrics {
             step_duration,
             to_ready,
             queue_depth,
+            gauges,
         }
     }
 }
@@ -134,6 +139,12 @@ impl Metrics {
     /// Sets how many objects of `kind` wait for a reconcile slot.
     pub fn set_queue_depth(&self, kind: &'static str, waiting: usize) {
         self.queue_depth.get_or_create(&KindLabel { kind }).set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// The gauges computed from the leader's caches at each scrape.
+    #[must_use]
+    pub fn gauges(&self) -> &super::gauges::Gauges {
+        &self.gauges
     }
 
     /// The registry in the OpenMetrics text format.

@@ -7,6 +7,7 @@ pub mod credit_ledger_plan;
 pub mod error;
 pub mod failure;
 pub mod finalizer;
+pub mod gauges;
 pub mod http;
 pub mod instance;
 pub mod leader;
@@ -341,6 +342,9 @@ fn tenant_controller(
         ledgers: ledger_store,
         tenants: tenant_store.clone(),
     });
+    if let Some(caches) = ctx.caches.get() {
+        ctx.metrics.gauges().watch_instances(caches.instances.clone());
+    }
     let queue = queue::FairQueue::new("Tenant", width, ctx.metrics.clone());
     let fresh = tenant_store.clone();
     let reconcile = move |tenant: Arc<Tenant>, ctx: Arc<Context>| {

@@ -338,6 +338,7 @@ fn is_length_limit(e: &axum::Error) -> bool {
 
 /// Phase 2: call the upstream and hand its answer on.
 async fn forward(st: Arc<ProxyState>, a: Admitted) -> Response {
+    st.metrics.admitted(a.started.elapsed());
     let upstream = match send_upstream(&st, &a).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -446,10 +447,13 @@ pub(super) async fn release(st: &ProxyState, r: &Reservation) -> i64 {
 pub(super) async fn settle_durably(st: &ProxyState, r: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
     let retry =
         backon::ExponentialBuilder::default().with_min_delay(Duration::from_millis(20)).with_max_times(5).with_jitter();
+    let started = Instant::now();
     let settled = backon::Retryable::retry(|| st.meter.settle(r, usage), retry)
         .when(|e| matches!(e, LedgerError::Db(_)))
         .notify(|e, wait| tracing::warn!(error = %e, ?wait, "failed to settle; retrying"))
-        .await?;
+        .await;
+    st.metrics.settlement_took(started.elapsed());
+    let settled = settled?;
     st.metrics.settled(&settled, usage);
     Ok(settled)
 }
