@@ -19,6 +19,7 @@ pub fn migrator() -> Migrator {
         migration(3, "stripe events", include_str!("../../migrations/control/0003_stripe_events.sql")),
         migration(4, "transcripts", include_str!("../../migrations/control/0004_transcripts.sql")),
         migration(5, "group commit", include_str!("../../migrations/control/0005_group_commit.sql")),
+        migration(7, "credit leases", include_str!("../../migrations/control/0007_credit_leases.sql")),
     ])
 }
 

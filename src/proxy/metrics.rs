@@ -28,6 +28,40 @@ pub struct Metrics {
     pub upstream_seconds: Histogram,
     /// Ledger lookups of presented keys the key cache did not hold.
     pub key_lookups: Counter,
+    /// Credit leases of this replica, refreshed from the ledger's
+    /// [`crate::ledger::LeaseStats`] whenever the metrics are rendered.
+    pub leases: LeaseMetrics,
+}
+
+/// How much admission ran against credit leases instead of a commit each.
+#[derive(Clone, Default)]
+pub struct LeaseMetrics {
+    /// Requests admitted against a lease (no commit of their own).
+    pub holds: Counter,
+    /// Lease chunks taken (one commit each).
+    pub takes: Counter,
+    /// Credits given back to accounts (idle, pressure, shutdown).
+    pub returned: Counter,
+    /// Credits this replica's leases hold now.
+    pub leased: Gauge,
+}
+
+impl LeaseMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("lease_holds", "Requests admitted against a credit lease", self.holds.clone());
+        registry.register("lease_takes", "Credit lease chunks taken from accounts", self.takes.clone());
+        registry.register("lease_returned_credits", "Credits given back from leases", self.returned.clone());
+        registry.register("leased_credits", "Credits held by this replica's leases", self.leased.clone());
+    }
+
+    /// Brings the series up to `stats` (counters only move forward).
+    pub fn observe(&self, stats: crate::ledger::LeaseStats) {
+        let forward = |c: &Counter, to: u64| c.inc_by(to.saturating_sub(c.get()));
+        forward(&self.holds, stats.holds);
+        forward(&self.takes, stats.takes);
+        forward(&self.returned, stats.returned);
+        self.leased.set(stats.leased);
+    }
 }
 
 impl Default for Metrics {
@@ -51,7 +85,9 @@ impl Default for Metrics {
         registry.register("upstream_seconds", "Time to upstream response headers", upstream_seconds.clone());
         let key_lookups = Counter::default();
         registry.register("key_lookups", "Ledger lookups of API keys missing from the cache", key_lookups.clone());
-        Self { registry, requests, credits, unbilled, estimated, open_streams, upstream_seconds, key_lookups }
+        let leases = LeaseMetrics::default();
+        leases.register(&mut registry);
+        Self { registry, requests, credits, unbilled, estimated, open_streams, upstream_seconds, key_lookups, leases }
     }
 }
 
