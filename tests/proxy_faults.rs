@@ -6,8 +6,8 @@ mod proxy_support;
 
 use proxy_support::*;
 use serde_json::json;
-use winston::proxy::Settings;
 use winston::emulator::llm::count_input_tokens;
+use winston::proxy::Settings;
 
 #[tokio::test]
 async fn concurrent_requests_never_overdraw_and_usage_equals_debits() {

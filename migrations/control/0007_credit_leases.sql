@@ -16,10 +16,11 @@
 -- (the group commit already locks its accounts first).
 
 -- Takes a new lease (p_exists false) or grows one (true) by at most p_want,
--- never more than p_share_pct % of what the account has available beyond
--- every other reservation, and nothing when that is less than p_min (one
--- hold): a low balance is left to exact per-request holds, shared by all
--- replicas. `granted` is -1 when the lease to grow is gone (swept).
+-- so that the lease never holds more than p_share_pct % of what the account
+-- has available beyond every other reservation (the lease itself counted as
+-- available), and grants nothing when the growth would be less than p_min
+-- (one hold): a low balance is left to exact per-request holds, shared by
+-- all replicas. `granted` is -1 when the lease to grow is gone (swept).
 CREATE FUNCTION winston_lease_take(
     p_account TEXT, p_lease UUID, p_owner INTEGER, p_exists BOOLEAN,
     p_want BIGINT, p_min BIGINT, p_share_pct BIGINT, p_ttl_ms BIGINT)
@@ -29,25 +30,29 @@ DECLARE
     a accounts%ROWTYPE;
     avail BIGINT;
     g BIGINT;
+    held BIGINT := 0;
 BEGIN
     SELECT * INTO a FROM accounts WHERE id = p_account FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    IF p_exists THEN
+        SELECT amount INTO held FROM reservations WHERE id = p_lease AND account_id = p_account FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT -1::bigint, a.period_credits + a.granted_credits,
+                GREATEST(a.period_credits + a.granted_credits - a.reserved, 0), a.allotment, a.low_threshold_pct;
+            RETURN;
+        END IF;
+    END IF;
     avail := GREATEST(a.period_credits + a.granted_credits - a.reserved, 0);
-    g := LEAST(p_want, avail * GREATEST(LEAST(p_share_pct, 100), 0) / 100);
+    g := LEAST(p_want, (avail + held) * GREATEST(LEAST(p_share_pct, 100), 0) / 100 - held, avail);
     IF g < GREATEST(p_min, 1) THEN
         g := 0;
     END IF;
     IF g > 0 THEN
         IF p_exists THEN
             UPDATE reservations SET amount = amount + g, expires_at = now() + p_ttl_ms * interval '1 millisecond'
-                WHERE id = p_lease AND account_id = p_account;
-            IF NOT FOUND THEN
-                RETURN QUERY SELECT -1::bigint, a.period_credits + a.granted_credits, avail, a.allotment,
-                    a.low_threshold_pct;
-                RETURN;
-            END IF;
+                WHERE id = p_lease;
         ELSE
             INSERT INTO reservations (id, account_id, request_id, amount, expires_at, owner)
                 VALUES (p_lease, p_account, 'lease:' || p_lease::text, g,

@@ -302,8 +302,7 @@ async fn hold_alone(ledger: &Ledger, h: &Hold) -> Result<Reservation, LedgerErro
 
 /// `winston_settle_any`'s columns as the LEFT JOIN returns them (all NULL
 /// for an unknown account; the lease column is NULL for a direct hold).
-type SettleBatchRow =
-    (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i32>, Option<i64>, Option<i64>);
+type SettleBatchRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i32>, Option<i64>, Option<i64>);
 
 fn settle_row(
     (debit, balance, reserved_after, allotment, pct, inserted, lease_left): SettleBatchRow,

@@ -310,9 +310,9 @@ impl Inner {
         let refill = !slot.retired && !slot.taking && now >= slot.quiet_until && slot.free() < want / 2;
         if refill {
             slot.taking = true;
-            let exists = slot.in_db;
+            let (exists, top_up) = (slot.in_db, want - slot.free());
             let (inner, account) = (Arc::clone(self), req.account.to_string());
-            tokio::spawn(async move { inner.take(account, id, exists, want, need).await });
+            tokio::spawn(async move { inner.take(account, id, exists, top_up, need).await });
         }
         drop(book);
         if admitted.is_some() {
@@ -399,12 +399,8 @@ impl Inner {
         let Some(s) = settled else { return };
         let Some(&id) = book.current.get(&r.account) else { return };
         let Some(slot) = book.leases.get_mut(&id) else { return };
-        slot.view = View {
-            balance: s.balance,
-            available: s.available,
-            allotment: s.allotment,
-            pct: s.low_threshold_pct,
-        };
+        slot.view =
+            View { balance: s.balance, available: s.available, allotment: s.allotment, pct: s.low_threshold_pct };
         // What a new chunk could take would not cover this request: the
         // account is low (or over-committed), so what sits unused here may
         // be what another replica needs.

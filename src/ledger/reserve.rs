@@ -260,24 +260,25 @@ impl Ledger {
     /// # Errors
     /// Unknown account; database errors (nothing is changed then).
     pub async fn settle(&self, reservation: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
-        let row: Option<SettleRow> =
-            sqlx::query_as("SELECT * FROM winston_settle_any($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
-                .bind(reservation.id)
-                .bind(reservation.lease)
-                .bind(reservation.amount)
-                .bind(&reservation.account)
-                .bind(&usage.model)
-                .bind(usage.input_tokens.max(0))
-                .bind(usage.output_tokens.max(0))
-                .bind(usage.cost.max(0))
-                .bind(&usage.outcome)
-                .bind(reservation.key.as_deref())
-                .bind(usage.cache_write_tokens.max(0))
-                .bind(usage.cache_read_tokens.max(0))
-                .bind(usage.tool_uses.max(0))
-                .bind(usage.estimated)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<SettleRow> = sqlx::query_as(
+            "SELECT * FROM winston_settle_any($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(reservation.id)
+        .bind(reservation.lease)
+        .bind(reservation.amount)
+        .bind(&reservation.account)
+        .bind(&usage.model)
+        .bind(usage.input_tokens.max(0))
+        .bind(usage.output_tokens.max(0))
+        .bind(usage.cost.max(0))
+        .bind(&usage.outcome)
+        .bind(reservation.key.as_deref())
+        .bind(usage.cache_write_tokens.max(0))
+        .bind(usage.cache_read_tokens.max(0))
+        .bind(usage.tool_uses.max(0))
+        .bind(usage.estimated)
+        .fetch_optional(&self.pool)
+        .await?;
         settlement(reservation, usage, row)
     }
 

@@ -120,7 +120,6 @@ impl KeyCache {
         }
     }
 
-
     /// True once the first load from the ledger succeeded.
     #[must_use]
     pub fn loaded(&self) -> bool {

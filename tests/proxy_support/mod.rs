@@ -121,11 +121,10 @@ impl Harness {
     /// now, and the replica's idle credit lease (which `reserved` counts)
     /// goes back within a bounded wait.
     pub async fn settled_balance(&self) -> winston::ledger::Balance {
-        let (holds,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM reservations WHERE request_id NOT LIKE 'lease:%'")
-                .fetch_one(self.db.ledger.pool())
-                .await
-                .unwrap();
+        let (holds,): (i64,) = sqlx::query_as("SELECT count(*) FROM reservations WHERE request_id NOT LIKE 'lease:%'")
+            .fetch_one(self.db.ledger.pool())
+            .await
+            .unwrap();
         assert_eq!(holds, 0, "a request's hold was left behind");
         let returned = eventually(10, || async { self.balance().await.reserved == 0 }).await;
         assert!(returned, "a credit lease was never given back: {:?}", self.balance().await);
