@@ -12,10 +12,8 @@ use serde_json::{Map, Value};
 
 /// Where the summary lives (under cargo's target directory).
 pub fn path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-        PathBuf::from,
-    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
     target.join("bench").join("summary.json")
 }
 
@@ -29,10 +27,8 @@ pub fn record(figures: &[(&str, Option<f64>)]) {
 pub fn record_notes(figures: &[(&str, Option<f64>)], notes: &[(&str, &str)]) {
     let path = path();
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("target/bench");
-    let mut all: Map<String, Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .unwrap_or_default();
+    let mut all: Map<String, Value> =
+        std::fs::read(&path).ok().and_then(|raw| serde_json::from_slice(&raw).ok()).unwrap_or_default();
     for (key, value) in figures {
         all.insert((*key).to_string(), value.map_or(Value::Null, Value::from));
     }

@@ -45,7 +45,9 @@ BEGIN
         END IF;
     END IF;
     avail := GREATEST(a.period_credits + a.granted_credits - a.reserved, 0);
-    g := LEAST(p_want, (avail + held) * GREATEST(LEAST(p_share_pct, 100), 0) / 100 - held, avail);
+    g := LEAST(p_want::numeric,
+               (avail + held)::numeric * GREATEST(LEAST(p_share_pct, 100), 0) / 100 - held,
+               avail::numeric)::bigint;
     IF g < GREATEST(p_min, 1) THEN
         g := 0;
     END IF;

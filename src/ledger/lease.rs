@@ -118,8 +118,10 @@ struct Slot {
     in_db: bool,
     /// A take is running.
     taking: bool,
-    /// Admits nothing more (gone, suspect, or replaced); given back once idle.
-    retired: bool,
+    /// Admits nothing more and takes no more (gone or suspect): given back
+    /// once nothing is outstanding on it, or `idle` after it was retired
+    /// (a hold whose settlement failed is never settled here).
+    retired: Option<Instant>,
     /// No take before this instant (a take was refused or pressure was seen).
     quiet_until: Instant,
     last_used: Instant,
@@ -145,7 +147,7 @@ impl Slot {
             outstanding: 0,
             in_db: false,
             taking: false,
-            retired: false,
+            retired: None,
             quiet_until: now,
             last_used: now,
             refreshed: now,
@@ -291,7 +293,7 @@ impl Inner {
         let id = *book.current.entry(req.account.to_string()).or_insert_with(Uuid::new_v4);
         let slot = book.leases.entry(id).or_insert_with(|| Slot::new(req.account, now));
         slot.last_used = now;
-        let admitted = (!slot.retired && slot.in_db && slot.free() >= need).then(|| {
+        let admitted = (slot.retired.is_none() && slot.in_db && slot.free() >= need).then(|| {
             slot.outstanding += need;
             Reservation {
                 id: Uuid::new_v4(),
@@ -307,7 +309,7 @@ impl Inner {
             }
         });
         let want = need.saturating_mul(self.settings.holds).max(1);
-        let refill = !slot.retired && !slot.taking && now >= slot.quiet_until && slot.free() < want / 2;
+        let refill = slot.retired.is_none() && !slot.taking && now >= slot.quiet_until && slot.free() < want / 2;
         if refill {
             slot.taking = true;
             let (exists, top_up) = (slot.in_db, want - slot.free());
@@ -363,7 +365,7 @@ impl Inner {
             }
         }
         if gone {
-            retire(&mut book, id);
+            retire(&mut book, id, now);
         }
     }
 
@@ -387,13 +389,20 @@ impl Inner {
         if let Some(id) = r.lease
             && let Some(slot) = book.leases.get_mut(&id)
         {
-            let known = matches!(settled, Some(s) if !s.already_billed && s.lease_left.is_some());
-            slot.outstanding = (slot.outstanding - r.amount).max(0);
             match settled {
-                Some(s) if known => slot.size = (slot.size - s.credits.min(r.amount)).max(0),
+                Some(s) if !s.already_billed && s.lease_left.is_some() => {
+                    slot.outstanding = (slot.outstanding - r.amount).max(0);
+                    slot.size = (slot.size - s.credits.min(r.amount)).max(0);
+                }
                 // Gone (swept), or an earlier attempt may have committed
                 // unseen: this lease's size is no longer known here.
-                _ => retire(&mut book, id),
+                Some(_) => {
+                    slot.outstanding = (slot.outstanding - r.amount).max(0);
+                    retire(&mut book, id, now);
+                }
+                // Failed: the caller may retry this settlement, so its hold
+                // stays outstanding; the lease admits nothing more.
+                None => retire(&mut book, id, now),
             }
         }
         let Some(s) = settled else { return };
@@ -466,7 +475,10 @@ impl Inner {
                 .leases
                 .iter()
                 .filter(|(_, s)| {
-                    s.outstanding == 0 && !s.taking && (s.retired || now.duration_since(s.last_used) >= idle)
+                    let retired_long = s.retired.is_some_and(|at| now.duration_since(at) >= idle);
+                    !s.taking
+                        && (retired_long
+                            || (s.outstanding == 0 && (s.retired.is_some() || now.duration_since(s.last_used) >= idle)))
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -508,15 +520,13 @@ impl Inner {
     }
 }
 
-/// Stops admitting against lease `id`; the account gets a new one on its
-/// next request, and `id` goes back once nothing is outstanding on it.
-fn retire(book: &mut Book, id: Uuid) {
+/// Stops admitting against lease `id` and taking more for it. It stays the
+/// account's current lease (so the account holds directly meanwhile, which
+/// damps a failing database instead of taking lease after lease) until the
+/// background task gives it back; the next request then starts a new one.
+fn retire(book: &mut Book, id: Uuid, now: Instant) {
     if let Some(slot) = book.leases.get_mut(&id) {
-        slot.retired = true;
-        if book.current.get(&slot.account) == Some(&id) {
-            let account = slot.account.clone();
-            book.current.remove(&account);
-        }
+        slot.retired.get_or_insert(now);
     }
 }
 
@@ -551,13 +561,15 @@ mod tests {
     }
 
     #[test]
-    fn retiring_the_current_lease_makes_room_for_a_new_one() {
+    fn a_retired_lease_admits_nothing_and_keeps_its_first_retirement_time() {
         let mut book = Book::default();
         let id = Uuid::new_v4();
-        book.leases.insert(id, Slot::new("a", Instant::now()));
+        let t0 = Instant::now();
+        book.leases.insert(id, Slot { size: 1_000, in_db: true, ..Slot::new("a", t0) });
         book.current.insert("a".into(), id);
-        retire(&mut book, id);
-        assert!(book.current.is_empty());
-        assert!(book.leases[&id].retired);
+        retire(&mut book, id, t0);
+        retire(&mut book, id, t0 + Duration::from_secs(5));
+        assert_eq!(book.leases[&id].retired, Some(t0));
+        assert_eq!(book.current.get("a"), Some(&id));
     }
 }
