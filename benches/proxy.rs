@@ -15,7 +15,14 @@
 //!   over 32 tenants and for a single tenant (whose ledger row every request
 //!   locks: the per-tenant ceiling);
 //! - the proxy's resident memory, and a check that every proxied response
-//!   that succeeded has exactly one usage record.
+//!   that succeeded has exactly one usage record;
+//! - the disk's flush latency (8 KiB write + fdatasync, what one WAL flush
+//!   costs at least), the floor under any durable commit;
+//! - LiteLLM's proxy (pinned, installed by `scripts/litellm-baseline` into
+//!   `~/.cache/winston`, no database) on the same mock, same load, same
+//!   run, when it can be installed; skipped with a note otherwise.
+//!
+//! The figures are merged into `target/bench/summary.json`.
 //!
 //! The load generator is this file: tokio tasks started on a fixed schedule
 //! (open loop: a slow response never delays the next send), sending with
@@ -24,6 +31,8 @@
 //! generator's own lag behind its schedule is printed so a run where it could
 //! not keep up is visible. Everything is bounded in time (about 2 minutes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#[path = "support/summary.rs"]
+mod summary;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -115,6 +124,12 @@ async fn run() {
         setting("SHOW fsync").await,
         setting("SHOW synchronous_commit").await
     );
+    let fsync = flush_latency(&std::env::temp_dir());
+    println!(
+        "disk flush (8 KiB write + fdatasync, pg_test_fsync's test): mean {:.2} ms, p99 {:.2} ms: no durable commit \
+         (and so no request that waits for one) is faster",
+        fsync.0, fsync.1
+    );
     let now = Utc::now();
     let start = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().expect("month start");
     let period = Period { start, end: start + chrono::Duration::days(40) };
@@ -200,12 +215,16 @@ async fn run() {
         "errs",
         "lag99"
     );
+    let mut added_at_1000 = (None, None);
     for rate in RATES {
         let d = open_loop(&client, &direct(false), rate, PHASE).await;
         let p = open_loop(&client, &proxied(false), rate, PHASE).await;
         proxied_ok.fetch_add(ok_count(&p), Ordering::Relaxed);
         proxied_sent.fetch_add(p.len() as u64, Ordering::Relaxed);
-        print_row(rate, &d, &p, |s| s.total);
+        let added = print_row(rate, &d, &p, |s| s.total);
+        if rate == 1_000 {
+            added_at_1000 = (Some(added.0), Some(added.1));
+        }
     }
 
     println!();
@@ -222,12 +241,16 @@ async fn run() {
     println!("maximum throughput, closed loop with {IN_FLIGHT} requests in flight, {} s", THROUGHPUT_PHASE.as_secs());
     let (direct_rps, direct_errs) = closed_loop(&client, &direct(false), THROUGHPUT_PHASE).await;
     println!("  direct to the mock:                     {direct_rps:>8.0} req/s ({direct_errs} errors)");
+    let mut throughput = Vec::new();
     for (label, keys) in [(format!("{TENANTS} tenants"), &all_tenants), ("1 tenant".to_string(), &one_tenant)] {
         let (rps, errs, ok) = closed_loop_counted(&client, &proxied_for(false, keys), THROUGHPUT_PHASE).await;
         proxied_ok.fetch_add(ok, Ordering::Relaxed);
         proxied_sent.fetch_add(ok + errs, Ordering::Relaxed);
         println!("  through the proxy, metered, {label:>10}: {rps:>8.0} req/s ({errs} errors, {ok} billed)");
+        throughput.push(rps);
     }
+    let leases = lease_figures(&client, &format!("http://127.0.0.1:{admin_port}/metrics")).await;
+    println!("  admitted against credit leases: {:.0} requests; lease chunks taken: {:.0}", leases.0, leases.1);
 
     let peak = proxy.peak_rss_kib();
     println!();
@@ -245,9 +268,51 @@ async fn run() {
         sqlx::query_as("SELECT count(*) FROM usage_records").fetch_one(ledger.pool()).await.expect("count usage");
     let (ok, sent) = (proxied_ok.load(Ordering::Relaxed), proxied_sent.load(Ordering::Relaxed));
     println!("usage records: {records} for {ok} successful proxied responses ({sent} sent)");
+    if ok < sent {
+        let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        println!("proxy log (last lines of {}):", lines.len());
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            println!("  {l}");
+        }
+    }
     proxy.stop();
     let records = u64::try_from(records).unwrap_or(0);
     assert!(records >= ok && records <= sent, "a successful proxied response was not billed, or one was billed twice");
+
+    println!();
+    let (litellm, skipped) = match litellm_baseline(&client, &mock, &direct(false), &body(false), dir.path()).await {
+        Ok(l) => {
+            let note = format!(
+                "LiteLLM (scripts/litellm-baseline), one worker, no database, same mock and run: it answered {:.0} \
+                 of the 1,000 req/s offered",
+                l.achieved_1000
+            );
+            (Some(l), Some(note))
+        }
+        Err(note) => {
+            println!("LiteLLM baseline skipped: {note}");
+            (None, Some(note))
+        }
+    };
+    let notes: Vec<(&str, &str)> =
+        skipped.iter().map(|note| ("litellm_added_p50_ms_at_1000rps", note.as_str())).collect();
+    summary::record_notes(
+        &[
+            ("proxy_added_p50_ms_at_1000rps", added_at_1000.0),
+            ("proxy_added_p99_ms_at_1000rps", added_at_1000.1),
+            ("proxy_throughput_rps_32_tenants", throughput.first().copied()),
+            ("proxy_throughput_rps_one_tenant", throughput.get(1).copied()),
+            ("proxy_rss_mib", Some(peak as f64 / 1024.0)),
+            ("fsync_ms", Some(fsync.0)),
+            ("fsync_p99_ms", Some(fsync.1)),
+            ("litellm_added_p50_ms_at_1000rps", litellm.as_ref().map(|l| l.at_1000.0)),
+            ("litellm_added_p99_ms_at_1000rps", litellm.as_ref().map(|l| l.at_1000.1)),
+            ("litellm_added_p50_ms_at_100rps", litellm.as_ref().map(|l| l.at_100.0)),
+            ("litellm_added_p99_ms_at_100rps", litellm.as_ref().map(|l| l.at_100.1)),
+        ],
+        &notes,
+    );
     println!("total benchmark time: {:.0} s", wall.elapsed().as_secs_f64());
 }
 
@@ -288,13 +353,20 @@ async fn send(client: &reqwest::Client, target: &Target, lag: Duration) -> Sampl
         Ok(mut resp) if resp.status().is_success() => {
             let mut ok = true;
             let mut first = true;
+            // A stream counts only when it ended with its final event (a
+            // proxy that could not record usage ends it with an error).
+            let mut tail: Vec<u8> = Vec::new();
             loop {
                 match resp.chunk().await {
-                    Ok(Some(_)) if first => {
-                        first_byte = began.elapsed();
-                        first = false;
+                    Ok(Some(c)) => {
+                        if first {
+                            first_byte = began.elapsed();
+                            first = false;
+                        }
+                        tail.extend_from_slice(&c);
+                        let keep = tail.len().saturating_sub(512);
+                        tail.drain(..keep);
                     }
-                    Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => {
                         ok = false;
@@ -302,7 +374,8 @@ async fn send(client: &reqwest::Client, target: &Target, lag: Duration) -> Sampl
                     }
                 }
             }
-            ok && !(target.streaming && first)
+            let ended = !target.streaming || String::from_utf8_lossy(&tail).contains("message_stop");
+            ok && ended && !(target.streaming && first)
         }
         Ok(resp) => {
             let _ = resp.bytes().await;
@@ -351,7 +424,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx]
 }
 
-fn print_row(rate: u64, direct: &[Sample], proxy: &[Sample], metric: impl Fn(&Sample) -> Duration) {
+/// Prints one row; returns the added latency at p50 and p99, in ms.
+fn print_row(rate: u64, direct: &[Sample], proxy: &[Sample], metric: impl Fn(&Sample) -> Duration) -> (f64, f64) {
     let sorted = |s: &[Sample]| {
         let mut v: Vec<Duration> = s.iter().filter(|x| x.ok).map(&metric).collect();
         v.sort();
@@ -361,10 +435,8 @@ fn print_row(rate: u64, direct: &[Sample], proxy: &[Sample], metric: impl Fn(&Sa
     let mut lags: Vec<Duration> = direct.iter().chain(proxy).map(|s| s.lag).collect();
     lags.sort();
     let ms = |x: Duration| format!("{:.3}", x.as_secs_f64() * 1000.0);
-    let added = |q: f64| {
-        let (a, b) = (percentile(&p, q).as_secs_f64(), percentile(&d, q).as_secs_f64());
-        format!("{:.3}", (a - b) * 1000.0)
-    };
+    let added_ms = |q: f64| (percentile(&p, q).as_secs_f64() - percentile(&d, q).as_secs_f64()) * 1000.0;
+    let added = |q: f64| format!("{:.3}", added_ms(q));
     let achieved = p.len() as f64 / PHASE.as_secs_f64();
     let errors = direct.iter().chain(proxy).filter(|s| !s.ok).count();
     println!(
@@ -382,6 +454,139 @@ fn print_row(rate: u64, direct: &[Sample], proxy: &[Sample], metric: impl Fn(&Sa
         errors,
         ms(percentile(&lags, 0.99)),
     );
+    (added_ms(0.5), added_ms(0.99))
+}
+
+/// Mean and p99 of one 8 KiB write plus `fdatasync` in `dir`, in ms (the
+/// test `pg_test_fsync` reports as "fdatasync"), over about a second.
+fn flush_latency(dir: &Path) -> (f64, f64) {
+    use std::io::{Seek, Write};
+    let path = dir.join(format!("winston-fsync-{}", std::process::id()));
+    let mut file = std::fs::File::create(&path).expect("fsync probe file");
+    let block = [0x57u8; 8192];
+    let mut took = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) || took.len() < 20 {
+        let t = Instant::now();
+        file.rewind().expect("rewind");
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+        took.push(t.elapsed());
+        if took.len() >= 2_000 {
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    took.sort();
+    let mean = took.iter().map(Duration::as_secs_f64).sum::<f64>() / took.len() as f64 * 1000.0;
+    (mean, percentile(&took, 0.99).as_secs_f64() * 1000.0)
+}
+
+/// Requests admitted against leases and chunks taken, from `/metrics`.
+async fn lease_figures(client: &reqwest::Client, metrics_url: &str) -> (f64, f64) {
+    let text = match client.get(metrics_url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let value = |name: &str| {
+        text.lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    (value("winston_proxy_lease_holds_total"), value("winston_proxy_lease_takes_total"))
+}
+
+/// LiteLLM's added latency (p50, p99 in ms) at 100 and 1,000 requests/s,
+/// and the rate it really answered of the 1,000 offered.
+struct LiteLlm {
+    at_100: (f64, f64),
+    at_1000: (f64, f64),
+    achieved_1000: f64,
+}
+
+/// Installs (bounded, cached) and runs LiteLLM's proxy on 127.0.0.1
+/// against the same mock, with no database, and measures it like the proxy
+/// against direct calls made in the same moments. `Err` says why it was skipped.
+async fn litellm_baseline(
+    client: &reqwest::Client,
+    mock: &str,
+    direct: &Target,
+    body: &Bytes,
+    dir: &Path,
+) -> Result<LiteLlm, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/litellm-baseline");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("failed to run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err("LiteLLM could not be installed from the package registry (see the script's output)".into());
+    }
+    let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let config = dir.join("litellm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: {MODEL}\n    litellm_params:\n      model: anthropic/{MODEL}\n      \
+             api_base: {mock}/anthropic\n      api_key: mock\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let port = winston::devenv::free_port().map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("litellm.log")).map_err(|e| e.to_string())?;
+    // LiteLLM refuses to start without a master key; with no database, the
+    // key is compared in memory (what it checks per request, nothing more).
+    let master = format!("sk-bench-{}", uuid::Uuid::new_v4().simple());
+    let child = Command::new(&bin)
+        .args(["--config"])
+        .arg(&config)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", "1"])
+        .env("LITELLM_LOG", "ERROR")
+        .env("LITELLM_MASTER_KEY", &master)
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("failed to start LiteLLM: {e}"))?;
+    let mut process = ProxyProcess { child };
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health/liveliness")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if matches!(process.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("litellm.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            return Err(format!("LiteLLM did not start within 120 s: {}", tail.join(" | ")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let target = Target {
+        url: format!("{base}/v1/messages"),
+        keys: Arc::new(vec![master]),
+        next: Arc::default(),
+        body: body.clone(),
+        streaming: false,
+    };
+    let warm = open_loop(client, &target, 20, Duration::from_secs(2)).await;
+    if ok_count(&warm) == 0 {
+        return Err("LiteLLM answered no request of the warm-up (see its log)".into());
+    }
+    println!("LiteLLM {bin} (one worker, no database), same mock, same body, non-streaming:");
+    let mut at = Vec::new();
+    let mut achieved = 0.0;
+    for rate in [100, 1_000] {
+        let d = open_loop(client, direct, rate, PHASE).await;
+        let l = open_loop(client, &target, rate, PHASE).await;
+        at.push(print_row(rate, &d, &l, |s| s.total));
+        achieved = ok_count(&l) as f64 / PHASE.as_secs_f64();
+    }
+    process.stop();
+    Ok(LiteLlm { at_100: at[0], at_1000: at[1], achieved_1000: achieved })
 }
 
 /// The real `winston proxy` binary, killed when dropped.

@@ -106,8 +106,7 @@ async fn the_reserved_output_cap_bounds_what_the_upstream_generates() {
     let statuses = futures::future::join_all(sends).await;
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
     let g = h.upstream.tag("greedy");
-    let b = h.balance().await;
-    assert_eq!(b.reserved, 0);
+    let b = h.settled_balance().await;
     assert!(b.balance >= 0);
     assert_eq!(billed(&h).await, upstream_cost(&h, "greedy", KIMI_X), "generated and billed differ");
     assert_eq!(10_000 - b.balance, billed(&h).await);
@@ -220,7 +219,7 @@ async fn what_was_relayed_is_billed_whatever_ends_the_stream() {
     assert_eq!(h.anthropic(&body).send().await.unwrap().status(), 200);
     assert_estimated(billed(&h).await - before, &body, 24, SONNET_X, "nousage");
     assert!(h.metric("winston_proxy_estimated_usage_total").await >= 1.0);
-    assert_eq!(h.balance().await.reserved, 0);
+    assert_eq!(h.settled_balance().await.reserved, 0);
 }
 
 /// Defect 2: an upstream that ignores the cap is cut where the hold ends,
@@ -257,7 +256,7 @@ async fn a_stalled_client_is_let_go_and_the_upstream_is_billed() {
     let (outcome,): (String,) =
         sqlx::query_as("SELECT outcome FROM usage_records").fetch_one(h.db.ledger.pool()).await.unwrap();
     assert_eq!(outcome, "client_stalled");
-    assert_eq!(h.balance().await.reserved, 0);
+    assert_eq!(h.settled_balance().await.reserved, 0);
     assert_eq!(billed(&h).await, upstream_cost(&h, "stalled", KIMI_X));
     drop(resp);
 }
@@ -273,7 +272,7 @@ async fn a_client_that_times_out_does_not_strand_its_hold() {
     let r = h.anthropic(&body).timeout(Duration::from_millis(200)).send().await;
     assert!(r.is_err(), "the client was meant to time out");
     assert!(eventually(20, || async { h.usage().await.1 == 1 }).await, "the abandoned request never settled");
-    assert_eq!(h.balance().await.reserved, 0);
+    assert_eq!(h.settled_balance().await.reserved, 0);
     assert_eq!(billed(&h).await, upstream_cost(&h, "timeout", SONNET_X));
 }
 

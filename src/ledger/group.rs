@@ -228,11 +228,13 @@ async fn settle_batch<'a>(
     }
     let rows: Vec<SettleBatchRow> = sqlx::query_as(
         "SELECT r.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[],
-                                $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::bool[])
+                                $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::bool[],
+                                $13::uuid[], $14::int8[])
                          WITH ORDINALITY AS b(id, account, model, input, output, cost, outcome, key,
-                                              cache_write, cache_read, tool_uses, estimated, ord)
-         LEFT JOIN LATERAL winston_settle(b.id, b.account, b.model, b.input, b.output, b.cost, b.outcome,
-                                          b.key, b.cache_write, b.cache_read, b.tool_uses, b.estimated) r ON true
+                                              cache_write, cache_read, tool_uses, estimated, lease, held, ord)
+         LEFT JOIN LATERAL winston_settle_any(b.id, b.lease, b.held, b.account, b.model, b.input, b.output,
+                                              b.cost, b.outcome, b.key, b.cache_write, b.cache_read,
+                                              b.tool_uses, b.estimated) r ON true
          ORDER BY b.ord",
     )
     .bind(c.id)
@@ -247,6 +249,8 @@ async fn settle_batch<'a>(
     .bind(c.cache_read)
     .bind(c.tool_uses)
     .bind(c.estimated)
+    .bind(c.lease)
+    .bind(c.held)
     .fetch_all(tx)
     .await?;
     Ok(rows.into_iter().map(settle_row).collect())
@@ -296,12 +300,14 @@ async fn hold_alone(ledger: &Ledger, h: &Hold) -> Result<Reservation, LedgerErro
     h.request().outcome(h.id, row)
 }
 
-/// `winston_settle`'s columns as the LEFT JOIN returns them (all NULL for
-/// an unknown account).
-type SettleBatchRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i32>, Option<i64>);
+/// `winston_settle_any`'s columns as the LEFT JOIN returns them (all NULL
+/// for an unknown account; the lease column is NULL for a direct hold).
+type SettleBatchRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i32>, Option<i64>, Option<i64>);
 
-fn settle_row((debit, balance, reserved_after, allotment, pct, inserted): SettleBatchRow) -> Option<SettleRow> {
-    Some((debit?, balance?, reserved_after?, allotment?, pct?, inserted?))
+fn settle_row(
+    (debit, balance, reserved_after, allotment, pct, inserted, lease_left): SettleBatchRow,
+) -> Option<SettleRow> {
+    Some((debit?, balance?, reserved_after?, allotment?, pct?, inserted?, lease_left))
 }
 
 /// Settlements as column arrays for `unnest`.
@@ -319,6 +325,8 @@ struct SettleColumns {
     cache_read: Vec<i64>,
     tool_uses: Vec<i64>,
     estimated: Vec<bool>,
+    lease: Vec<Option<Uuid>>,
+    held: Vec<i64>,
 }
 
 impl SettleColumns {
@@ -335,6 +343,8 @@ impl SettleColumns {
         self.cache_read.push(u.cache_read_tokens.max(0));
         self.tool_uses.push(u.tool_uses.max(0));
         self.estimated.push(u.estimated);
+        self.lease.push(r.lease);
+        self.held.push(r.amount);
     }
 }
 

@@ -20,6 +20,7 @@ pub fn migrator() -> Migrator {
         migration(4, "transcripts", include_str!("../../migrations/control/0004_transcripts.sql")),
         migration(5, "group commit", include_str!("../../migrations/control/0005_group_commit.sql")),
         migration(6, "config snapshots", include_str!("../../migrations/control/0006_config_snapshots.sql")),
+        migration(7, "credit leases", include_str!("../../migrations/control/0007_credit_leases.sql")),
     ])
 }
 

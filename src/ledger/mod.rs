@@ -13,6 +13,9 @@
 //!   once ([`Ledger::settle`] is idempotent per `(account, request id)`);
 //! - holds belong to a live proxy session ([`ProxySession`]): a dead
 //!   process's holds come back at once ([`Ledger::expire_reservations`]);
+//! - a replica may admit requests in memory against a credit lease taken
+//!   from the account in chunks ([`Leases`]); a lease is a hold like any
+//!   other (same owner, same recovery), never more than was available;
 //! - an idempotency key that completed is never admitted again within its
 //!   window ([`Ledger::hold`]);
 //! - the period's credits are derived (allotment minus what was spent from
@@ -21,6 +24,7 @@ mod accounts;
 mod error;
 mod group;
 pub mod keys;
+mod lease;
 mod migrate;
 pub mod money;
 mod reserve;
@@ -30,6 +34,7 @@ pub mod snapshots;
 pub use error::LedgerError;
 pub use group::{DEFAULT_MAX_BATCH, GroupCommit};
 pub use keys::{ActiveKey, IssuedKey, hash_key};
+pub use lease::{LeaseSettings, LeaseStats, Leases};
 pub use migrate::{migrate, migrator};
 pub use money::HoldShape;
 pub use reserve::{HoldRequest, IDEMPOTENCY_WINDOW, Reservation, Settlement, Usage};

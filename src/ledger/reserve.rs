@@ -54,6 +54,9 @@ pub struct Reservation {
     pub available: i64,
     pub allotment: i64,
     pub low_threshold_pct: i32,
+    /// The replica's credit lease this hold was taken against in memory
+    /// ([`super::Leases`]); `None` for a hold of its own in the database.
+    pub lease: Option<Uuid>,
 }
 
 impl Reservation {
@@ -99,6 +102,9 @@ pub struct Settlement {
     pub available: i64,
     pub allotment: i64,
     pub low_threshold_pct: i32,
+    /// For a hold taken against a lease: the lease's credits after this
+    /// settlement (`None` when the lease is gone, or for a direct hold).
+    pub lease_left: Option<i64>,
 }
 
 impl Settlement {
@@ -119,9 +125,9 @@ impl Settlement {
 /// one row of `winston_reserve`.
 pub(super) type ReserveRow = (String, i64, i64, i64, i64, i64, i32, Option<i64>);
 
-/// `(debit, balance, reserved after, allotment, pct, inserted)`: one row of
-/// `winston_settle` (none when the account is unknown).
-pub(super) type SettleRow = (i64, i64, i64, i64, i32, i64);
+/// `(debit, balance, reserved after, allotment, pct, inserted, lease left)`:
+/// one row of `winston_settle_any` (none when the account is unknown).
+pub(super) type SettleRow = (i64, i64, i64, i64, i32, i64, Option<i64>);
 
 /// Milliseconds for SQL interval arithmetic (saturating).
 pub(super) fn millis(d: Duration) -> i64 {
@@ -153,6 +159,7 @@ impl HoldRequest<'_> {
                 available,
                 allotment,
                 low_threshold_pct,
+                lease: None,
             }),
             "insufficient" => Err(LedgerError::Insufficient {
                 needed: amount,
@@ -172,7 +179,7 @@ pub(super) fn settlement(
     usage: &Usage,
     row: Option<SettleRow>,
 ) -> Result<Settlement, LedgerError> {
-    let Some((credits, balance, reserved_after, allotment, low_threshold_pct, inserted)) = row else {
+    let Some((credits, balance, reserved_after, allotment, low_threshold_pct, inserted, lease_left)) = row else {
         return Err(LedgerError::UnknownAccount(reservation.account.clone()));
     };
     Ok(Settlement {
@@ -183,6 +190,7 @@ pub(super) fn settlement(
         available: (balance - reserved_after).max(0),
         allotment,
         low_threshold_pct,
+        lease_left,
     })
 }
 
@@ -252,22 +260,25 @@ impl Ledger {
     /// # Errors
     /// Unknown account; database errors (nothing is changed then).
     pub async fn settle(&self, reservation: &Reservation, usage: &Usage) -> Result<Settlement, LedgerError> {
-        let row: Option<SettleRow> =
-            sqlx::query_as("SELECT * FROM winston_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-                .bind(reservation.id)
-                .bind(&reservation.account)
-                .bind(&usage.model)
-                .bind(usage.input_tokens.max(0))
-                .bind(usage.output_tokens.max(0))
-                .bind(usage.cost.max(0))
-                .bind(&usage.outcome)
-                .bind(reservation.key.as_deref())
-                .bind(usage.cache_write_tokens.max(0))
-                .bind(usage.cache_read_tokens.max(0))
-                .bind(usage.tool_uses.max(0))
-                .bind(usage.estimated)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<SettleRow> = sqlx::query_as(
+            "SELECT * FROM winston_settle_any($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(reservation.id)
+        .bind(reservation.lease)
+        .bind(reservation.amount)
+        .bind(&reservation.account)
+        .bind(&usage.model)
+        .bind(usage.input_tokens.max(0))
+        .bind(usage.output_tokens.max(0))
+        .bind(usage.cost.max(0))
+        .bind(&usage.outcome)
+        .bind(reservation.key.as_deref())
+        .bind(usage.cache_write_tokens.max(0))
+        .bind(usage.cache_read_tokens.max(0))
+        .bind(usage.tool_uses.max(0))
+        .bind(usage.estimated)
+        .fetch_optional(&self.pool)
+        .await?;
         settlement(reservation, usage, row)
     }
 

@@ -431,7 +431,7 @@ pub(super) fn credit_headers(headers: &mut HeaderMap, remaining: i64, low: bool,
 /// Releases a hold, returning what is available afterwards (best effort:
 /// on a database error the sweeper releases it once this process is gone).
 pub(super) async fn release(st: &ProxyState, r: &Reservation) -> i64 {
-    match st.ledger.release(r).await {
+    match st.meter.release(r).await {
         Ok(Some(available)) => available,
         Ok(None) => r.available,
         Err(e) => {

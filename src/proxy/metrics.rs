@@ -33,6 +33,40 @@ pub struct Metrics {
     /// (the usage record's commit, which the answer's last byte waits for).
     /// What a client sees added to a direct call is the sum of both.
     added_seconds: Family<Labels, Histogram>,
+    /// Credit leases of this replica, refreshed from the ledger's
+    /// [`crate::ledger::LeaseStats`] whenever the metrics are rendered.
+    pub leases: LeaseMetrics,
+}
+
+/// How much admission ran against credit leases instead of a commit each.
+#[derive(Clone, Default)]
+pub struct LeaseMetrics {
+    /// Requests admitted against a lease (no commit of their own).
+    pub holds: Counter,
+    /// Lease chunks taken (one commit each).
+    pub takes: Counter,
+    /// Credits given back to accounts (idle, pressure, shutdown).
+    pub returned: Counter,
+    /// Credits this replica's leases hold now.
+    pub leased: Gauge,
+}
+
+impl LeaseMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("lease_holds", "Requests admitted against a credit lease", self.holds.clone());
+        registry.register("lease_takes", "Credit lease chunks taken from accounts", self.takes.clone());
+        registry.register("lease_returned_credits", "Credits given back from leases", self.returned.clone());
+        registry.register("leased_credits", "Credits held by this replica's leases", self.leased.clone());
+    }
+
+    /// Brings the series up to `stats` (counters only move forward).
+    pub fn observe(&self, stats: crate::ledger::LeaseStats) {
+        let forward = |c: &Counter, to: u64| c.inc_by(to.saturating_sub(c.get()));
+        forward(&self.holds, stats.holds);
+        forward(&self.takes, stats.takes);
+        forward(&self.returned, stats.returned);
+        self.leased.set(stats.leased);
+    }
 }
 
 /// The phases of [`Metrics::added_seconds`], each exported from the start.
@@ -70,6 +104,8 @@ impl Default for Metrics {
             "The proxy's own time in a request by phase (admission, settlement)",
             added_seconds.clone(),
         );
+        let leases = LeaseMetrics::default();
+        leases.register(&mut registry);
         Self {
             registry,
             requests,
@@ -80,6 +116,7 @@ impl Default for Metrics {
             upstream_seconds,
             key_lookups,
             added_seconds,
+            leases,
         }
     }
 }

@@ -39,7 +39,7 @@ pub use auth::KeyCache;
 pub use catalog::{Catalog, CatalogError, Model, UpstreamKind};
 pub use errors::Api;
 
-use crate::ledger::{GroupCommit, Ledger, LedgerError, ProxySession};
+use crate::ledger::{GroupCommit, LeaseSettings, Leases, Ledger, LedgerError, ProxySession};
 
 /// How often the dead holds of other proxies are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -136,6 +136,20 @@ pub struct Settings {
     /// Days a pushed transcript event is kept before the sweep deletes it.
     #[arg(long, env = "WINSTON_TRANSCRIPT_RETENTION_DAYS", default_value_t = transcripts::DEFAULT_RETENTION_DAYS)]
     pub transcript_retention_days: u32,
+    /// Credit leases: this replica takes credit from a busy account in
+    /// chunks of at most this many holds (one commit per chunk) and admits
+    /// requests against the chunk without a commit of their own. 0 turns
+    /// leases off: every request takes its own hold.
+    #[arg(long, env = "WINSTON_PROXY_LEASE_HOLDS", default_value_t = 64)]
+    pub lease_holds: i64,
+    /// Most of an account's available credits one lease chunk may take, in
+    /// %. Below the balance where that share would not cover one request,
+    /// no lease is taken and requests hold exactly, shared by all replicas.
+    #[arg(long, env = "WINSTON_PROXY_LEASE_SHARE_PCT", default_value_t = 10)]
+    pub lease_share_pct: i64,
+    /// A lease without a request for this long goes back to the account.
+    #[arg(long, env = "WINSTON_PROXY_LEASE_IDLE_MS", default_value_t = 1000)]
+    pub lease_idle_ms: u64,
 }
 
 impl Default for Settings {
@@ -154,6 +168,22 @@ impl Default for Settings {
             commit_queues: 4,
             commit_batch: crate::ledger::DEFAULT_MAX_BATCH,
             transcript_retention_days: transcripts::DEFAULT_RETENTION_DAYS,
+            lease_holds: 64,
+            lease_share_pct: 10,
+            lease_idle_ms: 1000,
+        }
+    }
+}
+
+impl Settings {
+    /// The credit-lease part of the settings.
+    #[must_use]
+    pub fn leases(&self) -> LeaseSettings {
+        LeaseSettings {
+            holds: self.lease_holds.max(0),
+            share_pct: self.lease_share_pct.clamp(0, 100),
+            idle: Duration::from_millis(self.lease_idle_ms.max(10)),
+            ttl: Duration::from_secs(self.reservation_ttl_secs.max(1)),
         }
     }
 }
@@ -223,8 +253,9 @@ impl Drop for InFlightGuard {
 /// Everything a request handler needs.
 pub(crate) struct ProxyState {
     pub(crate) ledger: Ledger,
-    /// Holds and settlements, committed in groups.
-    pub(crate) meter: GroupCommit,
+    /// Holds (against this replica's credit leases when it can) and
+    /// settlements, committed in groups.
+    pub(crate) meter: Leases,
     /// The owner of every hold this process takes.
     pub(crate) session: ProxySession,
     /// Last result of the background readiness check.
@@ -261,7 +292,8 @@ impl Proxy {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(settings.upstream_timeout_secs))
             .build()?;
-        let meter = GroupCommit::start(&ledger, settings.commit_queues, settings.commit_batch);
+        let group = GroupCommit::start(&ledger, settings.commit_queues, settings.commit_batch);
+        let meter = Leases::start(&ledger, group, Some(session.owner()), settings.leases());
         let metrics = metrics::Metrics::default();
         let state = ProxyState {
             meter,
@@ -337,6 +369,10 @@ impl Proxy {
         if tokio::time::timeout(grace, st.in_flight.wait_idle()).await.is_err() {
             tracing::warn!("shutdown grace elapsed with upstream streams still open");
         }
+        let returned = st.meter.return_all().await;
+        if returned > 0 {
+            tracing::info!(credits = returned, "gave the credit leases back");
+        }
         refresher.abort();
         sweeper.abort();
         readiness.abort();
@@ -398,6 +434,7 @@ async fn readyz(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(st): State<Arc<ProxyState>>) -> impl IntoResponse {
+    st.metrics.leases.observe(st.meter.stats());
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], st.metrics.render())
 }
 

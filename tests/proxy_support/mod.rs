@@ -117,6 +117,20 @@ impl Harness {
         self.db.ledger.snapshot(ACCOUNT).await.unwrap()
     }
 
+    /// The balance once nothing is held: no request's own hold is left
+    /// now, and the replica's idle credit lease (which `reserved` counts)
+    /// goes back within a bounded wait.
+    pub async fn settled_balance(&self) -> winston::ledger::Balance {
+        let (holds,): (i64,) = sqlx::query_as("SELECT count(*) FROM reservations WHERE request_id NOT LIKE 'lease:%'")
+            .fetch_one(self.db.ledger.pool())
+            .await
+            .unwrap();
+        assert_eq!(holds, 0, "a request's hold was left behind");
+        let returned = eventually(10, || async { self.balance().await.reserved == 0 }).await;
+        assert!(returned, "a credit lease was never given back: {:?}", self.balance().await);
+        self.balance().await
+    }
+
     /// `POST /v1/messages` with the tenant key.
     pub fn anthropic(&self, body: &serde_json::Value) -> reqwest::RequestBuilder {
         self.http.post(format!("{}/v1/messages", self.url)).header("x-api-key", &self.key).json(body)
