@@ -24,9 +24,9 @@ pub enum ProviderError {
     Server { platform: Platform, status: u16, message: String },
     #[error("failed on {platform}: resource locked by another operation: {message}")]
     Locked { platform: Platform, message: String },
-    #[error("failed on {platform}: rate limited (retry after {retry_after:?}): {message}")]
+    #[error("failed on {platform}: rate limited ({}): {message}", retry_text(*.retry_after))]
     RateLimited { platform: Platform, retry_after: Option<Duration>, message: String },
-    #[error("failed to call {platform}: circuit open after repeated server errors (retry after {retry_after:?})")]
+    #[error("failed to call {platform}: circuit open after repeated server errors ({})", retry_text(Some(*.retry_after)))]
     CircuitOpen { platform: Platform, retry_after: Duration },
     #[error("failed to authenticate to {platform} ({status}): {message}")]
     Unauthorized { platform: Platform, status: u16, message: String },
@@ -163,5 +163,31 @@ mod tests {
         let e = ProviderError::from_status(p, 429, "slow down".into(), Some(Duration::from_secs(7)));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
         assert!(e.to_string().contains("slow down"));
+    }
+}
+
+/// "retry in 22754 s" for a status message a person reads (never `Some(..)`).
+fn retry_text(after: Option<Duration>) -> String {
+    match after {
+        Some(d) if d.subsec_millis() == 0 || d.as_secs() >= 10 => format!("retry in {} s", d.as_secs()),
+        Some(d) => format!("retry in {} ms", d.as_millis()),
+        None => "no retry time given".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod retry_text_tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_reads_as_seconds_or_milliseconds_never_as_an_option() {
+        let e = ProviderError::RateLimited {
+            platform: Platform::Vercel,
+            retry_after: Some(Duration::from_secs(22_754)),
+            message: "api-deployments-free-per-day".into(),
+        };
+        assert_eq!(e.to_string(), "failed on Vercel: rate limited (retry in 22754 s): api-deployments-free-per-day");
+        assert_eq!(retry_text(Some(Duration::from_millis(250))), "retry in 250 ms");
+        assert_eq!(retry_text(None), "no retry time given");
     }
 }
