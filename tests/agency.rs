@@ -87,27 +87,11 @@ async fn emails_to(stack: &Stack, to: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for e in objects(stack, "resend", "email").await {
         if e["to"].to_string().contains(to) {
-            let url =
-                format!("{}{}/emails/{}", stack.emu.base(), winston::emulator::RESEND_PATH, e["id"].as_str().unwrap());
-            out.push(read_email(&url).await);
+            let path = format!("{}/emails/{}", winston::emulator::RESEND_PATH, e["id"].as_str().unwrap());
+            out.push(stack.platform_get(&path).await);
         }
     }
     out
-}
-
-/// One email read back through the emulated Resend API, which holds the
-/// test to Resend's own 2 requests a second: a 429 is waited out as its
-/// `retry-after` says (bounded), like any client must.
-async fn read_email(url: &str) -> Value {
-    for _ in 0..20 {
-        let r = reqwest::Client::new().get(url).bearer_auth(DEFAULT_TOKEN).send().await.unwrap();
-        if r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return r.json().await.unwrap();
-        }
-        let wait = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(1);
-        tokio::time::sleep(std::time::Duration::from_secs(wait.clamp(1, 5))).await;
-    }
-    panic!("Resend kept refusing the read of {url}");
 }
 
 /// The frontend project's variables as Vercel lists them.

@@ -63,9 +63,7 @@ async fn email_body(stack: &Stack, id: &str) -> Value {
 
 /// `GET <path>` on the emulated platforms, with the emulator's token.
 async fn platform_get(stack: &Stack, path: &str) -> Value {
-    let url = format!("{}{path}", stack.emu.base());
-    let r = reqwest::Client::new().get(url).bearer_auth(winston::emulator::DEFAULT_TOKEN).send().await.unwrap();
-    r.json().await.unwrap()
+    stack.platform_get(path).await
 }
 
 fn frontend_is(ti: &TenantInstance, state: StepState) -> bool {

@@ -124,6 +124,23 @@ impl Stack {
         self.http.get(format!("{}/_emulator/objects", self.emu.base())).send().await.unwrap().json().await.unwrap()
     }
 
+    /// `GET <path>` on the emulated platforms as a client would, with the
+    /// emulator's token. The platforms' published limits apply to the test
+    /// too (Resend: 2 requests a second), so a 429 is waited out as its
+    /// `retry-after` says, a bounded number of times.
+    pub async fn platform_get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.emu.base());
+        for _ in 0..20 {
+            let r = self.http.get(&url).bearer_auth(winston::emulator::DEFAULT_TOKEN).send().await.unwrap();
+            if r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return r.json().await.unwrap();
+            }
+            let wait = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait.clamp(1, 5))).await;
+        }
+        panic!("the emulated platform kept refusing GET {path}");
+    }
+
     /// Live objects of `kind` on `platform` whose name is `name`.
     pub async fn count(&self, platform: &str, kind: &str, name: &str) -> usize {
         let v = self.objects().await;
