@@ -32,7 +32,7 @@ async fn the_account_is_debited_exactly_what_the_model_generated() {
     assert_eq!(generated.generations, 1);
     assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (generated.input_tokens, generated.output_tokens));
     let billed = i64::try_from(generated.input_tokens + generated.output_tokens).unwrap() * KIMI_X;
-    let b = h.balance().await;
+    let b = h.settled_balance().await;
     assert_eq!((b.balance, b.reserved), (100_000 - billed, 0));
     assert_eq!(h.usage().await, (billed, 1));
     assert_eq!(r.usage.credits_remaining, Some(100_000 - billed));

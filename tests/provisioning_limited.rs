@@ -222,7 +222,7 @@ async fn a_spent_day_of_vercel_deployments_is_reported_and_not_retried() {
     })
     .await;
     eprintln!("conditions: {cond:#?}");
-    assert!(cond.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.message.contains("retry after")));
+    assert!(cond.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.message.contains("retry in")));
     // Passes forced by changes to the instance meet the spent quota too.
     let passes = "winston_reconciles_total{kind=\"TenantInstance\"}";
     let first = metric(&addr, passes).await;

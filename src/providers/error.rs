@@ -186,7 +186,7 @@ mod retry_text_tests {
             retry_after: Some(Duration::from_secs(22_754)),
             message: "api-deployments-free-per-day".into(),
         };
-        assert_eq!(e.to_string(), "failed on Vercel: rate limited (retry in 22754 s): api-deployments-free-per-day");
+        assert_eq!(e.to_string(), "failed on vercel: rate limited (retry in 22754 s): api-deployments-free-per-day");
         assert_eq!(retry_text(Some(Duration::from_millis(250))), "retry in 250 ms");
         assert_eq!(retry_text(None), "no retry time given");
     }
