@@ -177,7 +177,7 @@ impl Budget {
                     if Instant::now() + wait > deadline {
                         return Err(ProviderError::RateLimited {
                             platform: self.platform,
-                            retry_after: Some(wait),
+                            retry_after: Some(self.retry_wait(wait)),
                             message: "local request budget exhausted".into(),
                         });
                     }
@@ -185,6 +185,23 @@ impl Budget {
                 }
             }
         }
+    }
+
+    /// How long a refused caller waits before its next pass: at least
+    /// `wait`, and until half the bucket is back when the bucket (not a
+    /// platform's pause) refused it. A pass makes several calls in a row (a
+    /// teardown reads, then deletes); requeued after one call's refill, it
+    /// would spend that one token on its first call and be refused on the
+    /// next, every time, and never finish.
+    fn retry_wait(&self, wait: Duration) -> Duration {
+        let s = self.lock();
+        if s.paused_until.is_some_and(|u| u > Instant::now()) {
+            return wait;
+        }
+        let rate = f64::from(self.config.per_minute.max(1)) / 60.0;
+        let target = (f64::from(self.config.burst.max(1)) / 2.0).ceil();
+        let refill = Duration::from_secs_f64((target - s.tokens).max(0.0) / rate);
+        wait.max(refill)
     }
 
     /// Records the platform's `Retry-After`: nobody calls before it passes.
@@ -239,8 +256,25 @@ mod tests {
         }
         let e = b.acquire().await.unwrap_err();
         assert_eq!(e.category(), "rate_limited");
+        // Not one token's refill (1 s) but half the bucket's (2 of 3 tokens):
+        // the next pass can make more than one call.
         let wait = e.retry_after().unwrap();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2), "{wait:?}");
+    }
+
+    /// A pass that needs two calls in a row (read, then delete) and is
+    /// retried when told finishes: it is not requeued after one token's
+    /// refill only to spend it on its first call and be refused again.
+    #[tokio::test]
+    async fn a_refused_pass_of_several_calls_finishes_on_its_retry() {
+        let b = Budget::new(Platform::Railway, cfg(600, 4));
+        for _ in 0..4 {
+            b.acquire().await.unwrap();
+        }
+        let wait = b.acquire().await.unwrap_err().retry_after().unwrap();
+        tokio::time::sleep(wait).await;
+        b.acquire().await.unwrap();
+        b.acquire().await.unwrap();
     }
 
     #[tokio::test]
