@@ -490,18 +490,9 @@ async fn step_medians(client: &kube::Client, ns: &str) -> Vec<(String, Duration)
 
 /// `apiserver_request_total` by (verb, resource), from the API server's /metrics.
 async fn apiserver_requests(client: &kube::Client) -> HashMap<(String, String), u64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(req).await.unwrap();
     let mut out = HashMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |name: &str| {
-            let key = format!("{name}=\"");
-            let from = line.find(&key)? + key.len();
-            Some(line[from..].split('"').next()?.to_string())
-        };
-        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        *out.entry((verb, resource)).or_insert(0) += value as u64;
+    for r in support::apiserver_requests(client).await {
+        *out.entry((r.verb, r.resource)).or_insert(0) += r.count;
     }
     out
 }

@@ -116,25 +116,18 @@ async fn settled(ns: &TestNamespace) {
 /// `apiserver_request_total` of the writing verbs, by resource (with
 /// `WRITES_BY_CODE` set: by verb, resource and code, to see where they go).
 async fn writes_by_resource(client: &kube::Client) -> BTreeMap<String, u64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(req).await.unwrap();
+    let by_code = std::env::var_os("WRITES_BY_CODE").is_some();
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |name: &str| {
-            let key = format!("{name}=\"");
-            let from = line.find(&key)? + key.len();
-            Some(line[from..].split('"').next()?.to_string())
-        };
-        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION") {
+    for r in support::apiserver_requests(client).await {
+        if !matches!(r.verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION") {
             continue;
         }
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        let key = match (std::env::var_os("WRITES_BY_CODE"), label("code")) {
-            (Some(_), Some(code)) if resource != "tenants" => format!("{verb} {resource} {code}"),
-            _ => resource,
+        let key = if by_code && !r.code.is_empty() && r.resource != "tenants" {
+            format!("{} {} {}", r.verb, r.resource, r.code)
+        } else {
+            r.resource
         };
-        *out.entry(key).or_insert(0) += value as u64;
+        *out.entry(key).or_insert(0) += r.count;
     }
     out
 }

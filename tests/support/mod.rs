@@ -283,3 +283,37 @@ impl<K> Drop for History<K> {
         self.task.abort();
     }
 }
+
+/// One `apiserver_request_total` series: what the API server itself counted.
+pub struct ApiRequestCount {
+    pub verb: String,
+    pub resource: String,
+    /// The HTTP status code (empty when the series has none).
+    pub code: String,
+    pub count: u64,
+}
+
+/// The API server's own request counts (`apiserver_request_total` from its
+/// `/metrics`): what tests and the provisioning benchmark count writes with,
+/// rather than what Winston believes it wrote.
+pub async fn apiserver_requests(client: &Client) -> Vec<ApiRequestCount> {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(req).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|line| {
+            let label = |name: &str| {
+                let key = format!("{name}=\"");
+                let from = line.find(&key)? + key.len();
+                Some(line[from..].split('"').next()?.to_string())
+            };
+            let count = line.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
+            Some(ApiRequestCount {
+                verb: label("verb")?,
+                resource: label("resource")?,
+                code: label("code").unwrap_or_default(),
+                count,
+            })
+        })
+        .collect()
+}
