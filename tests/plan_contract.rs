@@ -58,12 +58,7 @@ async fn emails_to(stack: &Stack, to: &str) -> Vec<Value> {
 
 /// `GET /emails/{id}` on the emulated Resend, as the platform returns it.
 async fn email_body(stack: &Stack, id: &str) -> Value {
-    platform_get(stack, &format!("{}/emails/{id}", winston::emulator::RESEND_PATH)).await
-}
-
-/// `GET <path>` on the emulated platforms, with the emulator's token.
-async fn platform_get(stack: &Stack, path: &str) -> Value {
-    stack.platform_get(path).await
+    stack.platform_get(&format!("{}/emails/{id}", winston::emulator::RESEND_PATH)).await
 }
 
 fn frontend_is(ti: &TenantInstance, state: StepState) -> bool {
@@ -393,9 +388,9 @@ async fn database_regions_are_honoured_on_neon_and_supabase() {
     let ext = |ti: &TenantInstance| ti.status.as_ref().unwrap().external.clone().unwrap();
     let project_id = ext(&neon_ti).neon.unwrap().project_id.unwrap();
     let reference = ext(&supa_ti).supabase.unwrap().project_ref.unwrap();
-    let neon_project = platform_get(&stack, &format!("{}/projects/{project_id}", winston::emulator::NEON_PATH)).await;
+    let neon_project = stack.platform_get(&format!("{}/projects/{project_id}", winston::emulator::NEON_PATH)).await;
     assert_eq!(neon_project["project"]["region_id"], "aws-eu-central-1", "{neon_project}");
     let path = format!("{}/v1/projects/{reference}", winston::emulator::SUPABASE_PATH);
-    let supa_project = platform_get(&stack, &path).await;
+    let supa_project = stack.platform_get(&path).await;
     assert_eq!(supa_project["region"], "eu-central-1", "{supa_project}");
 }

@@ -55,13 +55,6 @@ impl KeyCache {
         }
     }
 
-    /// The account a presented key belongs to, if the cache holds it.
-    #[must_use]
-    pub fn account_for(&self, headers: &HeaderMap) -> Option<Arc<str>> {
-        let key = presented_key(headers)?;
-        self.cached(&hash_key(key))
-    }
-
     fn cached(&self, hash: &[u8; 32]) -> Option<Arc<str>> {
         let map = self.keys.read().map(|g| Arc::clone(&g)).ok()?;
         map.get(hash).cloned()
