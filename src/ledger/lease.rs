@@ -160,6 +160,26 @@ impl Slot {
     }
 }
 
+/// What [`Inner::admit`] decided.
+enum Admission {
+    /// Admitted against the account's lease.
+    Held(Reservation),
+    /// The account has no lease: the caller takes its first one, then admits.
+    TakeFirst(Take),
+    /// Hold directly (a lease may be growing in the background).
+    Direct,
+}
+
+/// One `winston_lease_take` to run.
+#[derive(Clone, Copy, Debug)]
+struct Take {
+    id: Uuid,
+    /// Grow the existing row (false: insert it).
+    exists: bool,
+    want: i64,
+    min: i64,
+}
+
 /// `(granted, balance, available after, allotment, pct)`: one row of `winston_lease_take`.
 type TakeRow = (i64, i64, i64, i64, i32);
 
@@ -187,13 +207,28 @@ impl Leases {
 
     /// Holds credit for one request: against this replica's lease when it
     /// covers the request's full cap, otherwise directly (one commit, fitted
-    /// to the balance), asking for a lease in the background meanwhile.
+    /// to the balance), growing the lease in the background meanwhile.
+    ///
+    /// An account without a lease takes its first one in place of the
+    /// direct hold (one commit either way) and admits against it: the
+    /// credits the request is told remain are then exact, never off by a
+    /// lease that committed while a direct hold ran.
     ///
     /// # Errors
     /// As [`Ledger::hold`].
     pub async fn hold(&self, req: &HoldRequest<'_>) -> Result<Reservation, LedgerError> {
-        if let Some(r) = self.inner.admit(req) {
-            return Ok(r);
+        match self.inner.admit(req) {
+            Admission::Held(r) => return Ok(r),
+            Admission::TakeFirst(take) => {
+                // Spawned: a caller that goes away must not leave the take
+                // half booked (its row would sit reserved until the expiry).
+                let (inner, account) = (Arc::clone(&self.inner), req.account.to_string());
+                let _ = tokio::spawn(async move { inner.take(account, take).await }).await;
+                if let Admission::Held(r) = self.inner.admit(req) {
+                    return Ok(r);
+                }
+            }
+            Admission::Direct => {}
         }
         let held = match self.inner.meter.hold(req).await {
             Err(LedgerError::Insufficient { .. }) if self.inner.give_back_free(req.account).await > 0 => {
@@ -282,10 +317,11 @@ impl Inner {
     }
 
     /// The in-memory admission: the full cap's hold against the account's
-    /// current lease, and a background take when the lease runs low.
-    fn admit(self: &Arc<Self>, req: &HoldRequest<'_>) -> Option<Reservation> {
+    /// current lease, and a background take when the lease runs low (the
+    /// caller's own take when the account has none yet).
+    fn admit(self: &Arc<Self>, req: &HoldRequest<'_>) -> Admission {
         if !self.enabled() || req.key.is_some() || req.owner != self.owner || req.validate().is_err() {
-            return None;
+            return Admission::Direct;
         }
         let need = req.shape.worst_case();
         let now = Instant::now();
@@ -310,21 +346,30 @@ impl Inner {
         });
         let want = need.saturating_mul(self.settings.holds).max(1);
         let refill = slot.retired.is_none() && !slot.taking && now >= slot.quiet_until && slot.free() < want / 2;
+        let mut first = None;
         if refill {
             slot.taking = true;
-            let (exists, top_up) = (slot.in_db, want - slot.free());
-            let (inner, account) = (Arc::clone(self), req.account.to_string());
-            tokio::spawn(async move { inner.take(account, id, exists, top_up, need).await });
+            let take = Take { id, exists: slot.in_db, want: want - slot.free(), min: need };
+            if take.exists {
+                let (inner, account) = (Arc::clone(self), req.account.to_string());
+                tokio::spawn(async move { inner.take(account, take).await });
+            } else {
+                first = Some(take);
+            }
         }
         drop(book);
-        if admitted.is_some() {
-            self.holds.fetch_add(1, Ordering::Relaxed);
+        match (admitted, first) {
+            (Some(r), _) => {
+                self.holds.fetch_add(1, Ordering::Relaxed);
+                Admission::Held(r)
+            }
+            (None, Some(take)) => Admission::TakeFirst(take),
+            (None, None) => Admission::Direct,
         }
-        admitted
     }
 
-    /// Takes or grows lease `id` by up to `want` (at least `min`, one hold).
-    async fn take(self: Arc<Self>, account: String, id: Uuid, exists: bool, want: i64, min: i64) {
+    /// Takes or grows a lease by up to `want` (at least `min`, one hold).
+    async fn take(self: Arc<Self>, account: String, Take { id, exists, want, min }: Take) {
         let row: Result<Option<TakeRow>, sqlx::Error> =
             sqlx::query_as("SELECT * FROM winston_lease_take($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&account)
