@@ -217,17 +217,17 @@ impl Leases {
     /// # Errors
     /// As [`Ledger::hold`].
     pub async fn hold(&self, req: &HoldRequest<'_>) -> Result<Reservation, LedgerError> {
-        match self.inner.admit(req) {
+        let mut admission = self.inner.admit(req);
+        if let Admission::TakeFirst(take) = admission {
+            let _ = self.inner.spawn_take(req.account, take).await;
+            admission = self.inner.admit(req);
+        }
+        match admission {
             Admission::Held(r) => return Ok(r),
-            Admission::TakeFirst(take) => {
-                // Spawned: a caller that goes away must not leave the take
-                // half booked (its row would sit reserved until the expiry).
-                let (inner, account) = (Arc::clone(&self.inner), req.account.to_string());
-                let _ = tokio::spawn(async move { inner.take(account, take).await }).await;
-                if let Admission::Held(r) = self.inner.admit(req) {
-                    return Ok(r);
-                }
-            }
+            // The take granted nothing and its quiet time is already over
+            // (a slow pass): this one runs in the background, like growth,
+            // so every take that marked the slot finishes and clears it.
+            Admission::TakeFirst(take) => drop(self.inner.spawn_take(req.account, take)),
             Admission::Direct => {}
         }
         let held = match self.inner.meter.hold(req).await {
@@ -351,8 +351,7 @@ impl Inner {
             slot.taking = true;
             let take = Take { id, exists: slot.in_db, want: want - slot.free(), min: need };
             if take.exists {
-                let (inner, account) = (Arc::clone(self), req.account.to_string());
-                tokio::spawn(async move { inner.take(account, take).await });
+                drop(self.spawn_take(req.account, take));
             } else {
                 first = Some(take);
             }
@@ -366,6 +365,14 @@ impl Inner {
             (None, Some(take)) => Admission::TakeFirst(take),
             (None, None) => Admission::Direct,
         }
+    }
+
+    /// Runs `take` on its own task: a caller that goes away (a client
+    /// disconnecting mid-request) must not leave it half booked, with the
+    /// slot marked taking for ever and the row reserved until its expiry.
+    fn spawn_take(self: &Arc<Self>, account: &str, take: Take) -> tokio::task::JoinHandle<()> {
+        let (inner, account) = (Arc::clone(self), account.to_string());
+        tokio::spawn(async move { inner.take(account, take).await })
     }
 
     /// Takes or grows a lease by up to `want` (at least `min`, one hold).
