@@ -216,15 +216,35 @@ async fn run() {
         "lag99"
     );
     let mut added_at_1000 = (None, None);
+    let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let mut own_time = Vec::new();
     for rate in RATES {
         let d = open_loop(&client, &direct(false), rate, PHASE).await;
+        let before = added_buckets(&client, &metrics_url).await;
         let p = open_loop(&client, &proxied(false), rate, PHASE).await;
+        let after = added_buckets(&client, &metrics_url).await;
+        own_time.push((rate, before, after));
         proxied_ok.fetch_add(ok_count(&p), Ordering::Relaxed);
         proxied_sent.fetch_add(p.len() as u64, Ordering::Relaxed);
         let added = print_row(rate, &d, &p, |s| s.total);
         if rate == 1_000 {
             added_at_1000 = (Some(added.0), Some(added.1));
         }
+    }
+    println!(
+        "the proxy's own time by phase (its winston_proxy_added_seconds histogram; a quantile is the bucket bound it falls under):"
+    );
+    for (rate, before, after) in &own_time {
+        let parts: Vec<String> = ["admission", "settlement"]
+            .iter()
+            .map(|phase| {
+                let q = |p: f64| {
+                    bucket_quantile(before, after, phase, p).map_or("-".to_string(), |v| format!("{:.3}", v * 1000.0))
+                };
+                format!("{phase} p50 <= {} p99 <= {} ms", q(0.5), q(0.99))
+            })
+            .collect();
+        println!("  {rate:>6} rps: {}", parts.join("; "));
     }
 
     println!();
@@ -495,6 +515,41 @@ async fn lease_figures(client: &reqwest::Client, metrics_url: &str) -> (f64, f64
             .sum::<f64>()
     };
     (value("winston_proxy_lease_holds_total"), value("winston_proxy_lease_takes_total"))
+}
+
+/// The cumulative buckets of `winston_proxy_added_seconds` by (phase, upper bound).
+async fn added_buckets(client: &reqwest::Client, metrics_url: &str) -> Vec<(String, f64, f64)> {
+    let text = match client.get(metrics_url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| l.starts_with("winston_proxy_added_seconds_bucket{"))
+        .filter_map(|l| {
+            let labels = l.split_once('{')?.1.split_once('}')?.0;
+            let label = |name: &str| {
+                labels.split(',').find_map(|kv| kv.strip_prefix(&format!("{name}=\"")).map(|v| v.trim_end_matches('"')))
+            };
+            let le = label("le")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((label("phase")?.to_string(), le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The upper bound of the bucket that holds quantile `q` of what `phase`
+/// observed between two scrapes, in seconds.
+fn bucket_quantile(before: &[(String, f64, f64)], after: &[(String, f64, f64)], phase: &str, q: f64) -> Option<f64> {
+    let count = |set: &[(String, f64, f64)], le: f64| {
+        set.iter().find(|(p, l, _)| p == phase && *l == le).map_or(0.0, |(_, _, c)| *c)
+    };
+    let mut bounds: Vec<f64> = after.iter().filter(|(p, _, _)| p == phase).map(|(_, le, _)| *le).collect();
+    bounds.sort_by(f64::total_cmp);
+    let total = count(after, f64::INFINITY) - count(before, f64::INFINITY);
+    if total <= 0.0 {
+        return None;
+    }
+    bounds.into_iter().find(|le| count(after, *le) - count(before, *le) >= q * total)
 }
 
 /// LiteLLM's added latency (p50, p99 in ms) at 100 and 1,000 requests/s,

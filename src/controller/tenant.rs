@@ -68,7 +68,8 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         return refuse(tenant, ctx, &children, admission.refusal.as_ref()).await;
     }
     let site = analyse_website(tenant, ctx).await;
-    let desired = plan::desired_instances_within(tenant, admission.granted, site.fields())?;
+    let finalized = ctx.engine.is_some();
+    let desired = plan::desired_instances_within(tenant, admission.granted, site.fields(), finalized)?;
     let (listed, existing) = children.observe_instances(ctx, &desired).await?;
     let changes = plan::instance_changes(desired, &existing, &children.uid);
     let mut instances = listed;

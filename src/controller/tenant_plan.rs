@@ -35,11 +35,15 @@ pub fn owner_ref(tenant: &Tenant) -> Result<OwnerReference, super::Error> {
 /// As [`owner_ref`].
 pub fn desired_instances(tenant: &Tenant) -> Result<Vec<TenantInstance>, super::Error> {
     let site = tenant.status.as_ref().and_then(|s| s.profile.as_ref()).map(|p| &p.fields);
-    desired_instances_within(tenant, tenant.spec.instances, site)
+    desired_instances_within(tenant, tenant.spec.instances, site, true)
 }
 
 /// The TenantInstances `tenant` gets when `granted` of them are allowed
-/// (see [`admission`]): ordinal 0..min(spec.instances, granted).
+/// (see [`admission`]): ordinal 0..min(spec.instances, granted). With
+/// `finalized` (an instance controller runs to remove it), each is born
+/// with the cleanup finalizer: one write fewer per instance than adding it
+/// on the first pass. Every apply carries it, so server-side apply never
+/// drops it; without an instance controller it would only block deletion.
 ///
 /// # Errors
 /// As [`owner_ref`].
@@ -47,6 +51,7 @@ pub fn desired_instances_within(
     tenant: &Tenant,
     granted: i32,
     site: Option<&crate::api::WebsiteProfile>,
+    finalized: bool,
 ) -> Result<Vec<TenantInstance>, super::Error> {
     let name = tenant.metadata.name.clone().ok_or(super::Error::InvalidObject("Tenant without name"))?;
     let owner = owner_ref(tenant)?;
@@ -69,6 +74,7 @@ pub fn desired_instances_within(
                 namespace: tenant.metadata.namespace.clone(),
                 labels: Some(labels),
                 owner_references: Some(vec![owner.clone()]),
+                finalizers: finalized.then(|| vec![names::FINALIZER.to_string()]),
                 ..ObjectMeta::default()
             };
             ti
@@ -151,7 +157,8 @@ pub fn controlled_by_other(meta: &ObjectMeta, tenant_uid: &str) -> bool {
 pub enum InstanceChange {
     /// It does not exist: apply it.
     Create(TenantInstance),
-    /// It exists and differs in what the Tenant manages: apply it.
+    /// It exists, is not being deleted, and differs in what the Tenant
+    /// manages: apply it.
     Update(TenantInstance),
     /// Its name is taken by an object another owner controls: stop there.
     Refuse(String),
@@ -175,6 +182,9 @@ pub fn instance_changes(
                 Some(o) if controlled_by_other(&o.metadata, tenant_uid) => {
                     Some(InstanceChange::Refuse(name.to_string()))
                 }
+                // Being deleted: left to finish (a finalizer cannot be
+                // added back to it), created again once it is gone.
+                Some(o) if o.metadata.deletion_timestamp.is_some() => None,
                 Some(o) if instance_up_to_date(&want, o) => None,
                 Some(_) => Some(InstanceChange::Update(want)),
             }
@@ -679,7 +689,7 @@ mod tests {
         let r = a.refusal.clone().expect("refusal");
         assert_eq!(r.reason, reason::PLAN_LIMIT_EXCEEDED);
         assert!(r.message.contains("spec.instances is 3") && r.message.contains("at most 1"), "{}", r.message);
-        let d = desired_instances_within(&t, a.granted, None).expect("desired");
+        let d = desired_instances_within(&t, a.granted, None, true).expect("desired");
         assert_eq!(d.len(), 1, "nothing beyond the limit");
         let three = desired_instances(&t).expect("desired");
         let surplus: Vec<_> =
@@ -768,12 +778,25 @@ mod tests {
     }
 
     #[test]
+    fn instances_are_born_with_the_cleanup_finalizer_when_an_instance_controller_runs() {
+        for ti in desired_instances(&tenant(2)).expect("desired") {
+            assert_eq!(ti.metadata.finalizers, Some(vec![names::FINALIZER.to_string()]));
+        }
+        for ti in desired_instances_within(&tenant(2), 2, None, false).expect("desired") {
+            assert_eq!(ti.metadata.finalizers, None);
+        }
+    }
+
+    #[test]
     fn instance_changes_create_update_skip_and_refuse_in_order() {
         let t = tenant(3);
         let d = desired_instances(&t).expect("desired");
         let mut stale = d[1].clone();
         stale.spec.stack.plan = "growth".into();
-        let rows: [(&str, Vec<TenantInstance>, Vec<&str>); 4] = [
+        let mut leaving = stale.clone();
+        leaving.metadata.deletion_timestamp = Some(now());
+        let rows: [(&str, Vec<TenantInstance>, Vec<&str>); 5] = [
+            ("one drifted but being deleted", vec![d[0].clone(), leaving, d[2].clone()], vec![]),
             ("nothing exists", vec![], vec!["create acme-0", "create acme-1", "create acme-2"]),
             ("all current", d.clone(), vec![]),
             ("one drifted", vec![d[0].clone(), stale, d[2].clone()], vec!["update acme-1"]),
