@@ -10,8 +10,11 @@
 //! statement (`winston_reserve` per row, each seeing the holds before it),
 //! commits once, and only then answers every caller. Under no load a batch
 //! is one operation, so latency is what it was; under load the flushes are
-//! shared. The money rules are the SQL functions' and stay exactly as they
-//! are: a batch is the same sequence of calls one transaction at a time.
+//! shared. A batch of settlements alone (the usual one once requests run on
+//! credit leases) is one statement, `winston_settle_batch`, that locks,
+//! settles and commits in a single round trip. The money rules are the SQL
+//! functions' and stay exactly as they are: a batch is the same sequence of
+//! calls one transaction at a time.
 //!
 //! Accounts map to shards by hash, so one account's operations are always
 //! in the same queue (their order is kept; no two of this process's
@@ -188,6 +191,17 @@ async fn commit(
     settles: &[((Reservation, Usage), SettleReply)],
     holds: &[(Hold, HoldReply)],
 ) -> Result<(Vec<Option<SettleRow>>, Vec<ReserveRow>), LedgerError> {
+    if holds.is_empty() {
+        // Settlements only, the usual batch once requests run on leases:
+        // `winston_settle_batch` locks the accounts in id order, settles and,
+        // as a statement of its own, commits: one round trip, not four
+        // (BEGIN, lock, settle, COMMIT).
+        let settled = settle_batch(&ledger.pool, settles.iter().map(|(s, _)| s)).await?;
+        if settled.len() != settles.len() {
+            return Err(LedgerError::Db(sqlx::Error::Protocol("a batch answered the wrong number of rows".into())));
+        }
+        return Ok((settled, Vec::new()));
+    }
     let mut tx = ledger.pool.begin().await?;
     lock_accounts(
         &mut tx,
@@ -195,7 +209,7 @@ async fn commit(
     )
     .await?;
     let settled =
-        if settles.is_empty() { Vec::new() } else { settle_batch(&mut tx, settles.iter().map(|(s, _)| s)).await? };
+        if settles.is_empty() { Vec::new() } else { settle_batch(&mut *tx, settles.iter().map(|(s, _)| s)).await? };
     let held = if holds.is_empty() { Vec::new() } else { hold_batch(&mut tx, holds.iter().map(|(h, _)| h)).await? };
     if settled.len() != settles.len() || held.len() != holds.len() {
         return Err(LedgerError::Db(sqlx::Error::Protocol("a batch answered the wrong number of rows".into())));
@@ -218,8 +232,8 @@ async fn lock_accounts<'a>(
     Ok(())
 }
 
-async fn settle_batch<'a>(
-    tx: &mut sqlx::PgConnection,
+async fn settle_batch<'a, 'e>(
+    db: impl sqlx::PgExecutor<'e>,
     settles: impl Iterator<Item = &'a (Reservation, Usage)>,
 ) -> Result<Vec<Option<SettleRow>>, LedgerError> {
     let mut c = SettleColumns::default();
@@ -227,15 +241,9 @@ async fn settle_batch<'a>(
         c.push(r, u);
     }
     let rows: Vec<SettleBatchRow> = sqlx::query_as(
-        "SELECT r.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[],
-                                $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::bool[],
-                                $13::uuid[], $14::int8[])
-                         WITH ORDINALITY AS b(id, account, model, input, output, cost, outcome, key,
-                                              cache_write, cache_read, tool_uses, estimated, lease, held, ord)
-         LEFT JOIN LATERAL winston_settle_any(b.id, b.lease, b.held, b.account, b.model, b.input, b.output,
-                                              b.cost, b.outcome, b.key, b.cache_write, b.cache_read,
-                                              b.tool_uses, b.estimated) r ON true
-         ORDER BY b.ord",
+        "SELECT * FROM winston_settle_batch($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                                            $6::int8[], $7::text[], $8::text[], $9::int8[], $10::int8[],
+                                            $11::int8[], $12::bool[], $13::uuid[], $14::int8[])",
     )
     .bind(c.id)
     .bind(c.account)
@@ -251,7 +259,7 @@ async fn settle_batch<'a>(
     .bind(c.estimated)
     .bind(c.lease)
     .bind(c.held)
-    .fetch_all(tx)
+    .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(settle_row).collect())
 }

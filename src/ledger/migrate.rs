@@ -21,6 +21,7 @@ pub fn migrator() -> Migrator {
         migration(5, "group commit", include_str!("../../migrations/control/0005_group_commit.sql")),
         migration(6, "config snapshots", include_str!("../../migrations/control/0006_config_snapshots.sql")),
         migration(7, "credit leases", include_str!("../../migrations/control/0007_credit_leases.sql")),
+        migration(8, "settle batch", include_str!("../../migrations/control/0008_settle_batch.sql")),
     ])
 }
 
