@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::channel::mpsc;
-use kube::runtime::controller::{Action, Config as RuntimeConfig};
+use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -164,9 +164,11 @@ pub async fn run(
     let wc = watcher::Config::default().any_semantic();
     let (tenant_store, tenant_writer) = reflector::store();
     let _ = state.tenants.set(tenant_store);
-    let controller = ledgers.controller(&wc);
-    state.base.metrics.gauges().watch_ledgers(controller.store());
-    controller
+    // Cached without managedFields, which no reconcile reads: kept, they
+    // were a quarter of the controller's heap at 1,000 tenants.
+    let (ledger_store, ledger_writer) = reflector::store();
+    state.base.metrics.gauges().watch_ledgers(ledger_store.clone());
+    Controller::for_stream(super::cached(&ledgers, &wc, ledger_writer, &state.base, super::strip), ledger_store)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(

@@ -350,6 +350,12 @@ fn tenant_controller(
     let reconcile = move |tenant: Arc<Tenant>, ctx: Arc<Context>| {
         let (queue, fresh) = (queue.clone(), fresh.clone());
         async move {
+            // On a start the Tenants may be listed before their children:
+            // a pass that saw no instance yet would write NotReady on a
+            // Ready Tenant (seen on 76 of 1,000 at a restart).
+            if let Some(c) = ctx.caches.get() {
+                let _ = tokio::join!(c.instances.wait_until_ready(), c.ledgers.wait_until_ready());
+            }
             let _permit = queue.admit(&*tenant).await;
             // It may have waited: act on the latest the watch has seen.
             let tenant = fresh.get(&reflector::ObjectRef::from_obj(&*tenant)).unwrap_or(tenant);

@@ -18,7 +18,6 @@ use futures::stream::{self, BoxStream};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -134,18 +133,6 @@ where
             event
         })
         .boxed()
-    }
-
-    /// A controller for `K` over every source; one source:
-    /// `Controller::new` on it.
-    #[must_use]
-    pub fn controller(&self, wc: &watcher::Config) -> Controller<K> {
-        if let [ns] = self.sources.as_slice() {
-            return Controller::new(api(&self.client, ns.as_deref()), wc.clone());
-        }
-        let writer = Writer::default();
-        let reader = writer.as_reader();
-        Controller::for_stream(self.reflect(wc, writer, |_| {}).applied_objects(), reader)
     }
 
     /// The metadata of every object `wc` selects, as touched: what

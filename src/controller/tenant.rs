@@ -161,22 +161,20 @@ impl<'a> Children<'a> {
         }
     }
 
-    /// The Tenants of the namespace, from the watch cache (else a LIST).
-    async fn siblings(&self, ctx: &Context) -> Result<Vec<Tenant>> {
+    /// The Tenants of the namespace, from the watch cache (else a LIST):
+    /// shared, not copied (every pass reads them all).
+    async fn siblings(&self, ctx: &Context) -> Result<Vec<Arc<Tenant>>> {
         Ok(match ctx.caches.get() {
-            Some(c) => c
-                .tenants
-                .state()
-                .iter()
-                .filter(|t| t.namespace().as_deref() == Some(self.ns.as_str()))
-                .map(|t| (**t).clone())
-                .collect(),
-            None => {
-                Api::<Tenant>::namespaced(self.instances.clone().into_client(), &self.ns)
-                    .list(&ListParams::default())
-                    .await?
-                    .items
+            Some(c) => {
+                c.tenants.state().into_iter().filter(|t| t.namespace().as_deref() == Some(self.ns.as_str())).collect()
             }
+            None => Api::<Tenant>::namespaced(self.instances.clone().into_client(), &self.ns)
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
         })
     }
 

@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Resource;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use crate::api::conditions::{self, Desired};
@@ -229,7 +230,7 @@ pub struct Admission {
 /// - `spec.instances` above the plan's `maxInstances`: only `maxInstances`
 ///   instances exist (surplus ones are deleted), reason `PlanLimitExceeded`.
 #[must_use]
-pub fn admission(tenant: &Tenant, plan: Option<&crate::plans::Plan>, siblings: &[Tenant]) -> Admission {
+pub fn admission<T: Borrow<Tenant>>(tenant: &Tenant, plan: Option<&crate::plans::Plan>, siblings: &[T]) -> Admission {
     if tenant.spec.awaiting_approval() {
         // Nothing at all until approved: no instance, no ledger, no
         // platform call. The status says so (see `Facts::awaiting`).
@@ -261,11 +262,12 @@ pub fn admission(tenant: &Tenant, plan: Option<&crate::plans::Plan>, siblings: &
 /// The name of the first Tenant in `siblings` (same namespace, not being
 /// deleted) with `tenant`'s contact email that precedes it by creation
 /// time, then by name.
-fn earlier_with_same_email(tenant: &Tenant, siblings: &[Tenant]) -> Option<String> {
+fn earlier_with_same_email<T: Borrow<Tenant>>(tenant: &Tenant, siblings: &[T]) -> Option<String> {
     let email = tenant.spec.profile.contact_email.trim().to_lowercase();
     let key = |t: &Tenant| (t.metadata.creation_timestamp.clone().map(|c| c.0), t.metadata.name.clone());
     siblings
         .iter()
+        .map(Borrow::borrow)
         .filter(|o| o.metadata.namespace == tenant.metadata.namespace && o.metadata.uid != tenant.metadata.uid)
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter(|o| o.spec.profile.contact_email.trim().to_lowercase() == email)
@@ -683,7 +685,7 @@ mod tests {
     fn instances_beyond_the_plan_limit_are_refused_and_surplus() {
         let catalog = crate::plans::PlanCatalog::builtin();
         let t = tenant(3);
-        let a = admission(&t, catalog.get("starter"), &[]);
+        let a = admission::<Tenant>(&t, catalog.get("starter"), &[]);
         assert!(a.provision);
         assert_eq!(a.granted, 1);
         let r = a.refusal.clone().expect("refusal");
@@ -698,8 +700,11 @@ mod tests {
         let s = status(&t, &d, None, a.refusal.as_ref(), &now());
         assert_eq!(condition(&s, names::COND_STALLED).1, reason::PLAN_LIMIT_EXCEEDED);
         assert_eq!(condition(&s, names::COND_READY).0, "False");
-        assert_eq!(admission(&t, catalog.get("growth"), &[]), Admission { provision: true, granted: 3, refusal: None });
-        assert_eq!(admission(&t, None, &[]).granted, 3, "an unknown plan is judged by the instances");
+        assert_eq!(
+            admission::<Tenant>(&t, catalog.get("growth"), &[]),
+            Admission { provision: true, granted: 3, refusal: None }
+        );
+        assert_eq!(admission::<Tenant>(&t, None, &[]).granted, 3, "an unknown plan is judged by the instances");
     }
 
     #[test]
@@ -980,7 +985,7 @@ mod tests {
     fn a_tenant_awaiting_approval_gets_nothing_and_says_so() {
         let mut t = tenant(1);
         t.spec.approved = Some(false);
-        let a = admission(&t, None, &[]);
+        let a = admission::<Tenant>(&t, None, &[]);
         assert_eq!((a.provision, a.granted, a.refusal.is_none()), (false, 0, true));
         let s = status(&t, &[], None, None, &now());
         assert_eq!(s.phase, Some(Phase::AwaitingApproval));
@@ -991,7 +996,7 @@ mod tests {
         assert_eq!(s.approval, None);
 
         t.spec.approved = Some(true);
-        assert!(admission(&t, None, &[]).provision);
+        assert!(admission::<Tenant>(&t, None, &[]).provision);
         let mut annotated = t.clone();
         annotated.metadata.annotations = Some(BTreeMap::from([
             (names::ANNOTATION_APPROVED_BY.to_string(), "alice".to_string()),
