@@ -338,24 +338,32 @@ fn tenant_controller(
     let (instance_store, instance_writer) = reflector::store();
     let (ledger_store, ledger_writer) = reflector::store();
     let _ = ctx.caches.set(context::ChildCaches {
-        instances: instance_store,
-        ledgers: ledger_store,
+        instances: instance_store.clone(),
+        ledgers: ledger_store.clone(),
         tenants: tenant_store.clone(),
     });
     if let Some(caches) = ctx.caches.get() {
         ctx.metrics.gauges().watch_instances(caches.instances.clone());
     }
+    // On a start the Tenants may be listed before their children: a pass
+    // that saw no instance yet would write NotReady on a Ready Tenant (seen
+    // on 76 of 1,000 at a restart). Passes wait until both child caches
+    // are filled. One task waits on the stores and tells every pass through
+    // a watch channel: kube-runtime's `Store::wait_until_ready` wakes only
+    // the last of several concurrent waiters (at 1,000 Tenants, 499 passes
+    // never ran).
+    let (children_listed, listed) = watch::channel(false);
+    let (instances, ledgers) = (instance_store.clone(), ledger_store.clone());
+    tokio::spawn(async move {
+        let _ = tokio::join!(instances.wait_until_ready(), ledgers.wait_until_ready());
+        let _ = children_listed.send(true);
+    });
     let queue = queue::FairQueue::new("Tenant", width, ctx.metrics.clone());
     let fresh = tenant_store.clone();
     let reconcile = move |tenant: Arc<Tenant>, ctx: Arc<Context>| {
-        let (queue, fresh) = (queue.clone(), fresh.clone());
+        let (queue, fresh, mut listed) = (queue.clone(), fresh.clone(), listed.clone());
         async move {
-            // On a start the Tenants may be listed before their children:
-            // a pass that saw no instance yet would write NotReady on a
-            // Ready Tenant (seen on 76 of 1,000 at a restart).
-            if let Some(c) = ctx.caches.get() {
-                let _ = tokio::join!(c.instances.wait_until_ready(), c.ledgers.wait_until_ready());
-            }
+            let _ = listed.wait_for(|done| *done).await;
             let _permit = queue.admit(&*tenant).await;
             // It may have waited: act on the latest the watch has seen.
             let tenant = fresh.get(&reflector::ObjectRef::from_obj(&*tenant)).unwrap_or(tenant);
