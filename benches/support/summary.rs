@@ -31,6 +31,9 @@ pub fn record_notes(figures: &[(&str, Option<f64>)], notes: &[(&str, &str)]) {
         std::fs::read(&path).ok().and_then(|raw| serde_json::from_slice(&raw).ok()).unwrap_or_default();
     for (key, value) in figures {
         all.insert((*key).to_string(), value.map_or(Value::Null, Value::from));
+        // A note belongs to the run that wrote it: a figure measured again
+        // loses the note an earlier run left.
+        all.remove(&format!("{key}_note"));
     }
     for (key, note) in notes {
         all.insert(format!("{key}_note"), Value::from(*note));
