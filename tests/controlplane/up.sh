@@ -14,6 +14,16 @@ watch_pid=${2:-}
 timeout_s=${CONTROLPLANE_START_TIMEOUT:-120}
 
 bin=$("$here/build.sh")
+
+# On a failed start, stop whatever was started so no server outlives it.
+cleanup_on_failure() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -f "$dir/pids" ]; then
+    # shellcheck disable=SC2046
+    kill $(cat "$dir/pids") 2>/dev/null || true
+  fi
+}
+trap cleanup_on_failure EXIT
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 pki=$dir/pki
@@ -44,31 +54,93 @@ if [ ! -f "$pki/admin.crt" ]; then
   )
 fi
 
-etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
-start=$(date +%s%N)
+# Three distinct free ports. A port found free can be taken before etcd binds
+# it (an outgoing connection's ephemeral port, another test's server), so etcd
+# is started alone, waited for, and started again on new ports if it died.
+pick_ports() {
+  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  while [ "$peer_port" = "$etcd_port" ]; do peer_port=$(free_port); done
+  while [ "$api_port" = "$etcd_port" ] || [ "$api_port" = "$peer_port" ]; do api_port=$(free_port); done
+}
 
-"$bin/etcd" --name=winston --data-dir="$dir/etcd" \
-  --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
-  --initial-cluster="winston=http://127.0.0.1:$peer_port" \
-  --unsafe-no-fsync=true --log-level=warn >"$dir/etcd.log" 2>&1 &
-etcd_pid=$!
+start=$(date +%s%N)
+etcd_pid=
+for attempt in 1 2 3; do
+  pick_ports
+  rm -rf "$dir/etcd"; mkdir -p "$dir/etcd"
+  "$bin/etcd" --name=winston --data-dir="$dir/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+    --initial-cluster="winston=http://127.0.0.1:$peer_port" \
+    --unsafe-no-fsync=true --log-level=warn >"$dir/etcd.log" 2>&1 &
+  etcd_pid=$!
+  deadline=$(( $(date +%s) + timeout_s ))
+  until curl -sf -m 2 -o /dev/null "http://127.0.0.1:$etcd_port/health"; do
+    if ! kill -0 "$etcd_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "up.sh: etcd did not start on 127.0.0.1:$etcd_port (attempt $attempt); last log lines:" >&2
+      tail -n 20 "$dir/etcd.log" >&2
+      kill "$etcd_pid" 2>/dev/null || true
+      wait "$etcd_pid" 2>/dev/null || true
+      etcd_pid=
+      break
+    fi
+    sleep 0.1
+  done
+  [ -n "$etcd_pid" ] && break
+done
+if [ -z "$etcd_pid" ]; then
+  echo "up.sh: etcd failed to start three times" >&2
+  exit 1
+fi
 echo "$etcd_pid" > "$dir/pids"
 
-"$bin/kube-apiserver" \
-  --etcd-servers="http://127.0.0.1:$etcd_port" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-  --cert-dir="$pki" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-  --client-ca-file="$pki/ca.crt" \
-  --authorization-mode=RBAC \
-  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
-  --disable-admission-plugins=ServiceAccount \
-  --service-account-issuer="https://127.0.0.1:$api_port/" \
-  --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-  --endpoint-reconciler-type=none \
-  >"$dir/kube-apiserver.log" 2>&1 &
-api_pid=$!
-echo "$api_pid" >> "$dir/pids"
+# The apiserver: started, waited for, and started again on a new port if its
+# port was taken in the meantime (etcd's failures are not retried here).
+api_pid=
+for attempt in 1 2 3; do
+  if [ "$attempt" -gt 1 ]; then
+    api_port=$(free_port)
+    while [ "$api_port" = "$etcd_port" ] || [ "$api_port" = "$peer_port" ]; do api_port=$(free_port); done
+  fi
+  "$bin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --cert-dir="$pki" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
+    --disable-admission-plugins=ServiceAccount \
+    --service-account-issuer="https://127.0.0.1:$api_port/" \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --endpoint-reconciler-type=none \
+    >"$dir/kube-apiserver.log" 2>&1 &
+  api_pid=$!
+  echo "$etcd_pid $api_pid" > "$dir/pids"
+  deadline=$(( $(date +%s) + timeout_s ))
+  until [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' --cacert "$pki/ca.crt" "https://127.0.0.1:$api_port/readyz")" = 200 ]; do
+    if ! kill -0 "$etcd_pid" 2>/dev/null; then
+      echo "up.sh: etcd exited; last log lines:" >&2
+      tail -n 20 "$dir/etcd.log" "$dir/kube-apiserver.log" >&2
+      exit 1
+    fi
+    if ! kill -0 "$api_pid" 2>/dev/null; then
+      echo "up.sh: kube-apiserver exited (attempt $attempt); last log lines:" >&2
+      tail -n 20 "$dir/kube-apiserver.log" >&2
+      if grep -q "address already in use" "$dir/kube-apiserver.log" && [ "$attempt" -lt 3 ]; then
+        api_pid=
+        break
+      fi
+      exit 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "up.sh: kube-apiserver not ready after ${timeout_s}s; last log lines:" >&2
+      tail -n 20 "$dir/kube-apiserver.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  [ -n "$api_pid" ] && break
+done
 
 if [ -n "$watch_pid" ]; then
   # Watchdog: poll once a second (this is a liveness check, not a test wait).
@@ -102,19 +174,5 @@ contexts:
 current-context: winston-local
 KCFG
 
-deadline=$(( $(date +%s) + timeout_s ))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$pki/ca.crt" "https://127.0.0.1:$api_port/readyz")" = 200 ]; do
-  if ! kill -0 "$api_pid" 2>/dev/null || ! kill -0 "$etcd_pid" 2>/dev/null; then
-    echo "up.sh: a control-plane process exited; last log lines:" >&2
-    tail -n 20 "$dir/etcd.log" "$dir/kube-apiserver.log" >&2
-    exit 1
-  fi
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    echo "up.sh: kube-apiserver not ready after ${timeout_s}s; last log lines:" >&2
-    tail -n 20 "$dir/kube-apiserver.log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
 echo "up.sh: control plane ready in $(( ($(date +%s%N) - start) / 1000000 )) ms at https://127.0.0.1:$api_port (kubeconfig: $dir/kubeconfig)" >&2
 echo "$dir/kubeconfig"
