@@ -122,9 +122,18 @@ async fn run(rounds: &[usize]) {
         println!("  {n:>5} tenants: {}", parts.join(", "));
     }
     println!();
-    println!("median time per step (from the instances' status; steps finished in one pass share its clock reading):");
+    println!(
+        "reconcile passes per tenant by kind and their mean duration (the controller's \
+         winston_reconcile_duration_seconds; a pass waiting in the age-fair queue is not timed):"
+    );
     for (n, r, _) in &details {
-        let parts: Vec<String> = r.steps.iter().map(|(k, v)| format!("{k} {}", ms(*v))).collect();
+        let parts: Vec<String> = r
+            .passes
+            .iter()
+            .map(|(k, (count, sum))| {
+                format!("{k} {:.2} x {}", count / *n as f64, ms(Duration::from_secs_f64(sum / count.max(1.0))))
+            })
+            .collect();
         println!("  {n:>5} tenants: {}", parts.join(", "));
     }
     println!();
@@ -225,8 +234,8 @@ struct Round {
     peak_rss_kib: u64,
     /// CPU seconds of every process on the machine's side of the round.
     cpu: Vec<(&'static str, f64)>,
-    /// Median time per step (first start to finish), in step order.
-    steps: Vec<(String, Duration)>,
+    /// Reconcile passes by kind: how many, and their summed seconds.
+    passes: BTreeMap<String, (f64, f64)>,
     /// API writes (the Lease aside) while a restarted controller passed
     /// over every Ready tenant once, by verb and resource; `None` when it
     /// did not in time.
@@ -367,7 +376,7 @@ async fn round(client: &kube::Client, n: usize) -> Round {
     let all_ready = ready.values().max().unwrap().duration_since(start);
     let latency = percentiles(ready.iter().map(|(name, at)| at.duration_since(applied[name])).collect());
     let cpu_after = cpu_by_process();
-    let steps = step_medians(client, &ns).await;
+    let passes = ctl.passes().await;
     let cpu_seconds = ctl.cpu_seconds();
     let mut cpu: Vec<(&'static str, f64)> =
         cpu_after.iter().zip(&cpu_before).map(|((name, a), (_, b))| (*name, a - b)).collect();
@@ -427,7 +436,7 @@ async fn round(client: &kube::Client, n: usize) -> Round {
         cpu_seconds,
         peak_rss_kib,
         cpu,
-        steps,
+        passes,
         steady_writes,
     }
 }
@@ -494,25 +503,6 @@ fn cpu_by_process() -> Vec<(&'static str, f64)> {
     ]
 }
 
-/// Median duration of each step over the instances of `ns`, from their status.
-async fn step_medians(client: &kube::Client, ns: &str) -> Vec<(String, Duration)> {
-    let api: Api<TenantInstance> = Api::namespaced(client.clone(), ns);
-    let list = api.list(&Default::default()).await.unwrap();
-    let mut order: Vec<String> = Vec::new();
-    let mut by_step: HashMap<String, Vec<Duration>> = HashMap::new();
-    for ti in list.items {
-        for step in ti.status.map(|s| s.steps).unwrap_or_default() {
-            let (Some(a), Some(b)) = (step.started_at, step.finished_at) else { continue };
-            let name = step.name.as_str().to_string();
-            if !order.contains(&name) {
-                order.push(name.clone());
-            }
-            by_step.entry(name).or_default().push((b - a).to_std().unwrap_or_default());
-        }
-    }
-    order.into_iter().map(|name| (name.clone(), percentiles(by_step.remove(&name).unwrap()).p50)).collect()
-}
-
 /// `apiserver_request_total` by (verb, resource), from the API server's /metrics.
 async fn apiserver_requests(client: &kube::Client) -> HashMap<(String, String), u64> {
     let mut out = HashMap::new();
@@ -564,6 +554,31 @@ impl Controller {
                 Some((kind, l.rsplit(' ').next()?.parse().ok()?))
             })
             .collect()
+    }
+
+    /// Reconcile passes by kind from /metrics: (count, summed seconds).
+    async fn passes(&self) -> BTreeMap<String, (f64, f64)> {
+        let Ok(resp) = reqwest::get(&self.metrics).await else { return BTreeMap::new() };
+        let text = resp.text().await.unwrap_or_default();
+        let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for line in text.lines() {
+            let (slot, rest) = if let Some(rest) = line.strip_prefix("winston_reconcile_duration_seconds_count{") {
+                (0, rest)
+            } else if let Some(rest) = line.strip_prefix("winston_reconcile_duration_seconds_sum{") {
+                (1, rest)
+            } else {
+                continue;
+            };
+            let (Some(kind), Some(Ok(value))) = (
+                rest.split("kind=\"").nth(1).and_then(|k| k.split('"').next()),
+                rest.rsplit(' ').next().map(str::parse::<f64>),
+            ) else {
+                continue;
+            };
+            let entry = out.entry(kind.to_string()).or_default();
+            if slot == 0 { entry.0 = value } else { entry.1 = value }
+        }
+        out
     }
 
     fn proc_file(&self, name: &str) -> String {

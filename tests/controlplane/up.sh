@@ -4,7 +4,8 @@
 #
 #   up.sh DIR [WATCH_PID]
 #
-# DIR/pids holds the process ids; down.sh DIR stops them and removes DIR.
+# DIR/pids holds the process ids, one per line (etcd, kube-apiserver, then the
+# watchdog); down.sh DIR stops them and removes DIR.
 # With WATCH_PID, a watchdog stops both servers as soon as that process is
 # gone, so a test binary that panics or is killed leaves nothing running.
 set -euo pipefail
@@ -115,7 +116,7 @@ for attempt in 1 2 3; do
     --endpoint-reconciler-type=none \
     >"$dir/kube-apiserver.log" 2>&1 &
   api_pid=$!
-  echo "$etcd_pid $api_pid" > "$dir/pids"
+  printf "%s\n%s\n" "$etcd_pid" "$api_pid" > "$dir/pids"
   deadline=$(( $(date +%s) + timeout_s ))
   until [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' --cacert "$pki/ca.crt" "https://127.0.0.1:$api_port/readyz")" = 200 ]; do
     if ! kill -0 "$etcd_pid" 2>/dev/null; then
