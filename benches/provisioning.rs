@@ -44,7 +44,7 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use provisioning_support::Stack;
 use support::control_plane;
-use winston::api::{Tenant, TenantInstance, conditions};
+use winston::api::{Tenant, conditions};
 
 const IN_FLIGHT: usize = 32;
 
@@ -105,6 +105,14 @@ async fn run(rounds: &[usize]) {
         details.push((n, r, baseline));
     }
     println!();
+    println!(
+        "the emulated platforms' databases (a real one per tenant), made before the clock as a platform makes them on \
+         its own machines, and claimed by renaming (BENCH_DATABASE_POOL=0: copied from the template inside the round):"
+    );
+    for (n, r, _) in &details {
+        println!("  {n:>5} tenants: {} made in {}", r.pool.0, secs(r.pool.1));
+    }
+    println!();
     println!("baseline (same run, no controller): apply N Tenants and watch them all arrive");
     for (n, r, b) in &details {
         println!(
@@ -119,7 +127,15 @@ async fn run(rounds: &[usize]) {
     println!("CPU seconds per round by process (where the {cores} cores went):");
     for (n, r, _) in &details {
         let parts: Vec<String> = r.cpu.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+        let (busy, iowait, wall) = r.machine;
+        let named: f64 = r.cpu.iter().map(|(_, v)| v).sum();
         println!("  {n:>5} tenants: {}", parts.join(", "));
+        println!(
+            "                 machine busy {busy:.1} of {:.1} CPU-s ({:.0}%; iowait {iowait:.1} s), {:.1} of it in no process above",
+            wall * cores as f64,
+            100.0 * busy / (wall * cores as f64).max(1e-9),
+            (busy - named).max(0.0),
+        );
     }
     println!();
     println!(
@@ -204,6 +220,8 @@ fn record_summary(details: &[(usize, Round, Duration)]) {
         ("provisioning_cpu_s_etcd", cpu("etcd")),
         ("provisioning_cpu_s_controller", cpu("winston controller")),
         ("provisioning_cpu_s_postgres", cpu("postgres")),
+        ("provisioning_machine_busy_percent", Some(100.0 * r.machine.0 / (r.machine.2 * cores()).max(1e-9))),
+        ("provisioning_database_pool", Some(r.pool.0 as f64)),
     ];
     let mut notes = Vec::new();
     if !thousand {
@@ -234,6 +252,11 @@ struct Round {
     peak_rss_kib: u64,
     /// CPU seconds of every process on the machine's side of the round.
     cpu: Vec<(&'static str, f64)>,
+    /// Empty databases the emulator made before the clock started, and how long that took.
+    pool: (usize, Duration),
+    /// The whole machine over the same window: (busy CPU seconds, iowait
+    /// seconds, wall seconds).
+    machine: (f64, f64, f64),
     /// Reconcile passes by kind: how many, and their summed seconds.
     passes: BTreeMap<String, (f64, f64)>,
     /// API writes (the Lease aside) while a restarted controller passed
@@ -357,14 +380,23 @@ async fn round(client: &kube::Client, n: usize) -> Round {
     let ns = namespace(client, "bench").await;
     // Resend's 2 requests a second per team would time the welcome emails,
     // not Winston: lifted here like every other platform budget.
+    // A platform creates databases on its own machines; the emulator's
+    // `CREATE DATABASE` copies the template on this one (60-90 ms of a core
+    // each). Made before the clock starts, they are claimed by renaming
+    // (`BENCH_DATABASE_POOL=0` measures with the copies inside the round).
+    let pool = std::env::var("BENCH_DATABASE_POOL").ok().and_then(|v| v.parse().ok()).unwrap_or(n);
     let lifted = winston::emulator::EmulatorConfig {
         resend_per_second: 100_000,
         limits: winston::emulator::limits::PlatformLimits::none(),
+        database_pool: pool,
         ..Default::default()
     };
+    let setup = Instant::now();
     let stack = Stack::start_with(lifted).await;
+    let pool_setup = setup.elapsed();
     let before = apiserver_requests(client).await;
     let cpu_before = cpu_by_process();
+    let (machine_before, window) = (machine_cpu(), Instant::now());
     let mut ctl = Controller::start(&stack, &ns);
     let api: Api<Tenant> = Api::namespaced(client.clone(), &ns);
     // Generous: the deadline only stops a broken run.
@@ -376,6 +408,9 @@ async fn round(client: &kube::Client, n: usize) -> Round {
     let all_ready = ready.values().max().unwrap().duration_since(start);
     let latency = percentiles(ready.iter().map(|(name, at)| at.duration_since(applied[name])).collect());
     let cpu_after = cpu_by_process();
+    let machine_after = machine_cpu();
+    let machine =
+        (machine_after.0 - machine_before.0, machine_after.1 - machine_before.1, window.elapsed().as_secs_f64());
     let passes = ctl.passes().await;
     let cpu_seconds = ctl.cpu_seconds();
     let mut cpu: Vec<(&'static str, f64)> =
@@ -436,6 +471,8 @@ async fn round(client: &kube::Client, n: usize) -> Round {
         cpu_seconds,
         peak_rss_kib,
         cpu,
+        machine,
+        pool: (pool, pool_setup),
         passes,
         steady_writes,
     }
@@ -488,19 +525,61 @@ fn cpu_of(pid: u32) -> f64 {
     (11..=14).filter_map(|i| f.get(i)?.parse::<f64>().ok()).sum::<f64>() / 100.0
 }
 
-/// CPU seconds so far of PostgreSQL (the postmaster and its reaped
-/// backends), etcd, kube-apiserver, and this process (the emulator, the
-/// watches and the creates).
+/// CPU seconds of a process and its live children: PostgreSQL's pooled
+/// backends are alive at the end of a round, so the postmaster's reaped
+/// children alone would leave out most of its work.
+fn cpu_of_tree(pid: u32) -> f64 {
+    let children: f64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // The parent pid is the second field after the command name.
+            stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)?.parse::<u32>().ok()) == Some(pid)
+        })
+        .map(cpu_of)
+        .sum();
+    cpu_of(pid) + children
+}
+
+/// The machine's CPU seconds so far: (busy, iowait), from /proc/stat's
+/// `cpu` line (user nice system idle iowait irq softirq steal, in ticks).
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let get = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
+    let busy = ticks.iter().sum::<f64>() - get(3) - get(4);
+    (busy / 100.0, get(4) / 100.0)
+}
+
+/// CPU seconds so far of PostgreSQL (the postmaster, its live backends and
+/// the reaped ones), etcd, kube-apiserver, and this process (the emulator,
+/// the watches and the creates).
 fn cpu_by_process() -> Vec<(&'static str, f64)> {
     let pids = std::fs::read_to_string(control_plane().dir.join("pids")).unwrap_or_default();
     let mut pids = pids.lines().filter_map(|l| l.trim().parse::<u32>().ok());
     let (etcd, apiserver) = (pids.next(), pids.next());
     vec![
-        ("postgres", provisioning_support::pg().pid().map_or(0.0, cpu_of)),
+        ("postgres", provisioning_support::pg().pid().map_or(0.0, cpu_of_tree)),
         ("kube-apiserver", apiserver.map_or(0.0, cpu_of)),
         ("etcd", etcd.map_or(0.0, cpu_of)),
         ("emulator + benchmark", cpu_of(std::process::id())),
     ]
+}
+
+/// The machine's cores, as a factor of CPU seconds per wall second.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 /// `apiserver_request_total` by (verb, resource), from the API server's /metrics.

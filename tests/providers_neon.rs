@@ -410,3 +410,53 @@ async fn a_delete_beside_a_running_operation_is_locked_then_converges() {
     assert_eq!(deleted.unwrap(), Applied::Done);
     assert_eq!(env.objects("neon", "project").await, 0, "the retried delete deleted");
 }
+
+/// With a database pool (as the provisioning benchmark runs it), projects
+/// claim the databases made at start and, once the pool is empty, get new
+/// ones: either way the connection URI opens an empty database of that name
+/// owned by the project's role, and a deleted project's database is gone.
+#[tokio::test]
+async fn pooled_databases_are_the_projects_own_and_the_pool_runs_dry_gracefully() {
+    let config = winston::emulator::EmulatorConfig {
+        postgres_url: Some(pg().url("postgres")),
+        database_pool: 2,
+        limits: winston::emulator::limits::PlatformLimits::none(),
+        ..Default::default()
+    };
+    let env = Env::with_config(config).await;
+    assert_eq!(env.emu.emulator.databases.len(), 2);
+    let neon = env.providers().neon;
+    let res = NeonProjects(neon.clone());
+    let admin = sqlx::PgPool::connect(&pg().url("postgres")).await.unwrap();
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let spec = NeonProjectSpec::new(Marker::new(&uid()), "aws-us-east-2", 17);
+        let created = res.create(&spec).await.unwrap();
+        let uri = neon.connection_uri(&created.id, &spec.database_name, &spec.role_name).await.unwrap();
+        let db = sqlx::PgPool::connect(uri.expose()).await.unwrap();
+        let (name, owner, user, tables): (String, String, String, i64) = sqlx::query_as(
+            "SELECT current_database()::text, pg_get_userbyid(d.datdba)::text, current_user::text,
+                    (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')
+             FROM pg_database d WHERE d.datname = current_database()",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        assert_eq!((owner.as_str(), tables), (user.as_str(), 0), "database {name} is the role's and empty");
+        assert!(name.starts_with(&spec.database_name), "{name}");
+        sqlx::query("CREATE TABLE mine (id int)").execute(&db).await.unwrap();
+        db.close().await;
+        made.push((created.id, spec, name));
+    }
+    assert!(env.emu.emulator.databases.is_empty(), "two claimed from the pool, the third created");
+
+    for (id, spec, name) in made {
+        assert_eq!(res.delete(&id, &spec).await.unwrap(), Applied::Done);
+        let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "database {name} survived its project");
+    }
+}

@@ -39,6 +39,9 @@ pub struct EmulatorConfig {
     pub async_delay_ms: u64,
     /// Superuser URL of the PostgreSQL where Neon roles/databases are made real.
     pub postgres_url: Option<String>,
+    /// Empty databases created at start, claimed by new Neon and Supabase
+    /// projects instead of a `CREATE DATABASE` each (see [`super::db_pool`]).
+    pub database_pool: usize,
     /// JSON file the world is loaded from and saved to.
     pub state_file: Option<PathBuf>,
     /// Requests per minute per platform before the emulator answers 429.
@@ -75,6 +78,7 @@ impl Default for EmulatorConfig {
             tokens: vec![DEFAULT_TOKEN.into()],
             async_delay_ms: 0,
             postgres_url: None,
+            database_pool: 0,
             state_file: None,
             rate_limit_per_minute: 100_000,
             llm: super::llm::LlmMockConfig::default(),
@@ -131,6 +135,8 @@ pub struct Emulator {
     windows: Mutex<BTreeMap<Platform, (u64, u32, u64)>>,
     /// Backing PostgreSQL for Neon roles and databases.
     pub pg: Option<sqlx::PgPool>,
+    /// Databases made ahead of time in `pg`.
+    pub databases: super::db_pool::DatabasePool,
     /// Host and port the Neon connection URIs point at.
     pub pg_host: String,
     pub pg_port: u16,
@@ -170,7 +176,14 @@ impl Emulator {
             }
             None => (None, "127.0.0.1".into(), 5432),
         };
+        let databases = match (&pg, config.database_pool) {
+            (Some(pool), n) if n > 0 => {
+                super::db_pool::DatabasePool::fill(pool, n).await.map_err(EmulatorError::Postgres)?
+            }
+            _ => super::db_pool::DatabasePool::default(),
+        };
         Ok(Self {
+            databases,
             runtimes: super::runtimes::Runtimes::new(config.runtimes.clone()),
             config,
             world: Mutex::new(world),

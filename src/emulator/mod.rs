@@ -12,6 +12,7 @@
 //! business websites for the analyzer ([`sites`], under `/sites`).
 pub mod apps;
 pub mod context;
+pub mod db_pool;
 pub mod faults;
 pub mod graphql;
 pub mod limits;
@@ -206,6 +207,10 @@ pub struct EmulatorArgs {
     /// created for real (without it, Neon URIs point nowhere).
     #[arg(long, env = "WINSTON_EMULATOR_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
+    /// Empty databases to create at start, so that new projects claim one
+    /// instead of copying the template while being measured (benchmarks).
+    #[arg(long, env = "WINSTON_EMULATOR_DATABASE_POOL", default_value_t = 0)]
+    pub database_pool: usize,
     /// JSON file keeping the state across emulator restarts.
     #[arg(long, env = "WINSTON_EMULATOR_STATE_FILE")]
     pub state_file: Option<PathBuf>,
@@ -282,6 +287,7 @@ impl EmulatorArgs {
             tokens: if self.tokens.is_empty() { vec![DEFAULT_TOKEN.into()] } else { self.tokens.clone() },
             async_delay_ms: self.async_delay_ms,
             postgres_url: self.postgres_url.clone(),
+            database_pool: self.database_pool,
             state_file: self.state_file.clone(),
             rate_limit_per_minute: self.rate_limit_per_minute,
             llm: llm::LlmMockConfig {

@@ -203,7 +203,11 @@ async fn pg_exec(emu: &Emulator, sql: String) -> Result<(), String> {
 async fn pg_create(emu: &Emulator, user: &str, db: &str, password: &str) -> Result<(), String> {
     let literal = password.replace('\'', "''");
     pg_exec(emu, format!("CREATE ROLE {} LOGIN PASSWORD '{literal}'", quote_ident(user))).await?;
-    if let Err(e) = pg_exec(emu, format!("CREATE DATABASE {} OWNER {}", quote_ident(db), quote_ident(user))).await {
+    let created = match &emu.pg {
+        Some(pool) => emu.databases.create(pool, db, user).await,
+        None => Ok(()),
+    };
+    if let Err(e) = created {
         pg_drop(emu, None, user).await;
         return Err(e);
     }

@@ -375,7 +375,8 @@ async fn pg_create_role(emu: &Emulator, real: &str, password: &str) -> Result<()
 }
 
 async fn pg_create_database(emu: &Emulator, real: &str, owner_real: &str) -> Result<(), String> {
-    pg_exec(emu, format!("CREATE DATABASE {} OWNER {}", quote_ident(real), quote_ident(owner_real))).await
+    let Some(pool) = &emu.pg else { return Ok(()) };
+    emu.databases.create(pool, real, owner_real).await
 }
 
 async fn pg_drop(emu: &Emulator, databases: &[String], roles: &[String]) {
