@@ -9,6 +9,7 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::DeleteParams;
 use provisioning_support::{Stack, apply_tenant, metric, ready, role_and_tables, secret_value};
@@ -424,6 +425,53 @@ async fn an_annotation_rotates_the_credentials_once() {
         async move { (secret_value(ns, &secret, "WINSTON_API_KEY").await != new).then_some(()) }
     })
     .await;
+}
+
+/// The instance's own writes of its credentials Secret do not start
+/// another pass (the provisioning benchmark shows one pass per instance,
+/// two before), but a Secret deleted or edited by someone else still does:
+/// repaired within seconds, long before the ten-minute resync. Once
+/// deleted (a new key, registered, the old one revoked), then with a key
+/// removed by hand (the same key back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_secret_deleted_or_edited_by_hand_is_repaired_at_once() {
+    let ns = TestNamespace::new("secret-repair").await;
+    let stack = Stack::start(0).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    apply_tenant(&ns, "sr", "");
+    let ti = ready(&ns, "sr-0", READY_WITHIN).await;
+    let secret = ti.status.unwrap().credentials_secret_ref.unwrap().name;
+    let old = secret_value(&ns, &secret, "WINSTON_API_KEY").await;
+    let secrets: Api<Secret> = Api::namespaced(ns.client.clone(), &ns.name);
+
+    secrets.delete(&secret, &Default::default()).await.unwrap();
+    let new = eventually("the deleted Secret back", Duration::from_secs(30), || {
+        let secrets = secrets.clone();
+        let secret = secret.clone();
+        async move {
+            let s = secrets.get_opt(&secret).await.ok()??;
+            Some(String::from_utf8(s.data?.get("WINSTON_API_KEY")?.0.clone()).unwrap())
+        }
+    })
+    .await;
+    assert_ne!(new, old, "a re-created Secret carries a new key");
+    let ledger = winston::ledger::Ledger::connect(&stack.control_db, 1).await.unwrap();
+    let active: Vec<_> = ledger.active_keys().await.unwrap().into_iter().map(|k| k.hash).collect();
+    assert!(active.contains(&winston::ledger::keys::hash_key(&new)), "the new key is not registered");
+    assert!(!active.contains(&winston::ledger::keys::hash_key(&old)), "the old key was not revoked");
+
+    let patch = serde_json::json!({"data": {"DATABASE_URL": null}});
+    secrets.patch(&secret, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    eventually("the removed key back", Duration::from_secs(30), || {
+        let secrets = secrets.clone();
+        let secret = secret.clone();
+        async move {
+            let data = secrets.get(&secret).await.ok()?.data?;
+            data.contains_key("DATABASE_URL").then_some(())
+        }
+    })
+    .await;
+    assert_eq!(secret_value(&ns, &secret, "WINSTON_API_KEY").await, new, "an edit keeps the key");
 }
 
 /// Defect 8 of issue 10: a crash between "new key written" and "old key

@@ -37,6 +37,9 @@ pub struct Context {
     recorder: Recorder,
     reporter: Reporter,
     failures: Failures,
+    /// Credentials Secrets as this process last wrote them: their watch
+    /// events do not start another pass of their instance.
+    pub own_secrets: super::own_writes::OwnWrites,
 }
 
 /// Reflector stores of TenantInstances and CreditLedgers.
@@ -64,6 +67,7 @@ impl Context {
             plans: None,
             analysis: None,
             failures: Failures::default(),
+            own_secrets: super::own_writes::OwnWrites::default(),
         }
     }
 

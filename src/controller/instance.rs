@@ -121,6 +121,14 @@ impl engine::Host for Context {
     fn became_ready(&self, seconds: f64) {
         self.metrics.became_ready(seconds);
     }
+
+    fn writing_secret(&self, namespace: &str, name: &str) {
+        self.own_secrets.writing(namespace, name);
+    }
+
+    fn wrote_secret(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
+        self.own_secrets.wrote(namespace, name, resource_version);
+    }
 }
 
 /// Failed reconciles: metric, warning log, per-object backoff.

@@ -12,6 +12,7 @@ pub mod http;
 pub mod instance;
 pub mod leader;
 pub mod metrics;
+pub mod own_writes;
 pub mod queue;
 pub mod scope;
 pub mod tenant;
@@ -404,9 +405,16 @@ fn instance_controller(
     );
     let managed = format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY);
     let queue = queue::FairQueue::new("TenantInstance", width, ctx.metrics.clone());
+    // A Secret changed by someone else (or deleted) starts a pass of its
+    // instance; the event of the instance's own write does not.
+    let own = ctx.clone();
+    let secrets = apis.secrets.metadata_touched(&watcher::Config::default().labels(&managed)).try_filter(move |s| {
+        let (own, meta) = (own.clone(), s.metadata.clone());
+        async move { !own.own_secrets.is_own(&meta).await }
+    });
     Controller::for_stream(changes, store)
         .with_config(config)
-        .owns_stream(apis.secrets.metadata_touched(&watcher::Config::default().labels(&managed)))
+        .owns_stream(secrets)
         .graceful_shutdown_on(stopped(stop))
         .run(
             move |ti: Arc<TenantInstance>, ctx: Arc<Context>| {

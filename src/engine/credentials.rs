@@ -196,13 +196,14 @@ enum Change {
 /// Kubernetes or ledger failures (retryable).
 pub async fn converge(
     secrets: &Api<Secret>,
+    host: &dyn super::Host,
     ledger: &Ledger,
     ti: &TenantInstance,
     database_url: Option<&str>,
     proxy_url: &str,
 ) -> Result<(Credentials, Outcome), EngineError> {
     let account = account_of(ti)?;
-    let target = Target { secrets, ti, name: secret_name(&ti.name_any()) };
+    let target = Target { secrets, host, ti, name: secret_name(&ti.name_any()) };
     let stored = target.observe().await?;
     let rotate_request = ti.annotations().get(ROTATE_ANNOTATION).cloned();
     let (want, change) = decide(stored.as_ref(), rotate_request, database_url, proxy_url);
@@ -253,6 +254,7 @@ fn decide(
 /// The credentials Secret of one instance.
 struct Target<'a> {
     secrets: &'a Api<Secret>,
+    host: &'a dyn super::Host,
     ti: &'a TenantInstance,
     name: String,
 }
@@ -293,7 +295,8 @@ impl Target<'_> {
         rotated_for: Option<&str>,
     ) -> Result<(Credentials, Outcome), EngineError> {
         let pp = PostParams { field_manager: Some(names::FIELD_MANAGER.into()), ..PostParams::default() };
-        match self.secrets.create(&pp, &desired_secret(self.ti, &want, rotated_for)).await {
+        let created = self.noted(self.secrets.create(&pp, &desired_secret(self.ti, &want, rotated_for))).await;
+        match created {
             Ok(_) => return Ok((want, Outcome::Created)),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
@@ -340,8 +343,19 @@ impl Target<'_> {
         // Optimistic concurrency: never overwrite a Secret changed since we read it.
         secret.metadata.resource_version = existing.and_then(|s| s.resource_version());
         let pp = PatchParams::apply(names::FIELD_MANAGER).force();
-        self.secrets.patch(&self.name, &pp, &Patch::Apply(&secret)).await?;
+        self.noted(self.secrets.patch(&self.name, &pp, &Patch::Apply(&secret))).await?;
         Ok(())
+    }
+
+    /// Runs a write of the Secret, telling the host before and after (the
+    /// version stored), so that its watch event starts no other pass.
+    async fn noted(&self, write: impl std::future::Future<Output = kube::Result<Secret>>) -> kube::Result<Secret> {
+        let ns = self.ti.namespace().unwrap_or_default();
+        self.host.writing_secret(&ns, &self.name);
+        let result = write.await;
+        let rv = result.as_ref().ok().and_then(ResourceExt::resource_version);
+        self.host.wrote_secret(&ns, &self.name, rv.as_deref());
+        result
     }
 }
 

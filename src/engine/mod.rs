@@ -197,6 +197,11 @@ pub trait Host: Send + Sync {
     fn step_converged(&self, step: crate::api::StepName, seconds: f64);
     /// An instance became Ready `seconds` after it was created or lost `Ready`.
     fn became_ready(&self, seconds: f64);
+    /// The engine is about to write the Secret `namespace/name`.
+    fn writing_secret(&self, namespace: &str, name: &str);
+    /// That write ended: stored as `resource_version`, or failed (`None`);
+    /// its watch event need not start a pass.
+    fn wrote_secret(&self, namespace: &str, name: &str, resource_version: Option<&str>);
 }
 
 /// Exactly what one call of the engine works with: the shared [`Engine`],

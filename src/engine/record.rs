@@ -51,6 +51,12 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// The caller's host (metrics, backoff, own writes).
+    #[must_use]
+    pub fn host(&self) -> &'a dyn Host {
+        self.host
+    }
+
     /// Status writes made by this recorder.
     #[must_use]
     pub fn writes(&self) -> u32 {

@@ -153,6 +153,7 @@ impl<'a> Pass<'a> {
     async fn credentials(&mut self) -> Result<StepResult, EngineError> {
         let (creds, outcome) = credentials::converge(
             &self.secrets,
+            self.rec.host(),
             &self.engine.ledger,
             self.ti,
             self.database_url.as_deref(),
