@@ -197,6 +197,26 @@ impl Emulator {
         })
     }
 
+    /// Runs `sql` on the backing PostgreSQL (nothing without one).
+    ///
+    /// # Errors
+    /// PostgreSQL's message.
+    pub async fn pg_exec(&self, sql: String) -> Result<(), String> {
+        let Some(pool) = &self.pg else { return Ok(()) };
+        super::sql::exec(pool, sql).await
+    }
+
+    /// Makes database `name` owned by `owner` on the backing PostgreSQL,
+    /// from the pool of spare ones when it has one (nothing without a
+    /// PostgreSQL).
+    ///
+    /// # Errors
+    /// PostgreSQL's message.
+    pub async fn create_database(&self, name: &str, owner: &str) -> Result<(), String> {
+        let Some(pool) = &self.pg else { return Ok(()) };
+        self.databases.create(pool, name, owner).await
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -14,6 +14,8 @@ use std::sync::{Mutex, PoisonError};
 
 use sqlx::PgPool;
 
+use super::sql::{exec, quote_ident};
+
 /// How many pool databases are created at once (the emulator's connection
 /// pool has four connections).
 const CREATING_AT_ONCE: usize = 4;
@@ -22,14 +24,6 @@ const CREATING_AT_ONCE: usize = 4;
 #[derive(Debug, Default)]
 pub struct DatabasePool {
     spare: Mutex<Vec<String>>,
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-async fn exec(pg: &PgPool, sql: String) -> Result<(), String> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pg).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 impl DatabasePool {

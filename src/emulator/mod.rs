@@ -23,6 +23,7 @@ pub mod railway_schema;
 pub mod resend;
 pub mod runtimes;
 pub mod sites;
+pub mod sql;
 pub mod stripe;
 pub mod stripe_delivery;
 pub mod supabase;

@@ -47,6 +47,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::context::{Emulator, error_response, now_ms, random_string, rfc3339};
+use crate::emulator::sql::quote_ident;
 use crate::platform::Platform;
 
 const P: Platform = Platform::Supabase;
@@ -190,24 +191,11 @@ const CREATE_FIELDS: [&str; 10] = [
 /// Fields the OpenAPI document marks `deprecated: true`; refused here.
 const DEPRECATED_FIELDS: [&str; 4] = ["organization_id", "region", "plan", "kps_enabled"];
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-async fn pg_exec(emu: &Emulator, sql: String) -> Result<(), String> {
-    let Some(pool) = &emu.pg else { return Ok(()) };
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).map_err(|e| e.to_string())
-}
-
 /// Creates the project's role (with the caller's `db_pass`) and database.
 async fn pg_create(emu: &Emulator, user: &str, db: &str, password: &str) -> Result<(), String> {
     let literal = password.replace('\'', "''");
-    pg_exec(emu, format!("CREATE ROLE {} LOGIN PASSWORD '{literal}'", quote_ident(user))).await?;
-    let created = match &emu.pg {
-        Some(pool) => emu.databases.create(pool, db, user).await,
-        None => Ok(()),
-    };
-    if let Err(e) = created {
+    emu.pg_exec(format!("CREATE ROLE {} LOGIN PASSWORD '{literal}'", quote_ident(user))).await?;
+    if let Err(e) = emu.create_database(db, user).await {
         pg_drop(emu, None, user).await;
         return Err(e);
     }
@@ -216,11 +204,11 @@ async fn pg_create(emu: &Emulator, user: &str, db: &str, password: &str) -> Resu
 
 async fn pg_drop(emu: &Emulator, db: Option<&str>, user: &str) {
     if let Some(db) = db
-        && let Err(e) = pg_exec(emu, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db))).await
+        && let Err(e) = emu.pg_exec(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db))).await
     {
         tracing::warn!(error = %e, "failed to drop an emulated Supabase database");
     }
-    if let Err(e) = pg_exec(emu, format!("DROP ROLE IF EXISTS {}", quote_ident(user))).await {
+    if let Err(e) = emu.pg_exec(format!("DROP ROLE IF EXISTS {}", quote_ident(user))).await {
         tracing::warn!(error = %e, "failed to drop an emulated Supabase role");
     }
 }

@@ -63,6 +63,7 @@ mod operations;
 
 use super::Shared;
 use super::context::{ALNUM_LOWER, Emulator, error_response, now_ms, random_string, rfc3339};
+use crate::emulator::sql::quote_ident;
 use crate::platform::Platform;
 
 const P: Platform = Platform::Neon;
@@ -360,33 +361,19 @@ fn new_op(
 
 // ---------- the real PostgreSQL side ----------
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-async fn pg_exec(emu: &Emulator, sql: String) -> Result<(), String> {
-    let Some(pool) = &emu.pg else { return Ok(()) };
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).map_err(|e| e.to_string())
-}
-
 async fn pg_create_role(emu: &Emulator, real: &str, password: &str) -> Result<(), String> {
     // The password is alphanumeric (generated here), so the literal is safe.
-    pg_exec(emu, format!("CREATE ROLE {} LOGIN PASSWORD '{password}'", quote_ident(real))).await
-}
-
-async fn pg_create_database(emu: &Emulator, real: &str, owner_real: &str) -> Result<(), String> {
-    let Some(pool) = &emu.pg else { return Ok(()) };
-    emu.databases.create(pool, real, owner_real).await
+    emu.pg_exec(format!("CREATE ROLE {} LOGIN PASSWORD '{password}'", quote_ident(real))).await
 }
 
 async fn pg_drop(emu: &Emulator, databases: &[String], roles: &[String]) {
     for d in databases {
-        if let Err(e) = pg_exec(emu, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(d))).await {
+        if let Err(e) = emu.pg_exec(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(d))).await {
             tracing::warn!(error = %e, "failed to drop an emulated Neon database");
         }
     }
     for r in roles {
-        if let Err(e) = pg_exec(emu, format!("DROP ROLE IF EXISTS {}", quote_ident(r))).await {
+        if let Err(e) = emu.pg_exec(format!("DROP ROLE IF EXISTS {}", quote_ident(r))).await {
             tracing::warn!(error = %e, "failed to drop an emulated Neon role");
         }
     }
@@ -423,7 +410,7 @@ async fn add_role(emu: &Emulator, branch: &Branch, name: &str) -> Result<Role, (
 /// in PostgreSQL (its id is given when it is stored).
 async fn add_database(emu: &Emulator, branch: &Branch, name: &str, owner: &Role) -> Result<Database, (u16, String)> {
     let real = real_name(name, &branch.key).map_err(|m| (400, m))?;
-    pg_create_database(emu, &real, &owner.real_name).await.map_err(|m| (409, m))?;
+    emu.create_database(&real, &owner.real_name).await.map_err(|m| (409, m))?;
     Ok(Database {
         id: 0,
         project_id: branch.project_id.clone(),
