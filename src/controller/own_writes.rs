@@ -75,17 +75,18 @@ impl OwnWrites {
     pub fn wrote(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
         let mut last = self.lock();
         let k = key(namespace, name);
-        let settled = resource_version.map_or(Write::Failed, |rv| Write::Stored(rv.to_string()));
-        match last.get(&k) {
-            Some(tx) => {
-                tx.send_replace(settled.clone());
-            }
+        match resource_version {
+            // Nothing to remember; whoever waits on it decides without it.
             None => {
-                last.insert(k.clone(), watch::channel(settled.clone()).0);
+                if let Some(tx) = last.remove(&k) {
+                    tx.send_replace(Write::Failed);
+                }
             }
-        }
-        if settled == Write::Failed {
-            last.remove(&k);
+            Some(rv) => {
+                last.entry(k)
+                    .or_insert_with(|| watch::channel(Write::InFlight).0)
+                    .send_replace(Write::Stored(rv.to_string()));
+            }
         }
     }
 

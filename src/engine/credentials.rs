@@ -295,7 +295,9 @@ impl Target<'_> {
         rotated_for: Option<&str>,
     ) -> Result<(Credentials, Outcome), EngineError> {
         let pp = PostParams { field_manager: Some(names::FIELD_MANAGER.into()), ..PostParams::default() };
-        let created = self.noted(self.secrets.create(&pp, &desired_secret(self.ti, &want, rotated_for))).await;
+        let ns = self.ti.namespace().unwrap_or_default();
+        let secret = desired_secret(self.ti, &want, rotated_for);
+        let created = super::write_secret(self.host, &ns, &self.name, self.secrets.create(&pp, &secret)).await;
         match created {
             Ok(_) => return Ok((want, Outcome::Created)),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -343,19 +345,10 @@ impl Target<'_> {
         // Optimistic concurrency: never overwrite a Secret changed since we read it.
         secret.metadata.resource_version = existing.and_then(|s| s.resource_version());
         let pp = PatchParams::apply(names::FIELD_MANAGER).force();
-        self.noted(self.secrets.patch(&self.name, &pp, &Patch::Apply(&secret))).await?;
-        Ok(())
-    }
-
-    /// Runs a write of the Secret, telling the host before and after (the
-    /// version stored), so that its watch event starts no other pass.
-    async fn noted(&self, write: impl std::future::Future<Output = kube::Result<Secret>>) -> kube::Result<Secret> {
         let ns = self.ti.namespace().unwrap_or_default();
-        self.host.writing_secret(&ns, &self.name);
-        let result = write.await;
-        let rv = result.as_ref().ok().and_then(ResourceExt::resource_version);
-        self.host.wrote_secret(&ns, &self.name, rv.as_deref());
-        result
+        super::write_secret(self.host, &ns, &self.name, self.secrets.patch(&self.name, &pp, &Patch::Apply(&secret)))
+            .await?;
+        Ok(())
     }
 }
 

@@ -204,6 +204,24 @@ pub trait Host: Send + Sync {
     fn wrote_secret(&self, namespace: &str, name: &str, resource_version: Option<&str>);
 }
 
+/// Runs `write` of the Secret `namespace/name`, telling `host` before and
+/// after (the version stored), so that its watch event starts no other pass.
+///
+/// # Errors
+/// The write's.
+pub async fn write_secret(
+    host: &dyn Host,
+    namespace: &str,
+    name: &str,
+    write: impl std::future::Future<Output = kube::Result<k8s_openapi::api::core::v1::Secret>>,
+) -> kube::Result<k8s_openapi::api::core::v1::Secret> {
+    host.writing_secret(namespace, name);
+    let result = write.await;
+    let rv = result.as_ref().ok().and_then(|s| s.metadata.resource_version.clone());
+    host.wrote_secret(namespace, name, rv.as_deref());
+    result
+}
+
 /// Exactly what one call of the engine works with: the shared [`Engine`],
 /// a Kubernetes client (the instance's status and Secrets) and the caller's
 /// [`Host`].

@@ -91,13 +91,10 @@ pub(super) async fn stored_once(
             data: Some(BTreeMap::from([(key.to_string(), ByteString(value.clone().into_bytes()))])),
             ..KubeSecret::default()
         };
-        // Told to the host before and after, so that its watch event starts no other pass.
         let ns = pass.ti.namespace().unwrap_or_default();
-        pass.rec.host().writing_secret(&ns, name);
-        let created = pass.secrets.create(&PostParams::default(), &secret).await;
-        let rv = created.as_ref().ok().and_then(|s| s.metadata.resource_version.clone());
-        pass.rec.host().wrote_secret(&ns, name, rv.as_deref());
-        match created {
+        match super::write_secret(pass.rec.host(), &ns, name, pass.secrets.create(&PostParams::default(), &secret))
+            .await
+        {
             Ok(_) => return Ok(value),
             // Created meanwhile: read the winner's value.
             Err(kube::Error::Api(s)) if s.code == 409 => {}
