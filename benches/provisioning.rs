@@ -66,9 +66,9 @@ async fn run(rounds: &[usize]) {
     let started = Instant::now();
     let cp = control_plane();
     let client = cp.client().await;
-    let cores = std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1);
     println!(
-        "provisioning benchmark: {cores} cores; release controller; instant emulator; real apiserver + PostgreSQL"
+        "provisioning benchmark: {} cores; release controller; instant emulator; real apiserver + PostgreSQL",
+        cores()
     );
     println!();
     println!(
@@ -125,7 +125,7 @@ async fn run(rounds: &[usize]) {
         );
     }
     println!();
-    println!("CPU seconds per round by process (where the {cores} cores went):");
+    println!("CPU seconds per round by process (where the {} cores went):", cores());
     for (n, r, _) in &details {
         let parts: Vec<String> = r.cpu.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
         let (busy, iowait, wall) = r.machine;
@@ -133,8 +133,8 @@ async fn run(rounds: &[usize]) {
         println!("  {n:>5} tenants: {}", parts.join(", "));
         println!(
             "                 machine busy {busy:.1} of {:.1} CPU-s ({:.0}%; iowait {iowait:.1} s), {:.1} of it in no process above",
-            wall * cores as f64,
-            100.0 * busy / (wall * cores as f64).max(1e-9),
+            wall * cores(),
+            r.busy_percent(),
             (busy - named).max(0.0),
         );
     }
@@ -221,7 +221,7 @@ fn record_summary(details: &[(usize, Round, Duration)]) {
         ("provisioning_cpu_s_etcd", cpu("etcd")),
         ("provisioning_cpu_s_controller", cpu("winston controller")),
         ("provisioning_cpu_s_postgres", cpu("postgres")),
-        ("provisioning_machine_busy_percent", Some(100.0 * r.machine.0 / (r.machine.2 * cores()).max(1e-9))),
+        ("provisioning_machine_busy_percent", Some(r.busy_percent())),
         ("provisioning_database_pool", Some(r.pool.0 as f64)),
     ];
     let mut notes = Vec::new();
@@ -264,6 +264,14 @@ struct Round {
     /// over every Ready tenant once, by verb and resource; `None` when it
     /// did not in time.
     steady_writes: Option<BTreeMap<String, u64>>,
+}
+
+impl Round {
+    /// The machine's busy share of the round, in percent.
+    fn busy_percent(&self) -> f64 {
+        let (busy, _, wall) = self.machine;
+        100.0 * busy / (wall * cores()).max(1e-9)
+    }
 }
 
 struct Percentiles {
@@ -588,6 +596,18 @@ fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
+/// The values of `metric{kind="K",...} value` lines in `text`, by K.
+fn by_kind(text: &str, metric: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let kind = rest.split("kind=\"").nth(1)?.split('"').next()?.to_string();
+            Some((kind, rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// `apiserver_request_total` by (verb, resource), from the API server's /metrics.
 async fn apiserver_requests(client: &kube::Client) -> HashMap<(String, String), u64> {
     let mut out = HashMap::new();
@@ -628,42 +648,28 @@ impl Controller {
         Self { child, metrics: format!("http://127.0.0.1:{port}/metrics") }
     }
 
-    /// `winston_reconciles_total` by kind (empty while it does not answer yet).
-    async fn reconciles(&self) -> HashMap<String, f64> {
-        let Ok(resp) = reqwest::get(&self.metrics).await else { return HashMap::new() };
-        let text = resp.text().await.unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with("winston_reconciles_total{"))
-            .filter_map(|l| {
-                let kind = l.split("kind=\"").nth(1)?.split('"').next()?.to_string();
-                Some((kind, l.rsplit(' ').next()?.parse().ok()?))
-            })
-            .collect()
+    /// The controller's /metrics (empty while it does not answer yet).
+    async fn scrape(&self) -> String {
+        let Ok(resp) = reqwest::get(&self.metrics).await else { return String::new() };
+        resp.text().await.unwrap_or_default()
     }
 
-    /// Reconcile passes by kind from /metrics: (count, summed seconds).
+    /// `winston_reconciles_total` by kind.
+    async fn reconciles(&self) -> BTreeMap<String, f64> {
+        by_kind(&self.scrape().await, "winston_reconciles_total")
+    }
+
+    /// Reconcile passes by kind: (count, summed seconds).
     async fn passes(&self) -> BTreeMap<String, (f64, f64)> {
-        let Ok(resp) = reqwest::get(&self.metrics).await else { return BTreeMap::new() };
-        let text = resp.text().await.unwrap_or_default();
-        let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-        for line in text.lines() {
-            let (slot, rest) = if let Some(rest) = line.strip_prefix("winston_reconcile_duration_seconds_count{") {
-                (0, rest)
-            } else if let Some(rest) = line.strip_prefix("winston_reconcile_duration_seconds_sum{") {
-                (1, rest)
-            } else {
-                continue;
-            };
-            let (Some(kind), Some(Ok(value))) = (
-                rest.split("kind=\"").nth(1).and_then(|k| k.split('"').next()),
-                rest.rsplit(' ').next().map(str::parse::<f64>),
-            ) else {
-                continue;
-            };
-            let entry = out.entry(kind.to_string()).or_default();
-            if slot == 0 { entry.0 = value } else { entry.1 = value }
-        }
-        out
+        let text = self.scrape().await;
+        let sums = by_kind(&text, "winston_reconcile_duration_seconds_sum");
+        by_kind(&text, "winston_reconcile_duration_seconds_count")
+            .into_iter()
+            .map(|(kind, count)| {
+                let sum = sums.get(&kind).copied().unwrap_or(0.0);
+                (kind, (count, sum))
+            })
+            .collect()
     }
 
     fn proc_file(&self, name: &str) -> String {
