@@ -55,19 +55,23 @@ if [ ! -f "$pki/admin.crt" ]; then
   )
 fi
 
-# Three distinct free ports. A port found free can be taken before etcd binds
-# it (an outgoing connection's ephemeral port, another test's server), so etcd
-# is started alone, waited for, and started again on new ports if it died.
-pick_ports() {
-  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+# Three distinct free ports. A port found free can be taken before its server
+# binds it (an outgoing connection's ephemeral port, another test's server), so
+# etcd is started alone, waited for, and started again on new ports if it
+# died; so is the apiserver.
+pick_etcd_ports() {
+  etcd_port=$(free_port); peer_port=$(free_port)
   while [ "$peer_port" = "$etcd_port" ]; do peer_port=$(free_port); done
+}
+pick_api_port() {
+  api_port=$(free_port)
   while [ "$api_port" = "$etcd_port" ] || [ "$api_port" = "$peer_port" ]; do api_port=$(free_port); done
 }
 
 start=$(date +%s%N)
 etcd_pid=
 for attempt in 1 2 3; do
-  pick_ports
+  pick_etcd_ports
   rm -rf "$dir/etcd"; mkdir -p "$dir/etcd"
   "$bin/etcd" --name=winston --data-dir="$dir/etcd" \
     --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
@@ -99,10 +103,7 @@ echo "$etcd_pid" > "$dir/pids"
 # port was taken in the meantime (etcd's failures are not retried here).
 api_pid=
 for attempt in 1 2 3; do
-  if [ "$attempt" -gt 1 ]; then
-    api_port=$(free_port)
-    while [ "$api_port" = "$etcd_port" ] || [ "$api_port" = "$peer_port" ]; do api_port=$(free_port); done
-  fi
+  pick_api_port
   "$bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
