@@ -197,9 +197,7 @@ async fn commit(
         // as a statement of its own, commits: one round trip, not four
         // (BEGIN, lock, settle, COMMIT).
         let settled = settle_batch(&ledger.pool, settles.iter().map(|(s, _)| s)).await?;
-        if settled.len() != settles.len() {
-            return Err(LedgerError::Db(sqlx::Error::Protocol("a batch answered the wrong number of rows".into())));
-        }
+        one_row_each(settled.len() == settles.len())?;
         return Ok((settled, Vec::new()));
     }
     let mut tx = ledger.pool.begin().await?;
@@ -211,11 +209,17 @@ async fn commit(
     let settled =
         if settles.is_empty() { Vec::new() } else { settle_batch(&mut *tx, settles.iter().map(|(s, _)| s)).await? };
     let held = if holds.is_empty() { Vec::new() } else { hold_batch(&mut tx, holds.iter().map(|(h, _)| h)).await? };
-    if settled.len() != settles.len() || held.len() != holds.len() {
-        return Err(LedgerError::Db(sqlx::Error::Protocol("a batch answered the wrong number of rows".into())));
-    }
+    one_row_each(settled.len() == settles.len() && held.len() == holds.len())?;
     tx.commit().await?;
     Ok((settled, held))
+}
+
+/// Fails a batch whose statements did not answer one row per operation.
+fn one_row_each(ok: bool) -> Result<(), LedgerError> {
+    if ok {
+        return Ok(());
+    }
+    Err(LedgerError::Db(sqlx::Error::Protocol("a batch answered the wrong number of rows".into())))
 }
 
 /// Locks the batch's account rows in one global order (by id) before any
