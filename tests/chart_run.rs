@@ -352,5 +352,9 @@ async fn with_tenant_namespaces_the_controller_serves_them_with_roles_there_only
         tenants.get_opt("acme").await.unwrap().is_none().then_some(())
     })
     .await;
+    // Nothing is left for the next test's controller, which watches every
+    // namespace (the control plane runs no namespace controller, so the
+    // namespaces themselves stay): the stray Tenant has no finalizer.
+    api(&elsewhere).delete("stray", &DeleteParams::default()).await.unwrap();
     r.assert_never_forbidden();
 }

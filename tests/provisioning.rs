@@ -376,6 +376,71 @@ async fn drift_checks_yield_to_a_short_budget_without_touching_status() {
     assert!((spent as f64) < 1.5 * done, "{spent} Railway calls in {done} passes: nothing gave way");
 }
 
+/// A deletion is never starved by its neighbours polling their deployments.
+/// Railway allows one request a second (a bucket of 4) and two instances
+/// poll their building deployments every 200 ms (2 calls a pass, ten times
+/// what the budget gives); one of them is deleted meanwhile. Its teardown
+/// makes several calls per pass and restarts from the top when one is
+/// refused: if the polls drew on the whole budget, the teardown would be
+/// refused again and again (as it was, for minutes, under Railway's real
+/// 16 a minute). Polls take a slot only while more than half the bucket is
+/// left, so the teardown is never refused, the polls lose nothing, and the
+/// neighbour still goes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_neighbours_never_starve_a_deletion_of_its_budget() {
+    let ns = TestNamespace::new("starve").await;
+    // Deployments build for 15 s.
+    let stack = Stack::start(15_000).await;
+    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
+    for (k, v) in &mut env {
+        match k.as_str() {
+            "WINSTON_RAILWAY_RATE_PER_MINUTE" => *v = "60".into(),
+            "WINSTON_RAILWAY_BURST" => *v = "4".into(),
+            _ => {}
+        }
+    }
+    let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
+    apply_tenant(&ns, "gone", "");
+    apply_tenant(&ns, "slow", "");
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    // Both services exist and their steps wait (on the deployment, or on
+    // the budget).
+    let deploying = |name: &'static str| {
+        let (api, ns, stack) = (api.clone(), &ns, &stack);
+        async move {
+            let ti = api.get_opt(name).await.ok()??;
+            let step = ti.status?.steps.into_iter().find(|s| s.name == winston::api::StepName::Service)?;
+            let marker = marker_of(ns, name).await;
+            (step.state == StepState::InProgress && stack.count("railway", "service", &marker).await == 1)
+                .then_some(marker)
+        }
+    };
+    let marker = eventually("both deployments building", READY_WITHIN, || async {
+        deploying("slow-0").await?;
+        deploying("gone-0").await
+    })
+    .await;
+
+    let history = support::History::of(&api, "gone-0").await;
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    tenants.delete("gone", &DeleteParams::default()).await.unwrap();
+    eventually("gone-0 deleted", READY_WITHIN, || async { api.get_opt("gone-0").await.ok()?.is_none().then_some(()) })
+        .await;
+    for (platform, kind) in [("railway", "project"), ("railway", "service"), ("neon", "project")] {
+        assert_eq!(stack.count(platform, kind, &marker).await, 0, "{platform}/{kind} left behind");
+    }
+    // What the teardown reported, in every status it wrote.
+    let refused: Vec<String> = history
+        .all()
+        .into_iter()
+        .flat_map(|ti| ti.status.map(|s| s.conditions).unwrap_or_default())
+        .filter(|c| ["Deleting", "DeleteBlocked"].contains(&c.reason.as_str()) && c.message.contains("rate limited"))
+        .map(|c| c.message)
+        .collect();
+    assert!(refused.is_empty(), "the teardown was refused by the budget: {refused:?}");
+    ready(&ns, "slow-0", READY_WITHIN).await;
+}
+
 /// Annotating an instance with `winston.dev/rotate-credentials=<any new
 /// value>` rotates its API key and gateway token: the Secret gets new ones,
 /// the new key is registered and the old one revoked; a new value rotates again.

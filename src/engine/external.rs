@@ -126,6 +126,11 @@ fn renew<T: Default>(ids: &mut Option<T>, id: Option<&str>, project: fn(&mut T) 
     }
 }
 
+/// How a step's wait on an operation the platform runs (a deployment
+/// building, a project starting) begins: a pass that finds a step waiting
+/// so only polls it (see `run::Look`).
+pub const WAITING_FOR_OPERATION: &str = "waiting for operation ";
+
 /// One pass over `object` carrying `marker`: observe, then
 /// adopt, update or create.
 ///
@@ -163,7 +168,7 @@ pub async fn converge<R: ExternalResource>(
         }
         Observation::InProgress { id, operation_id } => {
             remember(rec, object, &id, known);
-            Ok(Converged::Waiting { id, message: format!("waiting for operation {operation_id}") })
+            Ok(Converged::Waiting { id, message: format!("{WAITING_FOR_OPERATION}{operation_id}") })
         }
         Observation::Ready { id, observed, up_to_date } => {
             remember(rec, object, &id, known);
@@ -252,7 +257,7 @@ async fn create<R: ExternalResource>(
     object.set(rec.status.external.get_or_insert_default(), Some(&created.id));
     rec.settle(object.step());
     let message = match created.operation_id {
-        Some(op) => format!("created {}; waiting for operation {op}", created.id),
+        Some(op) => format!("created {}; {WAITING_FOR_OPERATION}{op}", created.id),
         None => format!("created {}", created.id),
     };
     Ok(Converged::Waiting { id: created.id, message })

@@ -220,19 +220,12 @@ struct Walk {
 /// Runs the wanted steps in order until one that gates readiness is not done.
 async fn act(deps: &Deps<'_>, pass: &mut Pass<'_>) -> Result<Walk, EngineError> {
     let engine = deps.engine;
-    // A Ready instance whose spec did not change and that is not converging
-    // to a new one: this pass only looks for drift, so it draws on the
-    // platform budgets at background priority.
-    let drift = pass.ti.status.as_ref().is_some_and(|s| {
-        s.observed_generation == pass.ti.metadata.generation
-            && conditions::is_true(&s.conditions, names::COND_READY)
-            && !conditions::is_true(&s.conditions, names::COND_RECONCILING)
-    });
+    let look = Look::of(pass.ti);
     let started = Utc::now();
     let mut walk = Walk { transitions: Vec::new(), next: jittered(resync(engine)), failed: None, stalled: None };
     for (step, on) in wanted::steps(&pass.ti.spec, pass.plan) {
         let result = if on {
-            if drift { budget::background(pass.run(step)).await } else { pass.run(step).await }
+            if look == Look::Converge { pass.run(step).await } else { budget::background(pass.run(step)).await }
         } else {
             // A component the plan or spec no longer includes goes through
             // the teardown path; the step is Skipped once it is gone.
@@ -246,7 +239,7 @@ async fn act(deps: &Deps<'_>, pass: &mut Pass<'_>) -> Result<Walk, EngineError> 
                 Err(e) => Err(e),
             }
         };
-        let Some(report) = walk.judge(deps, pass, step, result, drift)? else { break };
+        let Some(report) = walk.judge(deps, pass, step, result, look)? else { break };
         let blocking = !matches!(report, Report::Done(_)) && progress::gates_ready(step);
         walk.transitions.extend(progress::record(&mut pass.rec.status.steps, step, &report, started));
         if blocking {
@@ -259,14 +252,14 @@ async fn act(deps: &Deps<'_>, pass: &mut Pass<'_>) -> Result<Walk, EngineError> 
 impl Walk {
     /// Turns one step's result into its report and the pass's next look:
     /// the one place an engine error becomes a requeue, a stall or a
-    /// backoff. `None` ends a throttled drift check without a report.
+    /// backoff. `None` ends a throttled drift check or poll without a report.
     fn judge(
         &mut self,
         deps: &Deps<'_>,
         pass: &Pass<'_>,
         step: StepName,
         result: Result<StepResult, EngineError>,
-        drift: bool,
+        look: Look,
     ) -> Result<Option<Report>, EngineError> {
         let engine = deps.engine;
         let e = match result {
@@ -284,13 +277,18 @@ impl Walk {
             Disposition::Conflict => Err(e),
             Disposition::Throttle => {
                 self.next = e.retry_after().unwrap_or_else(|| engine.poll()).max(engine.poll());
-                if drift {
+                match look {
                     // Provisioning goes first: the instance stays Ready as
                     // recorded and the check resumes later.
-                    self.next = drift_retry(self.next, resync(engine));
-                    return Ok(None);
+                    Look::Drift => {
+                        self.next = drift_retry(self.next, resync(engine));
+                        Ok(None)
+                    }
+                    // The step keeps the wait it recorded (no status write)
+                    // and is looked at again once the budget has room.
+                    Look::Poll => Ok(None),
+                    Look::Converge => Ok(Some(Report::Working(format!("{THROTTLED}{e}")))),
                 }
-                Ok(Some(Report::Working(format!("waiting: {e}"))))
             }
             Disposition::Stall => {
                 engine.remember_stall(pass.ti);
@@ -305,6 +303,51 @@ impl Walk {
                 Ok(Some(Report::Failed(e.to_string())))
             }
         }
+    }
+}
+
+/// How a step that the platform budget throttled words its wait.
+const THROTTLED: &str = "waiting: ";
+
+/// What a pass is for, which sets its priority on the platforms' budgets.
+/// Only converging work (a new instance, a changed spec, a throttled step,
+/// a failure) draws on the whole budget; looking at what is already in
+/// motion takes a slot only while more than half the budget is left (see
+/// [`budget::background`]), so that it can never starve a deletion or a
+/// provisioning of the calls they need in one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Look {
+    /// Creating, changing, retrying: the whole budget.
+    Converge,
+    /// A step waits on an operation the platform runs (a deployment
+    /// building, a project starting; [`super::external::WAITING_FOR_OPERATION`])
+    /// and the spec did not change: the pass only polls it.
+    Poll,
+    /// A Ready instance whose spec did not change and that is not
+    /// converging to a new one: the pass only looks for drift.
+    Drift,
+}
+
+impl Look {
+    /// Read from the recorded status (pure).
+    fn of(ti: &TenantInstance) -> Self {
+        let Some(s) = ti.status.as_ref() else { return Self::Converge };
+        if s.observed_generation != ti.metadata.generation {
+            return Self::Converge;
+        }
+        if conditions::is_true(&s.conditions, names::COND_READY)
+            && !conditions::is_true(&s.conditions, names::COND_RECONCILING)
+        {
+            return Self::Drift;
+        }
+        // Only a wait on the platform's own operation: a step waiting for
+        // anything else (a throttled call, a create settling before it
+        // goes ahead) has calls to make.
+        let polled = |st: &StepStatus| {
+            st.state == StepState::InProgress
+                && st.message.as_deref().is_some_and(|m| m.contains(super::external::WAITING_FOR_OPERATION))
+        };
+        if s.steps.iter().any(polled) { Self::Poll } else { Self::Converge }
     }
 }
 
@@ -713,6 +756,37 @@ mod tests {
         progress::record(&mut unready.steps, StepName::Service, &Report::Working("x".into()), Utc::now());
         progress::summarize(&mut unready, &Facts { stalled: Some(("X", "x".into())), ..Facts::default() }, &now());
         assert!(!still_serving(Some(&unready), &updating), "was not Ready");
+    }
+
+    #[test]
+    fn only_converging_work_draws_on_the_whole_budget() {
+        let at = |generation: i64, observed: i64, steps: Vec<StepStatus>, ready: bool| {
+            let mut ti = instance("starter", None);
+            ti.metadata.generation = Some(generation);
+            let mut status = TenantInstanceStatus { steps, ..Default::default() };
+            progress::summarize(&mut status, &Facts::default(), &now());
+            status.observed_generation = Some(observed);
+            if !ready {
+                status.conditions.retain(|c| c.type_ != names::COND_READY);
+            }
+            ti.status = Some(status);
+            ti
+        };
+        let working = |m: &str| steps_at(&[(StepName::Database, Report::Working(m.into()))]);
+        let deploying = || working("service: waiting for operation d1");
+        let throttled = || working(&format!("{THROTTLED}rate limited"));
+        let settling = || working("project: a create of wn-1 announced 0s ago is not listed yet; searching again");
+        let failed = || steps_at(&[(StepName::Database, Report::Failed("boom".into()))]);
+        let fresh = instance("starter", None);
+        assert_eq!(Look::of(&fresh), Look::Converge, "no status yet");
+        assert_eq!(Look::of(&at(1, 1, deploying(), false)), Look::Poll, "an operation in motion");
+        assert_eq!(Look::of(&at(2, 1, deploying(), false)), Look::Converge, "the spec changed meanwhile");
+        assert_eq!(Look::of(&at(1, 1, throttled(), false)), Look::Converge, "a throttled step gets its turn");
+        assert_eq!(Look::of(&at(1, 1, failed(), false)), Look::Converge, "a failed step is retried");
+        assert_eq!(Look::of(&at(1, 1, settling(), false)), Look::Converge, "a create about to go ahead");
+        let created = working("service: created s1; waiting for operation d1");
+        assert_eq!(Look::of(&at(1, 1, created, false)), Look::Poll, "a create's operation in motion");
+        assert_eq!(Look::of(&at(1, 1, steps_at(&[]), false)), Look::Converge, "nothing started");
     }
 
     fn instance(plan: &str, owner: Option<&Tenant>) -> TenantInstance {

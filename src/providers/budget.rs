@@ -7,10 +7,15 @@
 //! at most `max_wait` and otherwise returns a retryable error carrying the
 //! wait, so the reconcile can requeue instead. Retrying is left to callers.
 //!
-//! Background work (drift checks of Ready instances), marked by running it
-//! inside [`background`], has the lower priority: it never waits, and it
-//! only takes a slot while more than half the bucket is left, so the other
-//! half always stays for provisioning, updates and deletions.
+//! Background work (drift checks of Ready instances, polls of operations
+//! in motion), marked by running it inside [`background`], has the lower
+//! priority: it never waits to start, and it starts only while more than
+//! half the bucket is left, so the other half always stays for
+//! provisioning, updates and deletions. Once started, its further calls
+//! have normal priority: a unit of work that makes several calls (and would
+//! start over from the first if refused midway) always gets to finish
+//! instead of spending a slot on its first call again and again.
+use std::cell::Cell;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -70,16 +75,24 @@ struct State {
 }
 
 tokio::task_local! {
-    static BACKGROUND: ();
+    /// Inside [`background`]: whether the work got its first slot yet.
+    static BACKGROUND: Cell<bool>;
 }
 
-/// Runs `work` with background priority for every budget it draws on.
+/// Runs `work` with background priority for the first call it makes on
+/// any budget; its later calls have normal priority.
 pub async fn background<F: std::future::Future>(work: F) -> F::Output {
-    BACKGROUND.scope((), work).await
+    BACKGROUND.scope(Cell::new(false), work).await
 }
 
+/// Background work that has not started yet.
 fn in_background() -> bool {
-    BACKGROUND.try_with(|()| ()).is_ok()
+    BACKGROUND.try_with(|started| !started.get()).unwrap_or(false)
+}
+
+/// Background work took its first slot: the rest of it goes at normal priority.
+fn started() {
+    let _ = BACKGROUND.try_with(|started| started.set(true));
 }
 
 /// A shared per-platform request budget. Cheap to share behind an `Arc`.
@@ -153,7 +166,7 @@ impl Budget {
     }
 
     /// Takes one request slot, sleeping at most `max_wait_ms` for it (not
-    /// at all inside [`background`]).
+    /// at all for the first slot of [`background`] work).
     ///
     /// # Errors
     /// `RateLimited` (with the wait) when the bucket or a Retry-After pause
@@ -169,7 +182,10 @@ impl Budget {
         // `max_wait`; a longer wait goes back to the caller as `RateLimited`.
         loop {
             match self.decide(Instant::now(), background) {
-                Decision::Go => return Ok(()),
+                Decision::Go => {
+                    started();
+                    return Ok(());
+                }
                 Decision::Open(retry_after) => {
                     return Err(ProviderError::CircuitOpen { platform: self.platform, retry_after });
                 }
@@ -282,7 +298,7 @@ mod tests {
         let mut c = cfg(60, 10);
         c.max_wait_ms = 5_000;
         let b = Budget::new(Platform::Railway, c);
-        // Background takes slots while more than half the bucket is left.
+        // Background work starts while more than half the bucket is left.
         for _ in 0..5 {
             background(b.acquire()).await.unwrap();
         }
@@ -295,6 +311,33 @@ mod tests {
         for _ in 0..5 {
             b.acquire().await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn started_background_work_finishes_at_normal_priority() {
+        // 100 a second, a bucket of 4, waits up to a second.
+        let mut c = cfg(6000, 4);
+        c.max_wait_ms = 1_000;
+        let b = Budget::new(Platform::Railway, c);
+        // Five calls of one unit of background work: the first needs more
+        // than half the bucket (3 of 4), the others take what is left and
+        // wait for a refill like any caller.
+        background(async {
+            for _ in 0..5 {
+                b.acquire().await.unwrap();
+            }
+        })
+        .await;
+        // A new unit does not start on a bucket under half; it may once the
+        // budget's wait has passed.
+        let e = background(b.acquire()).await.unwrap_err();
+        assert_eq!(e.category(), "rate_limited");
+        tokio::time::sleep(e.retry_after().unwrap()).await;
+        background(async {
+            b.acquire().await.unwrap();
+            b.acquire().await.unwrap();
+        })
+        .await;
     }
 
     #[tokio::test]
