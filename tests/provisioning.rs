@@ -403,15 +403,18 @@ async fn polling_neighbours_never_starve_a_deletion_of_its_budget() {
     apply_tenant(&ns, "gone", "");
     apply_tenant(&ns, "slow", "");
     let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
-    // Both services exist and their steps wait (on the deployment, or on
-    // the budget).
+    // Both services exist and their steps wait on the deployment: from now
+    // on their passes only poll. (Before, a neighbour whose poll was refused
+    // recorded the refusal and converged at full priority again: the two
+    // rarely settled there together.)
     let deploying = |name: &'static str| {
         let (api, ns, stack) = (api.clone(), &ns, &stack);
         async move {
             let ti = api.get_opt(name).await.ok()??;
             let step = ti.status?.steps.into_iter().find(|s| s.name == winston::api::StepName::Service)?;
+            let polled = step.message?.starts_with("service: waiting for operation");
             let marker = marker_of(ns, name).await;
-            (step.state == StepState::InProgress && stack.count("railway", "service", &marker).await == 1)
+            (step.state == StepState::InProgress && polled && stack.count("railway", "service", &marker).await == 1)
                 .then_some(marker)
         }
     };
