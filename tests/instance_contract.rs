@@ -151,12 +151,7 @@ async fn a_persona_edit_keeps_a_serving_instance_ready_while_it_reconciles() {
 async fn a_rejected_platform_token_is_the_reason_on_ready_too() {
     let ns = TestNamespace::new("contract-stall").await;
     let stack = Stack::start(0).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        if k == "WINSTON_RAILWAY_TOKEN" {
-            *v = "not-a-valid-token".into();
-        }
-    }
+    let env = stack.env_with(&[("WINSTON_RAILWAY_TOKEN", "not-a-valid-token")]);
     let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
     apply_tenant(&ns, "tok", "");
     let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);

@@ -409,12 +409,7 @@ fn has_status<K: Serialize>(obj: &K) -> bool {
 async fn terminal_problems_are_failed_and_reach_the_tenant() {
     let ns = TestNamespace::new("kstatus-stalled").await;
     let stack = Stack::start(50).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        if k == "WINSTON_RAILWAY_TOKEN" {
-            *v = "not-a-valid-token".into();
-        }
-    }
+    let env = stack.env_with(&[("WINSTON_RAILWAY_TOKEN", "not-a-valid-token")]);
     let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
     let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
     let instances: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);

@@ -92,14 +92,12 @@ async fn teardown_calls_only_the_platforms_the_instance_used() {
     let ns = TestNamespace::new("unused").await;
     let stack = Stack::start(50).await;
     let (refusing, hits) = refusing_platform().await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        match k.as_str() {
-            "WINSTON_VERCEL_TOKEN" | "WINSTON_SUPABASE_TOKEN" => *v = "rejected-token".into(),
-            "WINSTON_VERCEL_BASE_URL" | "WINSTON_SUPABASE_BASE_URL" => v.clone_from(&refusing),
-            _ => {}
-        }
-    }
+    let env = stack.env_with(&[
+        ("WINSTON_VERCEL_TOKEN", "rejected-token"),
+        ("WINSTON_SUPABASE_TOKEN", "rejected-token"),
+        ("WINSTON_VERCEL_BASE_URL", &refusing),
+        ("WINSTON_SUPABASE_BASE_URL", &refusing),
+    ]);
     let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
     apply_tenant(&ns, "lean", "");
     ready(&ns, "lean-0", READY_WITHIN).await;
@@ -129,12 +127,7 @@ async fn teardown_calls_only_the_platforms_the_instance_used() {
 async fn a_failing_instance_is_torn_down_at_once() {
     let ns = TestNamespace::new("failing").await;
     let stack = Stack::start(50).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        if k == "WINSTON_RESEND_TOKEN" {
-            *v = "rejected-token".into();
-        }
-    }
+    let env = stack.env_with(&[("WINSTON_RESEND_TOKEN", "rejected-token")]);
     // Stalled instances retry after 300 s: a teardown that waited for that
     // (or for the failure backoff) would miss the bound below.
     let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);

@@ -14,7 +14,7 @@ use provisioning_support::{Stack, apply_tenant, ready};
 use serde_json::json;
 use support::TestNamespace;
 use winston::api::TenantInstance;
-use winston::emulator::{DEFAULT_TOKEN, EmulatorConfig};
+use winston::emulator::EmulatorConfig;
 
 const WITHIN: Duration = Duration::from_secs(120);
 /// Longer than the first retry after a failed pass (1-1.2 s) plus a pass.
@@ -36,12 +36,7 @@ async fn lost_creates_with_settle(ns: &str, settle: &str) -> (usize, usize) {
     for platform_op in [("neon", "createProject"), ("railway", "projectCreate")] {
         stack.fault(json!({"platform": platform_op.0, "operation": platform_op.1, "kind": "drop_response"})).await;
     }
-    let mut env = stack.env(DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        if k == "WINSTON_LIST_SETTLE_SECONDS" {
-            *v = settle.to_string();
-        }
-    }
+    let env = stack.env_with(&[("WINSTON_LIST_SETTLE_SECONDS", settle)]);
     let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
     apply_tenant(&ns, "laggy", "");
     let ti = ready(&ns, "laggy-0", WITHIN).await;

@@ -232,12 +232,7 @@ async fn orphan_keeps_objects_and_paused_calls_no_platform() {
 async fn a_rejected_token_stalls_and_a_fixed_token_recovers_without_touching_the_tenant() {
     let ns = TestNamespace::new("auth").await;
     let stack = Stack::start(50).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        if k == "WINSTON_RAILWAY_TOKEN" {
-            *v = "not-a-valid-token".into();
-        }
-    }
+    let env = stack.env_with(&[("WINSTON_RAILWAY_TOKEN", "not-a-valid-token")]);
     let (bad, _) = stack.controller_with(&ns.name, "a", &[], &env);
     apply_tenant(&ns, "auth", "");
     let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -348,14 +343,7 @@ async fn drift_checks_yield_to_a_short_budget_without_touching_status() {
 
     // Railway allows one request a second (a bucket of 4); a drift check
     // needs 2 and a pass comes every second, so some checks must give way.
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        match k.as_str() {
-            "WINSTON_RAILWAY_RATE_PER_MINUTE" => *v = "60".into(),
-            "WINSTON_RAILWAY_BURST" => *v = "4".into(),
-            _ => {}
-        }
-    }
+    let env = stack.env_with(&[("WINSTON_RAILWAY_RATE_PER_MINUTE", "60"), ("WINSTON_RAILWAY_BURST", "4")]);
     let (_ctl, addr) = stack.controller_with(&ns.name, "a", &["--resync-seconds", "1"], &env);
     let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
     let rv = api.get("calm-0").await.unwrap().metadata.resource_version;
@@ -391,14 +379,7 @@ async fn polling_neighbours_never_starve_a_deletion_of_its_budget() {
     let ns = TestNamespace::new("starve").await;
     // Deployments build for 15 s.
     let stack = Stack::start(15_000).await;
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        match k.as_str() {
-            "WINSTON_RAILWAY_RATE_PER_MINUTE" => *v = "60".into(),
-            "WINSTON_RAILWAY_BURST" => *v = "4".into(),
-            _ => {}
-        }
-    }
+    let env = stack.env_with(&[("WINSTON_RAILWAY_RATE_PER_MINUTE", "60"), ("WINSTON_RAILWAY_BURST", "4")]);
     let (_ctl, _) = stack.controller_with(&ns.name, "a", &[], &env);
     apply_tenant(&ns, "gone", "");
     apply_tenant(&ns, "slow", "");

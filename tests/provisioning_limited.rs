@@ -43,13 +43,7 @@ fn limited(async_delay_ms: u64) -> EmulatorConfig {
 /// The controller environment for a lagging emulator: a list settle window
 /// longer than the lag, so a lost create is searched for once it is listed.
 fn lagging_env(stack: &Stack) -> Vec<(String, String)> {
-    let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-    for (k, v) in &mut env {
-        if k == "WINSTON_LIST_SETTLE_SECONDS" {
-            *v = (LIST_LAG_MS / 1000 + 2).to_string();
-        }
-    }
-    env
+    stack.env_with(&[("WINSTON_LIST_SETTLE_SECONDS", &(LIST_LAG_MS / 1000 + 2).to_string())])
 }
 
 async fn marker_of(ns: &TestNamespace, name: &str) -> String {

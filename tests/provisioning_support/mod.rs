@@ -87,6 +87,17 @@ impl Stack {
         env
     }
 
+    /// [`Stack::env`] with the emulator's token and some variables set to
+    /// other values; a name the environment does not hold is a mistake.
+    pub fn env_with(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = self.env(DEFAULT_TOKEN);
+        for (name, value) in overrides {
+            let slot = env.iter_mut().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no {name} to override"));
+            slot.1 = (*value).to_string();
+        }
+        env
+    }
+
     /// Starts a controller for `ns` with the emulator's token and `extra` flags.
     pub fn controller(&self, ns: &str, identity: &str, extra: &[&str]) -> (Winston, String) {
         self.controller_with(ns, identity, extra, &self.env(DEFAULT_TOKEN))
