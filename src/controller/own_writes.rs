@@ -171,18 +171,18 @@ mod tests {
         assert!(own.is_own(&meta("a", "s", "7")).await);
     }
 
+    /// `is_own` of version `rv` of `a/s`, asked in a task of its own.
+    fn spawn_is_own(own: &Arc<OwnWrites>, rv: &'static str) -> tokio::task::JoinHandle<bool> {
+        let own = own.clone();
+        tokio::spawn(async move { own.is_own(&meta("a", "s", rv)).await })
+    }
+
     #[tokio::test]
     async fn an_event_ahead_of_its_answer_waits_for_it() {
         let own = Arc::new(OwnWrites::default());
         own.writing("a", "s");
-        let early = tokio::spawn({
-            let own = own.clone();
-            async move { own.is_own(&meta("a", "s", "5")).await }
-        });
-        let other = tokio::spawn({
-            let own = own.clone();
-            async move { own.is_own(&meta("a", "s", "4")).await }
-        });
+        let early = spawn_is_own(&own, "5");
+        let other = spawn_is_own(&own, "4");
         tokio::task::yield_now().await;
         own.wrote("a", "s", Some("5"));
         assert!(early.await.unwrap(), "the event of the write, seen before its answer");
@@ -193,10 +193,7 @@ mod tests {
     async fn a_failed_write_owns_no_event() {
         let own = Arc::new(OwnWrites::default());
         own.writing("a", "s");
-        let waiting = tokio::spawn({
-            let own = own.clone();
-            async move { own.is_own(&meta("a", "s", "5")).await }
-        });
+        let waiting = spawn_is_own(&own, "5");
         tokio::task::yield_now().await;
         own.wrote("a", "s", None);
         assert!(!waiting.await.unwrap());

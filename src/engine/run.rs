@@ -760,15 +760,14 @@ mod tests {
 
     #[test]
     fn only_converging_work_draws_on_the_whole_budget() {
-        let at = |generation: i64, observed: i64, steps: Vec<StepStatus>, ready: bool| {
+        // An instance that is not Ready (a Ready one is a drift check).
+        let at = |generation: i64, observed: i64, steps: Vec<StepStatus>| {
             let mut ti = instance("starter", None);
             ti.metadata.generation = Some(generation);
             let mut status = TenantInstanceStatus { steps, ..Default::default() };
             progress::summarize(&mut status, &Facts::default(), &now());
             status.observed_generation = Some(observed);
-            if !ready {
-                status.conditions.retain(|c| c.type_ != names::COND_READY);
-            }
+            status.conditions.retain(|c| c.type_ != names::COND_READY);
             ti.status = Some(status);
             ti
         };
@@ -779,14 +778,14 @@ mod tests {
         let failed = || steps_at(&[(StepName::Database, Report::Failed("boom".into()))]);
         let fresh = instance("starter", None);
         assert_eq!(Look::of(&fresh), Look::Converge, "no status yet");
-        assert_eq!(Look::of(&at(1, 1, deploying(), false)), Look::Poll, "an operation in motion");
-        assert_eq!(Look::of(&at(2, 1, deploying(), false)), Look::Converge, "the spec changed meanwhile");
-        assert_eq!(Look::of(&at(1, 1, throttled(), false)), Look::Converge, "a throttled step gets its turn");
-        assert_eq!(Look::of(&at(1, 1, failed(), false)), Look::Converge, "a failed step is retried");
-        assert_eq!(Look::of(&at(1, 1, settling(), false)), Look::Converge, "a create about to go ahead");
+        assert_eq!(Look::of(&at(1, 1, deploying())), Look::Poll, "an operation in motion");
+        assert_eq!(Look::of(&at(2, 1, deploying())), Look::Converge, "the spec changed meanwhile");
+        assert_eq!(Look::of(&at(1, 1, throttled())), Look::Converge, "a throttled step gets its turn");
+        assert_eq!(Look::of(&at(1, 1, failed())), Look::Converge, "a failed step is retried");
+        assert_eq!(Look::of(&at(1, 1, settling())), Look::Converge, "a create about to go ahead");
         let created = working("service: created s1; waiting for operation d1");
-        assert_eq!(Look::of(&at(1, 1, created, false)), Look::Poll, "a create's operation in motion");
-        assert_eq!(Look::of(&at(1, 1, steps_at(&[]), false)), Look::Converge, "nothing started");
+        assert_eq!(Look::of(&at(1, 1, created)), Look::Poll, "a create's operation in motion");
+        assert_eq!(Look::of(&at(1, 1, steps_at(&[]))), Look::Converge, "nothing started");
     }
 
     fn instance(plan: &str, owner: Option<&Tenant>) -> TenantInstance {
