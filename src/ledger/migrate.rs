@@ -22,6 +22,7 @@ pub fn migrator() -> Migrator {
         migration(6, "config snapshots", include_str!("../../migrations/control/0006_config_snapshots.sql")),
         migration(7, "credit leases", include_str!("../../migrations/control/0007_credit_leases.sql")),
         migration(8, "settle batch", include_str!("../../migrations/control/0008_settle_batch.sql")),
+        migration(9, "live owners", include_str!("../../migrations/control/0009_live_owners.sql")),
     ])
 }
 

@@ -304,15 +304,17 @@ impl Ledger {
 
     /// Releases every hold whose owner died (its session lock is gone) or
     /// whose backstop expiry has passed. Returns how many were released.
+    /// The live sessions are read once (`winston_live_owners`: one read of
+    /// `pg_locks`, which stalls every lock taken meanwhile), not per row.
     ///
     /// # Errors
     /// Database errors.
     pub async fn expire_reservations(&self) -> Result<u64, LedgerError> {
         let (n,): (i64,) = sqlx::query_as(
-            "WITH dead AS (SELECT DISTINCT owner FROM reservations
-                           WHERE owner IS NOT NULL AND NOT winston_owner_alive(owner)),
+            "WITH live AS MATERIALIZED (SELECT winston_live_owners() AS owner),
                   r AS (DELETE FROM reservations
-                        WHERE expires_at < now() OR owner IN (SELECT owner FROM dead)
+                        WHERE expires_at < now()
+                           OR (owner IS NOT NULL AND owner NOT IN (SELECT owner FROM live))
                         RETURNING account_id, amount),
                   s AS (SELECT account_id, sum(amount)::bigint AS amount FROM r GROUP BY account_id),
                   u AS (UPDATE accounts a SET reserved = GREATEST(a.reserved - s.amount, 0)
