@@ -145,3 +145,82 @@ async fn one_failing_operation_does_not_fail_its_batch() {
     assert!(matches!(b, Err(LedgerError::UnknownAccount(_))), "{b:?}");
     assert!(matches!(group.hold(&hold("ns/nobody", None, 1)).await, Err(LedgerError::UnknownAccount(_))));
 }
+
+/// Every account's first hold of 100 at once, as this replica's owner.
+async fn first_holds(
+    leases: &winston::ledger::Leases,
+    accounts: &[String],
+    owner: i32,
+) -> Vec<Result<Reservation, LedgerError>> {
+    let requests: Vec<HoldRequest<'_>> = accounts
+        .iter()
+        .map(|account| HoldRequest {
+            account,
+            key: None,
+            shape: winston::ledger::HoldShape::fixed(100),
+            ttl: Duration::from_secs(60),
+            owner: Some(owner),
+        })
+        .collect();
+    futures::future::join_all(requests.iter().map(|r| leases.hold(r))).await
+}
+
+/// Defect (issue 18): every tenant coming back after a quiet spell took its
+/// first credit lease in a transaction of its own, all at once, fighting the
+/// batches for the same account rows (the proxy's 1,000 req/s tail). Takes
+/// now go through the group commit: cold accounts share commits, each is
+/// admitted against its own new lease, and a take that cannot be stored
+/// fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_accounts_take_their_first_leases_in_shared_commits() {
+    use winston::ledger::{LeaseSettings, Leases, ProxySession};
+    let db = fresh_db().await;
+    let l = &db.ledger;
+    let accounts: Vec<String> = (0..40).map(|i| format!("ns/c{i}")).collect();
+    for a in &accounts {
+        l.ensure_account(a).await.unwrap();
+        l.apply_grant(a, &Grant { id: format!("{a}/g"), amount: 1_000_000, reason: String::new() }).await.unwrap();
+    }
+    let session = ProxySession::open(&db.url).await.unwrap();
+    let owner = session.owner();
+    let settings = LeaseSettings { idle: Duration::from_secs(600), ..LeaseSettings::default() };
+    let leases = Leases::start(l, GroupCommit::start(l, 1, 256), Some(owner), settings);
+    // 32 accounts' first requests at once.
+    let held = first_holds(&leases, &accounts[..32], owner).await;
+    let held: Vec<Reservation> = held.into_iter().map(Result::unwrap).collect();
+    for (a, r) in accounts.iter().zip(&held) {
+        assert!(r.lease.is_some(), "{a}'s first request was not admitted against its new lease");
+        assert_eq!(r.available, 1_000_000 - 100, "{a}: the credits told remain are exact");
+    }
+    let (lease_rows, transactions): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT created_at) FROM reservations WHERE request_id LIKE 'lease:%'")
+            .fetch_one(l.pool())
+            .await
+            .unwrap();
+    assert_eq!(lease_rows, 32, "one lease per account");
+    assert!(transactions <= 8, "32 cold accounts took their leases in {transactions} transactions: not grouped");
+
+    // A take PostgreSQL cannot store (an account id with a NUL byte) among
+    // eight good ones fails alone.
+    let mut more = accounts[32..].to_vec();
+    more.insert(4, "ns/bad\0account".into());
+    for (a, r) in more.iter().zip(first_holds(&leases, &more, owner).await) {
+        if a.contains('\0') {
+            assert!(matches!(r, Err(LedgerError::Db(_))), "the bad account: {r:?}");
+        } else {
+            let r = r.unwrap_or_else(|e| panic!("{a} failed with its batch: {e}"));
+            assert!(r.lease.is_some(), "{a}'s first request was not admitted against its new lease");
+        }
+    }
+
+    // Each is billed exactly once, and the leases go back whole.
+    for r in &held {
+        assert_eq!(leases.settle(r, &usage(10)).await.unwrap().credits, 10);
+    }
+    assert!(leases.return_all().await > 0);
+    for a in &accounts[..32] {
+        let s = l.snapshot(a).await.unwrap();
+        assert_eq!((s.reserved, s.balance), (0, 1_000_000 - 10), "{a}");
+        assert_eq!(l.usage_credits(a).await.unwrap(), 10, "{a}");
+    }
+}

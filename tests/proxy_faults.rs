@@ -169,3 +169,60 @@ async fn graceful_shutdown_finishes_open_streams_and_bills_them() {
     let after = h.http.get(format!("{}/healthz", h.url)).send().await;
     assert!(after.is_err(), "the proxy still accepts connections after shutdown");
 }
+
+/// The database cuts the proxy's pooled connections (a restart, a failover,
+/// an administrator's `pg_terminate_backend`) while the proxy is warm: the
+/// very next requests are served and billed, none fails because it drew a
+/// connection that died in the pool.
+#[tokio::test]
+async fn pooled_connections_cut_by_the_database_fail_no_request() {
+    use sqlx::Connection;
+    let h = harness(100_000_000, test_settings()).await;
+    let body = |i: usize| {
+        json!({"model": SONNET, "max_tokens": 50, "stream": i.is_multiple_of(2),
+               "messages": [{"role": "user", "content": format!("question {i:03}")}],
+               "mock": {"output_tokens": 20}})
+    };
+    let round = |from: usize| {
+        futures::future::join_all((from..from + 8).map(|i| {
+            // Half carry an idempotency key: those hold directly, in the
+            // database, not against the replica's credit lease.
+            let req = h.anthropic(&body(i));
+            let req = if i % 4 < 2 { req.header("idempotency-key", format!("k-{i}")) } else { req };
+            async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap();
+                assert!(!text.contains("error"), "request {i} ended with an error: {text}");
+                status
+            }
+        }))
+    };
+    // Warm: the pool holds several connections, each used moments ago.
+    for r in 0..2 {
+        assert!(round(r * 8).await.iter().all(|s| *s == 200));
+    }
+    let mut admin = sqlx::PgConnection::connect(&h.db.url).await.unwrap();
+    let (cut,): (i64,) = sqlx::query_as(
+        "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a
+         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+           AND a.pid NOT IN (SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted)",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(cut >= 2, "the proxy's pooled connections were cut: {cut}");
+    let mut statuses = Vec::new();
+    for r in 2..5 {
+        statuses.extend(round(r * 8).await);
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "requests failed after the cut: {statuses:?}");
+    let (used, records): (i64, i64) =
+        sqlx::query_as("SELECT COALESCE(sum(credits),0)::bigint, count(*) FROM usage_records")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    let g = h.upstream.total();
+    assert_eq!((records, g.generations), (40, 40), "one usage record per generation");
+    assert_eq!(used, (g.input_tokens + g.output_tokens) as i64 * SONNET_X, "billed what was generated");
+}

@@ -32,6 +32,22 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// The database connection was lost: the server ended the session
+    /// (SQLSTATE class 57P, a restart or `pg_terminate_backend`; the server
+    /// says so before it reads the next statement, so that statement did
+    /// not run), the connection failed (class 08) or the socket did. Every
+    /// ledger operation is safe to send again on another connection: a
+    /// settlement is idempotent, a hold or lease that did commit unseen
+    /// conflicts on its id and is released with its owner's session.
+    #[must_use]
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Io(_)) => true,
+            Self::Db(sqlx::Error::Database(d)) => d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+            _ => false,
+        }
+    }
+
     /// A stable, low-cardinality name for metrics and events.
     #[must_use]
     pub fn category(&self) -> &'static str {

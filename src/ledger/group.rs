@@ -5,16 +5,15 @@
 //! one hold and one settlement per request, each committed alone, cap one
 //! account at about one request per two flushes. Here every operation that
 //! arrives while a transaction is running waits for the next one: a shard's
-//! worker takes whatever is queued (up to `max_batch`), settles all of it in
-//! one statement (`winston_settle` per row), then holds all of it in one
-//! statement (`winston_reserve` per row, each seeing the holds before it),
-//! commits once, and only then answers every caller. Under no load a batch
-//! is one operation, so latency is what it was; under load the flushes are
-//! shared. A batch of settlements alone (the usual one once requests run on
-//! credit leases) is one statement, `winston_settle_batch`, that locks,
-//! settles and commits in a single round trip. The money rules are the SQL
-//! functions' and stay exactly as they are: a batch is the same sequence of
-//! calls one transaction at a time.
+//! worker takes whatever is queued (up to `max_batch`) and sends all of it
+//! as one statement, `winston_commit_batch`, that locks the batch's
+//! accounts, settles every settlement (`winston_settle_any` per row), then
+//! holds every hold (`winston_reserve` per row, each seeing the holds before
+//! it) and commits once: one round trip to the database. Only then is every
+//! caller answered. Under no load a batch is one operation, so latency is
+//! what it was; under load the flushes are shared. The money rules are the
+//! SQL functions' and stay exactly as they are: a batch is the same sequence
+//! of calls one transaction at a time.
 //!
 //! Accounts map to shards by hash, so one account's operations are always
 //! in the same queue (their order is kept; no two of this process's
@@ -67,13 +66,33 @@ impl Hold {
     }
 }
 
+/// A credit-lease take (`winston_lease_take`), for [`super::Leases`].
+#[derive(Clone, Debug)]
+pub(super) struct Take {
+    pub account: String,
+    pub lease: Uuid,
+    pub owner: Option<i32>,
+    /// Grow the existing row (false: insert it).
+    pub exists: bool,
+    pub want: i64,
+    pub min: i64,
+    pub share_pct: i64,
+    pub ttl: Duration,
+}
+
+/// `(granted, balance, available after, allotment, pct)`: one row of
+/// `winston_lease_take` (none when the account is unknown).
+pub(super) type TakeRow = (i64, i64, i64, i64, i32);
+
 type HoldReply = oneshot::Sender<Result<Reservation, LedgerError>>;
 type SettleReply = oneshot::Sender<Result<Settlement, LedgerError>>;
+type TakeReply = oneshot::Sender<Result<Option<TakeRow>, LedgerError>>;
 
 #[derive(Debug)]
 enum Op {
     Hold(Hold, HoldReply),
     Settle(Box<(Reservation, Usage)>, SettleReply),
+    Take(Take, TakeReply),
 }
 
 impl Op {
@@ -81,6 +100,7 @@ impl Op {
         match self {
             Self::Hold(h, _) => &h.account,
             Self::Settle(s, _) => &s.0.account,
+            Self::Take(t, _) => &t.account,
         }
     }
 }
@@ -130,6 +150,17 @@ impl GroupCommit {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// `winston_lease_take`, committed together with whatever else is
+    /// waiting (in the account's queue, so after its settlements so far).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub(super) async fn take(&self, take: Take) -> Result<Option<TakeRow>, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Take(take, tx)).await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     async fn send(&self, op: Op) -> Result<(), LedgerError> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         op.account().hash(&mut h);
@@ -150,29 +181,47 @@ async fn work(ledger: Ledger, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
     }
 }
 
-/// One batch: settlements first (they free credits), then holds, each
-/// sorted by account, one commit; on failure each operation alone.
+/// One batch: settlements first (they free credits), then holds, then
+/// lease takes, one commit; on failure each operation alone.
 async fn run(ledger: &Ledger, ops: Vec<Op>) {
-    let (mut settles, mut holds): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+    let mut batch = Batch::default();
     for op in ops {
         match op {
-            Op::Hold(h, tx) => holds.push((h, tx)),
-            Op::Settle(s, tx) => settles.push((*s, tx)),
+            Op::Hold(h, tx) => batch.holds.push((h, tx)),
+            Op::Settle(s, tx) => batch.settles.push((*s, tx)),
+            Op::Take(t, tx) => batch.takes.push((t, tx)),
         }
     }
-    settles.sort_by(|a, b| a.0.0.account.cmp(&b.0.0.account));
-    holds.sort_by(|a, b| a.0.account.cmp(&b.0.account));
-    match commit(ledger, &settles, &holds).await {
-        Ok((settled, held)) => {
+    let Batch { settles, holds, takes } = batch;
+    let attempt = || {
+        commit_batch(ledger, settles.iter().map(|(s, _)| s), holds.iter().map(|(h, _)| h), takes.iter().map(|(t, _)| t))
+    };
+    let mut done = attempt().await;
+    // Pooled connections are not pinged before each use (a round trip per
+    // batch): one the server cut while it sat in the pool fails its first
+    // statement and is dropped, so the batch goes again on the next, at
+    // most once per connection the pool can hold.
+    let mut lost = 0;
+    while done.as_ref().is_err_and(LedgerError::connection_lost)
+        && lost <= ledger.pool().options().get_max_connections()
+    {
+        lost += 1;
+        done = attempt().await;
+    }
+    match done {
+        Ok(Rows { settled, held, taken }) => {
             for ((s, tx), row) in settles.into_iter().zip(settled) {
                 let _ = tx.send(settlement(&s.0, &s.1, row));
             }
             for ((h, tx), row) in holds.into_iter().zip(held) {
                 let _ = tx.send(h.request().outcome(h.id, row));
             }
+            for ((_, tx), row) in takes.into_iter().zip(taken) {
+                let _ = tx.send(Ok(row));
+            }
         }
         Err(e) => {
-            tracing::warn!(error = %e, settles = settles.len(), holds = holds.len(),
+            tracing::warn!(error = %e, settles = settles.len(), holds = holds.len(), takes = takes.len(),
                 "group commit failed; retrying each operation alone");
             for (s, tx) in settles {
                 let _ = tx.send(ledger.settle(&s.0, &s.1).await);
@@ -180,41 +229,30 @@ async fn run(ledger: &Ledger, ops: Vec<Op>) {
             for (h, tx) in holds {
                 let _ = tx.send(hold_alone(ledger, &h).await);
             }
+            for (t, tx) in takes {
+                let taken = commit_batch(ledger, std::iter::empty(), std::iter::empty(), std::iter::once(&t)).await;
+                let _ = tx.send(taken.map(|mut rows| rows.taken.pop().flatten()));
+            }
         }
     }
 }
 
-/// The batch's statements in one transaction. Rows come back in the
-/// batch's order (one per operation).
-async fn commit(
-    ledger: &Ledger,
-    settles: &[((Reservation, Usage), SettleReply)],
-    holds: &[(Hold, HoldReply)],
-) -> Result<(Vec<Option<SettleRow>>, Vec<ReserveRow>), LedgerError> {
-    if holds.is_empty() {
-        // Settlements only, the usual batch once requests run on leases:
-        // `winston_settle_batch` locks the accounts in id order, settles and,
-        // as a statement of its own, commits: one round trip, not four
-        // (BEGIN, lock, settle, COMMIT).
-        let settled = settle_batch(&ledger.pool, settles.iter().map(|(s, _)| s)).await?;
-        one_row_each(settled.len() == settles.len())?;
-        return Ok((settled, Vec::new()));
-    }
-    let mut tx = ledger.pool.begin().await?;
-    lock_accounts(
-        &mut tx,
-        settles.iter().map(|(s, _)| s.0.account.as_str()).chain(holds.iter().map(|(h, _)| h.account.as_str())),
-    )
-    .await?;
-    let settled =
-        if settles.is_empty() { Vec::new() } else { settle_batch(&mut *tx, settles.iter().map(|(s, _)| s)).await? };
-    let held = if holds.is_empty() { Vec::new() } else { hold_batch(&mut tx, holds.iter().map(|(h, _)| h)).await? };
-    one_row_each(settled.len() == settles.len() && held.len() == holds.len())?;
-    tx.commit().await?;
-    Ok((settled, held))
+/// One batch's operations with their callers, by kind.
+#[derive(Default)]
+struct Batch {
+    settles: Vec<((Reservation, Usage), SettleReply)>,
+    holds: Vec<(Hold, HoldReply)>,
+    takes: Vec<(Take, TakeReply)>,
 }
 
-/// Fails a batch whose statements did not answer one row per operation.
+/// What `winston_commit_batch` answered, in the batch's order.
+struct Rows {
+    settled: Vec<Option<SettleRow>>,
+    held: Vec<ReserveRow>,
+    taken: Vec<Option<TakeRow>>,
+}
+
+/// Fails a batch whose statement did not answer one row per operation.
 fn one_row_each(ok: bool) -> Result<(), LedgerError> {
     if ok {
         return Ok(());
@@ -222,32 +260,36 @@ fn one_row_each(ok: bool) -> Result<(), LedgerError> {
     Err(LedgerError::Db(sqlx::Error::Protocol("a batch answered the wrong number of rows".into())))
 }
 
-/// Locks the batch's account rows in one global order (by id) before any
-/// statement runs, so batches of different proxies that share accounts
-/// queue instead of deadlocking.
-async fn lock_accounts<'a>(
-    tx: &mut sqlx::PgConnection,
-    accounts: impl Iterator<Item = &'a str>,
-) -> Result<(), LedgerError> {
-    let mut ids: Vec<&str> = accounts.collect();
-    ids.sort_unstable();
-    ids.dedup();
-    sqlx::query("SELECT 1 FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE").bind(ids).execute(tx).await?;
-    Ok(())
-}
-
-async fn settle_batch<'a, 'e>(
-    db: impl sqlx::PgExecutor<'e>,
+/// The batch in one statement, `winston_commit_batch`: it locks the
+/// batch's accounts in id order, settles, holds, takes and, as a statement
+/// of its own, commits: one round trip (not BEGIN, lock, each kind, COMMIT).
+async fn commit_batch<'a>(
+    ledger: &Ledger,
     settles: impl Iterator<Item = &'a (Reservation, Usage)>,
-) -> Result<Vec<Option<SettleRow>>, LedgerError> {
+    holds: impl Iterator<Item = &'a Hold>,
+    takes: impl Iterator<Item = &'a Take>,
+) -> Result<Rows, LedgerError> {
     let mut c = SettleColumns::default();
     for (r, u) in settles {
         c.push(r, u);
     }
-    let rows: Vec<SettleBatchRow> = sqlx::query_as(
-        "SELECT * FROM winston_settle_batch($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+    let mut h = HoldColumns::default();
+    for hold in holds {
+        h.push(hold);
+    }
+    let mut t = TakeColumns::default();
+    for take in takes {
+        t.push(take);
+    }
+    let (n_settles, n_holds, n_takes) = (c.id.len(), h.id.len(), t.lease.len());
+    let rows: Vec<BatchRow> = sqlx::query_as(
+        "SELECT * FROM winston_commit_batch($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::int8[],
                                             $6::int8[], $7::text[], $8::text[], $9::int8[], $10::int8[],
-                                            $11::int8[], $12::bool[], $13::uuid[], $14::int8[])",
+                                            $11::int8[], $12::bool[], $13::uuid[], $14::int8[],
+                                            $15::text[], $16::uuid[], $17::text[], $18::int4[], $19::int8[],
+                                            $20::int8[], $21::int8[], $22::int8[], $23::int8[], $24,
+                                            $25::text[], $26::uuid[], $27::int4[], $28::bool[], $29::int8[],
+                                            $30::int8[], $31::int8[], $32::int8[])",
     )
     .bind(c.id)
     .bind(c.account)
@@ -263,41 +305,33 @@ async fn settle_batch<'a, 'e>(
     .bind(c.estimated)
     .bind(c.lease)
     .bind(c.held)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(settle_row).collect())
-}
-
-async fn hold_batch<'a>(
-    tx: &mut sqlx::PgConnection,
-    holds: impl Iterator<Item = &'a Hold>,
-) -> Result<Vec<ReserveRow>, LedgerError> {
-    let mut c = HoldColumns::default();
-    for h in holds {
-        c.push(h);
-    }
-    let rows: Vec<ReserveRow> = sqlx::query_as(
-        "SELECT r.* FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int4[], $5::int8[], $6::int8[],
-                                $7::int8[], $8::int8[], $9::int8[])
-                         WITH ORDINALITY AS b(account, id, key, owner, fixed, unit_milli, max_units, min_units,
-                                              ttl_ms, ord)
-         CROSS JOIN LATERAL winston_reserve(b.account, b.id, b.key, b.owner, b.fixed, b.unit_milli,
-                                            b.max_units, b.min_units, b.ttl_ms, $10) r
-         ORDER BY b.ord",
-    )
-    .bind(c.account)
-    .bind(c.id)
-    .bind(c.key)
-    .bind(c.owner)
-    .bind(c.fixed)
-    .bind(c.unit_milli)
-    .bind(c.max_units)
-    .bind(c.min_units)
-    .bind(c.ttl_ms)
+    .bind(h.account)
+    .bind(h.id)
+    .bind(h.key)
+    .bind(h.owner)
+    .bind(h.fixed)
+    .bind(h.unit_milli)
+    .bind(h.max_units)
+    .bind(h.min_units)
+    .bind(h.ttl_ms)
     .bind(millis(IDEMPOTENCY_WINDOW))
-    .fetch_all(tx)
+    .bind(t.account)
+    .bind(t.lease)
+    .bind(t.owner)
+    .bind(t.exists)
+    .bind(t.want)
+    .bind(t.min)
+    .bind(t.share_pct)
+    .bind(t.ttl_ms)
+    .fetch_all(ledger.pool())
     .await?;
-    Ok(rows)
+    one_row_each(rows.len() == n_settles + n_holds + n_takes)?;
+    let mut rows = rows.into_iter();
+    let settled = rows.by_ref().take(n_settles).map(|r| r.settle).collect();
+    let held: Option<Vec<ReserveRow>> = rows.by_ref().take(n_holds).map(|r| r.hold).collect();
+    let held = held.ok_or_else(|| LedgerError::Db(sqlx::Error::Protocol("a hold answered no outcome".into())))?;
+    let taken = rows.map(|r| r.take).collect();
+    Ok(Rows { settled, held, taken })
 }
 
 /// A hold retried alone under the id its batch gave it (a batch whose
@@ -305,21 +339,55 @@ async fn hold_batch<'a>(
 /// and the caller gets the database error; the hold is released with its
 /// session or TTL like any abandoned hold).
 async fn hold_alone(ledger: &Ledger, h: &Hold) -> Result<Reservation, LedgerError> {
-    let mut tx = ledger.pool.begin().await?;
-    let row = hold_batch(&mut tx, std::iter::once(h)).await?.pop();
-    tx.commit().await?;
-    let row = row.ok_or_else(|| LedgerError::Db(sqlx::Error::RowNotFound))?;
+    let mut rows = commit_batch(ledger, std::iter::empty(), std::iter::once(h), std::iter::empty()).await?;
+    let row = rows.held.pop().ok_or_else(|| LedgerError::Db(sqlx::Error::RowNotFound))?;
     h.request().outcome(h.id, row)
 }
 
-/// `winston_settle_any`'s columns as the LEFT JOIN returns them (all NULL
-/// for an unknown account; the lease column is NULL for a direct hold).
-type SettleBatchRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i32>, Option<i64>, Option<i64>);
+/// One row of `winston_commit_batch`: a settlement's seven columns (all
+/// NULL for an unknown account; the lease column is NULL for a direct
+/// hold), a hold's eight (`winston_reserve`'s) or a take's five.
+struct BatchRow {
+    settle: Option<SettleRow>,
+    hold: Option<ReserveRow>,
+    take: Option<TakeRow>,
+}
 
-fn settle_row(
-    (debit, balance, reserved_after, allotment, pct, inserted, lease_left): SettleBatchRow,
-) -> Option<SettleRow> {
-    Some((debit?, balance?, reserved_after?, allotment?, pct?, inserted?, lease_left))
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for BatchRow {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let settle = match (
+            row.try_get::<Option<i64>, _>(0)?,
+            row.try_get::<Option<i64>, _>(1)?,
+            row.try_get::<Option<i64>, _>(2)?,
+            row.try_get::<Option<i64>, _>(3)?,
+            row.try_get::<Option<i32>, _>(4)?,
+            row.try_get::<Option<i64>, _>(5)?,
+        ) {
+            (Some(debit), Some(balance), Some(reserved), Some(allotment), Some(pct), Some(inserted)) => {
+                Some((debit, balance, reserved, allotment, pct, inserted, row.try_get(6)?))
+            }
+            _ => None,
+        };
+        let hold = match row.try_get::<Option<String>, _>(7)? {
+            Some(outcome) => Some((
+                outcome,
+                row.try_get(8)?,
+                row.try_get(9)?,
+                row.try_get(10)?,
+                row.try_get(11)?,
+                row.try_get(12)?,
+                row.try_get(13)?,
+                row.try_get(14)?,
+            )),
+            None => None,
+        };
+        let take = match row.try_get::<Option<i64>, _>(15)? {
+            Some(granted) => Some((granted, row.try_get(16)?, row.try_get(17)?, row.try_get(18)?, row.try_get(19)?)),
+            None => None,
+        };
+        Ok(Self { settle, hold, take })
+    }
 }
 
 /// Settlements as column arrays for `unnest`.
@@ -372,6 +440,32 @@ struct HoldColumns {
     max_units: Vec<i64>,
     min_units: Vec<i64>,
     ttl_ms: Vec<i64>,
+}
+
+/// Lease takes as column arrays for `unnest`.
+#[derive(Default)]
+struct TakeColumns {
+    account: Vec<String>,
+    lease: Vec<Uuid>,
+    owner: Vec<Option<i32>>,
+    exists: Vec<bool>,
+    want: Vec<i64>,
+    min: Vec<i64>,
+    share_pct: Vec<i64>,
+    ttl_ms: Vec<i64>,
+}
+
+impl TakeColumns {
+    fn push(&mut self, t: &Take) {
+        self.account.push(t.account.clone());
+        self.lease.push(t.lease);
+        self.owner.push(t.owner);
+        self.exists.push(t.exists);
+        self.want.push(t.want);
+        self.min.push(t.min);
+        self.share_pct.push(t.share_pct);
+        self.ttl_ms.push(millis(t.ttl));
+    }
 }
 
 impl HoldColumns {

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::group;
 use super::reserve::millis;
 use super::{GroupCommit, HoldRequest, Ledger, LedgerError, Reservation, Settlement, Usage};
 
@@ -179,9 +180,6 @@ struct Take {
     want: i64,
     min: i64,
 }
-
-/// `(granted, balance, available after, allotment, pct)`: one row of `winston_lease_take`.
-type TakeRow = (i64, i64, i64, i64, i32);
 
 impl Leases {
     /// Starts the replica's leases over `meter`, owned by `owner` (its
@@ -375,20 +373,26 @@ impl Inner {
         tokio::spawn(async move { inner.take(account, take).await })
     }
 
-    /// Takes or grows a lease by up to `want` (at least `min`, one hold).
+    /// Takes or grows a lease by up to `want` (at least `min`, one hold),
+    /// through the group commit: in the account's queue (after its
+    /// settlements so far) and in one commit with whatever else is waiting,
+    /// so a burst of accounts taking their first lease at once (every
+    /// tenant back after a quiet spell) shares commits instead of running a
+    /// transaction each, all of them fighting the batches for the same rows.
     async fn take(self: Arc<Self>, account: String, Take { id, exists, want, min }: Take) {
-        let row: Result<Option<TakeRow>, sqlx::Error> =
-            sqlx::query_as("SELECT * FROM winston_lease_take($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(&account)
-                .bind(id)
-                .bind(self.owner)
-                .bind(exists)
-                .bind(want)
-                .bind(min)
-                .bind(self.settings.share_pct)
-                .bind(millis(self.settings.ttl))
-                .fetch_optional(self.ledger.pool())
-                .await;
+        let row = self
+            .meter
+            .take(group::Take {
+                account,
+                lease: id,
+                owner: self.owner,
+                exists,
+                want,
+                min,
+                share_pct: self.settings.share_pct,
+                ttl: self.settings.ttl,
+            })
+            .await;
         let now = Instant::now();
         let mut book = self.lock();
         let Some(slot) = book.leases.get_mut(&id) else {

@@ -23,6 +23,7 @@ pub fn migrator() -> Migrator {
         migration(7, "credit leases", include_str!("../../migrations/control/0007_credit_leases.sql")),
         migration(8, "settle batch", include_str!("../../migrations/control/0008_settle_batch.sql")),
         migration(9, "live owners", include_str!("../../migrations/control/0009_live_owners.sql")),
+        migration(10, "commit batch", include_str!("../../migrations/control/0010_commit_batch.sql")),
     ])
 }
 

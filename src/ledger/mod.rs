@@ -44,6 +44,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A PostgreSQL connection URL as given on the command line. It may carry a
 /// password, so `Debug` never shows it; [`DatabaseUrl::expose`] is the only
 /// way to read it.
@@ -152,6 +155,21 @@ impl Ledger {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            // sqlx pings every connection it hands out by default: a round
+            // trip before every statement, on the proxy's money path. Only a
+            // connection that sat idle for a while is checked; one cut
+            // sooner fails its first statement and is dropped, and the
+            // group commit sends its batch again on another
+            // (`LedgerError::connection_lost`).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(LedgerError::Connect)?;
