@@ -9,7 +9,8 @@
 //! as one statement, `winston_commit_batch`, that locks the batch's
 //! accounts, settles every settlement (`winston_settle_any` per row), then
 //! holds every hold (`winston_reserve` per row, each seeing the holds before
-//! it) and commits once: one round trip to the database. Only then is every
+//! it), then takes every credit-lease take (`winston_lease_take` per row)
+//! and commits once: one round trip to the database. Only then is every
 //! caller answered. Under no load a batch is one operation, so latency is
 //! what it was; under load the flushes are shared. The money rules are the
 //! SQL functions' and stay exactly as they are: a batch is the same sequence

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::group;
+use super::group::Take;
 use super::reserve::millis;
 use super::{GroupCommit, HoldRequest, Ledger, LedgerError, Reservation, Settlement, Usage};
 
@@ -171,16 +171,6 @@ enum Admission {
     Direct,
 }
 
-/// One `winston_lease_take` to run.
-#[derive(Clone, Copy, Debug)]
-struct Take {
-    id: Uuid,
-    /// Grow the existing row (false: insert it).
-    exists: bool,
-    want: i64,
-    min: i64,
-}
-
 impl Leases {
     /// Starts the replica's leases over `meter`, owned by `owner` (its
     /// session; without one, leases are off: nothing could recover them),
@@ -217,7 +207,7 @@ impl Leases {
     pub async fn hold(&self, req: &HoldRequest<'_>) -> Result<Reservation, LedgerError> {
         let mut admission = self.inner.admit(req);
         if let Admission::TakeFirst(take) = admission {
-            let _ = self.inner.spawn_take(req.account, take).await;
+            let _ = self.inner.spawn_take(take).await;
             admission = self.inner.admit(req);
         }
         match admission {
@@ -225,7 +215,7 @@ impl Leases {
             // The take granted nothing and its quiet time is already over
             // (a slow pass): this one runs in the background, like growth,
             // so every take that marked the slot finishes and clears it.
-            Admission::TakeFirst(take) => drop(self.inner.spawn_take(req.account, take)),
+            Admission::TakeFirst(take) => drop(self.inner.spawn_take(take)),
             Admission::Direct => {}
         }
         let held = match self.inner.meter.hold(req).await {
@@ -347,9 +337,18 @@ impl Inner {
         let mut first = None;
         if refill {
             slot.taking = true;
-            let take = Take { id, exists: slot.in_db, want: want - slot.free(), min: need };
+            let take = Take {
+                account: req.account.to_string(),
+                lease: id,
+                owner: self.owner,
+                exists: slot.in_db,
+                want: want - slot.free(),
+                min: need,
+                share_pct: self.settings.share_pct,
+                ttl: self.settings.ttl,
+            };
             if take.exists {
-                drop(self.spawn_take(req.account, take));
+                drop(self.spawn_take(take));
             } else {
                 first = Some(take);
             }
@@ -368,9 +367,9 @@ impl Inner {
     /// Runs `take` on its own task: a caller that goes away (a client
     /// disconnecting mid-request) must not leave it half booked, with the
     /// slot marked taking for ever and the row reserved until its expiry.
-    fn spawn_take(self: &Arc<Self>, account: &str, take: Take) -> tokio::task::JoinHandle<()> {
-        let (inner, account) = (Arc::clone(self), account.to_string());
-        tokio::spawn(async move { inner.take(account, take).await })
+    fn spawn_take(self: &Arc<Self>, take: Take) -> tokio::task::JoinHandle<()> {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move { inner.take(take).await })
     }
 
     /// Takes or grows a lease by up to `want` (at least `min`, one hold),
@@ -379,20 +378,9 @@ impl Inner {
     /// so a burst of accounts taking their first lease at once (every
     /// tenant back after a quiet spell) shares commits instead of running a
     /// transaction each, all of them fighting the batches for the same rows.
-    async fn take(self: Arc<Self>, account: String, Take { id, exists, want, min }: Take) {
-        let row = self
-            .meter
-            .take(group::Take {
-                account,
-                lease: id,
-                owner: self.owner,
-                exists,
-                want,
-                min,
-                share_pct: self.settings.share_pct,
-                ttl: self.settings.ttl,
-            })
-            .await;
+    async fn take(self: Arc<Self>, take: Take) {
+        let id = take.lease;
+        let row = self.meter.take(take).await;
         let now = Instant::now();
         let mut book = self.lock();
         let Some(slot) = book.leases.get_mut(&id) else {
