@@ -630,9 +630,12 @@ impl Controller {
         let log = cp.dir.join(format!("controller-{ns}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut env = stack.env(winston::emulator::DEFAULT_TOKEN);
-        // The default poll; the emulator is instant, so polls are rare.
+        // Production's poll (the emulator is instant, so polls are rare) and
+        // list-settle window (the tests' 1 s would have a create whose marker
+        // was stored ahead more than 250 ms before write its own).
         let lifted = [("WINSTON_RESEND_RATE_PER_MINUTE", "100000"), ("WINSTON_RESEND_BURST", "1000")];
-        env.retain(|(k, _)| k != "WINSTON_POLL_MILLIS" && lifted.iter().all(|(l, _)| k != l));
+        let defaults = ["WINSTON_POLL_MILLIS", "WINSTON_LIST_SETTLE_SECONDS"];
+        env.retain(|(k, _)| !defaults.contains(&k.as_str()) && lifted.iter().all(|(l, _)| k != l));
         env.extend(lifted.map(|(k, v)| (k.to_string(), v.to_string())));
         let child = Command::new(env!("CARGO_BIN_EXE_winston"))
             .args(["controller", "--namespace", ns, "--lease-namespace", ns, "--identity", "bench"])

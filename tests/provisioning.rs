@@ -108,6 +108,53 @@ async fn a_service_deleted_out_of_band_is_recreated() {
     assert_ne!(new, old);
 }
 
+/// One pass creates the database, the Railway project and its service
+/// with a single status write before them (the first announce stores the
+/// markers of all three). Here that pass loses its last write, the one
+/// with the ids: the instance is changed under it while the service's
+/// create is held, so the write gets 409, which leaves what a crash at that
+/// point leaves (markers, no ids). The next pass must find all three by
+/// their marker and create none of them again (counted on the platform).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_under_markers_stored_ahead_are_found_after_the_pass_loses_its_ids() {
+    let ns = TestNamespace::new("ahead").await;
+    let stack = Stack::start(0).await;
+    stack.fault(json!({"platform": "railway", "operation": "serviceCreate", "kind": "delay", "delay_ms": 4000})).await;
+    // The production settle window: the stored-ahead markers stand for
+    // the creates (a quarter of a 1 s window could lapse before them).
+    let (_ctl, _) = stack.controller(&ns.name, "a", &["--list-settle-seconds", "30"]);
+    apply_tenant(&ns, "ahead", "");
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let (marker, held) = eventually("the Railway project created, its service's create held", READY_WITHIN, || {
+        let (api, stack) = (api.clone(), &stack);
+        async move {
+            let ti = api.get_opt("ahead-0").await.ok()??;
+            let marker = format!("wn-{}", ti.metadata.uid.as_ref()?.replace('-', "").get(..12)?);
+            (stack.count("railway", "project", &marker).await == 1).then_some((marker, ti))
+        }
+    })
+    .await;
+    assert_eq!(stack.count("railway", "service", &marker).await, 0, "the service's create is held");
+    let st = held.status.unwrap();
+    let pending: Vec<_> = st.pending.iter().map(|p| p.step).collect();
+    assert!(
+        pending.contains(&winston::api::StepName::Service)
+            && st.external.as_ref().is_none_or(|e| e.railway.is_none() && e.neon.is_none()),
+        "one write before the creates, with the markers and no ids: {pending:?} {:?}",
+        st.external
+    );
+    let touch = json!({"metadata": {"annotations": {"test.winston.dev/touched": "1"}}});
+    api.patch("ahead-0", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&touch)).await.unwrap();
+
+    let ti = ready(&ns, "ahead-0", READY_WITHIN).await;
+    for (platform, kind) in [("neon", "project"), ("railway", "project"), ("railway", "service")] {
+        assert_eq!(stack.count(platform, kind, &marker).await, 1, "{platform}/{kind}: {}", stack.objects().await);
+    }
+    let st = ti.status.unwrap();
+    assert!(st.pending.is_empty(), "no marker left: {:?}", st.pending);
+    assert_eq!(stack.fault_count().await, 0, "the held create was reached");
+}
+
 /// Markers of the instance `<tenant>-0`.
 /// The ledger account of the Tenant `name` (keyed by its uid).
 async fn tenant_account(ns: &TestNamespace, name: &str) -> String {

@@ -9,8 +9,9 @@
 //! Where each object's id lives in the status is said once, by [`Object`].
 use super::EngineError;
 use super::record::Recorder;
+use crate::api::shared::DatabaseProvider;
 use crate::api::tenant_instance::ExternalIds;
-use crate::api::{PendingCreate, StepName};
+use crate::api::{PendingCreate, StepName, TenantInstanceSpec};
 use crate::providers::{Applied, ExternalResource, Observation};
 
 /// Where the object stands after one pass.
@@ -66,6 +67,30 @@ impl Object {
     #[must_use]
     pub fn listed_late(self) -> bool {
         !matches!(self, Self::WelcomeEmail | Self::AdminUser)
+    }
+
+    /// Whether another object of the step follows under the same marker
+    /// (the Railway project, before its service): finding or creating it
+    /// leaves the step's marker in place for the next one.
+    #[must_use]
+    pub fn leads(self) -> bool {
+        matches!(self, Self::RailwayProject)
+    }
+
+    /// The announced objects `step` may create for `spec`, in the order it
+    /// creates them.
+    #[must_use]
+    pub fn of_step(step: StepName, spec: &TenantInstanceSpec) -> &'static [Self] {
+        let supabase =
+            spec.stack.components.database.as_ref().is_some_and(|d| d.provider == DatabaseProvider::Supabase);
+        match step {
+            StepName::Database if supabase => &[Self::SupabaseProject],
+            StepName::Database => &[Self::NeonProject],
+            StepName::Service => &[Self::RailwayProject, Self::RailwayService],
+            StepName::Frontend => &[Self::VercelProject],
+            StepName::AdminUser => &[Self::AdminUser],
+            _ => &[],
+        }
     }
 
     /// Whether a create is announced (a pending marker written first). The
@@ -191,7 +216,7 @@ async fn observe<R: ExternalResource>(
     known: Option<&str>,
     rec: &Recorder<'_>,
 ) -> Result<Observation<R::Observed>, EngineError> {
-    if known.is_none() && rec.pending(object.step()).is_none() {
+    if known.is_none() && rec.pending_for(object).is_none() {
         return Ok(Observation::Absent);
     }
     Ok(resource.observe(spec, known).await?)
@@ -206,7 +231,7 @@ async fn observe<R: ExternalResource>(
 /// band (then a pending marker belongs to the step's next object: the
 /// Railway service beside its known project).
 fn unlisted(object: Object, known: Option<&str>, rec: &Recorder<'_>) -> Option<String> {
-    settling(object, known, rec.pending(object.step()), rec.list_settle(), chrono::Utc::now())
+    settling(object, known, rec.pending_for(object), rec.list_settle(), chrono::Utc::now())
 }
 
 /// [`unlisted`] at `now`, for the step's `pending` create and a settle `window`.
@@ -248,14 +273,14 @@ async fn create<R: ExternalResource>(
         object.set(rec.status.external.get_or_insert_default(), None);
     }
     if object.announced() {
-        rec.announce(object.step(), marker).await?;
+        rec.announce(object, marker).await?;
     }
     let created = resource.create(spec).await?;
     // The id joins the next status write of this pass (the next announce
     // or the pass's last write), not a write of its own: until then the
     // announced marker, already stored, finds the object after a crash.
     object.set(rec.status.external.get_or_insert_default(), Some(&created.id));
-    rec.settle(object.step());
+    rec.settled(object);
     let message = match created.operation_id {
         Some(op) => format!("created {}; {WAITING_FOR_OPERATION}{op}", created.id),
         None => format!("created {}", created.id),
@@ -298,14 +323,16 @@ async fn update<R: ExternalResource>(
 
 /// Records an id that observe found (an adoption, or a new id) and clears
 /// the step's pending marker, both stored by the pass's next status write
-/// (until then the stored marker still finds the object). A confirmed known id
-/// changes nothing: a pending marker beside it belongs to the step's next
-/// object (the Railway service after its project) and must survive until
-/// that object is found or created.
+/// (until then the stored marker still finds the object). The Railway
+/// project's marker is not cleared: it stands for its service too, which
+/// may have been created under it without a write of its own (see
+/// [`Recorder::announce`]). A confirmed known id changes nothing: a
+/// pending marker beside it belongs to the step's next object and must
+/// survive until that object is found or created.
 fn remember(rec: &mut Recorder<'_>, object: Object, id: &str, known: Option<&str>) {
     if known != Some(id) {
         object.set(rec.status.external.get_or_insert_default(), Some(id));
-        rec.settle(object.step());
+        rec.settled(object);
     }
 }
 

@@ -223,7 +223,10 @@ async fn act(deps: &Deps<'_>, pass: &mut Pass<'_>) -> Result<Walk, EngineError> 
     let look = Look::of(pass.ti);
     let started = Utc::now();
     let mut walk = Walk { transitions: Vec::new(), next: jittered(resync(engine)), failed: None, stalled: None };
-    for (step, on) in wanted::steps(&pass.ti.spec, pass.plan) {
+    let steps = wanted::steps(&pass.ti.spec, pass.plan);
+    let creates = steps.iter().filter(|(_, on)| *on).map(|(s, _)| (*s, Object::of_step(*s, &pass.ti.spec)));
+    pass.rec.plan_creates(creates.filter(|(_, objects)| !objects.is_empty()).collect());
+    for (step, on) in steps {
         let result = if on {
             if look == Look::Converge { pass.run(step).await } else { budget::background(pass.run(step)).await }
         } else {
@@ -383,6 +386,7 @@ async fn record(
     }
     let facts = Facts { generation: ti.metadata.generation, stalled: walk.stalled, serving, ..Facts::default() };
     progress::summarize(&mut rec.status, &facts, &now());
+    rec.drop_untried();
     rec.flush().await?;
     observe_durations(deps, ti, &rec.status, &walk.transitions, since);
     Ok(PassOutcome { action: Action::requeue(walk.next), failed: walk.failed, notices })
