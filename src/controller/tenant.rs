@@ -166,7 +166,8 @@ impl<'a> Children<'a> {
     async fn siblings(&self, ctx: &Context) -> Result<Vec<Arc<Tenant>>> {
         Ok(match ctx.caches.get() {
             Some(c) => {
-                c.tenants.state().into_iter().filter(|t| t.namespace().as_deref() == Some(self.ns.as_str())).collect()
+                let ns = Some(self.ns.as_str());
+                c.tenants.state().into_iter().filter(|t| t.metadata.namespace.as_deref() == ns).collect()
             }
             None => Api::<Tenant>::namespaced(self.instances.clone().into_client(), &self.ns)
                 .list(&ListParams::default())
@@ -196,7 +197,7 @@ impl<'a> Children<'a> {
                 .state()
                 .iter()
                 .filter(|o| {
-                    o.namespace().as_deref() == Some(self.ns.as_str())
+                    o.metadata.namespace.as_deref() == Some(self.ns.as_str())
                         && o.labels().get(names::LABEL_TENANT) == Some(&self.name)
                 })
                 .map(|o| (**o).clone())
