@@ -9,7 +9,6 @@
 //! Where each object's id lives in the status is said once, by [`Object`].
 use super::EngineError;
 use super::record::Recorder;
-use crate::api::shared::DatabaseProvider;
 use crate::api::tenant_instance::ExternalIds;
 use crate::api::{PendingCreate, StepName, TenantInstanceSpec};
 use crate::providers::{Applied, ExternalResource, Observation};
@@ -81,10 +80,8 @@ impl Object {
     /// creates them.
     #[must_use]
     pub fn of_step(step: StepName, spec: &TenantInstanceSpec) -> &'static [Self] {
-        let supabase =
-            spec.stack.components.database.as_ref().is_some_and(|d| d.provider == DatabaseProvider::Supabase);
         match step {
-            StepName::Database if supabase => &[Self::SupabaseProject],
+            StepName::Database if super::wanted::on_supabase(spec) => &[Self::SupabaseProject],
             StepName::Database => &[Self::NeonProject],
             StepName::Service => &[Self::RailwayProject, Self::RailwayService],
             StepName::Frontend => &[Self::VercelProject],

@@ -93,8 +93,7 @@ async fn spec(pass: &Pass<'_>) -> Result<Option<VercelFrontendSpec>, EngineError
         }
         env.put("AGENT_GATEWAY_TOKEN", creds.gateway_token.clone(), "encrypted");
     }
-    let on_supabase = c.database.as_ref().is_some_and(|d| d.provider == crate::api::shared::DatabaseProvider::Supabase);
-    if on_supabase && !supabase_env(pass, &mut env)? {
+    if super::wanted::on_supabase(&pass.ti.spec) && !supabase_env(pass, &mut env)? {
         return Ok(None);
     }
     extra_env(pass, &f.env, &mut env).await?;

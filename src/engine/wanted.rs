@@ -10,7 +10,7 @@ pub fn steps(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<(StepName, bool)> {
     let c = &spec.stack.components;
     let database = c.database.is_some() && plan.allows("database");
     let service = c.compute.is_some() && plan.allows("compute");
-    let supabase = database && c.database.as_ref().is_some_and(|d| d.provider == DatabaseProvider::Supabase);
+    let supabase = database && on_supabase(spec);
     // A frontend needs a backend it can call: the agent service, or the
     // Supabase API of the tenant's own project (admission says the same).
     let frontend = (service || supabase) && c.frontend.is_some() && plan.allows("frontend");
@@ -30,6 +30,13 @@ pub fn steps(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<(StepName, bool)> {
             (s, on)
         })
         .collect()
+}
+
+/// Whether the spec's database is a Supabase project (otherwise Neon, when
+/// it has one).
+#[must_use]
+pub fn on_supabase(spec: &TenantInstanceSpec) -> bool {
+    spec.stack.components.database.as_ref().is_some_and(|d| d.provider == DatabaseProvider::Supabase)
 }
 
 /// Why a component the spec asks for is skipped, if the plan excludes it.
