@@ -8,7 +8,7 @@ mod ledger_support;
 use std::time::Duration;
 
 use ledger_support::fresh_db;
-use winston::ledger::{Grant, GroupCommit, HoldRequest, HoldShape, LedgerError, Reservation, Usage};
+use winston::ledger::{Grant, GroupCommit, HoldRequest, HoldShape, Ledger, LedgerError, Reservation, Usage};
 
 fn usage(cost: i64) -> Usage {
     Usage { model: "m".into(), input_tokens: cost, cost, outcome: "complete".into(), ..Usage::default() }
@@ -16,6 +16,16 @@ fn usage(cost: i64) -> Usage {
 
 fn hold<'a>(account: &'a str, key: Option<&'a str>, amount: i64) -> HoldRequest<'a> {
     HoldRequest { account, key, shape: HoldShape::fixed(amount), ttl: Duration::from_secs(60), owner: None }
+}
+
+/// `n` accounts `ns/<prefix><i>`, each granted `amount` credits.
+async fn funded(l: &Ledger, prefix: &str, n: usize, amount: i64) -> Vec<String> {
+    let accounts: Vec<String> = (0..n).map(|i| format!("ns/{prefix}{i}")).collect();
+    for a in &accounts {
+        l.ensure_account(a).await.unwrap();
+        l.apply_grant(a, &Grant { id: format!("{a}/g"), amount, reason: String::new() }).await.unwrap();
+    }
+    accounts
 }
 
 /// Transactions that took holds: a reservation's `created_at` is its
@@ -73,11 +83,7 @@ async fn a_burst_shares_commits_and_never_overdraws() {
 async fn holds_and_settlements_of_many_accounts_in_one_batch_keep_every_rule() {
     let db = fresh_db().await;
     let l = &db.ledger;
-    let accounts: Vec<String> = (0..6).map(|i| format!("ns/t{i}")).collect();
-    for a in &accounts {
-        l.ensure_account(a).await.unwrap();
-        l.apply_grant(a, &Grant { id: format!("{a}/g"), amount: 1_000, reason: String::new() }).await.unwrap();
-    }
+    let accounts = funded(l, "t", 6, 1_000).await;
     let group = GroupCommit::start(l, 2, 64);
     // Rounds of holds and settlements interleaved across accounts, one key
     // reused per account: the second use of a completed key is refused.
@@ -176,11 +182,7 @@ async fn cold_accounts_take_their_first_leases_in_shared_commits() {
     use winston::ledger::{LeaseSettings, Leases, ProxySession};
     let db = fresh_db().await;
     let l = &db.ledger;
-    let accounts: Vec<String> = (0..40).map(|i| format!("ns/c{i}")).collect();
-    for a in &accounts {
-        l.ensure_account(a).await.unwrap();
-        l.apply_grant(a, &Grant { id: format!("{a}/g"), amount: 1_000_000, reason: String::new() }).await.unwrap();
-    }
+    let accounts = funded(l, "c", 40, 1_000_000).await;
     let session = ProxySession::open(&db.url).await.unwrap();
     let owner = session.owner();
     let settings = LeaseSettings { idle: Duration::from_secs(600), ..LeaseSettings::default() };
