@@ -23,5 +23,6 @@ pub mod providers;
 pub mod proxy;
 pub mod skills;
 pub mod status;
+pub mod status_patch;
 pub mod telemetry;
 pub mod tenant_schema;

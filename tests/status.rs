@@ -1,6 +1,8 @@
 //! `winston status` against the real apiserver: the table and the detail
 //! view from real objects, a missing tenant refused, `-w` redrawing when a
-//! step finishes, and the same binary working as the kubectl plugin.
+//! step finishes, and the same binary working as the kubectl plugin. Also
+//! the controllers' status write itself (`winston::status_patch`): it
+//! replaces the status whole and is refused when fenced by a stale version.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -157,4 +159,53 @@ async fn the_binary_is_the_kubectl_plugin_when_named_kubectl_winston() {
     via_kubectl.env("PATH", &path).env("NO_COLOR", "1");
     let (ok, out, err) = output(via_kubectl);
     assert!(ok && out.contains("✓ database") && out.contains("Secret acme-0-credentials"), "{out}{err}");
+}
+
+/// The write every controller makes of a status it owns: the new status
+/// replaces the stored one whole, so a field it no longer has is gone even
+/// when another writer set it (the seed's merge patch here; server-side
+/// apply would keep such a field forever), and a write fenced by a
+/// resourceVersion the object has moved past is refused with 409 and
+/// changes nothing: the engine's crash safety rests on that fence (a pass
+/// computed from a stale read must not erase a stored id).
+#[tokio::test]
+async fn a_status_write_drops_what_it_no_longer_has_and_a_stale_fence_is_refused() {
+    use winston::status_patch::{params, replace};
+    let ns = TestNamespace::new("status-patch").await;
+    seed(&ns).await;
+    let instances: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let seeded = instances.get("acme-0").await.unwrap();
+    let mut status = seeded.status.clone().unwrap();
+    assert!(status.urls.is_some() && status.credentials_secret_ref.is_some(), "{status:?}");
+    let rv = seeded.metadata.resource_version.as_deref();
+    let owned = instances.patch_status("acme-0", &params(), &replace(&status, rv).unwrap()).await.unwrap();
+
+    // A stale fence: the object moves on (a label) before the write.
+    status.urls = None;
+    status.phase = Some(winston::api::Phase::Ready);
+    let label = serde_json::json!({"metadata": {"labels": {"moved": "on"}}});
+    let moved = instances.patch("acme-0", &PatchParams::default(), &Patch::Merge(label)).await.unwrap();
+    let stale = replace(&status, owned.metadata.resource_version.as_deref()).unwrap();
+    match instances.patch_status("acme-0", &params(), &stale).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        other => panic!("a stale fence must get 409, got {other:?}"),
+    }
+    assert_eq!(instances.get("acme-0").await.unwrap().status, owned.status, "a refused write changed the status");
+
+    // The current fence: written, and the status is exactly the new one.
+    let current = replace(&status, moved.metadata.resource_version.as_deref()).unwrap();
+    let stored = instances.patch_status("acme-0", &params(), &current).await.unwrap();
+    assert_eq!(stored.status.as_ref(), Some(&status), "the dropped field is gone");
+    let managers = stored.metadata.managed_fields.unwrap_or_default();
+    assert!(managers.iter().any(|m| m.manager.as_deref() == Some("winston")), "written as Winston's field manager");
+
+    // Unfenced, onto an object that has no status yet.
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    let t = serde_json::from_value(serde_json::json!({"metadata": {"name": "bare"},
+        "spec": {"displayName": "Bare", "contactEmail": "ops@bare.example", "plan": "starter"}}))
+    .unwrap();
+    tenants.create(&PostParams::default(), &t).await.unwrap();
+    let want = winston::api::TenantStatus { ready_instances: Some("0/1".into()), ..Default::default() };
+    let stored = tenants.patch_status("bare", &params(), &replace(&want, None).unwrap()).await.unwrap();
+    assert_eq!(stored.status, Some(want));
 }

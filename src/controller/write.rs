@@ -1,15 +1,15 @@
-//! The writes every reconciler makes the same way: server-side apply as
-//! Winston's field manager, status written only when it changed, each write
-//! counted in the metrics.
-use kube::api::{Patch, PatchParams};
+//! The writes every reconciler makes the same way: server-side apply of
+//! children as Winston's field manager, status replaced whole (see
+//! [`crate::status_patch`]) and only when it changed, each write counted in
+//! the metrics.
+use kube::api::PatchParams;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::context::Context;
 use super::error::Result;
-use crate::names;
+use crate::{names, status_patch};
 
 /// Server-side apply as Winston's field manager, taking over fields another
 /// manager set.
@@ -18,7 +18,7 @@ pub fn ssa() -> PatchParams {
     PatchParams::apply(names::FIELD_MANAGER).force()
 }
 
-/// Writes `status` to `obj` (of `kind`) by server-side apply, unless
+/// Writes `status` to `obj` (of `kind`), replacing its status whole, unless
 /// `current` already equals it. Returns whether it wrote.
 ///
 /// # Errors
@@ -35,8 +35,8 @@ where
         return Ok(false);
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let body = json!({ "apiVersion": K::api_version(&()), "kind": kind, "status": status });
-    api.patch_status(&obj.name_any(), &ssa(), &Patch::Apply(body)).await?;
+    let patch = status_patch::replace(status, None).map_err(kube::Error::SerdeError)?;
+    api.patch_status(&obj.name_any(), &status_patch::params(), &patch).await?;
     ctx.metrics.wrote(kind, "status");
     Ok(true)
 }

@@ -22,14 +22,12 @@
 //! a quarter of the list-settle window, so the window a crash leaves still
 //! counts from at most that long before the create.
 use chrono::Utc;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 
 use super::external::Object;
 use super::{Deps, EngineError, Host};
 use crate::api::{PendingCreate, StepName, TenantInstance, TenantInstanceStatus};
-use crate::names;
+use crate::status_patch;
 
 /// Working copy of the status plus what the API server last acknowledged.
 pub struct Recorder<'a> {
@@ -209,14 +207,9 @@ impl<'a> Recorder<'a> {
         if self.status == self.written {
             return Ok(());
         }
-        let body = json!({
-            "apiVersion": TenantInstance::api_version(&()),
-            "kind": TenantInstance::kind(&()),
-            "metadata": { "name": self.name, "resourceVersion": self.resource_version },
-            "status": self.status,
-        });
-        let pp = PatchParams::apply(names::FIELD_MANAGER).force();
-        let stored = self.api.patch_status(&self.name, &pp, &Patch::Apply(body)).await?;
+        let patch =
+            status_patch::replace(&self.status, self.resource_version.as_deref()).map_err(kube::Error::SerdeError)?;
+        let stored = self.api.patch_status(&self.name, &status_patch::params(), &patch).await?;
         self.host.wrote_status();
         self.writes += 1;
         self.resource_version = stored.resource_version();
