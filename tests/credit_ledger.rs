@@ -379,3 +379,47 @@ async fn only_the_owning_tenant_drives_its_account_and_a_recreated_tenant_starts
     assert_eq!(count(l, "SELECT count(*) FROM usage_records WHERE account_id = $1", &old).await, old_usage);
     assert_eq!(count(l, "SELECT count(*) FROM usage_records WHERE account_id = $1", &new).await, 0);
 }
+
+/// The ledger controller's own status write starts no pass of its ledger:
+/// each grant costs exactly one pass (two before: the write's own watch
+/// event came back as a change). A status changed by someone else still
+/// starts one, and is put back.
+#[tokio::test]
+async fn a_ledgers_own_status_write_starts_no_pass_but_a_foreign_one_does() {
+    let db = ledger_support::fresh_db().await;
+    let ns = TestNamespace::new("own-status").await;
+    // No resync inside the test's time: every pass counted has a cause.
+    let (_ctl, addr) = controller(&ns.name, "solo", &["--database-url", &db.url, "--ledger-resync-seconds", "600"]);
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    let ledgers: Api<CreditLedger> = Api::namespaced(ns.client.clone(), &ns.name);
+    tenants.create(&PostParams::default(), &tenant("acme", "free")).await.unwrap();
+    let tenant_shows = |balance: i64| {
+        let tenants = tenants.clone();
+        async move {
+            let credits = tenants.get("acme").await.ok()?.status?.credits?;
+            (credits.balance == Some(balance)).then_some(())
+        }
+    };
+    // The Tenant's status mirrors the ledger's last: the chain has run.
+    eventually("the Tenant shows the allotment", WAIT, || tenant_shows(50_000)).await;
+    let before = reconciles(&addr).await;
+
+    let mut grants = Vec::new();
+    for (n, balance) in [(1, 51_000), (2, 52_000)] {
+        grants.push(json!({"id": format!("topup-{n}"), "credits": 1000, "reason": "invoice"}));
+        let patch = json!({"spec": {"grants": grants}});
+        ledgers.patch("acme", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        // Its ledger's status event reached the Tenant, debounced (0.5 s):
+        // an extra ledger pass on that event would have run by now.
+        eventually("the Tenant shows the grant", WAIT, || tenant_shows(balance)).await;
+    }
+    assert_eq!(reconciles(&addr).await - before, 2.0, "one ledger pass per grant, none for its own status write");
+
+    let foreign = json!({"status": {"balance": 1}});
+    ledgers.patch_status("acme", &PatchParams::default(), &Patch::Merge(&foreign)).await.unwrap();
+    eventually("the balance put back", WAIT, || async {
+        (ledgers.get("acme").await.ok()?.status?.balance == Some(52_000)).then_some(())
+    })
+    .await;
+    assert_eq!(reconciles(&addr).await - before, 3.0, "one pass for the foreign write");
+}

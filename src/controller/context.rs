@@ -40,6 +40,17 @@ pub struct Context {
     /// Credentials Secrets as this process last wrote them: their watch
     /// events do not start another pass of their instance.
     pub own_secrets: super::own_writes::OwnWrites,
+    /// Tenants and CreditLedgers as this process last wrote their status:
+    /// the watch event of that write does not start another pass of them.
+    pub own_status: OwnStatus,
+}
+
+/// The status writes of each kind whose own watch events are dropped (one
+/// map per kind: a Tenant and its ledger share a name).
+#[derive(Debug, Default)]
+pub struct OwnStatus {
+    pub tenants: super::own_writes::OwnWrites,
+    pub ledgers: super::own_writes::OwnWrites,
 }
 
 /// Reflector stores of TenantInstances and CreditLedgers.
@@ -68,6 +79,7 @@ impl Context {
             analysis: None,
             failures: Failures::default(),
             own_secrets: super::own_writes::OwnWrites::default(),
+            own_status: OwnStatus::default(),
         }
     }
 

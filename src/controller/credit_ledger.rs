@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use futures::channel::mpsc;
+use futures::{StreamExt, TryStreamExt};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
@@ -168,7 +168,13 @@ pub async fn run(
     // were a quarter of the controller's heap at 1,000 tenants.
     let (ledger_store, ledger_writer) = reflector::store();
     state.base.metrics.gauges().watch_ledgers(ledger_store.clone());
-    Controller::for_stream(super::cached(&ledgers, &wc, ledger_writer, &state.base, super::strip), ledger_store)
+    // The event of this process's own status write starts no pass.
+    let own = state.clone();
+    let changes = super::cached(&ledgers, &wc, ledger_writer, &state.base, super::strip).try_filter(move |cl| {
+        let (own, meta) = (own.clone(), cl.metadata.clone());
+        async move { !own.base.own_status.ledgers.is_own(&meta).await }
+    });
+    Controller::for_stream(changes, ledger_store)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.
         .watches_stream(
@@ -330,7 +336,7 @@ async fn apply_term(
 async fn write_status(cl: &CreditLedger, state: &LedgerController, observed: &Observed) -> Result<()> {
     let ctx = &state.base;
     let status = plan::status(cl, observed, &crate::api::time::now());
-    if write::status(ctx, KIND, cl, cl.status.as_ref(), &status).await?
+    if write::status(ctx, &ctx.own_status.ledgers, KIND, cl, cl.status.as_ref(), &status).await?
         && let Observed::Unbound(blocked) = observed
         && plan::refused_anew(cl.status.as_ref(), blocked)
     {

@@ -371,7 +371,14 @@ fn tenant_controller(
             Box::pin(tenant::reconcile(tenant, ctx)).await
         }
     };
-    Controller::for_stream(cached(&apis.tenants, &wc, tenant_writer, &ctx, strip), tenant_store)
+    // The event of this process's own status write starts no pass: the
+    // children's events, and the pass's own requeue, cover what follows.
+    let own = ctx.clone();
+    let tenants = cached(&apis.tenants, &wc, tenant_writer, &ctx, strip).try_filter(move |t| {
+        let (own, meta) = (own.clone(), t.metadata.clone());
+        async move { !own.own_status.tenants.is_own(&meta).await }
+    });
+    Controller::for_stream(tenants, tenant_store)
         .with_config(config.debounce(TENANT_DEBOUNCE))
         .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx, summary_of_instance))
         .owns_stream(cached(&apis.ledgers, &wc, ledger_writer, &ctx, strip))

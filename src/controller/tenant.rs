@@ -404,7 +404,7 @@ async fn write_status(
         }
         None => status.conditions.extend(crate::api::conditions::find(existing, website::CONDITION).cloned()),
     }
-    if write::status(ctx, KIND, tenant, tenant.status.as_ref(), &status).await?
+    if write::status(ctx, &ctx.own_status.tenants, KIND, tenant, tenant.status.as_ref(), &status).await?
         && let Some((reason, message)) = plan::readiness_change(tenant.status.as_ref(), &status)
     {
         ctx.event(&tenant.object_ref(&()), false, reason, "Aggregate", message).await;

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::Context;
 use super::error::Result;
+use super::own_writes::OwnWrites;
 use crate::{names, status_patch};
 
 /// Server-side apply as Winston's field manager, taking over fields another
@@ -19,11 +20,19 @@ pub fn ssa() -> PatchParams {
 }
 
 /// Writes `status` to `obj` (of `kind`), replacing its status whole, unless
-/// `current` already equals it. Returns whether it wrote.
+/// `current` already equals it. Returns whether it wrote. The write is
+/// recorded in `own`, so its own watch event does not start another pass.
 ///
 /// # Errors
 /// When the API server refuses the patch.
-pub async fn status<K, S>(ctx: &Context, kind: &'static str, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
+pub async fn status<K, S>(
+    ctx: &Context,
+    own: &OwnWrites,
+    kind: &'static str,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -34,9 +43,13 @@ where
     if current == Some(status) {
         return Ok(false);
     }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = status_patch::replace(status, None).map_err(kube::Error::SerdeError)?;
-    api.patch_status(&obj.name_any(), &status_patch::params(), &patch).await?;
+    own.writing(&ns, &name);
+    let stored = api.patch_status(&name, &status_patch::params(), &patch).await;
+    own.wrote(&ns, &name, stored.as_ref().ok().and_then(|o| o.meta().resource_version.as_deref()));
+    stored?;
     ctx.metrics.wrote(kind, "status");
     Ok(true)
 }
