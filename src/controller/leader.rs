@@ -351,12 +351,25 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if is_write(req.method()) && !self.fence.is_open() {
+        let write = is_write(req.method());
+        if write && !self.fence.is_open() {
             tracing::warn!(method = %req.method(), uri = %req.uri(), "refused a write: not the leader");
             return Box::pin(std::future::ready(Err(NotLeading.into())));
         }
+        let (method, uri) = (req.method().clone(), req.uri().clone());
         let call = self.inner.call(req);
-        Box::pin(async move { call.await.map_err(Into::into) })
+        let fence = self.fence.clone();
+        Box::pin(async move {
+            // Checked again when first polled, right before the request goes
+            // out: behind the client's buffer the call is made by another
+            // task, and a pause between the two (a stopped or starved
+            // process) must not let a write out after the window closed.
+            if write && !fence.is_open() {
+                tracing::warn!(%method, %uri, "refused a write: not the leader");
+                return Err(NotLeading.into());
+            }
+            call.await.map_err(Into::into)
+        })
     }
 }
 
@@ -883,5 +896,29 @@ mod tests {
         fence.extend_to(Instant::now() + Duration::from_secs(60));
         let _ = send(Method::PATCH).await;
         assert_eq!(api.requests.lock().unwrap().last(), Some(&Method::PATCH));
+    }
+
+    /// A write let through while the window was open but not yet sent when
+    /// it closed (the process paused in between) is refused, unsent.
+    #[tokio::test]
+    async fn a_write_called_in_the_window_but_sent_after_it_is_refused() {
+        let api = FakeApi::default();
+        let fence = Fence::closed();
+        fence.extend_to(Instant::now() + Duration::from_secs(60));
+        let mut fenced = FenceLayer(fence.clone()).layer(api.clone());
+        let req = |method: Method| {
+            Request::builder()
+                .method(method)
+                .uri("/apis/coordination.k8s.io/v1/namespaces/default/leases/lease")
+                .body(kube::client::Body::from(b"{}".to_vec()))
+        };
+        let write = fenced.call(req(Method::POST).unwrap());
+        let read = fenced.call(req(Method::GET).unwrap());
+        // The window closes (its deadline passes) before they are polled.
+        fence.close();
+        let refused = write.await.unwrap_err();
+        assert!(refused.to_string().contains("does not hold the leader lease"), "{refused}");
+        assert!(read.await.is_ok());
+        assert_eq!(*api.requests.lock().unwrap(), vec![Method::GET], "the late write reached the server");
     }
 }
