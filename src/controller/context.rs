@@ -39,7 +39,7 @@ pub struct Context {
     failures: Failures,
     /// Credentials Secrets as this process last wrote them: their watch
     /// events do not start another pass of their instance.
-    pub own_secrets: super::own_writes::OwnWrites,
+    pub own_secrets: std::sync::Arc<super::own_writes::OwnWrites>,
     /// Tenants and CreditLedgers as this process last wrote their status:
     /// the watch event of that write does not start another pass of them.
     pub own_status: OwnStatus,
@@ -49,8 +49,8 @@ pub struct Context {
 /// map per kind: a Tenant and its ledger share a name).
 #[derive(Debug, Default)]
 pub struct OwnStatus {
-    pub tenants: super::own_writes::OwnWrites,
-    pub ledgers: super::own_writes::OwnWrites,
+    pub tenants: std::sync::Arc<super::own_writes::OwnWrites>,
+    pub ledgers: std::sync::Arc<super::own_writes::OwnWrites>,
 }
 
 /// Reflector stores of TenantInstances and CreditLedgers.
@@ -78,7 +78,7 @@ impl Context {
             plans: None,
             analysis: None,
             failures: Failures::default(),
-            own_secrets: super::own_writes::OwnWrites::default(),
+            own_secrets: std::sync::Arc::default(),
             own_status: OwnStatus::default(),
         }
     }

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::{StreamExt, TryStreamExt};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
@@ -37,6 +37,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::context::Context;
 use super::credit_ledger_plan::{self as plan, Flags, Observed, Term};
 use super::error::{Error, Result};
+use super::own_writes::OwnWrites;
 use super::{failure, write};
 use crate::api::{CreditLedger, Tenant};
 use crate::ledger::{Balance, DatabaseUrl, Ledger};
@@ -169,11 +170,8 @@ pub async fn run(
     let (ledger_store, ledger_writer) = reflector::store();
     state.base.metrics.gauges().watch_ledgers(ledger_store.clone());
     // The event of this process's own status write starts no pass.
-    let own = state.clone();
-    let changes = super::cached(&ledgers, &wc, ledger_writer, &state.base, super::strip).try_filter(move |cl| {
-        let (own, meta) = (own.clone(), cl.metadata.clone());
-        async move { !own.base.own_status.ledgers.is_own(&meta).await }
-    });
+    let own = state.base.own_status.ledgers.clone();
+    let changes = OwnWrites::foreign(own, super::cached(&ledgers, &wc, ledger_writer, &state.base, super::strip));
     Controller::for_stream(changes, ledger_store)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         // A ledger depends on its Tenant's spec (the plan), not its status.

@@ -40,6 +40,7 @@ use crate::api::{CreditLedger, Tenant, TenantInstance};
 use crate::names;
 use context::Context;
 use leader::{Fence, LeaderElector, LeaseConfig, LeaseTiming};
+use own_writes::OwnWrites;
 use scope::{WatchScope, Watched};
 
 /// Command-line / environment configuration of the controller.
@@ -373,11 +374,8 @@ fn tenant_controller(
     };
     // The event of this process's own status write starts no pass: the
     // children's events, and the pass's own requeue, cover what follows.
-    let own = ctx.clone();
-    let tenants = cached(&apis.tenants, &wc, tenant_writer, &ctx, strip).try_filter(move |t| {
-        let (own, meta) = (own.clone(), t.metadata.clone());
-        async move { !own.own_status.tenants.is_own(&meta).await }
-    });
+    let own = ctx.own_status.tenants.clone();
+    let tenants = OwnWrites::foreign(own, cached(&apis.tenants, &wc, tenant_writer, &ctx, strip));
     Controller::for_stream(tenants, tenant_store)
         .with_config(config.debounce(TENANT_DEBOUNCE))
         .owns_stream(cached(&apis.instances, &wc, instance_writer, &ctx, summary_of_instance))
@@ -414,11 +412,8 @@ fn instance_controller(
     let queue = queue::FairQueue::new("TenantInstance", width, ctx.metrics.clone());
     // A Secret changed by someone else (or deleted) starts a pass of its
     // instance; the event of the instance's own write does not.
-    let own = ctx.clone();
-    let secrets = apis.secrets.metadata_touched(&watcher::Config::default().labels(&managed)).try_filter(move |s| {
-        let (own, meta) = (own.clone(), s.metadata.clone());
-        async move { !own.own_secrets.is_own(&meta).await }
-    });
+    let touched = apis.secrets.metadata_touched(&watcher::Config::default().labels(&managed));
+    let secrets = OwnWrites::foreign(ctx.own_secrets.clone(), touched);
     Controller::for_stream(changes, store)
         .with_config(config)
         .owns_stream(secrets)

@@ -18,10 +18,12 @@
 //! settle in time still triggers: nothing is missed, at worst a pass is
 //! spared.
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::{Stream, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use tokio::sync::watch;
 
 /// How long an event waits for the answer of a write in flight.
@@ -124,6 +126,18 @@ impl OwnWrites {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// `events` without the watch events of this process's own writes
+    /// recorded in `own`: what is left are changes by someone else.
+    pub fn foreign<K, E>(own: Arc<Self>, events: impl Stream<Item = Result<K, E>>) -> impl Stream<Item = Result<K, E>>
+    where
+        K: Resource,
+    {
+        events.try_filter(move |o| {
+            let (own, meta) = (own.clone(), o.meta().clone());
+            async move { !own.is_own(&meta).await }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, watch::Sender<Write>>> {
