@@ -222,6 +222,36 @@ async fn what_was_relayed_is_billed_whatever_ends_the_stream() {
     assert_eq!(h.settled_balance().await.reserved, 0);
 }
 
+/// Audit (session 16): a non-streaming answer cut after its 200 (or too
+/// big to read) was released unbilled, so a tenant could have the upstream
+/// generate again and again for nothing. What the upstream generated is now
+/// covered: the hold is billed.
+#[tokio::test]
+async fn a_non_streaming_answer_cut_after_its_200_is_billed_at_the_hold() {
+    let h = harness(1_000_000, test_settings()).await;
+    for api in ["anthropic", "openai"] {
+        let tag = format!("{api}-unary-cut");
+        let (model, multiplier) = if api == "anthropic" { (SONNET, SONNET_X) } else { (KIMI, KIMI_X) };
+        let mut body = ask(model, "answer then vanish", &tag, 400);
+        body["max_tokens"] = json!(500);
+        body["mock"]["error"] = json!("cut");
+        let before = billed(&h).await;
+        let req = if api == "anthropic" { h.anthropic(&body) } else { h.openai(&body) };
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 502, "{tag}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("cut off"), "{tag}: {v}");
+        let generated = upstream_cost(&h, &tag, multiplier);
+        let g = h.upstream.tag(&tag);
+        assert!(g.output_tokens > 0, "{tag}: the mock generated nothing: {g:?}");
+        let charged = billed(&h).await - before;
+        let input_ceiling = (serde_json::to_vec(&body).unwrap().len() as i64 + 2) / 3;
+        assert!(charged >= generated, "{tag}: billed {charged} for {generated} the upstream generated");
+        assert!(charged <= (input_ceiling + 500) * multiplier, "{tag}: billed {charged}, more than the hold");
+    }
+    assert_eq!(h.settled_balance().await.reserved, 0);
+}
+
 /// Defect 2: an upstream that ignores the cap is cut where the hold ends,
 /// and the client is told why.
 #[tokio::test]

@@ -490,10 +490,24 @@ async fn complete_unary(st: &ProxyState, a: Admitted, upstream: reqwest::Respons
     let mut headers = HeaderMap::new();
     upstream_headers(upstream.headers(), &mut headers);
     let Ok(body) = read_bounded(upstream).await else {
-        // The client receives nothing of it: nothing to bill.
-        let available = release(st, &a.reservation).await;
+        // The upstream answered 200: a non-streaming answer is generated
+        // whole before it is sent, so whatever cut it (the connection, or
+        // an answer past the read limit) came after the provider's cost.
+        // How much is unknown; the hold is its bound, so the hold is
+        // billed (as an estimate), else a tenant could repeat an answer too
+        // big to read and never pay for it.
+        let usage = a.usage(Tokens { output: a.output_allowance(), ..Tokens::default() }, "upstream_cut", true);
         st.metrics.request(a.api.label(), "upstream_cut");
-        let mut resp = Refusal::UpstreamUnreachable.response(a.api, "the model provider's response was cut off");
+        let available = match settle_durably(st, &a.reservation, &usage).await {
+            Ok(s) => s.available,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to record the usage of a cut answer");
+                st.metrics.request(a.api.label(), "ledger_unavailable");
+                return Refusal::LedgerUnavailable.response(a.api, "failed to record usage, retry later");
+            }
+        };
+        let mut resp = Refusal::UpstreamUnreachable
+            .response(a.api, "the model provider's response was cut off or too large to read; it was billed at the reserved maximum");
         credit_headers(resp.headers_mut(), available, a.reservation.low(), Some(&a.reservation));
         return resp;
     };
