@@ -147,6 +147,25 @@ async fn output_limits_the_api_would_refuse_are_refused() {
     let mut body = ask(KIMI, "hi", "bad", 5);
     body["n"] = json!(0);
     assert_eq!(h.openai(&body).send().await.unwrap().status(), 400);
+    // Audit (session 16): counts past 64-bit hold arithmetic on a model
+    // with no output limit of its own made the ledger's SQL overflow: 529
+    // "ledger unavailable" (which SDKs retry) instead of a 400.
+    for (field, max, budget) in [
+        ("max_tokens", i64::MAX, i64::MAX - 1),
+        ("max_tokens", 10_000_001, 5),
+        ("thinking.budget_tokens", 4096, i64::MAX - 1),
+    ] {
+        let mut body = ask(TOOLS, "think hard", "bad", 5);
+        body["max_tokens"] = json!(max);
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+        let r = h.anthropic(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "max_tokens {max}, budget {budget}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().starts_with(field), "{v}");
+    }
+    let mut body = ask(KIMI, "hi", "bad", 5);
+    body["max_tokens"] = json!(i64::MAX);
+    assert_eq!(h.openai(&body).send().await.unwrap().status(), 400);
     assert_eq!(h.upstream.tag("bad").generations, 0);
     assert_eq!(h.balance().await.balance, 100_000);
 }

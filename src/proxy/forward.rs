@@ -506,8 +506,10 @@ async fn complete_unary(st: &ProxyState, a: Admitted, upstream: reqwest::Respons
                 return Refusal::LedgerUnavailable.response(a.api, "failed to record usage, retry later");
             }
         };
-        let mut resp = Refusal::UpstreamUnreachable
-            .response(a.api, "the model provider's response was cut off or too large to read; it was billed at the reserved maximum");
+        let mut resp = Refusal::UpstreamUnreachable.response(
+            a.api,
+            "the model provider's response was cut off or too large to read; it was billed at the reserved maximum",
+        );
         credit_headers(resp.headers_mut(), available, a.reservation.low(), Some(&a.reservation));
         return resp;
     };

@@ -50,6 +50,10 @@ const OPENAI_LOW_DETAIL_TOKENS: i64 = 85;
 const OPENAI_HIGH_DETAIL_TOKENS: i64 = 1445;
 /// OpenAI: most completions per request (`n`).
 const MAX_CHOICES: i64 = 128;
+/// The largest token count (output cap, thinking budget) a request may ask
+/// for: far above any model's output limit, and low enough that no hold
+/// computed from it can overflow the ledger's 64-bit arithmetic.
+pub const MAX_TOKEN_COUNT: i64 = 10_000_000;
 
 /// A request the official API would refuse with 400, and so does the proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,13 +168,16 @@ impl Fields<'_> {
         self.obj.get(name).filter(|v| !(self.nullable && v.is_null()))
     }
 
-    /// A field that, when present, must be a JSON integer of at least 1.
-    fn positive(&self, name: &str) -> Result<Option<i64>, Invalid> {
+    /// A token count that, when present, must be a JSON integer from 1 to
+    /// [`MAX_TOKEN_COUNT`].
+    fn token_count(&self, name: &str) -> Result<Option<i64>, Invalid> {
         match self.present(name) {
             None => Ok(None),
             Some(v) => match v.as_i64() {
-                Some(n) if n >= 1 => Ok(Some(n)),
-                _ => Err(Invalid::new(format!("{name}: must be an integer of at least 1, got {v}"), name)),
+                Some(n) if (1..=MAX_TOKEN_COUNT).contains(&n) => Ok(Some(n)),
+                _ => {
+                    Err(Invalid::new(format!("{name}: must be an integer from 1 to {MAX_TOKEN_COUNT}, got {v}"), name))
+                }
             },
         }
     }
@@ -179,8 +186,8 @@ impl Fields<'_> {
 /// The output cap the client asked for, and the field it used.
 fn output_cap(api: Api, fields: &Fields<'_>) -> Result<(Option<i64>, Option<CapField>), Invalid> {
     let (cap, field) = match api {
-        Api::Anthropic => (fields.positive("max_tokens")?, Some(CapField::MaxTokens)),
-        Api::Openai => match (fields.positive("max_tokens")?, fields.positive("max_completion_tokens")?) {
+        Api::Anthropic => (fields.token_count("max_tokens")?, Some(CapField::MaxTokens)),
+        Api::Openai => match (fields.token_count("max_tokens")?, fields.token_count("max_completion_tokens")?) {
             (Some(_), Some(_)) => {
                 return Err(Invalid::new(
                     "set only one of max_tokens and max_completion_tokens",
@@ -218,8 +225,11 @@ fn thinking_budget(api: Api, obj: &serde_json::Map<String, Value>) -> Result<Opt
         return Ok(None);
     }
     match t.get("budget_tokens").and_then(Value::as_i64) {
-        Some(b) if b >= 1 => Ok(Some(b)),
-        _ => Err(Invalid::new("thinking.budget_tokens: must be an integer of at least 1", "thinking.budget_tokens")),
+        Some(b) if (1..=MAX_TOKEN_COUNT).contains(&b) => Ok(Some(b)),
+        _ => Err(Invalid::new(
+            format!("thinking.budget_tokens: must be an integer from 1 to {MAX_TOKEN_COUNT}"),
+            "thinking.budget_tokens",
+        )),
     }
 }
 
@@ -771,7 +781,7 @@ mod tests {
             anthropic(&with(base.clone(), "thinking", json!({"type": "disabled"}))).unwrap().thinking_budget,
             None
         );
-        for b in [json!(0), json!("2048"), Value::Null] {
+        for b in [json!(0), json!("2048"), Value::Null, json!(MAX_TOKEN_COUNT + 1), json!(i64::MAX - 1)] {
             let err =
                 anthropic(&with(base.clone(), "thinking", json!({"type": "enabled", "budget_tokens": b}))).unwrap_err();
             assert_eq!(err.param.as_deref(), Some("thinking.budget_tokens"));
