@@ -69,6 +69,20 @@ async fn signatures_are_verified_as_stripe_specifies() {
         assert_eq!(status, 400, "{what}: {answer}");
         assert_eq!(answer["error"]["type"], "invalid_signature", "{what}: {answer}");
     }
+    // A header stuffed with signatures is refused before the body is hashed.
+    let genuine = signature_header(SECRET, now, &original);
+    let stuffed = format!("t={now},{},v1={}", vec!["v1=00"; 64].join(","), genuine.split_once("v1=").unwrap().1);
+    let (status, answer) = env.post_raw(&original, Some(stuffed)).await;
+    assert_eq!((status, answer["error"]["type"].as_str()), (400, Some("invalid_signature")), "{answer}");
+    // Every other refusal is JSON too: too big, wrong method, wrong path.
+    let (status, answer) = env.post_raw(&vec![b' '; 3 << 20], Some(genuine)).await;
+    assert_eq!((status, answer["error"]["type"].as_str()), (413, Some("invalid_request")), "{answer}");
+    let r = env.http.get(env.intake_url()).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["type"], "method_not_allowed");
+    let r = env.http.post(env.intake_url().replace("/webhook", "/hook")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["type"], "not_found");
     assert!(env.tenants().await.is_empty(), "a refused delivery created a Tenant");
     assert_eq!(env.store.processed_events().await.unwrap(), 2, "only the two valid deliveries are recorded");
     assert_eq!(env.metric("winston_intake_signature_refusals_total{reason=\"mismatch\"}").await, 2);

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,7 +31,15 @@ pub struct Intake {
 
 /// The public router: the webhook only.
 pub fn router(intake: Arc<Intake>) -> Router {
-    Router::new().route(WEBHOOK_PATH, post(webhook)).with_state(intake)
+    Router::new()
+        .route(WEBHOOK_PATH, post(webhook))
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Stripe delivers with POST")
+        })
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, "not_found", "no such path; Stripe delivers to /stripe/webhook")
+        })
+        .with_state(intake)
 }
 
 /// The admin router: probes and metrics.
@@ -46,7 +55,18 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
 }
 
-async fn webhook(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn webhook(
+    State(intake): State<Arc<Intake>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            intake.metrics.refused("unreadable_body");
+            return error(e.status(), "invalid_request", &e.body_text());
+        }
+    };
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     if let Err(e) = signature::verify(header, &body, &intake.secrets, now, intake.tolerance_secs) {
