@@ -481,3 +481,148 @@ async fn buying_again_while_the_old_tenant_is_still_deleting_waits_for_it() {
     assert!(tenant.metadata.deletion_timestamp.is_none());
     assert!(env.metric("winston_intake_failures_total{reason=\"kube\"}").await >= 1);
 }
+
+/// Audit (session 16): every subscription event of a customer acted on the
+/// one Tenant, so cancelling an old subscription deleted a Tenant the
+/// customer still paid for through a newer one, and changing the old one's
+/// price downgraded it. The Tenant now follows the newest checkout.
+#[tokio::test]
+async fn a_tenant_follows_the_newest_subscription_and_an_old_one_cannot_delete_it() {
+    let mut env = Env::new("intake-subs", CONFIG, 100).await;
+    env.start_intake(false).await;
+    let [starter, growth, team] =
+        [env.price("starter-monthly").await, env.price("growth-monthly").await, env.price("team-monthly").await];
+    let outcome = |kind: &'static str, outcome: &'static str| {
+        format!("winston_intake_events_total{{type=\"customer.subscription.{kind}\",outcome=\"{outcome}\"}}")
+    };
+    let follows = |name: String, sub: String, plan: &'static str| {
+        let env = &env;
+        async move {
+            eventually(&format!("{name} following {sub} on {plan}"), MINUTE, || async {
+                env.tenant(&name)
+                    .await
+                    .filter(|t| {
+                        t.spec.stack.plan == plan
+                            && t.metadata.annotations.as_ref().and_then(|a| a.get("winston.dev/stripe-subscription"))
+                                == Some(&sub)
+                    })
+                    .map(|_| ())
+            })
+            .await;
+        }
+    };
+    let first = env.checkout(&starter, "two@example.com", "Two Co").await;
+    let name = tenant_of(&first);
+    let customer = first["customer"].as_str().unwrap().to_string();
+    let sub = |s: &serde_json::Value| s["subscription"].as_str().unwrap().to_string();
+    follows(name.clone(), sub(&first), "starter").await;
+    let second = env.checkout_as(&growth, "two@example.com", "Two Co", Some(&customer)).await;
+    follows(name.clone(), sub(&second), "growth").await;
+
+    // The old subscription moves to team: recorded, the Tenant stays on growth.
+    env.api(reqwest::Method::POST, &format!("/v1/subscriptions/{}", sub(&first)), &[("items[0][price]", &team)]).await;
+    eventually("the old subscription's update", MINUTE, || async {
+        (env.metric(&outcome("updated", "superseded")).await == 1).then_some(())
+    })
+    .await;
+    follows(name.clone(), sub(&second), "growth").await;
+    // The followed one ends while the old one is live: the Tenant follows the old one.
+    env.api(reqwest::Method::DELETE, &format!("/v1/subscriptions/{}", sub(&second)), &[]).await;
+    follows(name.clone(), sub(&first), "team").await;
+    assert_eq!(env.metric(&outcome("deleted", "switched")).await, 1);
+
+    // A third checkout; then the old one is cancelled: the Tenant stays.
+    let third = env.checkout_as(&growth, "two@example.com", "Two Co", Some(&customer)).await;
+    follows(name.clone(), sub(&third), "growth").await;
+    let uid = env.tenant(&name).await.unwrap().metadata.uid;
+    env.api(reqwest::Method::DELETE, &format!("/v1/subscriptions/{}", sub(&first)), &[]).await;
+    eventually("the old subscription's cancellation", MINUTE, || async {
+        (env.metric(&outcome("deleted", "superseded")).await == 1).then_some(())
+    })
+    .await;
+    let tenant = env.tenant(&name).await.expect("cancelling an old subscription deleted the paid-for Tenant");
+    assert_eq!((tenant.metadata.uid, tenant.spec.stack.plan.as_str()), (uid, "growth"));
+    // The last live one ends: now the Tenant goes (onCancel: Delete).
+    env.api(reqwest::Method::DELETE, &format!("/v1/subscriptions/{}", sub(&third)), &[]).await;
+    eventually("the Tenant deleted", MINUTE, || async { env.tenant(&name).await.is_none().then_some(()) }).await;
+}
+
+/// Audit (session 16): checkouts with one address (in different case)
+/// handled at the same moment each created a Tenant (6 of 6 pairs). Here
+/// six customers race for each address, all delivered at once.
+#[tokio::test]
+async fn checkouts_racing_for_one_email_create_one_tenant() {
+    let mut env = Env::new("intake-race", CONFIG, 100).await;
+    env.start_intake(false).await;
+    let price = env.price("starter-monthly").await;
+    env.control("/delivery", json!({"hold": true})).await;
+    const ADDRESSES: usize = 3;
+    const RACERS: usize = 6;
+    for i in 0..ADDRESSES {
+        for r in 0..RACERS {
+            let email = if r % 2 == 0 { format!("race{i}@shop.example") } else { format!("RACE{i}@Shop.example") };
+            env.checkout(&price, &email, "Racer").await;
+        }
+    }
+    let sessions: Vec<Vec<u8>> = env
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "checkout.session.completed")
+        .map(|e| serde_json::to_vec(&e).unwrap())
+        .collect();
+    assert_eq!(sessions.len(), ADDRESSES * RACERS);
+    for group in sessions.chunks(RACERS) {
+        let now = chrono::Utc::now().timestamp();
+        let answers = futures::future::join_all(
+            group.iter().map(|body| env.post_raw(body, Some(signature_header(SECRET, now, body)))),
+        )
+        .await;
+        let created = answers.iter().filter(|(_, a)| a["outcome"] == "created").count();
+        let taken = answers.iter().filter(|(_, a)| a["outcome"] == "email_taken").count();
+        assert_eq!((created, taken), (1, RACERS - 1), "{answers:?}");
+    }
+    assert_eq!(env.tenants().await.len(), ADDRESSES);
+}
+
+/// Audit (session 16): a website the CRD refuses (a port `8o8o`, a bad
+/// escape) turned a paid checkout into no Tenant, answered 200 so Stripe
+/// never retried. The Tenant is created without the hint; a checkout whose
+/// payment is still pending creates nothing until it succeeds.
+#[tokio::test]
+async fn a_refused_website_hint_is_dropped_and_an_unpaid_checkout_waits() {
+    let mut env = Env::new("intake-hint", CONFIG, 100).await;
+    env.start_intake(false).await;
+    let price = env.price("starter-monthly").await;
+    for (i, site) in
+        ["https://bella.example:8o8o/", "https://bella%zz.example/", "http://[bella.example]/"].iter().enumerate()
+    {
+        let s = env.checkout_with(&price, &format!("hint{i}@bella.example"), "Bella", None, site).await;
+        let name = tenant_of(&s);
+        let t = eventually(&format!("the Tenant of {site}"), MINUTE, || env.tenant(&name)).await;
+        assert_eq!(t.spec.profile.website, None, "{site}");
+        assert_eq!(t.spec.profile.industry.as_deref(), Some("Dental clinic"), "only the website was dropped");
+    }
+    assert_eq!(
+        env.metric("winston_intake_events_total{type=\"checkout.session.completed\",outcome=\"created\"}").await,
+        3
+    );
+
+    env.control("/delivery", json!({"hold": true})).await;
+    env.checkout(&price, "later@bella.example", "Later").await;
+    let mut event = env.last_event("checkout.session.completed").await;
+    event["data"]["object"]["payment_status"] = json!("unpaid");
+    let body = serde_json::to_vec(&event).unwrap();
+    let (status, answer) =
+        env.post_raw(&body, Some(signature_header(SECRET, chrono::Utc::now().timestamp(), &body))).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")), "{answer}");
+    assert_eq!(env.tenants().await.len(), 3, "an unpaid checkout created a Tenant");
+    event["id"] = json!("evt_async_paid");
+    event["type"] = json!("checkout.session.async_payment_succeeded");
+    event["data"]["object"]["payment_status"] = json!("paid");
+    let body = serde_json::to_vec(&event).unwrap();
+    let (status, answer) =
+        env.post_raw(&body, Some(signature_header(SECRET, chrono::Utc::now().timestamp(), &body))).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("created")), "{answer}");
+    assert_eq!(env.tenants().await.len(), 4);
+}

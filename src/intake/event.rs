@@ -46,6 +46,11 @@ pub struct CheckoutSession {
     pub customer_details: Option<CustomerDetails>,
     #[serde(default)]
     pub subscription: Option<String>,
+    /// `paid`, `unpaid` (a delayed payment method, settled later by
+    /// `checkout.session.async_payment_succeeded` or `_failed`) or
+    /// `no_payment_required` (a trial).
+    #[serde(default)]
+    pub payment_status: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
@@ -164,17 +169,22 @@ pub fn intent(event: &Event) -> Result<Intent, ShapeError> {
     let object = |name: &'static str| move |source| ShapeError { kind: event.kind.clone(), object: name, source };
     let data = event.data.object.clone();
     Ok(match event.kind.as_str() {
-        "checkout.session.completed" => {
+        // A completed checkout whose payment is still pending (`unpaid`)
+        // creates nothing yet: its `async_payment_succeeded` does.
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             let session: CheckoutSession = serde_json::from_value(data).map_err(object("checkout.session"))?;
             if session.mode.as_deref() != Some("subscription")
                 || session.subscription.is_none()
                 || session.customer.is_none()
             {
                 Intent::Ignore("not_a_subscription_checkout")
+            } else if session.payment_status.as_deref() == Some("unpaid") {
+                Intent::Ignore("payment_pending")
             } else {
                 Intent::Checkout(session)
             }
         }
+        "checkout.session.async_payment_failed" => Intent::Ignore("payment_failed_no_tenant"),
         "customer.subscription.updated" => {
             Intent::Subscription(serde_json::from_value(data).map_err(object("subscription"))?)
         }
@@ -382,6 +392,19 @@ mod tests {
         assert!(matches!(intent(&ev("customer.subscription.deleted", sub)), Ok(Intent::Cancelled(_))));
         assert!(matches!(intent(&ev("charge.refunded", json!({}))), Ok(Intent::Ignore("unhandled_type"))));
         assert!(intent(&ev("customer.subscription.updated", json!({"id": 3}))).is_err());
+        let paying = json!({"id": "cs", "mode": "subscription", "customer": "cus_1", "subscription": "sub_1",
+            "payment_status": "unpaid"});
+        assert!(matches!(
+            intent(&ev("checkout.session.completed", paying.clone())),
+            Ok(Intent::Ignore("payment_pending"))
+        ));
+        let mut paid = paying;
+        paid["payment_status"] = json!("paid");
+        assert!(matches!(
+            intent(&ev("checkout.session.async_payment_succeeded", paid.clone())),
+            Ok(Intent::Checkout(_))
+        ));
+        assert!(matches!(intent(&ev("checkout.session.completed", paid)), Ok(Intent::Checkout(_))));
         let pay = json!({"id": "cs", "mode": "payment", "customer": "cus_1"});
         assert!(matches!(intent(&ev("checkout.session.completed", pay)), Ok(Intent::Ignore(_))));
         let new_invoice =

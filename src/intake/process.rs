@@ -9,6 +9,12 @@ use super::event::{self, CheckoutSession, Event, Intent, Subscription, tenant_na
 use super::store::{EventTx, Store, StoreError, SubscriptionRow};
 use super::stripe_api::{StripeApi, StripeApiError};
 use super::tenants::{Created, TenantError, Tenants};
+use crate::api::AgentProfile;
+
+/// Whether a profile carries hints the customer typed (dropped when admission refuses them).
+fn has_hints(p: &AgentProfile) -> bool {
+    p.website.is_some() || p.industry.is_some() || p.persona.is_some()
+}
 
 /// What intake did with an event (answered 2xx).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +41,12 @@ pub enum Outcome {
     Ended,
     /// The contact email belongs to another Tenant: none is created.
     EmailTaken,
+    /// The event is about a subscription the customer's Tenant no longer
+    /// follows (a later checkout replaced it): recorded, the Tenant untouched.
+    Superseded,
+    /// The subscription the Tenant followed ended while another of the
+    /// customer's is live: the Tenant now follows that one.
+    Switched,
     /// The event can never produce a Tenant (no email, refused by admission, malformed).
     Rejected(&'static str),
     /// Not something intake acts on (unknown type, payment-mode checkout, pausing off).
@@ -57,6 +69,8 @@ impl Outcome {
             Self::NoTenant => "no_tenant",
             Self::Ended => "ended",
             Self::EmailTaken => "email_taken",
+            Self::Superseded => "superseded",
+            Self::Switched => "switched",
             Self::Rejected(_) => "rejected",
             Self::Ignored(_) => "ignored",
         }
@@ -127,8 +141,21 @@ impl Processor {
         Ok(outcome)
     }
 
+    /// Locks the customer's Tenant (events of all its subscriptions run one
+    /// at a time) and the subscription's row.
     async fn lock(&self, tx: &mut EventTx, subscription: &str, customer: &str) -> Result<SubscriptionRow, StoreError> {
-        tx.lock_subscription(subscription, customer, &self.namespace, &tenant_name(customer)).await
+        let tenant = tenant_name(customer);
+        tx.lock_key("tenant", &format!("{}/{tenant}", self.namespace)).await?;
+        tx.lock_subscription(subscription, customer, &self.namespace, &tenant).await
+    }
+
+    /// Whether the Tenant follows `subscription` (or there is no Tenant, or
+    /// it names no subscription: then the event applies as it always did).
+    async fn follows(&self, tenant: &str, subscription: &str) -> Result<bool, TenantError> {
+        Ok(match self.tenants.subscription_of(tenant).await? {
+            Some(Some(current)) => current == subscription,
+            _ => true,
+        })
     }
 
     fn plan_of(&self, sub: &Subscription) -> Result<String, ProcessError> {
@@ -165,17 +192,34 @@ impl Processor {
             return Ok(Outcome::Ended);
         }
         let plan = self.plan_of(&sub)?;
+        // Held until this event commits: a concurrent checkout with the same
+        // address waits, then finds this one's Tenant.
+        tx.lock_key("email", &profile.contact_email.to_lowercase()).await?;
         if let Some(owner) = self.tenants.email_owner(&profile.contact_email, &row.tenant).await? {
             // The email is personal data: the log names the customer and the other tenant only.
             tracing::warn!(customer = %customer, other_tenant = %owner, "checkout refused: its contact email belongs to another tenant");
             return Ok(Outcome::EmailTaken);
         }
         let paused = event::paused_by_status(&sub.status, self.config.pause_on_payment_failed);
-        let created = match self
-            .tenants
-            .create_if_absent(&row.tenant, profile, &plan, paused, (&customer, &subscription))
-            .await
-        {
+        let stripe = (customer.as_str(), subscription.as_str());
+        let created = match self.tenants.create_if_absent(&row.tenant, profile.clone(), &plan, paused, stripe).await {
+            Err(TenantError::Refused(_)) if has_hints(&profile) => {
+                // What the customer typed (website, industry, agent name) is
+                // a hint: a paid checkout never fails on one admission
+                // refuses. The website (free text) first, then all of them.
+                tracing::warn!(customer = %customer, "the API server refused the checkout's hints; creating the Tenant without them");
+                let no_site = AgentProfile { website: None, ..profile.clone() };
+                match self.tenants.create_if_absent(&row.tenant, no_site, &plan, paused, stripe).await {
+                    Err(TenantError::Refused(_)) => {
+                        let bare = AgentProfile { website: None, industry: None, persona: None, ..profile };
+                        self.tenants.create_if_absent(&row.tenant, bare, &plan, paused, stripe).await
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        let created = match created {
             Ok(c) => c,
             Err(TenantError::Refused(_)) => {
                 tracing::warn!(customer = %customer, "checkout refused: the API server does not admit the Tenant");
@@ -184,9 +228,10 @@ impl Processor {
             Err(e) => return Err(e.into()),
         };
         if created == Created::AlreadyThere {
-            // A retry after a crash, or a returning customer whose earlier
-            // subscription was cancelled: the new subscription decides.
-            self.tenants.set(&row.tenant, Some(&plan), paused).await?;
+            // A retry after a crash, a returning customer whose earlier
+            // subscription was cancelled, or a second subscription: the
+            // newest checkout decides, and the Tenant follows it from now on.
+            self.tenants.set(&row.tenant, Some(&plan), paused, Some(&subscription)).await?;
             tx.cancel_other_deletions(&row.tenant, &subscription).await?;
         }
         row.plan = Some(plan);
@@ -202,12 +247,17 @@ impl Processor {
             return Ok(Outcome::Stale);
         }
         let plan = self.plan_of(sub)?;
-        let paused = event::paused_by_status(&sub.status, self.config.pause_on_payment_failed);
-        let found = self.tenants.set(&row.tenant, Some(&plan), paused).await?;
-        row.plan = Some(plan);
+        row.plan = Some(plan.clone());
         row.last_event_created = event.created;
+        let outcome = if self.follows(&row.tenant, &sub.id).await? {
+            let paused = event::paused_by_status(&sub.status, self.config.pause_on_payment_failed);
+            let found = self.tenants.set(&row.tenant, Some(&plan), paused, None).await?;
+            if found { Outcome::Updated } else { Outcome::NoTenant }
+        } else {
+            Outcome::Superseded
+        };
         tx.save_subscription(&row).await?;
-        Ok(if found { Outcome::Updated } else { Outcome::NoTenant })
+        Ok(outcome)
     }
 
     async fn cancelled(&self, tx: &mut EventTx, event: &Event, sub: &Subscription) -> Result<Outcome, ProcessError> {
@@ -215,6 +265,17 @@ impl Processor {
         // A cancellation is final: it applies whatever arrived before it.
         row.ended = true;
         row.last_event_created = row.last_event_created.max(event.created);
+        if !self.follows(&row.tenant, &sub.id).await? {
+            tx.save_subscription(&row).await?;
+            return Ok(Outcome::Superseded);
+        }
+        if let Some(live) = tx.live_subscription_of(&sub.customer, &sub.id).await? {
+            // The customer still pays for another subscription: the Tenant
+            // follows it instead of going away.
+            let found = self.tenants.set(&row.tenant, live.plan.as_deref(), false, Some(&live.subscription_id)).await?;
+            tx.save_subscription(&row).await?;
+            return Ok(if found { Outcome::Switched } else { Outcome::NoTenant });
+        }
         let outcome = match self.config.on_cancel {
             CancelPolicy::Delete => {
                 self.tenants.delete(&row.tenant).await?;
@@ -222,7 +283,7 @@ impl Processor {
                 Outcome::Deleted
             }
             CancelPolicy::Pause => {
-                let found = self.tenants.set(&row.tenant, None, true).await?;
+                let found = self.tenants.set(&row.tenant, None, true, None).await?;
                 let grace =
                     chrono::Duration::seconds(i64::try_from(self.config.grace_period_seconds).unwrap_or(i64::MAX / 2));
                 // A retried cancellation keeps the first due time.
@@ -248,9 +309,14 @@ impl Processor {
         if row.ended || event.created < row.last_event_created {
             return Ok(Outcome::Stale);
         }
-        let found = self.tenants.set(&row.tenant, None, true).await?;
         row.last_event_created = event.created;
+        let outcome = if self.follows(&row.tenant, subscription).await? {
+            let found = self.tenants.set(&row.tenant, None, true, None).await?;
+            if found { Outcome::Paused } else { Outcome::NoTenant }
+        } else {
+            Outcome::Superseded
+        };
         tx.save_subscription(&row).await?;
-        Ok(if found { Outcome::Paused } else { Outcome::NoTenant })
+        Ok(outcome)
     }
 }

@@ -209,9 +209,9 @@ mod tests {
         let s = [secret("whsec_a")];
         let good = sign(&s[0], NOW, b"body");
         let sig = good.split_once("v1=").map(|(_, s)| s.to_string()).unwrap_or_default();
-        let few = format!("t={NOW},{},v1={sig}", vec!["v1=00"; MAX_V1 - 1].join(","));
+        let few = format!("t={NOW},{},v1={sig}", ["v1=00"; MAX_V1 - 1].join(","));
         assert_eq!(verify(Some(&few), b"body", &s, NOW, 300), Ok(NOW));
-        let many = format!("t={NOW},{},v1={sig}", vec!["v1=00"; MAX_V1].join(","));
+        let many = format!("t={NOW},{},v1={sig}", ["v1=00"; MAX_V1].join(","));
         assert_eq!(verify(Some(&many), b"body", &s, NOW, 300), Err(SignatureError::Malformed));
         let long = format!("{good},v0={}", "ab".repeat(MAX_HEADER_LEN));
         assert_eq!(verify(Some(&long), b"body", &s, NOW, 300), Err(SignatureError::Malformed));

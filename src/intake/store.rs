@@ -227,6 +227,48 @@ impl EventTx {
         Ok(row(&r))
     }
 
+    /// Serialises this event with every other one that takes the same
+    /// `(kind, key)` until it is finished or dropped (a transaction-scoped
+    /// advisory lock: a crash releases it). Kinds used: `tenant` (every
+    /// event of a customer's subscriptions) and `email` (lower-cased, so two
+    /// customers' checkouts cannot both claim one address).
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn lock_key(&mut self, kind: &str, key: &str) -> Result<(), StoreError> {
+        // The two-int form keeps these keys apart from the proxy's one-bigint locks.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('winston-intake:' || $1), hashtext($2))")
+            .bind(kind)
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db("take an intake lock"))?;
+        Ok(())
+    }
+
+    /// Another subscription of `customer_id` (not `except`) that has not
+    /// ended and has a plan, the most recently changed first.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn live_subscription_of(
+        &mut self,
+        customer_id: &str,
+        except: &str,
+    ) -> Result<Option<SubscriptionRow>, StoreError> {
+        let r = sqlx::query(concat!(
+            select_row!(),
+            " WHERE customer_id = $1 AND subscription_id <> $2 AND NOT ended AND plan IS NOT NULL \
+              ORDER BY updated_at DESC LIMIT 1"
+        ))
+        .bind(customer_id)
+        .bind(except)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(db("find a live subscription"))?;
+        Ok(r.as_ref().map(row))
+    }
+
     /// Saves the subscription's new state.
     ///
     /// # Errors

@@ -119,18 +119,40 @@ impl Tenants {
         }
     }
 
-    /// Sets `plan` (when given) and `paused` on the Tenant `name`; `false`
-    /// when there is no such Tenant.
+    /// The subscription the Tenant `name` follows (its
+    /// [`ANNOTATION_SUBSCRIPTION`]): `None` when there is no such Tenant,
+    /// `Some(None)` when it names none (made by hand).
+    ///
+    /// # Errors
+    /// The read fails.
+    pub async fn subscription_of(&self, name: &str) -> Result<Option<Option<String>>, TenantError> {
+        let tenant = self.api.get_opt(name).await.map_err(classify)?;
+        Ok(tenant.map(|t| t.metadata.annotations.and_then(|mut a| a.remove(ANNOTATION_SUBSCRIPTION))))
+    }
+
+    /// Sets `plan` (when given) and `paused` on the Tenant `name`, and the
+    /// subscription it follows (when given); `false` when there is no such
+    /// Tenant.
     ///
     /// # Errors
     /// The patch fails.
-    pub async fn set(&self, name: &str, plan: Option<&str>, paused: bool) -> Result<bool, TenantError> {
+    pub async fn set(
+        &self,
+        name: &str,
+        plan: Option<&str>,
+        paused: bool,
+        subscription: Option<&str>,
+    ) -> Result<bool, TenantError> {
         let spec = match plan {
             Some(plan) => json!({"plan": plan, "paused": paused}),
             None => json!({"paused": paused}),
         };
+        let mut patch = json!({"spec": spec});
+        if let Some(sub) = subscription {
+            patch["metadata"] = json!({"annotations": {ANNOTATION_SUBSCRIPTION: sub}});
+        }
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-        match self.api.patch(name, &params, &Patch::Merge(json!({"spec": spec}))).await {
+        match self.api.patch(name, &params, &Patch::Merge(patch)).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
             Err(e) => Err(classify(e)),

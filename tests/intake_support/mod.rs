@@ -179,6 +179,18 @@ impl Env {
 
     /// As [`Env::checkout`], by the existing `customer` when given.
     pub async fn checkout_as(&self, price: &str, email: &str, name: &str, customer: Option<&str>) -> Value {
+        self.checkout_with(price, email, name, customer, "https://acme-dental.example").await
+    }
+
+    /// As [`Env::checkout_as`], with the website the customer typed.
+    pub async fn checkout_with(
+        &self,
+        price: &str,
+        email: &str,
+        name: &str,
+        customer: Option<&str>,
+        website: &str,
+    ) -> Value {
         let mut form = vec![("mode", "subscription")];
         if let Some(c) = customer {
             form.push(("customer", c));
@@ -196,7 +208,7 @@ impl Env {
         let id = session["id"].as_str().unwrap();
         self.control(
             &format!("/checkout/sessions/{id}/complete"),
-            json!({"email": email, "name": name, "custom_fields": {"website": "https://acme-dental.example"}}),
+            json!({"email": email, "name": name, "custom_fields": {"website": website}}),
         )
         .await
     }
