@@ -170,6 +170,24 @@ async fn graceful_shutdown_finishes_open_streams_and_bills_them() {
     assert!(after.is_err(), "the proxy still accepts connections after shutdown");
 }
 
+/// Audit (session 16): only streams counted as work in flight, so a
+/// SIGTERM let the proxy exit under non-streaming requests whose clients
+/// had already left: the upstream's answer was never read nor billed.
+#[tokio::test]
+async fn graceful_shutdown_waits_for_unary_requests_whose_clients_left() {
+    let mut h = harness(100_000, test_settings()).await;
+    let body = json!({"model": SONNET, "max_tokens": 100,
+        "messages": [{"role": "user", "content": "take your time"}],
+        "mock": {"output_tokens": 30, "latency_ms": 1500, "tag": "left"}});
+    let impatient = |b| h.anthropic(b).timeout(std::time::Duration::from_millis(300)).send();
+    let gone = futures::future::join_all((0..3).map(|_| impatient(&body))).await;
+    assert!(gone.iter().all(Result::is_err), "the clients were to time out first");
+    h.shutdown().await;
+    let cost = (count_input_tokens(&body) as i64 + 30) * SONNET_X;
+    assert_eq!(h.usage().await, (3 * cost, 3), "shutdown returned before the requests were billed");
+    assert_eq!(h.upstream.tag("left").generations, 3);
+}
+
 /// The database cuts the proxy's pooled connections (a restart, a failover,
 /// an administrator's `pg_terminate_backend`) while the proxy is warm: the
 /// very next requests are served and billed, none fails because it drew a

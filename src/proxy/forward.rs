@@ -142,7 +142,16 @@ async fn handle(st: Arc<ProxyState>, api: Api, headers: HeaderMap, body: Body) -
     // From here the request runs in a task of its own: a client that goes
     // away drops this handler, not the task, which settles or releases the
     // hold as soon as the upstream answers instead of leaving it to expire.
-    match tokio::spawn(forward(Arc::clone(&st), admitted)).await {
+    // The task counts as work in flight, so a graceful shutdown waits for
+    // it (and its settlement) even when its client has already gone.
+    let guard = st.in_flight.enter();
+    let task = forward(Arc::clone(&st), admitted);
+    match tokio::spawn(async move {
+        let _guard = guard;
+        task.await
+    })
+    .await
+    {
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(error = %e, "the forwarding task failed");
