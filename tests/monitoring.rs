@@ -188,6 +188,7 @@ fn monitoring_is_off_by_default_and_every_alert_is_valid_and_documented() {
         "WinstonInstancesPastDeadline",
         "WinstonInstancesStalled",
         "WinstonProxyUnbilledCredits",
+        "WinstonProxyUpstreamAuthFailing",
         "WinstonLedgerMirrorLagging",
         "WinstonProxyLatencyHigh",
         "WinstonNoLeader",
@@ -283,6 +284,10 @@ async fn proxy_scrape() -> String {
         json!({"model": proxy_support::SONNET, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
     let resp = h.anthropic(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // And one the provider refuses (its key was revoked): what WinstonProxyUpstreamAuthFailing counts.
+    let mut refused = body.clone();
+    refused["mock"] = json!({"error": "401"});
+    assert_eq!(h.anthropic(&refused).send().await.unwrap().status(), 502);
     let text = h.http.get(format!("{}/metrics", h.admin_url)).send().await.unwrap().text().await.unwrap();
     h.shutdown().await;
     text

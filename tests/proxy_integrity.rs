@@ -271,6 +271,26 @@ async fn a_non_streaming_answer_cut_after_its_200_is_billed_at_the_hold() {
     assert_eq!(h.settled_balance().await.reserved, 0);
 }
 
+/// Audit (session 16): the provider refusing Winston's own key reached
+/// the tenant as a 401 "invalid_api_key" (its SDK then blames the tenant's
+/// key) with the provider's masked key in the message. It is a 502 now,
+/// nothing charged.
+#[tokio::test]
+async fn the_providers_refusal_of_the_proxys_key_is_not_the_tenants_401() {
+    let h = harness(100_000, test_settings()).await;
+    for api in ["anthropic", "openai"] {
+        let mut body = ask(if api == "anthropic" { SONNET } else { KIMI }, "hi", "auth", 5);
+        body["max_tokens"] = json!(50);
+        body["mock"]["error"] = json!("401");
+        let r = if api == "anthropic" { h.anthropic(&body) } else { h.openai(&body) }.send().await.unwrap();
+        assert_eq!(r.status(), 502, "{api}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("refused the proxy's credentials") && !text.contains("sk-proj"), "{api}: {text}");
+    }
+    assert_eq!(h.usage().await, (0, 0));
+    assert_eq!(h.settled_balance().await.reserved, 0);
+}
+
 /// Defect 2: an upstream that ignores the cap is cut where the hold ends,
 /// and the client is told why.
 #[tokio::test]
@@ -377,6 +397,33 @@ async fn an_image_is_held_at_the_providers_count_not_its_bytes() {
 #[tokio::test]
 async fn metrics_and_readiness_are_not_on_the_tenant_port() {
     let h = harness(1_000, test_settings()).await;
+    // Audit (session 16): unknown paths and methods answered with an empty
+    // body, gzip bodies a 400, a keyless model list "invalid key".
+    for (method, path, status) in [
+        (reqwest::Method::POST, "/v1/chat/completions/", 404),
+        (reqwest::Method::POST, "//v1/messages", 404),
+        (reqwest::Method::GET, "/v1/chat/completions", 405),
+    ] {
+        let r = h.http.request(method, format!("{}{path}", h.url)).bearer_auth(&h.key).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
+        assert!(v["error"]["message"].is_string(), "{path}: {v}");
+    }
+    let r = h.http.get(format!("{}/v1/models", h.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "missing_api_key");
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .bearer_auth(&h.key)
+        .header("content-encoding", "gzip")
+        .header("content-type", "application/json")
+        .body(vec![0x1f, 0x8b, 8, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "unsupported_content_encoding");
     for path in ["/metrics", "/readyz"] {
         assert_eq!(h.http.get(format!("{}{path}", h.url)).send().await.unwrap().status(), 404, "{path}");
     }

@@ -22,7 +22,7 @@
 //! | `x-mock-web-search-requests`           | `mock.web_search_requests`         | Anthropic `usage.server_tool_use.web_search_requests` |
 //! | `x-mock-latency-ms`                    | `mock.latency_ms`                  | delay before the response starts |
 //! | `x-mock-token-delay-ms`                | `mock.token_delay_ms`              | delay between streamed tokens |
-//! | `x-mock-error`                         | `mock.error`                       | `429` (with `retry-after`), `529`, `500`, `midstream` (an `error` event after half the tokens), `cut` (the response just ends after half the tokens or half the body) |
+//! | `x-mock-error`                         | `mock.error`                       | `401` (the provider refuses the caller's key), `429` (with `retry-after`), `529`, `500`, `midstream` (an `error` event after half the tokens), `cut` (the response just ends after half the tokens or half the body) |
 //! | `x-mock-analyzer-malformed`            | `mock.analyzer_malformed`          | `true`: an analyzer request gets a malformed profile |
 //!
 //! A non-streamed request from Winston's website analyzer (its system prompt
@@ -226,6 +226,7 @@ enum Fault {
 impl Fault {
     fn parse(s: &str) -> Option<Self> {
         match s {
+            "401" => Some(Self::Status(401)),
             "429" => Some(Self::Status(429)),
             "529" => Some(Self::Status(529)),
             "500" => Some(Self::Status(500)),
@@ -238,9 +239,15 @@ impl Fault {
 
 fn status_error(api: Api, status: u16) -> ApiError {
     let (kind, message, code) = match (api, status) {
+        (Api::Anthropic, 401) => ("authentication_error", "invalid x-api-key", None),
         (Api::Anthropic, 429) => ("rate_limit_error", "Number of requests has exceeded your rate limit", None),
         (Api::Anthropic, 529) => ("overloaded_error", "Overloaded", None),
         (Api::Anthropic, _) => ("api_error", "Internal server error", None),
+        (Api::OpenAi, 401) => (
+            "invalid_request_error",
+            "Incorrect API key provided: sk-proj-****************************abcd",
+            Some("invalid_api_key"),
+        ),
         (Api::OpenAi, 429) => ("requests", "Rate limit reached for requests", Some("rate_limit_exceeded")),
         (Api::OpenAi, 529) => ("server_error", "The engine is currently overloaded, please try again later", None),
         (Api::OpenAi, _) => ("server_error", "The server had an error while processing your request", None),

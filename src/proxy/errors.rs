@@ -40,6 +40,8 @@ pub enum Refusal {
     InvalidKey,
     TooLarge,
     MalformedJson,
+    /// A `Content-Encoding` the proxy does not decode (gzip, br, ...).
+    UnsupportedEncoding,
     BadRequest,
     /// A field the official API would refuse (see [`super::request::Invalid`]).
     InvalidRequest,
@@ -62,6 +64,7 @@ impl Refusal {
         match self {
             Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MalformedJson | Self::BadRequest | Self::InvalidRequest => StatusCode::BAD_REQUEST,
             Self::UnknownModel => StatusCode::NOT_FOUND,
             Self::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
@@ -82,6 +85,7 @@ impl Refusal {
             Self::InvalidKey => "invalid_key",
             Self::TooLarge => "too_large",
             Self::MalformedJson => "malformed_json",
+            Self::UnsupportedEncoding => "unsupported_encoding",
             Self::BadRequest => "bad_request",
             Self::InvalidRequest => "invalid_request",
             Self::UnknownModel => "unknown_model",
@@ -100,6 +104,7 @@ impl Refusal {
             // Anthropic uses invalid_request_error for 4xx statuses it has no
             // type of its own for, 409 included.
             Self::MalformedJson
+            | Self::UnsupportedEncoding
             | Self::BadRequest
             | Self::InvalidRequest
             | Self::DuplicateRequest
@@ -117,11 +122,12 @@ impl Refusal {
             Self::InvalidKey => ("invalid_request_error", "invalid_api_key"),
             Self::TooLarge => ("invalid_request_error", "request_too_large"),
             Self::MalformedJson | Self::BadRequest => ("invalid_request_error", "invalid_request"),
+            Self::UnsupportedEncoding => ("invalid_request_error", "unsupported_content_encoding"),
             Self::InvalidRequest => ("invalid_request_error", "invalid_value"),
             Self::UnknownModel => ("invalid_request_error", "model_not_found"),
             Self::InsufficientCredits => ("insufficient_quota", "insufficient_credits"),
             Self::DuplicateRequest => ("invalid_request_error", "duplicate_request_id"),
-            Self::AlreadyCompleted => ("invalid_request_error", "idempotency_key_reused"),
+            Self::AlreadyCompleted => ("invalid_request_error", "already_completed"),
             Self::LedgerUnavailable => ("server_error", "ledger_unavailable"),
             Self::UpstreamUnreachable => ("server_error", "upstream_unreachable"),
         }
@@ -175,6 +181,14 @@ impl Refusal {
     }
 }
 
+/// A refusal of the path or method itself, before any API is known: in
+/// OpenAI's error shape (the one both SDKs can read a message from).
+#[must_use]
+pub fn route_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
+    (status, Json(body)).into_response()
+}
+
 /// The 400 for a request the analysis refused, naming its field.
 #[must_use]
 pub fn invalid(api: Api, why: &super::request::Invalid) -> Response {
@@ -207,11 +221,12 @@ mod tests {
     use crate::proxy::UpstreamKind;
     use crate::proxy::meter::Meter;
 
-    const ALL: [Refusal; 12] = [
+    const ALL: [Refusal; 13] = [
         Refusal::MissingKey,
         Refusal::InvalidKey,
         Refusal::TooLarge,
         Refusal::MalformedJson,
+        Refusal::UnsupportedEncoding,
         Refusal::BadRequest,
         Refusal::InvalidRequest,
         Refusal::UnknownModel,
@@ -231,7 +246,10 @@ mod tests {
             (Refusal::LedgerUnavailable, 529, 503, "ledger_unavailable"),
             (Refusal::InsufficientCredits, 402, 402, "insufficient_credits"),
             (Refusal::UpstreamUnreachable, 502, 502, "upstream_unreachable"),
+            (Refusal::UnsupportedEncoding, 415, 415, "unsupported_encoding"),
         ];
+        // The code the docs promise (it was `idempotency_key_reused`).
+        assert_eq!(Refusal::AlreadyCompleted.body(Api::Openai, "m", None, "r")["error"]["code"], "already_completed");
         for (r, anthropic, openai, label) in cases {
             assert_eq!(r.status(Api::Anthropic).as_u16(), *anthropic, "{r:?}");
             assert_eq!(r.status(Api::Openai).as_u16(), *openai, "{r:?}");

@@ -47,8 +47,8 @@ pub(super) async fn openai(State(st): State<Arc<ProxyState>>, headers: HeaderMap
 /// `anthropic-version`, else in OpenAI shape.
 pub(super) async fn models(State(st): State<Arc<ProxyState>>, headers: HeaderMap) -> Response {
     let api = if headers.contains_key("anthropic-version") { Api::Anthropic } else { Api::Openai };
-    if st.keys.resolve(&st.ledger, &headers).await.is_none() {
-        return Refusal::InvalidKey.response(api, "invalid or missing API key");
+    if let Err(refused) = authenticate(&st, &headers).await {
+        return refused.response(api);
     }
     let ids: Vec<&String> = st.catalog.models.keys().collect();
     let body = match api {
@@ -164,6 +164,12 @@ async fn handle(st: Arc<ProxyState>, api: Api, headers: HeaderMap, body: Body) -
 async fn admit(st: &ProxyState, api: Api, headers: &HeaderMap, body: Body) -> Result<Admitted, Refused> {
     let started = Instant::now();
     let account = authenticate(st, headers).await?;
+    if headers.get(header::CONTENT_ENCODING).is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity")) {
+        return Err(Refused::new(
+            Refusal::UnsupportedEncoding,
+            "Content-Encoding is not supported: send the JSON body uncompressed",
+        ));
+    }
     let mut request = read_json(st, body).await?;
     let model = route(st, api, &request)?.clone();
     let analyzed = request::analyze(api, headers, &request, &model, st.settings.default_max_tokens)
@@ -471,6 +477,18 @@ pub(super) async fn settle_durably(st: &ProxyState, r: &Reservation, usage: &Usa
 /// (the upstream generated nothing).
 async fn pass_through_error(st: &ProxyState, a: &Admitted, upstream: reqwest::Response) -> Response {
     let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        // The provider refused Winston's own credentials, not the tenant's
+        // key: passed through, an SDK would tell the tenant its key is bad
+        // (and the body may quote part of the provider key).
+        let available = release(st, &a.reservation).await;
+        tracing::error!(model = %a.model.id, status = status.as_u16(), "the model provider refused the proxy's upstream credentials");
+        st.metrics.request(a.api.label(), "upstream_auth");
+        let mut resp = Refusal::UpstreamUnreachable
+            .response(a.api, "the model provider refused the proxy's credentials; the operator has to fix them");
+        credit_headers(resp.headers_mut(), available, a.reservation.low(), Some(&a.reservation));
+        return resp;
+    }
     let mut headers = HeaderMap::new();
     upstream_headers(upstream.headers(), &mut headers);
     let body = upstream.bytes().await.unwrap_or_default();

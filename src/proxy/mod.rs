@@ -319,6 +319,20 @@ impl Proxy {
             .route("/v1/models", get(forward::models))
             .route(transcripts::TRANSCRIPTS_PATH, post(transcripts::ingest))
             .route("/healthz", get(|| async { "ok" }))
+            .method_not_allowed_fallback(|| async {
+                errors::route_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this path takes another method",
+                )
+            })
+            .fallback(|| async {
+                errors::route_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such path: the proxy serves POST /v1/messages, POST /v1/chat/completions and GET /v1/models",
+                )
+            })
             .with_state(Arc::clone(&self.state))
     }
 
