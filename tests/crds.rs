@@ -256,6 +256,44 @@ async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
             tenant("a", &format!("{TENANT_OK}  components: {{}}\n")),
             &["spec.components", "at least one of database, compute and frontend"],
         ),
+        // Audit (session 16): each of these was admitted, then never became Ready
+        // or did something else than asked.
+        (
+            "Winston's agent without a database",
+            tenant("a", &format!("{TENANT_OK}  components: {{compute: {{}}}}\n")),
+            &["spec.components", "add components.database"],
+        ),
+        (
+            "postgresVersion on Supabase",
+            tenant(
+                "a",
+                &format!("{TENANT_OK}  components: {{database: {{provider: Supabase, postgresVersion: 15}}}}\n"),
+            ),
+            &["spec.components.database", "postgresVersion applies to Neon only"],
+        ),
+        (
+            "the ownership marker in frontend env",
+            tenant(
+                "a",
+                &format!(
+                    "{TENANT_OK}  components: {{database: {{}}, compute: {{}}, frontend: {{gitRepository: {{repo: a/b}}, env: [{{name: WINSTON_MARKER, value: x}}]}}}}\n"
+                ),
+            ),
+            &["spec.components.frontend.env", "WINSTON_MARKER"],
+        ),
+        (
+            "connector Secret without a name",
+            tenant("a", &format!("{TENANT_OK}  connectors: [{{type: pos, secretRef: {{name: ''}}}}]\n")),
+            &["spec.connectors[0].secretRef.name"],
+        ),
+        (
+            "connector Secret name with a path",
+            tenant(
+                "a",
+                &format!("{TENANT_OK}  connectors: [{{type: pos, secretRef: {{name: ../../other/secrets/x}}}}]\n"),
+            ),
+            &["spec.connectors[0].secretRef.name"],
+        ),
     ];
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
@@ -272,7 +310,7 @@ async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
 async fn immutable_fields_cannot_change() {
     let ns = TestNamespace::new("immutable").await;
     let apply = |yaml: &str| run_with_stdin(ns.kubectl(&["apply", "-f", "-"]), yaml);
-    let cases: [(&str, String, String, &[&str]); 6] = [
+    let cases: [(&str, String, String, &[&str]); 8] = [
         (
             "ledger tenantRef",
             ledger("tenantRef: {name: acme}\n"),
@@ -308,6 +346,21 @@ async fn immutable_fields_cannot_change() {
             tenant("pgv", &format!("{TENANT_OK}  components: {{database: {{postgresVersion: 17}}}}\n")),
             tenant("pgv", &format!("{TENANT_OK}  components: {{database: {{postgresVersion: 15}}}}\n")),
             &["spec.components.database", "postgresVersion is immutable"],
+        ),
+        // Audit (session 16): removing the database, then adding another provider's,
+        // passed both immutability rules and stranded the data.
+        (
+            "database removed",
+            tenant("gone", &format!("{TENANT_OK}  components: {{database: {{}}, compute: {{}}}}\n")),
+            tenant("gone", &format!("{TENANT_OK}  components: {{compute: {{image: ghcr.io/acme/agent:1}}}}\n")),
+            &["spec.components", "cannot be removed"],
+        ),
+        // Audit (session 16): removing `approved: false` provisioned without an approval.
+        (
+            "approval requirement removed",
+            tenant("wait", &format!("{TENANT_OK}  approved: false\n")),
+            tenant("wait", TENANT_OK),
+            &["spec.approved: false cannot be removed", "winston approve"],
         ),
     ];
     for (what, first, second, needles) in &cases {

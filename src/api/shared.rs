@@ -120,6 +120,7 @@ pub enum DatabaseProvider {
 #[x_kube(validation = Rule::new("self.provider == oldSelf.provider").message("components.database.provider is immutable: changing it would strand the tenant's data; create a new Tenant instead"))]
 #[x_kube(validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("components.database.region is immutable: a database cannot move region; create a new Tenant in the new region and move the data"))]
 #[x_kube(validation = Rule::new("!has(self.adminUser) || (has(self.provider) && self.provider == 'Supabase')").message("components.database.adminUser needs provider Supabase: the admin user is created through Supabase Auth"))]
+#[x_kube(validation = Rule::new("!has(self.postgresVersion) || !has(self.provider) || self.provider == 'Neon'").message("components.database.postgresVersion applies to Neon only: Supabase picks the major version of a new project"))]
 #[x_kube(validation = Rule::new("has(self.postgresVersion) == has(oldSelf.postgresVersion) && (!has(self.postgresVersion) || self.postgresVersion == oldSelf.postgresVersion)").message("components.database.postgresVersion is immutable: a database's major version cannot change in place (a downgrade never can); create a new Tenant with the version and move the data"))]
 pub struct DatabaseComponent {
     /// Database platform: `Neon` (default) or `Supabase`. Immutable.
@@ -132,7 +133,7 @@ pub struct DatabaseComponent {
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9][-a-z0-9]*$"))]
     pub region: Option<String>,
     /// Major PostgreSQL version, 14 to 17; Winston's configured default
-    /// (`--postgres-version`, 17) when omitted. Immutable once the Tenant exists.
+    /// (`--postgres-version`, 16) when omitted. Neon only. Immutable once the Tenant exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 14, max = 17))]
     pub postgres_version: Option<i32>,
@@ -223,7 +224,7 @@ pub struct GitSource {
     #[schemars(length(min = 3, max = 200), regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
     pub repo: String,
     /// Branch, tag or commit to deploy (letters, digits, `.`, `_`, `-`, `/`;
-    /// no `..`); the repository default branch when omitted.
+    /// no `..`); `main` when omitted.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"))]
     #[x_kube(validation = Rule::new("!self.contains('..') && !self.endsWith('/') && !self.endsWith('.lock')").message("ref must be a git branch, tag or commit name such as main, v1.2.0 or 4f2a9c1 (no spaces, '..' or shell characters)"))]
@@ -249,7 +250,7 @@ pub struct FrontendComponent {
     /// (a sensitive variable). At most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
-    #[x_kube(validation = Rule::new("self.all(e, !(e.name in ['NEXT_PUBLIC_SUPABASE_URL', 'NEXT_PUBLIC_SUPABASE_ANON_KEY', 'SUPABASE_SERVICE_ROLE_KEY', 'AGENCY_NAME', 'NEXT_PUBLIC_AGENT_URL', 'AGENT_GATEWAY_TOKEN']))").message("components.frontend.env must not set NEXT_PUBLIC_SUPABASE_URL, NEXT_PUBLIC_SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY, AGENCY_NAME, NEXT_PUBLIC_AGENT_URL or AGENT_GATEWAY_TOKEN: Winston sets them"))]
+    #[x_kube(validation = Rule::new("self.all(e, !(e.name in ['NEXT_PUBLIC_SUPABASE_URL', 'NEXT_PUBLIC_SUPABASE_ANON_KEY', 'SUPABASE_SERVICE_ROLE_KEY', 'AGENCY_NAME', 'NEXT_PUBLIC_AGENT_URL', 'AGENT_GATEWAY_TOKEN', 'WINSTON_MARKER']))").message("components.frontend.env must not set NEXT_PUBLIC_SUPABASE_URL, NEXT_PUBLIC_SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY, AGENCY_NAME, NEXT_PUBLIC_AGENT_URL, AGENT_GATEWAY_TOKEN or WINSTON_MARKER: Winston sets them"))]
     #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.name == e.name))").message("components.frontend.env names must be unique"))]
     pub env: Vec<FrontendEnvVar>,
 }
@@ -290,6 +291,8 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.frontend) || has(self.compute) || (has(self.database) && has(self.database.provider) && self.database.provider == 'Supabase')").message("components.frontend needs a backend it can call: components.compute (the agent service) or a database with provider Supabase (its API serves the browser); a Neon database alone has no API a browser may call, so add compute or use Supabase"))]
 #[x_kube(validation = Rule::new("has(self.database) || has(self.compute) || has(self.frontend)").message("components must name at least one of database, compute and frontend; omit components for a database and an agent service"))]
+#[x_kube(validation = Rule::new("!has(self.compute) || has(self.compute.image) || has(self.database)").message("components.compute without an image runs Winston's agent, which keeps conversations and memory in the tenant's database: add components.database, or set compute.image to an image that needs none"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.database) || has(self.database)").message("components.database cannot be removed once the Tenant has one: that would strand the tenant's data; delete the Tenant to remove its database"))]
 pub struct Components {
     /// The tenant's Postgres database.
     #[serde(default, skip_serializing_if = "Option::is_none")]

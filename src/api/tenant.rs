@@ -30,6 +30,7 @@ use super::shared::{AgentProfile, Phase, StackSpec};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: Tenant names are at most 40 characters (Winston derives child and external names from it)"),
     validation = Rule::new("!has(self.spec.approved) || self.spec.approved || (has(oldSelf.spec.approved) && !oldSelf.spec.approved)").message("spec.approved cannot become false once the Tenant exists without it or approved: an approval cannot be withdrawn (set spec.paused to stop acting on it, or delete the Tenant)"),
+    validation = Rule::new("!has(oldSelf.spec.approved) || oldSelf.spec.approved || has(self.spec.approved)").message("spec.approved: false cannot be removed: a Tenant declared for approval is approved with `winston approve` (or by setting spec.approved: true)"),
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message(Message::Expression("'metadata.name: ' + self.metadata.name + ' is not a DNS label (lowercase letters, digits and -, no dots): its instances are named <tenant>-<n>'".into())),
 )]
 #[serde(rename_all = "camelCase")]
