@@ -434,3 +434,64 @@ async fn a_failing_migration_stalls_with_its_position_and_no_secret() {
     assert_eq!(count(&url, "SELECT count(*) FROM winston_app_migrations").await, 1, "the good file stays applied");
     assert_eq!(count(&url, "SELECT count(*) FROM pg_tables WHERE tablename = 'b'").await, 0, "the bad one rolled back");
 }
+
+/// Audit (session 16): a migration that never finishes (`pg_sleep(600)`)
+/// held its instance, deletion included, for as long as it ran, while the
+/// status still showed the previous step's wait. The step now says it is
+/// applying before it starts, and a statement past the timeout is
+/// cancelled: the step stalls naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_never_ends_is_cancelled_and_shown_while_it_runs() {
+    let ns = TestNamespace::new("agencyslow").await;
+    let stack = Stack::start(50).await;
+    let cms: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "slow-sql"}, "data": {
+        "001_sleep.sql": "SELECT pg_sleep(600);",
+    }}))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let (ok, out) = support::run_with_stdin(
+        ns.kubectl(&["create", "secret", "generic", "slow-stripe", "--from-literal=key=sk_test_123"]),
+        "",
+    );
+    assert!(ok, "{out}");
+    let mut env = stack.env(DEFAULT_TOKEN);
+    let projects = format!("{}{}", stack.emu.base(), winston::emulator::SUPABASE_PROJECTS_PATH);
+    env.push(("WINSTON_SUPABASE_PROJECT_BASE_URL".into(), projects));
+    env.push(("WINSTON_MIGRATION_STATEMENT_TIMEOUT_SECONDS".into(), "15".into()));
+    let _ctl = stack.controller_with(&ns.name, "a", &[], &env).0;
+    let (ok, out) = apply(&ns, &agency_yaml("slow", None));
+    assert!(ok, "{out}");
+    let tis: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let step = |name: &'static str| {
+        let tis = tis.clone();
+        move || {
+            let tis = tis.clone();
+            async move {
+                let st = tis.get_opt("slow-0").await.ok()??.status?;
+                st.steps.into_iter().find(|s| s.name.as_str() == name)
+            }
+        }
+    };
+    eventually("the migrations step shown applying", WITHIN, || async {
+        step("migrations")()
+            .await
+            .filter(|s| s.message.as_deref().is_some_and(|m| m.starts_with("applying 1")))
+            .map(|_| ())
+    })
+    .await;
+    let stalled = eventually("Stalled by the timeout", WITHIN, || {
+        let tis = tis.clone();
+        async move {
+            let st = tis.get_opt("slow-0").await.ok()??.status?;
+            st.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True").cloned()
+        }
+    })
+    .await;
+    assert_eq!(stalled.reason, "MigrationFailed");
+    assert!(
+        stalled.message.contains("001_sleep.sql") && stalled.message.contains("statement timeout"),
+        "{}",
+        stalled.message
+    );
+}

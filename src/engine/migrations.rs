@@ -21,9 +21,13 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgDatabaseError, PgErrorPosition, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
+use chrono::Utc;
+
 use super::error::Redacted;
+use super::progress::{self, Report};
 use super::steps::{Pass, StepResult};
 use super::{EngineError, schema};
+use crate::api::StepName;
 use crate::api::tenant_instance::AppMigrationsRecord;
 
 /// The table that records what ran.
@@ -93,7 +97,13 @@ pub async fn run(pass: &mut Pass<'_>) -> Result<StepResult, EngineError> {
     if pass.rec.status.app_migrations.as_ref() == Some(&record) {
         return Ok(done);
     }
-    let applied = apply(&url, &files).await?;
+    // Files run inside this pass: say so before they start, so a long one
+    // shows as this step working rather than as the previous step's wait.
+    let working = format!("applying {} application migrations from ConfigMap {name}", files.len());
+    progress::record(&mut pass.rec.status.steps, StepName::Migrations, &Report::Working(working), Utc::now());
+    pass.rec.flush().await?;
+    let timeout = Duration::from_secs(pass.engine.args.migration_statement_timeout_seconds.max(1));
+    let applied = apply(&url, &files, timeout).await?;
     tracing::info!(instance = %pass.ti.name_any(), configmap = %name, applied, "application migrations applied");
     pass.rec.status.app_migrations = Some(record);
     Ok(done)
@@ -112,10 +122,11 @@ async fn read(pass: &Pass<'_>, name: &str) -> Result<Vec<File>, EngineError> {
 }
 
 /// Applies the files not yet recorded, in order; returns how many ran.
+/// Each statement runs (or waits on a lock) at most `timeout`.
 ///
 /// # Errors
 /// As [`run`].
-pub async fn apply(url: &str, files: &[File]) -> Result<usize, EngineError> {
+pub async fn apply(url: &str, files: &[File], timeout: Duration) -> Result<usize, EngineError> {
     let unreachable = |doing: &'static str| move |e| EngineError::TenantDatabase { doing, error: Redacted(e) };
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -124,14 +135,25 @@ pub async fn apply(url: &str, files: &[File]) -> Result<usize, EngineError> {
         .await
         .map_err(unreachable("connect to the tenant database"))?;
     let mut conn = pool.acquire().await.map_err(unreachable("connect to the tenant database"))?;
-    let result = apply_on(&mut conn, files).await;
+    let result = apply_on(&mut conn, files, timeout).await;
     drop(conn);
     pool.close().await;
     result
 }
 
-async fn apply_on(conn: &mut PgConnection, files: &[File]) -> Result<usize, EngineError> {
+async fn apply_on(conn: &mut PgConnection, files: &[File], timeout: Duration) -> Result<usize, EngineError> {
     let unreachable = |doing: &'static str| move |e| EngineError::TenantDatabase { doing, error: Redacted(e) };
+    // A statement that runs longer (or waits on a lock longer) is cancelled
+    // and its file stalls the step with PostgreSQL's "canceling statement
+    // due to statement timeout": a pass, and a deletion waiting for it,
+    // is never held longer than that per file.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET statement_timeout = {0}; SET lock_timeout = {0}",
+        timeout.as_millis()
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(unreachable("set the migration timeouts"))?;
     sqlx::raw_sql(TABLE_DDL).execute(&mut *conn).await.map_err(unreachable("create winston_app_migrations"))?;
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT name, checksum FROM winston_app_migrations")
         .fetch_all(&mut *conn)

@@ -56,6 +56,11 @@ pub struct EngineArgs {
     /// PostgreSQL major version when a Tenant names none.
     #[arg(long, env = "WINSTON_POSTGRES_VERSION", default_value_t = 16)]
     pub postgres_version: u64,
+    /// The longest one statement of a tenant's application migrations may
+    /// run or wait on a lock before PostgreSQL cancels it (the step then
+    /// stalls, `MigrationFailed`, naming the file).
+    #[arg(long, env = "WINSTON_MIGRATION_STATEMENT_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub migration_statement_timeout_seconds: u64,
     /// Path the agent service answers health checks on.
     #[arg(long, env = "WINSTON_HEALTH_PATH", default_value = "/healthz")]
     pub health_path: String,
