@@ -177,7 +177,12 @@ pub async fn health(State(st): State<Arc<AgentState>>) -> Response {
         "workspace_hash": st.workspace_hash,
         "database": if db { "ok" } else { "unreachable" },
         "channels": {"api": {"state": channel}},
-        "transcripts": {"pending": pending, "last_push_ok": push.0, "last_error": push.1},
+        "transcripts": {
+            "pending": pending,
+            "last_push_ok": push.last_ok,
+            "last_error": push.last_error,
+            "failing_seconds": push.failing_since.map(|t| t.elapsed().as_secs()),
+        },
     });
     let code = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
