@@ -72,6 +72,54 @@ async fn each_chat_is_metered_exactly_once_per_llm_call_streaming_and_not() {
     agent.stop().await;
 }
 
+/// What the tenant's `usage` table recorded per call, and what the ledger
+/// billed under the same idempotency key, each sorted by key.
+async fn recorded_and_billed(h: &Harness, db: &str) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let pool = sqlx::PgPool::connect(db).await.unwrap();
+    let recorded: Vec<(String, i64)> =
+        sqlx::query_as("SELECT request_id, credits FROM usage ORDER BY request_id").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    let billed: Vec<(String, i64)> =
+        sqlx::query_as("SELECT idempotency_key, credits FROM usage_records ORDER BY idempotency_key")
+            .fetch_all(h.db.ledger.pool())
+            .await
+            .unwrap();
+    (recorded, billed)
+}
+
+#[tokio::test]
+async fn concurrent_calls_each_record_what_the_ledger_billed_them() {
+    let (h, agent, _spool, db) = setup(1_000_000).await;
+    let conv = agent.chat("Hello").await["conversation_id"].as_str().unwrap().to_string();
+    // Eight turns of one conversation at once: each settles while the others
+    // move the balance too.
+    let turns = (0..8)
+        .map(|i| agent.post("/api/chat", &json!({"message": format!("question {i}"), "conversation_id": conv})).send());
+    for r in futures::future::join_all(turns).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let (recorded, billed) = recorded_and_billed(&h, &db).await;
+    assert_eq!(billed.len(), 9);
+    assert!(billed.iter().all(|(_, c)| *c > 0));
+    assert_eq!(recorded, billed, "the tenant's usage rows must be the ledger's figures, call by call");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_after_a_402_records_what_it_cost() {
+    // A call refused for credits (402), then one that fits: the latter
+    // records what it cost, not 0.
+    let (h, agent, _spool, db) = setup(20_000).await;
+    let r = agent.post("/api/chat", &json!({"message": "word ".repeat(12_000)})).send().await.unwrap();
+    assert_eq!(r.status(), 402);
+    agent.chat("Hi").await;
+    let (recorded, billed) = recorded_and_billed(&h, &db).await;
+    assert_eq!(billed.len(), 1);
+    assert!(billed[0].1 > 0);
+    assert_eq!(recorded, billed);
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn out_of_credits_is_a_clear_answer_and_no_upstream_call() {
     let (h, agent, _spool, db) = setup(0).await;

@@ -51,8 +51,6 @@ struct Turn {
     messages: Vec<Message>,
     /// Idempotency key of the LLM call and the usage row's id.
     request_id: String,
-    /// Credits the proxy last reported before this call.
-    credits_before: i64,
 }
 
 fn valid_channel(c: &str) -> bool {
@@ -117,7 +115,6 @@ async fn begin(st: &AgentState, req: ChatRequest) -> Result<Turn, ApiError> {
         system: st.workspace.system_prompt(&enabled),
         messages,
         request_id: Uuid::new_v4().to_string(),
-        credits_before: st.credits_remaining.load(Ordering::Acquire),
     })
 }
 
@@ -135,10 +132,12 @@ fn refused(st: &AgentState, e: &LlmError) -> ApiError {
 
 /// Stores and spools the assistant's reply and its usage.
 async fn finish(st: &AgentState, turn: &Turn, reply: &Reply) -> Result<(), ApiError> {
-    let credits = match (turn.credits_before, reply.credits_remaining) {
-        (before, Some(after)) if before != super::UNKNOWN => before - after,
-        _ => 0,
-    };
+    // What the proxy charged for this very call, not a difference of
+    // balances that concurrent calls (and other instances) move too.
+    let credits = reply.credits_charged.unwrap_or_else(|| {
+        tracing::warn!("the proxy did not say what the call cost; its usage row records 0 credits");
+        0
+    });
     if let Some(after) = reply.credits_remaining {
         st.credits_remaining.store(after, Ordering::Release);
     }

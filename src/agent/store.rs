@@ -110,7 +110,7 @@ impl Store {
     }
 
     /// Records one LLM call as the proxy metered it; `credits` is what the
-    /// proxy's remaining balance moved by across the call.
+    /// proxy said it charged for this call.
     pub async fn record_usage(
         &self,
         request_id: &str,
