@@ -134,6 +134,20 @@ async fn out_of_credits_is_a_clear_answer_and_no_upstream_call() {
     assert_eq!(tenant_count(&db, "SELECT count(*) FROM usage").await, 0);
     let status: Value = agent.get("/status").send().await.unwrap().json().await.unwrap();
     assert_eq!(status["credits_remaining"], json!(0));
+    // The refusal names the conversation the message was stored in, so a
+    // retry continues it instead of opening another.
+    let conv = v["conversation_id"].as_str().expect("the refused turn's conversation").to_string();
+    for stream in [false, true] {
+        let again = agent
+            .post("/api/chat", &json!({"message": "Hello?", "conversation_id": conv, "stream": stream}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 402);
+        assert_eq!(again.json::<Value>().await.unwrap()["conversation_id"], json!(conv));
+    }
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM conversations").await, 1);
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM messages").await, 3);
     agent.stop().await;
 }
 
@@ -225,7 +239,7 @@ async fn skills_switch_and_the_prompt_follows() {
 
 #[tokio::test]
 async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
-    let (h, agent, _spool, _db) = setup(1_000_000).await;
+    let (h, agent, _spool, db) = setup(1_000_000).await;
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
         (agent.http.post(format!("{}/api/chat", agent.url)).bearer_auth(GATEWAY).body("{not json"), 400),
         (agent.post("/api/chat", &json!({"message": ""})), 400),
@@ -237,6 +251,13 @@ async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
         (agent.get("/api/memory/search"), 400),
         (agent.get("/api/memory/daily/yesterday"), 400),
         (agent.get("/nope"), 404),
+        // A NUL character, which PostgreSQL's text cannot hold: the caller's mistake.
+        (agent.post("/api/chat", &json!({"message": "hi\u{0}there"})), 400),
+        (agent.post("/api/chat", &json!({"message": "\u{0}", "stream": true})), 400),
+        (agent.post("/api/memory", &json!({"content": "a\u{0}b"})), 400),
+        (agent.post("/api/memory", &json!({"content": "ab", "key": "k\u{0}"})), 400),
+        (agent.post("/api/memory", &json!({"content": "ab", "scope": "\u{0}"})), 400),
+        (agent.get("/api/memory/search?q=a%00b"), 400),
     ];
     for (req, status) in cases {
         let resp = req.send().await.unwrap();
@@ -246,6 +267,9 @@ async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
         assert!(!v.to_string().contains(&h.key), "the tenant key in an error");
     }
     assert_eq!(h.upstream.total().requests, 0);
+    // No conversation (not even an empty one) and no memory was stored.
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM conversations").await, 0);
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM memories WHERE scope <> 'daily'").await, 0);
     agent.stop().await;
 }
 

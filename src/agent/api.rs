@@ -62,6 +62,7 @@ struct NewMemory {
 }
 
 fn bounded(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    super::error::no_nul(what, v)?;
     if v.trim().is_empty() {
         return Err(ApiError::BadRequest(format!("`{what}` must not be empty")));
     }

@@ -67,6 +67,22 @@ impl ApiError {
         json!({"error": {"type": self.kind(), "message": self.to_string()}})
     }
 
+    /// The error as an answer about conversation `id`: the JSON body also
+    /// names it, so a caller retrying a refused turn continues that
+    /// conversation instead of opening another.
+    #[must_use]
+    pub fn in_conversation(self, id: uuid::Uuid) -> Response {
+        (self.status(), Json(self.body_in(id))).into_response()
+    }
+
+    /// The JSON body naming conversation `id` beside the error.
+    #[must_use]
+    pub fn body_in(&self, id: uuid::Uuid) -> serde_json::Value {
+        let mut body = self.body();
+        body["conversation_id"] = json!(id);
+        body
+    }
+
     /// From a body that could not be read (too large, broken).
     #[must_use]
     pub fn from_body(r: &BytesRejection, limit: usize) -> Self {
@@ -98,6 +114,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status(), Json(self.body())).into_response()
     }
+}
+
+/// Refuses a NUL character in `what`: PostgreSQL's `text` cannot hold one,
+/// so it is the caller's mistake (400), not the database's (503).
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming the field.
+pub fn no_nul(what: &str, v: &str) -> Result<(), ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::BadRequest(format!("`{what}` must not contain a NUL character (\\u0000)")));
+    }
+    Ok(())
 }
 
 /// Parses a JSON body into `T`, with a clear message when it does not fit.
