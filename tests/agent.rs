@@ -274,6 +274,36 @@ async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
 }
 
 #[tokio::test]
+async fn every_error_is_json_even_from_routing_and_extractors() {
+    let (_h, agent, _spool, _db) = setup(1_000_000).await;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (agent.get("/api/memory/search?q=x&limit=abc"), 400, "invalid_request"),
+        (agent.get("/api/memory/search?q=x&limit=99999999999999999999"), 400, "invalid_request"),
+        (agent.get("/api/memory/daily/%FF"), 400, "invalid_request"),
+        (agent.get("/api/chat"), 405, "method_not_allowed"),
+        (agent.http.delete(format!("{}/api/chat", agent.url)).bearer_auth(GATEWAY), 405, "method_not_allowed"),
+        (agent.http.post(format!("{}/health", agent.url)), 405, "method_not_allowed"),
+        (agent.get("/api/skills/faq/enable"), 405, "method_not_allowed"),
+        (agent.get("/nope"), 404, "not_found"),
+        (agent.http.get(format!("{}/nope", agent.url)), 404, "not_found"),
+        (agent.post("/api/skills/faq/enable/more", &json!({})), 404, "not_found"),
+        (agent.get("/api/memory/daily/2026-01-01/more"), 404, "not_found"),
+    ];
+    for (req, status, kind) in cases {
+        let req = req.build().unwrap();
+        let what = format!("{} {}", req.method(), req.url());
+        let resp = agent.http.execute(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let json_type = resp.headers().get("content-type").is_some_and(|v| v == "application/json");
+        assert!(json_type, "{what}: {:?}", resp.headers().get("content-type"));
+        let v: Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(v["error"]["type"], json!(kind), "{what}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {v}");
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn a_database_it_cannot_open_fails_the_start_without_quoting_the_url() {
     let spool = tempfile::tempdir().unwrap();
     for url in ["postgres://owner:hunter2@127.0.0.1:1/tenant", "postgres://owner:hunter2@127.0.0.1:notaport/x"] {

@@ -19,6 +19,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     NotFound(String),
+    #[error("this endpoint does not answer that method; see docs/runtime-contract.md")]
+    MethodNotAllowed,
     #[error(
         "this agent has used all of its credits, so it cannot answer right now; please top up the account or try again next period"
     )]
@@ -40,6 +42,7 @@ impl ApiError {
             Self::BadRequest(_) => "invalid_request",
             Self::TooLarge(_) => "request_too_large",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::OutOfCredits => "out_of_credits",
             Self::LlmUnavailable => "llm_unavailable",
             Self::Database => "database_unavailable",
@@ -55,6 +58,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::OutOfCredits => StatusCode::PAYMENT_REQUIRED,
             Self::LlmUnavailable => StatusCode::BAD_GATEWAY,
             Self::Database | Self::Spool => StatusCode::SERVICE_UNAVAILABLE,

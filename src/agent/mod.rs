@@ -168,7 +168,8 @@ impl Agent {
     }
 
     /// The HTTP API: `/health` and `/healthz` open, the rest behind the
-    /// gateway token; bodies above the limit get a JSON 413.
+    /// gateway token; bodies above the limit get a JSON 413, an unknown path
+    /// a JSON 404 and a known one asked with another method a JSON 405.
     pub fn router(&self) -> Router {
         let st = Arc::clone(&self.state);
         let guarded = Router::new()
@@ -185,6 +186,7 @@ impl Agent {
             .route("/healthz", get(api::health))
             .merge(guarded)
             .fallback(api::not_found)
+            .method_not_allowed_fallback(api::method_not_allowed)
             .layer(DefaultBodyLimit::max(st.body_limit))
             .with_state(st)
     }
