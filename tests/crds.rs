@@ -272,7 +272,7 @@ async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
 async fn immutable_fields_cannot_change() {
     let ns = TestNamespace::new("immutable").await;
     let apply = |yaml: &str| run_with_stdin(ns.kubectl(&["apply", "-f", "-"]), yaml);
-    let cases: [(&str, String, String, &[&str]); 6] = [
+    let cases: [(&str, String, String, &[&str]); 7] = [
         (
             "ledger tenantRef",
             ledger("tenantRef: {name: acme}\n"),
@@ -308,6 +308,22 @@ async fn immutable_fields_cannot_change() {
             tenant("pgv", &format!("{TENANT_OK}  components: {{database: {{postgresVersion: 17}}}}\n")),
             tenant("pgv", &format!("{TENANT_OK}  components: {{database: {{postgresVersion: 15}}}}\n")),
             &["spec.components.database", "postgresVersion is immutable"],
+        ),
+        (
+            "admin user email",
+            tenant(
+                "adm",
+                &format!(
+                    "{TENANT_OK}  components: {{database: {{provider: Supabase, adminUser: {{email: a@example.com}}}}}}\n"
+                ),
+            ),
+            tenant(
+                "adm",
+                &format!(
+                    "{TENANT_OK}  components: {{database: {{provider: Supabase, adminUser: {{email: b@example.com}}}}}}\n"
+                ),
+            ),
+            &["spec.components.database", "adminUser cannot change"],
         ),
     ];
     for (what, first, second, needles) in &cases {
