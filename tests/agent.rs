@@ -72,6 +72,54 @@ async fn each_chat_is_metered_exactly_once_per_llm_call_streaming_and_not() {
     agent.stop().await;
 }
 
+/// What the tenant's `usage` table recorded per call, and what the ledger
+/// billed under the same idempotency key, each sorted by key.
+async fn recorded_and_billed(h: &Harness, db: &str) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let pool = sqlx::PgPool::connect(db).await.unwrap();
+    let recorded: Vec<(String, i64)> =
+        sqlx::query_as("SELECT request_id, credits FROM usage ORDER BY request_id").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    let billed: Vec<(String, i64)> =
+        sqlx::query_as("SELECT idempotency_key, credits FROM usage_records ORDER BY idempotency_key")
+            .fetch_all(h.db.ledger.pool())
+            .await
+            .unwrap();
+    (recorded, billed)
+}
+
+#[tokio::test]
+async fn concurrent_calls_each_record_what_the_ledger_billed_them() {
+    let (h, agent, _spool, db) = setup(1_000_000).await;
+    let conv = agent.chat("Hello").await["conversation_id"].as_str().unwrap().to_string();
+    // Eight turns of one conversation at once: each settles while the others
+    // move the balance too.
+    let turns = (0..8)
+        .map(|i| agent.post("/api/chat", &json!({"message": format!("question {i}"), "conversation_id": conv})).send());
+    for r in futures::future::join_all(turns).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let (recorded, billed) = recorded_and_billed(&h, &db).await;
+    assert_eq!(billed.len(), 9);
+    assert!(billed.iter().all(|(_, c)| *c > 0));
+    assert_eq!(recorded, billed, "the tenant's usage rows must be the ledger's figures, call by call");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_after_a_402_records_what_it_cost() {
+    // A call refused for credits (402), then one that fits: the latter
+    // records what it cost, not 0.
+    let (h, agent, _spool, db) = setup(20_000).await;
+    let r = agent.post("/api/chat", &json!({"message": "word ".repeat(12_000)})).send().await.unwrap();
+    assert_eq!(r.status(), 402);
+    agent.chat("Hi").await;
+    let (recorded, billed) = recorded_and_billed(&h, &db).await;
+    assert_eq!(billed.len(), 1);
+    assert!(billed[0].1 > 0);
+    assert_eq!(recorded, billed);
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn out_of_credits_is_a_clear_answer_and_no_upstream_call() {
     let (h, agent, _spool, db) = setup(0).await;
@@ -86,6 +134,20 @@ async fn out_of_credits_is_a_clear_answer_and_no_upstream_call() {
     assert_eq!(tenant_count(&db, "SELECT count(*) FROM usage").await, 0);
     let status: Value = agent.get("/status").send().await.unwrap().json().await.unwrap();
     assert_eq!(status["credits_remaining"], json!(0));
+    // The refusal names the conversation the message was stored in, so a
+    // retry continues it instead of opening another.
+    let conv = v["conversation_id"].as_str().expect("the refused turn's conversation").to_string();
+    for stream in [false, true] {
+        let again = agent
+            .post("/api/chat", &json!({"message": "Hello?", "conversation_id": conv, "stream": stream}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 402);
+        assert_eq!(again.json::<Value>().await.unwrap()["conversation_id"], json!(conv));
+    }
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM conversations").await, 1);
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM messages").await, 3);
     agent.stop().await;
 }
 
@@ -177,7 +239,7 @@ async fn skills_switch_and_the_prompt_follows() {
 
 #[tokio::test]
 async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
-    let (h, agent, _spool, _db) = setup(1_000_000).await;
+    let (h, agent, _spool, db) = setup(1_000_000).await;
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
         (agent.http.post(format!("{}/api/chat", agent.url)).bearer_auth(GATEWAY).body("{not json"), 400),
         (agent.post("/api/chat", &json!({"message": ""})), 400),
@@ -189,6 +251,13 @@ async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
         (agent.get("/api/memory/search"), 400),
         (agent.get("/api/memory/daily/yesterday"), 400),
         (agent.get("/nope"), 404),
+        // A NUL character, which PostgreSQL's text cannot hold: the caller's mistake.
+        (agent.post("/api/chat", &json!({"message": "hi\u{0}there"})), 400),
+        (agent.post("/api/chat", &json!({"message": "\u{0}", "stream": true})), 400),
+        (agent.post("/api/memory", &json!({"content": "a\u{0}b"})), 400),
+        (agent.post("/api/memory", &json!({"content": "ab", "key": "k\u{0}"})), 400),
+        (agent.post("/api/memory", &json!({"content": "ab", "scope": "\u{0}"})), 400),
+        (agent.get("/api/memory/search?q=a%00b"), 400),
     ];
     for (req, status) in cases {
         let resp = req.send().await.unwrap();
@@ -198,6 +267,39 @@ async fn bad_input_gets_clear_json_errors_and_no_llm_call() {
         assert!(!v.to_string().contains(&h.key), "the tenant key in an error");
     }
     assert_eq!(h.upstream.total().requests, 0);
+    // No conversation (not even an empty one) and no memory was stored.
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM conversations").await, 0);
+    assert_eq!(tenant_count(&db, "SELECT count(*) FROM memories WHERE scope <> 'daily'").await, 0);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn every_error_is_json_even_from_routing_and_extractors() {
+    let (_h, agent, _spool, _db) = setup(1_000_000).await;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (agent.get("/api/memory/search?q=x&limit=abc"), 400, "invalid_request"),
+        (agent.get("/api/memory/search?q=x&limit=99999999999999999999"), 400, "invalid_request"),
+        (agent.get("/api/memory/daily/%FF"), 400, "invalid_request"),
+        (agent.get("/api/chat"), 405, "method_not_allowed"),
+        (agent.http.delete(format!("{}/api/chat", agent.url)).bearer_auth(GATEWAY), 405, "method_not_allowed"),
+        (agent.http.post(format!("{}/health", agent.url)), 405, "method_not_allowed"),
+        (agent.get("/api/skills/faq/enable"), 405, "method_not_allowed"),
+        (agent.get("/nope"), 404, "not_found"),
+        (agent.http.get(format!("{}/nope", agent.url)), 404, "not_found"),
+        (agent.post("/api/skills/faq/enable/more", &json!({})), 404, "not_found"),
+        (agent.get("/api/memory/daily/2026-01-01/more"), 404, "not_found"),
+    ];
+    for (req, status, kind) in cases {
+        let req = req.build().unwrap();
+        let what = format!("{} {}", req.method(), req.url());
+        let resp = agent.http.execute(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let json_type = resp.headers().get("content-type").is_some_and(|v| v == "application/json");
+        assert!(json_type, "{what}: {:?}", resp.headers().get("content-type"));
+        let v: Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(v["error"]["type"], json!(kind), "{what}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {v}");
+    }
     agent.stop().await;
 }
 

@@ -310,7 +310,7 @@ async fn invalid_resources_are_refused_with_a_message_naming_the_field() {
 async fn immutable_fields_cannot_change() {
     let ns = TestNamespace::new("immutable").await;
     let apply = |yaml: &str| run_with_stdin(ns.kubectl(&["apply", "-f", "-"]), yaml);
-    let cases: [(&str, String, String, &[&str]); 8] = [
+    let cases: [(&str, String, String, &[&str]); 9] = [
         (
             "ledger tenantRef",
             ledger("tenantRef: {name: acme}\n"),
@@ -361,6 +361,22 @@ async fn immutable_fields_cannot_change() {
             tenant("wait", &format!("{TENANT_OK}  approved: false\n")),
             tenant("wait", TENANT_OK),
             &["spec.approved: false cannot be removed", "winston approve"],
+        ),
+        (
+            "admin user email",
+            tenant(
+                "adm",
+                &format!(
+                    "{TENANT_OK}  components: {{database: {{provider: Supabase, adminUser: {{email: a@example.com}}}}}}\n"
+                ),
+            ),
+            tenant(
+                "adm",
+                &format!(
+                    "{TENANT_OK}  components: {{database: {{provider: Supabase, adminUser: {{email: b@example.com}}}}}}\n"
+                ),
+            ),
+            &["spec.components.database", "adminUser cannot change"],
         ),
     ];
     for (what, first, second, needles) in &cases {

@@ -58,6 +58,8 @@ async fn anthropic_is_metered_exactly_streaming_and_not() {
     let b = h.settled_balance().await;
     assert_eq!((b.balance, b.reserved), (100_000 - first - second, 0));
     assert!(text.contains(&format!(": x-winston-credits-remaining: {}", b.available)), "{text}");
+    // What this very call was charged, as its usage record says.
+    assert!(text.contains(&format!(": x-winston-credits-charged: {second}\n\n")), "{text}");
     assert_eq!(h.usage().await, (first + second, 2));
 }
 

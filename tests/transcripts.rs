@@ -85,6 +85,7 @@ async fn while_the_proxy_is_away_events_wait_on_disk_then_all_arrive() {
     );
     let health: Value = agent.http.get(format!("{}/health", agent.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["transcripts"]["pending"], json!(10));
+    assert!(health["transcripts"]["failing_seconds"].is_u64(), "a failing delivery shows how long: {health}");
     assert_eq!(transcript_rows(h2).await, (0, 0));
     fwd.mode.store(FORWARD, Ordering::SeqCst);
     assert!(
@@ -93,6 +94,15 @@ async fn while_the_proxy_is_away_events_wait_on_disk_then_all_arrive() {
         transcript_rows(h2).await
     );
     assert!(eventually(10, || async { spooled_lines(spool.path()) == 0 }).await);
+    let agent2 = &agent;
+    assert!(
+        eventually(10, || async {
+            let health: Value =
+                agent2.http.get(format!("{}/health", agent2.url)).send().await.unwrap().json().await.unwrap();
+            health["transcripts"]["failing_seconds"].is_null()
+        })
+        .await
+    );
     // Every turn is there: five user and five assistant events, with tokens on the latter.
     let (users, assistants_with_tokens): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE entry->>'role' = 'user'), \
@@ -272,5 +282,40 @@ async fn a_batch_over_the_proxys_byte_limit_is_split_and_delivered_whole() {
         transcript_rows(h2).await
     );
     assert!(!spool.path().join("rejected.jsonl").exists());
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_postgres_cannot_hold_is_rejected_alone_and_the_spool_moves_on() {
+    let h = harness(1_000_000, test_settings()).await;
+    // NUL in the content, in an id and in a key: PostgreSQL's text and jsonb
+    // hold none of them. Each is named; the lines around them are stored.
+    let nul_content = event(31).replace("line 31", "li\\u0000ne");
+    let nul_id = event(33).replace("ev-33", "ev-\\u0000");
+    let nul_key = event(35).replace("\"tool_calls\":[]", "\"tool_calls\":[{\"x\\u0000\":1}]");
+    let batch = [event(30), nul_content, event(32), nul_id, event(34), nul_key].join("\n");
+    let r = push(&h, &h.key, batch).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["accepted"].clone(), v["duplicates"].clone()), (json!(3), json!(0)), "{v}");
+    let lines: Vec<u64> = v["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [1, 3, 5], "{v}");
+    assert!(v["rejected"][0]["error"].as_str().unwrap().contains("NUL"), "{v}");
+    assert_eq!(transcript_rows(&h).await, (3, 3));
+
+    // A runtime whose spool holds such a line delivers it (to rejected.jsonl)
+    // and everything after it, instead of retrying the batch forever.
+    let db = tenant_db(&h);
+    let spool = tempfile::tempdir().unwrap();
+    let stuck = format!("{}\n{}\n", event(40), event(41).replace("line 41", "\\u0000"));
+    std::fs::write(spool.path().join("current.jsonl"), stuck).unwrap();
+    let agent = start_agent(agent_args(&h.url, &h.key, &db, spool.path())).await;
+    agent.chat("after the bad line").await;
+    let h2 = &h;
+    assert!(eventually(30, || async { transcript_rows(h2).await == (6, 6) }).await, "{:?}", transcript_rows(h2).await);
+    assert!(eventually(10, || async { spooled_lines(spool.path()) == 0 }).await);
+    let set_aside = std::fs::read_to_string(spool.path().join("rejected.jsonl")).unwrap();
+    assert_eq!(set_aside.lines().count(), 1);
+    assert!(set_aside.contains("ev-41"));
     agent.stop().await;
 }

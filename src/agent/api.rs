@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -62,6 +62,7 @@ struct NewMemory {
 }
 
 fn bounded(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    super::error::no_nul(what, v)?;
     if v.trim().is_empty() {
         return Err(ApiError::BadRequest(format!("`{what}` must not be empty")));
     }
@@ -102,7 +103,13 @@ pub struct SearchQuery {
 }
 
 /// `GET /api/memory/search?q=...&limit=`: full-text search, best first.
-pub async fn search(State(st): State<Arc<AgentState>>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn search(
+    State(st): State<Arc<AgentState>>,
+    q: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|_| {
+        ApiError::BadRequest("the query must be `q` (text) and optionally `limit` (a whole number)".into())
+    })?;
     let text = q.q.unwrap_or_default();
     bounded("q", &text, MAX_KEY)?;
     let limit = q.limit.unwrap_or(10).clamp(1, MAX_RESULTS);
@@ -111,7 +118,11 @@ pub async fn search(State(st): State<Arc<AgentState>>, Query(q): Query<SearchQue
 }
 
 /// `GET /api/memory/daily/{date}` (`YYYY-MM-DD` or `today`).
-pub async fn daily(State(st): State<Arc<AgentState>>, Path(date): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn daily(
+    State(st): State<Arc<AgentState>>,
+    date: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(date) = date.map_err(|_| bad_path())?;
     let day = if date == "today" {
         Utc::now().date_naive()
     } else {
@@ -150,8 +161,9 @@ pub async fn skills(State(st): State<Arc<AgentState>>) -> Result<Json<Value>, Ap
 /// `POST /api/skills/{name}/{enable|disable}`.
 pub async fn switch_skill(
     State(st): State<Arc<AgentState>>,
-    Path((name, action)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path((name, action)) = path.map_err(|_| bad_path())?;
     let enabled = match action.as_str() {
         "enable" => true,
         "disable" => false,
@@ -177,7 +189,12 @@ pub async fn health(State(st): State<Arc<AgentState>>) -> Response {
         "workspace_hash": st.workspace_hash,
         "database": if db { "ok" } else { "unreachable" },
         "channels": {"api": {"state": channel}},
-        "transcripts": {"pending": pending, "last_push_ok": push.0, "last_error": push.1},
+        "transcripts": {
+            "pending": pending,
+            "last_push_ok": push.last_ok,
+            "last_error": push.last_error,
+            "failing_seconds": push.failing_since.map(|t| t.elapsed().as_secs()),
+        },
     });
     let code = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
@@ -205,6 +222,16 @@ pub async fn status(State(st): State<Arc<AgentState>>) -> Result<Json<Value>, Ap
 /// Any other path: a JSON 404.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint; see docs/runtime-contract.md".into())
+}
+
+/// A known path asked with another method: a JSON 405.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A path segment that is not valid UTF-8 once decoded (`%FF`).
+fn bad_path() -> ApiError {
+    ApiError::BadRequest("the path is not valid UTF-8 text".into())
 }
 
 #[cfg(test)]

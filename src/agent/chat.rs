@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AgentState;
-use super::error::{ApiError, parse_json};
+use super::error::{ApiError, no_nul, parse_json};
 use super::llm::{LlmError, Piece, Reply};
 use super::spool::{Tokens, TranscriptEvent};
 use super::store::Message;
@@ -51,8 +51,6 @@ struct Turn {
     messages: Vec<Message>,
     /// Idempotency key of the LLM call and the usage row's id.
     request_id: String,
-    /// Credits the proxy last reported before this call.
-    credits_before: i64,
 }
 
 fn valid_channel(c: &str) -> bool {
@@ -61,21 +59,29 @@ fn valid_channel(c: &str) -> bool {
         && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// `POST /api/chat`.
-pub async fn chat(
-    State(st): State<Arc<AgentState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| ApiError::from_body(&r, st.body_limit))?;
-    let req: ChatRequest = parse_json(&body)?;
-    let stream = req.stream;
-    let turn = begin(&st, req).await?;
-    if stream {
-        return streamed(st, turn).await;
-    }
-    let reply = st.llm.complete(&turn.system, &turn.messages, &turn.request_id).await.map_err(|e| refused(&st, &e))?;
-    finish(&st, &turn, &reply).await?;
-    Ok(Json(answer(&turn, &reply)).into_response())
+/// `POST /api/chat`. Once the turn is stored, an error answer also names
+/// its `conversation_id`.
+pub async fn chat(State(st): State<Arc<AgentState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let opened = async {
+        let body = body.map_err(|r| ApiError::from_body(&r, st.body_limit))?;
+        let req: ChatRequest = parse_json(&body)?;
+        let stream = req.stream;
+        Ok::<_, ApiError>((begin(&st, req).await?, stream))
+    };
+    let (turn, stream) = match opened.await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let conversation = turn.conversation;
+    let answered = if stream { streamed(st, turn).await } else { complete(&st, &turn).await };
+    answered.unwrap_or_else(|e| e.in_conversation(conversation))
+}
+
+/// The whole answer of one stored turn.
+async fn complete(st: &AgentState, turn: &Turn) -> Result<Response, ApiError> {
+    let reply = st.llm.complete(&turn.system, &turn.messages, &turn.request_id).await.map_err(|e| refused(st, &e))?;
+    finish(st, turn, &reply).await?;
+    Ok(Json(answer(turn, &reply)).into_response())
 }
 
 /// Validates, opens or continues the conversation, stores and spools the
@@ -84,28 +90,30 @@ async fn begin(st: &AgentState, req: ChatRequest) -> Result<Turn, ApiError> {
     if req.message.trim().is_empty() {
         return Err(ApiError::BadRequest("`message` must not be empty".into()));
     }
+    no_nul("message", &req.message)?;
     let channel = req.channel.unwrap_or_else(|| "api".into());
     if !valid_channel(&channel) {
         return Err(ApiError::BadRequest(format!(
             "`channel` must be 1-{MAX_CHANNEL} characters of a-z, 0-9, '-' or '_'"
         )));
     }
-    let conversation = match req.conversation_id {
+    let (conversation, mut messages) = match req.conversation_id {
         Some(id) => {
             if !st.store.conversation_exists(id).await.map_err(|e| ApiError::db(&e))? {
                 return Err(ApiError::NotFound("no conversation with that id".into()));
             }
-            id
+            let mut messages = st.store.history(id, st.history).await.map_err(|e| ApiError::db(&e))?;
+            messages.retain(|m| m.role == "user" || m.role == "assistant");
+            st.store.add_message(id, "user", &req.message).await.map_err(|e| ApiError::db(&e))?;
+            (id, messages)
         }
         None => {
+            // With its first message in one transaction: no empty conversation.
             let id = Uuid::new_v4();
-            st.store.start_conversation(id, &channel).await.map_err(|e| ApiError::db(&e))?;
-            id
+            st.store.start_conversation_with(id, &channel, "user", &req.message).await.map_err(|e| ApiError::db(&e))?;
+            (id, Vec::new())
         }
     };
-    let mut messages = st.store.history(conversation, st.history).await.map_err(|e| ApiError::db(&e))?;
-    messages.retain(|m| m.role == "user" || m.role == "assistant");
-    st.store.add_message(conversation, "user", &req.message).await.map_err(|e| ApiError::db(&e))?;
     let event = TranscriptEvent::new(&conversation.to_string(), "user", &req.message, &channel);
     st.spool.append(&[event]).await.map_err(|_| ApiError::Spool)?;
     messages.push(Message { role: "user".into(), content: req.message });
@@ -117,7 +125,6 @@ async fn begin(st: &AgentState, req: ChatRequest) -> Result<Turn, ApiError> {
         system: st.workspace.system_prompt(&enabled),
         messages,
         request_id: Uuid::new_v4().to_string(),
-        credits_before: st.credits_remaining.load(Ordering::Acquire),
     })
 }
 
@@ -135,10 +142,12 @@ fn refused(st: &AgentState, e: &LlmError) -> ApiError {
 
 /// Stores and spools the assistant's reply and its usage.
 async fn finish(st: &AgentState, turn: &Turn, reply: &Reply) -> Result<(), ApiError> {
-    let credits = match (turn.credits_before, reply.credits_remaining) {
-        (before, Some(after)) if before != super::UNKNOWN => before - after,
-        _ => 0,
-    };
+    // What the proxy charged for this very call, not a difference of
+    // balances that concurrent calls (and other instances) move too.
+    let credits = reply.credits_charged.unwrap_or_else(|| {
+        tracing::warn!("the proxy did not say what the call cost; its usage row records 0 credits");
+        0
+    });
     if let Some(after) = reply.credits_remaining {
         st.credits_remaining.store(after, Ordering::Release);
     }
@@ -194,13 +203,13 @@ async fn streamed(st: Arc<AgentState>, turn: Turn) -> Result<Response, ApiError>
                 Ok(Piece::Done(reply)) => {
                     let frame = match finish(&st, &turn, &reply).await {
                         Ok(()) => sse("done", &answer(&turn, &reply)),
-                        Err(e) => sse("error", &e.body()),
+                        Err(e) => sse("error", &e.body_in(turn.conversation)),
                     };
                     emit(&mut tx, &mut gone, frame).await;
                     return;
                 }
                 Err(e) => {
-                    emit(&mut tx, &mut gone, sse("error", &refused(&st, &e).body())).await;
+                    emit(&mut tx, &mut gone, sse("error", &refused(&st, &e).body_in(turn.conversation))).await;
                     return;
                 }
             }

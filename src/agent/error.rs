@@ -19,6 +19,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     NotFound(String),
+    #[error("this endpoint does not answer that method; see docs/runtime-contract.md")]
+    MethodNotAllowed,
     #[error(
         "this agent has used all of its credits, so it cannot answer right now; please top up the account or try again next period"
     )]
@@ -40,6 +42,7 @@ impl ApiError {
             Self::BadRequest(_) => "invalid_request",
             Self::TooLarge(_) => "request_too_large",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::OutOfCredits => "out_of_credits",
             Self::LlmUnavailable => "llm_unavailable",
             Self::Database => "database_unavailable",
@@ -55,6 +58,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::OutOfCredits => StatusCode::PAYMENT_REQUIRED,
             Self::LlmUnavailable => StatusCode::BAD_GATEWAY,
             Self::Database | Self::Spool => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +69,22 @@ impl ApiError {
     #[must_use]
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"type": self.kind(), "message": self.to_string()}})
+    }
+
+    /// The error as an answer about conversation `id`: the JSON body also
+    /// names it, so a caller retrying a refused turn continues that
+    /// conversation instead of opening another.
+    #[must_use]
+    pub fn in_conversation(self, id: uuid::Uuid) -> Response {
+        (self.status(), Json(self.body_in(id))).into_response()
+    }
+
+    /// The JSON body naming conversation `id` beside the error.
+    #[must_use]
+    pub fn body_in(&self, id: uuid::Uuid) -> serde_json::Value {
+        let mut body = self.body();
+        body["conversation_id"] = json!(id);
+        body
     }
 
     /// From a body that could not be read (too large, broken).
@@ -98,6 +118,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status(), Json(self.body())).into_response()
     }
+}
+
+/// Refuses a NUL character in `what`: PostgreSQL's `text` cannot hold one,
+/// so it is the caller's mistake (400), not the database's (503).
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming the field.
+pub fn no_nul(what: &str, v: &str) -> Result<(), ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::BadRequest(format!("`{what}` must not contain a NUL character (\\u0000)")));
+    }
+    Ok(())
 }
 
 /// Parses a JSON body into `T`, with a clear message when it does not fit.

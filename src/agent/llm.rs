@@ -2,6 +2,12 @@
 //! API, with the tenant's key. Every call carries an `Idempotency-Key`, so
 //! the proxy bills it once whatever happens on the wire. The proxy's 402 is
 //! [`LlmError::OutOfCredits`]: the proxy refused before any upstream call.
+//!
+//! Every call is streamed from the proxy, also for an answer the caller
+//! wants whole ([`Llm::complete`]): only a stream's end says what the proxy
+//! charged for that very call (`: x-winston-credits-charged: N`), the
+//! figure the tenant's `usage` table records. A difference of the balance
+//! before and after would also count every other call settled meanwhile.
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -11,6 +17,8 @@ use super::store::Message;
 
 /// Header with the credits left, as the proxy sets it.
 pub const CREDITS_REMAINING_HEADER: &str = "x-winston-credits-remaining";
+/// SSE comment at a stream's end with the credits the call was charged.
+pub const CREDITS_CHARGED_COMMENT: &str = "x-winston-credits-charged";
 
 /// Why an LLM call gave no reply.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +41,8 @@ pub struct Reply {
     pub output_tokens: i64,
     /// What the proxy said is left after this call.
     pub credits_remaining: Option<i64>,
+    /// What the proxy said it charged for this call.
+    pub credits_charged: Option<i64>,
 }
 
 /// A piece of a streamed reply.
@@ -72,20 +82,14 @@ impl Llm {
         &self.model
     }
 
-    fn request(
-        &self,
-        system: &str,
-        messages: &[Message],
-        stream: bool,
-        idempotency_key: &str,
-    ) -> reqwest::RequestBuilder {
+    fn request(&self, system: &str, messages: &[Message], idempotency_key: &str) -> reqwest::RequestBuilder {
         let msgs: Vec<Value> = messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
         self.http
             .post(&self.url)
             .header("x-api-key", self.key.expose())
             .header("anthropic-version", "2023-06-01")
             .header("idempotency-key", idempotency_key)
-            .json(&json!({"model": self.model, "max_tokens": self.max_tokens, "system": system, "messages": msgs, "stream": stream}))
+            .json(&json!({"model": self.model, "max_tokens": self.max_tokens, "system": system, "messages": msgs, "stream": true}))
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, LlmError> {
@@ -97,27 +101,18 @@ impl Llm {
         }
     }
 
-    /// One non-streamed reply.
+    /// One reply in full (read from a stream, see the module's doc).
     ///
     /// # Errors
     /// [`LlmError`]: out of credits, refused, unreachable, malformed.
     pub async fn complete(&self, system: &str, messages: &[Message], idempotency_key: &str) -> Result<Reply, LlmError> {
-        let resp = self.send(self.request(system, messages, false, idempotency_key)).await?;
-        let credits_remaining = remaining(resp.headers());
-        let v: Value = resp.json().await.map_err(|_| LlmError::Malformed("not JSON"))?;
-        let text = v["content"]
-            .as_array()
-            .ok_or(LlmError::Malformed("no content"))?
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("");
-        Ok(Reply {
-            text,
-            input_tokens: v["usage"]["input_tokens"].as_i64().unwrap_or(0),
-            output_tokens: v["usage"]["output_tokens"].as_i64().unwrap_or(0),
-            credits_remaining,
-        })
+        let mut pieces = Box::pin(self.stream(system, messages, idempotency_key).await?);
+        while let Some(p) = pieces.next().await {
+            if let Piece::Done(reply) = p? {
+                return Ok(reply);
+            }
+        }
+        Err(LlmError::Malformed("the stream ended early"))
     }
 
     /// A streamed reply: text pieces as they arrive, then [`Piece::Done`].
@@ -131,7 +126,7 @@ impl Llm {
         messages: &[Message],
         idempotency_key: &str,
     ) -> Result<impl Stream<Item = Result<Piece, LlmError>> + Send + 'static, LlmError> {
-        let resp = self.send(self.request(system, messages, true, idempotency_key)).await?;
+        let resp = self.send(self.request(system, messages, idempotency_key)).await?;
         let reply = Reply { credits_remaining: remaining(resp.headers()), ..Reply::default() };
         let bytes = resp.bytes_stream().map(|r| r.map_err(|_| LlmError::Unreachable));
         Ok(sse_pieces(bytes, reply))
@@ -212,6 +207,8 @@ fn frame_event(frame: &str, reply: &mut Reply) -> Frame {
             data.push_str(d.trim_start());
         } else if let Some(c) = line.strip_prefix(": ").and_then(|c| c.strip_prefix(CREDITS_REMAINING_HEADER)) {
             reply.credits_remaining = c.trim_start_matches(':').trim().parse().ok().or(reply.credits_remaining);
+        } else if let Some(c) = line.strip_prefix(": ").and_then(|c| c.strip_prefix(CREDITS_CHARGED_COMMENT)) {
+            reply.credits_charged = c.trim_start_matches(':').trim().parse().ok().or(reply.credits_charged);
         }
     }
     let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
@@ -249,6 +246,7 @@ mod tests {
             event: content_block_delta\ndata: {\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n\
             event: content_block_delta\ndata: {\"delta\":{\"type\":\"text_delta\",\"text\":\"lo\"}}\n\n\
             event: message_delta\ndata: {\"usage\":{\"output_tokens\":2}}\n\n\
+            : x-winston-credits-charged: 45\n\n\
             : x-winston-credits-remaining: 41\n\n\
             event: message_stop\ndata: {}\n\n";
         let chunks: Vec<Result<bytes::Bytes, LlmError>> =
@@ -258,6 +256,7 @@ mod tests {
         assert_eq!(pieces[0], Piece::Text("Hel".into()));
         let Some(Piece::Done(r)) = pieces.last() else { panic!("no end: {pieces:?}") };
         assert_eq!((r.text.as_str(), r.input_tokens, r.output_tokens, r.credits_remaining), ("Hello", 7, 2, Some(41)));
+        assert_eq!(r.credits_charged, Some(45));
     }
 
     #[tokio::test]

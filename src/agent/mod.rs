@@ -83,20 +83,35 @@ pub struct AgentState {
     /// Credits left as the proxy last reported them ([`UNKNOWN`] before).
     pub(crate) credits_remaining: AtomicI64,
     pub(crate) started: Instant,
-    /// Whether the last push round succeeded, and its error if not.
-    push: Mutex<(Option<bool>, Option<String>)>,
+    /// How the push rounds went.
+    push: Mutex<PushStatus>,
+}
+
+/// How transcript delivery is going, for `/health`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PushStatus {
+    /// Whether the last round succeeded (`None` before the first).
+    pub last_ok: Option<bool>,
+    pub last_error: Option<String>,
+    /// Since when every round failed (`None` while delivery works), so a
+    /// backlog stuck for long shows.
+    pub failing_since: Option<Instant>,
 }
 
 impl AgentState {
-    fn push_status(&self) -> (Option<bool>, Option<String>) {
+    fn push_status(&self) -> PushStatus {
         self.push.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     fn set_push_status(&self, r: Result<(), String>) {
         if let Ok(mut g) = self.push.lock() {
             *g = match r {
-                Ok(()) => (Some(true), None),
-                Err(e) => (Some(false), Some(e)),
+                Ok(()) => PushStatus { last_ok: Some(true), ..PushStatus::default() },
+                Err(e) => PushStatus {
+                    last_ok: Some(false),
+                    last_error: Some(e),
+                    failing_since: Some(g.failing_since.unwrap_or_else(Instant::now)),
+                },
             };
         }
     }
@@ -142,7 +157,7 @@ impl Agent {
             history: args.history,
             credits_remaining: AtomicI64::new(UNKNOWN),
             started: Instant::now(),
-            push: Mutex::new((None, None)),
+            push: Mutex::new(PushStatus::default()),
         };
         Ok(Self {
             state: Arc::new(state),
@@ -153,7 +168,8 @@ impl Agent {
     }
 
     /// The HTTP API: `/health` and `/healthz` open, the rest behind the
-    /// gateway token; bodies above the limit get a JSON 413.
+    /// gateway token; bodies above the limit get a JSON 413, an unknown path
+    /// a JSON 404 and a known one asked with another method a JSON 405.
     pub fn router(&self) -> Router {
         let st = Arc::clone(&self.state);
         let guarded = Router::new()
@@ -170,6 +186,7 @@ impl Agent {
             .route("/healthz", get(api::health))
             .merge(guarded)
             .fallback(api::not_found)
+            .method_not_allowed_fallback(api::method_not_allowed)
             .layer(DefaultBodyLimit::max(st.body_limit))
             .with_state(st)
     }

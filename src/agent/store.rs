@@ -75,14 +75,28 @@ impl Store {
             .await
     }
 
-    /// Starts a conversation on `channel`.
-    pub async fn start_conversation(&self, id: Uuid, channel: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO conversations (id, channel) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+    /// Starts a conversation on `channel` with its first message, in one
+    /// transaction: a conversation is never left without it.
+    pub async fn start_conversation_with(
+        &self,
+        id: Uuid,
+        channel: &str,
+        role: &str,
+        content: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO conversations (id, channel) VALUES ($1, $2)")
             .bind(id)
             .bind(channel)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        sqlx::query("INSERT INTO messages (conversation_id, role, content) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(role)
+            .bind(content)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     /// The newest `limit` messages of a conversation, oldest first.
@@ -110,7 +124,7 @@ impl Store {
     }
 
     /// Records one LLM call as the proxy metered it; `credits` is what the
-    /// proxy's remaining balance moved by across the call.
+    /// proxy said it charged for this call.
     pub async fn record_usage(
         &self,
         request_id: &str,

@@ -119,6 +119,7 @@ pub enum DatabaseProvider {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.provider == oldSelf.provider").message("components.database.provider is immutable: changing it would strand the tenant's data; create a new Tenant instead"))]
 #[x_kube(validation = Rule::new("has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)").message("components.database.region is immutable: a database cannot move region; create a new Tenant in the new region and move the data"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.adminUser) || !has(self.adminUser) || self.adminUser == oldSelf.adminUser").message("components.database.adminUser cannot change once set: the admin user was created in Supabase Auth with that email and is not updated from here; change the email in the application (or create a new Tenant)"))]
 #[x_kube(validation = Rule::new("!has(self.adminUser) || (has(self.provider) && self.provider == 'Supabase')").message("components.database.adminUser needs provider Supabase: the admin user is created through Supabase Auth"))]
 #[x_kube(validation = Rule::new("!has(self.postgresVersion) || !has(self.provider) || self.provider == 'Neon'").message("components.database.postgresVersion applies to Neon only: Supabase picks the major version of a new project"))]
 #[x_kube(validation = Rule::new("has(self.postgresVersion) == has(oldSelf.postgresVersion) && (!has(self.postgresVersion) || self.postgresVersion == oldSelf.postgresVersion)").message("components.database.postgresVersion is immutable: a database's major version cannot change in place (a downgrade never can); create a new Tenant with the version and move the data"))]
@@ -174,6 +175,7 @@ pub struct LocalObjectRef {
 #[serde(rename_all = "camelCase")]
 pub struct AdminUser {
     /// The admin's sign-in email; the Tenant's `contactEmail` when omitted.
+    /// Fixed once set: the user is created with it and never updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 254))]
     #[x_kube(validation = Rule::new(r#"self.matches("^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:[.][A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")"#).message("must be an email address such as admin@example.com"))]

@@ -113,7 +113,8 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditsSummary>,
     /// Who approved the Tenant and when (for Tenants declared with
-    /// `spec.approved: false`).
+    /// `spec.approved: false`). Recorded once: annotations changed later
+    /// do not rewrite it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,
     /// What the website analyzer proposed from `spec.website` (see the

@@ -400,25 +400,30 @@ pub fn status(
 /// Who approved `tenant` and when, once `spec.approved` is true: the
 /// annotations `winston approve` writes, else the field manager that set
 /// `spec.approved` and the time of its write (a GitOps controller's
-/// apply); a record seen before is kept as it was.
+/// apply).
+///
+/// # Guarantees
+/// A record seen before (in `status.approval`) is kept as it was: the
+/// annotations, which anyone who may edit the Tenant can change, only fill
+/// the first record and never rewrite who approved or when.
 #[must_use]
 pub fn approval(tenant: &Tenant, now: &Time) -> Option<ApprovalRecord> {
     if tenant.spec.approved != Some(true) {
         return None;
     }
+    if let Some(previous) = tenant.status.as_ref().and_then(|s| s.approval.clone()) {
+        return Some(previous);
+    }
     let annotations = tenant.metadata.annotations.as_ref();
     let annotated = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
-    let previous = tenant.status.as_ref().and_then(|s| s.approval.clone());
     let manager =
         tenant.metadata.managed_fields.iter().flatten().find(|m| {
             m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:approved")).is_some())
         });
     let approved_by = annotated(names::ANNOTATION_APPROVED_BY)
-        .or_else(|| previous.as_ref().map(|p| p.approved_by.clone()))
         .or_else(|| manager.and_then(|m| m.manager.clone()))
         .unwrap_or_else(|| "unknown".into());
     let approved_at = annotated(names::ANNOTATION_APPROVED_AT)
-        .or_else(|| previous.as_ref().map(|p| p.approved_at.clone()))
         .or_else(|| manager.and_then(|m| m.time.as_ref()).map(|t| t.0.to_string()))
         .unwrap_or_else(|| now.0.to_string());
     Some(ApprovalRecord { approved_by, approved_at })
@@ -1054,5 +1059,25 @@ mod tests {
         gitops.status = Some(TenantStatus { approval: Some(rec.clone()), ..TenantStatus::default() });
         gitops.metadata.managed_fields = None;
         assert_eq!(approval(&gitops, &now()), Some(rec));
+    }
+
+    #[test]
+    fn annotations_written_later_do_not_rewrite_a_recorded_approval() {
+        let mut t = tenant(1);
+        t.spec.approved = Some(true);
+        let rec = ApprovalRecord { approved_by: "alice".into(), approved_at: "2026-12-02T15:00:00Z".into() };
+        t.status = Some(TenantStatus { approval: Some(rec.clone()), ..TenantStatus::default() });
+        // Someone with edit rights on the Tenant claims it afterwards.
+        t.metadata.annotations = Some(BTreeMap::from([
+            (names::ANNOTATION_APPROVED_BY.to_string(), "mallory".to_string()),
+            (names::ANNOTATION_APPROVED_AT.to_string(), "2020-01-01T00:00:00Z".to_string()),
+        ]));
+        assert_eq!(approval(&t, &now()), Some(rec.clone()));
+        // Only one of them, too.
+        t.metadata.annotations =
+            Some(BTreeMap::from([(names::ANNOTATION_APPROVED_BY.to_string(), "mallory".to_string())]));
+        assert_eq!(approval(&t, &now()), Some(rec.clone()));
+        // And the status the controller writes carries the first record.
+        assert_eq!(status(&t, &[], None, None, &now()).approval, Some(rec));
     }
 }

@@ -13,7 +13,12 @@
 //!   `error` event, an upstream that cuts the stream (the client then gets
 //!   the API's error event, so an SDK can tell it from a finished answer),
 //!   or an upstream that generates past the output cap the hold paid for,
-//!   which is cut.
+//!   which is cut;
+//! - once settled, two SSE comments precede the last frame: what this call
+//!   was charged (`: x-winston-credits-charged: N`, the figure of its usage
+//!   record) and what is left (`: x-winston-credits-remaining: N`), so a
+//!   client can account for each call without differencing balances that
+//!   concurrent calls move too.
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +34,9 @@ use super::errors::{Refusal, stream_error_frame};
 use super::forward::{Admitted, credit_headers, settle_durably, upstream_headers};
 use super::meter::{FrameKind, Meter, frame_end};
 use super::{CREDITS_REMAINING_HEADER, InFlightGuard, ProxyState};
+
+/// Name of the SSE comment with the credits this call was charged.
+const CREDITS_CHARGED_COMMENT: &str = "x-winston-credits-charged";
 
 /// A frame longer than this without a blank line is forwarded unparsed.
 const MAX_FRAME: usize = 1024 * 1024;
@@ -223,6 +231,7 @@ async fn finish(st: &ProxyState, a: &Admitted, mut reader: Reader, end: End) {
     let client = &mut reader.client;
     match settled {
         Ok(s) => {
+            client.send(Bytes::from(format!(": {CREDITS_CHARGED_COMMENT}: {}\n\n", s.credits))).await;
             client.send(Bytes::from(format!(": {CREDITS_REMAINING_HEADER}: {}\n\n", s.available))).await;
             if let Some(last) = reader.held.take() {
                 client.send(last).await;

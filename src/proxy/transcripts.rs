@@ -7,6 +7,10 @@
 //!   its batch is sent; the answer counts it as a duplicate.
 //! - Partial failure is per line: a malformed line is named in `rejected`
 //!   (0-based line number and reason) and the rest of the batch is stored.
+//!   A line PostgreSQL cannot hold (a NUL character, `\u0000`, anywhere in
+//!   it) is such a line too; should the database still refuse a line's
+//!   content, the batch is stored line by line and only the refused lines
+//!   are named, so no line's content can fail the whole batch.
 //!   The answer is 200 whenever the batch was read; the runtime deletes its
 //!   copy only then.
 //! - Bounded: a batch over [`MAX_BATCH_BYTES`] or [`MAX_BATCH_LINES`] gets
@@ -50,6 +54,8 @@ const PRUNE_LOCK: i64 = 0x5749_4e53_5452_4e53; // "WINSTRNS"
 
 /// A line ready to store.
 struct Row {
+    /// 0-based number of the line within the batch.
+    line: usize,
     session_id: String,
     event_id: String,
     hash: Vec<u8>,
@@ -57,12 +63,26 @@ struct Row {
     at: DateTime<Utc>,
 }
 
-/// Checks one line; the reason is for the pushing runtime's operator.
-fn parse_line(line: &[u8]) -> Result<Row, &'static str> {
+/// True when a string or key anywhere in `v` holds a NUL character, which
+/// neither PostgreSQL's `text` nor its `jsonb` can store.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// Checks line number `n`; the reason is for the pushing runtime's operator.
+fn parse_line(n: usize, line: &[u8]) -> Result<Row, &'static str> {
     if line.len() > MAX_LINE_BYTES {
         return Err("the line is longer than 262144 bytes");
     }
     let v: Value = serde_json::from_slice(line).map_err(|_| "not a JSON object")?;
+    if holds_nul(&v) {
+        return Err("the line holds a NUL character (\\u0000), which cannot be stored");
+    }
     let field = |k: &str| v.get(k).and_then(Value::as_str);
     let id =
         field("id").filter(|s| !s.is_empty() && s.len() <= MAX_ID).ok_or("`id` must be a string of 1-128 bytes")?;
@@ -78,6 +98,7 @@ fn parse_line(line: &[u8]) -> Result<Row, &'static str> {
         .ok_or("`at` must be an RFC 3339 timestamp")?
         .with_timezone(&Utc);
     Ok(Row {
+        line: n,
         session_id: session.to_string(),
         event_id: id.to_string(),
         hash: Sha256::digest(line).to_vec(),
@@ -113,24 +134,63 @@ pub(super) async fn ingest(State(st): State<Arc<ProxyState>>, headers: HeaderMap
     let mut rows = Vec::with_capacity(lines.len());
     let mut rejected = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        match parse_line(line) {
+        match parse_line(i, line) {
             Ok(r) => rows.push(r),
             Err(reason) => rejected.push(json!({"line": i, "error": reason})),
         }
     }
     let days = st.settings.transcript_retention_days;
-    match store(st.ledger.pool(), &account, &rows, days).await {
-        Ok(accepted) => Json(json!({
-            "accepted": accepted,
-            "duplicates": rows.len() as u64 - accepted,
-            "rejected": rejected,
-        }))
-        .into_response(),
+    match store_per_line(st.ledger.pool(), &account, &rows, days).await {
+        Ok((accepted, refused)) => {
+            let duplicates = (rows.len() - refused.len()) as u64 - accepted;
+            rejected.extend(refused.iter().map(|n| json!({"line": n, "error": UNSTORABLE})));
+            rejected.sort_by_key(|r| r["line"].as_u64());
+            Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected})).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "failed to store transcripts");
             refuse(StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", "transcripts cannot be stored right now; retry")
         }
     }
+}
+
+/// Why a line the database refused was not stored.
+const UNSTORABLE: &str = "the database cannot store this line's content";
+
+/// True when the database refused the data itself (SQLSTATE class 22, data
+/// exception, or 54, a limit exceeded), not when it is away.
+fn refused_data(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
+}
+
+/// Stores `rows` in one statement; when the database refuses some line's
+/// data, stores them one by one instead. Returns how many were new and the
+/// line numbers of the rows refused.
+///
+/// # Errors
+/// Database errors other than refused data (nothing of the batch is stored).
+async fn store_per_line(
+    pool: &PgPool,
+    account: &str,
+    rows: &[Row],
+    retention_days: u32,
+) -> Result<(u64, Vec<usize>), sqlx::Error> {
+    match store(pool, account, rows, retention_days).await {
+        Err(e) if refused_data(&e) => {}
+        other => return other.map(|n| (n, Vec::new())),
+    }
+    let (mut accepted, mut refused) = (0, Vec::new());
+    for row in rows {
+        match store(pool, account, std::slice::from_ref(row), retention_days).await {
+            Ok(n) => accepted += n,
+            Err(e) if refused_data(&e) => {
+                tracing::warn!(line = row.line, "the database refused a transcript line");
+                refused.push(row.line);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((accepted, refused))
 }
 
 /// Stores `rows` for `account`, skipping events already stored; returns
@@ -296,7 +356,7 @@ mod tests {
     #[test]
     fn lines_are_checked_field_by_field() {
         let good = br#"{"id":"e1","session_id":"s1","role":"user","content":"hi","channel":"api","at":"2026-12-01T10:00:00Z"}"#;
-        let row = parse_line(good).expect("valid");
+        let row = parse_line(0, good).expect("valid");
         assert_eq!((row.event_id.as_str(), row.session_id.as_str()), ("e1", "s1"));
         for (bad, why) in [
             (&b"not json"[..], "JSON"),
@@ -304,8 +364,11 @@ mod tests {
             (br#"{"id":"e","session_id":"s","role":"boss","content":"x","at":"2026-12-01T10:00:00Z"}"#, "`role`"),
             (br#"{"id":"e","session_id":"s","role":"user","content":"x","at":"yesterday"}"#, "`at`"),
             (br#"{"id":"e","session_id":"s","role":"user","content":7,"at":"2026-12-01T10:00:00Z"}"#, "`content`"),
+            (br#"{"id":"e","session_id":"s","role":"user","content":"a\u0000b","at":"2026-12-01T10:00:00Z"}"#, "NUL"),
+            (br#"{"id":"e\u0000","session_id":"s","role":"user","content":"x","at":"2026-12-01T10:00:00Z"}"#, "NUL"),
+            (br#"{"id":"e","session_id":"s","role":"user","content":"x","tool_calls":[{"a\u0000":1}],"at":"2026-12-01T10:00:00Z"}"#, "NUL"),
         ] {
-            let e = parse_line(bad).err().expect("rejected");
+            let e = parse_line(3, bad).err().expect("rejected");
             assert!(e.contains(why), "{e}");
         }
     }
