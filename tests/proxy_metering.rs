@@ -37,11 +37,13 @@ async fn anthropic_is_metered_exactly_streaming_and_not() {
     let resp = h.anthropic(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let left = remaining(&resp);
+    let charged: i64 = resp.headers()["x-winston-credits-charged"].to_str().unwrap().parse().unwrap();
     let v: Value = resp.json().await.unwrap();
     let input = count_input_tokens(&body) as i64;
     assert_eq!(v["usage"]["input_tokens"], json!(input));
     assert_eq!(v["usage"]["output_tokens"], json!(37));
     let first = (input + 37) * SONNET_X;
+    assert_eq!(charged, first, "the charge of this very call");
     assert_eq!(h.balance().await.balance, 100_000 - first);
     assert_eq!(left, 100_000 - first);
     // Streaming: the events arrive in the upstream's shape, billed from message_delta.

@@ -26,7 +26,8 @@ use super::meter::Meter;
 use super::pricing::Tokens;
 use super::request::{self, Analyzed};
 use super::{
-    CREDITS_REMAINING_HEADER, CREDITS_WARNING_HEADER, IDEMPOTENCY_KEY_HEADER, OUTPUT_CAP_HEADER, ProxyState, stream,
+    CREDITS_CHARGED_HEADER, CREDITS_REMAINING_HEADER, CREDITS_WARNING_HEADER, IDEMPOTENCY_KEY_HEADER,
+    OUTPUT_CAP_HEADER, ProxyState, stream,
 };
 use crate::ledger::{HoldRequest, LedgerError, Reservation, Settlement, Usage};
 
@@ -525,8 +526,8 @@ async fn complete_unary(st: &ProxyState, a: Admitted, upstream: reqwest::Respons
         // big to read and never pay for it.
         let usage = a.usage(Tokens { output: a.output_allowance(), ..Tokens::default() }, "upstream_cut", true);
         st.metrics.request(a.api.label(), "upstream_cut");
-        let available = match settle_durably(st, &a.reservation, &usage).await {
-            Ok(s) => s.available,
+        let (available, charged) = match settle_durably(st, &a.reservation, &usage).await {
+            Ok(s) => (s.available, s.credits),
             Err(e) => {
                 tracing::error!(error = %e, "failed to record the usage of a cut answer");
                 st.metrics.request(a.api.label(), "ledger_unavailable");
@@ -538,6 +539,7 @@ async fn complete_unary(st: &ProxyState, a: Admitted, upstream: reqwest::Respons
             "the model provider's response was cut off or too large to read; it was billed at the reserved maximum",
         );
         credit_headers(resp.headers_mut(), available, a.reservation.low(), Some(&a.reservation));
+        resp.headers_mut().insert(HeaderName::from_static(CREDITS_CHARGED_HEADER), HeaderValue::from(charged));
         return resp;
     };
     let mut meter = Meter::new(a.model.kind);
@@ -552,6 +554,7 @@ async fn complete_unary(st: &ProxyState, a: Admitted, upstream: reqwest::Respons
             let mut resp = (StatusCode::OK, body).into_response();
             resp.headers_mut().extend(headers);
             credit_headers(resp.headers_mut(), s.available, s.low(), Some(&a.reservation));
+            resp.headers_mut().insert(HeaderName::from_static(CREDITS_CHARGED_HEADER), HeaderValue::from(s.credits));
             resp
         }
         Err(e) => {

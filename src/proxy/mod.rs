@@ -54,6 +54,9 @@ const READINESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Response header with the credits left to the tenant.
 pub const CREDITS_REMAINING_HEADER: &str = "x-winston-credits-remaining";
+/// Header (and, on a stream, SSE comment) with what this call was charged:
+/// the credits of its usage record.
+pub const CREDITS_CHARGED_HEADER: &str = "x-winston-credits-charged";
 /// Response header present when the balance is under the low threshold.
 pub const CREDITS_WARNING_HEADER: &str = "x-winston-credits-warning";
 /// Request header carrying the client's idempotency key (retries reuse it).

@@ -33,10 +33,7 @@ use tokio::sync::mpsc;
 use super::errors::{Refusal, stream_error_frame};
 use super::forward::{Admitted, credit_headers, settle_durably, upstream_headers};
 use super::meter::{FrameKind, Meter, frame_end};
-use super::{CREDITS_REMAINING_HEADER, InFlightGuard, ProxyState};
-
-/// Name of the SSE comment with the credits this call was charged.
-const CREDITS_CHARGED_COMMENT: &str = "x-winston-credits-charged";
+use super::{CREDITS_CHARGED_HEADER, CREDITS_REMAINING_HEADER, InFlightGuard, ProxyState};
 
 /// A frame longer than this without a blank line is forwarded unparsed.
 const MAX_FRAME: usize = 1024 * 1024;
@@ -231,7 +228,7 @@ async fn finish(st: &ProxyState, a: &Admitted, mut reader: Reader, end: End) {
     let client = &mut reader.client;
     match settled {
         Ok(s) => {
-            client.send(Bytes::from(format!(": {CREDITS_CHARGED_COMMENT}: {}\n\n", s.credits))).await;
+            client.send(Bytes::from(format!(": {CREDITS_CHARGED_HEADER}: {}\n\n", s.credits))).await;
             client.send(Bytes::from(format!(": {CREDITS_REMAINING_HEADER}: {}\n\n", s.available))).await;
             if let Some(last) = reader.held.take() {
                 client.send(last).await;
