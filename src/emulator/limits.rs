@@ -386,7 +386,15 @@ mod tests {
         assert!(c.admit(&limits, Platform::Vercel, "createDeployment", "t").is_ok());
         let refused = c.admit(&limits, Platform::Vercel, "createDeployment", "t").unwrap_err();
         assert_eq!(refused.counter, VERCEL_DAILY_DEPLOYMENTS);
-        assert!(refused.standing.reset_s > 3600, "a day's window: {refused:?}");
+        // The day's window ends at the next UTC midnight (windows are aligned
+        // to the epoch): not a minute's, and not "more than an hour away",
+        // which failed every day between 23:00 and midnight.
+        let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let to_midnight = 86_400 - now_s % 86_400;
+        assert!(
+            refused.standing.reset_s.abs_diff(to_midnight) <= 2,
+            "a day's window: {refused:?}, {to_midnight} s to midnight"
+        );
         assert_eq!(c.admit(&limits, Platform::Vercel, "getDeployment", "t"), Ok(None));
         let scaled = PlatformLimits { railway_plan: RailwayPlan::Hobby, railway_hour_s: 60, ..PlatformLimits::none() };
         assert_eq!(scaled.applying(Platform::Railway, "q")[0].1, Limit { requests: 1000, window_s: 60 });

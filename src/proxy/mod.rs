@@ -16,6 +16,7 @@ pub mod errors;
 mod forward;
 pub mod meter;
 mod metrics;
+mod pdf;
 pub mod pricing;
 pub mod request;
 mod stream;
