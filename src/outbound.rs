@@ -23,7 +23,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 /// Why an outbound request was not made or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("refused to reach {host}: {addr} is not a public address")]
+    #[error("refused to reach {host}: {}", refusal(.host, .addr))]
     Refused { host: String, addr: IpAddr },
     #[error("refused to reach {url}: only http and https URLs with a host are allowed")]
     Unsupported { url: String },
@@ -35,6 +35,19 @@ pub enum OutboundError {
     Request { host: String, message: String },
     #[error("failed to build the outbound HTTP client: {0}")]
     Client(String),
+}
+
+/// Why `host` was refused: the address when the host is one, else only
+/// that the name resolves to a non-public address, so messages that reach
+/// users (conditions, analyzer errors) are no oracle of internal DNS.
+#[must_use]
+pub fn refusal(host: &str, addr: &IpAddr) -> String {
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok();
+    if literal {
+        format!("{addr} is not a public address")
+    } else {
+        "it resolves to an address that is not public".into()
+    }
 }
 
 /// Which addresses outbound requests may reach: public ones, plus the
@@ -113,6 +126,9 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfe80
         || first == 0x2001 && ip.segments()[1] == 0x0db8
         || first == 0x0064 && ip.segments()[1] == 0xff9b
+        // 6to4 and Teredo carry an IPv4 address (possibly a private one) inside.
+        || first == 0x2002
+        || first == 0x2001 && ip.segments()[1] == 0x0000
         || ip.to_ipv4().is_some_and(|v4| !public_v4(v4)))
 }
 
@@ -257,9 +273,17 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            // Audit (session 16): 6to4 of 127.0.0.1 was attempted; Teredo likewise.
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(ip(refused)), "{refused} counted as public");
         }
+        // A refused name does not tell what it resolves to; a literal is itself.
+        let by_name = OutboundError::Refused { host: "db.internal".into(), addr: ip("10.0.0.7") }.to_string();
+        assert!(!by_name.contains("10.0.0.7") && by_name.contains("not public"), "{by_name}");
+        let literal = OutboundError::Refused { host: "[::1]".into(), addr: ip("::1") }.to_string();
+        assert!(literal.contains("::1 is not a public address"), "{literal}");
         for public in ["1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.1", "172.32.0.1", "2606:4700::1111"] {
             assert!(is_public(ip(public)), "{public} refused");
         }

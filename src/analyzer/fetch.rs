@@ -19,8 +19,12 @@ use super::error::{AnalyzeError, short};
 use crate::outbound::{OutboundClient, OutboundError, OutboundPolicy};
 
 /// The cloud metadata services: refused even when an allowed block holds them.
-pub const METADATA_ADDRESSES: [IpAddr; 3] = [
+pub const METADATA_ADDRESSES: [IpAddr; 6] = [
     IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
+    // AWS ECS task credentials and EKS pod identity (v4 and v6).
+    IpAddr::V4(Ipv4Addr::new(169, 254, 170, 2)),
+    IpAddr::V4(Ipv4Addr::new(169, 254, 170, 23)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0023)),
     // Alibaba Cloud's, inside the CGNAT block.
     IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
     IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)),
@@ -177,7 +181,7 @@ pub fn is_metadata(ip: IpAddr) -> bool {
 fn outbound_error(e: OutboundError) -> AnalyzeError {
     match e {
         OutboundError::Refused { host, addr } => {
-            AnalyzeError::Refused(format!("{host} is or resolves to {addr}, which is not a public address"))
+            AnalyzeError::Refused(format!("{host}: {}", crate::outbound::refusal(&host, &addr)))
         }
         OutboundError::Unsupported { .. } => AnalyzeError::Refused("only http and https URLs with a host".into()),
         OutboundError::Timeout { .. } => AnalyzeError::Unreachable("the site did not answer in time".into()),
