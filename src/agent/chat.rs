@@ -117,6 +117,7 @@ async fn begin(st: &AgentState, req: ChatRequest) -> Result<Turn, ApiError> {
     let event = TranscriptEvent::new(&conversation.to_string(), "user", &req.message, &channel);
     st.spool.append(&[event]).await.map_err(|_| ApiError::Spool)?;
     messages.push(Message { role: "user".into(), content: req.message });
+    let messages = alternating(messages);
     let enabled: Vec<String> =
         super::api::skill_states(st).await?.into_iter().filter(|(_, on)| *on).map(|(s, _)| s.name).collect();
     Ok(Turn {
@@ -219,8 +220,41 @@ async fn streamed(st: Arc<AgentState>, turn: Turn) -> Result<Response, ApiError>
         .into_response())
 }
 
+/// The history as the model APIs take it: starting with the user and
+/// alternating. A window cut by `--history` can start with an answer, and a
+/// turn refused after its message was stored (402, 502) leaves two user
+/// messages in a row; those are joined, a leading answer is dropped.
+fn alternating(messages: Vec<Message>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    for m in messages.into_iter().skip_while(|m| m.role != "user") {
+        match out.last_mut() {
+            Some(last) if last.role == m.role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&m.content);
+            }
+            _ => out.push(m),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_history_starts_with_the_user_and_alternates() {
+        use super::{Message, alternating};
+        let m = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
+        let got = alternating(vec![
+            m("assistant", "a0"),
+            m("user", "u1"),
+            m("assistant", "a1"),
+            m("user", "u2"),
+            m("user", "u3"),
+        ]);
+        assert_eq!(got, vec![m("user", "u1"), m("assistant", "a1"), m("user", "u2\n\nu3")]);
+        assert!(alternating(vec![m("assistant", "only")]).is_empty());
+    }
+
     use super::valid_channel;
 
     #[test]
