@@ -377,22 +377,31 @@ async fn the_admin_user_is_created_once_across_a_sigkill_between_create_and_reco
     assert!(secrets.get_opt("kill-0-admin").await.unwrap().is_none(), "the password Secret outlived the instance");
 }
 
+/// The ConfigMap `<name>-sql` with `files` and the Secret `<name>-stripe`
+/// that [`agency_yaml`] refers to.
+async fn sql_and_stripe_key(ns: &TestNamespace, name: &str, files: Value) {
+    let cms: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": format!("{name}-sql")}, "data": files})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let secret = format!("{name}-stripe");
+    let (ok, out) = support::run_with_stdin(
+        ns.kubectl(&["create", "secret", "generic", &secret, "--from-literal=key=sk_test_123"]),
+        "",
+    );
+    assert!(ok, "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_migration_stalls_with_its_position_and_no_secret() {
     let ns = TestNamespace::new("agencysql").await;
     let stack = Stack::start(50).await;
-    let cms: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bad-sql"}, "data": {
-        "001_ok.sql": "CREATE TABLE a (id int);",
-        "002_bad.sql": "CREATE TABLE b (id int);\nSELEC 1;",
-    }}))
-    .unwrap();
-    cms.create(&PostParams::default(), &cm).await.unwrap();
-    let (ok, out) = support::run_with_stdin(
-        ns.kubectl(&["create", "secret", "generic", "bad-stripe", "--from-literal=key=sk_test_123"]),
-        "",
-    );
-    assert!(ok, "{out}");
+    sql_and_stripe_key(
+        &ns,
+        "bad",
+        json!({"001_ok.sql": "CREATE TABLE a (id int);", "002_bad.sql": "CREATE TABLE b (id int);\nSELEC 1;"}),
+    )
+    .await;
     let _ctl = controller(&stack, &ns, "a");
     let (ok, out) = apply(&ns, &agency_yaml("bad", None));
     assert!(ok, "{out}");
@@ -444,17 +453,7 @@ async fn a_failing_migration_stalls_with_its_position_and_no_secret() {
 async fn a_migration_that_never_ends_is_cancelled_and_shown_while_it_runs() {
     let ns = TestNamespace::new("agencyslow").await;
     let stack = Stack::start(50).await;
-    let cms: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "slow-sql"}, "data": {
-        "001_sleep.sql": "SELECT pg_sleep(600);",
-    }}))
-    .unwrap();
-    cms.create(&PostParams::default(), &cm).await.unwrap();
-    let (ok, out) = support::run_with_stdin(
-        ns.kubectl(&["create", "secret", "generic", "slow-stripe", "--from-literal=key=sk_test_123"]),
-        "",
-    );
-    assert!(ok, "{out}");
+    sql_and_stripe_key(&ns, "slow", json!({"001_sleep.sql": "SELECT pg_sleep(600);"})).await;
     let mut env = stack.env(DEFAULT_TOKEN);
     let projects = format!("{}{}", stack.emu.base(), winston::emulator::SUPABASE_PROJECTS_PATH);
     env.push(("WINSTON_SUPABASE_PROJECT_BASE_URL".into(), projects));
