@@ -494,3 +494,99 @@ async fn a_migration_that_never_ends_is_cancelled_and_shown_while_it_runs() {
         stalled.message
     );
 }
+
+/// Signs in to the emulated Auth of `ti`'s project as `email`: the status code.
+async fn sign_in(stack: &Stack, ti: &TenantInstance, email: &str, password: &str) -> u16 {
+    let project = ti.status.clone().unwrap().external.unwrap().vercel.unwrap().project_id.unwrap();
+    let env = vercel_env(stack, &project).await;
+    let value = |k: &str| env.iter().find(|e| e["key"] == k).unwrap()["value"].as_str().unwrap().to_string();
+    reqwest::Client::new()
+        .post(format!("{}/auth/v1/token?grant_type=password", value("NEXT_PUBLIC_SUPABASE_URL")))
+        .header("apikey", value("NEXT_PUBLIC_SUPABASE_ANON_KEY"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Audit: deleting the admin Secret made Winston generate a new password
+/// into a recreated Secret while the Auth user kept the old one (sign-in
+/// with the Secret's password answered 400), silently. The recreated
+/// Secret's password is now set on the user (`PUT /admin/users/{id}`) with
+/// `must_change_password` kept, a warning Event says so, and a controller
+/// killed after the user got the password but before the Secret was marked
+/// settled converges to the same, working password. One user, and no
+/// second welcome email (the Event says the emailed password is void).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_admin_secret_comes_back_with_a_password_that_signs_in() {
+    let ns = TestNamespace::new("agencyreset").await;
+    let stack = Stack::start(100).await;
+    inputs(&ns, "reset").await;
+    let a = controller(&stack, &ns, "a");
+    let (ok, out) = apply(&ns, &agency_yaml("reset", None));
+    assert!(ok, "{out}");
+    let ti = ready(&ns, "reset-0", WITHIN).await;
+    let email = "admin@reset.example";
+    let first = secret_value(&ns, "reset-0-admin", "ADMIN_TEMPORARY_PASSWORD").await;
+    assert_eq!(sign_in(&stack, &ti, email, &first).await, 200);
+    eventually("the welcome email", WITHIN, || {
+        let stack = &stack;
+        async move { (emails_to(stack, "owner@reset.example").await.len() == 1).then_some(()) }
+    })
+    .await;
+
+    // The user gets the new password but its answer is lost, and the retry
+    // hangs long enough for the controller to be killed before the Secret
+    // is marked settled.
+    stack.fault(json!({"platform": "supabase", "operation": "updateUser", "kind": "drop_response"})).await;
+    stack.fault(json!({"platform": "supabase", "operation": "updateUser", "kind": "delay", "delay_ms": 8000})).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ns.client.clone(), &ns.name);
+    secrets.delete("reset-0-admin", &Default::default()).await.unwrap();
+    let marked = |s: &k8s_openapi::api::core::v1::Secret| {
+        s.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("winston.dev/admin-password-reset"))
+    };
+    let second = eventually("the user signs in with the recreated, still marked Secret", WITHIN, || {
+        let (secrets, stack, ti, first) = (secrets.clone(), &stack, &ti, &first);
+        async move {
+            let s = secrets.get_opt("reset-0-admin").await.ok()??;
+            let pw = String::from_utf8(s.data.clone()?.get("ADMIN_TEMPORARY_PASSWORD")?.0.clone()).ok()?;
+            (marked(&s) && &pw != first && sign_in(stack, ti, email, &pw).await == 200).then_some(pw)
+        }
+    })
+    .await;
+    a.kill();
+    let b = controller(&stack, &ns, "b");
+    eventually("the Secret settled", WITHIN, || {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt("reset-0-admin").await.ok()?.filter(|s| !marked(s)).map(|_| ()) }
+    })
+    .await;
+    assert_eq!(secret_value(&ns, "reset-0-admin", "ADMIN_TEMPORARY_PASSWORD").await, second, "one new password");
+    assert_eq!(sign_in(&stack, &ti, email, &second).await, 200, "the Secret's password signs in");
+    assert_eq!(sign_in(&stack, &ti, email, &first).await, 400, "the old password is void");
+    let users = objects(&stack, "supabase_auth", "user").await;
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0]["user_metadata"]["must_change_password"], json!(true), "{users:?}");
+    ready(&ns, "reset-0", WITHIN).await;
+
+    let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
+    let reset = eventually("the reset Event", WITHIN, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?.items;
+            list.into_iter().find(|e| e.reason.as_deref() == Some("AdminPasswordReset"))
+        }
+    })
+    .await;
+    assert_eq!(reset.type_.as_deref(), Some("Warning"));
+    assert!(reset.message.clone().unwrap().contains("reset-0-admin"), "{reset:?}");
+    assert_eq!(emails_to(&stack, "owner@reset.example").await.len(), 1, "no second welcome email");
+    let tis: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let ti_json = serde_json::to_string(&tis.get("reset-0").await.unwrap()).unwrap();
+    let ev_json = serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
+    for (what, text) in [("instance", &ti_json), ("events", &ev_json), ("logs", &b.logs())] {
+        assert!(!text.contains(second.as_str()), "the password leaked into {what}");
+    }
+}

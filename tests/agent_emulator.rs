@@ -144,8 +144,11 @@ async fn the_emulator_starts_and_stops_one_runtime_per_service() {
     drop(emu);
 }
 
+/// Audit: a reference-image service past the runtime bound answered the
+/// stand-in's 200 `ok`, so Winston's health step passed on an agent that
+/// was not running. It now answers 503 naming the bound.
 #[tokio::test]
-async fn at_most_max_runtimes_run_and_the_rest_get_the_stand_in() {
+async fn at_most_max_runtimes_run_and_the_rest_answer_503() {
     let h = harness(1000, test_settings()).await;
     let emu = winston::emulator::spawn(EmulatorConfig {
         postgres_url: Some(h.db.pg.url("postgres")),
@@ -182,14 +185,9 @@ async fn at_most_max_runtimes_run_and_the_rest_get_the_stand_in() {
         .await
     );
     assert!(ticks > 1);
-    let r: Value = http
-        .get(format!("{}/_emulator/apps/{second_domain}/health", emu.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["status"], "ok");
-    assert!(r.get("channels").is_none());
+    let resp = http.get(format!("{}/_emulator/apps/{second_domain}/health", emu.base())).send().await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "no agent runs for it");
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(r["status"], "no_runtime_slot");
+    assert!(r["message"].as_str().unwrap().contains("--agent-runtimes"), "{r}");
 }

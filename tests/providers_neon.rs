@@ -460,3 +460,16 @@ async fn pooled_databases_are_the_projects_own_and_the_pool_runs_dry_gracefully(
         assert_eq!(left, 0, "database {name} survived its project");
     }
 }
+
+/// Audit: the emulator created a project in `mars-north-1`; Neon refuses a
+/// region id it does not list with 400, which Winston must not retry.
+#[tokio::test]
+async fn an_unknown_region_is_refused_like_neon_does() {
+    let env = Env::start(0).await;
+    let res = NeonProjects(env.providers().neon);
+    let spec = NeonProjectSpec::new(Marker::new(&uid()), "mars-north-1", 17);
+    let e = res.create(&spec).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Invalid { status: 400, .. }), "{e:?}");
+    assert!(!e.is_retryable() && e.to_string().contains("mars-north-1"), "{e}");
+    assert_eq!(env.objects("neon", "project").await, 0);
+}

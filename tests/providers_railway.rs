@@ -421,3 +421,20 @@ async fn unknown_fields_and_arguments_are_graphql_errors() {
     assert!(e.to_string().contains("Unknown argument \"search\""), "{e}");
     assert_eq!(env.mutations("railway").await, 0);
 }
+
+/// Audit: the emulator deployed a service from the image `a::b@@c:`;
+/// Railway refuses an invalid image reference, and Winston must not retry.
+#[tokio::test]
+async fn an_invalid_image_reference_is_refused() {
+    let env = Env::start(0).await;
+    let client = env.providers().railway;
+    let marker = Marker::new(&uid());
+    let (pid, env_id) = project(&client, &marker).await;
+    let services = RailwayServices(client.clone());
+    let mut spec = service_spec(&pid, &env_id, &marker);
+    spec.image = "a::b@@c:".into();
+    let e = services.create(&spec).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Invalid { .. }), "{e:?}");
+    assert!(!e.is_retryable() && e.to_string().contains("a::b@@c:"), "{e}");
+    assert_eq!(env.objects("railway", "service").await, 0);
+}

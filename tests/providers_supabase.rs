@@ -306,3 +306,17 @@ async fn restarting_and_unknown_are_waited_through() {
         let Observation::Ready { .. } = settle(&res, &spec).await else { panic!("{state} never became ready") };
     }
 }
+
+/// Audit: the emulator created a project in `mars-north-1`; Supabase
+/// refuses a region code it does not offer with 400, not to be retried.
+#[tokio::test]
+async fn an_unknown_region_is_refused_like_supabase_does() {
+    let env = Env::start(0).await;
+    let res = SupabaseProjects(env.providers().supabase);
+    let mut spec = spec(&Marker::new(&uid()));
+    spec.region = "mars-north-1".into();
+    let e = res.create(&spec).await.unwrap_err();
+    assert!(matches!(e, winston::providers::ProviderError::Invalid { status: 400, .. }), "{e:?}");
+    assert!(!e.is_retryable() && e.to_string().contains("mars-north-1"), "{e}");
+    assert_eq!(env.objects("supabase", "project").await, 0);
+}

@@ -653,3 +653,31 @@ async fn an_instance_without_a_tenant_owner_registers_no_key() {
         sqlx::query_as("SELECT count(*) FROM api_keys WHERE name = 'stray-0'").fetch_one(ledger.pool()).await.unwrap();
     assert_eq!(n, 0, "a key was registered for an instance nobody pays for");
 }
+
+/// Audit: a Neon region and an agent image the platforms refuse reached
+/// Ready on the emulator. Now the emulator refuses them as the platforms do
+/// and the instance stalls (`Rejected`, phase Failed) with the platform's
+/// message naming the value, instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_or_image_the_platform_refuses_stalls_the_instance() {
+    let ns = TestNamespace::new("refused").await;
+    let stack = Stack::start(50).await;
+    let _ctl = stack.controller(&ns.name, "a", &[]);
+    apply_tenant(&ns, "mars", "  components:\n    database: {region: mars-north-1}\n");
+    apply_tenant(&ns, "badimg", "  components:\n    compute: {image: \"a::b@@c:\"}\n");
+    let api: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    for (name, step, value) in [("mars-0", "database", "mars-north-1"), ("badimg-0", "service", "a::b@@c:")] {
+        let (stalled, phase) = eventually(&format!("{name} Stalled"), READY_WITHIN, || {
+            let api = api.clone();
+            async move {
+                let st = api.get(name).await.ok()?.status?;
+                let c = st.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True")?.clone();
+                Some((c, st.phase))
+            }
+        })
+        .await;
+        assert_eq!(stalled.reason, "Rejected", "{stalled:?}");
+        assert!(stalled.message.contains(step) && stalled.message.contains(value), "{}", stalled.message);
+        assert_eq!(phase, Some(winston::api::Phase::Failed));
+    }
+}

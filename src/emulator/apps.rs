@@ -6,7 +6,8 @@
 //! health step is pointed here with `WINSTON_HEALTH_BASE_URL` because
 //! `*.up.railway.app` does not resolve on a machine without the platform.
 //! A service deployed from the reference agent image is answered by its
-//! real `winston agent` process instead ([`super::runtimes`]).
+//! real `winston agent` process instead ([`super::runtimes`]), and one
+//! that got no runtime slot answers 503.
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
@@ -27,6 +28,7 @@ pub async fn app(State(emu): State<Shared>, Path((host, path)): Path<(String, St
             return super::runtimes::forward(&emu.runtimes, port, &path, req).await;
         }
         super::runtimes::Route::Starting => return super::runtimes::starting(),
+        super::runtimes::Route::NoSlot { max } => return super::runtimes::no_slot(max),
         super::runtimes::Route::StandIn => {}
     }
     let status = emu.read(|w| {

@@ -10,7 +10,8 @@
 //!   `listEnv`, `createDeployment`, `getDeployment`, `listDeployments`,
 //!   `deleteDeployment`;
 //! - Supabase: `createProject`, `listProjects`, `getProject`,
-//!   `deleteProject`, `apiKeys`, `health`;
+//!   `deleteProject`, `apiKeys`, `health`; each project's Auth:
+//!   `createUser`, `listUsers`, `getUser`, `updateUser`, `signIn`;
 //! - Resend: `sendEmail`, `getEmail`.
 //!
 //! `*` matches every operation of the platform. `fail_deployment` is not

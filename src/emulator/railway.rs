@@ -20,6 +20,10 @@
 //! - A project of another workspace, and every service, deployment or
 //!   mutation under it, answers "Not Authorized", the message a rejected
 //!   token gets too.
+//! - A service `source.image` that is not a valid image reference
+//!   (`[registry[:port]/]path[:tag][@algorithm:hex]`, the OCI distribution
+//!   grammar) is refused by `serviceCreate` and `serviceInstanceUpdate`
+//!   with an error, as Railway refuses it, instead of deploying.
 //! - Deployments go QUEUED -> INITIALIZING -> BUILDING -> DEPLOYING ->
 //!   SUCCESS over `--async-delay-ms` (FAILED when a `fail_deployment`
 //!   fault is armed, CRASHED or SLEEPING when it names that state); the
@@ -227,6 +231,87 @@ pub(super) async fn graphql(State(emu): State<Shared>, headers: HeaderMap, Json(
 
 fn gql_error(message: &str, code: &str) -> Response {
     Json(json!({"data": null, "errors": [{"message": message, "extensions": {"code": code}}]})).into_response()
+}
+
+/// Whether `image` is a valid image reference: `name[:tag][@digest]`
+/// where name is `[domain[:port]/]component(/component)*`, each component
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, a tag `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`
+/// and a digest `algorithm:hex` (at least 32 hex digits).
+#[must_use]
+pub fn valid_image_reference(image: &str) -> bool {
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let Some((algo, hex)) = d.split_once(':') else { return false };
+        let algo_ok = algo
+            .split(['-', '_', '+', '.'])
+            .all(|p| p.starts_with(|c: char| c.is_ascii_alphabetic()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+        if !algo_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return false;
+        }
+    }
+    // A tag follows the last ':' after the last '/'.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && !t.starts_with(['.', '-'])
+            && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return false;
+        }
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let domain = parts.remove(0);
+        let (host, port) = match domain.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (domain, None),
+        };
+        let host_ok = host.split('.').all(|l| {
+            !l.is_empty()
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+        if !host_ok || port.is_some_and(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+            return false;
+        }
+    }
+    !parts.is_empty() && parts.iter().all(|c| path_component(c))
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn path_component(c: &str) -> bool {
+    let alnum = |ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit();
+    if !c.starts_with(alnum) || !c.ends_with(alnum) || !c.chars().all(|ch| alnum(ch) || matches!(ch, '.' | '_' | '-')) {
+        return false;
+    }
+    // Separators: one '.', one or two '_', or any run of '-', never mixed.
+    let mut run = String::new();
+    for ch in c.chars() {
+        if alnum(ch) {
+            let ok = run.is_empty() || run == "." || run == "_" || run == "__" || run.chars().all(|x| x == '-');
+            if !ok {
+                return false;
+            }
+            run.clear();
+        } else {
+            run.push(ch);
+        }
+    }
+    true
+}
+
+/// The GraphQL error for a source image that is not a valid reference.
+fn invalid_image(image: &str) -> String {
+    format!("Invalid image reference \"{image}\": expected [registry/]name[:tag][@digest]")
 }
 
 fn s(args: &Value, k: &str) -> Option<String> {
@@ -510,6 +595,9 @@ fn mutate(emu: &Emulator, caller: &str, f: &Field, a: &Value) -> Result<Value, S
                     return Err("Project not found".into());
                 }
                 let source = input.get("source").cloned().unwrap_or(Value::Null);
+                if let Some(image) = s(&source, "image").filter(|i| !valid_image_reference(i)) {
+                    return Err(invalid_image(&image));
+                }
                 let svc = Service {
                     id: id(),
                     project_id: pid.clone(),
@@ -543,6 +631,11 @@ fn mutate(emu: &Emulator, caller: &str, f: &Field, a: &Value) -> Result<Value, S
             }
             "serviceInstanceUpdate" => {
                 let sid = req(a, "serviceId")?;
+                if let Some(image) = input.get("source").and_then(|src| s(src, "image"))
+                    && !valid_image_reference(&image)
+                {
+                    return Err(invalid_image(&image));
+                }
                 let svc = w.railway.services.get_mut(&sid).ok_or("Service not found")?;
                 if let Some(src) = input.get("source") {
                     svc.image = s(src, "image");
@@ -659,4 +752,41 @@ fn page(nodes: Vec<Value>, args: &Value) -> Value {
     let edges: Vec<Value> = taken.into_iter().map(|n| json!({"cursor": n["id"].clone(), "node": n})).collect();
     json!({"edges": edges, "pageInfo": {"hasNextPage": end < total, "hasPreviousPage": start > 0,
         "startCursor": start_cursor, "endCursor": end_cursor}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_image_reference;
+
+    #[test]
+    fn image_references_follow_the_distribution_grammar() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for ok in [
+            "nginx".to_string(),
+            "nginx:1.27-alpine".into(),
+            "ghcr.io/winston-dev/agent:1.4.0".into(),
+            "localhost:5000/team/app".into(),
+            "registry.example.com:443/a/b__c/d-e.f:v_1".into(),
+            format!("ghcr.io/winston-dev/winston@{digest}"),
+            format!("ghcr.io/winston-dev/winston:0.1.0@{digest}"),
+        ] {
+            assert!(valid_image_reference(&ok), "{ok}");
+        }
+        for bad in [
+            "a::b@@c:",
+            "",
+            "Nginx",
+            "nginx:",
+            "nginx:-x",
+            "a//b",
+            "a/b/",
+            "a..b",
+            "a___b",
+            "ghcr.io/x@sha256:ab",
+            "ghcr.io:/x",
+            "x y",
+        ] {
+            assert!(!valid_image_reference(bad), "{bad}");
+        }
+    }
 }

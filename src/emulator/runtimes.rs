@@ -9,8 +9,11 @@
 //! [`TICK`]: a new deployment restarts the runtime with the new variables
 //! (keeping its transcript spool), a deleted service stops it, a runtime
 //! that exited is started again after [`RESTART_AFTER`]. At most
-//! `max` run at once, the oldest services first; the rest keep today's
-//! stand-in answer, so a 1,000-tenant benchmark stays light. Runtimes are
+//! `max` run at once, the oldest services first; a reference-image service
+//! beyond the bound has no agent running, so it answers 503 naming the
+//! bound (never the stand-in's healthy answer, which would let Winston's
+//! health step pass on an agent that does not run). With runtimes off
+//! (`agent_bin: None`, the benchmarks) every service gets the stand-in. Runtimes are
 //! killed with the emulator: on drop, and by themselves when their parent
 //! process is gone (`WINSTON_AGENT_PARENT_PID`).
 use std::collections::{BTreeMap, HashMap};
@@ -280,8 +283,10 @@ pub enum Route {
     /// A runtime is due but not started yet: 503, so a health check waits
     /// for the real agent instead of passing on the stand-in.
     Starting,
-    /// Today's stand-in answer (not the reference image, over the bound,
-    /// or runtimes off).
+    /// A reference-image service past the `max` oldest ones: no runtime
+    /// slot, so no agent runs for it.
+    NoSlot { max: usize },
+    /// Today's stand-in answer (not the reference image, or runtimes off).
     StandIn,
 }
 
@@ -291,17 +296,18 @@ pub fn route(emu: &Emulator, domain: &str) -> Route {
     if emu.runtimes.config.agent_bin.is_none() {
         return Route::StandIn;
     }
-    let (service, due) = emu.read(|w| {
+    let max = emu.runtimes.config.max;
+    let (service, position) = emu.read(|w| {
         let service = service_of(w, domain);
-        let due: Vec<String> =
-            candidates(emu, w).into_iter().take(emu.runtimes.config.max).map(|(s, _)| s.id.clone()).collect();
-        (service, due)
+        let position = service.as_ref().and_then(|svc| candidates(emu, w).into_iter().position(|(s, _)| &s.id == svc));
+        (service, position)
     });
     let Some(service) = service else { return Route::StandIn };
-    match emu.runtimes.port_for(&service) {
-        Some(port) => Route::Runtime(port),
-        None if due.contains(&service) => Route::Starting,
-        None => Route::StandIn,
+    match (emu.runtimes.port_for(&service), position) {
+        (Some(port), _) => Route::Runtime(port),
+        (None, Some(p)) if p < max => Route::Starting,
+        (None, Some(_)) => Route::NoSlot { max },
+        (None, None) => Route::StandIn,
     }
 }
 
@@ -362,6 +368,14 @@ pub async fn forward(rt: &Runtimes, port: u16, path: &str, req: Request) -> Resp
 #[must_use]
 pub fn starting() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "starting"}))).into_response()
+}
+
+/// The answer of a reference-image service that got no runtime slot.
+#[must_use]
+pub fn no_slot(max: usize) -> Response {
+    let message = format!("no agent runs: all {max} agent runtime slots are taken (raise --agent-runtimes)");
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "no_runtime_slot", "max": max, "message": message})))
+        .into_response()
 }
 
 #[cfg(test)]

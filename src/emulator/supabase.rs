@@ -213,6 +213,29 @@ async fn pg_drop(emu: &Emulator, db: Option<&str>, user: &str) {
     }
 }
 
+/// The region codes Supabase creates projects in (the `region_selection`
+/// `specific` codes of the Management API); any other is refused with 400.
+pub const REGIONS: [&str; 18] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "sa-east-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "ap-south-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-east-1",
+];
+
 fn region_of(selection: Option<&Value>) -> Result<String, String> {
     let Some(sel) = selection else { return Ok("us-east-1".into()) };
     let code = sel.get("code").and_then(Value::as_str).ok_or("region_selection.code must be provided")?;
@@ -220,7 +243,11 @@ fn region_of(selection: Option<&Value>) -> Result<String, String> {
         (Some("smartGroup"), "americas") => Ok("us-east-1".into()),
         (Some("smartGroup"), "emea") => Ok("eu-central-1".into()),
         (Some("smartGroup"), "apac") => Ok("ap-southeast-1".into()),
-        (Some("specific"), code) if !code.is_empty() => Ok(code.into()),
+        (Some("specific"), code) if REGIONS.contains(&code) => Ok(code.into()),
+        (Some("specific"), code) => Err(format!(
+            "region_selection.code must be one of the following values: {} (got {code})",
+            REGIONS.join(", ")
+        )),
         _ => Err(format!("region_selection must be {{type: specific|smartGroup, code}}, got {sel}")),
     }
 }

@@ -5,6 +5,10 @@
 //!   -> the user; 422 `email_exists` when the address is registered;
 //! - `GET /admin/users?page=&per_page=` -> `{"users": [...], "aud"}`
 //!   (pages from 1, default 50 per page) and `GET /admin/users/{id}`;
+//! - `PUT /admin/users/{id}` `{password?, email_confirm?, user_metadata?}`
+//!   -> the user (GoTrue's admin update: a new password replaces the old,
+//!   `user_metadata` is merged key by key, a `null` value removes a key);
+//!   404 `user_not_found`, 422 `weak_password`;
 //! - `POST /token?grant_type=password` `{email, password}` -> a session,
 //!   400 `invalid_credentials` otherwise (so a test can prove a password).
 //!
@@ -12,7 +16,7 @@
 //! bearer token (401 otherwise), like the platform; sign-in takes the anon
 //! key. A project that is not ACTIVE_HEALTHY answers 503. Passwords are kept
 //! as SHA-256 hashes and never returned. Armed faults for platform
-//! `supabase` and operations `createUser`, `listUsers`, `getUser` apply.
+//! `supabase` and operations `createUser`, `listUsers`, `getUser`, `updateUser` apply.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -78,7 +82,7 @@ impl AuthWorld {
 pub(super) fn router() -> Router<Shared> {
     Router::new()
         .route("/{reference}/auth/v1/admin/users", post(create_user).get(list_users))
-        .route("/{reference}/auth/v1/admin/users/{id}", get(get_user))
+        .route("/{reference}/auth/v1/admin/users/{id}", get(get_user).put(update_user))
         .route("/{reference}/auth/v1/token", post(token))
 }
 
@@ -234,6 +238,51 @@ async fn get_user(
     match user {
         Some(u) => answer(dropped, axum::Json(user_json(&u)).into_response()),
         None => gotrue_error(404, "user_not_found", "User not found"),
+    }
+}
+
+async fn update_user(
+    State(emu): State<Shared>,
+    headers: HeaderMap,
+    Path((reference, id)): Path<(String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let dropped = match admit(&emu, &reference, &headers, Needs::ServiceRole, "updateUser").await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let password = body.get("password").and_then(Value::as_str);
+    if password.is_some_and(|p| p.len() < 6) {
+        return gotrue_error(422, "weak_password", "Password should be at least 6 characters.");
+    }
+    let updated = emu.write(P, |w| {
+        let users = w.supabase_auth.projects.get_mut(&reference).ok_or(())?;
+        let user = users.iter_mut().find(|u| u.id == id).ok_or(())?;
+        if let Some(p) = password {
+            user.password_sha256 = sha(p);
+        }
+        if body.get("email_confirm").and_then(Value::as_bool) == Some(true) {
+            user.email_confirmed = true;
+        }
+        if let Some(meta) = body.get("user_metadata").and_then(Value::as_object) {
+            if !user.user_metadata.is_object() {
+                user.user_metadata = json!({});
+            }
+            if let Some(current) = user.user_metadata.as_object_mut() {
+                for (k, v) in meta {
+                    if v.is_null() {
+                        current.remove(k);
+                    } else {
+                        current.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        Ok(user.clone())
+    });
+    match updated {
+        Ok(u) => answer(dropped, axum::Json(user_json(&u)).into_response()),
+        Err(()) => gotrue_error(404, "user_not_found", "User not found"),
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Recorder<'a> {
     /// Steps whose marker was stored ahead and none of whose objects was
     /// tried yet.
     untried: Vec<StepName>,
+    /// Events a step asks the pass to publish (after its own transitions).
+    pub notices: Vec<super::run::Notice>,
 }
 
 impl<'a> Recorder<'a> {
@@ -70,6 +72,7 @@ impl<'a> Recorder<'a> {
             creates: Vec::new(),
             fresh: Vec::new(),
             untried: Vec::new(),
+            notices: Vec::new(),
         }
     }
 

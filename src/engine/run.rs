@@ -381,6 +381,7 @@ async fn record(
     let since = super::deadline::started(ti);
     let before = ti.status.as_ref().map(|s| s.steps.as_slice()).unwrap_or_default();
     let mut notices = pass_notices(before, &rec.status.steps, &walk.transitions);
+    notices.append(&mut rec.notices);
     if !serving && walk.stalled.is_none() && !progress::converged(&rec.status.steps) {
         notices.extend(check_deadline(deps, ti, plan, &rec, since, &mut walk).await);
     }

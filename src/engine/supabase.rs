@@ -80,17 +80,7 @@ pub(super) async fn stored_once(
             return v.ok_or(EngineError::MalformedSecret { name: name.to_string(), missing: key });
         }
         let value = generate();
-        let secret = KubeSecret {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                namespace: pass.ti.namespace(),
-                labels: Some(BTreeMap::from([(names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string())])),
-                owner_references: pass.ti.controller_owner_ref(&()).map(|o| vec![o]),
-                ..ObjectMeta::default()
-            },
-            data: Some(BTreeMap::from([(key.to_string(), ByteString(value.clone().into_bytes()))])),
-            ..KubeSecret::default()
-        };
+        let secret = owned_secret(pass, name, key, &value, None);
         let ns = pass.ti.namespace().unwrap_or_default();
         match super::write_secret(pass.rec.host(), &ns, name, pass.secrets.create(&PostParams::default(), &secret))
             .await
@@ -102,6 +92,28 @@ pub(super) async fn stored_once(
         }
     }
     Err(EngineError::MalformedSecret { name: name.to_string(), missing: key })
+}
+
+/// Secret `name` owned by the instance, holding `value` under `key`.
+pub(super) fn owned_secret(
+    pass: &Pass<'_>,
+    name: &str,
+    key: &str,
+    value: &str,
+    annotations: Option<BTreeMap<String, String>>,
+) -> KubeSecret {
+    KubeSecret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: pass.ti.namespace(),
+            labels: Some(BTreeMap::from([(names::LABEL_MANAGED_BY.to_string(), names::MANAGED_BY.to_string())])),
+            annotations,
+            owner_references: pass.ti.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(key.to_string(), ByteString(value.as_bytes().to_vec()))])),
+        ..KubeSecret::default()
+    }
 }
 
 /// The project spec; `region` is the Tenant's `components.database.region`

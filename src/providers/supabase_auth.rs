@@ -9,6 +9,8 @@
 //!   an address already registered is 422 `email_exists`.
 //! - `GET /admin/users?page=N&per_page=M` answers `{"users": [...], "aud"}`
 //!   one page at a time (pages from 1; a short page is the last).
+//! - `PUT /admin/users/{id}` with `{password, user_metadata}` sets a new
+//!   password (no old one asked) and merges `user_metadata` key by key.
 //!
 //! The user's marker is its email: Auth enforces one user per address, so
 //! a lookup by email finds at most one and never is ambiguous. The
@@ -107,6 +109,18 @@ impl SupabaseAuthClient {
         let found =
             super::error::not_found_to_none(self.http.send(Method::GET, &path, &[], None, &self.apikey()).await)?;
         found.map(|r| decode(P, r.body, "auth user")).transpose()
+    }
+
+    /// `PUT /admin/users/{id}`: sets `password` on the user and merges
+    /// `metadata` into its `user_metadata`.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`]; not-found when the user is gone.
+    pub async fn set_password(&self, id: &str, password: &Secret, metadata: Value) -> Result<AuthUser, ProviderError> {
+        let path = format!("/admin/users/{}", super::http::segment(id));
+        let body = json!({"password": password.expose(), "user_metadata": metadata});
+        let reply = self.http.send(Method::PUT, &path, &[], Some(&body), &self.apikey()).await?;
+        decode(P, reply.body, "auth user")
     }
 
     /// Every user whose email equals `email` (without case), paging through

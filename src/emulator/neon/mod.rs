@@ -448,6 +448,22 @@ fn read_write_endpoint(b: &Branch) -> Endpoint {
 
 // ---------- projects ----------
 
+/// The region ids Neon creates projects in (`GET /regions` on the
+/// platform); any other `region_id` is refused with 400.
+pub const REGION_IDS: [&str; 11] = [
+    "aws-us-east-1",
+    "aws-us-east-2",
+    "aws-us-west-2",
+    "aws-eu-central-1",
+    "aws-eu-west-2",
+    "aws-ap-southeast-1",
+    "aws-ap-southeast-2",
+    "aws-sa-east-1",
+    "azure-eastus2",
+    "azure-westus3",
+    "azure-gwc",
+];
+
 /// `POST /projects`. Like the real platform, a create finishes even when the
 /// caller disconnects mid-request (e.g. a controller killed by SIGKILL), so
 /// the work runs in its own task instead of the request's future.
@@ -467,6 +483,10 @@ async fn create_project_detached(emu: Shared, headers: HeaderMap, body: Value) -
             return org_id_required(&headers);
         }
         let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+        if let Some(region) = s("region_id").filter(|r| !REGION_IDS.contains(&r.as_str())) {
+            let message = format!("region_id \"{region}\" is not supported; supported: {}", REGION_IDS.join(", "));
+            return error_response(P, 400, "", &message, &headers);
+        }
         let id = format!(
             "{}-{}-{}",
             random_string(5, b"abcdefghijklmnopqrstuvwxyz"),
