@@ -268,6 +268,34 @@ async fn a_component_the_plan_excludes_is_named_on_the_instance_and_the_tenant()
     .await;
 }
 
+/// Skills the persona names and the workspace does not install are
+/// reported with why (no such skill, not in the plan), in
+/// `status.skills.notInstalled` and the `WorkspaceReady` message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persona_skills_that_are_unknown_or_off_plan_are_reported() {
+    let ns = TestNamespace::new("offplan").await;
+    let stack = Stack::start(50).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    apply(&ns, "ava", "free", "ops@ava.example", "  persona: {name: Ava, skills: [doesnotexist, crm, faq]}\n");
+    let ti = ready(&ns, "ava-0", WITHIN).await;
+    let st = ti.status.clone().unwrap();
+    let skills = serde_json::to_value(st.skills.clone().unwrap()).unwrap();
+    assert_eq!(
+        skills,
+        json!({"installed": ["faq"], "notInstalled": [
+            {"skill": "doesnotexist", "reason": "UnknownSkill"},
+            {"skill": "crm", "reason": "NotInPlan"}
+        ]}),
+        "{st:?}"
+    );
+    let c = conditions::find(&st.conditions, "WorkspaceReady").unwrap();
+    assert!(
+        c.message.ends_with("; persona.skills not installed: doesnotexist (no such skill), crm (not in plan free)"),
+        "{}",
+        c.message
+    );
+}
+
 /// An instance past its deadline is Stalled for `ProgressDeadlineExceeded`
 /// with an Event, the operator's notification and the customer's failure
 /// email (each once); it keeps being retried and the stall clears when it
