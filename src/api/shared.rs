@@ -385,7 +385,9 @@ pub struct StackSpec {
     /// Connectors to the business's own systems (for example its
     /// point-of-sale system), each a type and a Secret of this namespace
     /// holding its credentials. The instance receives the Secret's keys as
-    /// variables `WINSTON_CONNECTOR_<TYPE>_<KEY>`; skills that require a
+    /// variables `WINSTON_CONNECTOR_<TYPE>_<KEY>` (upper case, other
+    /// characters as `_`; keys that would give one variable stall the
+    /// instance with `ConnectorVariableCollision`); skills that require a
     /// connector type are installed only when it is listed. Values never
     /// appear in status, events or the workspace files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -197,7 +197,10 @@ impl<'a> Pass<'a> {
     async fn service(&mut self) -> Result<StepResult, EngineError> {
         let connectors = match super::connectors::variables(&self.secrets, &self.ti.spec.stack.connectors).await? {
             Ok(v) => v,
-            Err(waiting) => return Ok(StepResult::Waiting(waiting)),
+            Err(super::connectors::Undelivered::Waiting(waiting)) => return Ok(StepResult::Waiting(waiting)),
+            Err(super::connectors::Undelivered::Collision(message)) => {
+                return Err(EngineError::ConnectorVariableCollision(message));
+            }
         };
         let (project_id, environment_id) = match self.railway_project().await? {
             Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(format!("project: {message}"))),
