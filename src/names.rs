@@ -52,6 +52,9 @@ pub const COND_READY: &str = "Ready";
 pub const COND_RECONCILING: &str = "Reconciling";
 /// kstatus condition: progress is blocked until something outside changes.
 pub const COND_STALLED: &str = "Stalled";
+/// Tenant condition, present (`True`) only while the plan excludes a
+/// component the spec asks for; its message says which and what to do.
+pub const COND_COMPONENTS_EXCLUDED: &str = "ComponentsExcluded";
 /// CreditLedger condition: balance under the low-balance threshold.
 pub const COND_LOW: &str = "Low";
 /// CreditLedger condition: no credits left.
@@ -109,6 +112,10 @@ pub mod reason {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// TenantInstance: the spec names a region the platform client cannot honour.
     pub const REGION_UNSUPPORTED: &str = "RegionUnsupported";
+    /// A component the spec asks for is not included in the plan: the
+    /// TenantInstance's step condition (e.g. `FrontendReady`, `True`, the
+    /// step skipped) and the Tenant's `ComponentsExcluded` condition.
+    pub const EXCLUDED_BY_PLAN: &str = "ExcludedByPlan";
     /// A Tenant declared with `spec.approved: false` waits for approval.
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
 }

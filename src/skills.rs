@@ -279,20 +279,14 @@ impl SkillCatalog {
     /// The skills a tenant gets (see the module's rules), in name order.
     #[must_use]
     pub fn select(&self, who: &Selection<'_>) -> Selected<'_> {
-        let tenant: Vec<Vec<String>> = who.industries.iter().map(|i| words(i)).filter(|w| !w.is_empty()).collect();
+        let tenant = tenant_words(who);
         let mut out = Selected {
             unknown: who.plan_skills.iter().filter(|n| !self.skills.contains_key(*n)).cloned().collect(),
             ..Selected::default()
         };
         for skill in self.skills.values() {
             let m = &skill.meta;
-            let offered = who.plan_skills.contains(&m.name) || m.plans.iter().any(|p| p == who.plan);
-            let suits = if tenant.is_empty() {
-                m.industries.is_empty() || who.plan_skills.contains(&m.name)
-            } else {
-                self.industries.suits(&m.industries, &tenant)
-            };
-            if !offered || !suits {
+            if !offered(m, who) || !self.suits(m, who, &tenant) {
                 continue;
             }
             let missing: Vec<String> =
@@ -305,6 +299,51 @@ impl SkillCatalog {
         }
         out
     }
+
+    /// Why [`Self::select`] does not offer the skill `name` to `who`: no
+    /// such skill, not offered on the plan, or not for the tenant's
+    /// industry. `None` when it is offered (installed, or waiting on
+    /// connectors).
+    #[must_use]
+    pub fn not_offered(&self, name: &str, who: &Selection<'_>) -> Option<NotOffered> {
+        let Some(skill) = self.skills.get(name) else { return Some(NotOffered::UnknownSkill) };
+        if !offered(&skill.meta, who) {
+            Some(NotOffered::NotInPlan)
+        } else if !self.suits(&skill.meta, who, &tenant_words(who)) {
+            Some(NotOffered::NotForIndustry)
+        } else {
+            None
+        }
+    }
+
+    fn suits(&self, m: &SkillMeta, who: &Selection<'_>, tenant: &[Vec<String>]) -> bool {
+        if tenant.is_empty() {
+            m.industries.is_empty() || who.plan_skills.contains(&m.name)
+        } else {
+            self.industries.suits(&m.industries, tenant)
+        }
+    }
+}
+
+/// Why a skill is not offered to a tenant (see [`SkillCatalog::not_offered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotOffered {
+    /// No skill file has that name.
+    UnknownSkill,
+    /// The plan catalog does not list it for the plan, nor does the skill name the plan.
+    NotInPlan,
+    /// The skill is for other industries than the tenant's.
+    NotForIndustry,
+}
+
+/// Whether the plan offers `m`: the plan catalog lists it, or it names the plan.
+fn offered(m: &SkillMeta, who: &Selection<'_>) -> bool {
+    who.plan_skills.contains(&m.name) || m.plans.iter().any(|p| p == who.plan)
+}
+
+/// The tenant's industries as words (empty while the industry is unknown).
+fn tenant_words(who: &Selection<'_>) -> Vec<Vec<String>> {
+    who.industries.iter().map(|i| words(i)).filter(|w| !w.is_empty()).collect()
 }
 
 /// Other names of the industries skills are for (`skills/industries.yaml`):

@@ -222,6 +222,80 @@ async fn an_upgrade_adds_the_frontend_and_a_downgrade_removes_it() {
     assert_eq!(lean.status.as_ref().and_then(|s| s.urls.clone()), None);
 }
 
+/// A component the spec asks for and the plan does not include is never
+/// dropped silently: the step is skipped with a message saying so, its
+/// condition's reason is `ExcludedByPlan`, and the Tenant carries
+/// `ComponentsExcluded`. Once the spec stops asking, the skip is plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_the_plan_excludes_is_named_on_the_instance_and_the_tenant() {
+    let ns = TestNamespace::new("excluded").await;
+    let stack = Stack::start(50).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    let spec =
+        "  components:\n    database: {}\n    compute: {}\n    frontend:\n      gitRepository: {repo: acme/site}\n";
+    apply(&ns, "lean", "free", "ops@lean.example", spec);
+    let why = "plan free does not include a frontend; upgrade the plan or remove components.frontend";
+    let ti = ready(&ns, "lean-0", WITHIN).await;
+    let st = ti.status.clone().unwrap();
+    let step = st.steps.iter().find(|s| s.name == StepName::Frontend).unwrap();
+    assert_eq!((step.state, step.message.as_deref()), (StepState::Skipped, Some(why)), "{st:?}");
+    let c = conditions::find(&st.conditions, "FrontendReady").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("True", "ExcludedByPlan", why));
+    let on_tenant = eventually("Tenant lean names the excluded frontend", WITHIN, || async {
+        let (s, r, m) = tenant_condition(&ns, "lean", "ComponentsExcluded").await?;
+        (s == "True").then_some((r, m))
+    })
+    .await;
+    assert_eq!(on_tenant, ("ExcludedByPlan".to_string(), why.to_string()));
+    assert_eq!(live(&stack, "vercel", "project").await.len(), 0);
+
+    // The spec no longer asks for a frontend: a plain skip, nothing on the Tenant.
+    let tenants: Api<Tenant> = Api::namespaced(ns.client.clone(), &ns.name);
+    let no_frontend = Patch::Merge(json!({"spec": {"components": {"frontend": null}}}));
+    tenants.patch("lean", &PatchParams::default(), &no_frontend).await.unwrap();
+    let instances: Api<TenantInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    eventually("lean-0 plainly skips the frontend and the Tenant no longer names it", WITHIN, || {
+        let instances = instances.clone();
+        let ns = &ns;
+        async move {
+            let ti = instances.get_opt("lean-0").await.ok()??;
+            let c = conditions::find(&ti.status.as_ref()?.conditions, "FrontendReady")?.clone();
+            let plain = ti.spec.stack.components.frontend.is_none() && c.reason == "Skipped" && c.message.is_empty();
+            let tenant = tenant_condition(ns, "lean", "ComponentsExcluded").await;
+            (plain && tenant.is_none() && frontend_is(&ti, StepState::Skipped)).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Skills the persona names and the workspace does not install are
+/// reported with why (no such skill, not in the plan), in
+/// `status.skills.notInstalled` and the `WorkspaceReady` message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persona_skills_that_are_unknown_or_off_plan_are_reported() {
+    let ns = TestNamespace::new("offplan").await;
+    let stack = Stack::start(50).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    apply(&ns, "ava", "free", "ops@ava.example", "  persona: {name: Ava, skills: [doesnotexist, crm, faq]}\n");
+    let ti = ready(&ns, "ava-0", WITHIN).await;
+    let st = ti.status.clone().unwrap();
+    let skills = serde_json::to_value(st.skills.clone().unwrap()).unwrap();
+    assert_eq!(
+        skills,
+        json!({"installed": ["faq"], "notInstalled": [
+            {"skill": "doesnotexist", "reason": "UnknownSkill"},
+            {"skill": "crm", "reason": "NotInPlan"}
+        ]}),
+        "{st:?}"
+    );
+    let c = conditions::find(&st.conditions, "WorkspaceReady").unwrap();
+    assert!(
+        c.message.ends_with("; persona.skills not installed: doesnotexist (no such skill), crm (not in plan free)"),
+        "{}",
+        c.message
+    );
+}
+
 /// An instance past its deadline is Stalled for `ProgressDeadlineExceeded`
 /// with an Event, the operator's notification and the customer's failure
 /// email (each once); it keeps being retried and the stall clears when it

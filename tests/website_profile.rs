@@ -258,3 +258,74 @@ async fn a_connector_installs_its_skills_and_its_value_reaches_only_the_service(
     }
     assert!(events.contains("shop"), "events were listed");
 }
+
+/// Secret keys that would become one service variable (`api-key`,
+/// `api_key`, `api.key` of one connector, `key` of a `pos-api` connector:
+/// all `WINSTON_CONNECTOR_POS_API_KEY`) are refused, not merged: the
+/// instance stalls with `ConnectorVariableCollision` naming every key and
+/// no value, and nothing is deployed. Renamed, the instance converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_keys_that_become_one_variable_stall_the_instance_and_name_the_keys() {
+    use k8s_openapi::api::core::v1::{Event, Secret};
+    let ns = TestNamespace::new("collide").await;
+    let stack = Stack::start(50).await;
+    let (_ctl, _) = stack.controller(&ns.name, "a", &[]);
+    let secrets = Api::<Secret>::namespaced(ns.client.clone(), &ns.name);
+    const VALUES: [&str; 4] = ["dash-6b1e0c", "under-9f2d4a", "dot-3c7b1e", "other-5a8e2f"];
+    let secret = |name: &str, data: Value| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap()
+    };
+    let s1 = secret("s1", json!({"api-key": VALUES[0], "api_key": VALUES[1], "api.key": VALUES[2]}));
+    secrets.create(&Default::default(), &s1).await.unwrap();
+    secrets.create(&Default::default(), &secret("s2", json!({"key": VALUES[3]}))).await.unwrap();
+    let connectors =
+        "  connectors:\n  - type: pos\n    secretRef: {name: s1}\n  - type: pos-api\n    secretRef: {name: s2}\n";
+    apply_tenant(&ns, "clash", connectors);
+
+    let instances = Api::<winston::api::TenantInstance>::namespaced(ns.client.clone(), &ns.name);
+    let message = eventually("clash-0 Stalled for ConnectorVariableCollision", READY_WITHIN, || {
+        let instances = instances.clone();
+        async move {
+            let ti = instances.get_opt("clash-0").await.ok()??;
+            let c = conditions::find(&ti.status?.conditions, "Stalled")?.clone();
+            (c.status == "True" && c.reason == "ConnectorVariableCollision").then_some(c.message)
+        }
+    })
+    .await;
+    for key in [r#""api-key" of Secret s1"#, r#""api_key" of Secret s1"#, r#""api.key" of Secret s1"#] {
+        assert!(message.contains(key), "{key} not named: {message}");
+    }
+    assert!(message.contains(r#"key "key" of Secret s2 (connector pos-api)"#), "{message}");
+    assert!(message.contains("WINSTON_CONNECTOR_POS_API_KEY"), "{message}");
+    assert_eq!(stack.objects().await["railway"]["objects"]["service"].as_array().map_or(0, Vec::len), 0);
+    // The Tenant says so too; no value anywhere.
+    eventually("Tenant clash Stalled for ConnectorVariableCollision", READY_WITHIN, || async {
+        let t = Api::<Tenant>::namespaced(ns.client.clone(), &ns.name).get("clash").await.ok()?;
+        let c = conditions::find(&t.status?.conditions, "Stalled")?.clone();
+        (c.reason == "ConnectorVariableCollision").then_some(())
+    })
+    .await;
+    let t = serde_json::to_string(&tenant(&ns, "clash").await).unwrap();
+    let i = serde_json::to_string(&instances.get("clash-0").await.unwrap()).unwrap();
+    let events = Api::<Event>::namespaced(ns.client.clone(), &ns.name).list(&Default::default()).await.unwrap();
+    let events = serde_json::to_string(&events).unwrap();
+    for (what, text) in [("the Tenant", &t), ("the TenantInstance", &i), ("the events", &events)] {
+        for v in VALUES {
+            assert!(!text.contains(v), "a connector value in {what}");
+        }
+    }
+
+    // One key per variable (and a spec change, which retries at once): Ready.
+    secrets.replace("s1", &Default::default(), &secret("s1", json!({"api-key": VALUES[0]}))).await.unwrap();
+    let one = json!({"spec": {"connectors": [{"type": "pos", "secretRef": {"name": "s1"}}]}});
+    Api::<Tenant>::namespaced(ns.client.clone(), &ns.name)
+        .patch("clash", &PatchParams::default(), &Patch::Merge(one))
+        .await
+        .unwrap();
+    let ti = ready(&ns, "clash-0", READY_WITHIN).await;
+    let ids = ti.status.as_ref().unwrap().external.as_ref().unwrap().railway.clone().unwrap();
+    let q =
+        "query v($p: String!, $e: String!, $s: String) { variables(projectId: $p, environmentId: $e, serviceId: $s) }";
+    let vars = stack.railway(q, json!({"p": ids.project_id, "e": ids.environment_id, "s": ids.service_id})).await;
+    assert_eq!(vars["data"]["variables"]["WINSTON_CONNECTOR_POS_API_KEY"], VALUES[0]);
+}

@@ -93,8 +93,11 @@ pub struct Persona {
     #[schemars(length(max = 20), inner(length(min = 1, max = 200)))]
     #[x_kube(validation = Rule::new(r"self.all(c, !c.matches('[\x00-\x1F\x7F]'))").message("each capability must be one line of text without control characters"))]
     pub capabilities: Vec<String>,
-    /// Skills to install in the agent's workspace, by name. The plan decides
-    /// which skills are available; unknown names are reported in status.
+    /// Skills to install in the agent's workspace, by name. The plan (and
+    /// the industry) decide which skills are available; a name that is
+    /// unknown, not in the plan or not for the industry is not installed
+    /// and is reported in the instance's `status.skills.notInstalled` and
+    /// its `WorkspaceReady` message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 30),
@@ -382,7 +385,9 @@ pub struct StackSpec {
     /// Connectors to the business's own systems (for example its
     /// point-of-sale system), each a type and a Secret of this namespace
     /// holding its credentials. The instance receives the Secret's keys as
-    /// variables `WINSTON_CONNECTOR_<TYPE>_<KEY>`; skills that require a
+    /// variables `WINSTON_CONNECTOR_<TYPE>_<KEY>` (upper case, other
+    /// characters as `_`; keys that would give one variable stall the
+    /// instance with `ConnectorVariableCollision`); skills that require a
     /// connector type are installed only when it is listed. Values never
     /// appear in status, events or the workspace files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -340,6 +340,46 @@ pub struct SkillsStatus {
     /// Skills selected for the plan and industry that wait on connectors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<WaitingSkill>,
+    /// Skills `persona.skills` names that are not installed, and why: no
+    /// skill has the name, the plan does not offer it, or it is for other
+    /// industries. The workspace step's message (`WorkspaceReady`) names
+    /// them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_installed: Vec<NotInstalledSkill>,
+}
+
+/// A skill the persona asks for that the workspace does not install.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotInstalledSkill {
+    /// The name as `persona.skills` gives it.
+    pub skill: String,
+    /// Why it is not installed.
+    pub reason: SkillNotInstalledReason,
+}
+
+/// Why a skill `persona.skills` names is not installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SkillNotInstalledReason {
+    /// No skill has this name (a typo, or a skill Winston does not ship).
+    UnknownSkill,
+    /// The skill exists but the Tenant's plan does not offer it.
+    NotInPlan,
+    /// The skill exists and the plan offers it, but it is for other
+    /// industries than the Tenant's.
+    NotForIndustry,
+}
+
+impl SkillNotInstalledReason {
+    /// In words, for messages.
+    #[must_use]
+    pub fn words(self, plan: &str) -> String {
+        match self {
+            Self::UnknownSkill => "no such skill".into(),
+            Self::NotInPlan => format!("not in plan {plan}"),
+            Self::NotForIndustry => "not for this industry".into(),
+        }
+    }
 }
 
 /// A skill that is installed once its connectors are present.

@@ -449,9 +449,11 @@ pub(crate) fn strip<K: kube::Resource>(o: &mut K) {
 
 /// What the Tenant controller reads of an instance: its spec (to compare
 /// with the wanted one) and the summary of its status (phase, URL, current
-/// step, the Ready / Reconciling / Stalled conditions). Its steps, external
-/// ids and per-step conditions are the instance controller's business; at
-/// 1,000 tenants they were most of this cache.
+/// step, the Ready / Reconciling / Stalled conditions, and the step
+/// conditions that say the plan excludes a component, which the Tenant
+/// shows as `ComponentsExcluded`). Its steps, external ids and other
+/// per-step conditions are the instance controller's business; at 1,000
+/// tenants they were most of this cache.
 fn summary_of_instance(ti: &mut TenantInstance) {
     strip(ti);
     if let Some(st) = ti.status.as_mut() {
@@ -459,7 +461,7 @@ fn summary_of_instance(ti: &mut TenantInstance) {
         st.pending = Vec::new();
         st.external = None;
         let kept = [names::COND_READY, names::COND_RECONCILING, names::COND_STALLED];
-        st.conditions.retain(|c| kept.contains(&c.type_.as_str()));
+        st.conditions.retain(|c| kept.contains(&c.type_.as_str()) || c.reason == names::reason::EXCLUDED_BY_PLAN);
     }
 }
 

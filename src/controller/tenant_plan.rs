@@ -499,6 +499,9 @@ struct Facts {
     converging: Vec<String>,
     /// Wanted instances that do not exist yet.
     missing: usize,
+    /// What the plan leaves out of the spec, as the instances report it
+    /// (their step conditions with reason `ExcludedByPlan`), once each.
+    excluded: Vec<String>,
 }
 
 impl Facts {
@@ -536,6 +539,7 @@ impl Facts {
                 .filter(|n| is_ready(n))
                 .collect(),
             missing: usize::try_from(wanted).unwrap_or(0).saturating_sub(summaries.len()),
+            excluded: excluded(wanted_instances()),
         }
     }
 
@@ -584,8 +588,9 @@ impl Facts {
         self.blockers.iter().map(|b| b.message.as_str()).collect::<Vec<_>>().join("; ")
     }
 
-    /// `Ready`, `Reconciling` and `Stalled`.
-    fn conditions(&self, paused: bool) -> [Desired<'_>; 3] {
+    /// `Ready`, `Reconciling` and `Stalled`, and `ComponentsExcluded` while
+    /// the plan leaves out a component the spec asks for.
+    fn conditions(&self, paused: bool) -> Vec<Desired<'_>> {
         let first_blocker = self.blockers.first();
         let ready = if self.deleting {
             Desired::new(names::COND_READY, false, reason::DELETING, "tenant is being deleted")
@@ -618,8 +623,25 @@ impl Facts {
             None => Desired::new(names::COND_STALLED, false, reason::NOT_STALLED, ""),
             Some(b) => Desired::new(names::COND_STALLED, true, &b.reason, self.blocked_message()),
         };
-        [ready, reconciling, stalled]
+        let mut out = vec![ready, reconciling, stalled];
+        if !self.excluded.is_empty() && !self.deleting {
+            let message = self.excluded.join("; ");
+            out.push(Desired::new(names::COND_COMPONENTS_EXCLUDED, true, reason::EXCLUDED_BY_PLAN, message));
+        }
+        out
     }
+}
+
+/// The messages of the instances' step conditions that say the plan
+/// excludes a component, each once, in order.
+fn excluded<'i>(instances: impl Iterator<Item = &'i TenantInstance>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in instances.filter_map(|i| i.status.as_ref()).flat_map(|s| s.conditions.iter()) {
+        if c.reason == reason::EXCLUDED_BY_PLAN && !out.contains(&c.message) {
+            out.push(c.message.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -760,6 +782,33 @@ mod tests {
         let mut changed = d[0].clone();
         changed.spec.stack.plan = "growth".into();
         assert!(!instance_up_to_date(&d[0], &changed));
+    }
+
+    #[test]
+    fn a_component_the_plan_excludes_is_named_on_the_tenant_once() {
+        let t = tenant(2);
+        let d = desired_instances(&t).expect("desired");
+        let s = status(&t, &[ready(d[0].clone(), "https://a")], None, None, &now());
+        assert!(conditions::find(&s.conditions, names::COND_COMPONENTS_EXCLUDED).is_none(), "nothing excluded");
+        let why =
+            "plan starter does not include compute (the agent service); upgrade the plan or remove components.compute";
+        let excluding = |ti: &TenantInstance| {
+            let mut ti = ready(ti.clone(), "https://a");
+            let st = ti.status.as_mut().expect("status");
+            for step in ["ServiceReady", "HealthReady"] {
+                st.conditions.extend(conditions::merge(
+                    &[],
+                    &[Desired::new(step, true, reason::EXCLUDED_BY_PLAN, why)],
+                    Some(1),
+                    &now(),
+                ));
+            }
+            ti
+        };
+        let s = status(&t, &[excluding(&d[0]), excluding(&d[1])], None, None, &now());
+        let c = conditions::find(&s.conditions, names::COND_COMPONENTS_EXCLUDED).expect("named on the Tenant");
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("True", "ExcludedByPlan", why));
+        assert!(conditions::is_true(&s.conditions, names::COND_READY), "an excluded component does not block");
     }
 
     #[test]

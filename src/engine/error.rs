@@ -112,6 +112,10 @@ pub enum EngineError {
     /// A frontend variable names a Secret key that does not exist.
     #[error("failed to read frontend variable {variable}: Secret {secret} has no key {key} in the Tenant's namespace")]
     EnvSecretMissing { variable: String, secret: String, key: String },
+    /// Two or more connector Secret keys become one service variable (the
+    /// message names the keys, never a value).
+    #[error("failed to deliver the connectors: {0}")]
+    ConnectorVariableCollision(String),
     /// The Supabase project did not report a key a step needs.
     #[error("failed to read the Supabase project's {0} key (the Management API token may not reveal it)")]
     SupabaseKeyMissing(&'static str),
@@ -146,6 +150,9 @@ impl EngineError {
             Self::AppMigrationChanged { .. } => ("MigrationChanged", Stall),
             Self::SupabaseKeyMissing(_) => ("SupabaseKeyMissing", Retry),
             Self::EnvSecretMissing { .. } => ("EnvSecretMissing", Retry),
+            // Renaming a key is a person's decision: retried on a spec
+            // change or every --stalled-retry-seconds.
+            Self::ConnectorVariableCollision(_) => ("ConnectorVariableCollision", Stall),
         }
     }
 

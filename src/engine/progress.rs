@@ -22,8 +22,11 @@ pub enum Report {
     Failed(String),
     /// Blocked until the spec or the platform credentials change.
     Stalled(String),
-    /// Not wanted by the plan or spec.
+    /// Not wanted by the spec.
     Skipped,
+    /// Asked for by the spec but not included in the plan: skipped, with a
+    /// message saying so (the step condition's reason is `ExcludedByPlan`).
+    Excluded(String),
 }
 
 impl Report {
@@ -32,13 +35,15 @@ impl Report {
             Self::Done(_) => StepState::Done,
             Self::Working(_) => StepState::InProgress,
             Self::Failed(_) | Self::Stalled(_) => StepState::Failed,
-            Self::Skipped => StepState::Skipped,
+            Self::Skipped | Self::Excluded(_) => StepState::Skipped,
         }
     }
 
     fn message(&self) -> Option<String> {
         match self {
-            Self::Done(m) | Self::Working(m) | Self::Failed(m) | Self::Stalled(m) => Some(m.clone()),
+            Self::Done(m) | Self::Working(m) | Self::Failed(m) | Self::Stalled(m) | Self::Excluded(m) => {
+                Some(m.clone())
+            }
             Self::Skipped => None,
         }
     }
@@ -264,7 +269,9 @@ fn stalled_condition(facts: &Facts) -> Desired<'static> {
     }
 }
 
-/// The per-step condition, e.g. `DatabaseReady`.
+/// The per-step condition, e.g. `DatabaseReady`. A skipped step carries a
+/// message only when the plan excludes what the spec asks for
+/// ([`Report::Excluded`]): its reason is then `ExcludedByPlan`.
 fn step_desired(s: &StepStatus) -> Desired<'static> {
     let ok = matches!(s.state, StepState::Done | StepState::Skipped);
     let reason = match s.state {
@@ -272,6 +279,7 @@ fn step_desired(s: &StepStatus) -> Desired<'static> {
         StepState::InProgress => "InProgress",
         StepState::Done => "Done",
         StepState::Failed => "Failed",
+        StepState::Skipped if s.message.is_some() => reason::EXCLUDED_BY_PLAN,
         StepState::Skipped => "Skipped",
     };
     Desired::new(step_condition(s.name), ok, reason, s.message.clone().unwrap_or_default())
@@ -399,6 +407,26 @@ mod tests {
             ("False", "PlanMismatch", "wrong plan")
         );
         assert_eq!(st.phase, Some(Phase::Failed));
+    }
+
+    #[test]
+    fn a_component_the_plan_excludes_says_so_and_an_omitted_one_is_plainly_skipped() {
+        let mut st = TenantInstanceStatus::default();
+        align(&mut st.steps, &[StepName::Database, StepName::Frontend]);
+        record(&mut st.steps, StepName::Database, &Report::Skipped, t(0));
+        let why = "plan free does not include a frontend; upgrade the plan or remove components.frontend";
+        record(&mut st.steps, StepName::Frontend, &Report::Excluded(why.into()), t(0));
+        summarize(&mut st, &Facts::default(), &now());
+        assert_eq!(st.steps[1].message.as_deref(), Some(why));
+        let c = conditions::find(&st.conditions, "FrontendReady").unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("True", "ExcludedByPlan", why));
+        let c = conditions::find(&st.conditions, "DatabaseReady").unwrap();
+        assert_eq!((c.reason.as_str(), c.message.as_str()), ("Skipped", ""));
+        // Once the spec stops asking for it: a plain skip again.
+        record(&mut st.steps, StepName::Frontend, &Report::Skipped, t(1));
+        summarize(&mut st, &Facts::default(), &now());
+        let c = conditions::find(&st.conditions, "FrontendReady").unwrap();
+        assert_eq!((c.reason.as_str(), c.message.as_str()), ("Skipped", ""));
     }
 
     #[test]

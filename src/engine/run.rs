@@ -234,7 +234,10 @@ async fn act(deps: &Deps<'_>, pass: &mut Pass<'_>) -> Result<Walk, EngineError> 
             // the teardown path; the step is Skipped once it is gone.
             match super::downgrade::remove(engine, &mut pass.rec, pass.ti, step).await {
                 Ok(None) => {
-                    let skipped = progress::record(&mut pass.rec.status.steps, step, &Report::Skipped, started);
+                    // Asked for but not in the plan: say so, never silently.
+                    let report = wanted::exclusion(&pass.ti.spec, pass.plan_name, pass.plan, step)
+                        .map_or(Report::Skipped, Report::Excluded);
+                    let skipped = progress::record(&mut pass.rec.status.steps, step, &report, started);
                     walk.transitions.extend(skipped);
                     continue;
                 }

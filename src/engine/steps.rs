@@ -178,16 +178,29 @@ impl<'a> Pass<'a> {
         let hash = w.hash();
         let files = w.files.len();
         self.rec.status.workspace_hash = Some(hash.clone());
+        let mut message = format!("{files} files rendered ({})", &hash[..19.min(hash.len())]);
+        if !w.skills.not_installed.is_empty() {
+            let skipped: Vec<String> = w
+                .skills
+                .not_installed
+                .iter()
+                .map(|s| format!("{} ({})", s.skill, s.reason.words(self.plan_name)))
+                .collect();
+            message.push_str(&format!("; persona.skills not installed: {}", skipped.join(", ")));
+        }
         self.rec.status.skills = Some(w.skills.clone());
         self.workspace = Some(w);
-        StepResult::Done(format!("{files} files rendered ({})", &hash[..19.min(hash.len())]))
+        StepResult::Done(message)
     }
 
     /// The agent service: its Railway project first, then the service in it.
     async fn service(&mut self) -> Result<StepResult, EngineError> {
         let connectors = match super::connectors::variables(&self.secrets, &self.ti.spec.stack.connectors).await? {
             Ok(v) => v,
-            Err(waiting) => return Ok(StepResult::Waiting(waiting)),
+            Err(super::connectors::Undelivered::Waiting(waiting)) => return Ok(StepResult::Waiting(waiting)),
+            Err(super::connectors::Undelivered::Collision(message)) => {
+                return Err(EngineError::ConnectorVariableCollision(message));
+            }
         };
         let (project_id, environment_id) = match self.railway_project().await? {
             Converged::Waiting { message, .. } => return Ok(StepResult::Waiting(format!("project: {message}"))),

@@ -56,6 +56,35 @@ pub fn excluded_by_plan(spec: &TenantInstanceSpec, plan: &Plan) -> Vec<&'static 
     out
 }
 
+/// Why `step` is skipped when the spec asks for its component and the plan
+/// does not include it: a message for the step and its condition, e.g.
+/// "plan free does not include a frontend; upgrade the plan or remove
+/// components.frontend". `None` when the step runs, or is skipped because
+/// the spec does not ask for it (a plain skip).
+#[must_use]
+pub fn exclusion(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan, step: StepName) -> Option<String> {
+    let component = match step {
+        StepName::Database | StepName::Schema | StepName::Migrations | StepName::AdminUser => "database",
+        StepName::Service | StepName::Health => "compute",
+        StepName::Frontend => "frontend",
+        StepName::Credentials | StepName::Workspace | StepName::Notify => return None,
+    };
+    excluded_by_plan(spec, plan).contains(&component).then(|| excluded_message(plan_name, component))
+}
+
+/// "plan free does not include a frontend; upgrade the plan or remove
+/// components.frontend".
+#[must_use]
+pub fn excluded_message(plan_name: &str, component: &str) -> String {
+    let what = match component {
+        "database" => "a database",
+        "compute" => "compute (the agent service)",
+        "frontend" => "a frontend",
+        other => other,
+    };
+    format!("plan {plan_name} does not include {what}; upgrade the plan or remove components.{component}")
+}
+
 /// What the spec asks for that no platform client of Winston's can honour,
 /// as the message of a `RegionUnsupported` stall: Winston's Railway client
 /// creates services in the platform's default region and sets no region,
@@ -103,6 +132,12 @@ mod tests {
         assert!(free.contains(&(StepName::Database, true)));
         assert!(free.contains(&(StepName::Frontend, false)), "free has no frontend");
         assert_eq!(excluded_by_plan(&spec(true), cat.get("free").unwrap()), ["frontend"]);
+        assert_eq!(
+            exclusion(&spec(true), "free", cat.get("free").unwrap(), StepName::Frontend).as_deref(),
+            Some("plan free does not include a frontend; upgrade the plan or remove components.frontend")
+        );
+        assert_eq!(exclusion(&spec(false), "free", cat.get("free").unwrap(), StepName::Frontend), None, "not asked");
+        assert_eq!(exclusion(&spec(true), "growth", cat.get("growth").unwrap(), StepName::Frontend), None);
         let growth = steps(&spec(true), cat.get("growth").unwrap());
         assert!(growth.contains(&(StepName::Frontend, true)));
         let none = steps(&spec(false), cat.get("growth").unwrap());

@@ -16,10 +16,10 @@ use base64::Engine as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::api::tenant_instance::{SkillsStatus, WaitingSkill};
+use crate::api::tenant_instance::{NotInstalledSkill, SkillNotInstalledReason, SkillsStatus, WaitingSkill};
 use crate::api::{TenantInstanceSpec, Tone, WebsiteProfile};
 use crate::plans::Plan;
-use crate::skills::{Selection, Skill, SkillCatalog};
+use crate::skills::{NotOffered, Selection, Skill, SkillCatalog};
 
 /// The skills built into the binary (`skills/`); a unit test keeps every
 /// file valid, so `None` (logged) means a broken build, not a bad tenant.
@@ -85,6 +85,8 @@ struct Agent<'a> {
     /// The selected skills to install (see [`select_skills`]).
     skills: Vec<&'a Skill>,
     waiting: Vec<WaitingSkill>,
+    /// What `persona.skills` names and is not installed, and why.
+    not_installed: Vec<NotInstalledSkill>,
     capabilities: Vec<&'a str>,
     industry: Option<&'a str>,
 }
@@ -97,7 +99,7 @@ impl<'a> Agent<'a> {
             Some(x) => x.capabilities.iter().map(String::as_str).collect(),
             None => site.map(|s| s.suggested_capabilities.iter().map(String::as_str).collect()).unwrap_or_default(),
         };
-        let (skills, waiting) = select_skills(spec, plan_name, plan);
+        let Chosen { installed: skills, waiting, not_installed } = select_skills(spec, plan_name, plan);
         Self {
             instance,
             spec,
@@ -111,6 +113,7 @@ impl<'a> Agent<'a> {
             tone: persona.map(|x| x.tone).or_else(|| site.map(|s| s.tone)).unwrap_or(Tone::Friendly),
             skills,
             waiting,
+            not_installed,
             capabilities,
             industry: spec.profile.industry.as_deref().or_else(|| site.map(|s| s.industry.as_str())),
         }
@@ -124,9 +127,10 @@ impl<'a> Agent<'a> {
 /// The skills the catalog selects for the plan, the industry (the spec's,
 /// else the website profile's industry and sub-industry) and the connectors
 /// `spec.connectors` declares (a skill requiring a missing one waits), limited to
-/// the persona's own choice when it names skills (the spec wins).
-fn select_skills<'a>(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) -> (Vec<&'a Skill>, Vec<WaitingSkill>) {
-    let Some(catalog) = CATALOG.as_ref() else { return (Vec::new(), Vec::new()) };
+/// the persona's own choice when it names skills (the spec wins). A name the
+/// persona gives that the selection leaves out is reported with the reason.
+fn select_skills<'a>(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) -> Chosen<'a> {
+    let Some(catalog) = CATALOG.as_ref() else { return Chosen::default() };
     let site = spec.website_profile.as_ref();
     let industries: Vec<&str> = match spec.profile.industry.as_deref() {
         Some(i) => vec![i],
@@ -135,12 +139,9 @@ fn select_skills<'a>(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) ->
             .unwrap_or_default(),
     };
     let connectors: Vec<&str> = spec.stack.connectors.iter().map(|c| c.type_.as_str()).collect();
-    let selected = catalog.select(&Selection {
-        plan: plan_name,
-        plan_skills: &plan.skills,
-        industries: &industries,
-        connectors: &connectors,
-    });
+    let who =
+        Selection { plan: plan_name, plan_skills: &plan.skills, industries: &industries, connectors: &connectors };
+    let selected = catalog.select(&who);
     let chosen = spec.profile.persona.as_ref().map(|p| p.skills.as_slice()).filter(|s| !s.is_empty());
     let wanted = |name: &str| chosen.is_none_or(|c| c.iter().any(|s| s == name));
     let installed = selected.installed.into_iter().filter(|s| wanted(&s.meta.name)).collect();
@@ -150,7 +151,28 @@ fn select_skills<'a>(spec: &TenantInstanceSpec, plan_name: &str, plan: &Plan) ->
         .filter(|w| wanted(&w.skill))
         .map(|w| WaitingSkill { skill: w.skill, connectors: w.connectors })
         .collect();
-    (installed, waiting)
+    let not_installed = chosen
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| {
+            let reason = match catalog.not_offered(name, &who)? {
+                NotOffered::UnknownSkill => SkillNotInstalledReason::UnknownSkill,
+                NotOffered::NotInPlan => SkillNotInstalledReason::NotInPlan,
+                NotOffered::NotForIndustry => SkillNotInstalledReason::NotForIndustry,
+            };
+            Some(NotInstalledSkill { skill: name.clone(), reason })
+        })
+        .collect();
+    Chosen { installed, waiting, not_installed }
+}
+
+/// The skills of a workspace: installed, waiting on connectors, and those
+/// the persona names that are not installed.
+#[derive(Default)]
+struct Chosen<'a> {
+    installed: Vec<&'a Skill>,
+    waiting: Vec<WaitingSkill>,
+    not_installed: Vec<NotInstalledSkill>,
 }
 
 const AGENTS_MD: &str = "# Operating rules\n\n1. Read SOUL.md and USER.md at the start of every session.\n\
@@ -211,6 +233,7 @@ pub fn render(name: &str, spec: &TenantInstanceSpec, plan_name: &str, plan: &Pla
     let skills = SkillsStatus {
         installed: a.skill_names().into_iter().map(str::to_string).collect(),
         waiting: a.waiting.clone(),
+        not_installed: a.not_installed.clone(),
     };
     Workspace { files, skills }
 }
@@ -630,6 +653,24 @@ mod tests {
         let mut later = s.clone();
         later.website_profile.as_mut().unwrap().hours = Some("Mon-Sun 10-20".into());
         assert_ne!(w.hash(), render("green-0", &later, "growth", plan).hash());
+    }
+
+    #[test]
+    fn skills_the_persona_names_and_does_not_get_are_reported_with_why() {
+        let cat = PlanCatalog::builtin();
+        let nr = |skill: &str, reason| NotInstalledSkill { skill: skill.into(), reason };
+        let w = render("bella-0", &spec(&["doesnotexist", "crm", "faq"]), "free", cat.get("free").unwrap());
+        assert_eq!(w.skills.installed, ["faq"]);
+        assert_eq!(
+            w.skills.not_installed,
+            [nr("doesnotexist", SkillNotInstalledReason::UnknownSkill), nr("crm", SkillNotInstalledReason::NotInPlan)]
+        );
+        // social-media is offered on growth, but for cannabis, not restaurants.
+        let w = render("bella-0", &spec(&["social-media", "menu-qa"]), "growth", cat.get("growth").unwrap());
+        assert_eq!(w.skills.installed, ["menu-qa"]);
+        assert_eq!(w.skills.not_installed, [nr("social-media", SkillNotInstalledReason::NotForIndustry)]);
+        // No persona choice: nothing to report.
+        assert!(render("bella-0", &spec(&[]), "free", cat.get("free").unwrap()).skills.not_installed.is_empty());
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub fn detail(v: &TenantView, now: DateTime<Utc>, style: Style) -> String {
     if let Some(line) = attention(conditions) {
         out.push_str(&format!("  {}\n", style.paint(line.1, &line.0)));
     }
+    // What the plan leaves out of the spec (see `ComponentsExcluded`).
+    if let Some(c) = find(conditions, names::COND_COMPONENTS_EXCLUDED).filter(|c| c.status == "True") {
+        out.push_str(&format!("  {}\n", style.paint(Tone::Busy, &format!("not in the plan: {}", c.message))));
+    }
     let (credits, credit_tone) = credit_line(v);
     out.push_str(&format!("  {}  {}\n", style.paint(Tone::Quiet, "credits"), style.paint(credit_tone, &credits)));
     // The tenant's public URL; each instance lists its own below.
@@ -501,6 +505,24 @@ zeta    free        Pending  0/1    -         -        -                   5m
         assert!(coloured.contains("\x1b[31mstalled: railway token rejected (Unauthorized)\x1b[0m"), "{coloured}");
         assert!(coloured.contains("\x1b[31m✗\x1b[0m"), "{coloured}");
         assert!(coloured.contains("\x1b[32m✓\x1b[0m"), "{coloured}");
+    }
+
+    #[test]
+    fn a_component_the_plan_excludes_is_named_on_the_tenant_and_its_step() {
+        let why = "plan free does not include a frontend; upgrade the plan or remove components.frontend";
+        let mut v = provisioning();
+        v.tenant.status.get_or_insert_default().conditions.extend(
+            serde_json::from_value::<Vec<Condition>>(serde_json::json!([{"type": "ComponentsExcluded",
+                "status": "True", "reason": "ExcludedByPlan", "message": why,
+                "lastTransitionTime": "2026-11-23T09:01:00Z"}]))
+            .unwrap(),
+        );
+        let frontend =
+            v.instances[0].status.as_mut().unwrap().steps.iter_mut().find(|s| s.name == crate::api::StepName::Frontend);
+        frontend.unwrap().message = Some(why.into());
+        let plain = detail(&v, now(), PLAIN);
+        assert!(plain.contains(&format!("\n  not in the plan: {why}\n")), "{plain}");
+        assert!(plain.contains(&format!("skipped{}{why}\n", " ".repeat(24))), "{plain}");
     }
 
     #[test]
