@@ -167,50 +167,42 @@ fn first_name(s: &[u8]) -> &[u8] {
     &s[..len]
 }
 
+/// What follows each `key` in `text`, blanks skipped: the key's value and
+/// everything after it.
+fn values<'a>(text: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let after = i + find(&text[i..], key)? + key.len();
+        i = after;
+        Some(skip_space(&text[after..]))
+    })
+}
+
+/// Whether `v` starts with the name `name` (not a longer one).
+fn starts_with_name(v: &[u8], name: &[u8]) -> bool {
+    v.starts_with(name) && v.get(name.len()).is_none_or(|b| !is_regular(*b))
+}
+
 /// Whether `dict` has `key` followed by the name `value`.
 fn is_name(dict: &[u8], key: &[u8], value: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(at) = find(&dict[i..], key) {
-        let after = i + at + key.len();
-        let v = skip_space(&dict[after..]);
-        if v.starts_with(value) && v.get(value.len()).is_none_or(|b| !is_regular(*b)) {
-            return true;
-        }
-        i = after;
-    }
-    false
+    values(dict, key).any(|v| starts_with_name(v, value))
 }
 
 /// Page objects: `/Type /Page` (any whitespace between) not followed by
 /// more name characters (so not `/Pages`, `/PageLabel`).
 fn page_objects(pdf: &[u8]) -> i64 {
-    let mut pages = 0i64;
-    let mut i = 0;
-    while let Some(at) = find(&pdf[i..], b"/Type") {
-        let j = i + at + b"/Type".len();
-        let v = skip_space(&pdf[j..]);
-        if v.starts_with(b"/Page") && v.get(b"/Page".len()).is_none_or(|b| !is_regular(*b)) {
-            pages += 1;
-        }
-        i = j;
-    }
-    pages
+    values(pdf, b"/Type").filter(|v| starts_with_name(v, b"/Page")).fold(0, |n, _| n + 1)
 }
 
 /// The largest integer after a `/Count` key.
 fn largest_count(pdf: &[u8]) -> i64 {
-    let mut largest = 0i64;
-    let mut i = 0;
-    while let Some(at) = find(&pdf[i..], b"/Count") {
-        let j = i + at + b"/Count".len();
-        let v = skip_space(&pdf[j..]);
-        let digits: Vec<u8> = v.iter().take(12).take_while(|b| b.is_ascii_digit()).copied().collect();
-        if let Ok(n) = std::str::from_utf8(&digits).unwrap_or_default().parse::<i64>() {
-            largest = largest.max(n);
-        }
-        i = j;
-    }
-    largest
+    values(pdf, b"/Count")
+        .filter_map(|v| {
+            let digits = v.iter().take(12).take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&v[..digits]).ok()?.parse::<i64>().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// `pdf` with every `#xx` escape inside a name replaced by its byte.
