@@ -11,9 +11,19 @@ use super::stripe_api::{StripeApi, StripeApiError};
 use super::tenants::{Created, TenantError, Tenants};
 use crate::api::AgentProfile;
 
-/// Whether a profile carries hints the customer typed (dropped when admission refuses them).
-fn has_hints(p: &AgentProfile) -> bool {
-    p.website.is_some() || p.industry.is_some() || p.persona.is_some()
+/// The profiles a checkout tries in turn while admission refuses them: as
+/// given, without the website (free text), without any hint; each only when
+/// it differs from the one before.
+fn with_fewer_hints(profile: AgentProfile) -> Vec<AgentProfile> {
+    let no_site = AgentProfile { website: None, ..profile.clone() };
+    let bare = AgentProfile { industry: None, persona: None, ..no_site.clone() };
+    let mut out = vec![profile];
+    for candidate in [no_site, bare] {
+        if out.last() != Some(&candidate) {
+            out.push(candidate);
+        }
+    }
+    out
 }
 
 /// What intake did with an event (answered 2xx).
@@ -202,23 +212,18 @@ impl Processor {
         }
         let paused = event::paused_by_status(&sub.status, self.config.pause_on_payment_failed);
         let stripe = (customer.as_str(), subscription.as_str());
-        let created = match self.tenants.create_if_absent(&row.tenant, profile.clone(), &plan, paused, stripe).await {
-            Err(TenantError::Refused(_)) if has_hints(&profile) => {
-                // What the customer typed (website, industry, agent name) is
-                // a hint: a paid checkout never fails on one admission
-                // refuses. The website (free text) first, then all of them.
+        // What the customer typed (website, industry, agent name) is a hint:
+        // a paid checkout never fails on one admission refuses.
+        let mut created = Err(TenantError::Refused(String::new()));
+        for (i, candidate) in with_fewer_hints(profile).into_iter().enumerate() {
+            if i == 1 {
                 tracing::warn!(customer = %customer, "the API server refused the checkout's hints; creating the Tenant without them");
-                let no_site = AgentProfile { website: None, ..profile.clone() };
-                match self.tenants.create_if_absent(&row.tenant, no_site, &plan, paused, stripe).await {
-                    Err(TenantError::Refused(_)) => {
-                        let bare = AgentProfile { website: None, industry: None, persona: None, ..profile };
-                        self.tenants.create_if_absent(&row.tenant, bare, &plan, paused, stripe).await
-                    }
-                    other => other,
-                }
             }
-            other => other,
-        };
+            created = self.tenants.create_if_absent(&row.tenant, candidate, &plan, paused, stripe).await;
+            if !matches!(created, Err(TenantError::Refused(_))) {
+                break;
+            }
+        }
         let created = match created {
             Ok(c) => c,
             Err(TenantError::Refused(_)) => {
