@@ -240,9 +240,18 @@ fn alternating(messages: Vec<Message>) -> Vec<Message> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Message, alternating, valid_channel};
+
+    #[test]
+    fn channels_are_short_names() {
+        assert!(valid_channel("web-chat_2"));
+        for bad in ["", "Web", "a b", "x\n", &"a".repeat(33)] {
+            assert!(!valid_channel(bad), "{bad:?}");
+        }
+    }
+
     #[test]
     fn the_history_starts_with_the_user_and_alternates() {
-        use super::{Message, alternating};
         let m = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
         let got = alternating(vec![
             m("assistant", "a0"),
@@ -253,15 +262,5 @@ mod tests {
         ]);
         assert_eq!(got, vec![m("user", "u1"), m("assistant", "a1"), m("user", "u2\n\nu3")]);
         assert!(alternating(vec![m("assistant", "only")]).is_empty());
-    }
-
-    use super::valid_channel;
-
-    #[test]
-    fn channels_are_short_names() {
-        assert!(valid_channel("web-chat_2"));
-        for bad in ["", "Web", "a b", "x\n", &"a".repeat(33)] {
-            assert!(!valid_channel(bad), "{bad:?}");
-        }
     }
 }

@@ -15,13 +15,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::Utc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgDatabaseError, PgErrorPosition, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
-
-use chrono::Utc;
 
 use super::error::Redacted;
 use super::progress::{self, Report};
