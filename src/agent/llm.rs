@@ -4,7 +4,7 @@
 //! [`LlmError::OutOfCredits`]: the proxy refused before any upstream call.
 //!
 //! Every call is streamed from the proxy, also for an answer the caller
-//! wants whole ([`Llm::complete`]): only a stream's end says what the proxy
+//! wants whole ([`Llm::complete`]): one path, whose end says what the proxy
 //! charged for that very call (`: x-winston-credits-charged: N`), the
 //! figure the tenant's `usage` table records. A difference of the balance
 //! before and after would also count every other call settled meanwhile.
@@ -14,11 +14,8 @@ use serde_json::{Value, json};
 
 use super::config::Secret;
 use super::store::Message;
-
-/// Header with the credits left, as the proxy sets it.
-pub const CREDITS_REMAINING_HEADER: &str = "x-winston-credits-remaining";
-/// SSE comment at a stream's end with the credits the call was charged.
-pub const CREDITS_CHARGED_COMMENT: &str = "x-winston-credits-charged";
+// The names of the header and stream-end SSE comments the proxy writes.
+use crate::proxy::{CREDITS_CHARGED_HEADER, CREDITS_REMAINING_HEADER};
 
 /// Why an LLM call gave no reply.
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +204,7 @@ fn frame_event(frame: &str, reply: &mut Reply) -> Frame {
             data.push_str(d.trim_start());
         } else if let Some(c) = line.strip_prefix(": ").and_then(|c| c.strip_prefix(CREDITS_REMAINING_HEADER)) {
             reply.credits_remaining = c.trim_start_matches(':').trim().parse().ok().or(reply.credits_remaining);
-        } else if let Some(c) = line.strip_prefix(": ").and_then(|c| c.strip_prefix(CREDITS_CHARGED_COMMENT)) {
+        } else if let Some(c) = line.strip_prefix(": ").and_then(|c| c.strip_prefix(CREDITS_CHARGED_HEADER)) {
             reply.credits_charged = c.trim_start_matches(':').trim().parse().ok().or(reply.credits_charged);
         }
     }
